@@ -1,0 +1,110 @@
+//! The command line: `fleetsim run`, `fleetsim validate`. Each command is a library function so
+//! tests can call it; `main.rs` only parses arguments and sets up the runtime.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::fleet::{self, RunOptions};
+use crate::scenario;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleetsim",
+    version,
+    about = "Fleet simulator and load generator for certificate-authenticated IoT fleets"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a scenario and print its report.
+    Run {
+        /// The scenario file (YAML).
+        scenario: PathBuf,
+        /// Where to write the JSON report.
+        #[arg(long, default_value = "fleetsim-report.json")]
+        report: PathBuf,
+        /// No progress lines while running.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check scenario files and report every problem with file:line:column.
+    Validate {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+}
+
+pub async fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Validate { scenarios } => validate(&scenarios),
+        Command::Run {
+            scenario,
+            report,
+            quiet,
+        } => match run(&scenario, &report, !quiet).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Validates each file, printing `ok` or the error; fails if any file is invalid.
+pub fn validate(paths: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for path in paths {
+        match scenario::load(path) {
+            Ok(s) => println!(
+                "ok: {} ({}, {} devices)",
+                path.display(),
+                s.name,
+                s.fleet.devices
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Runs a scenario until it ends or Ctrl-C, then prints the report and writes it as JSON. The
+/// report is written on Ctrl-C too.
+pub async fn run(
+    scenario_path: &Path,
+    report_path: &Path,
+    progress: bool,
+) -> anyhow::Result<ExitCode> {
+    let scenario = scenario::load(scenario_path)?;
+    eprintln!(
+        "fleetsim: running {} ({} devices at {:.1}/s for {:.0} s)",
+        scenario.name,
+        scenario.fleet.devices,
+        scenario.fleet.arrival_rate.0,
+        scenario.duration.as_secs_f64()
+    );
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        eprintln!("fleetsim: interrupted, stopping devices and writing the report");
+    };
+    let outcome = fleet::run(&scenario, &RunOptions { progress }, ctrl_c).await?;
+    println!("{}", outcome.report.to_text());
+    outcome.report.write_json(report_path)?;
+    eprintln!("fleetsim: report written to {}", report_path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,239 @@
+//! Keys, CSRs and certificates on the device side, and the PEM/X.509 helpers both sides share.
+//!
+//! Keys come from rcgen on aws-lc-rs (the only rcgen backend that can generate RSA keys).
+//! Private keys stay in memory in [`DeviceKey`] and are never formatted into logs: its `Debug`
+//! prints the key kind only.
+
+use std::fmt;
+use std::sync::Once;
+
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, RsaKeySize};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("key generation failed: {0}")]
+    KeyGen(rcgen::Error),
+    #[error("CSR could not be built: {0}")]
+    Csr(rcgen::Error),
+    #[error("no certificate in PEM text")]
+    NoCertificate,
+    #[error("bad PEM: {0}")]
+    Pem(String),
+    #[error("certificate does not parse: {0}")]
+    Certificate(String),
+}
+
+/// The key kinds a device may use. P-256 is the default because it is ~2,000× cheaper to generate
+/// than RSA-2048 (see DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum KeyKind {
+    #[default]
+    #[serde(rename = "p256")]
+    P256,
+    #[serde(rename = "p384")]
+    P384,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+/// Makes aws-lc-rs the process-wide rustls provider. Idempotent; called by every entry point that
+/// builds TLS configs, because a second provider in the dependency tree would otherwise make
+/// rustls refuse to pick one.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider was installed first by the embedding program; keep theirs.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// A device's private key.
+pub struct DeviceKey {
+    kind: KeyKind,
+    pair: KeyPair,
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceKey({:?}, <private>)", self.kind)
+    }
+}
+
+impl DeviceKey {
+    pub fn generate(kind: KeyKind) -> Result<Self, CryptoError> {
+        let pair = match kind {
+            KeyKind::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyKind::P384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+            KeyKind::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048)
+            }
+            KeyKind::Rsa3072 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_3072)
+            }
+            KeyKind::Rsa4096 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_4096)
+            }
+        }
+        .map_err(CryptoError::KeyGen)?;
+        Ok(Self { kind, pair })
+    }
+
+    pub fn kind(&self) -> KeyKind {
+        self.kind
+    }
+
+    /// A PKCS#10 request whose subject is `CN=<common_name>` and nothing else, as the EZCA IoT
+    /// samples send it: SANs, EKUs and key usages travel in the JSON request instead.
+    pub fn csr_pem(&self, common_name: &str) -> Result<String, CryptoError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params
+            .serialize_request(&self.pair)
+            .and_then(|csr| csr.pem())
+            .map_err(CryptoError::Csr)
+    }
+
+    /// The key as rustls wants it for client authentication.
+    pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.pair.serialize_der().into())
+    }
+}
+
+/// All certificates in a PEM text, in order.
+pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, CryptoError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CryptoError::Pem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(CryptoError::NoCertificate);
+    }
+    Ok(certs)
+}
+
+/// PEM text for one DER certificate (64-column LF).
+pub fn cert_to_pem(der: &[u8]) -> String {
+    pem_encode("CERTIFICATE", der)
+}
+
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Upper-case hex SHA-1 of a DER certificate: the thumbprint EZCA and IoT Hub print.
+pub fn sha1_thumbprint(der: &[u8]) -> String {
+    hex_upper(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref())
+}
+
+pub fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// The facts about a certificate that the device and the emulators act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub subject_cn: Option<String>,
+    pub issuer_cn: Option<String>,
+    pub dns_sans: Vec<String>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub serial_hex: String,
+    /// The caIssuers URL of the Authority Information Access extension, where the issuer's
+    /// certificate can be fetched (how the EZCA samples build their chain).
+    pub ca_issuers_url: Option<String>,
+}
+
+impl CertInfo {
+    pub fn parse(der: &[u8]) -> Result<Self, CryptoError> {
+        use x509_parser::extensions::{GeneralName, ParsedExtension};
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| CryptoError::Certificate(e.to_string()))?;
+        let first_cn = |name: &x509_parser::x509::X509Name| {
+            name.iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_string)
+        };
+        let mut dns_sans = Vec::new();
+        let mut ca_issuers_url = None;
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    for name in &san.general_names {
+                        if let GeneralName::DNSName(d) = name {
+                            dns_sans.push(d.to_string());
+                        }
+                    }
+                }
+                ParsedExtension::AuthorityInfoAccess(aia) => {
+                    for desc in &aia.accessdescs {
+                        if desc.access_method
+                            == x509_parser::oid_registry::OID_PKIX_ACCESS_DESCRIPTOR_CA_ISSUERS
+                            && let GeneralName::URI(uri) = &desc.access_location
+                        {
+                            ca_issuers_url = Some(uri.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Self {
+            subject_cn: first_cn(cert.subject()),
+            issuer_cn: first_cn(cert.issuer()),
+            dns_sans,
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after: cert.validity().not_after.to_datetime(),
+            serial_hex: cert.raw_serial_as_string().replace(':', ""),
+            ca_issuers_url,
+        })
+    }
+
+    /// The instant at which `fraction` of the lifetime has passed.
+    pub fn point_in_life(&self, fraction: f64) -> OffsetDateTime {
+        let life = self.not_after - self.not_before;
+        self.not_before + life * fraction
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_carries_only_the_common_name() {
+        install_crypto_provider();
+        let key = DeviceKey::generate(KeyKind::P256).unwrap();
+        let pem = key.csr_pem("sim-000001").unwrap();
+        let parsed = rcgen::CertificateSigningRequestParams::from_pem(&pem).unwrap();
+        let cn = parsed.params.distinguished_name.get(&DnType::CommonName);
+        assert!(matches!(cn, Some(rcgen::DnValue::Utf8String(s)) if s == "sim-000001"));
+        assert!(parsed.params.subject_alt_names.is_empty());
+        assert!(!format!("{key:?}").contains("BEGIN"));
+    }
+
+    #[test]
+    fn thumbprint_is_upper_hex_sha1() {
+        assert_eq!(
+            sha1_thumbprint(b"abc"),
+            "A9993E364706816ABA3E25717850C26C9CD0D89D"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The lifecycle's traits implemented for EZCA ([`EzcaCa`]), the IoT Hub registry
+//! ([`HubRegistry`]) and IoT Hub's MQTT endpoint ([`MqttTransport`]).
+
+use rustls_pki_types::CertificateDer;
+
+use super::{
+    CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, FailureClass, Issued,
+    ServiceError,
+};
+use crate::crypto::{CertInfo, DeviceKey};
+use crate::ezca::models::{AadObject, AvailableCa, CertificateCreateRequest};
+use crate::ezca::{Client as EzcaClient, EzcaError};
+use crate::iothub::HubError;
+use crate::iothub::mqtt::{MqttSession, MqttTransport};
+use crate::iothub::registry::{Device, RegistryClient};
+
+impl From<EzcaError> for ServiceError {
+    fn from(e: EzcaError) -> Self {
+        let class = match &e {
+            EzcaError::Status { status: 429, .. } => FailureClass::Throttled,
+            EzcaError::Timeout => FailureClass::Timeout,
+            e if e.is_transient() => FailureClass::Transient,
+            _ => FailureClass::Rejected,
+        };
+        ServiceError {
+            kind: e.kind(),
+            class,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<HubError> for ServiceError {
+    fn from(e: HubError) -> Self {
+        let class = match &e {
+            HubError::Status { status: 429, .. } => FailureClass::Throttled,
+            HubError::Timeout => FailureClass::Timeout,
+            e if e.is_transient() => FailureClass::Transient,
+            _ => FailureClass::Rejected,
+        };
+        ServiceError {
+            kind: e.kind(),
+            class,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// EZCA as the IoT samples use it: each device id is registered as a domain owned by the caller,
+/// then `RequestSSLCertificate` issues the leaf and AIA supplies the issuer for the chain.
+pub struct EzcaCa {
+    pub client: EzcaClient,
+    pub ca: AvailableCa,
+    pub owner: AadObject,
+}
+
+impl EzcaCa {
+    /// Picks the CA with `ca_id`, or the only SSL CA the caller may use.
+    pub async fn discover(client: EzcaClient, ca_id: Option<&str>) -> Result<Self, EzcaError> {
+        let owner = client.caller()?;
+        let cas = client.get_available_ssl_cas().await?;
+        let ca = match ca_id {
+            Some(id) => cas
+                .into_iter()
+                .find(|c| {
+                    c.ca_id
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(id))
+                })
+                .ok_or_else(|| {
+                    EzcaError::NoCa(format!("CA {id} is not among the available SSL CAs"))
+                })?,
+            None => match <[AvailableCa; 1]>::try_from(cas) {
+                Ok([only]) => only,
+                Err(cas) => {
+                    return Err(EzcaError::NoCa(format!(
+                        "{} SSL CAs are available: set target.remote.ezca.ca_id",
+                        cas.len()
+                    )));
+                }
+            },
+        };
+        Ok(Self { client, ca, owner })
+    }
+}
+
+impl CertificateAuthority for EzcaCa {
+    async fn register_domain(&self, device_id: &str) -> Result<(), ServiceError> {
+        Ok(self
+            .client
+            .register_new_domain(&self.ca, device_id, &self.owner)
+            .await?)
+    }
+
+    async fn issue(
+        &self,
+        device_id: &str,
+        csr_pem: String,
+        validity_days: u32,
+    ) -> Result<Issued, ServiceError> {
+        let request = CertificateCreateRequest::for_device(
+            &self.ca,
+            device_id,
+            csr_pem,
+            i64::from(validity_days),
+        );
+        let leaf = self.client.request_ssl_certificate(&request).await?;
+        let chain = self.client.chain_for(leaf).await?;
+        let info = CertInfo::parse(&chain[0])
+            .map_err(|e| ServiceError::from(EzcaError::Malformed(e.to_string())))?;
+        Ok(Issued { chain, info })
+    }
+}
+
+pub struct HubRegistry(pub RegistryClient);
+
+impl DeviceRegistry for HubRegistry {
+    async fn register(&self, device_id: &str) -> Result<(), ServiceError> {
+        match self
+            .0
+            .create(&Device::certificate_authority(device_id))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already registered (a rerun with the same ids): the identity is what we need.
+            Err(HubError::Status { status: 409, .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl DeviceTransport for MqttTransport {
+    type Session = MqttSession;
+
+    async fn connect(
+        &self,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: &DeviceKey,
+    ) -> Result<MqttSession, ServiceError> {
+        Ok(MqttTransport::connect(self, device_id, chain, key.private_key_der()).await?)
+    }
+}
+
+impl DeviceSession for MqttSession {
+    async fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        at_least_once: bool,
+    ) -> Result<(), ServiceError> {
+        Ok(MqttSession::publish(self, topic, payload, at_least_once).await?)
+    }
+
+    async fn close(self) {
+        self.disconnect().await
+    }
+}

@@ -1,0 +1,337 @@
+//! The lifecycle of one device:
+//! keygen → csr → ca.register_domain → ca.issue → hub.register → mqtt.connect → telemetry, and at
+//! the renewal point a new key, a new certificate (ca.renew) and a reconnect with it
+//! (mqtt.reconnect), until the run stops. Every step is timed; failures are counted, retried with
+//! jittered backoff when retrying can help, and never panic.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::{
+    CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, Issued, ServiceError,
+};
+use crate::crypto::{DeviceKey, KeyKind};
+use crate::metrics::{DeviceState, Outcome, Phase, Recorder};
+
+/// What one device does, resolved from the scenario.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    pub index: u64,
+    pub id: String,
+    pub key_kind: KeyKind,
+    pub validity_days: u32,
+    /// Share of the certificate's lifetime after which it renews (0.8 for 80%).
+    pub renew_fraction: f64,
+    pub telemetry_interval: Duration,
+    pub at_least_once: bool,
+    /// Seeds this device's telemetry values and backoff jitter.
+    pub seed: u64,
+}
+
+/// The services every device of a run shares.
+pub struct Services<C, R, T> {
+    pub ca: C,
+    pub registry: R,
+    pub transport: T,
+    pub recorder: Arc<Recorder>,
+    pub backoff: Backoff,
+}
+
+/// What happened to one device, for the report and for tests.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceReport {
+    pub id: String,
+    pub enrolled: bool,
+    pub connected: bool,
+    pub messages_sent: u64,
+    pub messages_acked: u64,
+    pub messages_failed: u64,
+    pub renewals: u64,
+    pub connects: u64,
+    /// Serial (hex) of every certificate the device was issued, in order.
+    pub certificate_serials: Vec<String>,
+    /// The chain the device holds at the end (leaf first).
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Why the device gave up, if it did.
+    pub failure: Option<String>,
+}
+
+enum Stop {
+    /// The run ended while the device was waiting or working.
+    Stopped,
+    /// A step failed for good.
+    Failed(Phase, ServiceError),
+}
+
+struct Device<'a, C, R, T> {
+    spec: &'a DeviceSpec,
+    services: &'a Services<C, R, T>,
+    stop: &'a CancellationToken,
+    rng: StdRng,
+    state: DeviceState,
+    report: DeviceReport,
+}
+
+/// Runs one device until `stop` is cancelled or it fails for good. `intended_start` is when the
+/// scheduler meant it to arrive: enrolment latency counts from there.
+pub async fn run_device<C, R, T>(
+    spec: DeviceSpec,
+    services: Arc<Services<C, R, T>>,
+    intended_start: Instant,
+    stop: CancellationToken,
+) -> DeviceReport
+where
+    C: CertificateAuthority,
+    R: DeviceRegistry,
+    T: DeviceTransport,
+{
+    services.recorder.transition(None, DeviceState::Enrolling);
+    let mut device = Device {
+        spec: &spec,
+        services: &services,
+        stop: &stop,
+        rng: StdRng::seed_from_u64(spec.seed),
+        state: DeviceState::Enrolling,
+        report: DeviceReport {
+            id: spec.id.clone(),
+            ..Default::default()
+        },
+    };
+    match device.live(intended_start).await {
+        Ok(()) | Err(Stop::Stopped) => device.set_state(DeviceState::Done),
+        Err(Stop::Failed(phase, e)) => {
+            tracing::debug!(device = %spec.id, phase = phase.name(), error = %e, "device failed");
+            device.report.failure = Some(format!("{}: {e}", phase.name()));
+            device.set_state(DeviceState::Failed);
+        }
+    }
+    device.report
+}
+
+impl<C, R, T> Device<'_, C, R, T>
+where
+    C: CertificateAuthority,
+    R: DeviceRegistry,
+    T: DeviceTransport,
+{
+    fn set_state(&mut self, to: DeviceState) {
+        if self.state != to {
+            self.services.recorder.transition(Some(self.state), to);
+            self.state = to;
+        }
+    }
+
+    async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
+        let (key, issued) = self.enrol(Phase::CaIssue).await?;
+        self.report.enrolled = true;
+        let registry = &self.services.registry;
+        let id = self.spec.id.as_str();
+        self.attempt(Phase::HubRegister, || registry.register(id))
+            .await?;
+
+        self.set_state(DeviceState::Connecting);
+        let mut session = self.connect(Phase::MqttConnect, &key, &issued).await?;
+        self.report.connected = true;
+        self.set_state(DeviceState::Online);
+        let mut key = key;
+        let mut renew_at = self.renewal_instant(&issued);
+
+        let mut message_id = 0u64;
+        let mut next_tick = Instant::now();
+        let mut first_telemetry = true;
+        loop {
+            let wake = next_tick.min(renew_at);
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if Instant::now() >= renew_at {
+                self.set_state(DeviceState::Renewing);
+                // Break-before-make: the session has no message in flight between publishes, so
+                // closing first loses nothing; the telemetry gap is the renewal's latency.
+                let (new_key, new_issued) = self.enrol(Phase::CaRenew).await?;
+                session.close().await;
+                session = self
+                    .connect(Phase::MqttReconnect, &new_key, &new_issued)
+                    .await?;
+                key = new_key;
+                renew_at = self.renewal_instant(&new_issued);
+                self.report.renewals += 1;
+                self.set_state(DeviceState::Online);
+                continue;
+            }
+            let (topic, payload) =
+                super::telemetry::next_message(&self.spec.id, message_id, &mut self.rng);
+            message_id += 1;
+            self.report.messages_sent += 1;
+            self.services.recorder.message_sent();
+            // Not cancelled by the stop signal: a message already handed to the hub is seen
+            // through to its PUBACK (bounded by the ack timeout), so sent == acked at the end.
+            let result = session
+                .publish(topic, payload, self.spec.at_least_once)
+                .await;
+            let now = Instant::now();
+            let recorder = &self.services.recorder;
+            match result {
+                Ok(()) => {
+                    // Latency from when the message was due, not from when it was sent.
+                    recorder.record(Phase::MqttPublish, Outcome::Ok, next_tick, now);
+                    if self.spec.at_least_once {
+                        self.report.messages_acked += 1;
+                        recorder.message_acked();
+                    }
+                    if first_telemetry {
+                        recorder.record(Phase::FirstTelemetry, Outcome::Ok, intended_start, now);
+                        first_telemetry = false;
+                    }
+                }
+                Err(e) => {
+                    recorder.record(Phase::MqttPublish, e.outcome(), next_tick, now);
+                    recorder.error(Phase::MqttPublish, &e.kind);
+                    self.report.messages_failed += 1;
+                    self.set_state(DeviceState::Connecting);
+                    session = self
+                        .connect(Phase::MqttReconnect, &key, &self.last_issued()?)
+                        .await?;
+                    self.set_state(DeviceState::Online);
+                }
+            }
+            next_tick += self.spec.telemetry_interval;
+        }
+        session.close().await;
+        Ok(())
+    }
+
+    fn last_issued(&self) -> Result<Issued, Stop> {
+        let info = self
+            .report
+            .chain
+            .first()
+            .and_then(|c| crate::crypto::CertInfo::parse(c).ok())
+            .ok_or(Stop::Stopped)?;
+        Ok(Issued {
+            chain: self.report.chain.clone(),
+            info,
+        })
+    }
+
+    /// A fresh key and a certificate for it (first enrolment or renewal).
+    async fn enrol(&mut self, issue_phase: Phase) -> Result<(DeviceKey, Issued), Stop> {
+        let recorder = self.services.recorder.clone();
+        let kind = self.spec.key_kind;
+        let t = Instant::now();
+        let key = match kind {
+            // RSA keys take ~100 ms to 1 s: keep them off the async workers.
+            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096 => {
+                tokio::task::spawn_blocking(move || DeviceKey::generate(kind))
+                    .await
+                    .map_err(|e| local_failure(Phase::Keygen, "join", e.to_string()))?
+            }
+            _ => DeviceKey::generate(kind),
+        }
+        .map_err(|e| local_failure(Phase::Keygen, "keygen", e.to_string()))?;
+        recorder.record(Phase::Keygen, Outcome::Ok, t, Instant::now());
+
+        let t = Instant::now();
+        let csr = key
+            .csr_pem(&self.spec.id)
+            .map_err(|e| local_failure(Phase::Csr, "csr", e.to_string()))?;
+        recorder.record(Phase::Csr, Outcome::Ok, t, Instant::now());
+
+        let ca = &self.services.ca;
+        let id = self.spec.id.as_str();
+        if issue_phase == Phase::CaIssue {
+            self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
+                .await?;
+        }
+        let validity = self.spec.validity_days;
+        let issued = self
+            .attempt(issue_phase, || ca.issue(id, csr.clone(), validity))
+            .await?;
+        self.report
+            .certificate_serials
+            .push(issued.info.serial_hex.clone());
+        self.report.chain = issued.chain.clone();
+        Ok((key, issued))
+    }
+
+    async fn connect(
+        &mut self,
+        phase: Phase,
+        key: &DeviceKey,
+        issued: &Issued,
+    ) -> Result<T::Session, Stop> {
+        let transport = &self.services.transport;
+        let id = self.spec.id.as_str();
+        let session = self
+            .attempt(phase, || transport.connect(id, issued.chain.clone(), key))
+            .await?;
+        self.report.connects += 1;
+        Ok(session)
+    }
+
+    /// When to renew `issued`, as an instant on the runtime's clock.
+    fn renewal_instant(&self, issued: &Issued) -> Instant {
+        let at = issued.info.point_in_life(self.spec.renew_fraction);
+        let from_now = at - time::OffsetDateTime::now_utc();
+        Instant::now() + Duration::try_from(from_now).unwrap_or(Duration::ZERO)
+    }
+
+    /// Runs `op`, timing each try under `phase`, retrying retryable failures with backoff.
+    async fn attempt<V, F, Fut>(&mut self, phase: Phase, mut op: F) -> Result<V, Stop>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<V, ServiceError>>,
+    {
+        let recorder = self.services.recorder.clone();
+        let mut tries = 0;
+        loop {
+            let start = Instant::now();
+            let result = tokio::select! {
+                _ = self.stop.cancelled() => return Err(Stop::Stopped),
+                r = op() => r,
+            };
+            let end = Instant::now();
+            match result {
+                Ok(v) => {
+                    recorder.record(phase, Outcome::Ok, start, end);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    recorder.record(phase, e.outcome(), start, end);
+                    recorder.error(phase, &e.kind);
+                    if !e.retryable() || tries + 1 >= self.services.backoff.max_attempts {
+                        return Err(Stop::Failed(phase, e));
+                    }
+                    let previous = self.state;
+                    self.set_state(DeviceState::Backoff);
+                    let delay = self.services.backoff.delay(tries, &mut self.rng);
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Err(Stop::Stopped),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    self.set_state(previous);
+                    tries += 1;
+                }
+            }
+        }
+    }
+}
+
+fn local_failure(phase: Phase, kind: &str, message: String) -> Stop {
+    Stop::Failed(
+        phase,
+        ServiceError {
+            kind: kind.into(),
+            class: super::FailureClass::Rejected,
+            message,
+        },
+    )
+}

@@ -1,0 +1,109 @@
+//! One simulated device: its lifecycle ([`lifecycle`]), its telemetry ([`telemetry`]) and its
+//! backoff ([`backoff`]). The lifecycle talks to services only through the traits below, so other
+//! CAs and brokers can be plugged in; [`adapters`] implements them for EZCA and IoT Hub.
+
+pub mod adapters;
+pub mod backoff;
+pub mod lifecycle;
+pub mod telemetry;
+
+use std::future::Future;
+
+use rustls_pki_types::CertificateDer;
+
+use crate::crypto::{CertInfo, DeviceKey};
+use crate::metrics::Outcome;
+
+pub use lifecycle::{DeviceReport, DeviceSpec, Services, run_device};
+
+/// How a failure should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Network trouble or a 5xx: retry with backoff.
+    Transient,
+    /// The service asked us to slow down (429, delayed acks): retry with backoff.
+    Throttled,
+    Timeout,
+    /// The service said no (bad credentials, policy): retrying will not help.
+    Rejected,
+}
+
+/// A failed call to a service, as the lifecycle sees it.
+#[derive(Debug, Clone)]
+pub struct ServiceError {
+    /// Short label counted in metrics (`http_503`, `connack_5`, `refused`, ...).
+    pub kind: String,
+    pub class: FailureClass,
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn outcome(&self) -> Outcome {
+        match self.class {
+            FailureClass::Transient => Outcome::Error,
+            FailureClass::Throttled => Outcome::Throttled,
+            FailureClass::Timeout => Outcome::Timeout,
+            FailureClass::Rejected => Outcome::Rejected,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.class != FailureClass::Rejected
+    }
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind)
+    }
+}
+
+/// A certificate a CA issued: the chain to present (leaf first, root omitted) and the leaf's facts.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub info: CertInfo,
+}
+
+pub trait CertificateAuthority: Send + Sync + 'static {
+    /// Makes the device's id a name the caller may request certificates for.
+    fn register_domain(
+        &self,
+        device_id: &str,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Requests a certificate for `device_id` from a CSR.
+    fn issue(
+        &self,
+        device_id: &str,
+        csr_pem: String,
+        validity_days: u32,
+    ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
+}
+
+pub trait DeviceRegistry: Send + Sync + 'static {
+    /// Creates the device identity (CA-signed authentication); an existing identity is fine.
+    fn register(&self, device_id: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
+}
+
+pub trait DeviceTransport: Send + Sync + 'static {
+    type Session: DeviceSession;
+    /// Connects as `device_id` with `chain`, proving possession of `key`.
+    fn connect(
+        &self,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: &DeviceKey,
+    ) -> impl Future<Output = Result<Self::Session, ServiceError>> + Send;
+}
+
+pub trait DeviceSession: Send + 'static {
+    /// Publishes; for at-least-once, returns when the broker acknowledged.
+    fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        at_least_once: bool,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Disconnects cleanly.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,314 @@
+//! One EZCA certificate authority of the emulator: a self-signed root and an issuing CA under it
+//! (both P-256), and the rules for turning a request into a leaf certificate.
+
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType, SerialNumber,
+};
+use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
+
+use crate::clock::Clock;
+
+/// What a certificate request asks for, already taken out of its JSON.
+pub struct SignRequest<'a> {
+    pub subject_name: &'a str,
+    pub dns_sans: &'a [String],
+    pub csr_pem: &'a str,
+    pub validity_days: i64,
+    pub ekus: &'a [String],
+    pub key_usages: &'a [String],
+}
+
+/// Why a request was refused; the text goes back to the client in `Message`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+fn refuse(msg: impl Into<String>) -> Refusal {
+    Refusal(msg.into())
+}
+
+pub struct Authority {
+    pub ca_id: String,
+    pub template_id: String,
+    pub friendly_name: String,
+    pub max_cert_life_days: u32,
+    pub root_der: CertificateDer<'static>,
+    pub issuing_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+    /// Where the issuing CA's certificate is served, written into each leaf's AIA extension.
+    ca_issuers_url: String,
+    clock: Clock,
+}
+
+fn ca_params(cn: &str, constraint: BasicConstraints) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "fleetsim EZCA emulator");
+    params.is_ca = IsCa::Ca(constraint);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - Duration::from_secs(86_400);
+    params.not_after = now + Duration::from_secs(10 * 365 * 86_400);
+    params
+}
+
+impl Authority {
+    /// `public_base` is the emulator's URL ending in `/`.
+    pub fn new(
+        name: &str,
+        max_cert_life_days: u32,
+        public_base: &str,
+        clock: Clock,
+    ) -> Result<Self, rcgen::Error> {
+        let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let root_params = ca_params(&format!("{name} Root CA"), BasicConstraints::Unconstrained);
+        let root = root_params.self_signed(&root_key)?;
+
+        let issuing_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut issuing_params = ca_params(
+            &format!("{name} Issuing CA"),
+            BasicConstraints::Constrained(0),
+        );
+        issuing_params.use_authority_key_identifier_extension = true;
+        let root_issuer = Issuer::from_params(&root_params, &root_key);
+        let issuing = issuing_params.signed_by(&issuing_key, &root_issuer)?;
+
+        let ca_id = uuid::Uuid::new_v4().to_string();
+        Ok(Self {
+            ca_issuers_url: format!("{public_base}certs/{ca_id}.cer"),
+            ca_id,
+            template_id: uuid::Uuid::new_v4().to_string(),
+            friendly_name: name.to_string(),
+            max_cert_life_days,
+            root_der: root.der().clone(),
+            issuing_der: issuing.der().clone(),
+            issuer: Issuer::new(issuing_params, issuing_key),
+            clock,
+        })
+    }
+
+    /// Checks and signs a request. The CSR's own signature is verified; everything else in the
+    /// certificate (subject, SANs, EKUs, key usages, validity) comes from the request, as EZCA does.
+    pub fn sign(&self, req: &SignRequest) -> Result<CertificateDer<'static>, Refusal> {
+        if req.validity_days < 1 || req.validity_days > i64::from(self.max_cert_life_days) {
+            return Err(refuse(format!(
+                "ValidityInDays must be between 1 and {} for this CA",
+                self.max_cert_life_days
+            )));
+        }
+        let csr_der = decode_csr_pem(req.csr_pem)?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| refuse(format!("invalid CSR: {e}")))?;
+
+        let mut params = CertificateParams::default();
+        params.distinguished_name = parse_subject(req.subject_name)?;
+        params.subject_alt_names = req
+            .dns_sans
+            .iter()
+            .map(|n| n.clone().try_into().map(SanType::DnsName))
+            .collect::<Result<_, _>>()
+            .map_err(|_| refuse("a subject alternative name is not a valid DNS name"))?;
+        params.extended_key_usages = req.ekus.iter().map(|o| eku(o)).collect::<Result<_, _>>()?;
+        params.key_usages = req
+            .key_usages
+            .iter()
+            .map(|k| key_usage(k))
+            .collect::<Result<_, _>>()?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.use_authority_key_identifier_extension = true;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now;
+        params.not_after = now + self.clock.days(req.validity_days as f64);
+        let mut serial: [u8; 16] = rand::random();
+        serial[0] &= 0x7f;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.custom_extensions = vec![aia_extension(&self.ca_issuers_url)];
+
+        let signed = CertificateSigningRequestParams {
+            params,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)
+        .map_err(|e| refuse(format!("cannot sign: {e}")))?;
+        Ok(signed.der().clone())
+    }
+}
+
+/// Accepts `CERTIFICATE REQUEST` and `NEW CERTIFICATE REQUEST` armour, CRLF or LF, any line width.
+pub fn decode_csr_pem(pem: &str) -> Result<Vec<u8>, Refusal> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let has_armour = pem.contains("-----BEGIN CERTIFICATE REQUEST-----")
+        || pem.contains("-----BEGIN NEW CERTIFICATE REQUEST-----");
+    if !has_armour {
+        return Err(refuse("CSR is not a PEM certificate request"));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|_| refuse("CSR is not valid base64"))
+}
+
+/// `CN=device1` or `CN=device1, O=Contoso`.
+fn parse_subject(subject: &str) -> Result<DistinguishedName, Refusal> {
+    let mut dn = DistinguishedName::new();
+    for part in subject.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| refuse(format!("bad SubjectName part {part:?}")))?;
+        let ty = match k.trim().to_ascii_uppercase().as_str() {
+            "CN" => DnType::CommonName,
+            "O" => DnType::OrganizationName,
+            "OU" => DnType::OrganizationalUnitName,
+            "C" => DnType::CountryName,
+            "L" => DnType::LocalityName,
+            "ST" => DnType::StateOrProvinceName,
+            other => return Err(refuse(format!("unsupported SubjectName attribute {other}"))),
+        };
+        dn.push(ty, v.trim());
+    }
+    if dn.get(&DnType::CommonName).is_none() {
+        return Err(refuse("SubjectName must contain CN="));
+    }
+    Ok(dn)
+}
+
+/// The common name of a `SubjectName` string.
+pub fn subject_cn(subject: &str) -> Option<&str> {
+    subject
+        .split(',')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("CN"))
+        .map(|(_, v)| v.trim())
+}
+
+fn eku(oid: &str) -> Result<ExtendedKeyUsagePurpose, Refusal> {
+    Ok(match oid {
+        "1.3.6.1.5.5.7.3.1" => ExtendedKeyUsagePurpose::ServerAuth,
+        "1.3.6.1.5.5.7.3.2" => ExtendedKeyUsagePurpose::ClientAuth,
+        "1.3.6.1.5.5.7.3.3" => ExtendedKeyUsagePurpose::CodeSigning,
+        "1.3.6.1.5.5.7.3.4" => ExtendedKeyUsagePurpose::EmailProtection,
+        "2.5.29.37.0" => ExtendedKeyUsagePurpose::Any,
+        other => {
+            let arcs = other
+                .split('.')
+                .map(|a| a.parse::<u64>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| refuse(format!("EKU {other:?} is not an OID")))?;
+            ExtendedKeyUsagePurpose::Other(arcs)
+        }
+    })
+}
+
+fn key_usage(name: &str) -> Result<KeyUsagePurpose, Refusal> {
+    Ok(match name {
+        "Digital Signature" => KeyUsagePurpose::DigitalSignature,
+        "Key Encipherment" => KeyUsagePurpose::KeyEncipherment,
+        "Data Encipherment" => KeyUsagePurpose::DataEncipherment,
+        "Key Agreement" => KeyUsagePurpose::KeyAgreement,
+        "Non Repudiation" => KeyUsagePurpose::ContentCommitment,
+        other => return Err(refuse(format!("unknown key usage {other:?}"))),
+    })
+}
+
+/// Authority Information Access with one caIssuers URI (RFC 5280 §4.2.2.1), DER by hand since
+/// rcgen has no builder for it.
+fn aia_extension(url: &str) -> CustomExtension {
+    const CA_ISSUERS: [u8; 10] = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
+    let location = der_tlv(0x86, url.as_bytes());
+    let description = der_tlv(0x30, &[CA_ISSUERS.as_slice(), &location].concat());
+    let value = der_tlv(0x30, &description);
+    CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], value)
+}
+
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{CertInfo, DeviceKey, KeyKind};
+
+    #[test]
+    fn signs_from_the_request_and_writes_aia() {
+        crate::crypto::install_crypto_provider();
+        let ca = Authority::new(
+            "T",
+            30,
+            "https://127.0.0.1:1/",
+            Clock::compressed(Duration::from_secs(2)),
+        )
+        .unwrap();
+        let key = DeviceKey::generate(KeyKind::P256).unwrap();
+        let csr = key
+            .csr_pem("d1")
+            .unwrap()
+            .replace('\n', "\r\n")
+            .replace("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST");
+        let sans = vec!["d1".to_string()];
+        let ekus = crate::ezca::models::default_ekus();
+        let kus = crate::ezca::models::default_key_usages();
+        let req = SignRequest {
+            subject_name: "CN=d1",
+            dns_sans: &sans,
+            csr_pem: &csr,
+            validity_days: 10,
+            ekus: &ekus,
+            key_usages: &kus,
+        };
+        let der = ca.sign(&req).unwrap();
+        let info = CertInfo::parse(&der).unwrap();
+        assert_eq!(info.subject_cn.as_deref(), Some("d1"));
+        assert_eq!(info.dns_sans, sans);
+        assert_eq!((info.not_after - info.not_before).whole_seconds(), 20);
+        assert_eq!(
+            info.ca_issuers_url,
+            Some(format!("https://127.0.0.1:1/certs/{}.cer", ca.ca_id))
+        );
+
+        let too_long = SignRequest {
+            validity_days: 31,
+            ..req
+        };
+        assert!(ca.sign(&too_long).is_err());
+        let tampered = csr.replace("MI", "MJ");
+        assert!(
+            ca.sign(&SignRequest {
+                csr_pem: &tampered,
+                validity_days: 10,
+                ..too_long
+            })
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The embedded EZCA emulator: HTTPS on loopback, the management endpoints the IoT samples call
+//! (`GetAvailableSSLCAs`, `RegisterNewDomain`, `RequestSSLCertificate`) with EZCA's exact JSON
+//! names and wrapping, bearer tokens required, CSR signatures verified, and the issuing CA's
+//! certificate served at the AIA URL written into every leaf.
+//!
+//! State lives in memory: domains with their owners and requesters, and every certificate issued
+//! (by upper-case SHA-1 thumbprint), so tests can check what was issued.
+
+mod authority;
+mod routes;
+pub mod token;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+
+pub use authority::{Authority, Refusal, SignRequest};
+pub use token::{Caller, TokenAuthority};
+
+use super::EmulatorError;
+use super::tls::{ServerPki, https_config, serve_https};
+use crate::clock::Clock;
+
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    pub clock: Clock,
+    pub max_cert_life_days: u32,
+}
+
+/// A domain registered with `RegisterNewDomain`.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    pub owners: Vec<String>,
+    pub requesters: Vec<String>,
+}
+
+/// A certificate the emulator issued.
+#[derive(Debug, Clone)]
+pub struct IssuedRecord {
+    pub der: CertificateDer<'static>,
+    pub subject_cn: String,
+    pub requested_by: String,
+}
+
+pub(crate) struct CaState {
+    pub(crate) authority: Authority,
+    pub(crate) tokens: TokenAuthority,
+    pub(crate) domains: Mutex<HashMap<String, Domain>>,
+    pub(crate) issued: Mutex<HashMap<String, IssuedRecord>>,
+}
+
+/// A running (or ready to run) CA emulator. Cheap to clone.
+#[derive(Clone)]
+pub struct CaEmulator {
+    state: Arc<CaState>,
+    url: String,
+}
+
+impl CaEmulator {
+    /// Creates the emulator for `listener`, whose address becomes its public URL.
+    pub fn new(listener: &TcpListener, config: &CaConfig) -> Result<Self, EmulatorError> {
+        let addr = listener.local_addr()?;
+        let url = format!("https://{addr}/");
+        let authority = Authority::new(
+            "fleetsim EZCA",
+            config.max_cert_life_days,
+            &url,
+            config.clock,
+        )?;
+        let tokens = TokenAuthority::new()
+            .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
+        Ok(Self {
+            state: Arc::new(CaState {
+                authority,
+                tokens,
+                domains: Mutex::new(HashMap::new()),
+                issued: Mutex::new(HashMap::new()),
+            }),
+            url,
+        })
+    }
+
+    /// Serves HTTPS on `listener` with a server certificate from `pki` until `shutdown`.
+    pub fn serve(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        let addr = listener.local_addr()?;
+        let identity = pki.issue_server(&[addr.ip().to_string(), "localhost".into()])?;
+        let config = https_config(identity)?;
+        let router = routes::router(self.state.clone());
+        Ok(tokio::spawn(serve_https(
+            listener, config, router, shutdown,
+        )))
+    }
+
+    /// Base URL ending in `/`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// An Azure AD-style bearer token for the caller `oid`, valid for `lifetime_secs`.
+    pub fn mint_token(&self, oid: &str, upn: &str, lifetime_secs: u64) -> String {
+        self.state.tokens.mint(oid, upn, lifetime_secs)
+    }
+
+    /// The root CA that devices' certificates chain to: what a hub must trust.
+    pub fn root_der(&self) -> CertificateDer<'static> {
+        self.state.authority.root_der.clone()
+    }
+
+    pub fn issuing_der(&self) -> CertificateDer<'static> {
+        self.state.authority.issuing_der.clone()
+    }
+
+    /// Every certificate issued so far.
+    pub fn issued(&self) -> Vec<IssuedRecord> {
+        self.state
+            .issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn domain(&self, name: &str) -> Option<Domain> {
+        self.state
+            .domains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+    }
+}

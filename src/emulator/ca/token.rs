@@ -1,0 +1,105 @@
+//! Azure AD stand-in for the CA emulator: it mints HS256 JWTs with the claims EZCA reads (`oid`,
+//! `upn`) and verifies them on every management call. Real EZCA verifies Microsoft-signed RS256
+//! tokens; the emulator's own key keeps tests hermetic while still refusing forged or expired
+//! tokens.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
+pub const AUDIENCE: &str = "https://management.core.windows.net/";
+
+pub struct TokenAuthority {
+    key: hmac::Key,
+}
+
+/// The caller a valid token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub oid: String,
+    pub upn: Option<String>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl TokenAuthority {
+    pub fn new() -> Result<Self, aws_lc_rs::error::Unspecified> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        Ok(Self {
+            key: hmac::Key::generate(hmac::HMAC_SHA256, &rng)?,
+        })
+    }
+
+    pub fn mint(&self, oid: &str, upn: &str, lifetime_secs: u64) -> String {
+        let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let iat = now();
+        let claims = serde_json::json!({
+            "aud": AUDIENCE, "oid": oid, "upn": upn, "iat": iat, "nbf": iat, "exp": iat + lifetime_secs,
+        });
+        let payload = B64.encode(claims.to_string());
+        let signing_input = format!("{header}.{payload}");
+        let sig = B64.encode(hmac::sign(&self.key, signing_input.as_bytes()).as_ref());
+        format!("{signing_input}.{sig}")
+    }
+
+    /// The caller named by `authorization` (`Bearer <jwt>`), or why not.
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Caller, &'static str> {
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .ok_or("missing bearer token")?
+            .trim();
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("bearer token is not a JWT");
+        };
+        let sig = B64
+            .decode(s)
+            .map_err(|_| "bearer token signature is not base64url")?;
+        hmac::verify(&self.key, format!("{h}.{p}").as_bytes(), &sig)
+            .map_err(|_| "bearer token signature is invalid")?;
+        let claims: serde_json::Value = B64
+            .decode(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or("bearer token claims are not JSON")?;
+        let t = now();
+        if claims["exp"].as_u64().is_none_or(|exp| exp < t) {
+            return Err("bearer token expired");
+        }
+        if claims["nbf"].as_u64().is_some_and(|nbf| nbf > t + 300) {
+            return Err("bearer token not yet valid");
+        }
+        let oid = claims["oid"].as_str().ok_or("bearer token has no oid")?;
+        Ok(Caller {
+            oid: oid.to_string(),
+            upn: claims["upn"].as_str().map(str::to_string),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_and_forgeries_do_not() {
+        let a = TokenAuthority::new().unwrap();
+        let t = a.mint("oid-1", "fleet@example.com", 3600);
+        let caller = a.verify(Some(&format!("Bearer {t}"))).unwrap();
+        assert_eq!(caller.oid, "oid-1");
+        let other = TokenAuthority::new().unwrap().mint("oid-1", "x", 3600);
+        assert!(a.verify(Some(&format!("Bearer {other}"))).is_err());
+        assert_eq!(a.verify(None), Err("missing bearer token"));
+    }
+}

@@ -1,0 +1,245 @@
+//! Who may connect, decided at CONNECT as IoT Hub does (reference §1.3, §2): the TLS layer only
+//! asks for a client certificate and checks the handshake signature (proof of key possession);
+//! the chain, the common name and the registry are checked against the CONNECT packet.
+
+use std::sync::Arc;
+
+use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, UnixTime};
+
+use super::HubState;
+use crate::iothub::registry::{AuthenticationType, DeviceStatus};
+
+/// Requests a client certificate and verifies the handshake signature made with its key, but
+/// accepts any chain: trust is decided later, at CONNECT, so a refusal is a CONNACK rather than a
+/// TLS alert.
+#[derive(Debug)]
+pub(super) struct RequestClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl RequestClientCert {
+    pub(super) fn new() -> Self {
+        Self {
+            algorithms: rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Why CONNECT was refused, for counting; the device only ever sees the CONNACK code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: ConnectReturnCode,
+    pub reason: &'static str,
+}
+
+fn refuse(reason: &'static str) -> Refused {
+    Refused {
+        code: ConnectReturnCode::NotAuthorized,
+        reason,
+    }
+}
+
+/// The device a CONNECT may act as, and the serial of the certificate it used, if any.
+pub(super) struct Admitted {
+    pub device_id: String,
+    pub cert_serial: Option<String>,
+}
+
+pub(super) fn authorize(
+    state: &HubState,
+    connect: &Connect,
+    peer: Option<&[CertificateDer<'static>]>,
+) -> Result<Admitted, Refused> {
+    let id = connect.client_id.as_str();
+    if id.is_empty() {
+        return Err(refuse("empty client id"));
+    }
+    let login = connect.login.as_ref().ok_or(refuse("no username"))?;
+    check_username(&state.host_name, id, &login.username)?;
+
+    let (status, auth) = {
+        let devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let device = devices.get(id).ok_or(refuse("device not registered"))?;
+        (device.status, device.authentication.clone())
+    };
+    if status == DeviceStatus::Disabled {
+        return Err(Refused {
+            code: state.disabled_connack,
+            reason: "device disabled",
+        });
+    }
+    match auth.kind {
+        AuthenticationType::CertificateAuthority => {
+            let certs = peer
+                .filter(|c| !c.is_empty())
+                .ok_or(refuse("no client certificate"))?;
+            let verifier = state
+                .trust
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .verifier
+                .clone();
+            let verifier = verifier.ok_or(refuse("no CA uploaded"))?;
+            verifier
+                .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
+                .map_err(|_| refuse("certificate chain not trusted or not valid now"))?;
+            let info = crate::crypto::CertInfo::parse(&certs[0])
+                .map_err(|_| refuse("unreadable certificate"))?;
+            if info.subject_cn.as_deref() != Some(id) {
+                return Err(refuse("certificate CN differs from the client id"));
+            }
+            Ok(Admitted {
+                device_id: id.into(),
+                cert_serial: Some(info.serial_hex),
+            })
+        }
+        AuthenticationType::SelfSigned => {
+            let certs = peer
+                .filter(|c| !c.is_empty())
+                .ok_or(refuse("no client certificate"))?;
+            let sha1 = crate::crypto::sha1_thumbprint(&certs[0]);
+            let sha256 = crate::crypto::hex_upper(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certs[0]).as_ref(),
+            );
+            let t = &auth.x509_thumbprint;
+            let matches = [&t.primary_thumbprint, &t.secondary_thumbprint]
+                .into_iter()
+                .flatten()
+                .any(|p| p.eq_ignore_ascii_case(&sha1) || p.eq_ignore_ascii_case(&sha256));
+            if !matches {
+                return Err(refuse("thumbprint does not match"));
+            }
+            let serial = crate::crypto::CertInfo::parse(&certs[0])
+                .ok()
+                .map(|i| i.serial_hex);
+            Ok(Admitted {
+                device_id: id.into(),
+                cert_serial: serial,
+            })
+        }
+        AuthenticationType::Sas => {
+            let token = crate::iothub::sas::parse(&login.password)
+                .ok_or(refuse("password is not a SAS token"))?;
+            let resource = format!("{}/devices/{id}", state.host_name);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let keys = [
+                &auth.symmetric_key.primary_key,
+                &auth.symmetric_key.secondary_key,
+            ];
+            let ok = keys
+                .into_iter()
+                .flatten()
+                .any(|k| crate::iothub::sas::verify(&token, k, &resource, now).is_ok());
+            if !ok {
+                return Err(refuse("SAS token refused"));
+            }
+            Ok(Admitted {
+                device_id: id.into(),
+                cert_serial: None,
+            })
+        }
+        AuthenticationType::None => Err(refuse("device has no authentication")),
+    }
+}
+
+/// `{host}/{id}/?api-version=...`; other query parameters are ignored.
+fn check_username(host: &str, id: &str, username: &str) -> Result<(), Refused> {
+    let (path, query) = username
+        .split_once("/?")
+        .ok_or(refuse("username has no api-version"))?;
+    let (user_host, user_id) = path
+        .split_once('/')
+        .ok_or(refuse("username is not host/device"))?;
+    if !user_host.eq_ignore_ascii_case(host) {
+        return Err(refuse("username names another hub"));
+    }
+    if user_id != id {
+        return Err(refuse("username names another device"));
+    }
+    if !query
+        .split('&')
+        .any(|p| p.starts_with("api-version=") && p.len() > "api-version=".len())
+    {
+        return Err(refuse("username has no api-version"));
+    }
+    Ok(())
+}
+
+/// Builds the chain verifier for the uploaded CAs.
+pub(super) fn verifier_for(
+    roots: &[CertificateDer<'static>],
+) -> Option<Arc<dyn ClientCertVerifier>> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).ok()?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
+        .build()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_must_name_this_hub_and_device() {
+        let ok = |u| check_username("hub.azure-devices.net", "d1", u).is_ok();
+        assert!(ok("hub.azure-devices.net/d1/?api-version=2021-04-12"));
+        assert!(ok(
+            "HUB.azure-devices.net/d1/?api-version=2020-09-30&DeviceClientType=c%2F1"
+        ));
+        assert!(!ok("other.azure-devices.net/d1/?api-version=2021-04-12"));
+        assert!(!ok("hub.azure-devices.net/d2/?api-version=2021-04-12"));
+        assert!(!ok("hub.azure-devices.net/d1/"));
+        assert!(!ok("hub.azure-devices.net/d1/?api-version="));
+    }
+}

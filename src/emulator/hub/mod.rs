@@ -1,0 +1,270 @@
+//! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS ([`mqtt`]) written on
+//! tokio-rustls and rumqttc's codec, and the registry REST API ([`registry`]) authorised by SAS.
+//!
+//! It keeps per-device counters (messages and bytes received, connects, drops, and the serial of
+//! every certificate a device connected with) so a run's "sent/acked" can be checked against what
+//! the hub actually received.
+
+mod auth;
+mod mqtt;
+mod registry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use base64::Engine;
+use rumqttc::mqttbytes::v4::ConnectReturnCode;
+use rustls::server::danger::ClientCertVerifier;
+use rustls_pki_types::CertificateDer;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::EmulatorError;
+use super::tls::{ServerPki, https_config};
+use crate::iothub::ConnectionString;
+use crate::iothub::registry::Device;
+
+pub use auth::Refused;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The hub's host name: what devices put in their username and SAS tokens name.
+    pub host_name: String,
+    /// CONNACK code for a disabled device (3 "server unavailable" as observed; 5 per newer docs).
+    pub disabled_connack: u8,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            host_name: "fleetsim-hub.azure-devices.net".into(),
+            disabled_connack: 3,
+        }
+    }
+}
+
+/// What the hub saw of one device.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceCounters {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    connects: AtomicU64,
+    refused: AtomicU64,
+    drops: AtomicU64,
+    cert_serials: Mutex<Vec<String>>,
+}
+
+/// A copy of one device's counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DeviceStats {
+    pub messages: u64,
+    pub bytes: u64,
+    pub connects: u64,
+    pub refused: u64,
+    pub drops: u64,
+    /// Serial (hex) of the client certificate of each accepted connection, in order.
+    pub cert_serials: Vec<String>,
+}
+
+/// Totals over all devices, for the run's report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct HubStats {
+    pub messages: u64,
+    pub bytes: u64,
+    pub connects: u64,
+    pub refused: u64,
+    pub drops: u64,
+    pub devices_registered: u64,
+}
+
+pub(crate) struct Trust {
+    roots: Vec<CertificateDer<'static>>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+pub(crate) struct HubState {
+    host_name: String,
+    disabled_connack: ConnectReturnCode,
+    policy_name: String,
+    policy_key: String,
+    devices: Mutex<HashMap<String, Device>>,
+    counters: Mutex<HashMap<String, Arc<DeviceCounters>>>,
+    trust: RwLock<Trust>,
+    /// The live connection of each device, so a new one (or disabling the device) can drop it.
+    live: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    next_connection: AtomicU64,
+    etag_counter: AtomicU64,
+}
+
+impl HubState {
+    fn counters(&self, device_id: &str) -> Arc<DeviceCounters> {
+        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(device_id.to_string()).or_default().clone()
+    }
+
+    /// Drops the device's live connection, if any.
+    fn drop_connection(&self, device_id: &str) {
+        if let Some((_, token)) = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(device_id)
+        {
+            token.cancel();
+        }
+    }
+}
+
+/// A hub emulator. Cheap to clone; serve it with [`HubEmulator::serve_mqtt`] and
+/// [`HubEmulator::serve_registry`].
+#[derive(Clone)]
+pub struct HubEmulator {
+    state: Arc<HubState>,
+}
+
+impl HubEmulator {
+    pub fn new(config: &HubConfig) -> Self {
+        let key: [u8; 32] = rand::random();
+        let disabled_connack = match config.disabled_connack {
+            5 => ConnectReturnCode::NotAuthorized,
+            _ => ConnectReturnCode::ServiceUnavailable,
+        };
+        Self {
+            state: Arc::new(HubState {
+                host_name: config.host_name.clone(),
+                disabled_connack,
+                policy_name: "iothubowner".into(),
+                policy_key: base64::engine::general_purpose::STANDARD.encode(key),
+                devices: Mutex::new(HashMap::new()),
+                counters: Mutex::new(HashMap::new()),
+                trust: RwLock::new(Trust {
+                    roots: Vec::new(),
+                    verifier: None,
+                }),
+                live: Mutex::new(HashMap::new()),
+                next_connection: AtomicU64::new(1),
+                etag_counter: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn host_name(&self) -> &str {
+        &self.state.host_name
+    }
+
+    /// The `iothubowner` service connection string (holds the key: never log it).
+    pub fn connection_string(&self) -> ConnectionString {
+        ConnectionString::new(
+            &self.state.host_name,
+            &self.state.policy_name,
+            &self.state.policy_key,
+        )
+    }
+
+    /// Uploads a (verified) CA certificate: devices whose chains end at it may connect.
+    pub fn trust_ca(&self, der: CertificateDer<'static>) {
+        let mut trust = self.state.trust.write().unwrap_or_else(|p| p.into_inner());
+        trust.roots.push(der);
+        trust.verifier = auth::verifier_for(&trust.roots);
+    }
+
+    /// Serves MQTT over TLS on `listener` until `shutdown`.
+    pub fn serve_mqtt(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        let addr = listener.local_addr()?;
+        let identity = pki.issue_server(&[
+            addr.ip().to_string(),
+            self.state.host_name.clone(),
+            "localhost".into(),
+        ])?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(Arc::new(auth::RequestClientCert::new()))
+            .with_single_cert(identity.chain, identity.key)?;
+        Ok(tokio::spawn(mqtt::serve(
+            listener,
+            Arc::new(config),
+            self.state.clone(),
+            shutdown,
+        )))
+    }
+
+    /// Serves the registry REST API over HTTPS on `listener` until `shutdown`.
+    pub fn serve_registry(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        let addr = listener.local_addr()?;
+        let identity = pki.issue_server(&[
+            addr.ip().to_string(),
+            self.state.host_name.clone(),
+            "localhost".into(),
+        ])?;
+        let config = https_config(identity)?;
+        let router = registry::router(self.state.clone());
+        Ok(tokio::spawn(super::tls::serve_https(
+            listener, config, router, shutdown,
+        )))
+    }
+
+    /// What the hub saw of `device_id` (zeros for a device it never heard from).
+    pub fn device_stats(&self, device_id: &str) -> DeviceStats {
+        let c = self.state.counters(device_id);
+        DeviceStats {
+            messages: c.messages.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            drops: c.drops.load(Ordering::Relaxed),
+            cert_serials: c
+                .cert_serials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let mut s = HubStats::default();
+        for c in self
+            .state
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            s.messages += c.messages.load(Ordering::Relaxed);
+            s.bytes += c.bytes.load(Ordering::Relaxed);
+            s.connects += c.connects.load(Ordering::Relaxed);
+            s.refused += c.refused.load(Ordering::Relaxed);
+            s.drops += c.drops.load(Ordering::Relaxed);
+        }
+        s.devices_registered = self
+            .state
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len() as u64;
+        s
+    }
+
+    /// The registry entry of `device_id`.
+    pub fn device(&self, device_id: &str) -> Option<Device> {
+        self.state
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id)
+            .cloned()
+    }
+}

@@ -1,0 +1,51 @@
+//! The EZCA side of the wire as a client sees it: request models ([`models`]) and an HTTP client
+//! ([`Client`]) for the endpoints the IoT samples call. Tokens are supplied by a [`TokenSource`]
+//! and never logged.
+
+pub mod client;
+pub mod models;
+
+pub use client::{Client, StaticToken, TokenSource};
+
+/// Why a call to EZCA failed. `kind()` is the short label counted in metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum EzcaError {
+    #[error("cannot reach EZCA: {0}")]
+    Transport(String),
+    #[error("EZCA timed out")]
+    Timeout,
+    #[error("EZCA answered HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("EZCA refused: {0}")]
+    Refused(String),
+    #[error("EZCA reply could not be understood: {0}")]
+    Malformed(String),
+    #[error("no usable CA: {0}")]
+    NoCa(String),
+    #[error("client setup: {0}")]
+    Setup(String),
+}
+
+impl EzcaError {
+    pub fn kind(&self) -> String {
+        match self {
+            EzcaError::Transport(_) => "transport".into(),
+            EzcaError::Timeout => "timeout".into(),
+            EzcaError::Status { status, .. } => format!("http_{status}"),
+            EzcaError::Refused(_) => "refused".into(),
+            EzcaError::Malformed(_) => "malformed_reply".into(),
+            EzcaError::NoCa(_) => "no_ca".into(),
+            EzcaError::Setup(_) => "setup".into(),
+        }
+    }
+
+    /// Worth retrying: network trouble and the statuses the official clients retry
+    /// (408, 429, 500, 502, 503, 504).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EzcaError::Transport(_) | EzcaError::Timeout | EzcaError::Malformed(_) => true,
+            EzcaError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Turns a scenario's `target` into the services devices use: the embedded emulators started on
+//! loopback, or clients for real EZCA and IoT Hub built from credentials in the environment.
+//! Either way the devices get the same three clients, so both targets run the same code paths.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+use super::FleetError;
+use crate::clock::Clock;
+use crate::device::Services;
+use crate::device::adapters::{EzcaCa, HubRegistry};
+use crate::device::backoff::Backoff;
+use crate::emulator::{CaConfig, Emulators, HubConfig};
+use crate::ezca::{Client as EzcaClient, StaticToken};
+use crate::iothub::ConnectionString;
+use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
+use crate::iothub::registry::RegistryClient;
+use crate::metrics::Recorder;
+use crate::scenario::{EmbeddedTarget, RemoteTarget, Scenario, Target};
+
+pub type FleetServices = Services<EzcaCa, HubRegistry, MqttTransport>;
+
+pub struct Resolved {
+    pub services: Arc<FleetServices>,
+    pub emulators: Option<Emulators>,
+}
+
+pub async fn resolve(scenario: &Scenario, recorder: Arc<Recorder>) -> Result<Resolved, FleetError> {
+    match &scenario.target.value {
+        Target::Embedded(e) => embedded(scenario, e, recorder).await,
+        Target::Remote(r) => remote(r, recorder).await,
+    }
+}
+
+fn endpoint(host: String, port: u16, hub_host: String) -> MqttEndpoint {
+    MqttEndpoint {
+        host,
+        port,
+        hub_host,
+        keep_alive: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(30),
+        ack_timeout: Duration::from_secs(10),
+    }
+}
+
+async fn embedded(
+    scenario: &Scenario,
+    target: &EmbeddedTarget,
+    recorder: Arc<Recorder>,
+) -> Result<Resolved, FleetError> {
+    let clock = match &scenario.time_scale {
+        Some(scale) => Clock::compressed(scale.value.0),
+        None => Clock::real(),
+    };
+    let ca_config = CaConfig {
+        clock,
+        max_cert_life_days: target.max_cert_life_days,
+    };
+    let hub_config = HubConfig {
+        host_name: target.hub_host.clone(),
+        ..HubConfig::default()
+    };
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let emulators = Emulators::start(ip, &ca_config, &hub_config).await?;
+    let roots = [emulators.tls_root.clone()];
+
+    let lifetime = scenario.duration.0.as_secs() + 3600;
+    let token = emulators.ca.mint_token(
+        &uuid::Uuid::new_v4().to_string(),
+        "fleetsim@emulator.invalid",
+        lifetime,
+    );
+    let client = EzcaClient::new(
+        emulators.ca.url(),
+        Arc::new(StaticToken::new(token)),
+        &roots,
+        true,
+    )?;
+    let ca = EzcaCa::discover(client, None).await?;
+    let registry = RegistryClient::new(
+        &emulators.hub_registry_url,
+        emulators.hub.connection_string(),
+        &roots,
+        true,
+    )?;
+
+    let mut trust = rustls::RootCertStore::empty();
+    trust
+        .add(emulators.tls_root.clone())
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
+    let addr = emulators.hub_mqtt_addr;
+    let transport = MqttTransport::new(
+        endpoint(addr.ip().to_string(), addr.port(), target.hub_host.clone()),
+        trust,
+    );
+    Ok(Resolved {
+        services: Arc::new(Services {
+            ca,
+            registry: HubRegistry(registry),
+            transport,
+            recorder,
+            backoff: Backoff::default(),
+        }),
+        emulators: Some(emulators),
+    })
+}
+
+fn env_secret(name: &str, what: &str) -> Result<String, FleetError> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| FleetError::Setup(format!("{what}: set the environment variable {name}")))
+}
+
+fn read_pem_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, FleetError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FleetError::Setup(format!("{}: {e}", path.display())))?;
+    crate::crypto::certs_from_pem(&text)
+        .map_err(|e| FleetError::Setup(format!("{}: {e}", path.display())))
+}
+
+async fn remote(target: &RemoteTarget, recorder: Arc<Recorder>) -> Result<Resolved, FleetError> {
+    let token = env_secret(
+        &target.ezca.token_env,
+        "an Azure AD token for EZCA is needed",
+    )?;
+    let ezca_roots = match &target.ezca.trust_pem {
+        Some(p) => read_pem_roots(p)?,
+        None => Vec::new(),
+    };
+    let client = EzcaClient::new(
+        &target.ezca.url,
+        Arc::new(StaticToken::new(token)),
+        &ezca_roots,
+        false,
+    )?;
+    let ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
+
+    let conn = ConnectionString::parse(&env_secret(
+        &target.iothub.connection_string_env,
+        "an IoT Hub connection string is needed",
+    )?)?;
+    let hub_roots = match &target.iothub.trust_pem {
+        Some(p) => read_pem_roots(p)?,
+        None => Vec::new(),
+    };
+    let registry_url = target
+        .iothub
+        .registry_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{}", conn.host_name));
+    let registry = RegistryClient::new(&registry_url, conn.clone(), &hub_roots, false)?;
+
+    let mut trust = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    trust.add_parsable_certificates(native.certs);
+    trust.add_parsable_certificates(hub_roots);
+    if trust.is_empty() {
+        return Err(FleetError::Setup(
+            "no trusted roots for the hub's TLS: install CA certificates or set trust_pem".into(),
+        ));
+    }
+    let transport = MqttTransport::new(
+        endpoint(
+            conn.host_name.clone(),
+            target.iothub.mqtt_port,
+            conn.host_name.clone(),
+        ),
+        trust,
+    );
+    Ok(Resolved {
+        services: Arc::new(Services {
+            ca,
+            registry: HubRegistry(registry),
+            transport,
+            recorder,
+            backoff: Backoff::default(),
+        }),
+        emulators: None,
+    })
+}

@@ -1,0 +1,206 @@
+//! The device's MQTT 3.1.1 transport to IoT Hub, over rumqttc with a per-device rustls client
+//! certificate. One rumqttc client per device; the trust store is shared by all of them.
+//!
+//! A session keeps one QoS 1 publish in flight and waits for its PUBACK before the next, so a
+//! certificate swap never has an unacknowledged message to lose. A small driver task polls the
+//! rumqttc event loop and forwards PUBACKs and the loss of the connection to the session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{API_VERSION, HubError};
+
+/// How a device reaches the hub.
+#[derive(Debug, Clone)]
+pub struct MqttEndpoint {
+    /// Address to connect to (a DNS name or an IP literal); also the TLS server name.
+    pub host: String,
+    pub port: u16,
+    /// The hub's host name as it goes in the username `{hub_host}/{device}/?api-version=...`.
+    pub hub_host: String,
+    pub keep_alive: Duration,
+    pub connect_timeout: Duration,
+    pub ack_timeout: Duration,
+}
+
+pub struct MqttTransport {
+    endpoint: MqttEndpoint,
+    roots: Arc<RootCertStore>,
+}
+
+impl MqttTransport {
+    pub fn new(endpoint: MqttEndpoint, roots: RootCertStore) -> Self {
+        crate::crypto::install_crypto_provider();
+        Self {
+            endpoint,
+            roots: Arc::new(roots),
+        }
+    }
+
+    /// The username IoT Hub expects.
+    pub fn username(hub_host: &str, device_id: &str) -> String {
+        format!("{hub_host}/{device_id}/?api-version={API_VERSION}")
+    }
+
+    /// Connects as `device_id`, presenting `chain` (leaf first) and proving possession of `key`.
+    /// Returns once the hub has answered CONNACK 0.
+    pub async fn connect(
+        &self,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<MqttSession, HubError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| HubError::Setup(e.to_string()))?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| HubError::Setup(format!("client certificate: {e}")))?;
+        let ep = &self.endpoint;
+        let mut opts = MqttOptions::new(device_id, ep.host.clone(), ep.port);
+        opts.set_keep_alive(ep.keep_alive)
+            .set_credentials(Self::username(&ep.hub_host, device_id), "")
+            .set_clean_session(false)
+            .set_inflight(4)
+            .set_max_packet_size(256 * 1024 + 4096, 256 * 1024 + 4096)
+            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(tls),
+            )));
+        let (client, mut eventloop) = AsyncClient::new(opts, 4);
+        // Small MQTT packets under TLS otherwise wait on Nagle + delayed ACK (~40 ms a round trip).
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(ep.connect_timeout.as_secs().max(1));
+        eventloop.set_network_options(network);
+
+        let connack = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => continue,
+                    Err(e) => return Err(connection_error(e)),
+                }
+            }
+        };
+        match tokio::time::timeout(ep.connect_timeout, connack).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(HubError::Timeout),
+        }
+
+        let (events_tx, events) = mpsc::channel(8);
+        let driver = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        if events_tx.send(SessionEvent::PubAck).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = events_tx
+                            .send(SessionEvent::Closed(connection_error(e).to_string()))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(MqttSession {
+            client,
+            events,
+            driver,
+            ack_timeout: ep.ack_timeout,
+        })
+    }
+}
+
+enum SessionEvent {
+    PubAck,
+    Closed(String),
+}
+
+/// A live connection of one device.
+pub struct MqttSession {
+    client: AsyncClient,
+    events: mpsc::Receiver<SessionEvent>,
+    driver: JoinHandle<()>,
+    ack_timeout: Duration,
+}
+
+impl MqttSession {
+    /// Publishes and, for QoS 1, waits for the PUBACK.
+    pub async fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        at_least_once: bool,
+    ) -> Result<(), HubError> {
+        let qos = if at_least_once {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        self.client
+            .publish(topic, qos, false, payload)
+            .await
+            .map_err(|e| HubError::Closed(e.to_string()))?;
+        if !at_least_once {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.ack_timeout, self.events.recv()).await {
+            Ok(Some(SessionEvent::PubAck)) => Ok(()),
+            Ok(Some(SessionEvent::Closed(reason))) => Err(HubError::Closed(reason)),
+            Ok(None) => Err(HubError::Closed("connection driver stopped".into())),
+            Err(_) => Err(HubError::Timeout),
+        }
+    }
+
+    /// Sends DISCONNECT and waits briefly for it to leave.
+    pub async fn disconnect(mut self) {
+        let _ = self.client.disconnect().await;
+        // Dropping `self` aborts the driver if it has not finished by then.
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.driver).await;
+    }
+}
+
+impl Drop for MqttSession {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+fn connection_error(e: ConnectionError) -> HubError {
+    match e {
+        ConnectionError::ConnectionRefused(code) => HubError::ConnectRefused(
+            match code {
+                ConnectReturnCode::Success => 0,
+                ConnectReturnCode::RefusedProtocolVersion => 1,
+                ConnectReturnCode::BadClientId => 2,
+                ConnectReturnCode::ServiceUnavailable => 3,
+                ConnectReturnCode::BadUserNamePassword => 4,
+                ConnectReturnCode::NotAuthorized => 5,
+            }
+            .to_string(),
+        ),
+        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => HubError::Timeout,
+        ConnectionError::Tls(e) => HubError::Tls(e.to_string()),
+        ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            HubError::Transport(e.to_string())
+        }
+        ConnectionError::Io(e) => HubError::Closed(e.to_string()),
+        other => HubError::Closed(other.to_string()),
+    }
+}

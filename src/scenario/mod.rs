@@ -1,0 +1,418 @@
+//! The scenario: what a run does, loaded from YAML.
+//!
+//! Everything the YAML may say is modelled here with `deny_unknown_fields`, so a typo is an error
+//! that names the file, line, column and the keys that were expected. Units (durations, rates,
+//! percentages) parse in their own types (see [`units`]). YAML parsing happens only in [`load`] and
+//! [`parse`], so the YAML crate (serde-saphyr) can be swapped without touching the rest.
+
+pub mod units;
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+pub use units::{Percent, Rate, Span};
+
+use crate::crypto::KeyKind;
+
+/// A scenario file, as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in reports.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Seeds every random choice (device ids from `{uuid}`, telemetry values, jitter), so two runs of
+    /// the same scenario do the same things.
+    #[serde(default)]
+    pub seed: u64,
+    /// How long the fleet runs, from the first arrival.
+    pub duration: Span,
+    /// Real seconds per scenario day, for embedded runs: with `3s`, a 10-day certificate lives 30 s.
+    /// The embedded CA issues certificates whose real validity is scaled the same way, so the
+    /// devices only ever read lifetimes from their certificates.
+    #[serde(default)]
+    pub time_scale: Option<Spanned<Span>>,
+    pub target: Spanned<Target>,
+    pub fleet: Fleet,
+    #[serde(default)]
+    pub certificate: CertificatePolicy,
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+/// Where the devices enrol and connect.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    /// The EZCA and IoT Hub emulators, started in-process on loopback.
+    Embedded(EmbeddedTarget),
+    /// Real services (or emulators started with `fleetsim emulate`).
+    Remote(RemoteTarget),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedTarget {
+    /// The hub's host name as devices put it in their MQTT username.
+    #[serde(default = "default_hub_host")]
+    pub hub_host: String,
+    /// The emulated CA's `MaxCertLifeDays`.
+    #[serde(default = "default_max_cert_life_days")]
+    pub max_cert_life_days: u32,
+}
+
+impl Default for EmbeddedTarget {
+    fn default() -> Self {
+        Self {
+            hub_host: default_hub_host(),
+            max_cert_life_days: default_max_cert_life_days(),
+        }
+    }
+}
+
+fn default_hub_host() -> String {
+    "fleetsim-hub.azure-devices.net".into()
+}
+fn default_max_cert_life_days() -> u32 {
+    397
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteTarget {
+    pub ezca: RemoteEzca,
+    pub iothub: RemoteHub,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteEzca {
+    /// Base URL, e.g. `https://portal.ezca.io/`.
+    pub url: String,
+    /// The SSL CA to request from; when absent, the only one `GetAvailableSSLCAs` returns.
+    #[serde(default)]
+    pub ca_id: Option<String>,
+    /// Environment variable that holds an Azure AD access token for EZCA.
+    #[serde(default = "default_ezca_token_env")]
+    pub token_env: String,
+    /// Extra PEM roots to trust for the CA's TLS (for a self-hosted or emulated EZCA).
+    #[serde(default)]
+    pub trust_pem: Option<PathBuf>,
+}
+
+fn default_ezca_token_env() -> String {
+    "EZCA_TOKEN".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteHub {
+    /// Environment variable holding the hub's service connection string
+    /// (`HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`).
+    #[serde(default = "default_hub_conn_env")]
+    pub connection_string_env: String,
+    /// MQTT port (8883 on Azure).
+    #[serde(default = "default_mqtt_port")]
+    pub mqtt_port: u16,
+    /// Registry REST base URL; defaults to `https://{HostName}`.
+    #[serde(default)]
+    pub registry_url: Option<String>,
+    /// Extra PEM roots to trust for the hub's TLS (Azure's roots are built in).
+    #[serde(default)]
+    pub trust_pem: Option<PathBuf>,
+}
+
+fn default_hub_conn_env() -> String {
+    "IOTHUB_CONNECTION_STRING".into()
+}
+fn default_mqtt_port() -> u16 {
+    8883
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// How many devices the run starts.
+    pub devices: NonZeroU32,
+    /// Device ids: `{index}`, `{index:06}` (zero-padded) or `{uuid}` (seeded).
+    #[serde(default = "IdPattern::default_pattern")]
+    pub id_pattern: IdPattern,
+    /// Devices started per unit of time (constant arrivals).
+    pub arrival_rate: Rate,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePolicy {
+    #[serde(default)]
+    pub key: KeyKind,
+    /// Requested validity (`ValidityInDays`).
+    #[serde(default = "default_validity_days")]
+    pub validity_days: NonZeroU32,
+    /// When to renew, as a share of the certificate's lifetime.
+    #[serde(default = "default_renew_at")]
+    pub renew_at: Percent,
+}
+
+impl Default for CertificatePolicy {
+    fn default() -> Self {
+        Self {
+            key: KeyKind::default(),
+            validity_days: default_validity_days(),
+            renew_at: default_renew_at(),
+        }
+    }
+}
+
+fn default_validity_days() -> NonZeroU32 {
+    NonZeroU32::new(10).expect("10 is not zero")
+}
+fn default_renew_at() -> Percent {
+    Percent(80.0)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// Time between two messages of one device.
+    #[serde(default = "default_interval")]
+    pub interval: Span,
+    #[serde(default)]
+    pub qos: Qos,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            qos: Qos::default(),
+        }
+    }
+}
+
+fn default_interval() -> Span {
+    Span(std::time::Duration::from_secs(30))
+}
+
+/// MQTT QoS for telemetry. IoT Hub closes the connection on QoS 2, so only 0 and 1 exist here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Qos {
+    AtMostOnce,
+    #[default]
+    AtLeastOnce,
+}
+
+impl<'de> Deserialize<'de> for Qos {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            0 => Ok(Qos::AtMostOnce),
+            1 => Ok(Qos::AtLeastOnce),
+            n => Err(serde::de::Error::custom(format!(
+                "qos {n} is not allowed: expected 0 or 1 (IoT Hub closes the connection on QoS 2)"
+            ))),
+        }
+    }
+}
+
+/// A device-id pattern, checked when loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdPattern(String);
+
+impl IdPattern {
+    fn default_pattern() -> Self {
+        IdPattern("sim-{index:06}".into())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut rest = s;
+        let mut has_unique = false;
+        let mut literal_len = 0;
+        while let Some(open) = rest.find('{') {
+            check_literal(&rest[..open])?;
+            literal_len += open;
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("id pattern {s:?}: unclosed '{{'"))?;
+            let field = &rest[open + 1..open + close];
+            match field {
+                "uuid" | "index" => {}
+                f if f
+                    .strip_prefix("index:0")
+                    .is_some_and(|w| w.parse::<u8>().is_ok_and(|w| w <= 20)) => {}
+                other => {
+                    return Err(format!(
+                        "id pattern {s:?}: unknown placeholder {{{other}}}; expected {{index}}, {{index:06}} or {{uuid}}"
+                    ));
+                }
+            }
+            has_unique = true;
+            rest = &rest[open + close + 1..];
+        }
+        check_literal(rest)?;
+        literal_len += rest.len();
+        if !has_unique {
+            return Err(format!(
+                "id pattern {s:?} gives every device the same id: include {{index}}, {{index:06}} or {{uuid}}"
+            ));
+        }
+        if literal_len > 64 {
+            return Err(format!(
+                "id pattern {s:?}: the fixed text is longer than 64 characters"
+            ));
+        }
+        Ok(IdPattern(s.to_string()))
+    }
+
+    /// The id of device `index`; `uuid` is that device's seeded UUID.
+    pub fn render(&self, index: u64, uuid: &uuid::Uuid) -> String {
+        let mut out = String::with_capacity(self.0.len() + 36);
+        let mut rest = self.0.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = open + rest[open..].find('}').unwrap_or(rest.len() - open);
+            let field = &rest[open + 1..close];
+            if field == "uuid" {
+                out.push_str(&uuid.hyphenated().to_string());
+            } else if let Some(width) = field.strip_prefix("index:0") {
+                let width: usize = width.parse().unwrap_or(0);
+                out.push_str(&format!("{index:0width$}"));
+            } else {
+                out.push_str(&index.to_string());
+            }
+            rest = rest.get(close + 1..).unwrap_or("");
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// Device ids become IoT Hub device ids and DNS SANs: keep the fixed text to what both accept.
+fn check_literal(text: &str) -> Result<(), String> {
+    match text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._".contains(*c)))
+    {
+        Some(c) => Err(format!(
+            "id pattern: character {c:?} is not allowed; use letters, digits, '-', '.' and '_'"
+        )),
+        None => Ok(()),
+    }
+}
+
+impl<'de> Deserialize<'de> for IdPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        IdPattern::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a scenario could not be loaded. Every variant names the file; parse and validation errors
+/// also name the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates scenario text; `path` is only used in error messages.
+pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+    let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.to_string(),
+        }
+    })?;
+    validate(&scenario).map_err(|(at, message)| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        line: at.line(),
+        column: at.column(),
+        message,
+    })?;
+    Ok(scenario)
+}
+
+/// Rules that involve more than one field.
+fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    if let (Some(scale), Target::Remote(_)) = (&s.time_scale, &s.target.value) {
+        return Err((
+            scale.referenced,
+            "time_scale compresses certificate lifetimes and only works with the embedded target; \
+             real services issue certificates in real time"
+                .into(),
+        ));
+    }
+    if let Target::Embedded(e) = &s.target.value
+        && s.certificate.validity_days.get() > e.max_cert_life_days
+    {
+        return Err((
+            s.target.referenced,
+            format!(
+                "certificate.validity_days ({}) exceeds the embedded CA's max_cert_life_days ({})",
+                s.certificate.validity_days, e.max_cert_life_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Scenario {
+    /// Real time per scenario day (one real day when not compressed).
+    pub fn day(&self) -> std::time::Duration {
+        self.time_scale
+            .as_ref()
+            .map(|s| s.value.0)
+            .unwrap_or(std::time::Duration::from_secs(86_400))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_patterns_render_and_reject() {
+        let u = uuid::Uuid::nil();
+        assert_eq!(
+            IdPattern::parse("sim-{index:06}").unwrap().render(7, &u),
+            "sim-000007"
+        );
+        assert_eq!(IdPattern::parse("d{index}").unwrap().render(12, &u), "d12");
+        assert_eq!(
+            IdPattern::parse("{uuid}").unwrap().render(1, &u),
+            "00000000-0000-0000-0000-000000000000"
+        );
+        assert!(IdPattern::parse("sim").is_err());
+        assert!(IdPattern::parse("sim-{name}").is_err());
+        assert!(IdPattern::parse("sim/{index}").is_err());
+        assert!(IdPattern::parse("sim-{index").is_err());
+    }
+}
