@@ -348,7 +348,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             path: path.to_path_buf(),
             line,
             column,
-            message: e.to_string(),
+            message: tidy_message(&e.to_string(), path),
         }
     })?;
     validate(&scenario).map_err(|(at, message)| ScenarioError::Invalid {
@@ -358,6 +358,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         message,
     })?;
     Ok(scenario)
+}
+
+/// serde-saphyr's message repeats the location we already print and calls the file `<input>`:
+/// drop the first and name the file in its snippet.
+fn tidy_message(message: &str, path: &Path) -> String {
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let message = match message.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map_or(message, |(_, m)| m),
+        None => message,
+    };
+    message.replace("<input>", &path.display().to_string())
 }
 
 /// Rules that involve more than one field.

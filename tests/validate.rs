@@ -1,0 +1,62 @@
+//! `fleetsim validate` as a user runs it.
+
+use std::process::Command;
+
+fn validate(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetsim")).arg("validate").arg(path).output().expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fleetsim-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_typo_names_file_line_column_and_the_expected_keys() {
+    let path = write(
+        "typo.yaml",
+        "name: typo\nduration: 30s\ntarget:\n  embedded: {}\nfleet:\n  devices: 10\n  arival_rate: 5/s\n",
+    );
+    let (ok, out) = validate(&path);
+    assert!(!ok, "a typo fails validation");
+    assert!(out.contains(&format!("{}:7:3:", path.display())), "{out}");
+    assert!(out.contains("arival_rate") && out.contains("expected one of devices, id_pattern, arrival_rate"), "{out}");
+}
+
+#[test]
+fn bad_units_and_values_are_located() {
+    let path = write(
+        "units.yaml",
+        "name: u\nduration: 30s\ntarget:\n  embedded: {}\nfleet:\n  devices: 10\n  arrival_rate: 5 per second\n",
+    );
+    let (ok, out) = validate(&path);
+    assert!(!ok);
+    assert!(out.contains(&format!("{}:7:17:", path.display())), "{out}");
+    assert!(out.contains("expected a rate such as 50/s"), "{out}");
+
+    let path = write(
+        "qos.yaml",
+        "name: q\nduration: 30s\ntarget:\n  embedded: {}\nfleet:\n  devices: 1\n  arrival_rate: 1/s\ntelemetry:\n  qos: 2\n",
+    );
+    let (ok, out) = validate(&path);
+    assert!(!ok);
+    assert!(out.contains(":9:8:") && out.contains("expected 0 or 1"), "{out}");
+}
+
+#[test]
+fn shipped_scenarios_are_valid() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (ok, out) = validate(&path);
+            assert!(ok, "{}: {out}", path.display());
+        }
+    }
+}
