@@ -26,7 +26,12 @@ async fn requests_without_a_valid_bearer_token_are_refused() {
     assert_eq!(none.status(), 401);
     assert!(none.text().await.unwrap().starts_with("Error"));
 
-    let forged = client.get(&url).bearer_auth("eyJhbGciOiJIUzI1NiJ9.eyJvaWQiOiJ4In0.c2ln").send().await.unwrap();
+    let forged = client
+        .get(&url)
+        .bearer_auth("eyJhbGciOiJIUzI1NiJ9.eyJvaWQiOiJ4In0.c2ln")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forged.status(), 401);
 
     let post = client
@@ -39,7 +44,12 @@ async fn requests_without_a_valid_bearer_token_are_refused() {
 
     // With a token the same call answers a bare array with EZCA's field names, at any path case.
     let token = e.ca.mint_token("oid-1", "u@example.invalid", 600);
-    let ok = client.get(url.to_lowercase()).bearer_auth(&token).send().await.unwrap();
+    let ok = client
+        .get(url.to_lowercase())
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let cas: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(cas[0]["CATemplateType"], "SSL Template");
@@ -53,20 +63,40 @@ async fn only_owners_of_a_domain_may_request_for_it() {
     let owner = common::ezca(&e).await;
     let (_key, issued) = common::enrol(&owner, "device-1").await;
     assert_eq!(issued.info.subject_cn.as_deref(), Some("device-1"));
-    assert_eq!(issued.chain.len(), 2, "leaf and issuing CA (fetched through AIA)");
+    assert_eq!(
+        issued.chain.len(),
+        2,
+        "leaf and issuing CA (fetched through AIA)"
+    );
 
     // Someone else can neither take over the domain nor request a certificate for it.
     let token = e.ca.mint_token("someone-else", "x@example.invalid", 600);
-    let intruder = fleetsim::device::adapters::EzcaCa::discover(common::ezca_client(&e, &token), None).await.unwrap();
-    let taken = intruder.client.register_new_domain(&intruder.ca, "device-1", &intruder.owner).await;
+    let intruder =
+        fleetsim::device::adapters::EzcaCa::discover(common::ezca_client(&e, &token), None)
+            .await
+            .unwrap();
+    let taken = intruder
+        .client
+        .register_new_domain(&intruder.ca, "device-1", &intruder.owner)
+        .await;
     assert!(matches!(taken, Err(EzcaError::Refused(_))), "{taken:?}");
     let key = DeviceKey::generate(KeyKind::P256).unwrap();
-    let req = CertificateCreateRequest::for_device(&intruder.ca, "device-1", key.csr_pem("device-1").unwrap(), 10);
+    let req = CertificateCreateRequest::for_device(
+        &intruder.ca,
+        "device-1",
+        key.csr_pem("device-1").unwrap(),
+        10,
+    );
     let refused = intruder.client.request_ssl_certificate(&req).await;
-    assert!(matches!(refused, Err(EzcaError::Refused(ref m)) if m.contains("device-1")), "{refused:?}");
+    assert!(
+        matches!(refused, Err(EzcaError::Refused(ref m)) if m.contains("device-1")),
+        "{refused:?}"
+    );
 
     // Validity beyond the CA's MaxCertLifeDays (30 here) is refused.
-    let too_long = owner.issue("device-1", key.csr_pem("device-1").unwrap(), 31).await;
+    let too_long = owner
+        .issue("device-1", key.csr_pem("device-1").unwrap(), 31)
+        .await;
     assert!(too_long.is_err());
     e.shutdown().await;
 }

@@ -36,19 +36,29 @@ async fn only_registered_devices_with_their_own_trusted_certificate_connect() {
         .await
         .expect("alice connects");
     session
-        .publish("devices/alice/messages/events/".into(), b"{}".to_vec(), true)
+        .publish(
+            "devices/alice/messages/events/".into(),
+            b"{}".to_vec(),
+            true,
+        )
         .await
         .expect("acked");
     session.disconnect().await;
     assert_eq!(e.hub.device_stats("alice").messages, 1);
 
     // CN differs from the client id: alice's certificate used as bob.
-    refused_with_5(transport.connect("bob", alice.chain.clone(), alice_key.private_key_der()).await);
+    refused_with_5(
+        transport
+            .connect("bob", alice.chain.clone(), alice_key.private_key_der())
+            .await,
+    );
 
     // A certificate from another CA, even with the right CN.
     let other_ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.distinguished_name.push(DnType::CommonName, "Some Other CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Some Other CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let other_issuer = rcgen::Issuer::new(ca_params, other_ca_key);
     let bob_key = DeviceKey::generate(KeyKind::P256).unwrap();
@@ -58,14 +68,28 @@ async fn only_registered_devices_with_their_own_trusted_certificate_connect() {
         params: CertificateParams::new(vec!["bob".to_string()]).unwrap(),
         public_key: bob_csr.public_key,
     };
-    leaf.params.distinguished_name.push(DnType::CommonName, "bob");
+    leaf.params
+        .distinguished_name
+        .push(DnType::CommonName, "bob");
     leaf.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let foreign = leaf.signed_by(&other_issuer).unwrap();
-    refused_with_5(transport.connect("bob", vec![foreign.der().clone()], bob_key.private_key_der()).await);
+    refused_with_5(
+        transport
+            .connect(
+                "bob",
+                vec![foreign.der().clone()],
+                bob_key.private_key_der(),
+            )
+            .await,
+    );
 
     // A valid certificate for a device the hub does not know.
     let (carol_key, carol) = common::enrol(&ca, "carol").await;
-    refused_with_5(transport.connect("carol", carol.chain.clone(), carol_key.private_key_der()).await);
+    refused_with_5(
+        transport
+            .connect("carol", carol.chain.clone(), carol_key.private_key_der())
+            .await,
+    );
 
     assert_eq!(e.hub.device_stats("bob").refused, 2);
     assert_eq!(e.hub.device_stats("carol").refused, 1);
@@ -82,10 +106,21 @@ async fn a_second_connection_drops_the_first() {
     registry.register("twice").await.unwrap();
     let (key, issued) = common::enrol(&ca, "twice").await;
 
-    let mut first = transport.connect("twice", issued.chain.clone(), key.private_key_der()).await.unwrap();
-    let mut second = transport.connect("twice", issued.chain.clone(), key.private_key_der()).await.unwrap();
-    second.publish("devices/twice/messages/events/".into(), b"1".to_vec(), true).await.expect("the new session works");
-    let old = first.publish("devices/twice/messages/events/".into(), b"2".to_vec(), true).await;
+    let mut first = transport
+        .connect("twice", issued.chain.clone(), key.private_key_der())
+        .await
+        .unwrap();
+    let mut second = transport
+        .connect("twice", issued.chain.clone(), key.private_key_der())
+        .await
+        .unwrap();
+    second
+        .publish("devices/twice/messages/events/".into(), b"1".to_vec(), true)
+        .await
+        .expect("the new session works");
+    let old = first
+        .publish("devices/twice/messages/events/".into(), b"2".to_vec(), true)
+        .await;
     assert!(old.is_err(), "the old session was dropped");
     assert_eq!(e.hub.device_stats("twice").connects, 2);
     e.shutdown().await;

@@ -33,8 +33,11 @@ telemetry:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
-    let scenario = fleetsim::scenario::parse(SCENARIO, Path::new("lifecycle.yaml")).expect("scenario parses");
-    let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending()).await.expect("run completes");
+    let scenario =
+        fleetsim::scenario::parse(SCENARIO, Path::new("lifecycle.yaml")).expect("scenario parses");
+    let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
+        .await
+        .expect("run completes");
     let hub = outcome.hub.as_ref().expect("embedded hub");
     let ca = outcome.ca.as_ref().expect("embedded CA");
 
@@ -42,9 +45,10 @@ async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.root_der()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
 
     let mut ids = HashSet::new();
     for d in &outcome.devices {
@@ -56,7 +60,9 @@ async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
         let leaf = CertInfo::parse(&d.chain[0]).unwrap();
         assert_eq!(leaf.subject_cn.as_deref(), Some(d.id.as_str()));
         assert_eq!(leaf.dns_sans, vec![d.id.clone()]);
-        let within_validity = UnixTime::since_unix_epoch(std::time::Duration::from_secs(leaf.not_before.unix_timestamp() as u64 + 1));
+        let within_validity = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            leaf.not_before.unix_timestamp() as u64 + 1,
+        ));
         verifier
             .verify_client_cert(&d.chain[0], &d.chain[1..], within_validity)
             .unwrap_or_else(|e| panic!("{}: chain does not verify: {e}", d.id));
@@ -66,16 +72,33 @@ async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
         assert_eq!(d.certificate_serials.len() as u64, d.renewals + 1);
         let seen = hub.device_stats(&d.id);
         let distinct: HashSet<_> = seen.cert_serials.iter().collect();
-        assert!(distinct.len() >= 2, "{}: hub saw certificates {:?}", d.id, seen.cert_serials);
-        assert_eq!(seen.cert_serials.last(), d.certificate_serials.last(), "{} reconnected with its newest certificate", d.id);
+        assert!(
+            distinct.len() >= 2,
+            "{}: hub saw certificates {:?}",
+            d.id,
+            seen.cert_serials
+        );
+        assert_eq!(
+            seen.cert_serials.last(),
+            d.certificate_serials.last(),
+            "{} reconnected with its newest certificate",
+            d.id
+        );
 
         // QoS 1: what the device had acknowledged is exactly what the hub counted.
         assert!(d.messages_acked >= 5, "{} sent telemetry", d.id);
         assert_eq!(d.messages_failed, 0);
-        assert_eq!(seen.messages, d.messages_acked, "{}: hub count vs device acks", d.id);
+        assert_eq!(
+            seen.messages, d.messages_acked,
+            "{}: hub count vs device acks",
+            d.id
+        );
         assert_eq!(seen.refused, 0);
     }
-    assert_eq!(ca.issued().len() as u64, outcome.devices.iter().map(|d| d.renewals + 1).sum::<u64>());
+    assert_eq!(
+        ca.issued().len() as u64,
+        outcome.devices.iter().map(|d| d.renewals + 1).sum::<u64>()
+    );
 
     // The JSON report says the same.
     let dir = std::env::temp_dir().join(format!("fleetsim-lifecycle-{}", std::process::id()));

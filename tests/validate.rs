@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn validate(path: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetsim")).arg("validate").arg(path).output().expect("runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .arg("validate")
+        .arg(path)
+        .output()
+        .expect("runs");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
@@ -27,7 +31,11 @@ fn a_typo_names_file_line_column_and_the_expected_keys() {
     let (ok, out) = validate(&path);
     assert!(!ok, "a typo fails validation");
     assert!(out.contains(&format!("{}:7:3:", path.display())), "{out}");
-    assert!(out.contains("arival_rate") && out.contains("expected one of devices, id_pattern, arrival_rate"), "{out}");
+    assert!(
+        out.contains("arival_rate")
+            && out.contains("expected one of devices, id_pattern, arrival_rate"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -47,7 +55,10 @@ fn bad_units_and_values_are_located() {
     );
     let (ok, out) = validate(&path);
     assert!(!ok);
-    assert!(out.contains(":9:8:") && out.contains("expected 0 or 1"), "{out}");
+    assert!(
+        out.contains(":9:8:") && out.contains("expected 0 or 1"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -24,20 +24,40 @@ pub async fn start_emulators(clock: Clock) -> Emulators {
         host_name: HUB_HOST.into(),
         ..HubConfig::default()
     };
-    Emulators::start([127, 0, 0, 1].into(), &ca, &hub).await.expect("emulators start")
+    Emulators::start([127, 0, 0, 1].into(), &ca, &hub)
+        .await
+        .expect("emulators start")
 }
 
 pub fn ezca_client(e: &Emulators, token: &str) -> EzcaClient {
-    EzcaClient::new(e.ca.url(), Arc::new(StaticToken::new(token)), &[e.tls_root.clone()], true).expect("ezca client")
+    EzcaClient::new(
+        e.ca.url(),
+        Arc::new(StaticToken::new(token)),
+        std::slice::from_ref(&e.tls_root),
+        true,
+    )
+    .expect("ezca client")
 }
 
 pub async fn ezca(e: &Emulators) -> EzcaCa {
-    let token = e.ca.mint_token("11111111-2222-3333-4444-555555555555", "tester@example.invalid", 3600);
-    EzcaCa::discover(ezca_client(e, &token), None).await.expect("discover CA")
+    let token = e.ca.mint_token(
+        "11111111-2222-3333-4444-555555555555",
+        "tester@example.invalid",
+        3600,
+    );
+    EzcaCa::discover(ezca_client(e, &token), None)
+        .await
+        .expect("discover CA")
 }
 
 pub fn registry(e: &Emulators) -> RegistryClient {
-    RegistryClient::new(&e.hub_registry_url, e.hub.connection_string(), &[e.tls_root.clone()], true).expect("registry client")
+    RegistryClient::new(
+        &e.hub_registry_url,
+        e.hub.connection_string(),
+        std::slice::from_ref(&e.tls_root),
+        true,
+    )
+    .expect("registry client")
 }
 
 pub fn transport(e: &Emulators) -> MqttTransport {
@@ -60,6 +80,9 @@ pub fn transport(e: &Emulators) -> MqttTransport {
 pub async fn enrol(ca: &EzcaCa, id: &str) -> (DeviceKey, Issued) {
     let key = DeviceKey::generate(KeyKind::P256).expect("keygen");
     ca.register_domain(id).await.expect("register domain");
-    let issued = ca.issue(id, key.csr_pem(id).expect("csr"), 10).await.expect("issue");
+    let issued = ca
+        .issue(id, key.csr_pem(id).expect("csr"), 10)
+        .await
+        .expect("issue");
     (key, issued)
 }
