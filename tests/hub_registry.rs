@@ -33,6 +33,7 @@ async fn create_get_conflict_and_not_found() {
             status: 409,
             code,
             body,
+            ..
         }) => {
             assert_eq!(code, "DeviceAlreadyExists");
             let outer: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -26,12 +26,17 @@ impl From<EzcaError> for ServiceError {
             kind: e.kind(),
             class,
             message: e.to_string(),
+            retry_after: None,
         }
     }
 }
 
 impl From<HubError> for ServiceError {
     fn from(e: HubError) -> Self {
+        let retry_after = match &e {
+            HubError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        };
         let class = match &e {
             HubError::Status { status: 429, .. } => FailureClass::Throttled,
             HubError::Timeout => FailureClass::Timeout,
@@ -42,6 +47,7 @@ impl From<HubError> for ServiceError {
             kind: e.kind(),
             class,
             message: e.to_string(),
+            retry_after,
         }
     }
 }

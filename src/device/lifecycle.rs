@@ -312,7 +312,11 @@ where
                     }
                     let previous = self.state;
                     self.set_state(DeviceState::Backoff);
-                    let delay = self.services.backoff.delay(tries, &mut self.rng);
+                    let delay = self
+                        .services
+                        .backoff
+                        .delay(tries, &mut self.rng)
+                        .max(e.retry_after.unwrap_or_default());
                     tokio::select! {
                         _ = self.stop.cancelled() => return Err(Stop::Stopped),
                         _ = tokio::time::sleep(delay) => {}
@@ -332,6 +336,7 @@ fn local_failure(phase: Phase, kind: &str, message: String) -> Stop {
             kind: kind.into(),
             class: super::FailureClass::Rejected,
             message,
+            retry_after: None,
         },
     )
 }

@@ -35,6 +35,8 @@ pub struct ServiceError {
     pub kind: String,
     pub class: FailureClass,
     pub message: String,
+    /// How long the service asked us to wait (HTTP `Retry-After`), honoured over our own backoff.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ServiceError {

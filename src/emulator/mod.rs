@@ -8,6 +8,7 @@
 pub mod ca;
 pub mod hub;
 pub mod tls;
+pub mod token;
 
 use std::net::SocketAddr;
 
@@ -57,7 +58,7 @@ impl Emulators {
 
         let ca_listener = TcpListener::bind((ip, 0)).await?;
         let ca_emulator = CaEmulator::new(&ca_listener, ca)?;
-        let hub_emulator = HubEmulator::new(hub);
+        let hub_emulator = HubEmulator::new(hub)?;
         hub_emulator.trust_ca(ca_emulator.root_der());
 
         let mqtt_listener = TcpListener::bind((ip, 0)).await?;

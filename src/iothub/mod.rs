@@ -2,6 +2,7 @@
 //! the registry REST client ([`registry`]), topic names and property bags ([`topics`]) and the
 //! MQTT device transport over rumqttc ([`mqtt`]).
 
+pub mod identity;
 pub mod mqtt;
 pub mod registry;
 pub mod sas;
@@ -22,6 +23,8 @@ pub enum HubError {
         status: u16,
         code: String,
         body: String,
+        /// The hub's `Retry-After`, if it sent one.
+        retry_after: Option<std::time::Duration>,
     },
     #[error("CONNACK refused the connection: {0}")]
     ConnectRefused(String),

@@ -1,135 +1,36 @@
-//! The registry REST client (`PUT/GET /devices/{id}?api-version=2021-04-12`) and the device JSON
-//! the hub and its emulator exchange (reference §4).
+//! The registry REST client (`/devices/{id}?api-version=2021-04-12`, reference §4), authorised
+//! by a service SAS token from a connection string or by an Azure AD bearer token.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
 
+pub use super::identity::*;
 use super::{API_VERSION, ConnectionString, HubError};
 
-/// A device identity as the registry returns it (camelCase on the wire).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Device {
-    pub device_id: String,
-    #[serde(default)]
-    pub generation_id: String,
-    #[serde(default)]
-    pub etag: String,
-    #[serde(default = "enabled")]
-    pub status: DeviceStatus,
-    #[serde(default)]
-    pub status_reason: Option<String>,
-    #[serde(default = "never")]
-    pub status_updated_time: String,
-    #[serde(default = "disconnected")]
-    pub connection_state: String,
-    #[serde(default = "never")]
-    pub connection_state_updated_time: String,
-    #[serde(default = "never")]
-    pub last_activity_time: String,
-    #[serde(default)]
-    pub cloud_to_device_message_count: u64,
-    #[serde(default)]
-    pub authentication: Authentication,
-    #[serde(default)]
-    pub capabilities: Capabilities,
-    #[serde(default)]
-    pub device_scope: Option<String>,
-    #[serde(default)]
-    pub parent_scopes: Vec<String>,
+/// How the client proves it may use the registry.
+#[derive(Clone)]
+pub enum RegistryAuth {
+    /// Service SAS tokens signed with the connection string's key, one per request.
+    Sas(ConnectionString),
+    /// An Azure AD access token for `https://iothubs.azure.net/.default`.
+    Bearer(String),
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceStatus {
-    #[default]
-    Enabled,
-    Disabled,
-}
-
-fn enabled() -> DeviceStatus {
-    DeviceStatus::Enabled
-}
-fn never() -> String {
-    "0001-01-01T00:00:00".into()
-}
-fn disconnected() -> String {
-    "Disconnected".into()
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Authentication {
-    #[serde(rename = "type", default)]
-    pub kind: AuthenticationType,
-    #[serde(default)]
-    pub symmetric_key: SymmetricKey,
-    #[serde(default)]
-    pub x509_thumbprint: X509Thumbprint,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub enum AuthenticationType {
-    #[default]
-    Sas,
-    SelfSigned,
-    CertificateAuthority,
-    None,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct SymmetricKey {
-    pub primary_key: Option<String>,
-    pub secondary_key: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct X509Thumbprint {
-    pub primary_thumbprint: Option<String>,
-    pub secondary_thumbprint: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Capabilities {
-    #[serde(default)]
-    pub iot_edge: bool,
-}
-
-impl Device {
-    /// A new CA-signed device, as `az iot hub device-identity create --am x509_ca` makes it.
-    pub fn certificate_authority(device_id: &str) -> Self {
-        Self {
-            device_id: device_id.into(),
-            generation_id: String::new(),
-            etag: String::new(),
-            status: DeviceStatus::Enabled,
-            status_reason: None,
-            status_updated_time: never(),
-            connection_state: disconnected(),
-            connection_state_updated_time: never(),
-            last_activity_time: never(),
-            cloud_to_device_message_count: 0,
-            authentication: Authentication {
-                kind: AuthenticationType::CertificateAuthority,
-                ..Default::default()
-            },
-            capabilities: Capabilities::default(),
-            device_scope: None,
-            parent_scopes: Vec::new(),
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryAuth::Sas(c) => write!(f, "Sas({c:?})"),
+            RegistryAuth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
         }
     }
 }
 
-/// Registry client authorised by a service SAS token from a connection string.
+/// Registry client. One per run, shared by all devices.
 pub struct RegistryClient {
     base: String,
-    credentials: ConnectionString,
+    auth: RegistryAuth,
     http: reqwest::Client,
 }
 
@@ -141,6 +42,20 @@ impl RegistryClient {
     pub fn new(
         base_url: &str,
         credentials: ConnectionString,
+        extra_roots: &[CertificateDer<'static>],
+        only_extra_roots: bool,
+    ) -> Result<Self, HubError> {
+        Self::with_auth(
+            base_url,
+            RegistryAuth::Sas(credentials),
+            extra_roots,
+            only_extra_roots,
+        )
+    }
+
+    pub fn with_auth(
+        base_url: &str,
+        auth: RegistryAuth,
         extra_roots: &[CertificateDer<'static>],
         only_extra_roots: bool,
     ) -> Result<Self, HubError> {
@@ -160,7 +75,7 @@ impl RegistryClient {
         };
         Ok(Self {
             base: base_url.trim_end_matches('/').to_string(),
-            credentials,
+            auth,
             http: builder
                 .build()
                 .map_err(|e| HubError::Setup(e.to_string()))?,
@@ -168,11 +83,16 @@ impl RegistryClient {
     }
 
     fn authorization(&self) -> Result<String, HubError> {
-        let expiry = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            + TOKEN_LIFETIME;
-        self.credentials.sas_token(expiry.as_secs())
+        match &self.auth {
+            RegistryAuth::Sas(c) => {
+                let expiry = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    + TOKEN_LIFETIME;
+                c.sas_token(expiry.as_secs())
+            }
+            RegistryAuth::Bearer(t) => Ok(format!("Bearer {t}")),
+        }
     }
 
     fn device_url(&self, device_id: &str) -> String {
@@ -189,15 +109,96 @@ impl RegistryClient {
             .http
             .put(self.device_url(&device.device_id))
             .json(device);
-        self.send(req).await
+        self.send_json(req).await
+    }
+
+    /// Replaces `device`; `etag` is `None` for an unconditional update (`If-Match: "*"`).
+    pub async fn update(&self, device: &Device, etag: Option<&str>) -> Result<Device, HubError> {
+        let req = self
+            .http
+            .put(self.device_url(&device.device_id))
+            .header("If-Match", format!("\"{}\"", etag.unwrap_or("*")))
+            .json(device);
+        self.send_json(req).await
     }
 
     pub async fn get(&self, device_id: &str) -> Result<Device, HubError> {
         let req = self.http.get(self.device_url(device_id));
-        self.send(req).await
+        self.send_json(req).await
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Device, HubError> {
+    /// Enables or disables a device. Disabling drops its live connection.
+    pub async fn set_status(
+        &self,
+        device_id: &str,
+        status: DeviceStatus,
+    ) -> Result<Device, HubError> {
+        let mut device = self.get(device_id).await?;
+        device.status = status;
+        let etag = device.etag.clone();
+        self.update(&device, Some(&etag)).await
+    }
+
+    /// Deletes a device; `etag` is `None` for an unconditional delete.
+    pub async fn delete(&self, device_id: &str, etag: Option<&str>) -> Result<(), HubError> {
+        let req = self
+            .http
+            .delete(self.device_url(device_id))
+            .header("If-Match", format!("\"{}\"", etag.unwrap_or("*")));
+        self.send(req).await.map(|_| ())
+    }
+
+    /// Creates up to [`BULK_MAX`] CA-authenticated devices in one call. A partial failure answers
+    /// HTTP 400 with the per-device errors, which come back as `Ok` with `is_successful: false`.
+    pub async fn bulk_create(&self, device_ids: &[String]) -> Result<BulkResult, HubError> {
+        let body: Vec<ExportImportDevice> = device_ids
+            .iter()
+            .map(|id| ExportImportDevice {
+                id: id.clone(),
+                e_tag: None,
+                import_mode: ImportMode::Create,
+                status: DeviceStatus::Enabled,
+                authentication: Some(Authentication {
+                    kind: AuthenticationType::CertificateAuthority,
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        let req = self
+            .http
+            .post(format!("{}/devices?api-version={API_VERSION}", self.base))
+            .json(&body);
+        match self.send_json::<BulkResult>(req).await {
+            Err(HubError::Status {
+                status: 400, body, ..
+            }) if body.contains("isSuccessful") => {
+                serde_json::from_str(&body).map_err(|e| HubError::Status {
+                    status: 400,
+                    code: "MalformedReply".into(),
+                    body: e.to_string(),
+                    retry_after: None,
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, HubError> {
+        let (status, body) = self.send(req).await?;
+        serde_json::from_str(&body).map_err(|e| HubError::Status {
+            status,
+            code: "MalformedReply".into(),
+            body: e.to_string(),
+            retry_after: None,
+        })
+    }
+
+    /// Sends with authorisation; a non-2xx answer becomes [`HubError::Status`] carrying IoT Hub's
+    /// error name and any `Retry-After`.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), HubError> {
         let resp = req
             .header("Authorization", self.authorization()?)
             .send()
@@ -207,12 +208,16 @@ impl RegistryClient {
                 false => HubError::Transport(e.to_string()),
             })?;
         let status = resp.status();
-        let code = resp
-            .headers()
-            .get("iothub-errorcode")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let code = header("iothub-errorcode").unwrap_or_default();
+        let retry_after = header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = resp
             .text()
             .await
@@ -221,28 +226,10 @@ impl RegistryClient {
             return Err(HubError::Status {
                 status: status.as_u16(),
                 code,
-                body: body.chars().take(300).collect(),
+                body: body.chars().take(2000).collect(),
+                retry_after,
             });
         }
-        serde_json::from_str(&body).map_err(|e| HubError::Status {
-            status: status.as_u16(),
-            code: "MalformedReply".into(),
-            body: e.to_string(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn device_json_uses_wire_names() {
-        let v = serde_json::to_value(Device::certificate_authority("d1")).unwrap();
-        assert_eq!(v["deviceId"], "d1");
-        assert_eq!(v["status"], "enabled");
-        assert_eq!(v["authentication"]["type"], "certificateAuthority");
-        assert!(v["authentication"]["x509Thumbprint"]["primaryThumbprint"].is_null());
-        assert_eq!(v["capabilities"]["iotEdge"], false);
+        Ok((status.as_u16(), body))
     }
 }

@@ -86,3 +86,86 @@ pub async fn enrol(ca: &EzcaCa, id: &str) -> (DeviceKey, Issued) {
         .expect("issue");
     (key, issued)
 }
+
+/// A bare MQTT 3.1.1 client over TLS, for tests that must send what a well-behaved client would
+/// not (QoS 2, foreign topics, oversize packets, silence past the keep-alive).
+pub struct RawMqtt {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    buf: bytes::BytesMut,
+}
+
+impl RawMqtt {
+    /// Connects with `chain`/`key` and sends CONNECT; returns the client and the CONNACK code.
+    pub async fn connect(
+        e: &Emulators,
+        id: &str,
+        issued: &Issued,
+        key: &DeviceKey,
+        keep_alive: u16,
+    ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
+        use rumqttc::mqttbytes::v4::{Connect, Packet};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(e.tls_root.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(issued.chain.clone(), key.private_key_der())
+        .unwrap();
+        let tcp = tokio::net::TcpStream::connect(e.hub_mqtt_addr)
+            .await
+            .unwrap();
+        let name =
+            rustls_pki_types::ServerName::try_from(e.hub_mqtt_addr.ip().to_string()).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let mut client = Self {
+            stream,
+            buf: bytes::BytesMut::new(),
+        };
+        let mut connect = Connect::new(id);
+        connect.keep_alive = keep_alive;
+        connect.set_login(
+            fleetsim::iothub::mqtt::MqttTransport::username(HUB_HOST, id),
+            "",
+        );
+        client.send(Packet::Connect(connect)).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => (client, ack.code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, packet: rumqttc::mqttbytes::v4::Packet) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        packet.write(&mut out, 1 << 20).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// The next packet, or `None` once the server has closed the connection (10 s at most).
+    pub async fn recv(&mut self) -> Option<rumqttc::mqttbytes::v4::Packet> {
+        use rumqttc::mqttbytes::{Error, v4::Packet};
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Packet::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return Some(p),
+                Err(Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("bad packet from server: {e}"),
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("server answered or closed within 10 s");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+}

@@ -8,7 +8,6 @@
 
 mod authority;
 mod routes;
-pub mod token;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
+pub use super::token::{Caller, TokenAuthority};
 pub use authority::{Authority, Refusal, SignRequest};
-pub use token::{Caller, TokenAuthority};
 
 use super::EmulatorError;
 use super::tls::{ServerPki, https_config, serve_https};
@@ -70,7 +69,7 @@ impl CaEmulator {
             &url,
             config.clock,
         )?;
-        let tokens = TokenAuthority::new()
+        let tokens = TokenAuthority::new(super::token::EZCA_AUDIENCE)
             .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
         Ok(Self {
             state: Arc::new(CaState {

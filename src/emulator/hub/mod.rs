@@ -5,9 +5,11 @@
 //! every certificate a device connected with) so a run's "sent/acked" can be checked against what
 //! the hub actually received.
 
+mod admin;
 mod auth;
 mod mqtt;
 mod registry;
+pub mod twin;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::EmulatorError;
 use super::tls::{ServerPki, https_config};
+use super::token::TokenAuthority;
 use crate::iothub::ConnectionString;
 use crate::iothub::registry::Device;
 
@@ -97,6 +100,18 @@ pub(crate) struct HubState {
     live: Mutex<HashMap<String, (u64, CancellationToken)>>,
     next_connection: AtomicU64,
     etag_counter: AtomicU64,
+    /// Azure AD stand-in for service calls in emulator mode.
+    tokens: TokenAuthority,
+    twins: Mutex<HashMap<String, twin::Twin>>,
+}
+
+/// Adds a verified CA to the hub's trust.
+fn trust(state: &HubState, der: CertificateDer<'static>) {
+    let mut trust = state.trust.write().unwrap_or_else(|p| p.into_inner());
+    if !trust.roots.contains(&der) {
+        trust.roots.push(der);
+        trust.verifier = auth::verifier_for(&trust.roots);
+    }
 }
 
 impl HubState {
@@ -126,13 +141,15 @@ pub struct HubEmulator {
 }
 
 impl HubEmulator {
-    pub fn new(config: &HubConfig) -> Self {
+    pub fn new(config: &HubConfig) -> Result<Self, EmulatorError> {
         let key: [u8; 32] = rand::random();
         let disabled_connack = match config.disabled_connack {
             5 => ConnectReturnCode::NotAuthorized,
             _ => ConnectReturnCode::ServiceUnavailable,
         };
-        Self {
+        let tokens = TokenAuthority::new(super::token::IOTHUB_AUDIENCE)
+            .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
+        Ok(Self {
             state: Arc::new(HubState {
                 host_name: config.host_name.clone(),
                 disabled_connack,
@@ -147,8 +164,17 @@ impl HubEmulator {
                 live: Mutex::new(HashMap::new()),
                 next_connection: AtomicU64::new(1),
                 etag_counter: AtomicU64::new(1),
+                tokens,
+                twins: Mutex::new(HashMap::new()),
             }),
-        }
+        })
+    }
+
+    /// An Azure AD-style bearer token the registry accepts in emulator mode.
+    pub fn mint_token(&self, oid: &str, lifetime_secs: u64) -> String {
+        self.state
+            .tokens
+            .mint(oid, "fleetsim@emulator.invalid", lifetime_secs)
     }
 
     pub fn host_name(&self) -> &str {
@@ -166,9 +192,7 @@ impl HubEmulator {
 
     /// Uploads a (verified) CA certificate: devices whose chains end at it may connect.
     pub fn trust_ca(&self, der: CertificateDer<'static>) {
-        let mut trust = self.state.trust.write().unwrap_or_else(|p| p.into_inner());
-        trust.roots.push(der);
-        trust.verifier = auth::verifier_for(&trust.roots);
+        trust(&self.state, der);
     }
 
     /// Serves MQTT over TLS on `listener` until `shutdown`.
@@ -256,6 +280,16 @@ impl HubEmulator {
             .unwrap_or_else(|p| p.into_inner())
             .len() as u64;
         s
+    }
+
+    /// The twin of `device_id` as the hub holds it.
+    pub fn twin(&self, device_id: &str) -> Option<twin::Twin> {
+        self.state
+            .twins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id)
+            .cloned()
     }
 
     /// The registry entry of `device_id`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, SubAck, SubscribeReasonCode,
+    ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use rustls::ServerConfig;
@@ -125,6 +125,7 @@ async fn connection(
     )
     .await;
     let mut subscriptions = 0usize;
+    let mut twin_subscribed = false;
     let mut clean_exit = false;
     while ok.is_ok() {
         let next = async {
@@ -147,15 +148,34 @@ async fn connection(
                 if p.qos == QoS::ExactlyOnce {
                     break;
                 }
-                if topics::parse_telemetry(&p.topic, &device).is_none() {
+                if topics::parse_telemetry(&p.topic, &device).is_some() {
+                    counters.messages.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .bytes
+                        .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                    (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)))
+                } else if p.topic.starts_with("$iothub/twin/") {
+                    let answer = {
+                        let mut twins = state.twins.lock().unwrap_or_else(|p| p.into_inner());
+                        super::twin::handle(&mut twins, &device, &p.topic, &p.payload)
+                    };
+                    let Some((topic, body)) = answer else { break };
+                    if p.qos == QoS::AtLeastOnce
+                        && write_packet(&mut tls, Packet::PubAck(PubAck::new(p.pkid)))
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                    // IoT Hub only answers devices that subscribed to the response topic.
+                    twin_subscribed
+                        .then(|| Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body)))
+                } else if p.topic.starts_with("$iothub/methods/res/") {
+                    (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)))
+                } else {
                     tracing::debug!(%device, topic = %p.topic, "publish to a topic the device may not use");
                     break;
                 }
-                counters.messages.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .bytes
-                    .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-                (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)))
             }
             Packet::Subscribe(s) => {
                 subscriptions += s.filters.len();
@@ -166,6 +186,7 @@ async fn connection(
                 if !allowed || subscriptions > MAX_SUBSCRIPTIONS {
                     break;
                 }
+                twin_subscribed |= s.filters.iter().any(|f| f.path == "$iothub/twin/res/#");
                 let codes = s
                     .filters
                     .iter()

@@ -1,5 +1,6 @@
-//! The hub's registry REST API (reference §4): `PUT`/`GET`/`DELETE /devices/{id}?api-version=...`,
-//! authorised by a service SAS token, with IoT Hub's error bodies and `iothub-errorcode` header.
+//! The hub's registry REST API (reference §4): `PUT`/`GET`/`DELETE /devices/{id}?api-version=...`
+//! and bulk `POST /devices`, authorised by a service SAS token (or, in emulator mode, an Azure AD
+//! bearer token), with IoT Hub's error bodies and `iothub-errorcode` header.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,12 +10,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
+use axum::routing::{post, put};
 use base64::Engine;
 use serde::Deserialize;
 
 use super::HubState;
-use crate::iothub::registry::{Device, DeviceStatus};
+use crate::iothub::identity::{
+    BULK_MAX, BulkError, BulkResult, Device, DeviceStatus, ExportImportDevice, ImportMode,
+};
 use crate::iothub::sas;
 
 pub(super) fn router(state: Arc<HubState>) -> axum::Router {
@@ -23,17 +26,19 @@ pub(super) fn router(state: Arc<HubState>) -> axum::Router {
             "/devices/{id}",
             put(put_device).get(get_device).delete(delete_device),
         )
+        .route("/devices", post(bulk))
+        .route("/certificates/{name}", put(super::admin::upload_ca))
         .with_state(state)
 }
 
 #[derive(Deserialize)]
-struct ApiVersion {
+pub(super) struct ApiVersion {
     #[serde(rename = "api-version")]
     api_version: Option<String>,
 }
 
 /// An IoT Hub error: status, numeric code and name (`404001`, `DeviceNotFound`).
-fn error(status: StatusCode, code: u32, name: &'static str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, code: u32, name: &'static str, message: &str) -> Response {
     let inner = serde_json::json!({
         "errorCode": code,
         "message": message,
@@ -45,12 +50,15 @@ fn error(status: StatusCode, code: u32, name: &'static str, message: &str) -> Re
     (status, [("iothub-errorcode", name)], Json(body)).into_response()
 }
 
-/// Checks the SAS token and the api-version; `Err` is the response to send.
-fn authorize(
+/// Checks the api-version and the authorisation for a request on `resource` (the path below the
+/// hub's host name, e.g. `devices/d1`): a service SAS token of the `iothubowner` policy whose
+/// resource is a prefix of it, or (emulator mode) an Azure AD bearer token minted by this hub.
+/// `Err` is the response to send.
+pub(super) fn authorize(
     state: &HubState,
     headers: &HeaderMap,
     query: &ApiVersion,
-    device_id: &str,
+    resource: &str,
 ) -> Result<(), Box<Response>> {
     if query.api_version.as_deref().is_none_or(str::is_empty) {
         return Err(Box::new(error(
@@ -72,6 +80,13 @@ fn authorize(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| unauthorized("no Authorization header"))?;
+    if header.starts_with("Bearer ") {
+        return state
+            .tokens
+            .verify(Some(header))
+            .map(|_| ())
+            .map_err(unauthorized);
+    }
     let token = sas::parse(header)
         .ok_or_else(|| unauthorized("Authorization is not a SharedAccessSignature"))?;
     if token.policy.as_deref() != Some(state.policy_name.as_str()) {
@@ -82,7 +97,7 @@ fn authorize(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let resource = format!("{}/devices/{device_id}", state.host_name);
+    let resource = format!("{}/{resource}", state.host_name);
     sas::verify(&token, &state.policy_key, &resource, now).map_err(|r| unauthorized(&r.to_string()))
 }
 
@@ -105,7 +120,7 @@ async fn put_device(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, &query, &id) {
+    if let Err(r) = authorize(&state, &headers, &query, &format!("devices/{id}")) {
         return *r;
     }
     let mut device: Device = match serde_json::from_slice(&body) {
@@ -182,7 +197,7 @@ async fn get_device(
     Query(query): Query<ApiVersion>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, &query, &id) {
+    if let Err(r) = authorize(&state, &headers, &query, &format!("devices/{id}")) {
         return *r;
     }
     match state
@@ -207,7 +222,7 @@ async fn delete_device(
     Query(query): Query<ApiVersion>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&state, &headers, &query, &id) {
+    if let Err(r) = authorize(&state, &headers, &query, &format!("devices/{id}")) {
         return *r;
     }
     let if_match = headers
@@ -238,4 +253,119 @@ async fn delete_device(
     drop(devices);
     state.drop_connection(&id);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Bulk create/update/delete of up to 100 devices. Each entry is applied on its own; if any fails
+/// the answer is 400 with the per-device errors, as IoT Hub does.
+async fn bulk(
+    State(state): State<Arc<HubState>>,
+    Query(query): Query<ApiVersion>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, &query, "devices") {
+        return *r;
+    }
+    let entries: Vec<ExportImportDevice> = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                400001,
+                "ArgumentInvalid",
+                &format!("bulk body: {e}"),
+            );
+        }
+    };
+    if entries.len() > BULK_MAX {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            413002,
+            "TooManyDevices",
+            "at most 100 devices per bulk operation",
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = entries.iter().find(|e| !seen.insert(e.id.as_str())) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            400001,
+            "ArgumentInvalid",
+            &format!("device {} is listed twice", dup.id),
+        );
+    }
+    let mut errors = Vec::new();
+    let mut dropped = Vec::new();
+    {
+        let mut devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+        for entry in entries {
+            let fail = |code: &str, status: &str| BulkError {
+                device_id: entry.id.clone(),
+                module_id: None,
+                error_code: code.into(),
+                error_status: status.into(),
+            };
+            let exists = devices.get(&entry.id);
+            let etag_ok = |d: &Device| {
+                entry
+                    .e_tag
+                    .as_deref()
+                    .is_none_or(|t| t == "*" || t.trim_matches('"') == d.etag)
+            };
+            match entry.import_mode {
+                _ if !valid_device_id(&entry.id) => {
+                    errors.push(fail("ArgumentInvalid", "invalid device id"))
+                }
+                ImportMode::Create if exists.is_some() => {
+                    errors.push(fail("DeviceAlreadyExists", "device already exists"))
+                }
+                ImportMode::Update | ImportMode::UpdateIfMatchETag if exists.is_none() => {
+                    errors.push(fail("DeviceNotFound", "device not found"))
+                }
+                ImportMode::UpdateIfMatchETag
+                | ImportMode::CreateOrUpdateIfMatchETag
+                | ImportMode::DeleteIfMatchETag
+                    if exists.is_some_and(|d| !etag_ok(d)) =>
+                {
+                    errors.push(fail("PreconditionFailed", "etag mismatch"))
+                }
+                ImportMode::Delete | ImportMode::DeleteIfMatchETag => {
+                    match devices.remove(&entry.id) {
+                        Some(_) => dropped.push(entry.id.clone()),
+                        None => errors.push(fail("DeviceNotFound", "device not found")),
+                    }
+                }
+                _ => {
+                    let mut device = Device::certificate_authority(&entry.id);
+                    if let Some(auth) = entry.authentication.clone() {
+                        device.authentication = auth;
+                    }
+                    device.status = entry.status;
+                    device.generation_id = exists.map_or_else(
+                        || format!("{:018}", rand::random::<u64>() % 10u64.pow(18)),
+                        |d| d.generation_id.clone(),
+                    );
+                    device.etag = next_etag(&state);
+                    if device.status == DeviceStatus::Disabled {
+                        dropped.push(entry.id.clone());
+                    }
+                    devices.insert(entry.id.clone(), device);
+                }
+            }
+        }
+    }
+    for id in dropped {
+        state.drop_connection(&id);
+    }
+    let result = BulkResult {
+        is_successful: errors.is_empty(),
+        errors,
+        warnings: Vec::new(),
+    };
+    let status = if result.is_successful {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (status, Json(result)).into_response()
 }

@@ -1,7 +1,7 @@
-//! Azure AD stand-in for the CA emulator: it mints HS256 JWTs with the claims EZCA reads (`oid`,
-//! `upn`) and verifies them on every management call. Real EZCA verifies Microsoft-signed RS256
-//! tokens; the emulator's own key keeps tests hermetic while still refusing forged or expired
-//! tokens.
+//! Azure AD stand-in for the emulators: each mints HS256 JWTs for its own audience with the claims
+//! the services read (`oid`, `upn`) and verifies signature, audience and expiry on every call.
+//! The real services verify Microsoft-signed RS256 tokens; an emulator's own key keeps tests
+//! hermetic while still refusing forged, foreign or expired tokens.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,10 +9,14 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
-pub const AUDIENCE: &str = "https://management.core.windows.net/";
+/// The audience of tokens for EZCA (Azure management scope).
+pub const EZCA_AUDIENCE: &str = "https://management.core.windows.net/";
+/// The audience of tokens for IoT Hub's service APIs.
+pub const IOTHUB_AUDIENCE: &str = "https://iothubs.azure.net";
 
 pub struct TokenAuthority {
     key: hmac::Key,
+    audience: &'static str,
 }
 
 /// The caller a valid token names.
@@ -29,10 +33,11 @@ fn now() -> u64 {
 }
 
 impl TokenAuthority {
-    pub fn new() -> Result<Self, aws_lc_rs::error::Unspecified> {
+    pub fn new(audience: &'static str) -> Result<Self, aws_lc_rs::error::Unspecified> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         Ok(Self {
             key: hmac::Key::generate(hmac::HMAC_SHA256, &rng)?,
+            audience,
         })
     }
 
@@ -40,7 +45,7 @@ impl TokenAuthority {
         let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let iat = now();
         let claims = serde_json::json!({
-            "aud": AUDIENCE, "oid": oid, "upn": upn, "iat": iat, "nbf": iat, "exp": iat + lifetime_secs,
+            "aud": self.audience, "oid": oid, "upn": upn, "iat": iat, "nbf": iat, "exp": iat + lifetime_secs,
         });
         let payload = B64.encode(claims.to_string());
         let signing_input = format!("{header}.{payload}");
@@ -73,6 +78,9 @@ impl TokenAuthority {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or("bearer token claims are not JSON")?;
+        if claims["aud"].as_str() != Some(self.audience) {
+            return Err("bearer token is for another audience");
+        }
         let t = now();
         if claims["exp"].as_u64().is_none_or(|exp| exp < t) {
             return Err("bearer token expired");
@@ -94,12 +102,24 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify_and_forgeries_do_not() {
-        let a = TokenAuthority::new().unwrap();
+        let a = TokenAuthority::new(EZCA_AUDIENCE).unwrap();
         let t = a.mint("oid-1", "fleet@example.com", 3600);
         let caller = a.verify(Some(&format!("Bearer {t}"))).unwrap();
         assert_eq!(caller.oid, "oid-1");
-        let other = TokenAuthority::new().unwrap().mint("oid-1", "x", 3600);
+        let other = TokenAuthority::new(EZCA_AUDIENCE)
+            .unwrap()
+            .mint("oid-1", "x", 3600);
         assert!(a.verify(Some(&format!("Bearer {other}"))).is_err());
         assert_eq!(a.verify(None), Err("missing bearer token"));
+        // Same key, other audience: refused.
+        let hub = TokenAuthority {
+            key: a.key.clone(),
+            audience: IOTHUB_AUDIENCE,
+        };
+        let for_hub = hub.mint("oid-1", "x", 3600);
+        assert_eq!(
+            a.verify(Some(&format!("Bearer {for_hub}"))),
+            Err("bearer token is for another audience")
+        );
     }
 }
