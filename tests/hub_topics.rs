@@ -162,3 +162,46 @@ async fn silence_past_one_and_a_half_keep_alives_closes() {
     );
     e.shutdown().await;
 }
+
+#[tokio::test]
+async fn twin_get_and_reported_patch_answer_on_the_response_topic() {
+    let e = common::start_emulators(Clock::real()).await;
+    let mut c = online(&e, "twin", 60).await;
+    let mut sub = Subscribe::new("$iothub/twin/res/#", QoS::AtMostOnce);
+    sub.pkid = 1;
+    c.send(Packet::Subscribe(sub)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+
+    c.send(publish(
+        "$iothub/twin/PATCH/properties/reported/?$rid=41",
+        QoS::AtMostOnce,
+        br#"{"firmware":"2.1"}"#.to_vec(),
+    ))
+    .await;
+    match c.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "$iothub/twin/res/204/?$rid=41&$version=1"),
+        other => panic!("expected the PATCH response, got {other:?}"),
+    }
+    c.send(publish(
+        "$iothub/twin/GET/?$rid=42",
+        QoS::AtMostOnce,
+        Vec::new(),
+    ))
+    .await;
+    match c.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, "$iothub/twin/res/200/?$rid=42");
+            let doc: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+            assert_eq!(doc["reported"]["firmware"], "2.1");
+            assert_eq!(doc["reported"]["$version"], 1);
+        }
+        other => panic!("expected the GET response, got {other:?}"),
+    }
+    assert_eq!(e.hub.twin("twin").unwrap().reported["firmware"], "2.1");
+    assert_eq!(
+        e.hub.device_stats("twin").messages,
+        0,
+        "twin traffic is not telemetry"
+    );
+    e.shutdown().await;
+}
