@@ -17,7 +17,8 @@ duration: 14s
 time_scale: 1s          # a 10-day certificate lives 10 s and renews at 5 s
 target:
   embedded:
-    hub_host: lifecycle-hub.azure-devices.net
+    hub:
+      host: lifecycle-hub.azure-devices.net
 fleet:
   devices: 200
   id_pattern: "dev-{index:04}"

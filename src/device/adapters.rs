@@ -38,7 +38,9 @@ impl From<HubError> for ServiceError {
             _ => None,
         };
         let class = match &e {
-            HubError::Status { status: 429, .. } => FailureClass::Throttled,
+            HubError::Status { status: 429, .. } | HubError::ClosedBeforeConnack => {
+                FailureClass::Throttled
+            }
             HubError::Timeout => FailureClass::Timeout,
             e if e.is_transient() => FailureClass::Transient,
             _ => FailureClass::Rejected,

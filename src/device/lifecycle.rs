@@ -31,6 +31,8 @@ pub struct DeviceSpec {
     pub renew_fraction: f64,
     pub telemetry_interval: Duration,
     pub at_least_once: bool,
+    /// Create the hub identity as the device arrives (false when the fleet registered in bulk).
+    pub register: bool,
     /// Seeds this device's telemetry values and backoff jitter.
     pub seed: u64,
 }
@@ -131,10 +133,12 @@ where
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
         let (key, issued) = self.enrol(Phase::CaIssue).await?;
         self.report.enrolled = true;
-        let registry = &self.services.registry;
-        let id = self.spec.id.as_str();
-        self.attempt(Phase::HubRegister, || registry.register(id))
-            .await?;
+        if self.spec.register {
+            let registry = &self.services.registry;
+            let id = self.spec.id.as_str();
+            self.attempt(Phase::HubRegister, || registry.register(id))
+                .await?;
+        }
 
         self.set_state(DeviceState::Connecting);
         let mut session = self.connect(Phase::MqttConnect, &key, &issued).await?;

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::device::Services;
 use crate::device::adapters::{EzcaCa, HubRegistry};
 use crate::device::backoff::Backoff;
+use crate::emulator::hub::throttle::HubLimits;
 use crate::emulator::{CaConfig, Emulators, HubConfig};
 use crate::ezca::{Client as EzcaClient, StaticToken};
 use crate::iothub::ConnectionString;
@@ -57,14 +58,29 @@ async fn embedded(
     };
     let ca_config = CaConfig {
         clock,
-        max_cert_life_days: target.max_cert_life_days,
+        max_cert_life_days: target.ca.max_cert_life_days,
+    };
+    let hub = &target.hub;
+    let limits = match hub.sku {
+        Some(sku) => HubLimits::for_sku(sku, hub.units.get(), hub.shaping.0),
+        None => HubLimits::unlimited(),
     };
     let hub_config = HubConfig {
-        host_name: target.hub_host.clone(),
-        ..HubConfig::default()
+        host_name: hub.host.clone(),
+        disabled_connack: hub.disabled_connack,
+        limits,
     };
+    // Read extra CAs before starting anything, so a bad path fails fast.
+    let extra_cas = hub
+        .trusted_cas
+        .iter()
+        .map(|p| read_pem_roots(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
     let emulators = Emulators::start(ip, &ca_config, &hub_config).await?;
+    for ca in extra_cas.into_iter().flatten() {
+        emulators.hub.trust_ca(ca);
+    }
     let roots = [emulators.tls_root.clone()];
 
     let lifetime = scenario.duration.0.as_secs() + 3600;
@@ -93,7 +109,7 @@ async fn embedded(
         .map_err(|e| FleetError::Setup(e.to_string()))?;
     let addr = emulators.hub_mqtt_addr;
     let transport = MqttTransport::new(
-        endpoint(addr.ip().to_string(), addr.port(), target.hub_host.clone()),
+        endpoint(addr.ip().to_string(), addr.port(), hub.host.clone()),
         trust,
     );
     Ok(Resolved {

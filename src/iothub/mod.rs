@@ -28,6 +28,8 @@ pub enum HubError {
     },
     #[error("CONNACK refused the connection: {0}")]
     ConnectRefused(String),
+    #[error("the hub closed the connection before CONNACK (throttled or quota spent)")]
+    ClosedBeforeConnack,
     #[error("TLS failed: {0}")]
     Tls(String),
     #[error("the hub closed the connection: {0}")]
@@ -46,6 +48,7 @@ impl HubError {
             HubError::Status { status, .. } => format!("http_{status}"),
             HubError::ConnectRefused(code) => format!("connack_{code}"),
             HubError::Tls(_) => "tls".into(),
+            HubError::ClosedBeforeConnack => "closed_before_connack".into(),
             HubError::Closed(_) => "closed".into(),
             HubError::ConnectionString(_) => "connection_string".into(),
             HubError::Setup(_) => "setup".into(),
@@ -54,9 +57,11 @@ impl HubError {
 
     pub fn is_transient(&self) -> bool {
         match self {
-            HubError::Transport(_) | HubError::Timeout | HubError::Closed(_) | HubError::Tls(_) => {
-                true
-            }
+            HubError::Transport(_)
+            | HubError::Timeout
+            | HubError::Closed(_)
+            | HubError::Tls(_)
+            | HubError::ClosedBeforeConnack => true,
             HubError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             // 3 is "server unavailable" (also a disabled device); 5 "not authorized" is final.
             HubError::ConnectRefused(code) => code == "3",

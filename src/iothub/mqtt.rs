@@ -88,7 +88,7 @@ impl MqttTransport {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
                     Ok(_) => continue,
-                    Err(e) => return Err(connection_error(e)),
+                    Err(e) => return Err(connack_error(e)),
                 }
             }
         };
@@ -180,6 +180,29 @@ impl Drop for MqttSession {
     fn drop(&mut self) {
         self.driver.abort();
     }
+}
+
+/// A failure while waiting for CONNACK. IoT Hub answers bad credentials with CONNACK 5 but
+/// throttles (and a spent quota) by closing the connection without a CONNACK.
+fn connack_error(e: ConnectionError) -> HubError {
+    use rumqttc::StateError;
+    match e {
+        ConnectionError::Io(e) | ConnectionError::MqttState(StateError::Io(e))
+            if closed_by_peer(&e) =>
+        {
+            HubError::ClosedBeforeConnack
+        }
+        ConnectionError::MqttState(StateError::ConnectionAborted) => HubError::ClosedBeforeConnack,
+        other => connection_error(other),
+    }
+}
+
+fn closed_by_peer(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionAborted | ConnectionReset | BrokenPipe
+    )
 }
 
 fn connection_error(e: ConnectionError) -> HubError {

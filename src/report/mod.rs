@@ -125,8 +125,8 @@ impl Report {
         if let Some(h) = &self.hub {
             let _ = write!(
                 s,
-                "; hub received {} ({} bytes), {} connects, {} refused",
-                h.messages, h.bytes, h.connects, h.refused
+                "; hub received {} ({} bytes), {} connects, {} refused, {} throttled",
+                h.messages, h.bytes, h.connects, h.refused, h.throttled
             );
         }
         let _ = writeln!(s);

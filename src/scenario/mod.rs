@@ -16,6 +16,7 @@ use serde_saphyr::Spanned;
 pub use units::{Percent, Rate, Span};
 
 use crate::crypto::KeyKind;
+pub use crate::emulator::hub::throttle::Sku;
 
 /// A scenario file, as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -54,22 +55,65 @@ pub enum Target {
     Remote(RemoteTarget),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedTarget {
-    /// The hub's host name as devices put it in their MQTT username.
-    #[serde(default = "default_hub_host")]
-    pub hub_host: String,
-    /// The emulated CA's `MaxCertLifeDays`.
+    #[serde(default)]
+    pub ca: EmbeddedCa,
+    #[serde(default)]
+    pub hub: EmbeddedHub,
+}
+
+/// The embedded EZCA emulator.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedCa {
+    /// The CA's `MaxCertLifeDays`.
     #[serde(default = "default_max_cert_life_days")]
     pub max_cert_life_days: u32,
 }
 
-impl Default for EmbeddedTarget {
+impl Default for EmbeddedCa {
     fn default() -> Self {
         Self {
-            hub_host: default_hub_host(),
             max_cert_life_days: default_max_cert_life_days(),
+        }
+    }
+}
+
+/// The embedded IoT Hub emulator.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedHub {
+    /// The hub's host name as devices put it in their MQTT username.
+    #[serde(default = "default_hub_host")]
+    pub host: String,
+    /// Throttles and daily quota of this tier (reference §5); unlimited when absent.
+    #[serde(default)]
+    pub sku: Option<Sku>,
+    #[serde(default = "default_units")]
+    pub units: NonZeroU32,
+    /// How long the hub holds back a request over its throttle (delayed CONNACK, PUBACK or
+    /// response) before it refuses it instead.
+    #[serde(default = "default_shaping")]
+    pub shaping: Span,
+    /// CONNACK code for a disabled device: 3 (observed) or 5 (newer docs).
+    #[serde(default = "default_disabled_connack")]
+    pub disabled_connack: u8,
+    /// Extra CA certificates (PEM files) to upload to the hub's trust, besides the embedded CA.
+    #[serde(default)]
+    pub trusted_cas: Vec<PathBuf>,
+}
+
+impl Default for EmbeddedHub {
+    fn default() -> Self {
+        Self {
+            host: default_hub_host(),
+            sku: None,
+            units: default_units(),
+            shaping: default_shaping(),
+            disabled_connack: default_disabled_connack(),
+            trusted_cas: Vec::new(),
         }
     }
 }
@@ -79,6 +123,15 @@ fn default_hub_host() -> String {
 }
 fn default_max_cert_life_days() -> u32 {
     397
+}
+fn default_units() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+fn default_shaping() -> Span {
+    Span(std::time::Duration::from_millis(500))
+}
+fn default_disabled_connack() -> u8 {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -143,6 +196,19 @@ pub struct Fleet {
     pub id_pattern: IdPattern,
     /// Devices started per unit of time (constant arrivals).
     pub arrival_rate: Rate,
+    /// How devices are created in the hub's registry: one `PUT` per device as it arrives, or in
+    /// bulk calls of up to 100 before the first arrival (the way to stay under a SKU's registry
+    /// throttle of 100 operations per minute per unit).
+    #[serde(default)]
+    pub registration: Registration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Registration {
+    #[default]
+    PerDevice,
+    Bulk,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -382,13 +448,24 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
         ));
     }
     if let Target::Embedded(e) = &s.target.value
-        && s.certificate.validity_days.get() > e.max_cert_life_days
+        && !matches!(e.hub.disabled_connack, 3 | 5)
+    {
+        return Err((
+            s.target.referenced,
+            format!(
+                "hub.disabled_connack is {}: expected 3 or 5",
+                e.hub.disabled_connack
+            ),
+        ));
+    }
+    if let Target::Embedded(e) = &s.target.value
+        && s.certificate.validity_days.get() > e.ca.max_cert_life_days
     {
         return Err((
             s.target.referenced,
             format!(
                 "certificate.validity_days ({}) exceeds the embedded CA's max_cert_life_days ({})",
-                s.certificate.validity_days, e.max_cert_life_days
+                s.certificate.validity_days, e.ca.max_cert_life_days
             ),
         ));
     }

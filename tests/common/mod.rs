@@ -16,13 +16,18 @@ use fleetsim::iothub::registry::RegistryClient;
 pub const HUB_HOST: &str = "test-hub.azure-devices.net";
 
 pub async fn start_emulators(clock: Clock) -> Emulators {
+    start_emulators_with(clock, HubConfig::default()).await
+}
+
+/// Emulators whose hub has `hub`'s settings (its host name is always [`HUB_HOST`]).
+pub async fn start_emulators_with(clock: Clock, hub: HubConfig) -> Emulators {
     let ca = CaConfig {
         clock,
         max_cert_life_days: 30,
     };
     let hub = HubConfig {
         host_name: HUB_HOST.into(),
-        ..HubConfig::default()
+        ..hub
     };
     Emulators::start([127, 0, 0, 1].into(), &ca, &hub)
         .await

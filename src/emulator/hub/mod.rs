@@ -9,6 +9,7 @@ mod admin;
 mod auth;
 mod mqtt;
 mod registry;
+pub mod throttle;
 pub mod twin;
 
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ pub struct HubConfig {
     pub host_name: String,
     /// CONNACK code for a disabled device (3 "server unavailable" as observed; 5 per newer docs).
     pub disabled_connack: u8,
+    /// Throttles and daily quota (unlimited unless a SKU is chosen).
+    pub limits: throttle::HubLimits,
 }
 
 impl Default for HubConfig {
@@ -45,6 +48,7 @@ impl Default for HubConfig {
         Self {
             host_name: "fleetsim-hub.azure-devices.net".into(),
             disabled_connack: 3,
+            limits: throttle::HubLimits::unlimited(),
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct HubStats {
     pub refused: u64,
     pub drops: u64,
     pub devices_registered: u64,
+    /// Requests refused by a throttle (connections closed, 429s).
+    pub throttled: u64,
 }
 
 pub(crate) struct Trust {
@@ -103,6 +109,7 @@ pub(crate) struct HubState {
     /// Azure AD stand-in for service calls in emulator mode.
     tokens: TokenAuthority,
     twins: Mutex<HashMap<String, twin::Twin>>,
+    throttles: throttle::Throttles,
 }
 
 /// Adds a verified CA to the hub's trust.
@@ -166,6 +173,7 @@ impl HubEmulator {
                 etag_counter: AtomicU64::new(1),
                 tokens,
                 twins: Mutex::new(HashMap::new()),
+                throttles: throttle::Throttles::new(config.limits),
             }),
         })
     }
@@ -273,6 +281,7 @@ impl HubEmulator {
             s.refused += c.refused.load(Ordering::Relaxed);
             s.drops += c.drops.load(Ordering::Relaxed);
         }
+        s.throttled = self.state.throttles.throttled.load(Ordering::Relaxed);
         s.devices_registered = self
             .state
             .devices

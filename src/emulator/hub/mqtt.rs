@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::HubState;
 use super::auth::authorize;
+use super::throttle::{Admission, Class};
 use crate::iothub::topics;
 
 /// 256 KB of message plus room for the topic and property bag.
@@ -95,6 +96,22 @@ async fn connection(
     let device = admitted.device_id;
     let counters = state.counters(&device);
 
+    // Throttles apply to authorised connections: CONNACK is delayed while the hub shapes traffic,
+    // and past that (or with the daily quota spent) the connection is closed without one.
+    let admission = match state.throttles.quota_spent() {
+        true => Admission::Refuse(Duration::ZERO),
+        false => state.throttles.admit(Class::Connect),
+    };
+    match admission {
+        Admission::After(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+        Admission::After(_) => {}
+        Admission::Refuse(_) => {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+            return;
+        }
+    }
+
     // One live connection per device: a new one drops the old (IoT Hub's 400027).
     let conn_id = state.next_connection.fetch_add(1, Ordering::Relaxed);
     let dropped = stop.child_token();
@@ -149,6 +166,14 @@ async fn connection(
                     break;
                 }
                 if topics::parse_telemetry(&p.topic, &device).is_some() {
+                    if !state.throttles.charge_message(p.payload.len()) {
+                        break; // daily quota spent: the hub severs the connection
+                    }
+                    match state.throttles.admit(Class::DeviceToCloud) {
+                        Admission::After(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+                        Admission::After(_) => {}
+                        Admission::Refuse(_) => break,
+                    }
                     counters.messages.fetch_add(1, Ordering::Relaxed);
                     counters
                         .bytes

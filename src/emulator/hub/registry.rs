@@ -15,6 +15,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::HubState;
+use super::throttle::{Admission, Class};
 use crate::iothub::identity::{
     BULK_MAX, BulkError, BulkResult, Device, DeviceStatus, ExportImportDevice, ImportMode,
 };
@@ -101,6 +102,39 @@ pub(super) fn authorize(
     sas::verify(&token, &state.policy_key, &resource, now).map_err(|r| unauthorized(&r.to_string()))
 }
 
+/// Applies the registry throttle and the daily quota: delays within the shaping window, then 429
+/// with `Retry-After`; 403002 once the quota is spent.
+pub(super) async fn throttle(state: &HubState) -> Result<(), Box<Response>> {
+    if state.throttles.quota_spent() {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            403002,
+            "IotHubQuotaExceeded",
+            "Total number of messages on IotHub exceeded the allocated quota",
+        )));
+    }
+    match state.throttles.admit(Class::Registry) {
+        Admission::After(wait) => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(())
+        }
+        Admission::Refuse(wait) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                429001,
+                "ThrottlingException",
+                "Request was throttled",
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            Err(Box::new(r))
+        }
+    }
+}
+
 fn valid_device_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
@@ -121,6 +155,9 @@ async fn put_device(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers, &query, &format!("devices/{id}")) {
+        return *r;
+    }
+    if let Err(r) = throttle(&state).await {
         return *r;
     }
     let mut device: Device = match serde_json::from_slice(&body) {
@@ -200,6 +237,9 @@ async fn get_device(
     if let Err(r) = authorize(&state, &headers, &query, &format!("devices/{id}")) {
         return *r;
     }
+    if let Err(r) = throttle(&state).await {
+        return *r;
+    }
     match state
         .devices
         .lock()
@@ -223,6 +263,9 @@ async fn delete_device(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers, &query, &format!("devices/{id}")) {
+        return *r;
+    }
+    if let Err(r) = throttle(&state).await {
         return *r;
     }
     let if_match = headers
@@ -264,6 +307,9 @@ async fn bulk(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers, &query, "devices") {
+        return *r;
+    }
+    if let Err(r) = throttle(&state).await {
         return *r;
     }
     let entries: Vec<ExportImportDevice> = match serde_json::from_slice(&body) {

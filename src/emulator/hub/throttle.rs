@@ -1,0 +1,278 @@
+//! IoT Hub's throttles and daily quota (reference §5), per SKU and unit count.
+//!
+//! Each throttled operation class (new connections, device-to-cloud sends, registry operations)
+//! is a GCRA bucket with *reservations*: a request within the burst tolerance passes at once; past
+//! it, the request is given the next free slot and waits for it (IoT Hub's traffic shaping: delayed
+//! CONNACK, PUBACK or HTTP response); when that slot is further away than the shaping window, the
+//! request is refused (the connection is closed over MQTT; 429 over REST). governor's limiters
+//! cannot reserve a future slot, which shaping needs, hence this small bucket.
+//!
+//! The daily quota counts device-to-cloud messages in 4 KB meters (0.5 KB on F1) and resets at
+//! midnight UTC.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// IoT Hub tiers with their published limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sku {
+    F1,
+    S1,
+    S2,
+    S3,
+}
+
+/// The limits of a hub; `None` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HubLimits {
+    pub connections_per_sec: Option<f64>,
+    pub d2c_per_sec: Option<f64>,
+    pub registry_per_sec: Option<f64>,
+    /// Messages per UTC day, counted in meters of `meter_bytes`.
+    pub daily_messages: Option<u64>,
+    pub meter_bytes: u64,
+    /// The longest a request may be held back before it is refused instead.
+    pub shaping: Duration,
+}
+
+impl HubLimits {
+    pub fn unlimited() -> Self {
+        Self {
+            connections_per_sec: None,
+            d2c_per_sec: None,
+            registry_per_sec: None,
+            daily_messages: None,
+            meter_bytes: 4096,
+            shaping: Duration::from_millis(500),
+        }
+    }
+
+    /// Reference §5.1 and §5.2.
+    pub fn for_sku(sku: Sku, units: u32, shaping: Duration) -> Self {
+        let u = f64::from(units.max(1));
+        let (conn, d2c, registry_per_min, daily, meter) = match sku {
+            Sku::F1 => (
+                100f64.max(12.0 * u),
+                100f64.max(12.0 * u),
+                100.0 * u,
+                8_000,
+                512,
+            ),
+            Sku::S1 => (
+                100f64.max(12.0 * u),
+                100f64.max(12.0 * u),
+                100.0 * u,
+                400_000 * u64::from(units.max(1)),
+                4096,
+            ),
+            Sku::S2 => (
+                120.0 * u,
+                120.0 * u,
+                100.0 * u,
+                6_000_000 * u64::from(units.max(1)),
+                4096,
+            ),
+            Sku::S3 => (
+                6_000.0 * u,
+                6_000.0 * u,
+                5_000.0 * u,
+                300_000_000 * u64::from(units.max(1)),
+                4096,
+            ),
+        };
+        Self {
+            connections_per_sec: Some(conn),
+            d2c_per_sec: Some(d2c),
+            registry_per_sec: Some(registry_per_min / 60.0),
+            daily_messages: Some(daily),
+            meter_bytes: meter,
+            shaping,
+        }
+    }
+}
+
+/// What a throttle says about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead after waiting this long (zero within the burst).
+    After(Duration),
+    /// Refuse; the next slot is this far away.
+    Refuse(Duration),
+}
+
+/// A GCRA bucket: one request per `period`, `tolerance` of burst.
+pub struct Bucket {
+    period: Duration,
+    tolerance: Duration,
+    shaping: Duration,
+    /// Theoretical arrival time of the next request.
+    tat: Mutex<Option<Instant>>,
+}
+
+impl Bucket {
+    /// `rate` requests per second, a burst of one second's worth (at least one request).
+    pub fn new(rate: f64, shaping: Duration) -> Self {
+        let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+        let burst = rate.max(1.0);
+        Self {
+            period,
+            tolerance: period.mul_f64(burst - 1.0),
+            shaping,
+            tat: Mutex::new(None),
+        }
+    }
+
+    pub fn admit(&self, now: Instant) -> Admission {
+        let mut tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        let t = tat.map_or(now, |t| t.max(now));
+        let earliest = t.checked_sub(self.tolerance).unwrap_or(now);
+        let wait = earliest.saturating_duration_since(now);
+        if wait > self.shaping {
+            return Admission::Refuse(wait);
+        }
+        *tat = Some(t + self.period);
+        Admission::After(wait)
+    }
+}
+
+/// The hub's throttles and quota.
+pub struct Throttles {
+    pub limits: HubLimits,
+    connections: Option<Bucket>,
+    d2c: Option<Bucket>,
+    registry: Option<Bucket>,
+    meters_today: AtomicU64,
+    day: AtomicU64,
+    pub throttled: AtomicU64,
+}
+
+/// Operation classes with their own throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Connect,
+    DeviceToCloud,
+    Registry,
+}
+
+fn utc_day() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+impl Throttles {
+    pub fn new(limits: HubLimits) -> Self {
+        let bucket = |rate: Option<f64>| rate.map(|r| Bucket::new(r, limits.shaping));
+        Self {
+            connections: bucket(limits.connections_per_sec),
+            d2c: bucket(limits.d2c_per_sec),
+            registry: bucket(limits.registry_per_sec),
+            limits,
+            meters_today: AtomicU64::new(0),
+            day: AtomicU64::new(utc_day()),
+            throttled: AtomicU64::new(0),
+        }
+    }
+
+    pub fn admit(&self, class: Class) -> Admission {
+        let bucket = match class {
+            Class::Connect => &self.connections,
+            Class::DeviceToCloud => &self.d2c,
+            Class::Registry => &self.registry,
+        };
+        let answer = bucket
+            .as_ref()
+            .map_or(Admission::After(Duration::ZERO), |b| {
+                b.admit(Instant::now())
+            });
+        if matches!(answer, Admission::Refuse(_)) {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// True once today's message quota is spent.
+    pub fn quota_spent(&self) -> bool {
+        self.roll_day();
+        self.limits
+            .daily_messages
+            .is_some_and(|max| self.meters_today.load(Ordering::Relaxed) >= max)
+    }
+
+    /// Counts a message of `bytes` against the quota; false if it does not fit.
+    pub fn charge_message(&self, bytes: usize) -> bool {
+        self.roll_day();
+        let meters = (bytes as u64).div_ceil(self.limits.meter_bytes).max(1);
+        let before = self.meters_today.fetch_add(meters, Ordering::Relaxed);
+        self.limits
+            .daily_messages
+            .is_none_or(|max| before + meters <= max)
+    }
+
+    fn roll_day(&self) {
+        let today = utc_day();
+        if self.day.swap(today, Ordering::Relaxed) != today {
+            self.meters_today.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_shapes_then_refuses() {
+        // 10/s: a burst of 10 passes at once, the next requests wait 100 ms apart, and past a
+        // 300 ms shaping window they are refused.
+        let b = Bucket::new(10.0, Duration::from_millis(300));
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(b.admit(now), Admission::After(Duration::ZERO));
+        }
+        let waits: Vec<_> = (0..3).map(|_| b.admit(now)).collect();
+        assert_eq!(
+            waits,
+            vec![
+                Admission::After(Duration::from_millis(100)),
+                Admission::After(Duration::from_millis(200)),
+                Admission::After(Duration::from_millis(300)),
+            ]
+        );
+        assert!(matches!(b.admit(now), Admission::Refuse(_)));
+        // A refusal reserves nothing: a second later there is room again.
+        assert!(matches!(
+            b.admit(now + Duration::from_secs(1)),
+            Admission::After(_)
+        ));
+    }
+
+    #[test]
+    fn sku_table_matches_the_reference() {
+        let s1 = HubLimits::for_sku(Sku::S1, 1, Duration::ZERO);
+        assert_eq!(s1.connections_per_sec, Some(100.0));
+        assert_eq!(s1.daily_messages, Some(400_000));
+        assert!((s1.registry_per_sec.unwrap() - 100.0 / 60.0).abs() < 1e-9);
+        let s1_10 = HubLimits::for_sku(Sku::S1, 10, Duration::ZERO);
+        assert_eq!(s1_10.connections_per_sec, Some(120.0));
+        let s3 = HubLimits::for_sku(Sku::S3, 2, Duration::ZERO);
+        assert_eq!(s3.d2c_per_sec, Some(12_000.0));
+        let f1 = HubLimits::for_sku(Sku::F1, 1, Duration::ZERO);
+        assert_eq!((f1.daily_messages, f1.meter_bytes), (Some(8_000), 512));
+    }
+
+    #[test]
+    fn quota_counts_in_meters() {
+        let mut limits = HubLimits::for_sku(Sku::F1, 1, Duration::ZERO);
+        limits.daily_messages = Some(3);
+        let t = Throttles::new(limits);
+        assert!(t.charge_message(100)); // 1 meter of 512 B
+        assert!(t.charge_message(1024)); // 2 meters
+        assert!(t.quota_spent());
+        assert!(!t.charge_message(1));
+    }
+}
