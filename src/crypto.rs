@@ -103,10 +103,37 @@ impl DeviceKey {
             .map_err(CryptoError::Csr)
     }
 
+    /// PKCS#8 PEM of the private key, for tools that read key files. Write it with
+    /// [`write_private_key`], never to a log.
+    pub fn private_key_pem(&self) -> String {
+        pem_encode("PRIVATE KEY", &self.pair.serialize_der())
+    }
+
     /// The key as rustls wants it for client authentication.
     pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.pair.serialize_der().into())
     }
+}
+
+/// Writes a private key file readable by its owner only (0600), created that way rather than
+/// narrowed afterwards, so the key is never readable by others even for an instant.
+pub fn write_private_key(path: &std::path::Path, key: &DeviceKey) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // An existing file keeps its mode on open: narrow it too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(key.private_key_pem().as_bytes())
 }
 
 /// All certificates in a PEM text, in order.
