@@ -108,17 +108,40 @@ impl RawMqtt {
         key: &DeviceKey,
         keep_alive: u16,
     ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
+        Self::connect_with(
+            e,
+            id,
+            Some((issued.chain.clone(), key.private_key_der())),
+            "",
+            keep_alive,
+        )
+        .await
+    }
+
+    /// Like [`RawMqtt::connect`], with an optional client certificate and a password.
+    pub async fn connect_with(
+        e: &Emulators,
+        id: &str,
+        identity: Option<(
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        )>,
+        password: &str,
+        keep_alive: u16,
+    ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
         use rumqttc::mqttbytes::v4::{Connect, Packet};
         let mut roots = rustls::RootCertStore::empty();
         roots.add(e.tls_root.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(issued.chain.clone(), key.private_key_der())
-        .unwrap();
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
         let tcp = tokio::net::TcpStream::connect(e.hub_mqtt_addr)
             .await
             .unwrap();
@@ -136,7 +159,7 @@ impl RawMqtt {
         connect.keep_alive = keep_alive;
         connect.set_login(
             fleetsim::iothub::mqtt::MqttTransport::username(HUB_HOST, id),
-            "",
+            password,
         );
         client.send(Packet::Connect(connect)).await;
         match client.recv().await {
