@@ -39,6 +39,8 @@ pub struct Emulators {
     /// Root of the emulators' TLS server certificates: clients trust it.
     pub tls_root: CertificateDer<'static>,
     pub hub_mqtt_addr: SocketAddr,
+    /// MQTT over WebSocket: `wss://{hub_websocket_addr}/$iothub/websocket`.
+    pub hub_websocket_addr: SocketAddr,
     pub hub_registry_url: String,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -63,6 +65,8 @@ impl Emulators {
 
         let mqtt_listener = TcpListener::bind((ip, 0)).await?;
         let registry_listener = TcpListener::bind((ip, 0)).await?;
+        let websocket_listener = TcpListener::bind((ip, 0)).await?;
+        let hub_websocket_addr = websocket_listener.local_addr()?;
         let hub_mqtt_addr = mqtt_listener.local_addr()?;
         let hub_registry_url = format!("https://{}", registry_listener.local_addr()?);
 
@@ -74,12 +78,14 @@ impl Emulators {
             ca_emulator.serve(ca_listener, &pki, on_stop(&stop))?,
             hub_emulator.serve_mqtt(mqtt_listener, &pki, on_stop(&stop))?,
             hub_emulator.serve_registry(registry_listener, &pki, on_stop(&stop))?,
+            hub_emulator.serve_websocket(websocket_listener, &pki, on_stop(&stop))?,
         ];
         Ok(Self {
             ca: ca_emulator,
             hub: hub_emulator,
             tls_root: pki.root_der(),
             hub_mqtt_addr,
+            hub_websocket_addr,
             hub_registry_url,
             stop,
             tasks,

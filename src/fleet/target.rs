@@ -20,7 +20,7 @@ use crate::iothub::ConnectionString;
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::RegistryClient;
 use crate::metrics::Recorder;
-use crate::scenario::{EmbeddedTarget, RemoteTarget, Scenario, Target};
+use crate::scenario::{DeviceTransportKind, EmbeddedTarget, RemoteTarget, Scenario, Target};
 
 pub type FleetServices = Services<EzcaCa, HubRegistry, MqttTransport>;
 
@@ -32,12 +32,13 @@ pub struct Resolved {
 pub async fn resolve(scenario: &Scenario, recorder: Arc<Recorder>) -> Result<Resolved, FleetError> {
     match &scenario.target.value {
         Target::Embedded(e) => embedded(scenario, e, recorder).await,
-        Target::Remote(r) => remote(r, recorder).await,
+        Target::Remote(r) => remote(scenario, r, recorder).await,
     }
 }
 
-fn endpoint(host: String, port: u16, hub_host: String) -> MqttEndpoint {
+fn endpoint(host: String, port: u16, hub_host: String, websocket: bool) -> MqttEndpoint {
     MqttEndpoint {
+        websocket,
         host,
         port,
         hub_host,
@@ -107,9 +108,18 @@ async fn embedded(
     trust
         .add(emulators.tls_root.clone())
         .map_err(|e| FleetError::Setup(e.to_string()))?;
-    let addr = emulators.hub_mqtt_addr;
+    let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
+    let addr = match websocket {
+        true => emulators.hub_websocket_addr,
+        false => emulators.hub_mqtt_addr,
+    };
     let transport = MqttTransport::new(
-        endpoint(addr.ip().to_string(), addr.port(), hub.host.clone()),
+        endpoint(
+            addr.ip().to_string(),
+            addr.port(),
+            hub.host.clone(),
+            websocket,
+        ),
         trust,
     );
     Ok(Resolved {
@@ -138,7 +148,11 @@ fn read_pem_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, FleetErro
         .map_err(|e| FleetError::Setup(format!("{}: {e}", path.display())))
 }
 
-async fn remote(target: &RemoteTarget, recorder: Arc<Recorder>) -> Result<Resolved, FleetError> {
+async fn remote(
+    scenario: &Scenario,
+    target: &RemoteTarget,
+    recorder: Arc<Recorder>,
+) -> Result<Resolved, FleetError> {
     let token = env_secret(
         &target.ezca.token_env,
         "an Azure AD token for EZCA is needed",
@@ -179,11 +193,17 @@ async fn remote(target: &RemoteTarget, recorder: Arc<Recorder>) -> Result<Resolv
             "no trusted roots for the hub's TLS: install CA certificates or set trust_pem".into(),
         ));
     }
+    let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
+    let port = match websocket {
+        true => target.iothub.websocket_port,
+        false => target.iothub.mqtt_port,
+    };
     let transport = MqttTransport::new(
         endpoint(
             conn.host_name.clone(),
-            target.iothub.mqtt_port,
+            port,
             conn.host_name.clone(),
+            websocket,
         ),
         trust,
     );

@@ -30,6 +30,9 @@ pub struct MqttEndpoint {
     pub keep_alive: Duration,
     pub connect_timeout: Duration,
     pub ack_timeout: Duration,
+    /// MQTT over WebSocket (`wss://host:port/$iothub/websocket`, subprotocol `mqtt`) instead of
+    /// MQTT directly on TLS.
+    pub websocket: bool,
 }
 
 pub struct MqttTransport {
@@ -67,15 +70,24 @@ impl MqttTransport {
             .with_client_auth_cert(chain, key)
             .map_err(|e| HubError::Setup(format!("client certificate: {e}")))?;
         let ep = &self.endpoint;
-        let mut opts = MqttOptions::new(device_id, ep.host.clone(), ep.port);
+        let (broker, transport) = match ep.websocket {
+            // rumqttc takes the whole URL as the broker address for WebSocket transports.
+            true => (
+                format!("wss://{}:{}/$iothub/websocket", url_host(&ep.host), ep.port),
+                Transport::wss_with_config(TlsConfiguration::Rustls(Arc::new(tls))),
+            ),
+            false => (
+                ep.host.clone(),
+                Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))),
+            ),
+        };
+        let mut opts = MqttOptions::new(device_id, broker, ep.port);
         opts.set_keep_alive(ep.keep_alive)
             .set_credentials(Self::username(&ep.hub_host, device_id), "")
             .set_clean_session(false)
             .set_inflight(4)
             .set_max_packet_size(256 * 1024 + 4096, 256 * 1024 + 4096)
-            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(tls),
-            )));
+            .set_transport(transport);
         let (client, mut eventloop) = AsyncClient::new(opts, 4);
         // Small MQTT packets under TLS otherwise wait on Nagle + delayed ACK (~40 ms a round trip).
         let mut network = eventloop.network_options();
@@ -194,6 +206,14 @@ fn connack_error(e: ConnectionError) -> HubError {
         }
         ConnectionError::MqttState(StateError::ConnectionAborted) => HubError::ClosedBeforeConnack,
         other => connection_error(other),
+    }
+}
+
+/// An IPv6 literal goes in brackets inside a URL.
+fn url_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => host.to_string(),
     }
 }
 

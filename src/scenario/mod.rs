@@ -171,6 +171,9 @@ pub struct RemoteHub {
     /// MQTT port (8883 on Azure).
     #[serde(default = "default_mqtt_port")]
     pub mqtt_port: u16,
+    /// MQTT-over-WebSocket port (443 on Azure), used with `fleet.transport: websocket`.
+    #[serde(default = "default_websocket_port")]
+    pub websocket_port: u16,
     /// Registry REST base URL; defaults to `https://{HostName}`.
     #[serde(default)]
     pub registry_url: Option<String>,
@@ -184,6 +187,9 @@ fn default_hub_conn_env() -> String {
 }
 fn default_mqtt_port() -> u16 {
     8883
+}
+fn default_websocket_port() -> u16 {
+    443
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -201,6 +207,17 @@ pub struct Fleet {
     /// throttle of 100 operations per minute per unit).
     #[serde(default)]
     pub registration: Registration,
+    /// How devices reach the hub: MQTT on TLS (8883) or MQTT over WebSocket (443).
+    #[serde(default)]
+    pub transport: DeviceTransportKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceTransportKind {
+    #[default]
+    Mqtt,
+    Websocket,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -66,16 +66,27 @@ pub fn registry(e: &Emulators) -> RegistryClient {
 }
 
 pub fn transport(e: &Emulators) -> MqttTransport {
+    transport_over(e, false)
+}
+
+/// The device transport, over WebSocket when `websocket`.
+pub fn transport_over(e: &Emulators, websocket: bool) -> MqttTransport {
+    let addr = if websocket {
+        e.hub_websocket_addr
+    } else {
+        e.hub_mqtt_addr
+    };
     let mut roots = rustls::RootCertStore::empty();
     roots.add(e.tls_root.clone()).expect("root");
     MqttTransport::new(
         MqttEndpoint {
-            host: e.hub_mqtt_addr.ip().to_string(),
-            port: e.hub_mqtt_addr.port(),
+            host: addr.ip().to_string(),
+            port: addr.port(),
             hub_host: HUB_HOST.into(),
             keep_alive: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(10),
+            websocket,
         },
         roots,
     )

@@ -1,5 +1,7 @@
-//! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS ([`mqtt`]) written on
-//! tokio-rustls and rumqttc's codec, and the registry REST API ([`registry`]) authorised by SAS.
+//! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS ([`mqtt`]) and over
+//! WebSocket ([`websocket`]) written on tokio-rustls and rumqttc's codec; the registry REST API
+//! ([`registry`]) authorised by SAS or Azure AD tokens; CA upload ([`admin`]); twins ([`twin`]);
+//! and the SKU's throttles and daily quota ([`throttle`]).
 //!
 //! It keeps per-device counters (messages and bytes received, connects, drops, and the serial of
 //! every certificate a device connected with) so a run's "sent/acked" can be checked against what
@@ -11,6 +13,7 @@ mod mqtt;
 mod registry;
 pub mod throttle;
 pub mod twin;
+mod websocket;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -210,12 +213,34 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        self.serve_device_endpoint(listener, pki, mqtt::Framing::Tls, shutdown)
+    }
+
+    /// Serves MQTT over WebSocket (`wss://.../$iothub/websocket`, subprotocol `mqtt`) on
+    /// `listener` until `shutdown`.
+    pub fn serve_websocket(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        self.serve_device_endpoint(listener, pki, mqtt::Framing::WebSocket, shutdown)
+    }
+
+    fn serve_device_endpoint(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        framing: mqtt::Framing,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let addr = listener.local_addr()?;
-        let identity = pki.issue_server(&[
+        let names = [
             addr.ip().to_string(),
             self.state.host_name.clone(),
             "localhost".into(),
-        ])?;
+        ];
+        let identity = pki.issue_server(&names)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -225,6 +250,7 @@ impl HubEmulator {
             listener,
             Arc::new(config),
             self.state.clone(),
+            framing,
             shutdown,
         )))
     }

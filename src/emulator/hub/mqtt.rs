@@ -36,6 +36,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     state: Arc<HubState>,
+    framing: Framing,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let acceptor = TlsAcceptor::from(config);
@@ -58,22 +59,46 @@ pub(super) async fn serve(
             tcp,
             acceptor.clone(),
             state.clone(),
+            framing,
             stop.child_token(),
         ));
     }
     stop.cancel();
 }
 
+/// How MQTT packets travel inside the TLS connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// Directly on TLS (port 8883).
+    Tls,
+    /// In binary WebSocket messages on `/$iothub/websocket` with subprotocol `mqtt` (port 443).
+    WebSocket,
+}
+
 async fn connection(
     tcp: TcpStream,
     acceptor: TlsAcceptor,
     state: Arc<HubState>,
+    framing: Framing,
     stop: CancellationToken,
 ) {
-    let Ok(Ok(mut tls)) = tokio::time::timeout(CONNECT_WAIT, acceptor.accept(tcp)).await else {
+    let Ok(Ok(tls)) = tokio::time::timeout(CONNECT_WAIT, acceptor.accept(tcp)).await else {
         return;
     };
     let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
+    match framing {
+        Framing::Tls => session(tls, peer, state, stop).await,
+        Framing::WebSocket => super::websocket::upgrade(tls, peer, state, stop).await,
+    }
+}
+
+/// One device's MQTT session on `tls`, whatever carries it.
+pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut tls: S,
+    peer: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+    state: Arc<HubState>,
+    stop: CancellationToken,
+) {
     let mut buf = BytesMut::with_capacity(1024);
     let connect = match tokio::time::timeout(CONNECT_WAIT, read_packet(&mut tls, &mut buf)).await {
         Ok(Ok(Packet::Connect(c))) => c,

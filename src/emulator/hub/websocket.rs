@@ -1,0 +1,95 @@
+//! MQTT over WebSocket (reference §1.1): TLS, then an HTTP upgrade on `/$iothub/websocket` with
+//! subprotocol `mqtt`, then MQTT packets in binary messages. The WebSocket is bridged to an
+//! in-memory byte stream so the same session code serves both transports.
+
+use std::sync::Arc;
+
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use futures_util::StreamExt;
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::HubState;
+
+pub const PATH: &str = "/$iothub/websocket";
+
+fn reject(status: StatusCode, why: &str) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(why.to_string()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Checks the upgrade request and answers with the `mqtt` subprotocol.
+// The signature is tungstenite's handshake callback: its error type is not ours to shrink.
+#[allow(clippy::result_large_err)]
+fn check_upgrade(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    if request.uri().path() != PATH {
+        return Err(reject(
+            StatusCode::NOT_FOUND,
+            "the MQTT WebSocket endpoint is /$iothub/websocket",
+        ));
+    }
+    let offers_mqtt = request
+        .headers()
+        .get_all("Sec-WebSocket-Protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+    if !offers_mqtt {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "subprotocol mqtt is required",
+        ));
+    }
+    response
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+    Ok(response)
+}
+
+pub(super) async fn upgrade<S>(
+    tls: S,
+    peer: Option<Vec<CertificateDer<'static>>>,
+    state: Arc<HubState>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake = async_tungstenite::tokio::accept_hdr_async(tls, check_upgrade);
+    let Ok(Ok(mut ws)) = tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
+    else {
+        return;
+    };
+    let (session_side, mut bridge) = tokio::io::duplex(64 * 1024);
+    let session = tokio::spawn(super::mqtt::session(session_side, peer, state, stop));
+    let mut out = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            incoming = ws.next() => match incoming {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if bridge.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                // Text frames are not MQTT; a close or an error ends the session.
+                _ => break,
+            },
+            n = bridge.read(&mut out) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if ws.send(Message::Binary(out[..n].to_vec().into())).await.is_err() {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    drop(bridge);
+    let _ = ws.close(None).await;
+    let _ = session.await;
+}
