@@ -33,6 +33,10 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run the EZCA and IoT Hub emulators standalone, for `fleetsim run` processes with a remote
+    /// target and for other tools. Writes the trust bundle, a test token, the hub's connection
+    /// string and a ready `target:` block into --dir, then serves until Ctrl-C.
+    Emulate(EmulateArgs),
     /// Check scenario files and report every problem with file:line:column.
     Validate {
         #[arg(required = true)]
@@ -40,8 +44,51 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct EmulateArgs {
+    /// Address to listen on. Loopback by default: the emulators accept test credentials.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: std::net::IpAddr,
+    /// EZCA HTTPS port.
+    #[arg(long, default_value_t = 8443)]
+    pub ca_port: u16,
+    /// IoT Hub MQTT/TLS port.
+    #[arg(long, default_value_t = 8883)]
+    pub mqtt_port: u16,
+    /// IoT Hub MQTT-over-WebSocket port.
+    #[arg(long, default_value_t = 8444)]
+    pub websocket_port: u16,
+    /// IoT Hub registry REST port.
+    #[arg(long, default_value_t = 8445)]
+    pub registry_port: u16,
+    /// The hub's host name (in device usernames and SAS tokens).
+    #[arg(long, default_value = "fleetsim-hub.azure-devices.net")]
+    pub hub_host: String,
+    /// Where to write trust.pem, ezca-token, hub-connection-string and target.yaml.
+    #[arg(long, default_value = "fleetsim-emulator")]
+    pub dir: PathBuf,
+    /// Real time per scenario day for issued certificates (e.g. 3s); real days when absent.
+    #[arg(long)]
+    pub time_scale: Option<String>,
+    /// The CA's MaxCertLifeDays.
+    #[arg(long, default_value_t = 397)]
+    pub max_cert_life_days: u32,
+    /// Throttle the hub like this tier (F1, S1, S2, S3).
+    #[arg(long)]
+    pub sku: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub units: u32,
+}
+
 pub async fn main(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Emulate(args) => match emulate(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Validate { scenarios } => validate(&scenarios),
         Command::Run {
             scenario,
@@ -107,4 +154,85 @@ pub async fn run(
     outcome.report.write_json(report_path)?;
     eprintln!("fleetsim: report written to {}", report_path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fleetsim emulate`.
+pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
+    use crate::clock::Clock;
+    use crate::emulator::hub::throttle::{HubLimits, Sku};
+    use crate::emulator::{Addresses, CaConfig, HubConfig};
+    use anyhow::Context;
+
+    if !args.ip.is_loopback() {
+        eprintln!(
+            "fleetsim: warning: listening on {} (not loopback); anyone who can reach it can get certificates",
+            args.ip
+        );
+    }
+    let clock = match &args.time_scale {
+        Some(t) => Clock::compressed(
+            t.parse::<scenario::Span>()
+                .map_err(anyhow::Error::msg)
+                .context("--time-scale")?
+                .0,
+        ),
+        None => Clock::real(),
+    };
+    let limits = match args.sku.as_deref() {
+        None => HubLimits::unlimited(),
+        Some(name) => {
+            let sku = match name.to_ascii_uppercase().as_str() {
+                "F1" => Sku::F1,
+                "S1" => Sku::S1,
+                "S2" => Sku::S2,
+                "S3" => Sku::S3,
+                other => anyhow::bail!("--sku {other}: expected F1, S1, S2 or S3"),
+            };
+            HubLimits::for_sku(sku, args.units, std::time::Duration::from_millis(500))
+        }
+    };
+    let at = |port| std::net::SocketAddr::new(args.ip, port);
+    let addrs = Addresses {
+        ca: at(args.ca_port),
+        hub_mqtt: at(args.mqtt_port),
+        hub_registry: at(args.registry_port),
+        hub_websocket: at(args.websocket_port),
+    };
+    let ca = CaConfig {
+        clock,
+        max_cert_life_days: args.max_cert_life_days,
+    };
+    let hub = HubConfig {
+        host_name: args.hub_host.clone(),
+        limits,
+        ..HubConfig::default()
+    };
+    let ready = |w: &crate::emulator::standalone::Written| {
+        println!("EZCA:              {}", w.ca_url);
+        println!(
+            "IoT Hub MQTT:      mqtts://{}  (host name {})",
+            w.hub_mqtt, w.hub_host
+        );
+        println!(
+            "IoT Hub WebSocket: wss://{}/$iothub/websocket",
+            w.hub_websocket
+        );
+        println!("IoT Hub registry:  {}", w.hub_registry_url);
+        println!("trust bundle:      {}", w.trust_pem.display());
+        println!("EZCA token:        {} (0600)", w.token_file.display());
+        println!(
+            "hub credentials:   {} (0600)",
+            w.connection_string_file.display()
+        );
+        println!("scenario target:   {}", w.target_yaml.display());
+        println!("ready; Ctrl-C stops");
+    };
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    crate::emulator::standalone::run(addrs, &ca, &hub, &args.dir, 30 * 86_400, ready, ctrl_c)
+        .await?;
+    Ok(())
 }

@@ -115,25 +115,27 @@ impl DeviceKey {
     }
 }
 
-/// Writes a private key file readable by its owner only (0600), created that way rather than
-/// narrowed afterwards, so the key is never readable by others even for an instant.
+/// Writes a private key file readable by its owner only (0600).
 pub fn write_private_key(path: &std::path::Path, key: &DeviceKey) -> std::io::Result<()> {
+    write_secret_file(path, key.private_key_pem().as_bytes())
+}
+
+/// Writes a file readable by its owner only (0600): created that way rather than narrowed
+/// afterwards, so the secret is never readable by others even for an instant; an existing file is
+/// narrowed too.
+pub fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        // An existing file keeps its mode on open: narrow it too.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
-    file.write_all(key.private_key_pem().as_bytes())
+    file.write_all(contents)
 }
 
 /// All certificates in a PEM text, in order.

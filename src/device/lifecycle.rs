@@ -311,6 +311,7 @@ where
                 Err(e) => {
                     recorder.record(phase, e.outcome(), start, end);
                     recorder.error(phase, &e.kind);
+                    tracing::debug!(device = %self.spec.id, phase = phase.name(), error = %e, "attempt failed");
                     if !e.retryable() || tries + 1 >= self.services.backoff.max_attempts {
                         return Err(Stop::Failed(phase, e));
                     }

@@ -7,6 +7,7 @@
 
 pub mod ca;
 pub mod hub;
+pub mod standalone;
 pub mod tls;
 pub mod token;
 
@@ -46,6 +47,34 @@ pub struct Emulators {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Where each emulator endpoint listens (port 0: any free port).
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub ca: SocketAddr,
+    pub hub_mqtt: SocketAddr,
+    pub hub_registry: SocketAddr,
+    pub hub_websocket: SocketAddr,
+}
+
+impl Addresses {
+    /// Every endpoint on an ephemeral port of `ip`.
+    pub fn ephemeral(ip: std::net::IpAddr) -> Self {
+        let any = SocketAddr::new(ip, 0);
+        Self {
+            ca: any,
+            hub_mqtt: any,
+            hub_registry: any,
+            hub_websocket: any,
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| EmulatorError::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}"))))
+}
+
 impl Emulators {
     /// Starts the CA and the hub on ephemeral ports of `ip` (a loopback address), and makes the hub
     /// trust the CA's root, as EZCA's one-click trust does.
@@ -54,18 +83,27 @@ impl Emulators {
         ca: &CaConfig,
         hub: &HubConfig,
     ) -> Result<Self, EmulatorError> {
+        Self::start_on(Addresses::ephemeral(ip), ca, hub).await
+    }
+
+    /// Like [`Emulators::start`], on the given addresses.
+    pub async fn start_on(
+        addrs: Addresses,
+        ca: &CaConfig,
+        hub: &HubConfig,
+    ) -> Result<Self, EmulatorError> {
         crate::crypto::install_crypto_provider();
         let pki = ServerPki::new("fleetsim emulators")?;
         let stop = CancellationToken::new();
 
-        let ca_listener = TcpListener::bind((ip, 0)).await?;
+        let ca_listener = bind(addrs.ca).await?;
         let ca_emulator = CaEmulator::new(&ca_listener, ca)?;
         let hub_emulator = HubEmulator::new(hub)?;
         hub_emulator.trust_ca(ca_emulator.root_der());
 
-        let mqtt_listener = TcpListener::bind((ip, 0)).await?;
-        let registry_listener = TcpListener::bind((ip, 0)).await?;
-        let websocket_listener = TcpListener::bind((ip, 0)).await?;
+        let mqtt_listener = bind(addrs.hub_mqtt).await?;
+        let registry_listener = bind(addrs.hub_registry).await?;
+        let websocket_listener = bind(addrs.hub_websocket).await?;
         let hub_websocket_addr = websocket_listener.local_addr()?;
         let hub_mqtt_addr = mqtt_listener.local_addr()?;
         let hub_registry_url = format!("https://{}", registry_listener.local_addr()?);

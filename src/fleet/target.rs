@@ -200,7 +200,11 @@ async fn remote(
     };
     let transport = MqttTransport::new(
         endpoint(
-            conn.host_name.clone(),
+            target
+                .iothub
+                .address
+                .clone()
+                .unwrap_or_else(|| conn.host_name.clone()),
             port,
             conn.host_name.clone(),
             websocket,

@@ -205,6 +205,8 @@ fn connack_error(e: ConnectionError) -> HubError {
             HubError::ClosedBeforeConnack
         }
         ConnectionError::MqttState(StateError::ConnectionAborted) => HubError::ClosedBeforeConnack,
+        // DNS, refused or unreachable: the hub was never reached.
+        ConnectionError::Io(e) => HubError::Transport(e.to_string()),
         other => connection_error(other),
     }
 }

@@ -168,6 +168,10 @@ pub struct RemoteHub {
     /// (`HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`).
     #[serde(default = "default_hub_conn_env")]
     pub connection_string_env: String,
+    /// Address devices connect to instead of the connection string's HostName (a private
+    /// endpoint, or `fleetsim emulate`); HostName still goes in usernames and SAS tokens.
+    #[serde(default)]
+    pub address: Option<String>,
     /// MQTT port (8883 on Azure).
     #[serde(default = "default_mqtt_port")]
     pub mqtt_port: u16,
