@@ -62,6 +62,20 @@ fn bad_units_and_values_are_located() {
 }
 
 #[test]
+fn cross_field_rules_are_located() {
+    let path = write(
+        "aad.yaml",
+        "name: a\nduration: 30s\ntarget:\n  remote:\n    ezca: {url: \"https://portal.ezca.io/\"}\n    iothub: {token_env: HUB_TOKEN}\nfleet: {devices: 1, arrival_rate: 1/s}\n",
+    );
+    let (ok, out) = validate(&path);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("{}:4:3:", path.display())) && out.contains("needs iothub.host"),
+        "{out}"
+    );
+}
+
+#[test]
 fn shipped_scenarios_are_valid() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")).unwrap() {
         let path = entry.unwrap().path();

@@ -20,6 +20,8 @@ pub struct Written {
     pub trust_pem: PathBuf,
     pub token_file: PathBuf,
     pub connection_string_file: PathBuf,
+    /// An Azure AD-style token the hub's registry accepts (alternative to the connection string).
+    pub hub_token_file: PathBuf,
     pub target_yaml: PathBuf,
 }
 
@@ -45,6 +47,7 @@ pub async fn run(
         trust_pem: dir.join("trust.pem"),
         token_file: dir.join("ezca-token"),
         connection_string_file: dir.join("hub-connection-string"),
+        hub_token_file: dir.join("hub-token"),
         target_yaml: dir.join("target.yaml"),
     };
     std::fs::write(&written.trust_pem, cert_to_pem(&emulators.tls_root))?;
@@ -62,6 +65,10 @@ pub async fn run(
             .to_secret_string()
             .as_bytes(),
     )?;
+    let hub_token = emulators
+        .hub
+        .mint_token("fleetsim-emulate", token_lifetime_secs);
+    write_secret_file(&written.hub_token_file, hub_token.as_bytes())?;
     std::fs::write(&written.target_yaml, target_block(&written))?;
     ready(&written);
     shutdown.await;

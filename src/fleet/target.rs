@@ -18,7 +18,7 @@ use crate::emulator::{CaConfig, Emulators, HubConfig};
 use crate::ezca::{Client as EzcaClient, StaticToken};
 use crate::iothub::ConnectionString;
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
-use crate::iothub::registry::RegistryClient;
+use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::metrics::Recorder;
 use crate::scenario::{DeviceTransportKind, EmbeddedTarget, RemoteTarget, Scenario, Target};
 
@@ -169,10 +169,21 @@ async fn remote(
     )?;
     let ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
 
-    let conn = ConnectionString::parse(&env_secret(
-        &target.iothub.connection_string_env,
-        "an IoT Hub connection string is needed",
-    )?)?;
+    // Registry credentials: an Azure AD token (with the host named in the scenario), or a
+    // connection string, whose HostName is the hub's.
+    let (host_name, auth) = match (&target.iothub.token_env, &target.iothub.host) {
+        (Some(env), Some(host)) => (
+            host.clone(),
+            RegistryAuth::Bearer(env_secret(env, "an Azure AD token for IoT Hub is needed")?),
+        ),
+        _ => {
+            let conn = ConnectionString::parse(&env_secret(
+                &target.iothub.connection_string_env,
+                "an IoT Hub connection string is needed",
+            )?)?;
+            (conn.host_name.clone(), RegistryAuth::Sas(conn))
+        }
+    };
     let hub_roots = match &target.iothub.trust_pem {
         Some(p) => read_pem_roots(p)?,
         None => Vec::new(),
@@ -181,8 +192,8 @@ async fn remote(
         .iothub
         .registry_url
         .clone()
-        .unwrap_or_else(|| format!("https://{}", conn.host_name));
-    let registry = RegistryClient::new(&registry_url, conn.clone(), &hub_roots, false)?;
+        .unwrap_or_else(|| format!("https://{host_name}"));
+    let registry = RegistryClient::with_auth(&registry_url, auth, &hub_roots, false)?;
 
     let mut trust = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -204,9 +215,9 @@ async fn remote(
                 .iothub
                 .address
                 .clone()
-                .unwrap_or_else(|| conn.host_name.clone()),
+                .unwrap_or_else(|| host_name.clone()),
             port,
-            conn.host_name.clone(),
+            host_name.clone(),
             websocket,
         ),
         trust,

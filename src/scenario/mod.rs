@@ -168,6 +168,13 @@ pub struct RemoteHub {
     /// (`HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`).
     #[serde(default = "default_hub_conn_env")]
     pub connection_string_env: String,
+    /// Instead of a connection string: an environment variable holding an Azure AD access token
+    /// for the registry (scope `https://iothubs.azure.net/.default`); `host` is then required.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The hub's host name (`myhub.azure-devices.net`) when authorising with `token_env`.
+    #[serde(default)]
+    pub host: Option<String>,
     /// Address devices connect to instead of the connection string's HostName (a private
     /// endpoint, or `fleetsim emulate`); HostName still goes in usernames and SAS tokens.
     #[serde(default)]
@@ -466,6 +473,15 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
             "time_scale compresses certificate lifetimes and only works with the embedded target; \
              real services issue certificates in real time"
                 .into(),
+        ));
+    }
+    if let Target::Remote(r) = &s.target.value
+        && r.iothub.token_env.is_some()
+        && r.iothub.host.is_none()
+    {
+        return Err((
+            s.target.referenced,
+            "iothub.token_env needs iothub.host (the hub's host name, e.g. myhub.azure-devices.net)".into(),
         ));
     }
     if let Target::Embedded(e) = &s.target.value
