@@ -13,6 +13,7 @@ use crate::ezca::{Client as EzcaClient, EzcaError};
 use crate::iothub::HubError;
 use crate::iothub::mqtt::{MqttSession, MqttTransport};
 use crate::iothub::registry::{Device, RegistryClient};
+use crate::scenario::Renewal;
 
 impl From<EzcaError> for ServiceError {
     fn from(e: EzcaError) -> Self {
@@ -60,6 +61,8 @@ pub struct EzcaCa {
     pub client: EzcaClient,
     pub ca: AvailableCa,
     pub owner: AadObject,
+    /// How certificates are renewed.
+    pub renewal: Renewal,
 }
 
 impl EzcaCa {
@@ -88,11 +91,55 @@ impl EzcaCa {
                 }
             },
         };
-        Ok(Self { client, ca, owner })
+        Ok(Self {
+            client,
+            ca,
+            owner,
+            renewal: Renewal::default(),
+        })
+    }
+}
+
+impl EzcaCa {
+    async fn complete(
+        &self,
+        leaf: rustls_pki_types::CertificateDer<'static>,
+    ) -> Result<Issued, ServiceError> {
+        let chain = self.client.chain_for(leaf).await?;
+        let info = CertInfo::parse(&chain[0])
+            .map_err(|e| ServiceError::from(EzcaError::Malformed(e.to_string())))?;
+        Ok(Issued { chain, info })
     }
 }
 
 impl CertificateAuthority for EzcaCa {
+    async fn renew(
+        &self,
+        device_id: &str,
+        current: &Issued,
+        current_key: &DeviceKey,
+        csr_pem: String,
+        validity_days: u32,
+    ) -> Result<Issued, ServiceError> {
+        match self.renewal {
+            // As the enrollment agent (Azure AD): request again for the registered domain.
+            Renewal::EnrollmentAgent => self.issue(device_id, csr_pem, validity_days).await,
+            // As the device (certificate-JWT signed with the current key): RenewCertificateV2.
+            Renewal::Certificate => {
+                let leaf = self
+                    .client
+                    .renew_certificate_v2(
+                        &current.chain[0],
+                        current_key,
+                        csr_pem,
+                        i64::from(validity_days),
+                    )
+                    .await?;
+                self.complete(leaf).await
+            }
+        }
+    }
+
     async fn register_domain(&self, device_id: &str) -> Result<(), ServiceError> {
         Ok(self
             .client

@@ -131,7 +131,7 @@ where
     }
 
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
-        let (key, issued) = self.enrol(Phase::CaIssue).await?;
+        let (key, issued) = self.enrol(None).await?;
         self.report.enrolled = true;
         if self.spec.register {
             let registry = &self.services.registry;
@@ -145,7 +145,8 @@ where
         self.report.connected = true;
         self.set_state(DeviceState::Online);
         let mut key = key;
-        let mut renew_at = self.renewal_instant(&issued);
+        let mut current = issued;
+        let mut renew_at = self.renewal_instant(&current);
 
         let mut message_id = 0u64;
         let mut next_tick = Instant::now();
@@ -160,12 +161,13 @@ where
                 self.set_state(DeviceState::Renewing);
                 // Break-before-make: the session has no message in flight between publishes, so
                 // closing first loses nothing; the telemetry gap is the renewal's latency.
-                let (new_key, new_issued) = self.enrol(Phase::CaRenew).await?;
+                let (new_key, new_issued) = self.enrol(Some((&key, &current))).await?;
                 session.close().await;
                 session = self
                     .connect(Phase::MqttReconnect, &new_key, &new_issued)
                     .await?;
                 key = new_key;
+                current = new_issued.clone();
                 renew_at = self.renewal_instant(&new_issued);
                 self.report.renewals += 1;
                 self.set_state(DeviceState::Online);
@@ -227,7 +229,12 @@ where
     }
 
     /// A fresh key and a certificate for it (first enrolment or renewal).
-    async fn enrol(&mut self, issue_phase: Phase) -> Result<(DeviceKey, Issued), Stop> {
+    /// A fresh key and a certificate for it: the first enrolment (`previous` is `None`) or a
+    /// renewal of the certificate `previous` holds, which the CA may authenticate with.
+    async fn enrol(
+        &mut self,
+        previous: Option<(&DeviceKey, &Issued)>,
+    ) -> Result<(DeviceKey, Issued), Stop> {
         let recorder = self.services.recorder.clone();
         let kind = self.spec.key_kind;
         let t = Instant::now();
@@ -244,21 +251,31 @@ where
         recorder.record(Phase::Keygen, Outcome::Ok, t, Instant::now());
 
         let t = Instant::now();
-        let csr = key
-            .csr_pem(&self.spec.id)
-            .map_err(|e| local_failure(Phase::Csr, "csr", e.to_string()))?;
+        // A renewal CSR repeats the certificate's SANs, as EZCA's renewal client builds it.
+        let csr = match previous {
+            None => key.csr_pem(&self.spec.id),
+            Some((_, current)) => key.csr_pem_with_sans(&self.spec.id, &current.info.dns_sans),
+        }
+        .map_err(|e| local_failure(Phase::Csr, "csr", e.to_string()))?;
         recorder.record(Phase::Csr, Outcome::Ok, t, Instant::now());
 
         let ca = &self.services.ca;
         let id = self.spec.id.as_str();
-        if issue_phase == Phase::CaIssue {
-            self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
-                .await?;
-        }
         let validity = self.spec.validity_days;
-        let issued = self
-            .attempt(issue_phase, || ca.issue(id, csr.clone(), validity))
-            .await?;
+        let issued = match previous {
+            None => {
+                self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
+                    .await?;
+                self.attempt(Phase::CaIssue, || ca.issue(id, csr.clone(), validity))
+                    .await?
+            }
+            Some((old_key, current)) => {
+                self.attempt(Phase::CaRenew, || {
+                    ca.renew(id, current, old_key, csr.clone(), validity)
+                })
+                .await?
+            }
+        };
         self.report
             .certificate_serials
             .push(issued.info.serial_hex.clone());

@@ -80,6 +80,15 @@ pub trait CertificateAuthority: Send + Sync + 'static {
         csr_pem: String,
         validity_days: u32,
     ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
+    /// Renews `current` (whose key is `current_key`) with a CSR for a new key.
+    fn renew(
+        &self,
+        device_id: &str,
+        current: &Issued,
+        current_key: &DeviceKey,
+        csr_pem: String,
+        validity_days: u32,
+    ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
 }
 
 pub trait DeviceRegistry: Send + Sync + 'static {

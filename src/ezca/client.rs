@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::EzcaError;
 use super::models::{
-    AadObject, ApiResult, AvailableCa, CertificateCreateRequest, NewDomainRequest,
+    AadObject, ApiResult, AvailableCa, CertRenewRequest, CertificateAuthenticationPayload,
+    CertificateCreateRequest, NewDomainRequest,
 };
 
 /// Supplies the Azure AD bearer token for management calls.
@@ -154,6 +155,46 @@ impl Client {
         }
         let mut certs = crate::crypto::certs_from_pem(&result.message)
             .map_err(|e| EzcaError::Malformed(format!("Message is not a certificate: {e}")))?;
+        Ok(certs.swap_remove(0))
+    }
+
+    /// `POST api/Certificates/RenewCertificateV2`, authorised by the certificate-JWT of the
+    /// current certificate (signed with its RSA key). The reply body is the new certificate's PEM.
+    pub async fn renew_certificate_v2(
+        &self,
+        current: &CertificateDer<'static>,
+        current_key: &crate::crypto::DeviceKey,
+        csr_pem: String,
+        validity_in_days: i64,
+    ) -> Result<CertificateDer<'static>, EzcaError> {
+        let token = crate::crypto::jwt::sign(current, current_key)
+            .map_err(|e| EzcaError::Setup(e.to_string()))?;
+        let body = CertificateAuthenticationPayload {
+            certificate: crate::crypto::cert_to_pem(current),
+            payload: CertRenewRequest {
+                csr: csr_pem,
+                validity_in_days,
+            },
+        };
+        let resp = self
+            .http
+            .post(self.url("api/Certificates/RenewCertificateV2"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(EzcaError::Status {
+                status: status.as_u16(),
+                body: text.chars().take(300).collect(),
+            });
+        }
+        let mut certs = crate::crypto::certs_from_pem(&text).map_err(|e| {
+            EzcaError::Malformed(format!("RenewCertificateV2 body is not a certificate: {e}"))
+        })?;
         Ok(certs.swap_remove(0))
     }
 

@@ -118,6 +118,25 @@ pub struct CertificateCreateRequest {
     pub auto_renew_percentage: i64,
 }
 
+/// `CertRenewReqModel`: the renewal CSR and the validity (the official client sends the old
+/// certificate's lifetime in days).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertRenewRequest {
+    #[serde(rename = "CSR")]
+    pub csr: String,
+    #[serde(rename = "ValidityInDays")]
+    pub validity_in_days: i64,
+}
+
+/// `CertificateAuthenticationPayloadModel<T>`: the current certificate (PEM) and the request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertificateAuthenticationPayload<T> {
+    #[serde(rename = "Certificate")]
+    pub certificate: String,
+    #[serde(rename = "Payload")]
+    pub payload: T,
+}
+
 pub const EKU_SERVER_AUTH: &str = "1.3.6.1.5.5.7.3.1";
 pub const EKU_CLIENT_AUTH: &str = "1.3.6.1.5.5.7.3.2";
 

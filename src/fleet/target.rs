@@ -96,7 +96,8 @@ async fn embedded(
         &roots,
         true,
     )?;
-    let ca = EzcaCa::discover(client, None).await?;
+    let mut ca = EzcaCa::discover(client, None).await?;
+    ca.renewal = scenario.certificate.renewal.value;
     let registry = RegistryClient::new(
         &emulators.hub_registry_url,
         emulators.hub.connection_string(),
@@ -167,7 +168,8 @@ async fn remote(
         &ezca_roots,
         false,
     )?;
-    let ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
+    let mut ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
+    ca.renewal = scenario.certificate.renewal.value;
 
     // Registry credentials: an Azure AD token (with the host named in the scenario), or a
     // connection string, whose HostName is the hub's.

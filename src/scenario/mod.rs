@@ -250,6 +250,24 @@ pub struct CertificatePolicy {
     /// When to renew, as a share of the certificate's lifetime.
     #[serde(default = "default_renew_at")]
     pub renew_at: Percent,
+    /// How to renew: `enrollment-agent` requests again with the Azure AD identity (any key kind);
+    /// `certificate` authenticates with the current certificate (RSA keys, certificate-JWT,
+    /// RenewCertificateV2), as EZCA's renewal client does on a device.
+    #[serde(default = "default_renewal")]
+    pub renewal: Spanned<Renewal>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Renewal {
+    #[default]
+    EnrollmentAgent,
+    Certificate,
+}
+
+fn default_renewal() -> Spanned<Renewal> {
+    let unknown = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(Renewal::default(), unknown, unknown)
 }
 
 impl Default for CertificatePolicy {
@@ -258,6 +276,7 @@ impl Default for CertificatePolicy {
             key: KeyKind::default(),
             validity_days: default_validity_days(),
             renew_at: default_renew_at(),
+            renewal: default_renewal(),
         }
     }
 }
@@ -473,6 +492,18 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
             "time_scale compresses certificate lifetimes and only works with the embedded target; \
              real services issue certificates in real time"
                 .into(),
+        ));
+    }
+    let c = &s.certificate;
+    if c.renewal.value == Renewal::Certificate
+        && !matches!(
+            c.key,
+            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
+        )
+    {
+        return Err((
+            c.renewal.referenced,
+            "renewal: certificate signs an RS256 token with the device key, so certificate.key must be rsa-2048, rsa-3072 or rsa-4096".into(),
         ));
     }
     if let Target::Remote(r) = &s.target.value

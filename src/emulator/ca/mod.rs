@@ -7,6 +7,7 @@
 //! (by upper-case SHA-1 thumbprint), so tests can check what was issued.
 
 mod authority;
+mod renew;
 mod routes;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub struct IssuedRecord {
     pub der: CertificateDer<'static>,
     pub subject_cn: String,
     pub requested_by: String,
+    pub revoked: bool,
 }
 
 pub(crate) struct CaState {
@@ -49,6 +51,8 @@ pub(crate) struct CaState {
     pub(crate) tokens: TokenAuthority,
     pub(crate) domains: Mutex<HashMap<String, Domain>>,
     pub(crate) issued: Mutex<HashMap<String, IssuedRecord>>,
+    /// `jti`s of certificate-JWTs already used, with their expiry, to refuse replays.
+    pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
 }
 
 /// A running (or ready to run) CA emulator. Cheap to clone.
@@ -77,6 +81,7 @@ impl CaEmulator {
                 tokens,
                 domains: Mutex::new(HashMap::new()),
                 issued: Mutex::new(HashMap::new()),
+                seen_jti: Mutex::new(HashMap::new()),
             }),
             url,
         })
@@ -126,6 +131,18 @@ impl CaEmulator {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Marks a certificate (by SHA-1 thumbprint, any case) revoked; false if unknown.
+    pub fn revoke(&self, thumbprint: &str) -> bool {
+        let mut issued = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
+        match issued.get_mut(&thumbprint.to_ascii_uppercase()) {
+            Some(r) => {
+                r.revoked = true;
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn domain(&self, name: &str) -> Option<Domain> {

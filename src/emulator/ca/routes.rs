@@ -30,6 +30,12 @@ async fn dispatch(
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    // Certificate-JWT endpoints authenticate with the certificate, not Azure AD.
+    if method == Method::POST
+        && path.trim_end_matches('/') == "/api/certificates/renewcertificatev2"
+    {
+        return super::renew::renew_v2(&state, auth, &body);
+    }
     let caller = match state.tokens.verify(auth) {
         Ok(c) => c,
         Err(why) => return (StatusCode::UNAUTHORIZED, format!("Error: {why}")).into_response(),
@@ -162,6 +168,7 @@ fn request_certificate(
         der: der.clone(),
         subject_cn: cn.to_string(),
         requested_by: caller.oid.clone(),
+        revoked: false,
     };
     state
         .issued

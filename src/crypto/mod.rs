@@ -4,6 +4,8 @@
 //! Private keys stay in memory in [`DeviceKey`] and are never formatted into logs: its `Debug`
 //! prints the key kind only.
 
+pub mod jwt;
+
 use std::fmt;
 use std::sync::Once;
 
@@ -19,6 +21,10 @@ pub enum CryptoError {
     KeyGen(rcgen::Error),
     #[error("CSR could not be built: {0}")]
     Csr(rcgen::Error),
+    #[error("signing failed: {0}")]
+    Sign(rcgen::Error),
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("no certificate in PEM text")]
     NoCertificate,
     #[error("bad PEM: {0}")]
@@ -101,6 +107,35 @@ impl DeviceKey {
             .serialize_request(&self.pair)
             .and_then(|csr| csr.pem())
             .map_err(CryptoError::Csr)
+    }
+
+    /// A CSR for `CN=<common_name>` that also carries DNS SANs, as EZCA's renewal client builds
+    /// it from the certificate being renewed.
+    pub fn csr_pem_with_sans(
+        &self,
+        common_name: &str,
+        dns_sans: &[String],
+    ) -> Result<String, CryptoError> {
+        let mut params = CertificateParams::new(dns_sans.to_vec()).map_err(CryptoError::Csr)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        params.distinguished_name = dn;
+        params
+            .serialize_request(&self.pair)
+            .and_then(|csr| csr.pem())
+            .map_err(CryptoError::Csr)
+    }
+
+    pub fn is_rsa(&self) -> bool {
+        matches!(
+            self.kind,
+            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
+        )
+    }
+
+    /// Signs `message` with the key's own algorithm (RSASSA-PKCS1-v1_5 SHA-256 for RSA keys).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        rcgen::SigningKey::sign(&self.pair, message).map_err(CryptoError::Sign)
     }
 
     /// PKCS#8 PEM of the private key, for tools that read key files. Write it with
