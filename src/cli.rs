@@ -125,7 +125,15 @@ pub async fn run(
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());
     outcome.report.write_json(report_path)?;
-    eprintln!("fleetsim: report written to {}", report_path.display());
+    let html_path = report_path.with_extension("html");
+    // The scenario parsed a moment ago; should it have gone since, the page just shows no text.
+    let scenario_text = std::fs::read_to_string(scenario_path).unwrap_or_default();
+    report::html::write_html(&outcome.report, &scenario_text, &html_path)?;
+    eprintln!(
+        "fleetsim: report written to {} (and {})",
+        report_path.display(),
+        html_path.display()
+    );
     Ok(threshold_verdict(&outcome.report))
 }
 

@@ -94,9 +94,11 @@ fn a_failed_threshold_fails_the_run_and_is_named() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).expect("report written")).unwrap();
     let hlog = std::fs::read_to_string(dir.join("short.hlog")).expect("interval log written");
+    let html = std::fs::read_to_string(dir.join("short.html")).expect("HTML report written");
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(json["schema"], "fleetsim.report/v1");
     assert_eq!(json["thresholds"][0]["pass"], true);
     assert_eq!(json["thresholds"][1]["pass"], false);
     assert!(hlog.contains("mqtt.publish/ok"), "{hlog}");
+    assert!(html.contains("<svg") && html.contains("mqtt.publish p50 &gt; 1h"));
 }

@@ -61,8 +61,6 @@ impl IntervalLog {
             .add_comment("values in microseconds; tags are phase/outcome[/uncorrected]")
             .with_start_time(wall_start)
             .with_base_time(wall_start)
-            // The max column then reads in milliseconds.
-            .with_max_value_divisor(1000.0)
             .begin_log_with(&mut log.out, &mut log.serializer)
             .map_err(|source| write_error(path, source))?;
         log.flush()?;
@@ -83,7 +81,8 @@ impl IntervalLog {
             let tag = format!("{}/{}/uncorrected", key.0.name(), key.1.name());
             lines.push((tag, difference(h, self.previous_uncorrected.get(key))?));
         }
-        // No header: the builder writes only what it was configured with.
+        // No header: the builder writes only what it was configured with. (Hence no
+        // MaxValueDivisor either: it applies per writer, and the max column stays in µs.)
         let mut writer = IntervalLogWriterBuilder::new()
             .begin_log_with(&mut self.out, &mut self.serializer)
             .map_err(|source| write_error(&self.path, source))?;
@@ -180,6 +179,7 @@ mod tests {
                     lines += 1;
                     assert_eq!(i.duration(), Duration::from_secs(5));
                     let h = decode(i.encoded_histogram()).unwrap();
+                    assert_eq!(i.max(), h.max() as f64, "max column in µs");
                     let tag = i.tag().expect("tagged").as_str().to_string();
                     *sums.entry(tag).or_default() += h.len();
                 }

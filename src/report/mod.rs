@@ -1,8 +1,10 @@
-//! The run's results: a text table for the terminal and a versioned JSON file for machines that
+//! The run's results: a text table for the terminal, a versioned JSON file for machines that
 //! carries every histogram losslessly, so the reports of several shards merge exactly
-//! ([`merge`]).
+//! ([`merge`]), an interval log ([`hlog`]), a self-contained HTML page ([`html`]) and the
+//! thresholds' verdicts ([`thresholds`]).
 
 pub mod hlog;
+pub mod html;
 pub mod merge;
 pub mod stats;
 pub mod thresholds;
