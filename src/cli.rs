@@ -1,4 +1,4 @@
-//! The command line: `fleetsim run`, `fleetsim validate`. Each command is a library function so
+//! The command line: `fleetsim run`, `fleetsim validate`, `fleetsim report`. Each command is a library function so
 //! tests can call it; `main.rs` only parses arguments and sets up the runtime.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::fleet::{self, RunOptions};
-use crate::scenario;
+use crate::{report, scenario};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +41,15 @@ pub enum Command {
     Validate {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
+    },
+    /// Merge JSON reports (e.g. of shards) exactly and print the merged report.
+    Report {
+        /// Report files, or directories whose `*.json` files are all reports.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Also write the merged report as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -90,6 +99,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             }
         },
         Command::Validate { scenarios } => validate(&scenarios),
+        Command::Report { inputs, out } => match merge_reports(&inputs, out.as_deref()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             scenario,
             report,
@@ -149,11 +165,58 @@ pub async fn run(
         }
         eprintln!("fleetsim: interrupted, stopping devices and writing the report");
     };
-    let outcome = fleet::run(&scenario, &RunOptions { progress }, ctrl_c).await?;
+    let options = RunOptions {
+        progress,
+        interval_log: Some(report::hlog::hlog_path(report_path)),
+    };
+    let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());
     outcome.report.write_json(report_path)?;
-    eprintln!("fleetsim: report written to {}", report_path.display());
-    Ok(ExitCode::SUCCESS)
+    let html_path = report_path.with_extension("html");
+    // The scenario parsed a moment ago; should it have gone since, the page just shows no text.
+    let scenario_text = std::fs::read_to_string(scenario_path).unwrap_or_default();
+    report::html::write_html(&outcome.report, &scenario_text, &html_path)?;
+    eprintln!(
+        "fleetsim: report written to {} (and {})",
+        report_path.display(),
+        html_path.display()
+    );
+    Ok(threshold_verdict(&outcome.report))
+}
+
+/// Merges the reports named by `inputs`, prints the result and writes it to `out` if given.
+pub fn merge_reports(inputs: &[PathBuf], out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let merged = report::merge_files(inputs)?;
+    println!("{}", merged.to_text());
+    if let Some(out) = out {
+        merged.write_json(out)?;
+        eprintln!(
+            "fleetsim: merged {} reports into {}",
+            merged.merged_from.len(),
+            out.display()
+        );
+    }
+    Ok(threshold_verdict(&merged))
+}
+
+/// Status 1, naming each failed threshold, when any failed.
+fn threshold_verdict(report: &report::Report) -> ExitCode {
+    let failed: Vec<_> = report.failed_thresholds().collect();
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for t in &failed {
+        eprintln!(
+            "fleetsim: threshold failed: {} (actual {})",
+            t.threshold, t.actual
+        );
+    }
+    eprintln!(
+        "fleetsim: {} of {} thresholds failed",
+        failed.len(),
+        report.thresholds.len()
+    );
+    ExitCode::FAILURE
 }
 
 /// `fleetsim emulate`.

@@ -86,6 +86,11 @@ async fn mosquitto_pub_with_a_fleetsim_certificate_is_counted() {
     assert!(ok, "mosquitto_pub failed: {err}");
     let (ok, err) = publish("mosq-1", "devices/mosq-1/messages/events/", "0");
     assert!(ok, "mosquitto_pub failed: {err}");
+    // QoS 0 has no acknowledgement: mosquitto_pub may exit before the hub has counted it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while e.hub.device_stats("mosq-1").messages < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(e.hub.device_stats("mosq-1").messages, 2);
 
     // The same certificate claiming another device id is refused (CONNACK 5).

@@ -1,13 +1,15 @@
 //! The whole device lifecycle against the embedded emulators with a compressed clock: every
 //! device enrols, connects, sends telemetry, renews and reconnects with its new certificate, and
-//! what the devices saw agrees with what the hub and the CA saw and with the JSON report.
+//! what the devices saw agrees with what the hub and the CA saw, with the JSON report and with the
+//! interval log.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use fleetsim::crypto::CertInfo;
 use fleetsim::fleet::{self, RunOptions};
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use rustls_pki_types::UnixTime;
 
 const SCENARIO: &str = r#"
@@ -30,13 +32,22 @@ certificate:
 telemetry:
   interval: 1s
   qos: 1
+report:
+  interval: 2s
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
     let scenario =
         fleetsim::scenario::parse(SCENARIO, Path::new("lifecycle.yaml")).expect("scenario parses");
-    let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
+    let dir = std::env::temp_dir().join(format!("fleetsim-lifecycle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hlog = dir.join("report.hlog");
+    let options = RunOptions {
+        interval_log: Some(hlog.clone()),
+        ..RunOptions::default()
+    };
+    let outcome = fleet::run(&scenario, &options, std::future::pending())
         .await
         .expect("run completes");
     let hub = outcome.hub.as_ref().expect("embedded hub");
@@ -102,12 +113,12 @@ async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
     );
 
     // The JSON report says the same.
-    let dir = std::env::temp_dir().join(format!("fleetsim-lifecycle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("report.json");
     outcome.report.write_json(&path).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let hlog = std::fs::read(&hlog).expect("interval log written");
     std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(json["schema"], "fleetsim.report/v1");
     let acked: u64 = outcome.devices.iter().map(|d| d.messages_acked).sum();
     let renewals: u64 = outcome.devices.iter().map(|d| d.renewals).sum();
     assert_eq!(json["devices"]["planned"], 200);
@@ -132,4 +143,32 @@ async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
     assert_eq!(phase_count("ca.renew"), renewals);
     assert_eq!(phase_count("mqtt.reconnect"), renewals);
     assert_eq!(phase_count("mqtt.publish"), acked);
+
+    // The interval log: a run of ~14 s at 2 s intervals, whose intervals add up to the totals.
+    let (intervals, ticks) = interval_counts(&hlog);
+    assert!(ticks >= 6, "{ticks} intervals");
+    for p in json["phases"].as_array().unwrap() {
+        let tag = format!(
+            "{}/{}",
+            p["phase"].as_str().unwrap(),
+            p["outcome"].as_str().unwrap()
+        );
+        assert_eq!(intervals.get(&tag).copied(), p["count"].as_u64(), "{tag}");
+    }
+    assert_eq!(intervals["mqtt.publish/ok/uncorrected"], acked);
+}
+
+/// Interval histogram counts per tag (`phase/outcome[/uncorrected]`), and how many intervals.
+fn interval_counts(log: &[u8]) -> (BTreeMap<String, u64>, usize) {
+    let mut counts = BTreeMap::new();
+    let mut starts = HashSet::new();
+    for entry in IntervalLogIterator::new(log) {
+        if let LogEntry::Interval(i) = entry.expect("interval log parses") {
+            let h = fleetsim::report::stats::decode(i.encoded_histogram()).unwrap();
+            let tag = i.tag().expect("tagged").as_str().to_string();
+            *counts.entry(tag).or_insert(0) += h.len();
+            starts.insert(i.start_timestamp());
+        }
+    }
+    (counts, starts.len())
 }

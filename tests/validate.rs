@@ -76,6 +76,32 @@ fn cross_field_rules_are_located() {
 }
 
 #[test]
+fn a_bad_threshold_is_located_and_explained() {
+    let path = write(
+        "threshold.yaml",
+        "name: t\nduration: 30s\ntarget:\n  embedded: {}\nfleet:\n  devices: 1\n  arrival_rate: 1/s\nthresholds:\n  - failed_devices == 0\n  - \"ca.issue p99 < 500\"\n",
+    );
+    let (ok, out) = validate(&path);
+    assert!(!ok, "a bad threshold fails validation");
+    assert!(out.contains(&format!("{}:10:5:", path.display())), "{out}");
+    assert!(
+        out.contains("invalid threshold") && out.contains("invalid duration \"500\""),
+        "{out}"
+    );
+
+    let path = write(
+        "report.yaml",
+        "name: r\nduration: 30s\ntarget:\n  embedded: {}\nfleet:\n  devices: 1\n  arrival_rate: 1/s\nreport:\n  intervl: 5s\n",
+    );
+    let (ok, out) = validate(&path);
+    assert!(!ok);
+    assert!(
+        out.contains(":9:3:") && out.contains("unknown field `intervl`, expected one of interval"),
+        "{out}"
+    );
+}
+
+#[test]
 fn shipped_scenarios_are_valid() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")).unwrap() {
         let path = entry.unwrap().path();

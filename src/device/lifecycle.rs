@@ -180,6 +180,7 @@ where
             self.services.recorder.message_sent();
             // Not cancelled by the stop signal: a message already handed to the hub is seen
             // through to its PUBACK (bounded by the ack timeout), so sent == acked at the end.
+            let publish_start = Instant::now();
             let result = session
                 .publish(topic, payload, self.spec.at_least_once)
                 .await;
@@ -187,8 +188,15 @@ where
             let recorder = &self.services.recorder;
             match result {
                 Ok(()) => {
-                    // Latency from when the message was due, not from when it was sent.
-                    recorder.record(Phase::MqttPublish, Outcome::Ok, next_tick, now);
+                    // Latency from when the message was due (and, uncorrected, from when the
+                    // send began), so a late send shows up as latency.
+                    recorder.record_with_actual(
+                        Phase::MqttPublish,
+                        Outcome::Ok,
+                        next_tick,
+                        publish_start,
+                        now,
+                    );
                     if self.spec.at_least_once {
                         self.report.messages_acked += 1;
                         recorder.message_acked();
@@ -199,7 +207,13 @@ where
                     }
                 }
                 Err(e) => {
-                    recorder.record(Phase::MqttPublish, e.outcome(), next_tick, now);
+                    recorder.record_with_actual(
+                        Phase::MqttPublish,
+                        e.outcome(),
+                        next_tick,
+                        publish_start,
+                        now,
+                    );
                     recorder.error(Phase::MqttPublish, &e.kind);
                     self.report.messages_failed += 1;
                     self.set_state(DeviceState::Connecting);

@@ -6,6 +6,7 @@ mod bulk;
 pub mod target;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::device::{DeviceReport, DeviceSpec, run_device};
 use crate::emulator::{CaEmulator, HubEmulator};
 use crate::metrics::{DeviceState, Recorder};
+use crate::report::hlog::IntervalLog;
 use crate::report::{DeviceCounts, Report};
 use crate::scenario::{Qos, Registration, Scenario, Target};
 
@@ -30,12 +32,16 @@ pub enum FleetError {
     Hub(#[from] crate::iothub::HubError),
     #[error("{0}")]
     Setup(String),
+    #[error("report: {0}")]
+    Report(#[from] crate::report::ReportError),
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Print a progress line every few seconds (to stderr).
     pub progress: bool,
+    /// Write the interval log (`.hlog`) here, every `report.interval` of the scenario.
+    pub interval_log: Option<PathBuf>,
 }
 
 /// Everything a run produced. The embedded emulators have stopped serving, but their state can
@@ -107,6 +113,17 @@ pub async fn run(
         .unwrap_or_default();
     let start = Instant::now();
     let end = start + scenario.duration.0;
+    let mut interval_log = match &options.interval_log {
+        Some(path) => Some(IntervalLog::create(
+            path,
+            &scenario.name,
+            start.into_std(),
+            std::time::SystemTime::now(),
+        )?),
+        None => None,
+    };
+    let every = scenario.report.interval.0;
+    let mut interval_tick = tokio::time::interval_at(start + every, every);
     let mut devices = JoinSet::new();
     let mut reports = Vec::with_capacity(planned as usize);
 
@@ -129,6 +146,9 @@ pub async fn run(
             _ = &mut shutdown => { interrupted = true; break; }
             _ = tokio::time::sleep_until(end) => break,
             _ = progress.tick(), if options.progress => print_progress(&recorder, start, planned),
+            _ = interval_tick.tick(), if interval_log.is_some() => {
+                write_interval(&mut interval_log, &recorder.snapshot());
+            }
             Some(done) = devices.join_next(), if !devices.is_empty() => {
                 if let Ok(report) = done {
                     reports.push(report);
@@ -175,17 +195,15 @@ pub async fn run(
         Target::Embedded(_) => "embedded",
         Target::Remote(_) => "remote",
     };
-    let mut report = Report::new(
-        &scenario.name,
-        target_name,
-        started_at,
-        wall,
-        recorder.snapshot(),
-    );
+    // One snapshot for both, so the interval log sums exactly to the report.
+    let snapshot = recorder.snapshot();
+    write_interval(&mut interval_log, &snapshot);
+    let mut report = Report::new(&scenario.name, target_name, started_at, wall, snapshot)?;
     report.interrupted = interrupted;
     report.devices = count_devices(&reports, planned, started);
     report.messages.failed = reports.iter().map(|r| r.messages_failed).sum();
-    report.hub = hub.as_ref().map(HubEmulator::stats);
+    report.hub = hub.as_ref().map(|h| h.stats().into());
+    report.thresholds = crate::report::thresholds::evaluate(&scenario.thresholds, &report)?;
     reports.sort_by_key(|r| r.id.clone());
     Ok(RunOutcome {
         report,
@@ -193,6 +211,17 @@ pub async fn run(
         ca,
         hub,
     })
+}
+
+/// Appends an interval to the log; a log that cannot be written is reported once and dropped,
+/// since the run itself (and its final report) is still worth having.
+fn write_interval(log: &mut Option<IntervalLog>, snapshot: &crate::metrics::Snapshot) {
+    if let Some(l) = log
+        && let Err(e) = l.write_interval(snapshot, std::time::Instant::now())
+    {
+        tracing::warn!(error = %e, "interval log stopped");
+        *log = None;
+    }
 }
 
 fn count_devices(reports: &[DeviceReport], planned: u64, started: u64) -> DeviceCounts {

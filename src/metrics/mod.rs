@@ -1,12 +1,18 @@
-//! What a run measures: one HDR histogram per phase × outcome, counters, device-state gauges.
+//! What a run measures: HDR latency histograms per phase × outcome, counters, device-state gauges.
 //!
 //! Latencies are recorded in microseconds from the operation's *intended* start (for telemetry,
-//! the tick it was due), so a stalled device shows up as latency rather than as missing samples.
-//! Histograms cover 1 µs to 1 h at 3 significant figures; one set per process, never per device.
+//! the tick it was due), so a stalled device shows up as latency rather than as missing samples
+//! (coordinated-omission correction). Phases recorded with an actual start as well (today
+//! `mqtt.publish`) also keep an *uncorrected* histogram (actual start → end), so a report can show
+//! how much of the latency was waiting for a late send.
+//!
+//! Every histogram covers **1 µs to 1 h** (values outside are clamped to the bounds) at **3
+//! significant figures** (a recorded value is within 0.1% of the true one). One set per process
+//! shard of the recorder, never per device: see [`Recorder`] for how writers avoid a shared lock.
 
 mod recorder;
 
-pub use recorder::{PhaseStats, Recorder, Snapshot};
+pub use recorder::{HIGHEST_US, LOWEST_US, Recorder, SIGFIG, Snapshot, new_histogram};
 
 use serde::Serialize;
 
@@ -57,6 +63,11 @@ impl Phase {
         }
     }
 
+    /// The phase named `name` (the vocabulary of DESIGN.md), if there is one.
+    pub fn from_name(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -88,6 +99,10 @@ impl Outcome {
             Outcome::Throttled => "throttled",
             Outcome::Rejected => "rejected",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.name() == name)
     }
 
     fn index(self) -> usize {

@@ -1,13 +1,30 @@
-//! The run's results: a text table for the terminal and a JSON file for machines.
+//! The run's results: a text table for the terminal, a versioned JSON file for machines that
+//! carries every histogram losslessly, so the reports of several shards merge exactly
+//! ([`merge`]), an interval log ([`hlog`]), a self-contained HTML page ([`html`]) and the
+//! thresholds' verdicts ([`thresholds`]).
+
+pub mod hlog;
+pub mod html;
+pub mod merge;
+pub mod stats;
+pub mod thresholds;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub use merge::{merge, merge_files, read_json};
+pub use stats::{HistogramMap, LatencyStats, PhaseStats};
+pub use thresholds::ThresholdResult;
 
 use crate::emulator::hub::HubStats;
-use crate::metrics::{PhaseStats, Snapshot};
+use crate::metrics::Snapshot;
+
+/// The JSON report's `schema` value. Bump it when a field changes meaning or goes away; adding a
+/// field with a default does not need a bump.
+pub const SCHEMA: &str = "fleetsim.report/v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -18,10 +35,30 @@ pub enum ReportError {
     },
     #[error("cannot encode report: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("cannot read report {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a fleetsim report: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: report schema {found:?} is not supported (expected {SCHEMA:?})")]
+    Schema { path: String, found: String },
+    #[error("histogram: {0}")]
+    Histogram(String),
+    #[error("{0}")]
+    Threshold(String),
+    #[error("no reports to merge: {0}")]
+    NoReports(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: String,
     pub scenario: String,
     /// `embedded` or `remote`.
     pub target: String,
@@ -29,16 +66,50 @@ pub struct Report {
     pub wall_seconds: f64,
     /// True when the run was stopped early (Ctrl-C).
     pub interrupted: bool,
+    /// The report files this one was merged from (empty for a single run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
     pub devices: DeviceCounts,
     pub messages: MessageCounts,
     pub phases: Vec<PhaseStats>,
     /// `phase/kind` → count.
     pub errors: BTreeMap<String, u64>,
+    /// The scenario's thresholds, checked against this report.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdResult>,
     /// What the embedded hub counted, to compare with `messages`.
-    pub hub: Option<HubStats>,
+    pub hub: Option<HubCounts>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+/// The embedded hub's totals, as the report keeps them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HubCounts {
+    pub messages: u64,
+    pub bytes: u64,
+    pub connects: u64,
+    pub refused: u64,
+    pub drops: u64,
+    pub devices_registered: u64,
+    /// Requests the hub refused by a throttle.
+    #[serde(default)]
+    pub throttled: u64,
+}
+
+impl From<HubStats> for HubCounts {
+    fn from(h: HubStats) -> Self {
+        Self {
+            messages: h.messages,
+            bytes: h.bytes,
+            connects: h.connects,
+            refused: h.refused,
+            drops: h.drops,
+            devices_registered: h.devices_registered,
+            throttled: h.throttled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DeviceCounts {
     pub planned: u64,
     pub started: u64,
@@ -50,7 +121,7 @@ pub struct DeviceCounts {
     pub failed: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MessageCounts {
     pub sent: u64,
     pub acked: u64,
@@ -64,27 +135,40 @@ impl Report {
         started_at: String,
         wall_seconds: f64,
         snapshot: Snapshot,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ReportError> {
+        Ok(Self {
+            schema: SCHEMA.into(),
             scenario: scenario.into(),
             target: target.into(),
             started_at,
             wall_seconds,
             interrupted: false,
+            merged_from: Vec::new(),
             devices: DeviceCounts::default(),
             messages: MessageCounts {
                 sent: snapshot.messages_sent,
                 acked: snapshot.messages_acked,
                 failed: 0,
             },
-            phases: snapshot.phases,
+            phases: stats::phase_stats(&snapshot.latency, &snapshot.uncorrected)?,
             errors: snapshot.errors,
+            thresholds: Vec::new(),
             hub: None,
-        }
+        })
+    }
+
+    /// The histograms behind the phase table: (corrected, uncorrected).
+    pub fn histograms(&self) -> Result<(HistogramMap, HistogramMap), ReportError> {
+        stats::histograms(&self.phases)
     }
 
     pub fn total_errors(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// The thresholds that failed.
+    pub fn failed_thresholds(&self) -> impl Iterator<Item = &ThresholdResult> {
+        self.thresholds.iter().filter(|t| !t.pass)
     }
 
     pub fn write_json(&self, path: &Path) -> Result<(), ReportError> {
@@ -111,6 +195,9 @@ impl Report {
             },
             self.wall_seconds
         );
+        if !self.merged_from.is_empty() {
+            let _ = writeln!(s, "merged from {} reports", self.merged_from.len());
+        }
         let _ = writeln!(
             s,
             "devices: {} planned, {} started, {} enrolled, {} connected, {} renewed ({} renewals), {} failed",
@@ -136,11 +223,25 @@ impl Report {
             "{:<18} {:<9} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "phase", "outcome", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
         );
-        for p in &self.phases {
+        let mut row = |phase: &str, outcome: &str, l: &LatencyStats| {
             let _ = writeln!(
                 s,
                 "{:<18} {:<9} {:>8} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
-                p.phase, p.outcome, p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms
+                phase, outcome, l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+            );
+        };
+        let mut uncorrected_shown = false;
+        for p in &self.phases {
+            row(&p.phase, &p.outcome, &p.latency);
+            if let Some(u) = &p.uncorrected {
+                row("  (uncorrected)", &p.outcome, u);
+                uncorrected_shown = true;
+            }
+        }
+        if uncorrected_shown {
+            let _ = writeln!(
+                s,
+                "latency counts from when an operation was due; (uncorrected) from when it began"
             );
         }
         let _ = writeln!(s);
@@ -150,6 +251,14 @@ impl Report {
             let _ = writeln!(s, "errors ({}):", self.total_errors());
             for (kind, n) in &self.errors {
                 let _ = writeln!(s, "  {kind:<40} {n:>8}");
+            }
+        }
+        if !self.thresholds.is_empty() {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "thresholds:");
+            for t in &self.thresholds {
+                let verdict = if t.pass { "PASS" } else { "FAIL" };
+                let _ = writeln!(s, "  {verdict}  {:<40} actual {}", t.threshold, t.actual);
             }
         }
         s

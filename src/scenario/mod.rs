@@ -5,6 +5,7 @@
 //! percentages) parse in their own types (see [`units`]). YAML parsing happens only in [`load`] and
 //! [`parse`], so the YAML crate (serde-saphyr) can be swapped without touching the rest.
 
+pub mod thresholds;
 pub mod units;
 
 use std::num::NonZeroU32;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
 
 use crate::crypto::KeyKind;
@@ -43,6 +45,33 @@ pub struct Scenario {
     pub certificate: CertificatePolicy,
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// What the run writes while it runs, besides the final report.
+    #[serde(default)]
+    pub report: ReportSettings,
+    /// Conditions checked at the end of the run (see [`thresholds`]); if any fails, `fleetsim
+    /// run` exits with status 1.
+    #[serde(default)]
+    pub thresholds: Vec<Threshold>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// How often the interval log (`<report>.hlog`) gets the histograms of the last interval.
+    #[serde(default = "default_report_interval")]
+    pub interval: Span,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            interval: default_report_interval(),
+        }
+    }
+}
+
+fn default_report_interval() -> Span {
+    Span(std::time::Duration::from_secs(5))
 }
 
 /// Where the devices enrol and connect.
