@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::EzcaError;
 use super::models::{
-    AadObject, ApiResult, AvailableCa, CertRenewRequest, CertificateAuthenticationPayload,
-    CertificateCreateRequest, NewDomainRequest,
+    AadObject, ApiResult, AvailableCa, CertificateCreateRequest, CertificateCreateRequestV2,
+    CertificateCreatedResponse, DomainInformation, NewDomainRequest, RevokeRequest,
 };
 
 /// Supplies the Azure AD bearer token for management calls.
@@ -46,7 +46,7 @@ impl TokenSource for StaticToken {
 pub struct Client {
     /// Base URL ending in `/`, e.g. `https://portal.ezca.io/`.
     base: String,
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     token: Arc<dyn TokenSource>,
     /// Issuer certificates fetched through AIA, by URL: a fleet shares a handful of CAs.
     issuers: Mutex<HashMap<String, CertificateDer<'static>>>,
@@ -158,44 +158,56 @@ impl Client {
         Ok(certs.swap_remove(0))
     }
 
-    /// `POST api/Certificates/RenewCertificateV2`, authorised by the certificate-JWT of the
-    /// current certificate (signed with its RSA key). The reply body is the new certificate's PEM.
-    pub async fn renew_certificate_v2(
+    /// `POST api/CA/RequestFullSSLCertificate`: the V1 request, answered with the bare
+    /// `CertificateCreatedResponse` (leaf, issuing CA, root).
+    pub async fn request_full_ssl_certificate(
         &self,
-        current: &CertificateDer<'static>,
-        current_key: &crate::crypto::DeviceKey,
-        csr_pem: String,
-        validity_in_days: i64,
-    ) -> Result<CertificateDer<'static>, EzcaError> {
-        let token = crate::crypto::jwt::sign(current, current_key)
-            .map_err(|e| EzcaError::Setup(e.to_string()))?;
-        let body = CertificateAuthenticationPayload {
-            certificate: crate::crypto::cert_to_pem(current),
-            payload: CertRenewRequest {
-                csr: csr_pem,
-                validity_in_days,
-            },
-        };
-        let resp = self
-            .http
-            .post(self.url("api/Certificates/RenewCertificateV2"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
+        request: &CertificateCreateRequest,
+    ) -> Result<CertificateCreatedResponse, EzcaError> {
+        self.post_json("api/CA/RequestFullSSLCertificate", request)
             .await
-            .map_err(transport)?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(transport)?;
-        if !status.is_success() {
-            return Err(EzcaError::Status {
-                status: status.as_u16(),
-                body: text.chars().take(300).collect(),
-            });
+    }
+
+    /// `POST api/CA/RequestSSLCertificateV2`: typed SANs, answered with the bare
+    /// `CertificateCreatedResponse`.
+    pub async fn request_ssl_certificate_v2(
+        &self,
+        request: &CertificateCreateRequestV2,
+    ) -> Result<CertificateCreatedResponse, EzcaError> {
+        self.post_json("api/CA/RequestSSLCertificateV2", request)
+            .await
+    }
+
+    /// `GET api/CA/GetMyDomains`: the domains the caller owns or may request for, as a JSON array
+    /// inside `Message`.
+    pub async fn get_my_domains(&self) -> Result<Vec<DomainInformation>, EzcaError> {
+        let result: ApiResult = self
+            .send_json(self.http.get(self.url("api/CA/GetMyDomains")))
+            .await?;
+        if !result.success {
+            return Err(EzcaError::Refused(result.message));
         }
-        let mut certs = crate::crypto::certs_from_pem(&text).map_err(|e| {
-            EzcaError::Malformed(format!("RenewCertificateV2 body is not a certificate: {e}"))
-        })?;
-        Ok(certs.swap_remove(0))
+        serde_json::from_str(&result.message)
+            .map_err(|e| EzcaError::Malformed(format!("GetMyDomains Message: {e}")))
+    }
+
+    /// `POST api/CA/RevokeCertificateV2`: revoke by SHA-1 thumbprint (sent lower-case hex, as
+    /// ezca-go does) with the Azure AD identity.
+    pub async fn revoke_certificate_v2(
+        &self,
+        ca: &AvailableCa,
+        thumbprint: &str,
+    ) -> Result<(), EzcaError> {
+        let body = RevokeRequest {
+            ca_id: ca.ca_id.clone().unwrap_or_default(),
+            template_id: ca.template_id.clone().unwrap_or_default(),
+            thumbprint: thumbprint.to_ascii_lowercase(),
+        };
+        let result: ApiResult = self.post_json("api/CA/RevokeCertificateV2", &body).await?;
+        match result.success {
+            true => Ok(()),
+            false => Err(EzcaError::Refused(result.message)),
+        }
     }
 
     /// The leaf followed by its issuers, fetched through each certificate's AIA caIssuers URL
@@ -253,7 +265,7 @@ impl Client {
         Ok(cert)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -287,7 +299,7 @@ impl Client {
     }
 }
 
-fn transport(e: reqwest::Error) -> EzcaError {
+pub(super) fn transport(e: reqwest::Error) -> EzcaError {
     if e.is_timeout() {
         EzcaError::Timeout
     } else {

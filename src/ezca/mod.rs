@@ -2,9 +2,11 @@
 //! ([`Client`]) for the endpoints the IoT samples call. Tokens are supplied by a [`TokenSource`]
 //! and never logged.
 
+mod certauth;
 pub mod client;
 pub mod models;
 
+pub use certauth::parse_maybe_string_wrapped;
 pub use client::{Client, StaticToken, TokenSource};
 
 /// Why a call to EZCA failed. `kind()` is the short label counted in metrics.

@@ -137,6 +137,108 @@ pub struct CertificateAuthenticationPayload<T> {
     pub payload: T,
 }
 
+/// `SubjectAltValue` of the V2 request: a value and its GeneralName tag (1 email, 2 DNS, 6 URI,
+/// 7 IP).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubjectAltValue {
+    #[serde(rename = "ValueSTR")]
+    pub value: String,
+    #[serde(rename = "SubjectAltType")]
+    pub kind: i64,
+}
+
+pub const SAN_EMAIL: i64 = 1;
+pub const SAN_DNS: i64 = 2;
+pub const SAN_URI: i64 = 6;
+pub const SAN_IP: i64 = 7;
+
+/// `CertificateCreateRequestV2Model` (RequestSSLCertificateV2).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertificateCreateRequestV2 {
+    #[serde(rename = "SubjectName")]
+    pub subject_name: String,
+    #[serde(rename = "SubjectAltNames", default)]
+    pub subject_alt_names: Vec<SubjectAltValue>,
+    #[serde(rename = "CAID")]
+    pub ca_id: String,
+    #[serde(rename = "TemplateID")]
+    pub template_id: String,
+    #[serde(rename = "CSR")]
+    pub csr: String,
+    #[serde(rename = "ValidityInDays")]
+    pub validity_in_days: i64,
+    #[serde(rename = "EKUs", default = "default_ekus")]
+    pub ekus: Vec<String>,
+    #[serde(rename = "KeyUsages", default = "default_key_usages")]
+    pub key_usages: Vec<String>,
+    #[serde(rename = "SelectedLocation", default = "default_location")]
+    pub selected_location: String,
+    #[serde(rename = "ResourceID", default)]
+    pub resource_id: String,
+    #[serde(rename = "SecretName", default)]
+    pub secret_name: String,
+    #[serde(rename = "AKVName", default)]
+    pub akv_name: String,
+    #[serde(rename = "AutoRenew", default)]
+    pub auto_renew: bool,
+    #[serde(
+        rename = "AutoRenewPercentage",
+        default = "default_auto_renew_percentage"
+    )]
+    pub auto_renew_percentage: i64,
+    #[serde(rename = "SID", default)]
+    pub sid: String,
+}
+
+/// `CertificateCreatedResponse`: the leaf, its issuer and (maybe empty) root, one PEM each.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CertificateCreatedResponse {
+    #[serde(rename = "CertificatePEM")]
+    pub certificate_pem: String,
+    #[serde(rename = "IssuingCACertificate", default)]
+    pub issuing_ca_certificate: String,
+    #[serde(rename = "RootCertificate", default)]
+    pub root_certificate: String,
+}
+
+/// `DomainInformationModel` (GetMyDomains, inside `Message`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DomainInformation {
+    #[serde(rename = "CAID")]
+    pub ca_id: String,
+    #[serde(rename = "TemplateID")]
+    pub template_id: String,
+    #[serde(rename = "DomainID")]
+    pub domain_id: String,
+    #[serde(rename = "Domain")]
+    pub domain: String,
+    #[serde(rename = "CAFriendlyName")]
+    pub ca_friendly_name: String,
+    #[serde(rename = "IsOwner")]
+    pub is_owner: bool,
+    #[serde(rename = "IsRequester")]
+    pub is_requester: bool,
+    #[serde(rename = "Owners", default)]
+    pub owners: Vec<AadObject>,
+    #[serde(rename = "Requesters", default)]
+    pub requesters: Vec<AadObject>,
+    #[serde(rename = "RequestersOnly", default)]
+    pub requesters_only: Vec<AadObject>,
+    #[serde(rename = "NotificationEmails", default)]
+    pub notification_emails: Vec<String>,
+}
+
+/// The body of `RevokeCertificateV2`: the certificate by SHA-1 thumbprint (hex, any case).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RevokeRequest {
+    #[serde(rename = "CAID")]
+    pub ca_id: String,
+    #[serde(rename = "TemplateID")]
+    pub template_id: String,
+    #[serde(rename = "Thumbprint")]
+    pub thumbprint: String,
+}
+
 pub const EKU_SERVER_AUTH: &str = "1.3.6.1.5.5.7.3.1";
 pub const EKU_CLIENT_AUTH: &str = "1.3.6.1.5.5.7.3.2";
 

@@ -16,6 +16,8 @@ use crate::clock::Clock;
 pub struct SignRequest<'a> {
     pub subject_name: &'a str,
     pub dns_sans: &'a [String],
+    /// E-mail, URI and IP SANs (V2 requests).
+    pub other_sans: &'a [crate::ezca::models::SubjectAltValue],
     pub csr_pem: &'a str,
     pub validity_days: i64,
     pub ekus: &'a [String],
@@ -120,6 +122,9 @@ impl Authority {
             .map(|n| n.clone().try_into().map(SanType::DnsName))
             .collect::<Result<_, _>>()
             .map_err(|_| refuse("a subject alternative name is not a valid DNS name"))?;
+        for other in req.other_sans {
+            params.subject_alt_names.push(other_san(other)?);
+        }
         params.extended_key_usages = req.ekus.iter().map(|o| eku(o)).collect::<Result<_, _>>()?;
         params.key_usages = req
             .key_usages
@@ -143,6 +148,37 @@ impl Authority {
         .signed_by(&self.issuer)
         .map_err(|e| refuse(format!("cannot sign: {e}")))?;
         Ok(signed.der().clone())
+    }
+}
+
+/// An e-mail, URI or IP SAN of a V2 request (GeneralName tags 1, 6, 7).
+fn other_san(v: &crate::ezca::models::SubjectAltValue) -> Result<SanType, Refusal> {
+    use crate::ezca::models::{SAN_EMAIL, SAN_IP, SAN_URI};
+    let invalid = || {
+        refuse(format!(
+            "SubjectAltName {:?} of type {} is not valid",
+            v.value, v.kind
+        ))
+    };
+    match v.kind {
+        SAN_EMAIL => v
+            .value
+            .clone()
+            .try_into()
+            .map(SanType::Rfc822Name)
+            .map_err(|_| invalid()),
+        SAN_URI => v
+            .value
+            .clone()
+            .try_into()
+            .map(SanType::URI)
+            .map_err(|_| invalid()),
+        SAN_IP => v
+            .value
+            .parse()
+            .map(SanType::IpAddress)
+            .map_err(|_| invalid()),
+        other => Err(refuse(format!("SubjectAltType {other} is not supported"))),
     }
 }
 
@@ -281,6 +317,7 @@ mod tests {
         let req = SignRequest {
             subject_name: "CN=d1",
             dns_sans: &sans,
+            other_sans: &[],
             csr_pem: &csr,
             validity_days: 10,
             ekus: &ekus,

@@ -7,6 +7,7 @@
 //! (by upper-case SHA-1 thumbprint), so tests can check what was issued.
 
 mod authority;
+mod certificates;
 mod renew;
 mod routes;
 
@@ -33,6 +34,8 @@ pub struct CaConfig {
 /// A domain registered with `RegisterNewDomain`.
 #[derive(Debug, Clone)]
 pub struct Domain {
+    /// `DomainID` as GetMyDomains reports it.
+    pub id: String,
     pub owners: Vec<String>,
     pub requesters: Vec<String>,
 }
@@ -53,6 +56,17 @@ pub(crate) struct CaState {
     pub(crate) issued: Mutex<HashMap<String, IssuedRecord>>,
     /// `jti`s of certificate-JWTs already used, with their expiry, to refuse replays.
     pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
+}
+
+fn revoke(state: &CaState, thumbprint: &str) -> bool {
+    let mut issued = state.issued.lock().unwrap_or_else(|p| p.into_inner());
+    match issued.get_mut(&thumbprint.to_ascii_uppercase()) {
+        Some(r) => {
+            r.revoked = true;
+            true
+        }
+        None => false,
+    }
 }
 
 /// A running (or ready to run) CA emulator. Cheap to clone.
@@ -135,14 +149,15 @@ impl CaEmulator {
 
     /// Marks a certificate (by SHA-1 thumbprint, any case) revoked; false if unknown.
     pub fn revoke(&self, thumbprint: &str) -> bool {
-        let mut issued = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
-        match issued.get_mut(&thumbprint.to_ascii_uppercase()) {
-            Some(r) => {
-                r.revoked = true;
-                true
-            }
-            None => false,
-        }
+        revoke(&self.state, thumbprint)
+    }
+
+    /// Whether the certificate with this thumbprint is revoked (`None`: not issued here).
+    pub fn is_revoked(&self, thumbprint: &str) -> Option<bool> {
+        let issued = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
+        issued
+            .get(&thumbprint.to_ascii_uppercase())
+            .map(|r| r.revoked)
     }
 
     pub fn domain(&self, name: &str) -> Option<Domain> {

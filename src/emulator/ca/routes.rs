@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::authority::{SignRequest, subject_cn};
-use super::{CaState, Caller, Domain, IssuedRecord};
-use crate::ezca::models::{ApiResult, AvailableCa, CertificateCreateRequest, NewDomainRequest};
+use super::certificates;
+use super::{CaState, Caller, Domain};
+use crate::ezca::models::{ApiResult, AvailableCa, NewDomainRequest};
 
 pub(super) fn router(state: Arc<CaState>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
@@ -31,10 +31,10 @@ async fn dispatch(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     // Certificate-JWT endpoints authenticate with the certificate, not Azure AD.
-    if method == Method::POST
-        && path.trim_end_matches('/') == "/api/certificates/renewcertificatev2"
+    if let Some(response) =
+        super::renew::dispatch(&state, &method, path.trim_end_matches('/'), auth, &body)
     {
-        return super::renew::renew_v2(&state, auth, &body);
+        return response;
     }
     let caller = match state.tokens.verify(auth) {
         Ok(c) => c,
@@ -49,10 +49,44 @@ async fn dispatch(
             Err(e) => bad_json(e),
         },
         (Method::POST, "/api/ca/requestsslcertificate") => match serde_json::from_slice(&body) {
-            Ok(req) => api_result(request_certificate(&state, &caller, req)),
+            Ok(req) => api_result(
+                certificates::request_v1(&state, &caller, &req)
+                    .map(|c| crate::crypto::cert_to_pem(&c)),
+            ),
+            Err(e) => bad_json(e),
+        },
+        (Method::POST, "/api/ca/requestfullsslcertificate") => {
+            match serde_json::from_slice(&body) {
+                Ok(req) => bare(
+                    certificates::request_v1(&state, &caller, &req)
+                        .map(|c| certificates::created(&state, &c)),
+                ),
+                Err(e) => bad_json(e),
+            }
+        }
+        (Method::POST, "/api/ca/requestsslcertificatev2") => match serde_json::from_slice(&body) {
+            Ok(req) => bare(
+                certificates::request_v2(&state, &caller, &req)
+                    .map(|c| certificates::created(&state, &c)),
+            ),
+            Err(e) => bad_json(e),
+        },
+        (Method::GET, "/api/ca/getmydomains") => {
+            api_result(certificates::my_domains(&state, &caller))
+        }
+        (Method::POST, "/api/ca/revokecertificatev2") => match serde_json::from_slice(&body) {
+            Ok(req) => api_result(certificates::revoke_v2(&state, &caller, &req)),
             Err(e) => bad_json(e),
         },
         _ => (StatusCode::NOT_FOUND, "Error: no such endpoint").into_response(),
+    }
+}
+
+/// Endpoints that answer a bare object say no with 400 and a plain-text `Error: ...` body.
+fn bare<T: serde::Serialize>(outcome: Result<T, String>) -> Response {
+    match outcome {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(why) => (StatusCode::BAD_REQUEST, format!("Error: {why}")).into_response(),
     }
 }
 
@@ -130,52 +164,16 @@ fn register_domain(
         owners.push(caller.oid.clone());
     }
     let requesters = req.requesters.iter().map(|o| o.object_id.clone()).collect();
-    domains.insert(domain, Domain { owners, requesters });
+    let id = uuid::Uuid::new_v4().to_string();
+    domains.insert(
+        domain,
+        Domain {
+            id,
+            owners,
+            requesters,
+        },
+    );
     Ok("Domain registered successfully".into())
-}
-
-fn may_request(state: &CaState, caller: &Caller, name: &str) -> bool {
-    let domains = state.domains.lock().unwrap_or_else(|p| p.into_inner());
-    domains
-        .get(&name.to_ascii_lowercase())
-        .is_some_and(|d| d.owners.contains(&caller.oid) || d.requesters.contains(&caller.oid))
-}
-
-fn request_certificate(
-    state: &CaState,
-    caller: &Caller,
-    req: CertificateCreateRequest,
-) -> Result<String, String> {
-    check_ca(state, &req.ca_id, &req.template_id)?;
-    let cn = subject_cn(&req.subject_name).ok_or("SubjectName must contain CN=")?;
-    for name in std::iter::once(cn).chain(req.subject_alt_names.iter().map(String::as_str)) {
-        if !may_request(state, caller, name) {
-            return Err(format!(
-                "You are not an owner or requester of domain {name}"
-            ));
-        }
-    }
-    let sign = SignRequest {
-        subject_name: &req.subject_name,
-        dns_sans: &req.subject_alt_names,
-        csr_pem: &req.csr,
-        validity_days: req.validity_in_days,
-        ekus: &req.ekus,
-        key_usages: &req.key_usages,
-    };
-    let der = state.authority.sign(&sign).map_err(|r| r.0)?;
-    let record = IssuedRecord {
-        der: der.clone(),
-        subject_cn: cn.to_string(),
-        requested_by: caller.oid.clone(),
-        revoked: false,
-    };
-    state
-        .issued
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(crate::crypto::sha1_thumbprint(&der), record);
-    Ok(crate::crypto::cert_to_pem(&der))
 }
 
 fn ca_certificate(state: &CaState, path: &str) -> Response {
