@@ -264,6 +264,7 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     let ca = CaConfig {
         clock,
         max_cert_life_days: args.max_cert_life_days,
+        capacity: Default::default(),
     };
     let hub = HubConfig {
         host_name: args.hub_host.clone(),

@@ -96,7 +96,9 @@ async fn full_chain_v2_domains_and_admin_revoke() {
     foreign.subject_name = "CN=not-mine".into();
     foreign.subject_alt_names.truncate(0);
     match owner.client.request_ssl_certificate_v2(&foreign).await {
-        Err(EzcaError::Status { status: 400, body }) => {
+        Err(EzcaError::Status {
+            status: 400, body, ..
+        }) => {
             assert!(body.starts_with("Error: "), "{body}")
         }
         other => panic!("expected 400, got {other:?}"),
@@ -190,7 +192,9 @@ async fn certificate_authenticated_renew_v3_legacy_and_self_revoke() {
         .renew_certificate_v2(&v3_leaf, &next, next.csr_pem("dev-rsa").unwrap(), 10)
         .await
     {
-        Err(EzcaError::Status { status: 400, body }) => assert!(body.contains("revoked"), "{body}"),
+        Err(EzcaError::Status {
+            status: 400, body, ..
+        }) => assert!(body.contains("revoked"), "{body}"),
         other => panic!("expected 400 revoked, got {other:?}"),
     }
     e.shutdown().await;

@@ -17,6 +17,10 @@ use crate::scenario::Renewal;
 
 impl From<EzcaError> for ServiceError {
     fn from(e: EzcaError) -> Self {
+        let retry_after = match &e {
+            EzcaError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        };
         let class = match &e {
             EzcaError::Status { status: 429, .. } => FailureClass::Throttled,
             EzcaError::Timeout => FailureClass::Timeout,
@@ -27,7 +31,7 @@ impl From<EzcaError> for ServiceError {
             kind: e.kind(),
             class,
             message: e.to_string(),
-            retry_after: None,
+            retry_after,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `fleetsim emulate` can also start each server on a listener of their own.
 
 pub mod ca;
+pub mod gcra;
 pub mod hub;
 pub mod standalone;
 pub mod tls;

@@ -4,7 +4,7 @@
 use rustls_pki_types::CertificateDer;
 
 use super::EzcaError;
-use super::client::{Client, transport};
+use super::client::{Client, retry_after_of, transport};
 use super::models::{
     ApiResult, CertRenewRequest, CertificateAuthenticationPayload, CertificateCreatedResponse,
 };
@@ -32,11 +32,13 @@ impl Client {
         }
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
+        let retry_after = retry_after_of(&resp);
         let text = resp.text().await.map_err(transport)?;
         if !(200..300).contains(&status) {
             return Err(EzcaError::Status {
                 status,
                 body: text.chars().take(300).collect(),
+                retry_after,
             });
         }
         Ok(Reply { status, text })

@@ -246,11 +246,13 @@ impl Client {
         }
         let resp = self.http.get(url).send().await.map_err(transport)?;
         let status = resp.status();
+        let retry_after = retry_after_of(&resp);
         let body = resp.bytes().await.map_err(transport)?;
         if !status.is_success() {
             return Err(EzcaError::Status {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+                retry_after,
             });
         }
         // caIssuers serves DER (`.cer`); accept PEM too.
@@ -285,11 +287,13 @@ impl Client {
         let token = self.token.token()?;
         let resp = req.bearer_auth(token).send().await.map_err(transport)?;
         let status = resp.status();
+        let retry_after = retry_after_of(&resp);
         let body = resp.text().await.map_err(transport)?;
         if !status.is_success() {
             return Err(EzcaError::Status {
                 status: status.as_u16(),
                 body: body.chars().take(300).collect(),
+                retry_after,
             });
         }
         serde_json::from_str(&body).map_err(|e| {
@@ -297,6 +301,16 @@ impl Client {
             EzcaError::Malformed(format!("{e} in {start:?}"))
         })
     }
+}
+
+/// `Retry-After` in seconds (the form EZCA's and IoT Hub's throttles use).
+pub(super) fn retry_after_of(resp: &reqwest::Response) -> Option<Duration> {
+    let value = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 pub(super) fn transport(e: reqwest::Error) -> EzcaError {

@@ -17,7 +17,12 @@ pub enum EzcaError {
     #[error("EZCA timed out")]
     Timeout,
     #[error("EZCA answered HTTP {status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        status: u16,
+        body: String,
+        /// The `Retry-After` of a 429 or 503, if any.
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("EZCA refused: {0}")]
     Refused(String),
     #[error("EZCA reply could not be understood: {0}")]

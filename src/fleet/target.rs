@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::device::Services;
 use crate::device::adapters::{EzcaCa, HubRegistry};
 use crate::device::backoff::Backoff;
+use crate::emulator::ca::capacity::CapacityConfig;
 use crate::emulator::hub::throttle::HubLimits;
 use crate::emulator::{CaConfig, Emulators, HubConfig};
 use crate::ezca::{Client as EzcaClient, StaticToken};
@@ -60,6 +61,7 @@ async fn embedded(
     let ca_config = CaConfig {
         clock,
         max_cert_life_days: target.ca.max_cert_life_days,
+        capacity: capacity_of(&target.ca),
     };
     let hub = &target.hub;
     let limits = match hub.sku {
@@ -133,6 +135,17 @@ async fn embedded(
         }),
         emulators: Some(emulators),
     })
+}
+
+fn capacity_of(ca: &crate::scenario::EmbeddedCa) -> CapacityConfig {
+    CapacityConfig {
+        rate: ca.issuance_rate.map(|r| r.0),
+        queue: ca.queue.0,
+        concurrency: ca.concurrency.map(|c| c.get() as usize),
+        latency_p50: ca.latency.map_or(Duration::ZERO, |l| l.p50.0),
+        latency_p99: ca.latency.map_or(Duration::ZERO, |l| l.p99.0),
+        error_rate: ca.error_rate.map_or(0.0, |p| p.fraction()),
+    }
 }
 
 fn env_secret(name: &str, what: &str) -> Result<String, FleetError> {

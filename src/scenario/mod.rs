@@ -100,14 +100,45 @@ pub struct EmbeddedCa {
     /// The CA's `MaxCertLifeDays`.
     #[serde(default = "default_max_cert_life_days")]
     pub max_cert_life_days: u32,
+    /// Capacity model: issuances admitted per unit of time (unlimited when absent).
+    #[serde(default)]
+    pub issuance_rate: Option<Rate>,
+    /// How long a request over `issuance_rate` may wait for its slot before a 429.
+    #[serde(default = "default_ca_queue")]
+    pub queue: Span,
+    /// Signings in progress at once (unlimited when absent).
+    #[serde(default)]
+    pub concurrency: Option<NonZeroU32>,
+    /// Service time of one issuance (log-normal with this median and p99).
+    #[serde(default)]
+    pub latency: Option<LatencyModel>,
+    /// Share of issuance requests that fail with 503.
+    #[serde(default)]
+    pub error_rate: Option<Percent>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyModel {
+    pub p50: Span,
+    pub p99: Span,
 }
 
 impl Default for EmbeddedCa {
     fn default() -> Self {
         Self {
             max_cert_life_days: default_max_cert_life_days(),
+            issuance_rate: None,
+            queue: default_ca_queue(),
+            concurrency: None,
+            latency: None,
+            error_rate: None,
         }
     }
+}
+
+fn default_ca_queue() -> Span {
+    Span(std::time::Duration::from_secs(1))
 }
 
 /// The embedded IoT Hub emulator.

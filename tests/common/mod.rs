@@ -24,6 +24,7 @@ pub async fn start_emulators_with(clock: Clock, hub: HubConfig) -> Emulators {
     let ca = CaConfig {
         clock,
         max_cert_life_days: 30,
+        capacity: Default::default(),
     };
     let hub = HubConfig {
         host_name: HUB_HOST.into(),

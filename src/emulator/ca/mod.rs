@@ -7,6 +7,7 @@
 //! (by upper-case SHA-1 thumbprint), so tests can check what was issued.
 
 mod authority;
+pub mod capacity;
 mod certificates;
 mod renew;
 mod routes;
@@ -29,6 +30,8 @@ use crate::clock::Clock;
 pub struct CaConfig {
     pub clock: Clock,
     pub max_cert_life_days: u32,
+    /// How fast the CA issues (unlimited by default).
+    pub capacity: capacity::CapacityConfig,
 }
 
 /// A domain registered with `RegisterNewDomain`.
@@ -56,6 +59,7 @@ pub(crate) struct CaState {
     pub(crate) issued: Mutex<HashMap<String, IssuedRecord>>,
     /// `jti`s of certificate-JWTs already used, with their expiry, to refuse replays.
     pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
+    pub(crate) capacity: capacity::Capacity,
 }
 
 fn revoke(state: &CaState, thumbprint: &str) -> bool {
@@ -96,6 +100,7 @@ impl CaEmulator {
                 domains: Mutex::new(HashMap::new()),
                 issued: Mutex::new(HashMap::new()),
                 seen_jti: Mutex::new(HashMap::new()),
+                capacity: capacity::Capacity::new(config.capacity),
             }),
             url,
         })

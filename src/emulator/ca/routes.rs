@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use super::capacity::Verdict;
 use super::certificates;
 use super::{CaState, Caller, Domain};
 use crate::ezca::models::{ApiResult, AvailableCa, NewDomainRequest};
@@ -31,9 +32,17 @@ async fn dispatch(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     // Certificate-JWT endpoints authenticate with the certificate, not Azure AD.
-    if let Some(response) =
-        super::renew::dispatch(&state, &method, path.trim_end_matches('/'), auth, &body)
-    {
+    let route = path.trim_end_matches('/');
+    if route.starts_with("/api/certificates/renew") {
+        // Renewals are issuances: they go through the capacity model.
+        return limited(&state, || {
+            super::renew::dispatch(&state, &method, route, auth, &body).unwrap_or_else(|| {
+                (StatusCode::NOT_FOUND, "Error: no such endpoint").into_response()
+            })
+        })
+        .await;
+    }
+    if let Some(response) = super::renew::dispatch(&state, &method, route, auth, &body) {
         return response;
     }
     let caller = match state.tokens.verify(auth) {
@@ -48,27 +57,37 @@ async fn dispatch(
             Ok(req) => api_result(register_domain(&state, &caller, req)),
             Err(e) => bad_json(e),
         },
+        // The three issuance endpoints go through the capacity model.
         (Method::POST, "/api/ca/requestsslcertificate") => match serde_json::from_slice(&body) {
-            Ok(req) => api_result(
-                certificates::request_v1(&state, &caller, &req)
-                    .map(|c| crate::crypto::cert_to_pem(&c)),
-            ),
+            Ok(req) => {
+                let issue = || certificates::request_v1(&state, &caller, &req);
+                limited(&state, || {
+                    api_result(issue().map(|c| crate::crypto::cert_to_pem(&c)))
+                })
+                .await
+            }
             Err(e) => bad_json(e),
         },
         (Method::POST, "/api/ca/requestfullsslcertificate") => {
             match serde_json::from_slice(&body) {
-                Ok(req) => bare(
-                    certificates::request_v1(&state, &caller, &req)
-                        .map(|c| certificates::created(&state, &c)),
-                ),
+                Ok(req) => {
+                    let issue = || certificates::request_v1(&state, &caller, &req);
+                    limited(&state, || {
+                        bare(issue().map(|c| certificates::created(&state, &c)))
+                    })
+                    .await
+                }
                 Err(e) => bad_json(e),
             }
         }
         (Method::POST, "/api/ca/requestsslcertificatev2") => match serde_json::from_slice(&body) {
-            Ok(req) => bare(
-                certificates::request_v2(&state, &caller, &req)
-                    .map(|c| certificates::created(&state, &c)),
-            ),
+            Ok(req) => {
+                let issue = || certificates::request_v2(&state, &caller, &req);
+                limited(&state, || {
+                    bare(issue().map(|c| certificates::created(&state, &c)))
+                })
+                .await
+            }
             Err(e) => bad_json(e),
         },
         (Method::GET, "/api/ca/getmydomains") => {
@@ -79,6 +98,28 @@ async fn dispatch(
             Err(e) => bad_json(e),
         },
         _ => (StatusCode::NOT_FOUND, "Error: no such endpoint").into_response(),
+    }
+}
+
+/// Runs an issuance under the capacity model: 429 with `Retry-After` when the CA is saturated,
+/// 503 for an injected failure.
+async fn limited<T: IntoResponse>(state: &CaState, issue: impl FnOnce() -> T) -> Response {
+    match state.capacity.serve(issue).await {
+        Ok(r) => r.into_response(),
+        Err(Verdict::Throttled(wait)) => {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, secs.to_string())],
+                "Error: Too many requests",
+            )
+                .into_response()
+        }
+        Err(Verdict::Unavailable) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Error: Service unavailable",
+        )
+            .into_response(),
     }
 }
 

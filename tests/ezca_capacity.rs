@@ -1,0 +1,42 @@
+//! The CA emulator's capacity model end to end: a burst over the issuance rate queues, then gets
+//! 429s with Retry-After, injected 503s are retried, and every device still enrols.
+
+use std::path::Path;
+
+use fleetsim::fleet::{self, RunOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_over_capacity_queues_throttles_and_still_enrols_everyone() {
+    let text = "name: burst\nduration: 12s\ntarget:\n  embedded:\n    ca:\n      issuance_rate: 40/s\n      queue: 200ms\n      concurrency: 4\n      latency: {p50: 5ms, p99: 40ms}\n      error_rate: 5%\nfleet:\n  devices: 80\n  arrival_rate: 160/s\ntelemetry:\n  interval: 5s\n";
+    let scenario = fleetsim::scenario::parse(text, Path::new("burst.yaml")).unwrap();
+    let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
+        .await
+        .unwrap();
+    let r = &outcome.report;
+    assert_eq!(r.devices.enrolled, 80, "{:?}", r.errors);
+    assert_eq!(r.devices.failed, 0);
+    let count = |outcome: &str| {
+        r.phases
+            .iter()
+            .filter(|p| p.phase == "ca.issue" && p.outcome == outcome)
+            .map(|p| p.latency.count)
+            .sum::<u64>()
+    };
+    assert_eq!(count("ok"), 80);
+    assert!(
+        count("throttled") > 0,
+        "the burst was throttled: {:?}",
+        r.errors
+    );
+    assert!(r.errors.get("ca.issue/http_429").copied().unwrap_or(0) > 0);
+    let issue_ok = r
+        .phases
+        .iter()
+        .find(|p| p.phase == "ca.issue" && p.outcome == "ok")
+        .unwrap();
+    assert!(
+        issue_ok.latency.p90_ms >= 50.0,
+        "queueing shows in ca.issue latency: p90 {} ms",
+        issue_ok.latency.p90_ms
+    );
+}
