@@ -134,6 +134,8 @@ impl Client {
             domain: Some(domain.to_string()),
             owners: vec![owner.clone()],
             requesters: vec![owner.clone()],
+            requesters_only: Vec::new(),
+            notification_emails: Vec::new(),
         };
         let result: ApiResult = self.post_json("api/CA/RegisterNewDomain", &body).await?;
         match result.success {

@@ -80,6 +80,11 @@ pub struct NewDomainRequest {
     pub owners: Vec<AadObject>,
     #[serde(rename = "Requesters", default)]
     pub requesters: Vec<AadObject>,
+    /// May request but not revoke (EZCAClient since Oct 2023).
+    #[serde(rename = "RequestersOnly", default)]
+    pub requesters_only: Vec<AadObject>,
+    #[serde(rename = "NotificationEmails", default)]
+    pub notification_emails: Vec<String>,
 }
 
 /// `CertificateCreateRequestModel` (RequestSSLCertificate).
