@@ -99,14 +99,8 @@ impl DeviceKey {
     /// A PKCS#10 request whose subject is `CN=<common_name>` and nothing else, as the EZCA IoT
     /// samples send it: SANs, EKUs and key usages travel in the JSON request instead.
     pub fn csr_pem(&self, common_name: &str) -> Result<String, CryptoError> {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        params.distinguished_name = dn;
-        params
-            .serialize_request(&self.pair)
-            .and_then(|csr| csr.pem())
-            .map_err(CryptoError::Csr)
+        // With no SANs, no SAN extension is written at all.
+        self.csr_pem_with_sans(common_name, &[])
     }
 
     /// A CSR for `CN=<common_name>` that also carries DNS SANs, as EZCA's renewal client builds
