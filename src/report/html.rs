@@ -228,10 +228,12 @@ fn chart(h: &Histogram<u64>, uncorrected: Option<&Histogram<u64>>) -> String {
         (4.0, "99.99%"),
     ] {
         let x = sx(nines);
+        // The last label ends at the plot's edge so it is not cut off by the SVG's border.
+        let anchor = if nines >= 4.0 { "end" } else { "middle" };
         let _ = write!(
             s,
             "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#eee\"/>\
-             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{label}</text>",
             TOP + ph,
             H - 12.0
         );
