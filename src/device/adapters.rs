@@ -72,7 +72,7 @@ pub struct EzcaCa {
 impl EzcaCa {
     /// Picks the CA with `ca_id`, or the only SSL CA the caller may use.
     pub async fn discover(client: EzcaClient, ca_id: Option<&str>) -> Result<Self, EzcaError> {
-        let owner = client.caller()?;
+        let owner = client.caller().await?;
         let cas = client.get_available_ssl_cas().await?;
         let ca = match ca_id {
             Some(id) => cas

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,9 +19,9 @@ use super::models::{
     CertificateCreatedResponse, DomainInformation, NewDomainRequest, RevokeRequest,
 };
 
-/// Supplies the Azure AD bearer token for management calls.
+/// Supplies the Azure AD bearer token for management calls (see [`super::aad`]).
 pub trait TokenSource: Send + Sync {
-    fn token(&self) -> Result<String, EzcaError>;
+    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, EzcaError>> + Send + '_>>;
 }
 
 /// A token fixed for the whole run (from an environment variable, or minted by the emulator).
@@ -38,8 +40,8 @@ impl fmt::Debug for StaticToken {
 }
 
 impl TokenSource for StaticToken {
-    fn token(&self) -> Result<String, EzcaError> {
-        Ok(self.0.clone())
+    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, EzcaError>> + Send + '_>> {
+        Box::pin(std::future::ready(Ok(self.0.clone())))
     }
 }
 
@@ -96,8 +98,8 @@ impl Client {
 
     /// The caller as EZCA sees it: the `oid` (and `upn`) claims of the bearer token, as the IoT
     /// samples' `UserFromTokenAsync` reads them.
-    pub fn caller(&self) -> Result<AadObject, EzcaError> {
-        let token = self.token.token()?;
+    pub async fn caller(&self) -> Result<AadObject, EzcaError> {
+        let token = self.token.token().await?;
         let claims = token
             .split('.')
             .nth(1)
@@ -286,7 +288,7 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, EzcaError> {
-        let token = self.token.token()?;
+        let token = self.token.token().await?;
         let resp = req.bearer_auth(token).send().await.map_err(transport)?;
         let status = resp.status();
         let retry_after = retry_after_of(&resp);

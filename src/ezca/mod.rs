@@ -2,6 +2,7 @@
 //! ([`Client`]) for the endpoints the IoT samples call. Tokens are supplied by a [`TokenSource`]
 //! and never logged.
 
+pub mod aad;
 mod certauth;
 pub mod client;
 pub mod models;

@@ -16,7 +16,7 @@ use crate::device::backoff::Backoff;
 use crate::emulator::ca::capacity::CapacityConfig;
 use crate::emulator::hub::throttle::HubLimits;
 use crate::emulator::{CaConfig, Emulators, HubConfig};
-use crate::ezca::{Client as EzcaClient, StaticToken};
+use crate::ezca::{Client as EzcaClient, StaticToken, TokenSource};
 use crate::iothub::ConnectionString;
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
@@ -148,6 +148,68 @@ fn capacity_of(ca: &crate::scenario::EmbeddedCa) -> CapacityConfig {
     }
 }
 
+/// The Azure AD token source the scenario names for EZCA.
+fn ezca_tokens(ezca: &crate::scenario::RemoteEzca) -> Result<Arc<dyn TokenSource>, FleetError> {
+    use crate::ezca::aad::{EZCA_SCOPE, Flow, Provider, token_url};
+    use crate::scenario::EzcaAuth;
+    let provider =
+        |flow| Provider::new(flow, EZCA_SCOPE).map(|p| Arc::new(p) as Arc<dyn TokenSource>);
+    Ok(match &ezca.auth {
+        None => Arc::new(StaticToken::new(env_secret(
+            &ezca.token_env,
+            "an Azure AD token for EZCA is needed",
+        )?)),
+        Some(EzcaAuth::Env(name)) => Arc::new(StaticToken::new(env_secret(
+            name,
+            "an Azure AD token for EZCA is needed",
+        )?)),
+        Some(EzcaAuth::File(path)) => provider(Flow::File(path.clone()))?,
+        Some(EzcaAuth::ClientSecret {
+            tenant,
+            client_id,
+            secret_env,
+            authority_host,
+        }) => {
+            let host = authority_host
+                .as_deref()
+                .unwrap_or("https://login.microsoftonline.com");
+            provider(Flow::ClientSecret {
+                token_url: token_url(host, tenant),
+                client_id: client_id.clone(),
+                secret: env_secret(secret_env, "the EZCA app's client secret is needed")?,
+            })?
+        }
+        Some(EzcaAuth::WorkloadIdentity {}) => {
+            Arc::new(Provider::workload_identity_from_env(EZCA_SCOPE)?)
+        }
+        Some(EzcaAuth::ManagedIdentity {
+            client_id,
+            endpoint,
+        }) => {
+            // App Service and Functions publish their own endpoint and header; VMs use IMDS.
+            let app_service = std::env::var("IDENTITY_ENDPOINT")
+                .ok()
+                .zip(std::env::var("IDENTITY_HEADER").ok());
+            let (endpoint, header) = match (endpoint, app_service) {
+                (Some(e), _) => (e.clone(), None),
+                (None, Some((e, h))) => (e, Some(("X-IDENTITY-HEADER".to_string(), h))),
+                (None, None) => (
+                    "http://169.254.169.254/metadata/identity/oauth2/token".to_string(),
+                    None,
+                ),
+            };
+            provider(Flow::ManagedIdentity {
+                endpoint,
+                header,
+                client_id: client_id.clone(),
+            })?
+        }
+        Some(EzcaAuth::AzureCli {}) => provider(Flow::AzureCli {
+            program: "az".into(),
+        })?,
+    })
+}
+
 fn env_secret(name: &str, what: &str) -> Result<String, FleetError> {
     std::env::var(name)
         .ok()
@@ -167,20 +229,12 @@ async fn remote(
     target: &RemoteTarget,
     recorder: Arc<Recorder>,
 ) -> Result<Resolved, FleetError> {
-    let token = env_secret(
-        &target.ezca.token_env,
-        "an Azure AD token for EZCA is needed",
-    )?;
+    let token_source = ezca_tokens(&target.ezca)?;
     let ezca_roots = match &target.ezca.trust_pem {
         Some(p) => read_pem_roots(p)?,
         None => Vec::new(),
     };
-    let client = EzcaClient::new(
-        &target.ezca.url,
-        Arc::new(StaticToken::new(token)),
-        &ezca_roots,
-        false,
-    )?;
+    let client = EzcaClient::new(&target.ezca.url, token_source, &ezca_roots, false)?;
     let mut ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
     ca.renewal = scenario.certificate.renewal.value;
 

@@ -209,12 +209,46 @@ pub struct RemoteEzca {
     /// The SSL CA to request from; when absent, the only one `GetAvailableSSLCAs` returns.
     #[serde(default)]
     pub ca_id: Option<String>,
-    /// Environment variable that holds an Azure AD access token for EZCA.
+    /// Environment variable that holds an Azure AD access token for EZCA (when `auth` is absent).
     #[serde(default = "default_ezca_token_env")]
     pub token_env: String,
+    /// Where Azure AD tokens for EZCA come from, instead of `token_env`.
+    #[serde(default)]
+    pub auth: Option<EzcaAuth>,
     /// Extra PEM roots to trust for the CA's TLS (for a self-hosted or emulated EZCA).
     #[serde(default)]
     pub trust_pem: Option<PathBuf>,
+}
+
+/// Azure AD token sources for the real EZCA (scope `https://management.core.windows.net/.default`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum EzcaAuth {
+    /// A token in this environment variable.
+    Env(String),
+    /// A token in this file, re-read when it nears expiry (a mounted secret).
+    File(PathBuf),
+    /// An app registration's client secret (client-credentials grant).
+    ClientSecret {
+        tenant: String,
+        client_id: String,
+        /// Environment variable holding the secret.
+        secret_env: String,
+        #[serde(default)]
+        authority_host: Option<String>,
+    },
+    /// Kubernetes workload identity, from the variables its webhook sets.
+    WorkloadIdentity {},
+    /// The VM's or app's managed identity.
+    ManagedIdentity {
+        #[serde(default)]
+        client_id: Option<String>,
+        /// Token endpoint (defaults: `IDENTITY_ENDPOINT`, else the instance metadata service).
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+    /// `az account get-access-token`.
+    AzureCli {},
 }
 
 fn default_ezca_token_env() -> String {
