@@ -265,3 +265,84 @@ fn openssl(args: &[&str], stdin: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
 }
+
+#[tokio::test]
+async fn the_served_crl_lists_revoked_serials_and_openssl_refuses_them() {
+    let e = common::start_emulators(Clock::real()).await;
+    let ca = common::ezca(&e).await;
+    let key = DeviceKey::generate(KeyKind::P256).unwrap();
+    ca.register_domain("crl-1").await.unwrap();
+    let issued = ca
+        .issue("crl-1", key.csr_pem("crl-1").unwrap(), 10)
+        .await
+        .unwrap();
+    let leaf_pem = cert_to_pem(&issued.chain[0]);
+    let text = openssl(&["x509", "-noout", "-text"], &leaf_pem);
+    let crl_url = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("URI:").filter(|u| u.ends_with(".crl")))
+        .unwrap_or_else(|| panic!("no CRL distribution point in\n{text}"))
+        .to_string();
+    ca.client
+        .revoke_certificate_v2(&ca.ca, &sha1_thumbprint(&issued.chain[0]))
+        .await
+        .unwrap();
+
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_der(&e.tls_root).unwrap()])
+        .build()
+        .unwrap();
+    let crl = http
+        .get(&crl_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("fleetsim-crl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("crl.der"), &crl).unwrap();
+    std::fs::write(dir.join("root.pem"), cert_to_pem(&e.ca.root_der())).unwrap();
+    std::fs::write(dir.join("issuing.pem"), cert_to_pem(&issued.chain[1])).unwrap();
+    std::fs::write(dir.join("leaf.pem"), &leaf_pem).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, listing) = run(&["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"]);
+    assert!(ok, "{listing}");
+    let serial = CertInfo::parse(&issued.chain[0])
+        .unwrap()
+        .serial_hex
+        .to_uppercase();
+    assert!(
+        listing.to_uppercase().replace(':', "").contains(&serial),
+        "serial {serial} not in\n{listing}"
+    );
+    let (ok, said) = run(&["crl", "-inform", "DER", "-in", "crl.der", "-out", "crl.pem"]);
+    assert!(ok, "{said}");
+    let (ok, said) = run(&[
+        "verify",
+        "-crl_check",
+        "-CRLfile",
+        "crl.pem",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "issuing.pem",
+        "leaf.pem",
+    ]);
+    assert!(!ok && said.contains("certificate revoked"), "{said}");
+    std::fs::remove_dir_all(&dir).ok();
+    e.shutdown().await;
+}

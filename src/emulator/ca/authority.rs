@@ -43,6 +43,8 @@ pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
     /// Where the issuing CA's certificate is served, written into each leaf's AIA extension.
     ca_issuers_url: String,
+    /// Where this CA's CRL is served, written into each leaf's CRL distribution points.
+    pub crl_url: String,
     clock: Clock,
 }
 
@@ -89,6 +91,7 @@ impl Authority {
         let ca_id = uuid::Uuid::new_v4().to_string();
         Ok(Self {
             ca_issuers_url: format!("{public_base}certs/{ca_id}.cer"),
+            crl_url: format!("{public_base}crl/{ca_id}.crl"),
             ca_id,
             template_id: uuid::Uuid::new_v4().to_string(),
             friendly_name: name.to_string(),
@@ -140,6 +143,9 @@ impl Authority {
         serial[0] &= 0x7f;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         params.custom_extensions = vec![aia_extension(&self.ca_issuers_url)];
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec![self.crl_url.clone()],
+        }];
 
         let signed = CertificateSigningRequestParams {
             params,
@@ -179,6 +185,35 @@ fn other_san(v: &crate::ezca::models::SubjectAltValue) -> Result<SanType, Refusa
             .map(SanType::IpAddress)
             .map_err(|_| invalid()),
         other => Err(refuse(format!("SubjectAltType {other} is not supported"))),
+    }
+}
+
+impl Authority {
+    /// A CRL listing `revoked` (serial bytes, revocation time), valid for a day of real time,
+    /// DER-encoded and signed by the issuing CA.
+    pub fn crl(
+        &self,
+        revoked: &[(Vec<u8>, time::OffsetDateTime)],
+        number: u64,
+    ) -> Result<Vec<u8>, rcgen::Error> {
+        let now = time::OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + Duration::from_secs(86_400),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|(serial, at)| rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: *at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.der().to_vec())
     }
 }
 

@@ -4,7 +4,8 @@
 //! certificate served at the AIA URL written into every leaf.
 //!
 //! State lives in memory: domains with their owners and requesters, and every certificate issued
-//! (by upper-case SHA-1 thumbprint), so tests can check what was issued.
+//! (by upper-case SHA-1 thumbprint), so tests can check what was issued. Revocations are listed in
+//! a CRL served at the distribution point written into every leaf.
 
 mod authority;
 pub mod capacity;
@@ -60,17 +61,28 @@ pub(crate) struct CaState {
     /// `jti`s of certificate-JWTs already used, with their expiry, to refuse replays.
     pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
     pub(crate) capacity: capacity::Capacity,
+    /// Serial and time of every revocation, for the CRL.
+    pub(crate) revocations: Mutex<Vec<(Vec<u8>, time::OffsetDateTime)>>,
 }
 
 fn revoke(state: &CaState, thumbprint: &str) -> bool {
     let mut issued = state.issued.lock().unwrap_or_else(|p| p.into_inner());
-    match issued.get_mut(&thumbprint.to_ascii_uppercase()) {
-        Some(r) => {
-            r.revoked = true;
-            true
+    let Some(record) = issued.get_mut(&thumbprint.to_ascii_uppercase()) else {
+        return false;
+    };
+    if !record.revoked {
+        record.revoked = true;
+        if let Some(serial) = serial_bytes(&record.der) {
+            let mut revocations = state.revocations.lock().unwrap_or_else(|p| p.into_inner());
+            revocations.push((serial, time::OffsetDateTime::now_utc()));
         }
-        None => false,
     }
+    true
+}
+
+fn serial_bytes(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.tbs_certificate.raw_serial().to_vec())
 }
 
 /// A running (or ready to run) CA emulator. Cheap to clone.
@@ -101,6 +113,7 @@ impl CaEmulator {
                 issued: Mutex::new(HashMap::new()),
                 seen_jti: Mutex::new(HashMap::new()),
                 capacity: capacity::Capacity::new(config.capacity),
+                revocations: Mutex::new(Vec::new()),
             }),
             url,
         })

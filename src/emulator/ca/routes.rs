@@ -25,7 +25,7 @@ async fn dispatch(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_ascii_lowercase();
-    if method == Method::GET && path.starts_with("/certs/") {
+    if method == Method::GET && (path.starts_with("/certs/") || path.starts_with("/crl/")) {
         return ca_certificate(&state, &path);
     }
     let auth = headers
@@ -219,6 +219,17 @@ fn register_domain(
 
 fn ca_certificate(state: &CaState, path: &str) -> Response {
     let a = &state.authority;
+    if path == format!("/crl/{}.crl", a.ca_id.to_ascii_lowercase()) {
+        let revoked = state
+            .revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        return match a.crl(&revoked, revoked.len() as u64 + 1) {
+            Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Error: {e}")).into_response(),
+        };
+    }
     if path == format!("/certs/{}.cer", a.ca_id.to_ascii_lowercase()) {
         return (
             [(header::CONTENT_TYPE, "application/pkix-cert")],
