@@ -265,6 +265,7 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         clock,
         max_cert_life_days: args.max_cert_life_days,
         capacity: Default::default(),
+        allowed_domains: Vec::new(),
     };
     let hub = HubConfig {
         host_name: args.hub_host.clone(),

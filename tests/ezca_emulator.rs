@@ -100,3 +100,34 @@ async fn only_owners_of_a_domain_may_request_for_it() {
     assert!(too_long.is_err());
     e.shutdown().await;
 }
+
+#[tokio::test]
+async fn domain_restrictions_limit_what_can_be_registered() {
+    use fleetsim::emulator::{CaConfig, Emulators, HubConfig};
+    let ca_config = CaConfig {
+        clock: Clock::real(),
+        max_cert_life_days: 30,
+        capacity: Default::default(),
+        allowed_domains: vec!["devices.contoso.com".into()],
+    };
+    let e = Emulators::start([127, 0, 0, 1].into(), &ca_config, &HubConfig::default())
+        .await
+        .unwrap();
+    let ca = common::ezca(&e).await;
+    assert_eq!(
+        ca.ca.domain_restrictions.as_deref(),
+        Some("Restricted to: devices.contoso.com")
+    );
+    ca.register_domain("sensor-1.devices.contoso.com")
+        .await
+        .expect("under the allowed name");
+    match ca
+        .client
+        .register_new_domain(&ca.ca, "sensor-1.fabrikam.com", &ca.owner)
+        .await
+    {
+        Err(EzcaError::Refused(m)) => assert!(m.contains("domain restrictions"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    e.shutdown().await;
+}

@@ -62,6 +62,7 @@ async fn embedded(
         clock,
         max_cert_life_days: target.ca.max_cert_life_days,
         capacity: capacity_of(&target.ca),
+        allowed_domains: target.ca.allowed_domains.clone(),
     };
     let hub = &target.hub;
     let limits = match hub.sku {

@@ -115,6 +115,10 @@ pub struct EmbeddedCa {
     /// Share of issuance requests that fail with 503.
     #[serde(default)]
     pub error_rate: Option<Percent>,
+    /// DomainRestrictions: names that may be registered (a name or any name under it); all
+    /// when empty.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -133,6 +137,7 @@ impl Default for EmbeddedCa {
             concurrency: None,
             latency: None,
             error_rate: None,
+            allowed_domains: Vec::new(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub async fn start_emulators_with(clock: Clock, hub: HubConfig) -> Emulators {
         clock,
         max_cert_life_days: 30,
         capacity: Default::default(),
+        allowed_domains: Vec::new(),
     };
     let hub = HubConfig {
         host_name: HUB_HOST.into(),

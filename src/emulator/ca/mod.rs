@@ -33,6 +33,9 @@ pub struct CaConfig {
     pub max_cert_life_days: u32,
     /// How fast the CA issues (unlimited by default).
     pub capacity: capacity::CapacityConfig,
+    /// The CA's DomainRestrictions: names that may be registered (a name or any name under it);
+    /// empty allows all.
+    pub allowed_domains: Vec<String>,
 }
 
 /// A domain registered with `RegisterNewDomain`.
@@ -61,6 +64,7 @@ pub(crate) struct CaState {
     /// `jti`s of certificate-JWTs already used, with their expiry, to refuse replays.
     pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
     pub(crate) capacity: capacity::Capacity,
+    pub(crate) allowed_domains: Vec<String>,
     /// Serial and time of every revocation, for the CRL.
     pub(crate) revocations: Mutex<Vec<(Vec<u8>, time::OffsetDateTime)>>,
 }
@@ -114,6 +118,11 @@ impl CaEmulator {
                 seen_jti: Mutex::new(HashMap::new()),
                 capacity: capacity::Capacity::new(config.capacity),
                 revocations: Mutex::new(Vec::new()),
+                allowed_domains: config
+                    .allowed_domains
+                    .iter()
+                    .map(|d| d.trim().to_ascii_lowercase())
+                    .collect(),
             }),
             url,
         })

@@ -157,7 +157,10 @@ fn available_ca(state: &CaState) -> AvailableCa {
         template_id: Some(a.template_id.clone()),
         key_usage: Some("Digital Signature, Key Encipherment".into()),
         max_cert_life_days: i64::from(a.max_cert_life_days),
-        domain_restrictions: Some("All domains allowed".into()),
+        domain_restrictions: Some(match state.allowed_domains.is_empty() {
+            true => "All domains allowed".into(),
+            false => format!("Restricted to: {}", state.allowed_domains.join(", ")),
+        }),
         key_type: Some("EC P256".into()),
         hashing: Some("SHA256".into()),
     }
@@ -192,6 +195,16 @@ fn register_domain(
         .to_ascii_lowercase();
     if domain.is_empty() {
         return Err("Domain is required".into());
+    }
+    let allowed = state.allowed_domains.is_empty()
+        || state
+            .allowed_domains
+            .iter()
+            .any(|a| domain == *a || domain.ends_with(&format!(".{a}")));
+    if !allowed {
+        return Err(format!(
+            "Domain {domain} is not allowed by this CA's domain restrictions"
+        ));
     }
     let mut domains = state.domains.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(existing) = domains.get(&domain) {
