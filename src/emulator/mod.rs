@@ -2,8 +2,11 @@
 //! `reference/`. They listen on loopback by default and share nothing with the device side except
 //! protocol models and `crypto`.
 //!
-//! [`Emulators::start`] starts both on ephemeral loopback ports for an embedded run; tests and
-//! `fleetsim emulate` can also start each server on a listener of their own.
+//! [`Emulators::start`] starts both on ephemeral loopback ports for an embedded run;
+//! [`Emulators::start_on`] on chosen addresses ([`standalone`] is `fleetsim emulate`). Shared
+//! pieces: [`tls`] (server PKI and the HTTPS accept loop), [`token`] (Azure AD stand-in tokens) and
+//! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the hub's
+//! throttles).
 
 pub mod ca;
 pub mod gcra;

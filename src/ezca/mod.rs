@@ -1,6 +1,7 @@
-//! The EZCA side of the wire as a client sees it: request models ([`models`]) and an HTTP client
-//! ([`Client`]) for the endpoints the IoT samples call. Tokens are supplied by a [`TokenSource`]
-//! and never logged.
+//! The EZCA side of the wire as a client sees it: request models ([`models`], exact JSON names),
+//! an HTTP client ([`Client`]) with one method per endpoint the IoT samples and official clients
+//! call (the certificate-JWT ones in `certauth`), and Azure AD token sources ([`aad`]). Tokens are
+//! never logged.
 
 pub mod aad;
 mod certauth;
