@@ -217,9 +217,7 @@ where
                     recorder.error(Phase::MqttPublish, &e.kind);
                     self.report.messages_failed += 1;
                     self.set_state(DeviceState::Connecting);
-                    session = self
-                        .connect(Phase::MqttReconnect, &key, &self.last_issued()?)
-                        .await?;
+                    session = self.connect(Phase::MqttReconnect, &key, &current).await?;
                     self.set_state(DeviceState::Online);
                 }
             }
@@ -229,20 +227,6 @@ where
         Ok(())
     }
 
-    fn last_issued(&self) -> Result<Issued, Stop> {
-        let info = self
-            .report
-            .chain
-            .first()
-            .and_then(|c| crate::crypto::CertInfo::parse(c).ok())
-            .ok_or(Stop::Stopped)?;
-        Ok(Issued {
-            chain: self.report.chain.clone(),
-            info,
-        })
-    }
-
-    /// A fresh key and a certificate for it (first enrolment or renewal).
     /// A fresh key and a certificate for it: the first enrolment (`previous` is `None`) or a
     /// renewal of the certificate `previous` holds, which the CA may authenticate with.
     async fn enrol(
