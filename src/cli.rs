@@ -33,9 +33,11 @@ pub enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Run the EZCA and IoT Hub emulators standalone, for `fleetsim run` processes with a remote
-    /// target and for other tools. Writes the trust bundle, a test token, the hub's connection
-    /// string and a ready `target:` block into --dir, then serves until Ctrl-C.
+    /// Run the EZCA and IoT Hub emulators standalone.
+    ///
+    /// For `fleetsim run` processes with a remote target and for other tools: writes the trust
+    /// bundle, test tokens, the hub's connection string and a ready `target:` block into --dir,
+    /// then serves until Ctrl-C.
     Emulate(EmulateArgs),
     /// Check scenario files and report every problem with file:line:column.
     Validate {
