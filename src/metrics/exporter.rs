@@ -5,7 +5,7 @@
 //! `_sum`, `_count`) whose cumulative bucket counts are read from the merged HDR histograms at
 //! the fixed bounds of [`BUCKETS_SECONDS`]. A value is counted in a bucket only when the whole HDR
 //! bucket holding it is at or below the bound, so counts are exact to the HDR precision (0.1%);
-//! `_sum` is count × mean of the HDR histogram, within the same 0.1%.
+//! `_sum` adds each HDR bucket's middle value × its count, within the same 0.1%.
 //!
 //! Other samples (the embedded emulators' counters) come from a [`SampleSource`] the caller
 //! plugs in, so this module needs nothing but the recorder (DESIGN.md: metrics uses only clock).
@@ -171,7 +171,10 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
         .map(|s| (s * 1_000_000.0).round() as u64)
         .collect();
     let mut counts = vec![0u64; bounds_us.len()];
+    let mut sum_us = 0u128;
     for v in h.iter_recorded() {
+        sum_us +=
+            u128::from(h.median_equivalent(v.value_iterated_to())) * u128::from(v.count_at_value());
         // The highest value the HDR bucket may stand for: never count a value below a bound
         // it might exceed.
         let top = h.highest_equivalent(v.value_iterated_to());
@@ -190,7 +193,8 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
     }
     let count = h.len();
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-    let sum_seconds = h.mean() * count as f64 / 1_000_000.0;
+    // Whole microseconds divided once, so the text shows no float noise (0.012794, not …98).
+    let sum_seconds = sum_us as f64 / 1_000_000.0;
     let _ = writeln!(out, "{name}_sum{{{labels}}} {}", number(sum_seconds));
     let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
