@@ -32,6 +32,9 @@ pub enum Command {
         /// No progress lines while running.
         #[arg(long, short)]
         quiet: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics while running (e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Run the EZCA and IoT Hub emulators standalone.
     ///
@@ -112,7 +115,8 @@ pub async fn main(cli: Cli) -> ExitCode {
             scenario,
             report,
             quiet,
-        } => match run(&scenario, &report, !quiet).await {
+            metrics_addr,
+        } => match run(&scenario, &report, !quiet, metrics_addr).await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -152,8 +156,13 @@ pub async fn run(
     scenario_path: &Path,
     report_path: &Path,
     progress: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(std::sync::Arc::new(bind_metrics(addr)?)),
+        None => None,
+    };
     eprintln!(
         "fleetsim: running {} ({} devices at {:.1}/s for {:.0} s)",
         scenario.name,
@@ -170,6 +179,7 @@ pub async fn run(
     let options = RunOptions {
         progress,
         interval_log: Some(report::hlog::hlog_path(report_path)),
+        metrics_listener,
     };
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());
@@ -184,6 +194,23 @@ pub async fn run(
         html_path.display()
     );
     Ok(threshold_verdict(&outcome.report))
+}
+
+/// Binds the `/metrics` listener before the run starts, so a taken port fails fast.
+fn bind_metrics(addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use anyhow::Context;
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "fleetsim: warning: serving metrics on {addr} (not loopback); anyone who can reach it can read them"
+        );
+    }
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("--metrics-addr {addr}"))?;
+    eprintln!(
+        "fleetsim: Prometheus metrics at http://{}/metrics",
+        listener.local_addr()?
+    );
+    Ok(listener)
 }
 
 /// Merges the reports named by `inputs`, prints the result and writes it to `out` if given.

@@ -216,6 +216,7 @@ where
                     );
                     recorder.error(Phase::MqttPublish, &e.kind);
                     self.report.messages_failed += 1;
+                    recorder.message_failed();
                     self.set_state(DeviceState::Connecting);
                     session = self.connect(Phase::MqttReconnect, &key, &current).await?;
                     self.set_state(DeviceState::Online);

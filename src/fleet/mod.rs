@@ -3,6 +3,7 @@
 //! end or on the shutdown signal, e.g. Ctrl-C) and build the report.
 
 mod bulk;
+mod prometheus;
 pub mod target;
 
 use std::future::Future;
@@ -42,6 +43,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Write the interval log (`.hlog`) here, every `report.interval` of the scenario.
     pub interval_log: Option<PathBuf>,
+    /// Serve Prometheus `/metrics` on this bound listener for the life of the run (the caller
+    /// binds it, so tests can use port 0 and learn the address first).
+    pub metrics_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 /// Everything a run produced. The embedded emulators have stopped serving, but their state can
@@ -95,6 +99,24 @@ pub async fn run(
     let specs = device_specs(scenario);
     let planned = specs.len() as u64;
     let stop = CancellationToken::new();
+    let metrics_stop = CancellationToken::new();
+    // Stops the endpoint on every way out, early errors included.
+    let metrics_guard = metrics_stop.clone().drop_guard();
+    let metrics_task = match &options.metrics_listener {
+        Some(listener) => {
+            let emulators = resolved
+                .emulators
+                .as_ref()
+                .map(|e| (e.ca.clone(), e.hub.clone()));
+            Some(prometheus::start(
+                listener,
+                recorder.clone(),
+                emulators,
+                &metrics_stop,
+            )?)
+        }
+        None => None,
+    };
     if scenario.fleet.registration == Registration::Bulk {
         let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
         if options.progress {
@@ -182,6 +204,10 @@ pub async fn run(
         devices.abort_all();
     }
     let wall = start.elapsed().as_secs_f64();
+    drop(metrics_guard);
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
 
     let (ca, hub) = match resolved.emulators {
         Some(e) => {

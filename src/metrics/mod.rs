@@ -9,7 +9,10 @@
 //! Every histogram covers **1 µs to 1 h** (values outside are clamped to the bounds) at **3
 //! significant figures** (a recorded value is within 0.1% of the true one). One set per process
 //! shard of the recorder, never per device: see [`Recorder`] for how writers avoid a shared lock.
+//!
+//! [`exporter`] serves all of it to Prometheus at `/metrics`.
 
+pub mod exporter;
 mod recorder;
 
 pub use recorder::{HIGHEST_US, LOWEST_US, Recorder, SIGFIG, Snapshot, new_histogram};

@@ -87,6 +87,7 @@ pub struct Recorder {
     shards: Box<[Shard]>,
     messages_sent: AtomicU64,
     messages_acked: AtomicU64,
+    messages_failed: AtomicU64,
     states: [AtomicI64; DeviceState::ALL.len()],
 }
 
@@ -123,6 +124,7 @@ impl Recorder {
                 .collect(),
             messages_sent: AtomicU64::new(0),
             messages_acked: AtomicU64::new(0),
+            messages_failed: AtomicU64::new(0),
             states: Default::default(),
         }
     }
@@ -184,6 +186,11 @@ impl Recorder {
         self.messages_acked.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a telemetry message that was not delivered (publish error or missing PUBACK).
+    pub fn message_failed(&self) {
+        self.messages_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Moves one device from `from` to `to` (pass `None` for a device that just appeared).
     pub fn transition(&self, from: Option<DeviceState>, to: DeviceState) {
         if let Some(from) = from {
@@ -219,6 +226,7 @@ impl Recorder {
             uncorrected: keyed(uncorrected),
             messages_sent: self.messages_sent.load(Ordering::Relaxed),
             messages_acked: self.messages_acked.load(Ordering::Relaxed),
+            messages_failed: self.messages_failed.load(Ordering::Relaxed),
             errors,
             devices,
         }
@@ -261,6 +269,8 @@ pub struct Snapshot {
     pub uncorrected: BTreeMap<(Phase, Outcome), Histogram<u64>>,
     pub messages_sent: u64,
     pub messages_acked: u64,
+    /// Telemetry messages whose publish failed.
+    pub messages_failed: u64,
     /// `phase/kind` → count.
     pub errors: BTreeMap<String, u64>,
     /// Device-state gauges.

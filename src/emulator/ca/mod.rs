@@ -174,6 +174,15 @@ impl CaEmulator {
             .collect()
     }
 
+    /// How many certificates have been issued (renewals included), without copying them.
+    pub fn issued_count(&self) -> usize {
+        self.state
+            .issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Marks a certificate (by SHA-1 thumbprint, any case) revoked; false if unknown.
     pub fn revoke(&self, thumbprint: &str) -> bool {
         revoke(&self.state, thumbprint)
