@@ -1,0 +1,237 @@
+//! Where a scenario's devices enrol and connect: the embedded emulators (with their capacity and
+//! throttling settings) or real services (with where their credentials come from).
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Percent, Rate, Sku, Span};
+
+/// Where the devices enrol and connect.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    /// The EZCA and IoT Hub emulators, started in-process on loopback.
+    Embedded(EmbeddedTarget),
+    /// Real services (or emulators started with `fleetsim emulate`).
+    Remote(RemoteTarget),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedTarget {
+    #[serde(default)]
+    pub ca: EmbeddedCa,
+    #[serde(default)]
+    pub hub: EmbeddedHub,
+}
+
+/// The embedded EZCA emulator.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedCa {
+    /// The CA's `MaxCertLifeDays`.
+    #[serde(default = "default_max_cert_life_days")]
+    pub max_cert_life_days: u32,
+    /// Capacity model: issuances admitted per unit of time (unlimited when absent).
+    #[serde(default)]
+    pub issuance_rate: Option<Rate>,
+    /// How long a request over `issuance_rate` may wait for its slot before a 429.
+    #[serde(default = "default_ca_queue")]
+    pub queue: Span,
+    /// Signings in progress at once (unlimited when absent).
+    #[serde(default)]
+    pub concurrency: Option<NonZeroU32>,
+    /// Service time of one issuance (log-normal with this median and p99).
+    #[serde(default)]
+    pub latency: Option<LatencyModel>,
+    /// Share of issuance requests that fail with 503.
+    #[serde(default)]
+    pub error_rate: Option<Percent>,
+    /// DomainRestrictions: names that may be registered (a name or any name under it); all
+    /// when empty.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyModel {
+    pub p50: Span,
+    pub p99: Span,
+}
+
+impl Default for EmbeddedCa {
+    fn default() -> Self {
+        Self {
+            max_cert_life_days: default_max_cert_life_days(),
+            issuance_rate: None,
+            queue: default_ca_queue(),
+            concurrency: None,
+            latency: None,
+            error_rate: None,
+            allowed_domains: Vec::new(),
+        }
+    }
+}
+
+fn default_ca_queue() -> Span {
+    Span(std::time::Duration::from_secs(1))
+}
+
+/// The embedded IoT Hub emulator.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedHub {
+    /// The hub's host name as devices put it in their MQTT username.
+    #[serde(default = "default_hub_host")]
+    pub host: String,
+    /// Throttles and daily quota of this tier (reference §5); unlimited when absent.
+    #[serde(default)]
+    pub sku: Option<Sku>,
+    #[serde(default = "default_units")]
+    pub units: NonZeroU32,
+    /// How long the hub holds back a request over its throttle (delayed CONNACK, PUBACK or
+    /// response) before it refuses it instead.
+    #[serde(default = "default_shaping")]
+    pub shaping: Span,
+    /// CONNACK code for a disabled device: 3 (observed) or 5 (newer docs).
+    #[serde(default = "default_disabled_connack")]
+    pub disabled_connack: u8,
+    /// Extra CA certificates (PEM files) to upload to the hub's trust, besides the embedded CA.
+    #[serde(default)]
+    pub trusted_cas: Vec<PathBuf>,
+}
+
+impl Default for EmbeddedHub {
+    fn default() -> Self {
+        Self {
+            host: default_hub_host(),
+            sku: None,
+            units: default_units(),
+            shaping: default_shaping(),
+            disabled_connack: default_disabled_connack(),
+            trusted_cas: Vec::new(),
+        }
+    }
+}
+
+fn default_hub_host() -> String {
+    "fleetsim-hub.azure-devices.net".into()
+}
+fn default_max_cert_life_days() -> u32 {
+    397
+}
+fn default_units() -> NonZeroU32 {
+    NonZeroU32::MIN
+}
+fn default_shaping() -> Span {
+    Span(std::time::Duration::from_millis(500))
+}
+fn default_disabled_connack() -> u8 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteTarget {
+    pub ezca: RemoteEzca,
+    pub iothub: RemoteHub,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteEzca {
+    /// Base URL, e.g. `https://portal.ezca.io/`.
+    pub url: String,
+    /// The SSL CA to request from; when absent, the only one `GetAvailableSSLCAs` returns.
+    #[serde(default)]
+    pub ca_id: Option<String>,
+    /// Environment variable that holds an Azure AD access token for EZCA (when `auth` is absent).
+    #[serde(default = "default_ezca_token_env")]
+    pub token_env: String,
+    /// Where Azure AD tokens for EZCA come from, instead of `token_env`.
+    #[serde(default)]
+    pub auth: Option<EzcaAuth>,
+    /// Extra PEM roots to trust for the CA's TLS (for a self-hosted or emulated EZCA).
+    #[serde(default)]
+    pub trust_pem: Option<PathBuf>,
+}
+
+/// Azure AD token sources for the real EZCA (scope `https://management.core.windows.net/.default`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum EzcaAuth {
+    /// A token in this environment variable.
+    Env(String),
+    /// A token in this file, re-read when it nears expiry (a mounted secret).
+    File(PathBuf),
+    /// An app registration's client secret (client-credentials grant).
+    ClientSecret {
+        tenant: String,
+        client_id: String,
+        /// Environment variable holding the secret.
+        secret_env: String,
+        #[serde(default)]
+        authority_host: Option<String>,
+    },
+    /// Kubernetes workload identity, from the variables its webhook sets.
+    WorkloadIdentity {},
+    /// The VM's or app's managed identity.
+    ManagedIdentity {
+        #[serde(default)]
+        client_id: Option<String>,
+        /// Token endpoint (defaults: `IDENTITY_ENDPOINT`, else the instance metadata service).
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+    /// `az account get-access-token`.
+    AzureCli {},
+}
+
+fn default_ezca_token_env() -> String {
+    "EZCA_TOKEN".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteHub {
+    /// Environment variable holding the hub's service connection string
+    /// (`HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`).
+    #[serde(default = "default_hub_conn_env")]
+    pub connection_string_env: String,
+    /// Instead of a connection string: an environment variable holding an Azure AD access token
+    /// for the registry (scope `https://iothubs.azure.net/.default`); `host` is then required.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The hub's host name (`myhub.azure-devices.net`) when authorising with `token_env`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Address devices connect to instead of the connection string's HostName (a private
+    /// endpoint, or `fleetsim emulate`); HostName still goes in usernames and SAS tokens.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// MQTT port (8883 on Azure).
+    #[serde(default = "default_mqtt_port")]
+    pub mqtt_port: u16,
+    /// MQTT-over-WebSocket port (443 on Azure), used with `fleet.transport: websocket`.
+    #[serde(default = "default_websocket_port")]
+    pub websocket_port: u16,
+    /// Registry REST base URL; defaults to `https://{HostName}`.
+    #[serde(default)]
+    pub registry_url: Option<String>,
+    /// Extra PEM roots to trust for the hub's TLS (Azure's roots are built in).
+    #[serde(default)]
+    pub trust_pem: Option<PathBuf>,
+}
+
+fn default_hub_conn_env() -> String {
+    "IOTHUB_CONNECTION_STRING".into()
+}
+fn default_mqtt_port() -> u16 {
+    8883
+}
+fn default_websocket_port() -> u16 {
+    443
+}
