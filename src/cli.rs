@@ -303,6 +303,9 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     };
     let ready = |w: &crate::emulator::standalone::Written| {
         println!("EZCA:              {}", w.ca_url);
+        for (label, id) in &w.ca_ids {
+            println!("  {label:<5} issuing CA: {id}");
+        }
         println!(
             "IoT Hub MQTT:      mqtts://{}  (host name {})",
             w.hub_mqtt, w.hub_host

@@ -40,3 +40,47 @@ async fn a_burst_over_capacity_queues_throttles_and_still_enrols_everyone() {
         issue_ok.latency.p90_ms
     );
 }
+
+/// EZCA's official clients retry 408/5xx by themselves (2/4/8 s); fleetsim's client does the
+/// same with the scenario's delays, and every retry is counted in the report, so a CA that only
+/// succeeds on a second try is visible. With `client_retry: []` the device's own backoff takes
+/// over and each 503 is an error of the phase instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_retries_of_503s_are_counted_and_can_be_turned_off() {
+    for (retry, expect_retries) in [("[50ms, 100ms, 200ms]", true), ("[]", false)] {
+        let text = format!(
+            "name: retries\nduration: 8s\ntarget:\n  embedded:\n    ca:\n      error_rate: 30%\n      client_retry: {retry}\nfleet:\n  devices: 40\n  arrival_rate: 100/s\ntelemetry:\n  interval: 5s\n"
+        );
+        let scenario = fleetsim::scenario::parse(&text, Path::new("retries.yaml")).unwrap();
+        let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
+            .await
+            .unwrap();
+        let r = &outcome.report;
+        assert_eq!(r.devices.enrolled, 40, "{retry}: {:?}", r.errors);
+        let retried: u64 = r
+            .retries
+            .iter()
+            .filter(|(k, _)| k.starts_with("ezca/") && k.ends_with("/http_503"))
+            .map(|(_, n)| n)
+            .sum();
+        let issue_503s = r.errors.get("ca.issue/http_503").copied().unwrap_or(0)
+            + r.errors
+                .get("ca.register_domain/http_503")
+                .copied()
+                .unwrap_or(0);
+        if expect_retries {
+            assert!(retried > 0, "{retry}: retries {:?}", r.retries);
+            assert!(
+                r.to_text().contains("client retries"),
+                "the text report lists them"
+            );
+        } else {
+            assert_eq!(retried, 0, "{retry}: {:?}", r.retries);
+            assert!(
+                issue_503s > 0,
+                "{retry}: 503s reach the device: {:?}",
+                r.errors
+            );
+        }
+    }
+}

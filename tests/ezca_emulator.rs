@@ -71,10 +71,12 @@ async fn only_owners_of_a_domain_may_request_for_it() {
 
     // Someone else can neither take over the domain nor request a certificate for it.
     let token = e.ca.mint_token("someone-else", "x@example.invalid", 600);
-    let intruder =
-        fleetsim::device::adapters::EzcaCa::discover(common::ezca_client(&e, &token), None)
-            .await
-            .unwrap();
+    let intruder = fleetsim::device::adapters::EzcaCa::discover(
+        common::ezca_client(&e, &token),
+        common::ecdsa_ca(&e).as_deref(),
+    )
+    .await
+    .unwrap();
     let taken = intruder
         .client
         .register_new_domain(&intruder.ca, "device-1", &intruder.owner)

@@ -10,6 +10,8 @@ use fleetsim::crypto::{
     CertInfo, DeviceKey, KeyKind, cert_to_pem, certs_from_pem, sha1_thumbprint,
 };
 use fleetsim::device::CertificateAuthority;
+use fleetsim::device::adapters::EzcaCa;
+use fleetsim::emulator::ca::IssuingKey;
 use fleetsim::ezca::EzcaError;
 use fleetsim::ezca::models::{
     CertificateCreateRequest, CertificateCreateRequestV2, SAN_DNS, SAN_EMAIL, SAN_IP,
@@ -116,10 +118,12 @@ async fn full_chain_v2_domains_and_admin_revoke() {
     domains.sort();
     assert_eq!(domains, ["full-1", "v2-1"]);
     let token = e.ca.mint_token("stranger", "s@example.invalid", 600);
-    let stranger =
-        fleetsim::device::adapters::EzcaCa::discover(common::ezca_client(&e, &token), None)
-            .await
-            .unwrap();
+    let stranger = fleetsim::device::adapters::EzcaCa::discover(
+        common::ezca_client(&e, &token),
+        common::ecdsa_ca(&e).as_deref(),
+    )
+    .await
+    .unwrap();
     assert!(stranger.client.get_my_domains().await.unwrap().is_empty());
 
     // RevokeCertificateV2 by (lower-case) thumbprint: only the domain's owner may.
@@ -200,53 +204,178 @@ async fn certificate_authenticated_renew_v3_legacy_and_self_revoke() {
     e.shutdown().await;
 }
 
+/// Both issuing CAs, each with an ECDSA and an RSA device key: OpenSSL verifies the chain and
+/// shows what was requested.
 #[tokio::test]
 async fn issued_chains_verify_with_openssl() {
     let e = common::start_emulators(Clock::real()).await;
-    let ca = common::ezca(&e).await;
-    for (kind, id) in [(KeyKind::P256, "ossl-ec"), (KeyKind::Rsa2048, "ossl-rsa")] {
-        let key = DeviceKey::generate(kind).unwrap();
-        ca.register_domain(id).await.unwrap();
-        let issued = ca.issue(id, key.csr_pem(id).unwrap(), 10).await.unwrap();
-        let dir =
-            std::env::temp_dir().join(format!("fleetsim-openssl-{}-{id}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("root.pem"), cert_to_pem(&e.ca.root_der())).unwrap();
-        std::fs::write(dir.join("issuing.pem"), cert_to_pem(&issued.chain[1])).unwrap();
-        std::fs::write(dir.join("leaf.pem"), cert_to_pem(&issued.chain[0])).unwrap();
-        let out = Command::new("openssl")
-            .current_dir(&dir)
-            .args([
-                "verify",
-                "-purpose",
-                "sslclient",
-                "-CAfile",
-                "root.pem",
-                "-untrusted",
-                "issuing.pem",
-                "leaf.pem",
-            ])
-            .output()
-            .expect("openssl is installed");
-        let said = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && said.contains("leaf.pem: OK"),
-            "{said}"
-        );
-        let text = openssl(&["x509", "-noout", "-text"], &cert_to_pem(&issued.chain[0]));
-        for expected in [
-            format!("CN = {id}").as_str(),
-            format!("DNS:{id}").as_str(),
-            "TLS Web Server Authentication, TLS Web Client Authentication",
-            "Digital Signature, Key Encipherment",
-            "CA Issuers - URI:https://",
-        ] {
-            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    for (issuing, signature) in [
+        (IssuingKey::EcdsaP256, "ecdsa-with-SHA256"),
+        (IssuingKey::Rsa2048, "sha256WithRSAEncryption"),
+    ] {
+        let ca = ezca_of(&e, issuing).await;
+        for (kind, id) in [(KeyKind::P256, "ossl-ec"), (KeyKind::Rsa2048, "ossl-rsa")] {
+            let id = format!("{id}-{issuing:?}").to_ascii_lowercase();
+            let key = DeviceKey::generate(kind).unwrap();
+            ca.register_domain(&id).await.unwrap();
+            let issued = ca.issue(&id, key.csr_pem(&id).unwrap(), 10).await.unwrap();
+            let dir =
+                std::env::temp_dir().join(format!("fleetsim-openssl-{}-{id}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("root.pem"), cert_to_pem(&e.ca.root_der())).unwrap();
+            std::fs::write(dir.join("issuing.pem"), cert_to_pem(&issued.chain[1])).unwrap();
+            std::fs::write(dir.join("leaf.pem"), cert_to_pem(&issued.chain[0])).unwrap();
+            let out = Command::new("openssl")
+                .current_dir(&dir)
+                .args([
+                    "verify",
+                    "-purpose",
+                    "sslclient",
+                    "-CAfile",
+                    "root.pem",
+                    "-untrusted",
+                    "issuing.pem",
+                    "leaf.pem",
+                ])
+                .output()
+                .expect("openssl is installed");
+            let said = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && said.contains("leaf.pem: OK"),
+                "{said}"
+            );
+            let text = openssl(&["x509", "-noout", "-text"], &cert_to_pem(&issued.chain[0]));
+            for expected in [
+                format!("CN = {id}").as_str(),
+                format!("DNS:{id}").as_str(),
+                "TLS Web Server Authentication, TLS Web Client Authentication",
+                "Digital Signature, Key Encipherment",
+                "CA Issuers - URI:https://",
+                format!("Signature Algorithm: {signature}").as_str(),
+            ] {
+                assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+            }
+            std::fs::remove_dir_all(&dir).ok();
         }
-        std::fs::remove_dir_all(&dir).ok();
     }
     e.shutdown().await;
+}
+
+async fn ezca_of(e: &fleetsim::emulator::Emulators, issuing: IssuingKey) -> EzcaCa {
+    let token = e.ca.mint_token("owner-of-both", "o@example.invalid", 600);
+    EzcaCa::discover(
+        common::ezca_client(e, &token),
+        e.ca.ca_id(issuing).as_deref(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Like a tenant with several SSL CAs: an ECDSA and an RSA issuing CA under one root, each
+/// issuing, serving its certificate at its own AIA URL and listing its own revocations.
+#[tokio::test]
+async fn an_ecdsa_and_an_rsa_issuing_ca_share_one_root() {
+    let e = common::start_emulators(Clock::real()).await;
+    let ecdsa = ezca_of(&e, IssuingKey::EcdsaP256).await;
+    let rsa = ezca_of(&e, IssuingKey::Rsa2048).await;
+    let listed = rsa.client.get_available_ssl_cas().await.unwrap();
+    let mut key_types: Vec<_> = listed
+        .iter()
+        .map(|c| c.key_type.clone().unwrap_or_default())
+        .collect();
+    key_types.sort();
+    assert_eq!(key_types, ["EC P256", "RSA 2048"]);
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.template_type.as_deref() == Some("SSL Template"))
+    );
+    // Without a CaID, a client cannot guess which CA to use.
+    let token = e.ca.mint_token("owner-of-both", "o@example.invalid", 600);
+    let guess = EzcaCa::discover(common::ezca_client(&e, &token), None).await;
+    assert!(
+        matches!(&guess, Err(EzcaError::NoCa(m)) if m.contains("2 SSL CAs")),
+        "{:?}",
+        guess.err()
+    );
+
+    let key = DeviceKey::generate(KeyKind::P256).unwrap();
+    rsa.register_domain("multi-1").await.unwrap();
+    let from_rsa = rsa
+        .issue("multi-1", key.csr_pem("multi-1").unwrap(), 10)
+        .await
+        .unwrap();
+    ecdsa.register_domain("multi-2").await.unwrap();
+    let from_ecdsa = ecdsa
+        .issue("multi-2", key.csr_pem("multi-2").unwrap(), 10)
+        .await
+        .unwrap();
+    assert_ne!(from_rsa.chain[1], from_ecdsa.chain[1], "two issuing CAs");
+    assert_eq!(from_ecdsa.chain[1], e.ca.issuing_der());
+    for chain in [&from_rsa.chain, &from_ecdsa.chain] {
+        let issuing = CertInfo::parse(&chain[1]).unwrap();
+        let root = CertInfo::parse(&e.ca.root_der()).unwrap();
+        assert_eq!(issuing.issuer_cn, root.subject_cn, "chains to the one root");
+    }
+
+    // A request naming a CA that does not exist is refused the way EZCA refuses it.
+    let mut unknown = ecdsa.ca.clone();
+    unknown.ca_id = Some(uuid::Uuid::new_v4().to_string());
+    let refused = ecdsa
+        .client
+        .request_ssl_certificate(&CertificateCreateRequest::for_device(
+            &unknown,
+            "multi-2",
+            key.csr_pem("multi-2").unwrap(),
+            10,
+        ))
+        .await;
+    assert!(
+        matches!(&refused, Err(EzcaError::Refused(m)) if m.contains("CA or template not found")),
+        "{refused:?}"
+    );
+
+    // Revoking the RSA CA's certificate lists it in that CA's CRL only.
+    rsa.client
+        .revoke_certificate_v2(&rsa.ca, &sha1_thumbprint(&from_rsa.chain[0]))
+        .await
+        .unwrap();
+    let serial = CertInfo::parse(&from_rsa.chain[0]).unwrap().serial_hex;
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_der(&e.tls_root).unwrap()])
+        .build()
+        .unwrap();
+    for (ca, listed) in [(&rsa, true), (&ecdsa, false)] {
+        let id = ca.ca.ca_id.clone().unwrap().to_ascii_lowercase();
+        let crl = http
+            .get(format!("{}crl/{id}.crl", e.ca.url()))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let (_, crl) = x509_parser::parse_x509_crl(&crl).unwrap();
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| hex(r.raw_serial()))
+            .collect();
+        assert_eq!(
+            serials.contains(&hex_trimmed(&serial)),
+            listed,
+            "{serials:?}"
+        );
+    }
+    e.shutdown().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    hex_trimmed(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn hex_trimmed(s: &str) -> String {
+    s.to_ascii_lowercase().trim_start_matches('0').to_string()
 }
 
 fn openssl(args: &[&str], stdin: &str) -> String {

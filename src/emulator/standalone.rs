@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use super::ca::IssuingKey;
 use super::{Addresses, CaConfig, EmulatorError, Emulators, HubConfig};
 use crate::crypto::{cert_to_pem, write_secret_file};
 
@@ -13,6 +14,8 @@ use crate::crypto::{cert_to_pem, write_secret_file};
 #[derive(Debug, Clone)]
 pub struct Written {
     pub ca_url: String,
+    /// CaID of the ECDSA and of the RSA issuing CA (GetAvailableSSLCAs lists both).
+    pub ca_ids: Vec<(&'static str, String)>,
     pub hub_mqtt: std::net::SocketAddr,
     pub hub_websocket: std::net::SocketAddr,
     pub hub_registry_url: String,
@@ -40,6 +43,13 @@ pub async fn run(
     std::fs::create_dir_all(dir)?;
     let written = Written {
         ca_url: emulators.ca.url().to_string(),
+        ca_ids: [
+            (IssuingKey::EcdsaP256, "ECDSA"),
+            (IssuingKey::Rsa2048, "RSA"),
+        ]
+        .into_iter()
+        .filter_map(|(key, label)| Some((label, emulators.ca.ca_id(key)?)))
+        .collect(),
         hub_mqtt: emulators.hub_mqtt_addr,
         hub_websocket: emulators.hub_websocket_addr,
         hub_registry_url: emulators.hub_registry_url.clone(),
@@ -76,6 +86,18 @@ pub async fn run(
     Ok(())
 }
 
+/// The ECDSA CA is chosen (any key kind can use it); the RSA one is offered in a comment.
+fn ca_id_lines(w: &Written) -> String {
+    w.ca_ids
+        .iter()
+        .enumerate()
+        .map(|(i, (label, id))| {
+            let comment = if i == 0 { "" } else { "# " };
+            format!("      {comment}ca_id: {id}  # {label} issuing CA\n")
+        })
+        .collect()
+}
+
 /// A `target:` block for scenarios that run against these emulators. Secrets are read from the
 /// environment, as for the real services.
 fn target_block(w: &Written) -> String {
@@ -83,10 +105,11 @@ fn target_block(w: &Written) -> String {
         "# Export the secrets first:\n\
          #   export EZCA_TOKEN=$(cat {token})\n\
          #   export IOTHUB_CONNECTION_STRING=$(cat {conn})\n\
-         target:\n  remote:\n    ezca:\n      url: {ca}\n      trust_pem: {trust}\n    iothub:\n      address: {mqtt_ip}\n      mqtt_port: {mqtt_port}\n      websocket_port: {ws_port}\n      registry_url: {registry}\n      trust_pem: {trust}\n",
+         target:\n  remote:\n    ezca:\n      url: {ca}\n{ca_ids}      trust_pem: {trust}\n    iothub:\n      address: {mqtt_ip}\n      mqtt_port: {mqtt_port}\n      websocket_port: {ws_port}\n      registry_url: {registry}\n      trust_pem: {trust}\n",
         token = w.token_file.display(),
         conn = w.connection_string_file.display(),
         ca = w.ca_url,
+        ca_ids = ca_id_lines(w),
         trust = w.trust_pem.display(),
         mqtt_ip = w.hub_mqtt.ip(),
         mqtt_port = w.hub_mqtt.port(),

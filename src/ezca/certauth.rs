@@ -8,6 +8,7 @@ use super::client::{Client, retry_after_of, transport};
 use super::models::{
     ApiResult, CertRenewRequest, CertificateAuthenticationPayload, CertificateCreatedResponse,
 };
+use super::retry::{endpoint_of, with_retries};
 use crate::crypto::{DeviceKey, cert_to_pem, certs_from_pem, jwt};
 
 /// A reply body: its status and text.
@@ -17,7 +18,24 @@ struct Reply {
 }
 
 impl Client {
+    /// A call authorised by a certificate-JWT, retried under the client's policy with a new
+    /// JWT (and `jti`) each time.
     async fn with_certificate(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        current: &CertificateDer<'static>,
+        key: &DeviceKey,
+        body: Option<serde_json::Value>,
+    ) -> Result<Reply, EzcaError> {
+        let (policy, observer) = (&self.retry, self.on_retry.as_ref());
+        with_retries(policy, observer, endpoint_of(path), || {
+            self.with_certificate_once(method.clone(), path, current, key, body.clone())
+        })
+        .await
+    }
+
+    async fn with_certificate_once(
         &self,
         method: reqwest::Method,
         path: &str,

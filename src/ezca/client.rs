@@ -18,6 +18,7 @@ use super::models::{
     AadObject, ApiResult, AvailableCa, CertificateCreateRequest, CertificateCreateRequestV2,
     CertificateCreatedResponse, DomainInformation, NewDomainRequest, RevokeRequest,
 };
+use super::retry::{RetryObserver, RetryPolicy, endpoint_of, with_retries};
 
 /// Supplies the Azure AD bearer token for management calls (see [`super::aad`]).
 pub trait TokenSource: Send + Sync {
@@ -52,6 +53,10 @@ pub struct Client {
     token: Arc<dyn TokenSource>,
     /// Issuer certificates fetched through AIA, by URL: a fleet shares a handful of CAs.
     issuers: Mutex<HashMap<String, CertificateDer<'static>>>,
+    /// None until [`Client::set_retry`]: a run sets the scenario's policy (by default the
+    /// official clients' 2/4/8 s).
+    pub(super) retry: RetryPolicy,
+    pub(super) on_retry: Option<RetryObserver>,
 }
 
 impl Client {
@@ -93,7 +98,15 @@ impl Client {
             http,
             token: token.clone(),
             issuers: Mutex::new(HashMap::new()),
+            retry: RetryPolicy::none(),
+            on_retry: None,
         })
+    }
+
+    /// Retries transient failures under `policy`, telling `observer` about each retry.
+    pub fn set_retry(&mut self, policy: RetryPolicy, observer: Option<RetryObserver>) {
+        self.retry = policy;
+        self.on_retry = observer;
     }
 
     /// The caller as EZCA sees it: the `oid` (and `upn`) claims of the bearer token, as the IoT
@@ -118,8 +131,8 @@ impl Client {
 
     /// `GET api/CA/GetAvailableSSLCAs`: a bare JSON array.
     pub async fn get_available_ssl_cas(&self) -> Result<Vec<AvailableCa>, EzcaError> {
-        let req = self.http.get(self.url("api/CA/GetAvailableSSLCAs"));
-        self.send_json(req).await
+        let path = "api/CA/GetAvailableSSLCAs";
+        self.send_json(path, self.http.get(self.url(path))).await
     }
 
     /// `POST api/CA/RegisterNewDomain` with the caller as sole owner and requester, as the samples
@@ -185,9 +198,8 @@ impl Client {
     /// `GET api/CA/GetMyDomains`: the domains the caller owns or may request for, as a JSON array
     /// inside `Message`.
     pub async fn get_my_domains(&self) -> Result<Vec<DomainInformation>, EzcaError> {
-        let result: ApiResult = self
-            .send_json(self.http.get(self.url("api/CA/GetMyDomains")))
-            .await?;
+        let path = "api/CA/GetMyDomains";
+        let result: ApiResult = self.send_json(path, self.http.get(self.url(path))).await?;
         if !result.success {
             return Err(EzcaError::Refused(result.message));
         }
@@ -281,10 +293,32 @@ impl Client {
         body: &B,
     ) -> Result<T, EzcaError> {
         let req = self.http.post(self.url(path)).json(body);
-        self.send_json(req).await
+        self.send_json(path, req).await
     }
 
+    /// Sends `req` (again, under the retry policy) and parses the JSON reply.
     async fn send_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, EzcaError> {
+        with_retries(
+            &self.retry,
+            self.on_retry.as_ref(),
+            endpoint_of(path),
+            || {
+                let req = req.try_clone();
+                async move {
+                    let req =
+                        req.ok_or_else(|| EzcaError::Setup("request cannot be resent".into()))?;
+                    self.send_once(req).await
+                }
+            },
+        )
+        .await
+    }
+
+    async fn send_once<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<T, EzcaError> {

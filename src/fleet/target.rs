@@ -13,15 +13,18 @@ use crate::clock::Clock;
 use crate::device::Services;
 use crate::device::adapters::{EzcaCa, HubRegistry};
 use crate::device::backoff::Backoff;
+use crate::emulator::ca::IssuingKey;
 use crate::emulator::ca::capacity::CapacityConfig;
 use crate::emulator::hub::throttle::HubLimits;
 use crate::emulator::{CaConfig, Emulators, HubConfig};
-use crate::ezca::{Client as EzcaClient, StaticToken, TokenSource};
+use crate::ezca::{Client as EzcaClient, RetryObserver, RetryPolicy, StaticToken, TokenSource};
 use crate::iothub::ConnectionString;
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::metrics::Recorder;
-use crate::scenario::{DeviceTransportKind, EmbeddedTarget, RemoteTarget, Scenario, Target};
+use crate::scenario::{
+    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, RemoteTarget, Scenario, Span, Target,
+};
 
 pub type FleetServices = Services<EzcaCa, HubRegistry, MqttTransport>;
 
@@ -93,13 +96,19 @@ async fn embedded(
         "fleetsim@emulator.invalid",
         lifetime,
     );
-    let client = EzcaClient::new(
+    let mut client = EzcaClient::new(
         emulators.ca.url(),
         Arc::new(StaticToken::new(token)),
         &roots,
         true,
     )?;
-    let mut ca = EzcaCa::discover(client, None).await?;
+    set_retry(&mut client, &target.ca.client_retry, &recorder);
+    let issuing = match target.ca.issuing_ca {
+        IssuingCaChoice::Ecdsa => IssuingKey::EcdsaP256,
+        IssuingCaChoice::Rsa => IssuingKey::Rsa2048,
+    };
+    let ca_id = emulators.ca.ca_id(issuing);
+    let mut ca = EzcaCa::discover(client, ca_id.as_deref()).await?;
     ca.renewal = scenario.certificate.renewal.value;
     let registry = RegistryClient::new(
         &emulators.hub_registry_url,
@@ -218,6 +227,18 @@ fn env_secret(name: &str, what: &str) -> Result<String, FleetError> {
         .ok_or_else(|| FleetError::Setup(format!("{what}: set the environment variable {name}")))
 }
 
+/// The scenario's client retry policy, each retry counted by the recorder.
+fn set_retry(client: &mut EzcaClient, delays: &[Span], recorder: &Arc<Recorder>) {
+    let policy = RetryPolicy {
+        delays: delays.iter().map(|s| s.0).collect(),
+    };
+    let recorder = recorder.clone();
+    let observer: RetryObserver = Arc::new(move |endpoint: &str, reason: &str| {
+        recorder.retry("ezca", endpoint, reason);
+    });
+    client.set_retry(policy, Some(observer));
+}
+
 fn read_pem_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, FleetError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| FleetError::Setup(format!("{}: {e}", path.display())))?;
@@ -235,7 +256,8 @@ async fn remote(
         Some(p) => read_pem_roots(p)?,
         None => Vec::new(),
     };
-    let client = EzcaClient::new(&target.ezca.url, token_source, &ezca_roots, false)?;
+    let mut client = EzcaClient::new(&target.ezca.url, token_source, &ezca_roots, false)?;
+    set_retry(&mut client, &target.ezca.client_retry, &recorder);
     let mut ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
     ca.renewal = scenario.certificate.renewal.value;
 

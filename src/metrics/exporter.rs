@@ -150,6 +150,28 @@ pub fn render(snapshot: &Snapshot, extra: &[Sample]) -> String {
         );
     }
 
+    header(
+        &mut out,
+        "fleetsim_retries_total",
+        "Retries a service client made by itself (EZCA: 2/4/8 s on 408/5xx and network errors).",
+        "counter",
+    );
+    for (key, n) in &snapshot.retries {
+        let mut parts = key.splitn(3, '/');
+        let (service, endpoint, reason) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let _ = writeln!(
+            out,
+            "fleetsim_retries_total{{service=\"{}\",endpoint=\"{}\",reason=\"{}\"}} {n}",
+            escape(service),
+            escape(endpoint),
+            escape(reason)
+        );
+    }
+
     for s in extra {
         header(&mut out, s.name, s.help, s.kind.name());
         let _ = writeln!(out, "{} {}", s.name, number(s.value));

@@ -89,6 +89,9 @@ pub struct Recorder {
     messages_acked: AtomicU64,
     messages_failed: AtomicU64,
     states: [AtomicI64; DeviceState::ALL.len()],
+    /// `service/endpoint/reason` → retries a client made on its own (EZCA's 2/4/8 s policy).
+    /// Rare by nature (each waits seconds), so one lock is enough.
+    retries: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for Recorder {
@@ -126,6 +129,7 @@ impl Recorder {
             messages_acked: AtomicU64::new(0),
             messages_failed: AtomicU64::new(0),
             states: Default::default(),
+            retries: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -178,6 +182,15 @@ impl Recorder {
         }
     }
 
+    /// Counts a retry a service client made by itself, e.g. (`ezca`, `RequestSSLCertificate`,
+    /// `http_503`).
+    pub fn retry(&self, service: &str, endpoint: &str, reason: &str) {
+        let mut retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        *retries
+            .entry(format!("{service}/{endpoint}/{reason}"))
+            .or_insert(0) += 1;
+    }
+
     pub fn message_sent(&self) {
         self.messages_sent.fetch_add(1, Ordering::Relaxed);
     }
@@ -228,6 +241,11 @@ impl Recorder {
             messages_acked: self.messages_acked.load(Ordering::Relaxed),
             messages_failed: self.messages_failed.load(Ordering::Relaxed),
             errors,
+            retries: self
+                .retries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             devices,
         }
     }
@@ -273,6 +291,8 @@ pub struct Snapshot {
     pub messages_failed: u64,
     /// `phase/kind` → count.
     pub errors: BTreeMap<String, u64>,
+    /// `service/endpoint/reason` → retries made inside a service client.
+    pub retries: BTreeMap<String, u64>,
     /// Device-state gauges.
     pub devices: BTreeMap<&'static str, i64>,
 }

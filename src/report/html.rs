@@ -167,6 +167,15 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         }
         s.push_str("</table>");
     }
+    if !report.retries.is_empty() {
+        s.push_str(
+            "<h2>Client retries</h2><table><tr><th>service/endpoint/reason</th><th>count</th></tr>",
+        );
+        for (key, n) in &report.retries {
+            let _ = write!(s, "<tr><td>{}</td><td>{n}</td></tr>", escape(key));
+        }
+        s.push_str("</table>");
+    }
     let _ = writeln!(
         s,
         "<h2>Scenario</h2><pre>{}</pre></body></html>",

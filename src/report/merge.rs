@@ -87,6 +87,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
     let mut latency = HistogramMap::new();
     let mut uncorrected = HistogramMap::new();
     let mut errors = BTreeMap::new();
+    let mut retries = BTreeMap::new();
     let mut devices = DeviceCounts::default();
     let mut messages = MessageCounts::default();
     let mut hub: Option<HubCounts> = None;
@@ -100,6 +101,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         }
         for (kind, n) in &r.errors {
             *errors.entry(kind.clone()).or_insert(0) += n;
+        }
+        for (key, n) in &r.retries {
+            *retries.entry(key.clone()).or_insert(0) += n;
         }
         add_devices(&mut devices, &r.devices);
         messages.sent += r.messages.sent;
@@ -125,6 +129,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         messages,
         phases: stats::phase_stats(&latency, &uncorrected)?,
         errors,
+        retries,
         thresholds: Vec::new(),
         hub,
     };

@@ -74,6 +74,10 @@ pub struct Report {
     pub phases: Vec<PhaseStats>,
     /// `phase/kind` → count.
     pub errors: BTreeMap<String, u64>,
+    /// `service/endpoint/reason` → retries a client made by itself before its caller saw a
+    /// result (EZCA's official 2/4/8 s policy).
+    #[serde(default)]
+    pub retries: BTreeMap<String, u64>,
     /// The scenario's thresholds, checked against this report.
     #[serde(default)]
     pub thresholds: Vec<ThresholdResult>,
@@ -152,6 +156,7 @@ impl Report {
             },
             phases: stats::phase_stats(&snapshot.latency, &snapshot.uncorrected)?,
             errors: snapshot.errors,
+            retries: snapshot.retries,
             thresholds: Vec::new(),
             hub: None,
         })
@@ -251,6 +256,13 @@ impl Report {
             let _ = writeln!(s, "errors ({}):", self.total_errors());
             for (kind, n) in &self.errors {
                 let _ = writeln!(s, "  {kind:<40} {n:>8}");
+            }
+        }
+        if !self.retries.is_empty() {
+            let total: u64 = self.retries.values().sum();
+            let _ = writeln!(s, "client retries ({total}):");
+            for (key, n) in &self.retries {
+                let _ = writeln!(s, "  {key:<40} {n:>8}");
             }
         }
         if !self.thresholds.is_empty() {

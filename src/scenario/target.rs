@@ -53,6 +53,29 @@ pub struct EmbeddedCa {
     /// when empty.
     #[serde(default)]
     pub allowed_domains: Vec<String>,
+    /// The emulator runs an ECDSA (P-256) and an RSA-2048 issuing CA under one root, as a tenant
+    /// with two SSL CAs; devices request from this one.
+    #[serde(default)]
+    pub issuing_ca: IssuingCaChoice,
+    /// How fleetsim's EZCA client retries 408/5xx and network failures by itself: the waits
+    /// before each retry (default: the official clients' `[2s, 4s, 8s]`; `[]` for none).
+    #[serde(default = "default_client_retry")]
+    pub client_retry: Vec<Span>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuingCaChoice {
+    #[default]
+    Ecdsa,
+    Rsa,
+}
+
+/// The official EZCA clients' retry delays (Polly: 2 s, 4 s, 8 s).
+pub fn default_client_retry() -> Vec<Span> {
+    [2, 4, 8]
+        .map(|s| Span(std::time::Duration::from_secs(s)))
+        .to_vec()
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -72,6 +95,8 @@ impl Default for EmbeddedCa {
             latency: None,
             error_rate: None,
             allowed_domains: Vec::new(),
+            issuing_ca: IssuingCaChoice::default(),
+            client_retry: default_client_retry(),
         }
     }
 }
@@ -157,6 +182,10 @@ pub struct RemoteEzca {
     /// Extra PEM roots to trust for the CA's TLS (for a self-hosted or emulated EZCA).
     #[serde(default)]
     pub trust_pem: Option<PathBuf>,
+    /// Waits before the client's own retries of 408/5xx and network failures (default: the
+    /// official clients' `[2s, 4s, 8s]`; `[]` for none). Each retry is counted in the report.
+    #[serde(default = "default_client_retry")]
+    pub client_retry: Vec<Span>,
 }
 
 /// Azure AD token sources for the real EZCA (scope `https://management.core.windows.net/.default`).

@@ -52,7 +52,7 @@ pub async fn ezca(e: &Emulators) -> EzcaCa {
         "tester@example.invalid",
         3600,
     );
-    EzcaCa::discover(ezca_client(e, &token), None)
+    EzcaCa::discover(ezca_client(e, &token), ecdsa_ca(e).as_deref())
         .await
         .expect("discover CA")
 }
@@ -209,4 +209,10 @@ impl RawMqtt {
             }
         }
     }
+}
+
+/// CaID of the emulator's ECDSA issuing CA (it also runs an RSA one).
+#[allow(dead_code)]
+pub fn ecdsa_ca(e: &Emulators) -> Option<String> {
+    e.ca.ca_id(fleetsim::emulator::ca::IssuingKey::EcdsaP256)
 }

@@ -1,5 +1,6 @@
-//! One EZCA certificate authority of the emulator: a self-signed root and an issuing CA under it
-//! (both P-256), and the rules for turning a request into a leaf certificate.
+//! The emulator's certificate authorities: one self-signed P-256 root and, under it, an ECDSA
+//! (P-256) and an RSA-2048 issuing CA, as a tenant with several SSL CAs sees them in
+//! GetAvailableSSLCAs; and the rules for turning a request into a leaf certificate.
 
 use std::time::Duration;
 
@@ -33,10 +34,47 @@ fn refuse(msg: impl Into<String>) -> Refusal {
     Refusal(msg.into())
 }
 
+/// The issuing CAs the emulator runs, in the order GetAvailableSSLCAs lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuingKey {
+    EcdsaP256,
+    Rsa2048,
+}
+
+impl IssuingKey {
+    pub const ALL: [IssuingKey; 2] = [IssuingKey::EcdsaP256, IssuingKey::Rsa2048];
+
+    /// `CAKeyType` as GetAvailableSSLCAs reports it.
+    pub fn ca_key_type(self) -> &'static str {
+        match self {
+            IssuingKey::EcdsaP256 => "EC P256",
+            IssuingKey::Rsa2048 => "RSA 2048",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            IssuingKey::EcdsaP256 => "ECDSA",
+            IssuingKey::Rsa2048 => "RSA",
+        }
+    }
+
+    fn generate(self) -> Result<KeyPair, rcgen::Error> {
+        match self {
+            IssuingKey::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            IssuingKey::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+        }
+    }
+}
+
+/// One issuing CA (an SSL CA of the tenant) with the root it chains to.
 pub struct Authority {
     pub ca_id: String,
     pub template_id: String,
     pub friendly_name: String,
+    pub key: IssuingKey,
     pub max_cert_life_days: u32,
     pub root_der: CertificateDer<'static>,
     pub issuing_der: CertificateDer<'static>,
@@ -68,39 +106,43 @@ fn ca_params(cn: &str, constraint: BasicConstraints) -> CertificateParams {
 }
 
 impl Authority {
-    /// `public_base` is the emulator's URL ending in `/`.
-    pub fn new(
+    /// The root and one issuing CA per [`IssuingKey`]. `public_base` is the emulator's URL ending
+    /// in `/`.
+    pub fn hierarchy(
         name: &str,
         max_cert_life_days: u32,
         public_base: &str,
         clock: Clock,
-    ) -> Result<Self, rcgen::Error> {
+    ) -> Result<Vec<Self>, rcgen::Error> {
         let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let root_params = ca_params(&format!("{name} Root CA"), BasicConstraints::Unconstrained);
         let root = root_params.self_signed(&root_key)?;
-
-        let issuing_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut issuing_params = ca_params(
-            &format!("{name} Issuing CA"),
-            BasicConstraints::Constrained(0),
-        );
-        issuing_params.use_authority_key_identifier_extension = true;
         let root_issuer = Issuer::from_params(&root_params, &root_key);
-        let issuing = issuing_params.signed_by(&issuing_key, &root_issuer)?;
-
-        let ca_id = uuid::Uuid::new_v4().to_string();
-        Ok(Self {
-            ca_issuers_url: format!("{public_base}certs/{ca_id}.cer"),
-            crl_url: format!("{public_base}crl/{ca_id}.crl"),
-            ca_id,
-            template_id: uuid::Uuid::new_v4().to_string(),
-            friendly_name: name.to_string(),
-            max_cert_life_days,
-            root_der: root.der().clone(),
-            issuing_der: issuing.der().clone(),
-            issuer: Issuer::new(issuing_params, issuing_key),
-            clock,
-        })
+        IssuingKey::ALL
+            .iter()
+            .map(|&key| {
+                let issuing_key = key.generate()?;
+                let friendly_name = format!("{name} {} Issuing CA", key.label());
+                let mut issuing_params =
+                    ca_params(&friendly_name, BasicConstraints::Constrained(0));
+                issuing_params.use_authority_key_identifier_extension = true;
+                let issuing = issuing_params.signed_by(&issuing_key, &root_issuer)?;
+                let ca_id = uuid::Uuid::new_v4().to_string();
+                Ok(Self {
+                    ca_issuers_url: format!("{public_base}certs/{ca_id}.cer"),
+                    crl_url: format!("{public_base}crl/{ca_id}.crl"),
+                    ca_id,
+                    template_id: uuid::Uuid::new_v4().to_string(),
+                    friendly_name,
+                    key,
+                    max_cert_life_days,
+                    root_der: root.der().clone(),
+                    issuing_der: issuing.der().clone(),
+                    issuer: Issuer::new(issuing_params, issuing_key),
+                    clock,
+                })
+            })
+            .collect()
     }
 
     /// Checks and signs a request. The CSR's own signature is verified; everything else in the
@@ -333,13 +375,18 @@ mod tests {
     #[test]
     fn signs_from_the_request_and_writes_aia() {
         crate::crypto::install_crypto_provider();
-        let ca = Authority::new(
+        let cas = Authority::hierarchy(
             "T",
             30,
             "https://127.0.0.1:1/",
             Clock::compressed(Duration::from_secs(2)),
         )
         .unwrap();
+        assert_eq!(cas.len(), 2);
+        assert_eq!(cas[0].root_der, cas[1].root_der, "one root for both");
+        assert_ne!(cas[0].ca_id, cas[1].ca_id);
+        let ca = &cas[1];
+        assert_eq!(ca.key, IssuingKey::Rsa2048);
         let key = DeviceKey::generate(KeyKind::P256).unwrap();
         let csr = key
             .csr_pem("d1")

@@ -12,15 +12,6 @@ use crate::ezca::models::{
     DomainInformation, RevokeRequest, SAN_DNS,
 };
 
-fn check_ca(state: &CaState, ca_id: Option<&str>, template_id: Option<&str>) -> Result<(), String> {
-    let a = &state.authority;
-    let same = |got: Option<&str>, want: &str| got.is_some_and(|g| g.eq_ignore_ascii_case(want));
-    if !same(ca_id, &a.ca_id) || !same(template_id, &a.template_id) {
-        return Err("CA or template not found".into());
-    }
-    Ok(())
-}
-
 pub(super) fn may_request(state: &CaState, caller: &Caller, name: &str) -> bool {
     let domains = state.domains.lock().unwrap_or_else(|p| p.into_inner());
     domains
@@ -28,9 +19,10 @@ pub(super) fn may_request(state: &CaState, caller: &Caller, name: &str) -> bool 
         .is_some_and(|d| d.owners.contains(&caller.oid) || d.requesters.contains(&caller.oid))
 }
 
-/// Checks ownership of every name, signs, and records the certificate.
+/// Checks ownership of every name, signs with issuing CA `ca`, and records the certificate.
 fn issue(
     state: &CaState,
+    ca: usize,
     caller: &Caller,
     sign: &SignRequest,
 ) -> Result<CertificateDer<'static>, String> {
@@ -42,9 +34,10 @@ fn issue(
             ));
         }
     }
-    let der = state.authority.sign(sign).map_err(|r| r.0)?;
+    let der = state.authorities[ca].sign(sign).map_err(|r| r.0)?;
     let record = IssuedRecord {
         der: der.clone(),
+        ca,
         subject_cn: cn.to_string(),
         requested_by: caller.oid.clone(),
         revoked: false,
@@ -63,9 +56,10 @@ pub(super) fn request_v1(
     caller: &Caller,
     req: &CertificateCreateRequest,
 ) -> Result<CertificateDer<'static>, String> {
-    check_ca(state, req.ca_id.as_deref(), req.template_id.as_deref())?;
+    let (ca, _) = state.authority(req.ca_id.as_deref(), req.template_id.as_deref())?;
     issue(
         state,
+        ca,
         caller,
         &SignRequest {
             subject_name: &req.subject_name,
@@ -85,7 +79,7 @@ pub(super) fn request_v2(
     caller: &Caller,
     req: &CertificateCreateRequestV2,
 ) -> Result<CertificateDer<'static>, String> {
-    check_ca(state, Some(&req.ca_id), Some(&req.template_id))?;
+    let (ca, _) = state.authority(Some(&req.ca_id), Some(&req.template_id))?;
     let dns: Vec<String> = req
         .subject_alt_names
         .iter()
@@ -100,6 +94,7 @@ pub(super) fn request_v2(
         .collect();
     issue(
         state,
+        ca,
         caller,
         &SignRequest {
             subject_name: &req.subject_name,
@@ -113,27 +108,34 @@ pub(super) fn request_v2(
     )
 }
 
-/// The bare `CertificateCreatedResponse` for a leaf of this CA.
+/// The bare `CertificateCreatedResponse` for a leaf this emulator issued, with its own issuing CA.
 pub(super) fn created(
     state: &CaState,
     leaf: &CertificateDer<'static>,
 ) -> CertificateCreatedResponse {
+    let ca = state
+        .issued
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&sha1_thumbprint(leaf))
+        .map_or(0, |r| r.ca);
+    let a = &state.authorities[ca];
     CertificateCreatedResponse {
         certificate_pem: cert_to_pem(leaf),
-        issuing_ca_certificate: cert_to_pem(&state.authority.issuing_der),
-        root_certificate: cert_to_pem(&state.authority.root_der),
+        issuing_ca_certificate: cert_to_pem(&a.issuing_der),
+        root_certificate: cert_to_pem(&a.root_der),
     }
 }
 
 /// `GetMyDomains`: `Message` carries the JSON array of the caller's domains.
 pub(super) fn my_domains(state: &CaState, caller: &Caller) -> Result<String, String> {
-    let a = &state.authority;
     let domains = state.domains.lock().unwrap_or_else(|p| p.into_inner());
     let user = |oid: &String| AadObject::user(oid, None);
     let mine: Vec<DomainInformation> = domains
         .iter()
         .filter(|(_, d)| d.owners.contains(&caller.oid) || d.requesters.contains(&caller.oid))
-        .map(|(name, d)| DomainInformation {
+        .map(|(name, d)| (name, d, &state.authorities[d.ca]))
+        .map(|(name, d, a)| DomainInformation {
             ca_id: a.ca_id.clone(),
             template_id: a.template_id.clone(),
             domain_id: d.id.clone(),
@@ -156,7 +158,7 @@ pub(super) fn revoke_v2(
     caller: &Caller,
     req: &RevokeRequest,
 ) -> Result<String, String> {
-    check_ca(state, Some(&req.ca_id), Some(&req.template_id))?;
+    state.authority(Some(&req.ca_id), Some(&req.template_id))?;
     let thumbprint = req.thumbprint.trim().to_ascii_uppercase();
     let subject = state
         .issued

@@ -3,9 +3,13 @@
 //! names and wrapping, bearer tokens required, CSR signatures verified, and the issuing CA's
 //! certificate served at the AIA URL written into every leaf.
 //!
+//! Two issuing CAs (ECDSA P-256 and RSA-2048, see [`authority`]) sit under one root, as a tenant
+//! with several SSL CAs; requests name theirs by CaID/TemplateID and renewals stay with the CA that
+//! issued the certificate.
+//!
 //! State lives in memory: domains with their owners and requesters, and every certificate issued
 //! (by upper-case SHA-1 thumbprint), so tests can check what was issued. Revocations are listed in
-//! a CRL served at the distribution point written into every leaf.
+//! the issuing CA's CRL, served at the distribution point written into every leaf.
 
 mod authority;
 pub mod capacity;
@@ -21,7 +25,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
 pub use super::token::{Caller, TokenAuthority};
-pub use authority::{Authority, Refusal, SignRequest};
+pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
 
 use super::EmulatorError;
 use super::tls::{ServerPki, https_config, serve_https};
@@ -43,6 +47,9 @@ pub struct CaConfig {
 pub struct Domain {
     /// `DomainID` as GetMyDomains reports it.
     pub id: String,
+    /// The issuing CA it was registered with (index into the CA list). Names are one namespace
+    /// across the emulator's CAs: a device id registered with one CA may be requested from any.
+    pub ca: usize,
     pub owners: Vec<String>,
     pub requesters: Vec<String>,
 }
@@ -51,13 +58,16 @@ pub struct Domain {
 #[derive(Debug, Clone)]
 pub struct IssuedRecord {
     pub der: CertificateDer<'static>,
+    /// Index of the issuing CA in [`CaState::authorities`]: renewals are signed by the same CA.
+    pub ca: usize,
     pub subject_cn: String,
     pub requested_by: String,
     pub revoked: bool,
 }
 
 pub(crate) struct CaState {
-    pub(crate) authority: Authority,
+    /// The issuing CAs, all under one root; requests name theirs by CaID and TemplateID.
+    pub(crate) authorities: Vec<Authority>,
     pub(crate) tokens: TokenAuthority,
     pub(crate) domains: Mutex<HashMap<String, Domain>>,
     pub(crate) issued: Mutex<HashMap<String, IssuedRecord>>,
@@ -65,8 +75,31 @@ pub(crate) struct CaState {
     pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
     pub(crate) capacity: capacity::Capacity,
     pub(crate) allowed_domains: Vec<String>,
-    /// Serial and time of every revocation, for the CRL.
-    pub(crate) revocations: Mutex<Vec<(Vec<u8>, time::OffsetDateTime)>>,
+    /// Issuing CA, serial and time of every revocation, for the CRLs.
+    pub(crate) revocations: Mutex<Vec<(usize, Vec<u8>, time::OffsetDateTime)>>,
+}
+
+impl CaState {
+    /// The issuing CA a request names (CaID and TemplateID, any case), with its index.
+    pub(crate) fn authority(
+        &self,
+        ca_id: Option<&str>,
+        template_id: Option<&str>,
+    ) -> Result<(usize, &Authority), String> {
+        let same =
+            |got: Option<&str>, want: &str| got.is_some_and(|g| g.eq_ignore_ascii_case(want));
+        self.authorities
+            .iter()
+            .enumerate()
+            .find(|(_, a)| same(ca_id, &a.ca_id) && same(template_id, &a.template_id))
+            .ok_or_else(|| "CA or template not found".to_string())
+    }
+
+    /// The issuing CA of a certificate this emulator issued.
+    pub(crate) fn authority_of(&self, record: &IssuedRecord) -> &Authority {
+        // Records only ever carry indices of `authorities`, which never shrinks.
+        &self.authorities[record.ca.min(self.authorities.len() - 1)]
+    }
 }
 
 fn revoke(state: &CaState, thumbprint: &str) -> bool {
@@ -78,7 +111,7 @@ fn revoke(state: &CaState, thumbprint: &str) -> bool {
         record.revoked = true;
         if let Some(serial) = serial_bytes(&record.der) {
             let mut revocations = state.revocations.lock().unwrap_or_else(|p| p.into_inner());
-            revocations.push((serial, time::OffsetDateTime::now_utc()));
+            revocations.push((record.ca, serial, time::OffsetDateTime::now_utc()));
         }
     }
     true
@@ -101,7 +134,7 @@ impl CaEmulator {
     pub fn new(listener: &TcpListener, config: &CaConfig) -> Result<Self, EmulatorError> {
         let addr = listener.local_addr()?;
         let url = format!("https://{addr}/");
-        let authority = Authority::new(
+        let authorities = Authority::hierarchy(
             "fleetsim EZCA",
             config.max_cert_life_days,
             &url,
@@ -111,7 +144,7 @@ impl CaEmulator {
             .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
         Ok(Self {
             state: Arc::new(CaState {
-                authority,
+                authorities,
                 tokens,
                 domains: Mutex::new(HashMap::new()),
                 issued: Mutex::new(HashMap::new()),
@@ -156,11 +189,21 @@ impl CaEmulator {
 
     /// The root CA that devices' certificates chain to: what a hub must trust.
     pub fn root_der(&self) -> CertificateDer<'static> {
-        self.state.authority.root_der.clone()
+        self.state.authorities[0].root_der.clone()
     }
 
+    /// The default (ECDSA) issuing CA's certificate.
     pub fn issuing_der(&self) -> CertificateDer<'static> {
-        self.state.authority.issuing_der.clone()
+        self.state.authorities[0].issuing_der.clone()
+    }
+
+    /// The CaID of the issuing CA with `key`.
+    pub fn ca_id(&self, key: IssuingKey) -> Option<String> {
+        self.state
+            .authorities
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| a.ca_id.clone())
     }
 
     /// Every certificate issued so far.

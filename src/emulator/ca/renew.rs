@@ -266,11 +266,12 @@ fn renew(
         key_usages: &crate::ezca::models::default_key_usages(),
     };
     let der = state
-        .authority
+        .authority_of(record)
         .sign(&sign)
         .map_err(|refusal| bad(&refusal.0))?;
     let renewed = IssuedRecord {
         der: der.clone(),
+        ca: record.ca,
         subject_cn: record.subject_cn.clone(),
         requested_by: record.requested_by.clone(),
         revoked: false,

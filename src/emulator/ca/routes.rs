@@ -51,7 +51,12 @@ async fn dispatch(
     };
     match (method, path.trim_end_matches('/')) {
         (Method::GET, "/api/ca/getavailablesslcas") => {
-            axum::Json(vec![available_ca(&state)]).into_response()
+            let cas: Vec<AvailableCa> = state
+                .authorities
+                .iter()
+                .map(|a| available_ca(&state, a))
+                .collect();
+            axum::Json(cas).into_response()
         }
         (Method::POST, "/api/ca/registernewdomain") => match serde_json::from_slice(&body) {
             Ok(req) => api_result(register_domain(&state, &caller, req)),
@@ -148,8 +153,7 @@ fn api_result(outcome: Result<String, String>) -> Response {
     axum::Json(ApiResult { success, message }).into_response()
 }
 
-fn available_ca(state: &CaState) -> AvailableCa {
-    let a = &state.authority;
+fn available_ca(state: &CaState, a: &super::Authority) -> AvailableCa {
     AvailableCa {
         ca_id: Some(a.ca_id.clone()),
         friendly_name: Some(a.friendly_name.clone()),
@@ -161,24 +165,9 @@ fn available_ca(state: &CaState) -> AvailableCa {
             true => "All domains allowed".into(),
             false => format!("Restricted to: {}", state.allowed_domains.join(", ")),
         }),
-        key_type: Some("EC P256".into()),
+        key_type: Some(a.key.ca_key_type().into()),
         hashing: Some("SHA256".into()),
     }
-}
-
-fn check_ca(
-    state: &CaState,
-    ca_id: &Option<String>,
-    template_id: &Option<String>,
-) -> Result<(), String> {
-    let a = &state.authority;
-    let same = |got: &Option<String>, want: &str| {
-        got.as_deref().is_some_and(|g| g.eq_ignore_ascii_case(want))
-    };
-    if !same(ca_id, &a.ca_id) || !same(template_id, &a.template_id) {
-        return Err("CA or template not found".into());
-    }
-    Ok(())
 }
 
 fn register_domain(
@@ -186,7 +175,7 @@ fn register_domain(
     caller: &Caller,
     req: NewDomainRequest,
 ) -> Result<String, String> {
-    check_ca(state, &req.ca_id, &req.template_id)?;
+    let (ca, _) = state.authority(req.ca_id.as_deref(), req.template_id.as_deref())?;
     let domain = req
         .domain
         .as_deref()
@@ -223,6 +212,7 @@ fn register_domain(
         domain,
         Domain {
             id,
+            ca,
             owners,
             requesters,
         },
@@ -231,24 +221,31 @@ fn register_domain(
 }
 
 fn ca_certificate(state: &CaState, path: &str) -> Response {
-    let a = &state.authority;
-    if path == format!("/crl/{}.crl", a.ca_id.to_ascii_lowercase()) {
-        let revoked = state
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        return match a.crl(&revoked, revoked.len() as u64 + 1) {
-            Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("Error: {e}")).into_response(),
-        };
-    }
-    if path == format!("/certs/{}.cer", a.ca_id.to_ascii_lowercase()) {
-        return (
-            [(header::CONTENT_TYPE, "application/pkix-cert")],
-            a.issuing_der.to_vec(),
-        )
-            .into_response();
+    for (index, a) in state.authorities.iter().enumerate() {
+        let id = a.ca_id.to_ascii_lowercase();
+        if path == format!("/crl/{id}.crl") {
+            let revoked: Vec<_> = state
+                .revocations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(ca, _, _)| *ca == index)
+                .map(|(_, serial, at)| (serial.clone(), *at))
+                .collect();
+            return match a.crl(&revoked, revoked.len() as u64 + 1) {
+                Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
+                Err(e) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, format!("Error: {e}")).into_response()
+                }
+            };
+        }
+        if path == format!("/certs/{id}.cer") {
+            return (
+                [(header::CONTENT_TYPE, "application/pkix-cert")],
+                a.issuing_der.to_vec(),
+            )
+                .into_response();
+        }
     }
     (StatusCode::NOT_FOUND, "Error: no such certificate").into_response()
 }
