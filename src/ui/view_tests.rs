@@ -87,11 +87,12 @@ fn the_view_shows_states_latency_errors_and_rates() {
         ("failed", 1),
         ("renewing", 0),
     ] {
-        let row = row_with(&screen, &format!("{state:<10} "));
-        assert!(row.contains(&format!("{state:<10} {n:>7}")), "{row}");
+        // The gauge's label, at the left edge of the devices box.
+        row_with(&screen, &format!("│{state:<10} {n:>7}"));
     }
     // ca.issue: 100 ok, 2 not ok, p50 of 1..100 ms is 50 ms, p99 is 99 ms (within HDR's 0.1%).
     let issue = row_with(&screen, "ca.issue  ");
+    let issue = issue.replace('│', " ");
     let cells: Vec<&str> = issue.split_whitespace().collect();
     let at = cells.iter().position(|c| *c == "ca.issue").unwrap();
     assert_eq!(
