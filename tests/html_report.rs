@@ -74,7 +74,7 @@ fn run_chromium(page: &Path, profile: &Path, args: &[String]) -> (String, String
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(format!("file://{}", page.display()));
-    let mut child = command
+    let child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -83,7 +83,10 @@ fn run_chromium(page: &Path, profile: &Path, args: &[String]) -> (String, String
     // Kill a hung browser rather than hang the test suite.
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
-        if finished.recv_timeout(Duration::from_secs(90)).is_err() {
+        // Only a timeout: the sender dropping means chromium has exited.
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finished.recv_timeout(Duration::from_secs(90))
+        {
             let _ = Command::new("kill")
                 .args(["-KILL", &id.to_string()])
                 .status();
@@ -129,9 +132,16 @@ async fn the_quickstart_report_renders_in_headless_chromium() {
     // The quickstart as shipped, shortened: 50 devices for 12 s instead of 500 for 45 s.
     let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/quickstart.yaml");
     let text = std::fs::read_to_string(&quickstart).expect("scenarios/quickstart.yaml");
-    let mut scenario = fleetsim::scenario::parse(&text, &quickstart).expect("quickstart parses");
-    scenario.fleet.devices = 50.try_into().unwrap();
-    scenario.duration.0 = Duration::from_secs(12);
+    let shortened = text
+        .replacen("devices: 500\n", "devices: 50\n", 1)
+        .replacen("duration: 45s\n", "duration: 12s\n", 1);
+    assert_eq!(
+        shortened.len() + 2,
+        text.len(),
+        "scenarios/quickstart.yaml no longer has `devices: 500` and `duration: 45s`"
+    );
+    let text = shortened;
+    let scenario = fleetsim::scenario::parse(&text, &quickstart).expect("quickstart parses");
     let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
         .await
         .expect("run completes");
