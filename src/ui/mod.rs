@@ -194,3 +194,26 @@ fn wants_quit(event: &Event) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::crossterm::event::KeyEvent;
+
+    #[test]
+    fn ctrl_c_q_and_esc_stop_the_run_other_keys_do_not() {
+        let key = |code, modifiers| Event::Key(KeyEvent::new(code, modifiers));
+        assert!(wants_quit(&key(KeyCode::Char('c'), KeyModifiers::CONTROL)));
+        assert!(wants_quit(&key(KeyCode::Char('q'), KeyModifiers::NONE)));
+        assert!(wants_quit(&key(KeyCode::Esc, KeyModifiers::NONE)));
+        assert!(!wants_quit(&key(KeyCode::Char('c'), KeyModifiers::NONE)));
+        assert!(!wants_quit(&key(KeyCode::Enter, KeyModifiers::NONE)));
+    }
+
+    #[test]
+    fn quiet_wins_and_no_tui_means_lines() {
+        assert_eq!(Progress::choose(true, false), Progress::Off);
+        assert_eq!(Progress::choose(true, true), Progress::Off);
+        assert_eq!(Progress::choose(false, true), Progress::Lines);
+    }
+}
