@@ -29,9 +29,13 @@ pub enum Command {
         /// Where to write the JSON report.
         #[arg(long, default_value = "fleetsim-report.json")]
         report: PathBuf,
-        /// No progress lines while running.
+        /// No live view and no progress lines while running.
         #[arg(long, short)]
         quiet: bool,
+        /// Plain progress lines on stderr instead of the live terminal view (the default when
+        /// stdout is not a terminal).
+        #[arg(long)]
+        no_tui: bool,
         /// Serve Prometheus metrics at http://ADDR/metrics while running (e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
@@ -115,8 +119,16 @@ pub async fn main(cli: Cli) -> ExitCode {
             scenario,
             report,
             quiet,
+            no_tui,
             metrics_addr,
-        } => match run(&scenario, &report, !quiet, metrics_addr).await {
+        } => match run(
+            &scenario,
+            &report,
+            crate::ui::Progress::choose(quiet, no_tui),
+            metrics_addr,
+        )
+        .await
+        {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -155,7 +167,7 @@ pub fn validate(paths: &[PathBuf]) -> ExitCode {
 pub async fn run(
     scenario_path: &Path,
     report_path: &Path,
-    progress: bool,
+    progress: crate::ui::Progress,
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::{DeviceReport, DeviceSpec, run_device};
 use crate::emulator::{CaEmulator, HubEmulator};
-use crate::metrics::{DeviceState, Recorder};
+use crate::metrics::Recorder;
 use crate::report::hlog::IntervalLog;
 use crate::report::{DeviceCounts, Report};
 use crate::scenario::{Qos, Registration, Scenario, Target};
@@ -39,8 +39,8 @@ pub enum FleetError {
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Print a progress line every few seconds (to stderr).
-    pub progress: bool,
+    /// Live view, progress lines or nothing (see [`crate::ui`]).
+    pub progress: crate::ui::Progress,
     /// Write the interval log (`.hlog`) here, every `report.interval` of the scenario.
     pub interval_log: Option<PathBuf>,
     /// Serve Prometheus `/metrics` on this bound listener for the life of the run (the caller
@@ -59,7 +59,6 @@ pub struct RunOutcome {
 
 /// How long devices get to disconnect cleanly once the run ends.
 const DRAIN: Duration = Duration::from_secs(15);
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The specs of every device of the scenario, deterministic in its seed.
 pub fn device_specs(scenario: &Scenario) -> Vec<DeviceSpec> {
@@ -91,6 +90,14 @@ pub async fn run(
     options: &RunOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<RunOutcome, FleetError> {
+    // The live view stops the run through `quit` (in raw mode Ctrl-C is a key, not SIGINT).
+    let quit = CancellationToken::new();
+    let shutdown = async {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = quit.cancelled() => {}
+        }
+    };
     tokio::pin!(shutdown);
     crate::crypto::install_crypto_provider();
     let recorder = Arc::new(Recorder::new());
@@ -119,7 +126,7 @@ pub async fn run(
     };
     if scenario.fleet.registration == Registration::Bulk {
         let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
-        if options.progress {
+        if options.progress != crate::ui::Progress::Off {
             eprintln!("fleetsim: registering {} devices in bulk", ids.len());
         }
         let register = bulk::register_all(&services, &ids, &stop);
@@ -135,6 +142,18 @@ pub async fn run(
         .unwrap_or_default();
     let start = Instant::now();
     let end = start + scenario.duration.0;
+    // Shown until the devices have drained; dropping it gives the terminal back on every way out.
+    let watcher = crate::ui::start(
+        options.progress,
+        crate::ui::Watch {
+            recorder: recorder.clone(),
+            title: scenario.name.clone(),
+            start: start.into_std(),
+            duration: scenario.duration.0,
+            planned,
+            quit: quit.clone(),
+        },
+    );
     let mut interval_log = match &options.interval_log {
         Some(path) => Some(IntervalLog::create(
             path,
@@ -157,7 +176,6 @@ pub async fn run(
     let rate = scenario.fleet.arrival_rate.0;
     let period = Duration::from_secs_f64(1.0 / rate);
     let mut pending = specs.into_iter().enumerate();
-    let mut progress = tokio::time::interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
     let mut arrivals_done = stop.is_cancelled();
     let mut interrupted = stop.is_cancelled();
     let mut next_slot = 0usize;
@@ -167,7 +185,6 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => { interrupted = true; break; }
             _ = tokio::time::sleep_until(end) => break,
-            _ = progress.tick(), if options.progress => print_progress(&recorder, start, planned),
             _ = interval_tick.tick(), if interval_log.is_some() => {
                 write_interval(&mut interval_log, &recorder.snapshot());
             }
@@ -203,6 +220,7 @@ pub async fn run(
         );
         devices.abort_all();
     }
+    drop(watcher);
     let wall = start.elapsed().as_secs_f64();
     drop(metrics_guard);
     if let Some(task) = metrics_task {
@@ -261,24 +279,4 @@ fn count_devices(reports: &[DeviceReport], planned: u64, started: u64) -> Device
         renewals: reports.iter().map(|r| r.renewals).sum(),
         failed: count(|r| r.failure.is_some()),
     }
-}
-
-fn print_progress(recorder: &Recorder, start: Instant, planned: u64) {
-    let s = recorder.snapshot();
-    let state = |st: DeviceState| s.devices.get(st.name()).copied().unwrap_or(0);
-    eprintln!(
-        "[{:>6.1}s] devices {}/{} started: {} enrolling, {} connecting, {} online, {} renewing, {} backoff, {} failed | msgs {} sent {} acked | errors {}",
-        start.elapsed().as_secs_f64(),
-        s.devices.values().sum::<i64>(),
-        planned,
-        state(DeviceState::Enrolling),
-        state(DeviceState::Connecting),
-        state(DeviceState::Online),
-        state(DeviceState::Renewing),
-        state(DeviceState::Backoff),
-        state(DeviceState::Failed),
-        s.messages_sent,
-        s.messages_acked,
-        s.total_errors(),
-    );
 }

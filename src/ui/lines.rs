@@ -1,0 +1,54 @@
+//! The plain progress line: one line to stderr every few seconds, for logs and pipes (CI, `| tee`,
+//! `--no-tui`).
+
+use std::time::Duration;
+
+use crate::metrics::{DeviceState, Snapshot};
+
+/// How often a progress line is printed.
+pub const EVERY: Duration = Duration::from_secs(5);
+
+/// One progress line: elapsed time, devices per state, messages, errors.
+pub fn progress_line(snapshot: &Snapshot, elapsed: Duration, planned: u64) -> String {
+    let state = |st: DeviceState| snapshot.devices.get(st.name()).copied().unwrap_or(0);
+    format!(
+        "[{:>6.1}s] devices {}/{} started: {} enrolling, {} connecting, {} online, {} renewing, {} backoff, {} failed | msgs {} sent {} acked | errors {}",
+        elapsed.as_secs_f64(),
+        snapshot.devices.values().sum::<i64>(),
+        planned,
+        state(DeviceState::Enrolling),
+        state(DeviceState::Connecting),
+        state(DeviceState::Online),
+        state(DeviceState::Renewing),
+        state(DeviceState::Backoff),
+        state(DeviceState::Failed),
+        snapshot.messages_sent,
+        snapshot.messages_acked,
+        snapshot.total_errors(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Phase, Recorder};
+
+    #[test]
+    fn the_line_counts_states_messages_and_errors() {
+        let recorder = Recorder::new();
+        for _ in 0..3 {
+            recorder.transition(None, DeviceState::Pending);
+        }
+        recorder.transition(Some(DeviceState::Pending), DeviceState::Online);
+        recorder.transition(Some(DeviceState::Pending), DeviceState::Enrolling);
+        recorder.message_sent();
+        recorder.message_sent();
+        recorder.message_acked();
+        recorder.error(Phase::CaIssue, "http_503");
+        let line = progress_line(&recorder.snapshot(), Duration::from_millis(12_340), 10);
+        assert_eq!(
+            line,
+            "[  12.3s] devices 3/10 started: 1 enrolling, 0 connecting, 1 online, 0 renewing, 0 backoff, 0 failed | msgs 2 sent 1 acked | errors 1"
+        );
+    }
+}
