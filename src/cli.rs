@@ -35,6 +35,10 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics while running (e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Run only slice INDEX of COUNT of the fleet (0-based, e.g. 0/2 and 1/2); the shards'
+        /// JSON reports merge with `fleetsim report`.
+        #[arg(long, value_name = "INDEX/COUNT")]
+        shard: Option<fleet::Shard>,
     },
     /// Run the EZCA and IoT Hub emulators standalone.
     ///
@@ -116,7 +120,16 @@ pub async fn main(cli: Cli) -> ExitCode {
             report,
             quiet,
             metrics_addr,
-        } => match run(&scenario, &report, !quiet, metrics_addr).await {
+            shard,
+        } => match run(
+            &scenario,
+            &report,
+            !quiet,
+            metrics_addr,
+            shard.unwrap_or_default(),
+        )
+        .await
+        {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -157,6 +170,7 @@ pub async fn run(
     report_path: &Path,
     progress: bool,
     metrics_addr: Option<std::net::SocketAddr>,
+    shard: fleet::Shard,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;
     let metrics_listener = match metrics_addr {
@@ -164,10 +178,14 @@ pub async fn run(
         None => None,
     };
     eprintln!(
-        "fleetsim: running {} ({} devices at {:.1}/s for {:.0} s)",
+        "fleetsim: running {}{} ({} devices, arrivals {}, for {:.0} s)",
         scenario.name,
+        match shard.is_whole() {
+            true => String::new(),
+            false => format!(" shard {shard}"),
+        },
         scenario.fleet.devices,
-        scenario.fleet.arrival_rate.0,
+        fleet::arrivals::describe(&scenario.fleet.arrival()),
         scenario.duration.as_secs_f64()
     );
     let ctrl_c = async {
@@ -180,6 +198,7 @@ pub async fn run(
         progress,
         interval_log: Some(report::hlog::hlog_path(report_path)),
         metrics_listener,
+        shard,
     };
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());

@@ -133,6 +133,7 @@ async fn embedded(
             transport,
             recorder,
             backoff: Backoff::default(),
+            gate: Default::default(),
         }),
         emulators: Some(emulators),
     })
@@ -299,6 +300,7 @@ async fn remote(
             transport,
             recorder,
             backoff: Backoff::default(),
+            gate: Default::default(),
         }),
         emulators: None,
     })
