@@ -89,19 +89,19 @@ impl Arrival {
 
     /// Rules serde cannot express; `at` locates the `arrival` key.
     pub fn validate(&self, at: Location) -> Result<(), (Location, String)> {
-        if self.rate.is_none() && self.max_in_flight.is_none() {
-            return Err((
-                at,
-                "arrival needs rate (open model, e.g. rate: 50/s) or max_in_flight (closed model)"
-                    .into(),
-            ));
-        }
         if self.rate.is_none()
             && let Some(first) = self.stages.first()
         {
             return Err((
                 first.referenced,
                 "arrival.stages need a starting rate: add arrival.rate".into(),
+            ));
+        }
+        if self.rate.is_none() && self.max_in_flight.is_none() {
+            return Err((
+                at,
+                "arrival needs rate (open model, e.g. rate: 50/s) or max_in_flight (closed model)"
+                    .into(),
             ));
         }
         for stage in &self.stages {
