@@ -185,7 +185,10 @@ pub async fn run(
             false => format!(" shard {shard}"),
         },
         scenario.fleet.devices,
-        fleet::arrivals::describe(&scenario.fleet.arrival()),
+        scenario
+            .fleet
+            .arrival()
+            .map_or("per cohort".into(), |a| fleet::arrivals::describe(&a)),
         scenario.duration.as_secs_f64()
     );
     let ctrl_c = async {

@@ -105,3 +105,21 @@ fn bad_cohort_sizes_name_the_line_and_column() {
         .to_string();
     assert!(e.contains("renewal") && e.contains("expected"), "{e}");
 }
+
+#[test]
+fn cohorts_with_their_own_arrivals_need_no_fleet_arrival() {
+    let own = SCENARIO.replace("  arrival_rate: 20/s\n", "").replace(
+        "      share: 80%\n",
+        "      share: 80%\n      arrival: {rate: 5/s, stages: [{ramp_to: 20/s, over: 2s}]}\n",
+    );
+    let e = fleetsim::scenario::parse(&own, Path::new("cohorts.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fleet needs arrival_rate"), "{e}");
+    let both = own.replace(
+        "      share: 20%\n",
+        "      share: 20%\n      arrival: {max_in_flight: 1}\n",
+    );
+    let s = fleetsim::scenario::parse(&both, Path::new("cohorts.yaml")).expect("parses");
+    assert!(s.fleet.arrival().is_none());
+}

@@ -152,12 +152,17 @@ pub struct Due {
 /// their own, interleaved) first, then one per cohort with its own. Ordinals are positions in
 /// the whole process, so a shard's devices keep their slots.
 pub fn processes(
-    fleet_arrival: &Arrival,
+    fleet_arrival: Option<&Arrival>,
     plan: super::cohorts::FleetPlan,
     shard: Shard,
 ) -> Result<Vec<(Model, Vec<Queued>)>, ShardError> {
-    // Process 0 is the fleet's; cohort c with its own arrival gets process own[c].
-    let mut models = vec![Model::new(fleet_arrival, shard)?];
+    // Process 0 is the fleet's; cohort c with its own arrival gets process own[c]. Without a
+    // fleet arrival (every cohort has its own, as the loader checked) process 0 stays empty.
+    let fleet_model = match fleet_arrival {
+        Some(a) => Model::new(a, shard)?,
+        None => Model::Closed(Arc::new(Semaphore::new(1))),
+    };
+    let mut models = vec![fleet_model];
     let mut own = vec![0usize; plan.arrivals.len()];
     for (c, arrival) in plan.arrivals.iter().enumerate() {
         if let Some(a) = arrival {

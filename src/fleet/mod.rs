@@ -92,7 +92,7 @@ pub async fn run(
     let plan = cohorts::plan(scenario);
     shard.check_devices(plan.devices.len() as u64)?;
     let cohort_names = plan.names.clone();
-    let processes = arrivals::processes(&scenario.fleet.arrival(), plan, shard)?;
+    let processes = arrivals::processes(scenario.fleet.arrival().as_ref(), plan, shard)?;
     let mut cohort_planned = vec![0u64; cohort_names.len()];
     for q in processes.iter().flat_map(|(_, queue)| queue) {
         cohort_planned[q.cohort] += 1;

@@ -111,16 +111,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// The fleet's arrival process, from `arrival` or its short form `arrival_rate`.
-    pub fn arrival(&self) -> Arrival {
+    /// The fleet's arrival process, from `arrival` or its short form `arrival_rate`; none when
+    /// every cohort has its own.
+    pub fn arrival(&self) -> Option<Arrival> {
         match (&self.arrival, &self.arrival_rate) {
-            (Some(a), _) => a.value.clone(),
-            (None, Some(r)) => Arrival::constant(r.value),
-            // Refused by the loader; a closed model of one is the harmless reading.
-            (None, None) => Arrival {
-                max_in_flight: NonZeroU32::new(1),
-                ..Arrival::default()
-            },
+            (Some(a), _) => Some(a.value.clone()),
+            (None, Some(r)) => Some(Arrival::constant(r.value)),
+            (None, None) => None,
         }
     }
 }
@@ -470,6 +467,8 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
         }
         (Some(a), None) => a.value.validate(a.referenced)?,
         (None, Some(_)) => {}
+        (None, None)
+            if !f.cohorts.is_empty() && f.cohorts.iter().all(|c| c.value.arrival.is_some()) => {}
         (None, None) => {
             return Err((
                 serde_saphyr::Location::UNKNOWN,
