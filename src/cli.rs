@@ -39,6 +39,10 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics while running (e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Run only slice INDEX of COUNT of the fleet (0-based, e.g. 0/2 and 1/2); the shards'
+        /// JSON reports merge with `fleetsim report`.
+        #[arg(long, value_name = "INDEX/COUNT")]
+        shard: Option<fleet::Shard>,
     },
     /// Run the EZCA and IoT Hub emulators standalone.
     ///
@@ -121,11 +125,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             quiet,
             no_tui,
             metrics_addr,
+            shard,
         } => match run(
             &scenario,
             &report,
             crate::ui::Progress::choose(quiet, no_tui),
             metrics_addr,
+            shard.unwrap_or_default(),
         )
         .await
         {
@@ -169,6 +175,7 @@ pub async fn run(
     report_path: &Path,
     progress: crate::ui::Progress,
     metrics_addr: Option<std::net::SocketAddr>,
+    shard: fleet::Shard,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;
     let metrics_listener = match metrics_addr {
@@ -176,10 +183,17 @@ pub async fn run(
         None => None,
     };
     eprintln!(
-        "fleetsim: running {} ({} devices at {:.1}/s for {:.0} s)",
+        "fleetsim: running {}{} ({} devices, arrivals {}, for {:.0} s)",
         scenario.name,
+        match shard.is_whole() {
+            true => String::new(),
+            false => format!(" shard {shard}"),
+        },
         scenario.fleet.devices,
-        scenario.fleet.arrival_rate.0,
+        scenario
+            .fleet
+            .arrival()
+            .map_or("per cohort".into(), |a| fleet::arrivals::describe(&a)),
         scenario.duration.as_secs_f64()
     );
     let ctrl_c = async {
@@ -192,6 +206,7 @@ pub async fn run(
         progress,
         interval_log: Some(report::hlog::hlog_path(report_path)),
         metrics_listener,
+        shard,
     };
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());

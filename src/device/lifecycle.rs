@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
+use super::gate::{Gate, TrafficClass};
 use super::{
     CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, Issued, ServiceError,
 };
@@ -44,6 +45,8 @@ pub struct Services<C, R, T> {
     pub transport: T,
     pub recorder: Arc<Recorder>,
     pub backoff: Backoff,
+    /// The fleet's limits and closed-model places.
+    pub gate: Gate,
 }
 
 /// What happened to one device, for the report and for tests.
@@ -141,6 +144,8 @@ where
         }
 
         self.set_state(DeviceState::Connecting);
+        // Enrolled and registered: the next device may take this one's place (closed model).
+        self.services.gate.enrolment_done(self.spec.index);
         let mut session = self.connect(Phase::MqttConnect, &key, &issued).await?;
         self.report.connected = true;
         self.set_state(DeviceState::Online);
@@ -172,6 +177,16 @@ where
                 self.report.renewals += 1;
                 self.set_state(DeviceState::Online);
                 continue;
+            }
+            if self.services.gate.is_limited(TrafficClass::Publish) {
+                let gate = self
+                    .services
+                    .gate
+                    .wait(TrafficClass::Publish, &self.services.recorder);
+                tokio::select! {
+                    _ = self.stop.cancelled() => break,
+                    _ = gate => {}
+                }
             }
             let (topic, payload) =
                 super::telemetry::next_message(&self.spec.id, message_id, &mut self.rng);
@@ -313,6 +328,12 @@ where
         let recorder = self.services.recorder.clone();
         let mut tries = 0;
         loop {
+            if let Some(class) = TrafficClass::of(phase) {
+                tokio::select! {
+                    _ = self.stop.cancelled() => return Err(Stop::Stopped),
+                    _ = self.services.gate.wait(class, &recorder) => {}
+                }
+            }
             let start = Instant::now();
             let result = tokio::select! {
                 _ = self.stop.cancelled() => return Err(Stop::Stopped),

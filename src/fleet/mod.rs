@@ -1,9 +1,14 @@
-//! The run as a whole: resolve the target (starting the embedded emulators if asked), start
-//! devices at the scenario's arrival rate, run them for the duration, stop them cleanly (at the
-//! end or on the shutdown signal, e.g. Ctrl-C) and build the report.
+//! The run as a whole: resolve the target (starting the embedded emulators if asked), plan the
+//! fleet ([`cohorts`]) and this process's slice of it ([`shard`]), start devices as the arrival
+//! processes say ([`arrivals`]) under the fleet's limits ([`limits`]), run them for the duration,
+//! stop them cleanly (at the end or on the shutdown signal, e.g. Ctrl-C) and build the report.
 
+pub mod arrivals;
 mod bulk;
+pub mod cohorts;
+mod limits;
 mod prometheus;
+pub mod shard;
 pub mod target;
 
 use std::future::Future;
@@ -11,17 +16,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{RngCore, SeedableRng};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::{DeviceReport, DeviceSpec, run_device};
 use crate::emulator::{CaEmulator, HubEmulator};
-use crate::metrics::Recorder;
+use crate::metrics::{DeviceState, Outcome, Phase, Recorder};
 use crate::report::hlog::IntervalLog;
-use crate::report::{DeviceCounts, Report};
-use crate::scenario::{Qos, Registration, Scenario, Target};
+use crate::report::{CohortCounts, DeviceCounts, Report};
+use crate::scenario::{Registration, Scenario, Target};
+pub use shard::Shard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -35,6 +40,8 @@ pub enum FleetError {
     Setup(String),
     #[error("report: {0}")]
     Report(#[from] crate::report::ReportError),
+    #[error("{0}")]
+    Shard(#[from] shard::ShardError),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,6 +53,8 @@ pub struct RunOptions {
     /// Serve Prometheus `/metrics` on this bound listener for the life of the run (the caller
     /// binds it, so tests can use port 0 and learn the address first).
     pub metrics_listener: Option<Arc<std::net::TcpListener>>,
+    /// The slice of the fleet this process runs (the whole fleet by default).
+    pub shard: Shard,
 }
 
 /// Everything a run produced. The embedded emulators have stopped serving, but their state can
@@ -60,27 +69,13 @@ pub struct RunOutcome {
 /// How long devices get to disconnect cleanly once the run ends.
 const DRAIN: Duration = Duration::from_secs(15);
 
-/// The specs of every device of the scenario, deterministic in its seed.
+/// The specs of every device of the scenario (all shards), deterministic in its seed; each
+/// carries its cohort's settings.
 pub fn device_specs(scenario: &Scenario) -> Vec<DeviceSpec> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(scenario.seed);
-    let c = &scenario.certificate;
-    (0..u64::from(scenario.fleet.devices.get()))
-        .map(|index| {
-            let mut bytes = [0u8; 16];
-            rng.fill_bytes(&mut bytes);
-            let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
-            DeviceSpec {
-                index,
-                id: scenario.fleet.id_pattern.render(index, &uuid),
-                key_kind: c.key,
-                validity_days: c.validity_days.get(),
-                renew_fraction: c.renew_at.fraction(),
-                telemetry_interval: scenario.telemetry.interval.0,
-                at_least_once: scenario.telemetry.qos == Qos::AtLeastOnce,
-                register: scenario.fleet.registration == Registration::PerDevice,
-                seed: rng.next_u64(),
-            }
-        })
+    cohorts::plan(scenario)
+        .devices
+        .into_iter()
+        .map(|(_, spec)| spec)
         .collect()
 }
 
@@ -100,11 +95,27 @@ pub async fn run(
     };
     tokio::pin!(shutdown);
     crate::crypto::install_crypto_provider();
+    let shard = options.shard;
+    let plan = cohorts::plan(scenario);
+    shard.check_devices(plan.devices.len() as u64)?;
+    let cohort_names = plan.names.clone();
+    let processes = arrivals::processes(scenario.fleet.arrival().as_ref(), plan, shard)?;
+    let mut cohort_planned = vec![0u64; cohort_names.len()];
+    for q in processes.iter().flat_map(|(_, queue)| queue) {
+        cohort_planned[q.cohort] += 1;
+    }
+    let planned: u64 = cohort_planned.iter().sum();
+    if planned == 0 {
+        return Err(FleetError::Setup(format!(
+            "--shard {shard}: no device of the fleet falls in this shard"
+        )));
+    }
     let recorder = Arc::new(Recorder::new());
-    let resolved = target::resolve(scenario, recorder.clone()).await?;
+    let mut resolved = target::resolve(scenario, recorder.clone()).await?;
+    Arc::get_mut(&mut resolved.services)
+        .ok_or_else(|| FleetError::Setup("device services are already shared".into()))?
+        .gate = limits::gate(&scenario.fleet.limits, shard);
     let services = resolved.services;
-    let specs = device_specs(scenario);
-    let planned = specs.len() as u64;
     let stop = CancellationToken::new();
     let metrics_stop = CancellationToken::new();
     // Stops the endpoint on every way out, early errors included.
@@ -125,7 +136,10 @@ pub async fn run(
         None => None,
     };
     if scenario.fleet.registration == Registration::Bulk {
-        let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = processes
+            .iter()
+            .flat_map(|(_, queue)| queue.iter().map(|q| q.spec.id.clone()))
+            .collect();
         if options.progress != crate::ui::Progress::Off {
             eprintln!("fleetsim: registering {} devices in bulk", ids.len());
         }
@@ -167,21 +181,20 @@ pub async fn run(
     let mut interval_tick = tokio::time::interval_at(start + every, every);
     let mut devices = JoinSet::new();
     let mut reports = Vec::with_capacity(planned as usize);
+    let mut report_cohorts: Vec<usize> = Vec::with_capacity(planned as usize);
 
-    // Open-model arrivals: device i is due at start + i × period, whatever happened to the
-    // devices before it, and its enrolment latency counts from that slot, so a slow scheduler or a
-    // slow CA shows up as latency instead of silently stretching the test. (A GCRA limiter such as
-    // governor re-bases on every late check; measured here it drifted 83 ms behind after 450
-    // arrivals at 50/s, so the schedule is the slots themselves.)
-    let rate = scenario.fleet.arrival_rate.0;
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let mut pending = specs.into_iter().enumerate();
+    // Devices start when their arrival process says (see `arrivals`): their latency counts from
+    // that instant, and one that starts late is counted as late, never silently shifted.
+    let (due_tx, mut due) = tokio::sync::mpsc::unbounded_channel();
+    let mut arrival_tasks = arrivals::start(processes, start, &stop, due_tx);
+    let mut cohort_of: std::collections::HashMap<u64, usize> = Default::default();
+    let mut started = 0u64;
+    let mut cohort_started = vec![0u64; cohort_names.len()];
+    let mut late = 0u64;
     let mut arrivals_done = stop.is_cancelled();
     let mut interrupted = stop.is_cancelled();
-    let mut next_slot = 0usize;
     // Interrupted during bulk registration: the shutdown future has completed already.
     while !interrupted {
-        let arrival = tokio::time::sleep_until(start + period.mul_f64(next_slot as f64));
         tokio::select! {
             _ = &mut shutdown => { interrupted = true; break; }
             _ = tokio::time::sleep_until(end) => break,
@@ -189,25 +202,46 @@ pub async fn run(
                 write_interval(&mut interval_log, &recorder.snapshot());
             }
             Some(done) = devices.join_next(), if !devices.is_empty() => {
-                if let Ok(report) = done {
+                if let Ok((index, report)) = done {
+                    report_cohorts.push(cohort_of.get(&index).copied().unwrap_or(0));
                     reports.push(report);
                 }
             }
-            _ = arrival, if !arrivals_done => match pending.next() {
-                Some((i, spec)) => {
-                    let intended = start + period.mul_f64(i as f64);
-                    next_slot = i + 1;
-                    devices.spawn(run_device(spec, services.clone(), intended, stop.child_token()));
+            d = due.recv(), if !arrivals_done => match d {
+                Some(d) => {
+                    let arrivals::Due { cohort, spec, intended, scheduled, place } = d;
+                    let now = Instant::now();
+                    if scheduled && now.saturating_duration_since(intended) > arrivals::LATE_AFTER {
+                        late += 1;
+                        recorder.record(Phase::ArrivalLate, Outcome::Ok, intended, now);
+                    }
+                    started += 1;
+                    let index = spec.index;
+                    cohort_of.insert(index, cohort);
+                    cohort_started[cohort] += 1;
+                    if let Some(place) = place {
+                        services.gate.hold_place(index, place);
+                    }
+                    let services = services.clone();
+                    let token = stop.child_token();
+                    devices.spawn(async move {
+                        let report = run_device(spec, services.clone(), intended, token).await;
+                        // A device that stopped or failed while enrolling gives its place back.
+                        services.gate.enrolment_done(index);
+                        (index, report)
+                    });
                 }
                 None => arrivals_done = true,
             },
         }
     }
-    let started = planned - pending.len() as u64;
     stop.cancel();
+    arrival_tasks.abort_all();
+    while arrival_tasks.join_next().await.is_some() {}
     let drained = tokio::time::timeout(DRAIN, async {
         while let Some(r) = devices.join_next().await {
-            if let Ok(report) = r {
+            if let Ok((index, report)) = r {
+                report_cohorts.push(cohort_of.get(&index).copied().unwrap_or(0));
                 reports.push(report);
             }
         }
@@ -245,6 +279,26 @@ pub async fn run(
     let mut report = Report::new(&scenario.name, target_name, started_at, wall, snapshot)?;
     report.interrupted = interrupted;
     report.devices = count_devices(&reports, planned, started);
+    report.devices.late = late;
+    report.shard = (!shard.is_whole()).then(|| shard.to_string());
+    let mut cohorts: Vec<CohortCounts> = cohort_names
+        .iter()
+        .enumerate()
+        .map(|(c, name)| CohortCounts {
+            name: name.clone(),
+            planned: cohort_planned[c],
+            started: cohort_started[c],
+            ..CohortCounts::default()
+        })
+        .collect();
+    for (r, &c) in reports.iter().zip(&report_cohorts) {
+        if let Some(counts) = cohorts.get_mut(c) {
+            counts.enrolled += u64::from(r.enrolled);
+            counts.connected += u64::from(r.connected);
+            counts.failed += u64::from(r.failure.is_some());
+        }
+    }
+    report.cohorts = cohorts;
     report.messages.failed = reports.iter().map(|r| r.messages_failed).sum();
     report.hub = hub.as_ref().map(|h| h.stats().into());
     report.thresholds = crate::report::thresholds::evaluate(&scenario.thresholds, &report)?;
@@ -278,5 +332,6 @@ fn count_devices(reports: &[DeviceReport], planned: u64, started: u64) -> Device
         renewed: count(|r| r.renewals > 0),
         renewals: reports.iter().map(|r| r.renewals).sum(),
         failed: count(|r| r.failure.is_some()),
+        late: 0,
     }
 }

@@ -142,6 +142,7 @@ async fn embedded(
             transport,
             recorder,
             backoff: Backoff::default(),
+            gate: Default::default(),
         }),
         emulators: Some(emulators),
     })
@@ -321,6 +322,7 @@ async fn remote(
             transport,
             recorder,
             backoff: Backoff::default(),
+            gate: Default::default(),
         }),
         emulators: None,
     })

@@ -33,10 +33,18 @@ pub enum Phase {
     MqttReconnect,
     RevokeCutoff,
     FirstTelemetry,
+    /// A device that started after its arrival slot: how late (recorded only for late devices).
+    ArrivalLate,
+    /// Waits for the fleet's certificate-request limit (`fleet.limits.enrolments`).
+    LimitEnrolment,
+    /// Waits for the fleet's connect limit (`fleet.limits.connects`).
+    LimitConnect,
+    /// Waits for the fleet's publish limit (`fleet.limits.publishes`).
+    LimitPublish,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 15] = [
         Phase::Keygen,
         Phase::Csr,
         Phase::CaRegisterDomain,
@@ -48,6 +56,10 @@ impl Phase {
         Phase::MqttReconnect,
         Phase::RevokeCutoff,
         Phase::FirstTelemetry,
+        Phase::ArrivalLate,
+        Phase::LimitEnrolment,
+        Phase::LimitConnect,
+        Phase::LimitPublish,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +75,10 @@ impl Phase {
             Phase::MqttReconnect => "mqtt.reconnect",
             Phase::RevokeCutoff => "revoke.cutoff",
             Phase::FirstTelemetry => "first_telemetry",
+            Phase::ArrivalLate => "arrival.late",
+            Phase::LimitEnrolment => "limit.enrolment",
+            Phase::LimitConnect => "limit.connect",
+            Phase::LimitPublish => "limit.publish",
         }
     }
 

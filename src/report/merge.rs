@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::stats::{self, HistogramMap};
 use super::thresholds;
-use super::{DeviceCounts, HubCounts, MessageCounts, Report, ReportError, SCHEMA};
+use super::{CohortCounts, DeviceCounts, HubCounts, MessageCounts, Report, ReportError, SCHEMA};
 use crate::scenario::Threshold;
 
 /// Reads one JSON report and checks its schema.
@@ -91,7 +91,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
     let mut devices = DeviceCounts::default();
     let mut messages = MessageCounts::default();
     let mut hub: Option<HubCounts> = None;
+    let mut cohorts: Vec<CohortCounts> = Vec::new();
     for r in reports {
+        add_cohorts(&mut cohorts, &r.cohorts);
         let (l, u) = r.histograms()?;
         for (key, h) in l {
             stats::add_into(&mut latency, key, h)?;
@@ -125,7 +127,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         wall_seconds: reports.iter().map(|r| r.wall_seconds).fold(0.0, f64::max),
         interrupted: reports.iter().any(|r| r.interrupted),
         merged_from: Vec::new(),
+        shard: None,
         devices,
+        cohorts,
         messages,
         phases: stats::phase_stats(&latency, &uncorrected)?,
         errors,
@@ -168,6 +172,29 @@ fn add_devices(into: &mut DeviceCounts, d: &DeviceCounts) {
     into.renewed += d.renewed;
     into.renewals += d.renewals;
     into.failed += d.failed;
+    into.late += d.late;
+}
+
+/// Sums cohorts by name, keeping the order they first appear in.
+fn add_cohorts(into: &mut Vec<CohortCounts>, cohorts: &[CohortCounts]) {
+    for c in cohorts {
+        let i = match into.iter().position(|m| m.name == c.name) {
+            Some(i) => i,
+            None => {
+                into.push(CohortCounts {
+                    name: c.name.clone(),
+                    ..CohortCounts::default()
+                });
+                into.len() - 1
+            }
+        };
+        let m = &mut into[i];
+        m.planned += c.planned;
+        m.started += c.started;
+        m.enrolled += c.enrolled;
+        m.connected += c.connected;
+        m.failed += c.failed;
+    }
 }
 
 fn add_hub(into: &mut HubCounts, h: &HubCounts) {

@@ -69,7 +69,14 @@ pub struct Report {
     /// The report files this one was merged from (empty for a single run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// The slice of the fleet this run was (`i/n` of `fleetsim run --shard`); absent for a whole
+    /// run and for a merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     pub devices: DeviceCounts,
+    /// Devices per cohort (one, `default`, for a scenario without cohorts).
+    #[serde(default)]
+    pub cohorts: Vec<CohortCounts>,
     pub messages: MessageCounts,
     pub phases: Vec<PhaseStats>,
     /// `phase/kind` → count.
@@ -123,6 +130,20 @@ pub struct DeviceCounts {
     pub renewed: u64,
     pub renewals: u64,
     pub failed: u64,
+    /// Devices that started after their arrival slot (their lateness is the `arrival.late` phase).
+    #[serde(default)]
+    pub late: u64,
+}
+
+/// One cohort's devices.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CohortCounts {
+    pub name: String,
+    pub planned: u64,
+    pub started: u64,
+    pub enrolled: u64,
+    pub connected: u64,
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -148,7 +169,9 @@ impl Report {
             wall_seconds,
             interrupted: false,
             merged_from: Vec::new(),
+            shard: None,
             devices: DeviceCounts::default(),
+            cohorts: Vec::new(),
             messages: MessageCounts {
                 sent: snapshot.messages_sent,
                 acked: snapshot.messages_acked,
@@ -203,11 +226,23 @@ impl Report {
         if !self.merged_from.is_empty() {
             let _ = writeln!(s, "merged from {} reports", self.merged_from.len());
         }
+        if let Some(shard) = &self.shard {
+            let _ = writeln!(s, "shard {shard} of the fleet");
+        }
         let _ = writeln!(
             s,
-            "devices: {} planned, {} started, {} enrolled, {} connected, {} renewed ({} renewals), {} failed",
-            d.planned, d.started, d.enrolled, d.connected, d.renewed, d.renewals, d.failed
+            "devices: {} planned, {} started ({} late), {} enrolled, {} connected, {} renewed ({} renewals), {} failed",
+            d.planned, d.started, d.late, d.enrolled, d.connected, d.renewed, d.renewals, d.failed
         );
+        if self.cohorts.len() > 1 {
+            for c in &self.cohorts {
+                let _ = writeln!(
+                    s,
+                    "  cohort {:<16} {} planned, {} started, {} enrolled, {} connected, {} failed",
+                    c.name, c.planned, c.started, c.enrolled, c.connected, c.failed
+                );
+            }
+        }
         let m = &self.messages;
         let _ = write!(
             s,

@@ -5,6 +5,8 @@
 //! percentages) parse in their own types (see [`units`]). YAML parsing happens only in [`load`] and
 //! [`parse`], so the YAML crate (serde-saphyr) can be swapped without touching the rest.
 
+pub mod arrival;
+pub mod cohort;
 mod target;
 pub mod thresholds;
 pub mod units;
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+pub use arrival::{Arrival, Limits};
+pub use cohort::Cohort;
 pub use target::*;
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
@@ -84,8 +88,9 @@ pub struct Fleet {
     /// Device ids: `{index}`, `{index:06}` (zero-padded) or `{uuid}` (seeded).
     #[serde(default = "IdPattern::default_pattern")]
     pub id_pattern: IdPattern,
-    /// Devices started per unit of time (constant arrivals).
-    pub arrival_rate: Rate,
+    /// Devices started per unit of time (constant arrivals): the short form of `arrival`.
+    #[serde(default)]
+    pub arrival_rate: Option<Spanned<Rate>>,
     /// How devices are created in the hub's registry: one `PUT` per device as it arrives, or in
     /// bulk calls of up to 100 before the first arrival (the way to stay under a SKU's registry
     /// throttle of 100 operations per minute per unit).
@@ -94,6 +99,27 @@ pub struct Fleet {
     /// How devices reach the hub: MQTT on TLS (8883) or MQTT over WebSocket (443).
     #[serde(default)]
     pub transport: DeviceTransportKind,
+    /// How devices arrive: open model with stages, or closed (see [`arrival`]).
+    #[serde(default)]
+    pub arrival: Option<Spanned<Arrival>>,
+    /// Ceilings per traffic class for the whole fleet.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Device groups with their own settings (see [`cohort`]); none means one group.
+    #[serde(default)]
+    pub cohorts: Vec<Spanned<Cohort>>,
+}
+
+impl Fleet {
+    /// The fleet's arrival process, from `arrival` or its short form `arrival_rate`; none when
+    /// every cohort has its own.
+    pub fn arrival(&self) -> Option<Arrival> {
+        match (&self.arrival, &self.arrival_rate) {
+            (Some(a), _) => Some(a.value.clone()),
+            (None, Some(r)) => Some(Arrival::constant(r.value)),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -337,11 +363,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             message: tidy_message(&e.to_string(), path),
         }
     })?;
-    validate(&scenario).map_err(|(at, message)| ScenarioError::Invalid {
-        path: path.to_path_buf(),
-        line: at.line(),
-        column: at.column(),
-        message,
+    validate(&scenario).map_err(|(at, message)| {
+        // Errors about something missing have no location of their own: point at its parent key.
+        let (line, column) = match at == serde_saphyr::Location::UNKNOWN {
+            true => key_position(text, "fleet"),
+            false => (at.line(), at.column()),
+        };
+        ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
     })?;
     Ok(scenario)
 }
@@ -357,8 +390,17 @@ fn tidy_message(message: &str, path: &Path) -> String {
     message.replace("<input>", &path.display().to_string())
 }
 
+/// Line and column (1-based) of a top-level `key:`, or 1:1.
+fn key_position(text: &str, key: &str) -> (u64, u64) {
+    let prefix = format!("{key}:");
+    text.lines()
+        .position(|l| l.starts_with(&prefix))
+        .map_or((1, 1), |i| (i as u64 + 1, 1))
+}
+
 /// Rules that involve more than one field.
 fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    validate_fleet(s)?;
     if let (Some(scale), Target::Remote(_)) = (&s.time_scale, &s.target.value) {
         return Err((
             scale.referenced,
@@ -407,6 +449,67 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
             format!(
                 "certificate.validity_days ({}) exceeds the embedded CA's max_cert_life_days ({})",
                 s.certificate.validity_days, e.ca.max_cert_life_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The fleet's arrival, limits and cohorts.
+fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    let f = &s.fleet;
+    match (&f.arrival, &f.arrival_rate) {
+        (Some(a), Some(_)) => {
+            return Err((
+                a.referenced,
+                "give fleet.arrival or fleet.arrival_rate (its short form), not both".into(),
+            ));
+        }
+        (Some(a), None) => a.value.validate(a.referenced)?,
+        (None, Some(_)) => {}
+        (None, None)
+            if !f.cohorts.is_empty() && f.cohorts.iter().all(|c| c.value.arrival.is_some()) => {}
+        (None, None) => {
+            return Err((
+                serde_saphyr::Location::UNKNOWN,
+                "fleet needs arrival_rate (e.g. arrival_rate: 50/s) or arrival \
+                 (e.g. arrival: {rate: 10/s, stages: [{ramp_to: 50/s, over: 30s}]} or \
+                 arrival: {max_in_flight: 20})"
+                    .into(),
+            ));
+        }
+    }
+    cohort::validate(f.devices.get(), &f.cohorts)?;
+    let key = |c: &Cohort| c.certificate.key.unwrap_or(s.certificate.key);
+    if s.certificate.renewal.value == Renewal::Certificate
+        && let Some(c) = f.cohorts.iter().find(|c| {
+            !matches!(
+                key(&c.value),
+                KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
+            )
+        })
+    {
+        return Err((
+            c.referenced,
+            format!(
+                "cohort {:?}: renewal: certificate signs an RS256 token with the device key, so its key must be rsa-2048, rsa-3072 or rsa-4096",
+                c.value.name
+            ),
+        ));
+    }
+    if let Target::Embedded(e) = &s.target.value
+        && let Some(c) = f.cohorts.iter().find(|c| {
+            c.value
+                .certificate
+                .validity_days
+                .is_some_and(|d| d.get() > e.ca.max_cert_life_days)
+        })
+    {
+        return Err((
+            c.referenced,
+            format!(
+                "cohort {:?}: certificate.validity_days exceeds the embedded CA's max_cert_life_days ({})",
+                c.value.name, e.ca.max_cert_life_days
             ),
         ));
     }

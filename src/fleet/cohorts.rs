@@ -1,0 +1,152 @@
+//! From the scenario's cohorts to one [`DeviceSpec`] per device.
+//!
+//! Devices are numbered fleet-wide, and the cohorts are interleaved over the numbers in
+//! proportion to their sizes (smooth weighted round-robin: with 90% sensors and 10% gateways,
+//! every tenth device is a gateway), so a cohort that shares the fleet's arrival process arrives
+//! spread over the run instead of all at its end. Ids, seeds and cohorts depend only on the
+//! scenario, never on the shard.
+
+use rand::{RngCore, SeedableRng};
+
+use crate::device::DeviceSpec;
+use crate::scenario::{Arrival, IdPattern, Qos, Registration, Scenario, cohort};
+
+/// The name of the implicit cohort of a scenario without `fleet.cohorts`.
+pub const DEFAULT_COHORT: &str = "default";
+
+/// What the fleet is made of.
+pub struct FleetPlan {
+    /// Cohort names, in scenario order.
+    pub names: Vec<String>,
+    /// Each cohort's own arrival process (`None`: the fleet's).
+    pub arrivals: Vec<Option<Arrival>>,
+    /// Every device of the whole fleet, by index, with its cohort.
+    pub devices: Vec<(usize, DeviceSpec)>,
+}
+
+/// Plans the whole fleet (every shard plans the same and keeps its slice).
+pub fn plan(scenario: &Scenario) -> FleetPlan {
+    let fleet = &scenario.fleet;
+    let total = fleet.devices.get();
+    let sizes = match fleet.cohorts.is_empty() {
+        true => vec![total],
+        false => cohort::sizes(total, &fleet.cohorts),
+    };
+    let members = interleave(&sizes);
+    // One spec template per cohort: the top-level settings with the cohort's changes.
+    let templates: Vec<(IdPattern, DeviceSpec)> = match fleet.cohorts.is_empty() {
+        true => vec![(fleet.id_pattern.clone(), template(scenario, None))],
+        false => fleet
+            .cohorts
+            .iter()
+            .map(|co| {
+                let co = &co.value;
+                let pattern = co
+                    .id_pattern
+                    .clone()
+                    .unwrap_or_else(|| fleet.id_pattern.clone());
+                (pattern, template(scenario, Some(co)))
+            })
+            .collect(),
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(scenario.seed);
+    let devices = members
+        .into_iter()
+        .enumerate()
+        .map(|(index, cohort)| {
+            // The same draws in the same order as ever, so ids and seeds of a scenario without
+            // cohorts did not change when cohorts came.
+            let mut bytes = [0u8; 16];
+            rng.fill_bytes(&mut bytes);
+            let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
+            let (pattern, template) = &templates[cohort];
+            let index = index as u64;
+            let spec = DeviceSpec {
+                index,
+                id: pattern.render(index, &uuid),
+                seed: rng.next_u64(),
+                ..template.clone()
+            };
+            (cohort, spec)
+        })
+        .collect();
+    FleetPlan {
+        names: match fleet.cohorts.is_empty() {
+            true => vec![DEFAULT_COHORT.to_string()],
+            false => fleet.cohorts.iter().map(|c| c.value.name.clone()).collect(),
+        },
+        arrivals: match fleet.cohorts.is_empty() {
+            true => vec![None],
+            false => fleet
+                .cohorts
+                .iter()
+                .map(|c| c.value.arrival.as_ref().map(|a| a.value.clone()))
+                .collect(),
+        },
+        devices,
+    }
+}
+
+/// A device of `cohort` (or of the scenario's top level), without index, id and seed.
+fn template(scenario: &Scenario, cohort: Option<&crate::scenario::Cohort>) -> DeviceSpec {
+    let c = &scenario.certificate;
+    let t = &scenario.telemetry;
+    let cc = cohort.map(|co| &co.certificate);
+    let ct = cohort.map(|co| &co.telemetry);
+    let qos = ct.and_then(|own| own.qos).unwrap_or(t.qos);
+    DeviceSpec {
+        index: 0,
+        id: String::new(),
+        key_kind: cc.and_then(|own| own.key).unwrap_or(c.key),
+        validity_days: cc
+            .and_then(|own| own.validity_days)
+            .unwrap_or(c.validity_days)
+            .get(),
+        renew_fraction: cc
+            .and_then(|own| own.renew_at)
+            .unwrap_or(c.renew_at)
+            .fraction(),
+        telemetry_interval: ct.and_then(|own| own.interval).unwrap_or(t.interval).0,
+        at_least_once: qos == Qos::AtLeastOnce,
+        register: scenario.fleet.registration == Registration::PerDevice,
+        seed: 0,
+    }
+}
+
+/// The cohort of each device index: `sizes[c]` devices of cohort `c`, spread evenly.
+pub fn interleave(sizes: &[u32]) -> Vec<usize> {
+    let total: i64 = sizes.iter().map(|&s| i64::from(s)).sum();
+    let mut credit = vec![0i64; sizes.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        for (c, s) in credit.iter_mut().zip(sizes) {
+            *c += i64::from(*s);
+        }
+        // The largest credit goes next; ties to the earlier cohort.
+        let Some(next) =
+            (0..sizes.len()).max_by(|&a, &b| credit[a].cmp(&credit[b]).then(b.cmp(&a)))
+        else {
+            break;
+        };
+        credit[next] -= total;
+        out.push(next);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cohorts_interleave_in_proportion() {
+        let members = interleave(&[9, 1]);
+        assert_eq!(members.len(), 10);
+        assert_eq!(members.iter().filter(|&&c| c == 1).count(), 1);
+        let members = interleave(&[18, 2]);
+        let gateways: Vec<usize> = (0..20).filter(|&i| members[i] == 1).collect();
+        assert_eq!(gateways.len(), 2);
+        assert!(gateways[1] - gateways[0] >= 9, "{gateways:?}");
+        assert_eq!(interleave(&[3]), vec![0, 0, 0]);
+    }
+}
