@@ -3,6 +3,8 @@
 //! end or on the shutdown signal, e.g. Ctrl-C) and build the report.
 
 mod bulk;
+mod events;
+mod health;
 mod prometheus;
 pub mod target;
 
@@ -16,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::device::{DeviceReport, DeviceSpec, run_device};
+use crate::device::{DeviceReport, DeviceSpec, RenewalPolicy, run_device};
 use crate::emulator::{CaEmulator, HubEmulator};
 use crate::metrics::{DeviceState, Recorder};
 use crate::report::hlog::IntervalLog;
@@ -80,6 +82,13 @@ pub fn device_specs(scenario: &Scenario) -> Vec<DeviceSpec> {
                 at_least_once: scenario.telemetry.qos == Qos::AtLeastOnce,
                 register: scenario.fleet.registration == Registration::PerDevice,
                 seed: rng.next_u64(),
+                renewal: RenewalPolicy {
+                    jitter: c.renew_jitter.map_or(0.0, |j| j.fraction()),
+                    deadline: c.renew_deadline.fraction(),
+                    rekey: c.rekey,
+                    swap: c.swap,
+                },
+                control: Default::default(),
             }
         })
         .collect()
@@ -96,7 +105,8 @@ pub async fn run(
     let recorder = Arc::new(Recorder::new());
     let resolved = target::resolve(scenario, recorder.clone()).await?;
     let services = resolved.services;
-    let specs = device_specs(scenario);
+    let mut specs = device_specs(scenario);
+    let mut events = events::Events::new(scenario, &mut specs);
     let planned = specs.len() as u64;
     let stop = CancellationToken::new();
     let metrics_stop = CancellationToken::new();
@@ -168,6 +178,10 @@ pub async fn run(
             _ = &mut shutdown => { interrupted = true; break; }
             _ = tokio::time::sleep_until(end) => break,
             _ = progress.tick(), if options.progress => print_progress(&recorder, start, planned),
+            _ = tokio::time::sleep_until(events.next_at(start).unwrap_or(end)),
+                if events.next_at(start).is_some() => {
+                events.fire(next_slot);
+            }
             _ = interval_tick.tick(), if interval_log.is_some() => {
                 write_interval(&mut interval_log, &recorder.snapshot());
             }
@@ -223,12 +237,20 @@ pub async fn run(
     };
     // One snapshot for both, so the interval log sums exactly to the report.
     let snapshot = recorder.snapshot();
+    let snapshot_certs = snapshot.certs.clone();
     write_interval(&mut interval_log, &snapshot);
     let mut report = Report::new(&scenario.name, target_name, started_at, wall, snapshot)?;
     report.interrupted = interrupted;
     report.devices = count_devices(&reports, planned, started);
     report.messages.failed = reports.iter().map(|r| r.messages_failed).sum();
     report.hub = hub.as_ref().map(|h| h.stats().into());
+    report.certificates = Some(health::certificate_report(
+        scenario,
+        &recorder,
+        &reports,
+        hub.as_ref(),
+        snapshot_certs,
+    ));
     report.thresholds = crate::report::thresholds::evaluate(&scenario.thresholds, &report)?;
     reports.sort_by_key(|r| r.id.clone());
     Ok(RunOutcome {

@@ -12,6 +12,7 @@
 //!
 //! [`exporter`] serves all of it to Prometheus at `/metrics`.
 
+pub mod certs;
 pub mod exporter;
 mod recorder;
 
@@ -33,10 +34,11 @@ pub enum Phase {
     MqttReconnect,
     RevokeCutoff,
     FirstTelemetry,
+    SwapGap,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Keygen,
         Phase::Csr,
         Phase::CaRegisterDomain,
@@ -48,6 +50,7 @@ impl Phase {
         Phase::MqttReconnect,
         Phase::RevokeCutoff,
         Phase::FirstTelemetry,
+        Phase::SwapGap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +66,9 @@ impl Phase {
             Phase::MqttReconnect => "mqtt.reconnect",
             Phase::RevokeCutoff => "revoke.cutoff",
             Phase::FirstTelemetry => "first_telemetry",
+            // Not an operation: how long a device had no connection to publish on while it
+            // swapped to a renewed certificate.
+            Phase::SwapGap => "swap.gap",
         }
     }
 

@@ -89,6 +89,7 @@ pub struct Recorder {
     messages_acked: AtomicU64,
     messages_failed: AtomicU64,
     states: [AtomicI64; DeviceState::ALL.len()],
+    certs: super::certs::CertHealth,
 }
 
 impl Default for Recorder {
@@ -126,6 +127,7 @@ impl Recorder {
             messages_acked: AtomicU64::new(0),
             messages_failed: AtomicU64::new(0),
             states: Default::default(),
+            certs: super::certs::CertHealth::new(),
         }
     }
 
@@ -199,6 +201,11 @@ impl Recorder {
         self.states[to as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The fleet's certificate health (held certificates, renewals, revocations).
+    pub fn certs(&self) -> &super::certs::CertHealth {
+        &self.certs
+    }
+
     /// Everything recorded so far, with the shards merged. Each shard is locked only while it is
     /// added in, so writers on other shards carry on.
     pub fn snapshot(&self) -> Snapshot {
@@ -229,6 +236,7 @@ impl Recorder {
             messages_failed: self.messages_failed.load(Ordering::Relaxed),
             errors,
             devices,
+            certs: self.certs.snapshot(),
         }
     }
 }
@@ -275,6 +283,8 @@ pub struct Snapshot {
     pub errors: BTreeMap<String, u64>,
     /// Device-state gauges.
     pub devices: BTreeMap<&'static str, i64>,
+    /// Fleet certificate health at the moment of the snapshot.
+    pub certs: super::certs::CertSnapshot,
 }
 
 impl Snapshot {

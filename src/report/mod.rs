@@ -3,6 +3,7 @@
 //! ([`merge`]), an interval log ([`hlog`]), a self-contained HTML page ([`html`]) and the
 //! thresholds' verdicts ([`thresholds`]).
 
+pub mod certificates;
 pub mod hlog;
 pub mod html;
 pub mod merge;
@@ -79,6 +80,9 @@ pub struct Report {
     pub thresholds: Vec<ThresholdResult>,
     /// What the embedded hub counted, to compare with `messages`.
     pub hub: Option<HubCounts>,
+    /// Certificate health, renewals, swaps and revocations ([`certificates`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<certificates::CertificateReport>,
 }
 
 /// The embedded hub's totals, as the report keeps them.
@@ -154,6 +158,7 @@ impl Report {
             errors: snapshot.errors,
             thresholds: Vec::new(),
             hub: None,
+            certificates: None,
         })
     }
 
@@ -252,6 +257,10 @@ impl Report {
             for (kind, n) in &self.errors {
                 let _ = writeln!(s, "  {kind:<40} {n:>8}");
             }
+        }
+        if let Some(c) = &self.certificates {
+            let _ = writeln!(s);
+            s.push_str(&c.to_text());
         }
         if !self.thresholds.is_empty() {
             let _ = writeln!(s);

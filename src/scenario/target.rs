@@ -53,6 +53,11 @@ pub struct EmbeddedCa {
     /// when empty.
     #[serde(default)]
     pub allowed_domains: Vec<String>,
+    /// EZCA's one-click trust with "disable device on revoke": revoking a certificate disables
+    /// its device in the embedded hub, which drops the connection and refuses reconnects. Off,
+    /// a revoked device stays connected (IoT Hub does not check revocation).
+    #[serde(default)]
+    pub disable_device_on_revoke: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -72,6 +77,7 @@ impl Default for EmbeddedCa {
             latency: None,
             error_rate: None,
             allowed_domains: Vec::new(),
+            disable_device_on_revoke: false,
         }
     }
 }
