@@ -61,8 +61,9 @@ async fn jitter_spreads_a_cohorts_renewals() {
     let (together, n) = peak(&cohort("")).await;
     assert_eq!(n, 30);
     assert!(together >= 15, "without jitter, peak {together}/s");
+    // Some renew at 30% of the life, so twice within the run.
     let (spread, n) = peak(&cohort("renew_jitter: 20%")).await;
-    assert_eq!(n, 30);
+    assert!(n >= 30, "{n} renewals");
     assert!(spread < 15, "with jitter, peak {spread}/s");
 }
 
