@@ -178,8 +178,14 @@ async fn renewals_retry_until_the_deadline_and_expiry_is_counted() {
     // It kept sending telemetry while its renewal was failing.
     assert!(never.messages_acked >= 10, "{} acked", never.messages_acked);
 
-    assert!(!flaky.expired_before_renewal && flaky.failure.is_none(), "{flaky:?}");
-    assert!(flaky.renewals >= 1, "the flaky device renewed after retrying");
+    assert!(
+        !flaky.expired_before_renewal && flaky.failure.is_none(),
+        "{flaky:?}"
+    );
+    assert!(
+        flaky.renewals >= 1,
+        "the flaky device renewed after retrying"
+    );
 
     let health = recorder.snapshot().certs;
     assert_eq!(health.expired_before_renewal, 1);

@@ -52,8 +52,16 @@ fn check(outcome: &RunOutcome) {
         assert_eq!(d.swaps, d.renewals, "{}: one swap per renewal", d.id);
         swaps += d.swaps;
         let stats = hub.device_stats(&d.id);
-        assert_eq!(stats.messages, d.messages_sent, "{}: sent vs received", d.id);
-        assert_eq!(d.messages_acked, d.messages_sent, "{}: every message acked", d.id);
+        assert_eq!(
+            stats.messages, d.messages_sent,
+            "{}: sent vs received",
+            d.id
+        );
+        assert_eq!(
+            d.messages_acked, d.messages_sent,
+            "{}: every message acked",
+            d.id
+        );
         // The hub saw the device connect once with each certificate it was issued.
         assert_eq!(stats.cert_serials, d.certificate_serials, "{}", d.id);
     }
@@ -67,9 +75,16 @@ fn check(outcome: &RunOutcome) {
     let section = report.certificates.as_ref().unwrap();
     assert_eq!(section.swap.swaps, swaps);
     assert_eq!(section.swap.devices_compared, 12);
-    assert_eq!((section.swap.qos1_lost, section.swap.qos1_duplicated), (0, 0));
+    assert_eq!(
+        (section.swap.qos1_lost, section.swap.qos1_duplicated),
+        (0, 0)
+    );
     assert_eq!(section.health.expired_before_renewal, 0);
-    assert!(report.thresholds.iter().all(|t| t.pass), "{:?}", report.thresholds);
+    assert!(
+        report.thresholds.iter().all(|t| t.pass),
+        "{:?}",
+        report.thresholds
+    );
     assert!(report.to_text().contains("swap.gap"));
 }
 
@@ -81,7 +96,13 @@ async fn make_before_break_loses_no_message_and_records_the_gap() {
     for d in &outcome.devices {
         // Each swap's old session was taken over by the hub (not closed by the device).
         let stats = hub.device_stats(&d.id);
-        assert!(stats.drops >= d.swaps, "{}: {} drops, {} swaps", d.id, stats.drops, d.swaps);
+        assert!(
+            stats.drops >= d.swaps,
+            "{}: {} drops, {} swaps",
+            d.id,
+            stats.drops,
+            d.swaps
+        );
     }
     assert_eq!(
         outcome.report.certificates.as_ref().unwrap().swap.mode,
@@ -100,5 +121,9 @@ async fn break_before_make_loses_no_message_and_records_the_gap() {
         .find(|p| p.phase == "swap.gap")
         .unwrap();
     // Closing first leaves the device without a session for at least a TLS handshake.
-    assert!(gap.latency.p50_ms > 0.1, "gap p50 {} ms", gap.latency.p50_ms);
+    assert!(
+        gap.latency.p50_ms > 0.1,
+        "gap p50 {} ms",
+        gap.latency.p50_ms
+    );
 }

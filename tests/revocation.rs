@@ -61,7 +61,9 @@ async fn a_revoked_device_is_dropped_and_refused_when_the_ca_disables_it() {
         let r = d.revocation.as_ref().unwrap();
         assert!(r.error.is_none(), "{}: {:?}", d.id, r.error);
         assert_eq!(ca.is_revoked(&sha1_thumbprint(&d.chain[0])), Some(true));
-        let cutoff = r.cutoff.unwrap_or_else(|| panic!("{} was not cut off", d.id));
+        let cutoff = r
+            .cutoff
+            .unwrap_or_else(|| panic!("{} was not cut off", d.id));
         assert!(cutoff.as_secs() < 3, "{}: cut off after {cutoff:?}", d.id);
         assert!(r.reconnect_refused, "{}: the hub let it back in", d.id);
         assert!(!d.online_at_end, "{} is online at the end", d.id);
@@ -70,7 +72,11 @@ async fn a_revoked_device_is_dropped_and_refused_when_the_ca_disables_it() {
         assert!(d.failure.is_none(), "{}: {:?}", d.id, d.failure);
     }
     for d in outcome.devices.iter().filter(|d| d.revocation.is_none()) {
-        assert!(d.online_at_end && d.failure.is_none(), "{} unaffected", d.id);
+        assert!(
+            d.online_at_end && d.failure.is_none(),
+            "{} unaffected",
+            d.id
+        );
         assert_eq!(hub.device(&d.id).unwrap().status, DeviceStatus::Enabled);
     }
     let report = &outcome.report;
@@ -85,7 +91,11 @@ async fn a_revoked_device_is_dropped_and_refused_when_the_ca_disables_it() {
         .expect("revoke.cutoff in the phase table");
     assert_eq!(cutoff.latency.count, 3);
     assert_eq!(report.devices.failed, 0);
-    assert!(report.thresholds.iter().all(|t| t.pass), "{:?}", report.thresholds);
+    assert!(
+        report.thresholds.iter().all(|t| t.pass),
+        "{:?}",
+        report.thresholds
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +119,12 @@ async fn without_the_integration_a_revoked_device_stays_connected() {
         // everything it sent, on one connection.
         let stats = hub.device_stats(&d.id);
         assert_eq!(stats.messages, d.messages_sent);
-        assert!(d.messages_sent >= 15, "{} sent only {}", d.id, d.messages_sent);
+        assert!(
+            d.messages_sent >= 15,
+            "{} sent only {}",
+            d.id,
+            d.messages_sent
+        );
         assert_eq!(stats.connects, 1);
     }
     let report = &outcome.report;

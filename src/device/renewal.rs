@@ -95,11 +95,10 @@ where
         let fraction = (self.spec.renew_fraction + shift).clamp(0.0, policy.deadline);
         let info = &issued.info;
         let renew_at = info.point_in_life(fraction);
-        self.services.recorder.certs().hold(
-            &self.spec.id,
-            renew_at.into(),
-            info.not_after.into(),
-        );
+        self.services
+            .recorder
+            .certs()
+            .hold(&self.spec.id, renew_at.into(), info.not_after.into());
         Schedule {
             next_try: Some(instant_of(renew_at)),
             deadline: instant_of(info.point_in_life(policy.deadline)),
@@ -139,9 +138,13 @@ where
             r = ca.renew(&self.spec.id, current, key, csr, self.spec.validity_days) => r,
         };
         let end = Instant::now();
-        let outcome = result.as_ref().map_or_else(ServiceError::outcome, |_| Outcome::Ok);
+        let outcome = result
+            .as_ref()
+            .map_or_else(ServiceError::outcome, |_| Outcome::Ok);
         recorder.record(Phase::CaRenew, outcome, start, end);
-        recorder.certs().renewal_try(start.into_std(), end.into_std(), result.is_ok());
+        recorder
+            .certs()
+            .renewal_try(start.into_std(), end.into_std(), result.is_ok());
         self.set_state(DeviceState::Online);
         match result {
             Ok(issued) => {

@@ -61,7 +61,8 @@ impl Events {
         let mut candidates: Vec<usize> = (0..started).filter(|i| !self.told[*i]).collect();
         candidates.shuffle(&mut self.rng);
         // The share is of the devices started by now, rounded up so a small fleet still gets one.
-        let count = ((event.revoke.fraction() * started as f64).ceil() as usize).min(candidates.len());
+        let count =
+            ((event.revoke.fraction() * started as f64).ceil() as usize).min(candidates.len());
         for &i in &candidates[..count] {
             self.told[i] = true;
             self.outboxes[i].send(Command::Revoke(event.method));

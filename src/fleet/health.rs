@@ -43,7 +43,10 @@ pub fn certificate_report(
             },
             ..Default::default()
         };
-        for rev in devices.iter().filter_map(|d| d.revocation.as_ref().map(|r| (d, r))) {
+        for rev in devices
+            .iter()
+            .filter_map(|d| d.revocation.as_ref().map(|r| (d, r)))
+        {
             let (d, rev) = rev;
             r.requested += 1;
             if rev.error.is_some() {

@@ -311,10 +311,22 @@ mod tests {
         let t0 = h.start;
         let ms = Duration::from_millis;
         for i in 0..5 {
-            h.renewal_try(t0 + Duration::from_secs(2) + ms(i), t0 + Duration::from_secs(3), true);
+            h.renewal_try(
+                t0 + Duration::from_secs(2) + ms(i),
+                t0 + Duration::from_secs(3),
+                true,
+            );
         }
-        h.renewal_try(t0 + Duration::from_secs(30), t0 + Duration::from_secs(30) + ms(1), true);
-        h.renewal_try(t0 + Duration::from_secs(2), t0 + Duration::from_secs(2) + ms(5), false);
+        h.renewal_try(
+            t0 + Duration::from_secs(30),
+            t0 + Duration::from_secs(30) + ms(1),
+            true,
+        );
+        h.renewal_try(
+            t0 + Duration::from_secs(2),
+            t0 + Duration::from_secs(2) + ms(5),
+            false,
+        );
         let storm = h.storm(Duration::from_secs(10));
         assert_eq!(storm.peak_renewals_per_second, 5);
         assert_eq!(storm.peak_at_second, 2);

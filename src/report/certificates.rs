@@ -108,7 +108,11 @@ impl CertificateReport {
                 l.p50,
                 l.p99,
                 l.max,
-                if st.truncated { " (timeline truncated)" } else { "" }
+                if st.truncated {
+                    " (timeline truncated)"
+                } else {
+                    ""
+                }
             );
         }
         let w = &self.swap;
@@ -221,7 +225,9 @@ impl CertificateReport {
 /// The sections of several shards' reports as one: counts add up; held-certificate quantiles
 /// and the storm come from the shard with the most certificates and the highest peak (shards'
 /// timelines are not aligned, so their storms cannot be added second by second).
-pub fn merge<'a>(sections: impl Iterator<Item = &'a CertificateReport>) -> Option<CertificateReport> {
+pub fn merge<'a>(
+    sections: impl Iterator<Item = &'a CertificateReport>,
+) -> Option<CertificateReport> {
     let mut merged: Option<CertificateReport> = None;
     for c in sections {
         let Some(m) = &mut merged else {

@@ -71,7 +71,10 @@ pub fn evaluate(
                     .filter(|c| c.swap.devices_compared > 0)
                     .map(|c| {
                         let n = c.swap.qos1_lost;
-                        (n as f64, format!("{n} (over {} devices)", c.swap.devices_compared))
+                        (
+                            n as f64,
+                            format!("{n} (over {} devices)", c.swap.devices_compared),
+                        )
                     }),
                 Metric::RevokedOnline => report.certificates.as_ref().map(|c| {
                     let n = c.revocation.as_ref().map_or(0, |r| r.still_online);

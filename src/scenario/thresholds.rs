@@ -161,7 +161,11 @@ impl FromStr for Threshold {
                 *op,
                 count(limit, "messages_failed").map_err(bad)?,
             ),
-            [name @ ("expired_before_renewal" | "messages_lost" | "revoked_online"), op, limit] => {
+            [
+                name @ ("expired_before_renewal" | "messages_lost" | "revoked_online"),
+                op,
+                limit,
+            ] => {
                 let metric = match *name {
                     "expired_before_renewal" => Metric::ExpiredBeforeRenewal,
                     "messages_lost" => Metric::MessagesLost,
@@ -280,7 +284,11 @@ mod tests {
         );
         assert_eq!(parse("messages_lost <= 1").metric, Metric::MessagesLost);
         assert_eq!(parse("revoked_online == 0").metric, Metric::RevokedOnline);
-        assert!("expired_before_renewal == none".parse::<Threshold>().is_err());
+        assert!(
+            "expired_before_renewal == none"
+                .parse::<Threshold>()
+                .is_err()
+        );
     }
 
     #[test]
