@@ -269,7 +269,8 @@ impl CertSnapshot {
 /// The peak of renewal activity and the CA's latency around it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Storm {
-    /// Most renewals completed within one second of the run.
+    /// Most successful renewal requests started within one second of the run (the demand the
+    /// CA met; the CA's own rate limit shows in the latency).
     pub peak_renewals_per_second: u64,
     /// That second, counted from the start of the recorder.
     pub peak_at_second: u32,

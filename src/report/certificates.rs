@@ -98,7 +98,7 @@ impl CertificateReport {
             let l = &st.window_ca_latency_ms;
             let _ = writeln!(
                 s,
-                "  storm: peak {} renewals/s at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+                "  storm: peak {} renewal requests/s (started in one second, later answered with a certificate) at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
                 st.peak_renewals_per_second,
                 st.peak_at_second,
                 st.window_seconds,
@@ -182,7 +182,7 @@ impl CertificateReport {
             (
                 "renewal storm".into(),
                 format!(
-                    "peak {} /s at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    "peak {} renewal requests/s at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
                     st.peak_renewals_per_second,
                     st.peak_at_second,
                     st.window_seconds,
