@@ -144,6 +144,31 @@ impl CertificateAuthority for EzcaCa {
         }
     }
 
+    async fn revoke(
+        &self,
+        _device_id: &str,
+        current: &Issued,
+        current_key: &DeviceKey,
+        method: crate::scenario::RevokeMethod,
+    ) -> Result<(), ServiceError> {
+        use crate::scenario::RevokeMethod;
+        match method {
+            // The device, authenticated by its certificate-JWT: RevokeCertificate.
+            RevokeMethod::SelfRevoke => Ok(self
+                .client
+                .revoke_certificate(&current.chain[0], current_key)
+                .await?),
+            // The administrator, by thumbprint with the Azure AD identity: RevokeCertificateV2.
+            RevokeMethod::Admin => {
+                let thumbprint = crate::crypto::sha1_thumbprint(&current.chain[0]);
+                Ok(self
+                    .client
+                    .revoke_certificate_v2(&self.ca, &thumbprint)
+                    .await?)
+            }
+        }
+    }
+
     async fn register_domain(&self, device_id: &str) -> Result<(), ServiceError> {
         Ok(self
             .client
@@ -213,5 +238,9 @@ impl DeviceSession for MqttSession {
 
     async fn close(self) {
         self.disconnect().await
+    }
+
+    async fn closed(&mut self) -> String {
+        MqttSession::closed(self).await
     }
 }

@@ -1,8 +1,9 @@
 //! The lifecycle of one device:
 //! keygen → csr → ca.register_domain → ca.issue → hub.register → mqtt.connect → telemetry, and at
-//! the renewal point a new key, a new certificate (ca.renew) and a reconnect with it
-//! (mqtt.reconnect), until the run stops. Every step is timed; failures are counted, retried with
-//! jittered backoff when retrying can help, and never panic.
+//! the renewal point a renewal and a swap to the new certificate ([`super::renewal`]), or a
+//! revocation when the fleet says so ([`super::revocation`]), until the run stops. Every step is
+//! timed; failures are counted, retried with jittered backoff when retrying can help, and never
+//! panic.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +15,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
+use super::control::{Command, Inbox};
 use super::gate::{Gate, TrafficClass};
+use super::renewal::RenewalPolicy;
+use super::revocation::RevocationReport;
 use super::{
     CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, Issued, ServiceError,
 };
@@ -36,6 +40,10 @@ pub struct DeviceSpec {
     pub register: bool,
     /// Seeds this device's telemetry values and backoff jitter.
     pub seed: u64,
+    /// Renewal jitter, deadline, rekey and swap.
+    pub renewal: RenewalPolicy,
+    /// Commands from the fleet (revocation events); none by default.
+    pub control: Inbox,
 }
 
 /// The services every device of a run shares.
@@ -66,22 +74,34 @@ pub struct DeviceReport {
     pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// Why the device gave up, if it did.
     pub failure: Option<String>,
+    /// Certificate swaps (one per renewal that reconnected).
+    pub swaps: u64,
+    /// Renewals abandoned at their deadline.
+    pub renewals_given_up: u64,
+    /// The certificate reached notAfter before a renewal succeeded.
+    pub expired_before_renewal: bool,
+    /// Set when the fleet told the device to revoke its certificate.
+    pub revocation: Option<RevocationReport>,
+    /// Still connected when the run stopped.
+    pub online_at_end: bool,
 }
 
-enum Stop {
+pub(super) enum Stop {
     /// The run ended while the device was waiting or working.
     Stopped,
     /// A step failed for good.
     Failed(Phase, ServiceError),
 }
 
-struct Device<'a, C, R, T> {
-    spec: &'a DeviceSpec,
-    services: &'a Services<C, R, T>,
-    stop: &'a CancellationToken,
-    rng: StdRng,
+pub(super) struct Device<'a, C, R, T> {
+    pub(super) spec: &'a DeviceSpec,
+    pub(super) services: &'a Services<C, R, T>,
+    pub(super) stop: &'a CancellationToken,
+    pub(super) rng: StdRng,
     state: DeviceState,
-    report: DeviceReport,
+    pub(super) report: DeviceReport,
+    /// When the certificate was revoked (the start of the revocation request).
+    pub(super) revoked_at: Option<Instant>,
 }
 
 /// Runs one device until `stop` is cancelled or it fails for good. `intended_start` is when the
@@ -108,8 +128,11 @@ where
             id: spec.id.clone(),
             ..Default::default()
         },
+        revoked_at: None,
     };
     match device.live(intended_start).await {
+        // A revoked device stays counted as revoked.
+        Ok(()) | Err(Stop::Stopped) if device.is_revoked() => {}
         Ok(()) | Err(Stop::Stopped) => device.set_state(DeviceState::Done),
         Err(Stop::Failed(phase, e)) => {
             tracing::debug!(device = %spec.id, phase = phase.name(), error = %e, "device failed");
@@ -126,7 +149,14 @@ where
     R: DeviceRegistry,
     T: DeviceTransport,
 {
-    fn set_state(&mut self, to: DeviceState) {
+    pub(super) fn set_state(&mut self, to: DeviceState) {
+        use DeviceState::*;
+        // Once revoked, the device is counted as revoked whatever it does next (it may well stay
+        // connected), until it stops or fails.
+        let to = match (self.is_revoked(), to) {
+            (true, Online | Connecting | Renewing | Backoff) => Revoked,
+            _ => to,
+        };
         if self.state != to {
             self.services.recorder.transition(Some(self.state), to);
             self.state = to;
@@ -134,7 +164,7 @@ where
     }
 
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
-        let (key, issued) = self.enrol(None).await?;
+        let (key, issued) = self.enrol().await?;
         self.report.enrolled = true;
         if self.spec.register {
             let registry = &self.services.registry;
@@ -151,31 +181,65 @@ where
         self.set_state(DeviceState::Online);
         let mut key = key;
         let mut current = issued;
-        let mut renew_at = self.renewal_instant(&current);
+        let mut schedule = self.schedule(&current);
+        let mut inbox = self.spec.control.clone();
+        let stop = self.stop;
 
         let mut message_id = 0u64;
         let mut next_tick = Instant::now();
         let mut first_telemetry = true;
         loop {
-            let wake = next_tick.min(renew_at);
+            let wake = schedule.wake(next_tick).min(next_tick);
             tokio::select! {
-                _ = self.stop.cancelled() => break,
+                _ = stop.cancelled() => break,
+                command = inbox.next() => {
+                    if let Command::Revoke(method) = command {
+                        self.revoke(method, &key, &current).await?;
+                        if self.is_revoked() {
+                            schedule.stop();
+                        }
+                    }
+                    continue;
+                }
+                _ = session.closed() => {
+                    match self.connection_lost(&key, &current).await? {
+                        Some(s) => session = s,
+                        None => {
+                            stop.cancelled().await;
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(wake) => {}
             }
-            if Instant::now() >= renew_at {
-                self.set_state(DeviceState::Renewing);
-                // Break-before-make: the session has no message in flight between publishes, so
-                // closing first loses nothing; the telemetry gap is the renewal's latency.
-                let (new_key, new_issued) = self.enrol(Some((&key, &current))).await?;
+            let now = Instant::now();
+            if schedule.next_try.is_some_and(|at| now >= at) {
+                if let Some((new_key, issued)) =
+                    self.try_renewal(&key, &current, &mut schedule).await?
+                {
+                    let new_key = new_key.unwrap_or(key);
+                    session = self.swap(session, &new_key, &issued).await?;
+                    key = new_key;
+                    current = issued;
+                    schedule = self.schedule(&current);
+                    self.report.renewals += 1;
+                }
+                continue;
+            }
+            if schedule.expires.is_some_and(|at| now >= at) {
+                // Renewal gave up and the certificate lapsed: the hub would refuse the next
+                // connection, so the device is out.
+                self.report.expired_before_renewal = true;
+                self.services.recorder.certs().expired_before_renewal();
                 session.close().await;
-                session = self
-                    .connect(Phase::MqttReconnect, &new_key, &new_issued)
-                    .await?;
-                key = new_key;
-                current = new_issued.clone();
-                renew_at = self.renewal_instant(&new_issued);
-                self.report.renewals += 1;
-                self.set_state(DeviceState::Online);
+                return Err(local_failure(
+                    Phase::CaRenew,
+                    "expired_before_renewal",
+                    "the certificate expired before a renewal succeeded".into(),
+                ));
+            }
+            if now < next_tick {
                 continue;
             }
             if self.services.gate.is_limited(TrafficClass::Publish) {
@@ -232,23 +296,40 @@ where
                     recorder.error(Phase::MqttPublish, &e.kind);
                     self.report.messages_failed += 1;
                     recorder.message_failed();
-                    self.set_state(DeviceState::Connecting);
-                    session = self.connect(Phase::MqttReconnect, &key, &current).await?;
-                    self.set_state(DeviceState::Online);
+                    match self.connection_lost(&key, &current).await? {
+                        Some(s) => session = s,
+                        None => {
+                            stop.cancelled().await;
+                            return Ok(());
+                        }
+                    }
                 }
             }
             next_tick += self.spec.telemetry_interval;
         }
+        self.report.online_at_end = true;
         session.close().await;
         Ok(())
     }
 
-    /// A fresh key and a certificate for it: the first enrolment (`previous` is `None`) or a
-    /// renewal of the certificate `previous` holds, which the CA may authenticate with.
-    async fn enrol(
+    /// The session was lost: a revoked device records its cut-off and tries once more; any other
+    /// reconnects (with retries). `None`: the device is cut off for good.
+    async fn connection_lost(
         &mut self,
-        previous: Option<(&DeviceKey, &Issued)>,
-    ) -> Result<(DeviceKey, Issued), Stop> {
+        key: &DeviceKey,
+        current: &Issued,
+    ) -> Result<Option<T::Session>, Stop> {
+        if self.is_revoked() {
+            return self.cut_off(key, current).await;
+        }
+        self.set_state(DeviceState::Connecting);
+        let session = self.connect(Phase::MqttReconnect, key, current).await?;
+        self.set_state(DeviceState::Online);
+        Ok(Some(session))
+    }
+
+    /// A fresh key and a first certificate for it.
+    async fn enrol(&mut self) -> Result<(DeviceKey, Issued), Stop> {
         let recorder = self.services.recorder.clone();
         let kind = self.spec.key_kind;
         let t = Instant::now();
@@ -265,31 +346,19 @@ where
         recorder.record(Phase::Keygen, Outcome::Ok, t, Instant::now());
 
         let t = Instant::now();
-        // A renewal CSR repeats the certificate's SANs, as EZCA's renewal client builds it.
-        let csr = match previous {
-            None => key.csr_pem(&self.spec.id),
-            Some((_, current)) => key.csr_pem_with_sans(&self.spec.id, &current.info.dns_sans),
-        }
-        .map_err(|e| local_failure(Phase::Csr, "csr", e.to_string()))?;
+        let csr = key
+            .csr_pem(&self.spec.id)
+            .map_err(|e| local_failure(Phase::Csr, "csr", e.to_string()))?;
         recorder.record(Phase::Csr, Outcome::Ok, t, Instant::now());
 
         let ca = &self.services.ca;
         let id = self.spec.id.as_str();
         let validity = self.spec.validity_days;
-        let issued = match previous {
-            None => {
-                self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
-                    .await?;
-                self.attempt(Phase::CaIssue, || ca.issue(id, csr.clone(), validity))
-                    .await?
-            }
-            Some((old_key, current)) => {
-                self.attempt(Phase::CaRenew, || {
-                    ca.renew(id, current, old_key, csr.clone(), validity)
-                })
-                .await?
-            }
-        };
+        self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
+            .await?;
+        let issued = self
+            .attempt(Phase::CaIssue, || ca.issue(id, csr.clone(), validity))
+            .await?;
         self.report
             .certificate_serials
             .push(issued.info.serial_hex.clone());
@@ -297,7 +366,7 @@ where
         Ok((key, issued))
     }
 
-    async fn connect(
+    pub(super) async fn connect(
         &mut self,
         phase: Phase,
         key: &DeviceKey,
@@ -310,13 +379,6 @@ where
             .await?;
         self.report.connects += 1;
         Ok(session)
-    }
-
-    /// When to renew `issued`, as an instant on the runtime's clock.
-    fn renewal_instant(&self, issued: &Issued) -> Instant {
-        let at = issued.info.point_in_life(self.spec.renew_fraction);
-        let from_now = at - time::OffsetDateTime::now_utc();
-        Instant::now() + Duration::try_from(from_now).unwrap_or(Duration::ZERO)
     }
 
     /// Runs `op`, timing each try under `phase`, retrying retryable failures with backoff.
@@ -371,7 +433,7 @@ where
     }
 }
 
-fn local_failure(phase: Phase, kind: &str, message: String) -> Stop {
+pub(super) fn local_failure(phase: Phase, kind: &str, message: String) -> Stop {
     Stop::Failed(
         phase,
         ServiceError {

@@ -4,8 +4,11 @@
 
 pub mod adapters;
 pub mod backoff;
+pub mod control;
 pub mod gate;
 pub mod lifecycle;
+mod renewal;
+mod revocation;
 pub mod telemetry;
 
 use std::future::Future;
@@ -16,6 +19,8 @@ use crate::crypto::{CertInfo, DeviceKey};
 use crate::metrics::Outcome;
 
 pub use lifecycle::{DeviceReport, DeviceSpec, Services, run_device};
+pub use renewal::RenewalPolicy;
+pub use revocation::RevocationReport;
 
 /// How a failure should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +95,25 @@ pub trait CertificateAuthority: Send + Sync + 'static {
         csr_pem: String,
         validity_days: u32,
     ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
+    /// Revokes `current` (whose key is `current_key`): by the device itself or by an administrator.
+    /// CAs without revocation refuse.
+    fn revoke(
+        &self,
+        device_id: &str,
+        current: &Issued,
+        current_key: &DeviceKey,
+        method: crate::scenario::RevokeMethod,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
+        let _ = (device_id, current, current_key, method);
+        async {
+            Err(ServiceError {
+                kind: "unsupported".into(),
+                class: FailureClass::Rejected,
+                message: "this CA does not revoke".into(),
+                retry_after: None,
+            })
+        }
+    }
 }
 
 pub trait DeviceRegistry: Send + Sync + 'static {
@@ -118,4 +142,9 @@ pub trait DeviceSession: Send + 'static {
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// Disconnects cleanly.
     fn close(self) -> impl Future<Output = ()> + Send;
+    /// Completes when the connection is lost (the hub dropped it, or the network did), with why.
+    /// Call it only between publishes. Sessions that cannot tell never complete.
+    fn closed(&mut self) -> impl Future<Output = String> + Send {
+        std::future::pending()
+    }
 }

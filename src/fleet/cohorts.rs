@@ -110,6 +110,15 @@ fn template(scenario: &Scenario, cohort: Option<&crate::scenario::Cohort>) -> De
         at_least_once: qos == Qos::AtLeastOnce,
         register: scenario.fleet.registration == Registration::PerDevice,
         seed: 0,
+        // Jitter, deadline, rekey and swap are fleet-wide (cohorts choose key, validity and
+        // renew_at).
+        renewal: crate::device::RenewalPolicy {
+            jitter: c.renew_jitter.map_or(0.0, |j| j.fraction()),
+            deadline: c.renew_deadline.fraction(),
+            rekey: c.rekey,
+            swap: c.swap,
+        },
+        control: Default::default(),
     }
 }
 

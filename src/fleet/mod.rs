@@ -6,6 +6,8 @@
 pub mod arrivals;
 mod bulk;
 pub mod cohorts;
+mod events;
+mod health;
 mod limits;
 mod prometheus;
 pub mod shard;
@@ -22,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::{DeviceReport, DeviceSpec, run_device};
 use crate::emulator::{CaEmulator, HubEmulator};
-use crate::metrics::{DeviceState, Outcome, Phase, Recorder};
+use crate::metrics::{Outcome, Phase, Recorder};
 use crate::report::hlog::IntervalLog;
 use crate::report::{CohortCounts, DeviceCounts, Report};
 use crate::scenario::{Registration, Scenario, Target};
@@ -99,7 +101,7 @@ pub async fn run(
     let plan = cohorts::plan(scenario);
     shard.check_devices(plan.devices.len() as u64)?;
     let cohort_names = plan.names.clone();
-    let processes = arrivals::processes(scenario.fleet.arrival().as_ref(), plan, shard)?;
+    let mut processes = arrivals::processes(scenario.fleet.arrival().as_ref(), plan, shard)?;
     let mut cohort_planned = vec![0u64; cohort_names.len()];
     for q in processes.iter().flat_map(|(_, queue)| queue) {
         cohort_planned[q.cohort] += 1;
@@ -116,6 +118,15 @@ pub async fn run(
         .ok_or_else(|| FleetError::Setup("device services are already shared".into()))?
         .gate = limits::gate(&scenario.fleet.limits, shard);
     let services = resolved.services;
+    // Revocation events reach devices through a command channel each (only when the scenario
+    // has events); they pick among the devices started so far.
+    let mut events = events::Events::new(
+        scenario,
+        processes
+            .iter_mut()
+            .flat_map(|(_, queue)| queue.iter_mut().map(|q| &mut q.spec)),
+    );
+    let mut started_indices: Vec<u64> = Vec::with_capacity(planned as usize);
     let stop = CancellationToken::new();
     let metrics_stop = CancellationToken::new();
     // Stops the endpoint on every way out, early errors included.
@@ -198,6 +209,10 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => { interrupted = true; break; }
             _ = tokio::time::sleep_until(end) => break,
+            _ = tokio::time::sleep_until(events.next_at(start).unwrap_or(end)),
+                if events.next_at(start).is_some() => {
+                events.fire(&started_indices);
+            }
             _ = interval_tick.tick(), if interval_log.is_some() => {
                 write_interval(&mut interval_log, &recorder.snapshot());
             }
@@ -217,6 +232,7 @@ pub async fn run(
                     }
                     started += 1;
                     let index = spec.index;
+                    started_indices.push(index);
                     cohort_of.insert(index, cohort);
                     cohort_started[cohort] += 1;
                     if let Some(place) = place {
@@ -275,6 +291,7 @@ pub async fn run(
     };
     // One snapshot for both, so the interval log sums exactly to the report.
     let snapshot = recorder.snapshot();
+    let snapshot_certs = snapshot.certs.clone();
     write_interval(&mut interval_log, &snapshot);
     let mut report = Report::new(&scenario.name, target_name, started_at, wall, snapshot)?;
     report.interrupted = interrupted;
@@ -301,6 +318,13 @@ pub async fn run(
     report.cohorts = cohorts;
     report.messages.failed = reports.iter().map(|r| r.messages_failed).sum();
     report.hub = hub.as_ref().map(|h| h.stats().into());
+    report.certificates = Some(health::certificate_report(
+        scenario,
+        &recorder,
+        &reports,
+        hub.as_ref(),
+        snapshot_certs,
+    ));
     report.thresholds = crate::report::thresholds::evaluate(&scenario.thresholds, &report)?;
     reports.sort_by_key(|r| r.id.clone());
     Ok(RunOutcome {

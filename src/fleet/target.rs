@@ -88,6 +88,11 @@ async fn embedded(
     for ca in extra_cas.into_iter().flatten() {
         emulators.hub.trust_ca(ca);
     }
+    if target.ca.disable_device_on_revoke {
+        emulators
+            .ca
+            .disable_devices_on_revoke(emulators.hub.clone());
+    }
     let roots = [emulators.tls_root.clone()];
 
     let lifetime = scenario.duration.0.as_secs() + 3600;

@@ -180,6 +180,18 @@ impl MqttSession {
         }
     }
 
+    /// Completes when the connection is lost, with the reason. Between publishes no PUBACK is
+    /// awaited, so a late one (after an ack timeout) is skipped here.
+    pub async fn closed(&mut self) -> String {
+        loop {
+            match self.events.recv().await {
+                Some(SessionEvent::PubAck) => continue,
+                Some(SessionEvent::Closed(reason)) => return reason,
+                None => return "connection driver stopped".into(),
+            }
+        }
+    }
+
     /// Sends DISCONNECT and waits briefly for it to leave.
     pub async fn disconnect(mut self) {
         let _ = self.client.disconnect().await;

@@ -171,12 +171,83 @@ pub fn render(snapshot: &Snapshot, extra: &[Sample]) -> String {
             escape(reason)
         );
     }
+    cert_health(&mut out, &snapshot.certs);
 
     for s in extra {
         header(&mut out, s.name, s.help, s.kind.name());
         let _ = writeln!(out, "{} {}", s.name, number(s.value));
     }
     out
+}
+
+/// The fleet's certificate health: held certificates by status, time to expiry, renewals.
+fn cert_health(out: &mut String, c: &super::certs::CertSnapshot) {
+    header(
+        out,
+        "fleetsim_certificates",
+        "Certificates held by devices: valid (before the renewal point), expiring (past it), expired, revoked.",
+        "gauge",
+    );
+    for (status, n) in [
+        ("valid", c.valid),
+        ("expiring", c.expiring),
+        ("expired", c.expired),
+        ("revoked", c.revoked),
+    ] {
+        let _ = writeln!(out, "fleetsim_certificates{{status=\"{status}\"}} {n}");
+    }
+    header(
+        out,
+        "fleetsim_certificate_time_to_expiry_seconds",
+        "Real seconds held, unexpired certificates have left, as quantiles over the fleet.",
+        "gauge",
+    );
+    let q = &c.time_to_expiry_seconds;
+    for (quantile, v) in [
+        ("0", q.min),
+        ("0.1", q.p10),
+        ("0.5", q.p50),
+        ("0.9", q.p90),
+        ("1", q.max),
+    ] {
+        let _ = writeln!(
+            out,
+            "fleetsim_certificate_time_to_expiry_seconds{{quantile=\"{quantile}\"}} {}",
+            number(v)
+        );
+    }
+    header(
+        out,
+        "fleetsim_renewals_total",
+        "Certificate renewals that succeeded, and renewals given up at their deadline.",
+        "counter",
+    );
+    for (result, n) in [("ok", c.renewals_ok), ("given_up", c.renewals_given_up)] {
+        let _ = writeln!(out, "fleetsim_renewals_total{{result=\"{result}\"}} {n}");
+    }
+    for (name, help, kind, v) in [
+        (
+            "fleetsim_renewal_tries_failed_total",
+            "Renewal tries the CA did not answer with a certificate (retried until the deadline).",
+            "counter",
+            c.renewal_tries_failed as f64,
+        ),
+        (
+            "fleetsim_expired_before_renewal_total",
+            "Devices whose certificate reached notAfter before a renewal succeeded.",
+            "counter",
+            c.expired_before_renewal as f64,
+        ),
+        (
+            "fleetsim_renewal_success_ratio",
+            "Renewals that succeeded over renewals that ended (1 when none has).",
+            "gauge",
+            c.renewal_success_ratio(),
+        ),
+    ] {
+        header(out, name, help, kind);
+        let _ = writeln!(out, "{name} {}", number(v));
+    }
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {

@@ -12,6 +12,7 @@
 //!
 //! [`exporter`] serves all of it to Prometheus at `/metrics`.
 
+pub mod certs;
 pub mod exporter;
 mod recorder;
 
@@ -41,10 +42,13 @@ pub enum Phase {
     LimitConnect,
     /// Waits for the fleet's publish limit (`fleet.limits.publishes`).
     LimitPublish,
+    /// How long a device had no connection to publish on while it swapped to a renewed
+    /// certificate.
+    SwapGap,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 15] = [
+    pub const ALL: [Phase; 16] = [
         Phase::Keygen,
         Phase::Csr,
         Phase::CaRegisterDomain,
@@ -60,6 +64,7 @@ impl Phase {
         Phase::LimitEnrolment,
         Phase::LimitConnect,
         Phase::LimitPublish,
+        Phase::SwapGap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +84,9 @@ impl Phase {
             Phase::LimitEnrolment => "limit.enrolment",
             Phase::LimitConnect => "limit.connect",
             Phase::LimitPublish => "limit.publish",
+            // Not an operation: how long a device had no connection to publish on while it
+            // swapped to a renewed certificate.
+            Phase::SwapGap => "swap.gap",
         }
     }
 

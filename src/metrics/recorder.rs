@@ -92,6 +92,7 @@ pub struct Recorder {
     /// `service/endpoint/reason` → retries a client made on its own (EZCA's 2/4/8 s policy).
     /// Rare by nature (each waits seconds), so one lock is enough.
     retries: Mutex<BTreeMap<String, u64>>,
+    certs: super::certs::CertHealth,
 }
 
 impl Default for Recorder {
@@ -130,6 +131,7 @@ impl Recorder {
             messages_failed: AtomicU64::new(0),
             states: Default::default(),
             retries: Mutex::new(BTreeMap::new()),
+            certs: super::certs::CertHealth::new(),
         }
     }
 
@@ -212,6 +214,11 @@ impl Recorder {
         self.states[to as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The fleet's certificate health (held certificates, renewals, revocations).
+    pub fn certs(&self) -> &super::certs::CertHealth {
+        &self.certs
+    }
+
     /// Everything recorded so far, with the shards merged. Each shard is locked only while it is
     /// added in, so writers on other shards carry on.
     pub fn snapshot(&self) -> Snapshot {
@@ -247,6 +254,7 @@ impl Recorder {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             devices,
+            certs: self.certs.snapshot(),
         }
     }
 }
@@ -295,6 +303,8 @@ pub struct Snapshot {
     pub retries: BTreeMap<String, u64>,
     /// Device-state gauges.
     pub devices: BTreeMap<&'static str, i64>,
+    /// Fleet certificate health at the moment of the snapshot.
+    pub certs: super::certs::CertSnapshot,
 }
 
 impl Snapshot {

@@ -157,7 +157,20 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
             row(&format!("{} (uncorrected)", p.phase), u);
         }
     }
-    s.push_str("</table><h2>Errors</h2>");
+    s.push_str("</table>");
+    if let Some(c) = &report.certificates {
+        s.push_str("<h2>Certificates</h2><table>");
+        for (label, value) in c.rows() {
+            let _ = write!(
+                s,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(&label),
+                escape(&value)
+            );
+        }
+        s.push_str("</table>");
+    }
+    s.push_str("<h2>Errors</h2>");
     if report.errors.is_empty() {
         s.push_str("<p>none</p>");
     } else {

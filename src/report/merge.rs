@@ -136,6 +136,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         retries,
         thresholds: Vec::new(),
         hub,
+        certificates: super::certificates::merge(
+            reports.iter().filter_map(|r| r.certificates.as_ref()),
+        ),
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on
     // every shard can still fail on the whole.

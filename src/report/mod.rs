@@ -3,6 +3,7 @@
 //! ([`merge`]), an interval log ([`hlog`]), a self-contained HTML page ([`html`]) and the
 //! thresholds' verdicts ([`thresholds`]).
 
+pub mod certificates;
 pub mod hlog;
 pub mod html;
 pub mod merge;
@@ -90,6 +91,9 @@ pub struct Report {
     pub thresholds: Vec<ThresholdResult>,
     /// What the embedded hub counted, to compare with `messages`.
     pub hub: Option<HubCounts>,
+    /// Certificate health, renewals, swaps and revocations ([`certificates`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<certificates::CertificateReport>,
 }
 
 /// The embedded hub's totals, as the report keeps them.
@@ -182,6 +186,7 @@ impl Report {
             retries: snapshot.retries,
             thresholds: Vec::new(),
             hub: None,
+            certificates: None,
         })
     }
 
@@ -299,6 +304,10 @@ impl Report {
             for (key, n) in &self.retries {
                 let _ = writeln!(s, "  {key:<40} {n:>8}");
             }
+        }
+        if let Some(c) = &self.certificates {
+            let _ = writeln!(s);
+            s.push_str(&c.to_text());
         }
         if !self.thresholds.is_empty() {
             let _ = writeln!(s);

@@ -61,6 +61,25 @@ pub fn evaluate(
                     let n = report.messages.failed;
                     Some((n as f64, n.to_string()))
                 }
+                Metric::ExpiredBeforeRenewal => report.certificates.as_ref().map(|c| {
+                    let n = c.health.expired_before_renewal;
+                    (n as f64, n.to_string())
+                }),
+                Metric::MessagesLost => report
+                    .certificates
+                    .as_ref()
+                    .filter(|c| c.swap.devices_compared > 0)
+                    .map(|c| {
+                        let n = c.swap.qos1_lost;
+                        (
+                            n as f64,
+                            format!("{n} (over {} devices)", c.swap.devices_compared),
+                        )
+                    }),
+                Metric::RevokedOnline => report.certificates.as_ref().map(|c| {
+                    let n = c.revocation.as_ref().map_or(0, |r| r.still_online);
+                    (n as f64, n.to_string())
+                }),
             };
             match seen {
                 Some((value, shown)) => ThresholdResult {

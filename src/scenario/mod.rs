@@ -7,6 +7,7 @@
 
 pub mod arrival;
 pub mod cohort;
+pub mod events;
 mod target;
 pub mod thresholds;
 pub mod units;
@@ -19,6 +20,7 @@ use serde_saphyr::Spanned;
 
 pub use arrival::{Arrival, Limits};
 pub use cohort::Cohort;
+pub use events::{Event, RevokeMethod, Swap};
 pub use target::*;
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
@@ -58,6 +60,9 @@ pub struct Scenario {
     /// run` exits with status 1.
     #[serde(default)]
     pub thresholds: Vec<Threshold>,
+    /// Timed events, such as revoking a share of the fleet (see [`events`]).
+    #[serde(default)]
+    pub events: Vec<Spanned<Event>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -154,6 +159,27 @@ pub struct CertificatePolicy {
     /// RenewCertificateV2), as EZCA's renewal client does on a device.
     #[serde(default = "default_renewal")]
     pub renewal: Spanned<Renewal>,
+    /// Spreads renewal points: each certificate renews at `renew_at` ± up to this share of its
+    /// lifetime, drawn per certificate (none when absent).
+    #[serde(default)]
+    pub renew_jitter: Option<Percent>,
+    /// Share of the lifetime after which a device stops retrying a failed renewal (it then runs on
+    /// until the certificate expires, and counts as expired before renewal).
+    #[serde(default = "default_renew_deadline")]
+    pub renew_deadline: Percent,
+    /// A new key for every renewal (true) or the same key re-certified (false).
+    #[serde(default = "default_rekey")]
+    pub rekey: bool,
+    /// How the renewed certificate's connection replaces the old one.
+    #[serde(default)]
+    pub swap: Swap,
+}
+
+fn default_renew_deadline() -> Percent {
+    Percent(95.0)
+}
+fn default_rekey() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -176,6 +202,10 @@ impl Default for CertificatePolicy {
             validity_days: default_validity_days(),
             renew_at: default_renew_at(),
             renewal: default_renewal(),
+            renew_jitter: None,
+            renew_deadline: default_renew_deadline(),
+            rekey: default_rekey(),
+            swap: Swap::default(),
         }
     }
 }
@@ -421,6 +451,35 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
             "renewal: certificate signs an RS256 token with the device key, so certificate.key must be rsa-2048, rsa-3072 or rsa-4096".into(),
         ));
     }
+    let rsa = matches!(
+        c.key,
+        KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
+    );
+    if let Some(e) = s
+        .events
+        .iter()
+        .find(|e| e.value.method == RevokeMethod::SelfRevoke)
+        && !rsa
+    {
+        return Err((
+            e.referenced,
+            "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key must be rsa-2048, rsa-3072 or rsa-4096".into(),
+        ));
+    }
+    let renew_at = c.renew_at.fraction();
+    let jitter = c.renew_jitter.map_or(0.0, |j| j.fraction());
+    if renew_at + jitter >= c.renew_deadline.fraction() || renew_at - jitter <= 0.0 {
+        return Err((
+            c.renewal.referenced,
+            format!(
+                "certificate: renew_at {}% ± renew_jitter {}% must stay above 0% and below renew_deadline {}%",
+                c.renew_at.0,
+                jitter * 100.0,
+                c.renew_deadline.0
+            ),
+        ));
+    }
+    events::validate(&s.events, s.duration)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
         && r.iothub.host.is_none()

@@ -61,6 +61,11 @@ pub struct EmbeddedCa {
     /// before each retry (default: the official clients' `[2s, 4s, 8s]`; `[]` for none).
     #[serde(default = "default_client_retry")]
     pub client_retry: Vec<Span>,
+    /// EZCA's one-click trust with "disable device on revoke": revoking a certificate disables
+    /// its device in the embedded hub, which drops the connection and refuses reconnects. Off,
+    /// a revoked device stays connected (IoT Hub does not check revocation).
+    #[serde(default)]
+    pub disable_device_on_revoke: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -97,6 +102,7 @@ impl Default for EmbeddedCa {
             allowed_domains: Vec::new(),
             issuing_ca: IssuingCaChoice::default(),
             client_retry: default_client_retry(),
+            disable_device_on_revoke: false,
         }
     }
 }

@@ -7,6 +7,9 @@
 //! errors < 10                     non-ok operations
 //! failed_devices == 0             devices that gave up
 //! messages_failed == 0            telemetry messages that failed
+//! expired_before_renewal == 0     devices whose certificate expired before a renewal succeeded
+//! messages_lost == 0              QoS 1 messages the devices sent that the hub never received
+//! revoked_online == 0             revoked devices still connected at the end of the run
 //! ```
 //!
 //! Comparisons: `<`, `<=`, `==`, `>=`, `>`. Each threshold parses in its `Deserialize` impl, so a
@@ -42,6 +45,9 @@ pub enum Metric {
     Errors,
     FailedDevices,
     MessagesFailed,
+    ExpiredBeforeRenewal,
+    MessagesLost,
+    RevokedOnline,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,8 +80,9 @@ impl Comparison {
 }
 
 const HELP: &str = "expected `<phase>[/<outcome>] <p50|p90|p99|p99.9|pN|max|mean> <op> <duration>`, \
-`errors rate <op> <percent>`, `errors <op> <count>`, `failed_devices <op> <count>` or \
-`messages_failed <op> <count>`, with <op> one of <, <=, ==, >=, >";
+`errors rate <op> <percent>`, or `<counter> <op> <count>` with <counter> one of errors, \
+failed_devices, messages_failed, expired_before_renewal, messages_lost, revoked_online; \
+<op> one of <, <=, ==, >=, >";
 
 impl Threshold {
     /// The threshold as written.
@@ -154,6 +161,18 @@ impl FromStr for Threshold {
                 *op,
                 count(limit, "messages_failed").map_err(bad)?,
             ),
+            [
+                name @ ("expired_before_renewal" | "messages_lost" | "revoked_online"),
+                op,
+                limit,
+            ] => {
+                let metric = match *name {
+                    "expired_before_renewal" => Metric::ExpiredBeforeRenewal,
+                    "messages_lost" => Metric::MessagesLost,
+                    _ => Metric::RevokedOnline,
+                };
+                (metric, *op, count(limit, name).map_err(bad)?)
+            }
             [target, stat_word, op, limit] => {
                 let (phase_name, outcome_name) = target.split_once('/').unwrap_or((target, "ok"));
                 let phase = Phase::from_name(phase_name).ok_or_else(|| {
@@ -258,6 +277,18 @@ mod tests {
         );
         assert_eq!(parse("errors >= 3").metric, Metric::Errors);
         assert_eq!(parse("messages_failed == 0").metric, Metric::MessagesFailed);
+        let t = parse("expired_before_renewal == 0");
+        assert_eq!(
+            (t.metric, t.op, t.limit),
+            (Metric::ExpiredBeforeRenewal, Comparison::Equal, 0.0)
+        );
+        assert_eq!(parse("messages_lost <= 1").metric, Metric::MessagesLost);
+        assert_eq!(parse("revoked_online == 0").metric, Metric::RevokedOnline);
+        assert!(
+            "expired_before_renewal == none"
+                .parse::<Threshold>()
+                .is_err()
+        );
     }
 
     #[test]

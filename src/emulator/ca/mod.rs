@@ -77,6 +77,9 @@ pub(crate) struct CaState {
     pub(crate) allowed_domains: Vec<String>,
     /// Issuing CA, serial and time of every revocation, for the CRLs.
     pub(crate) revocations: Mutex<Vec<(usize, Vec<u8>, time::OffsetDateTime)>>,
+    /// With "disable device on revoke" (EZCA's one-click trust option): the hub whose registry
+    /// disables a certificate's device when the certificate is revoked.
+    pub(crate) disable_on_revoke: std::sync::OnceLock<super::hub::HubEmulator>,
 }
 
 impl CaState {
@@ -113,6 +116,13 @@ fn revoke(state: &CaState, thumbprint: &str) -> bool {
             let mut revocations = state.revocations.lock().unwrap_or_else(|p| p.into_inner());
             revocations.push((record.ca, serial, time::OffsetDateTime::now_utc()));
         }
+    }
+    let device = record.subject_cn.clone();
+    drop(issued);
+    // The device id is the certificate's CN (the IoT Hub rule), so that is the identity to disable.
+    if let Some(hub) = state.disable_on_revoke.get() {
+        let disabled = hub.disable_device(&device);
+        tracing::debug!(%device, disabled, "revocation disabled the device in the hub");
     }
     true
 }
@@ -151,6 +161,7 @@ impl CaEmulator {
                 seen_jti: Mutex::new(HashMap::new()),
                 capacity: capacity::Capacity::new(config.capacity),
                 revocations: Mutex::new(Vec::new()),
+                disable_on_revoke: std::sync::OnceLock::new(),
                 allowed_domains: config
                     .allowed_domains
                     .iter()
@@ -229,6 +240,12 @@ impl CaEmulator {
     /// Marks a certificate (by SHA-1 thumbprint, any case) revoked; false if unknown.
     pub fn revoke(&self, thumbprint: &str) -> bool {
         revoke(&self.state, thumbprint)
+    }
+
+    /// From now on, revoking a certificate disables its device in `hub` (EZCA's one-click trust
+    /// with "disable device on revoke"). Only the first hub given is used.
+    pub fn disable_devices_on_revoke(&self, hub: super::hub::HubEmulator) {
+        let _ = self.state.disable_on_revoke.set(hub);
     }
 
     /// Whether the certificate with this thumbprint is revoked (`None`: not issued here).

@@ -327,6 +327,21 @@ impl HubEmulator {
             .cloned()
     }
 
+    /// Disables `device_id` in the registry, as a `PUT` with `status: disabled` does: its live
+    /// connection is dropped and its reconnects are refused. False if the device is not registered.
+    pub fn disable_device(&self, device_id: &str) -> bool {
+        registry::disable(&self.state, device_id)
+    }
+
+    /// Whether `device_id` has a live MQTT connection right now.
+    pub fn is_connected(&self, device_id: &str) -> bool {
+        self.state
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(device_id)
+    }
+
     /// The registry entry of `device_id`.
     pub fn device(&self, device_id: &str) -> Option<Device> {
         self.state

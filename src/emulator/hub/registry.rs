@@ -228,6 +228,19 @@ async fn put_device(
     Json(device).into_response()
 }
 
+/// Sets a registered device's status to disabled (new etag) and drops its connection.
+pub(super) fn disable(state: &HubState, id: &str) -> bool {
+    let mut devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(device) = devices.get_mut(id) else {
+        return false;
+    };
+    device.status = DeviceStatus::Disabled;
+    device.etag = next_etag(state);
+    drop(devices);
+    state.drop_connection(id);
+    true
+}
+
 async fn get_device(
     State(state): State<Arc<HubState>>,
     Path(id): Path<String>,

@@ -1,0 +1,75 @@
+//! Builds the report's certificate section at the end of a run from the recorder's certificate
+//! health, the devices' own reports and, for the embedded hub, what it received per device.
+
+use std::time::Duration;
+
+use crate::device::DeviceReport;
+use crate::emulator::HubEmulator;
+use crate::metrics::Recorder;
+use crate::report::certificates::{CertificateReport, RevocationSummary, SwapReport};
+use crate::scenario::{RevokeMethod, Scenario, Target};
+
+/// The window over which the CA's latency during a renewal storm is reported.
+const STORM_WINDOW: Duration = Duration::from_secs(10);
+
+pub fn certificate_report(
+    scenario: &Scenario,
+    recorder: &Recorder,
+    devices: &[DeviceReport],
+    hub: Option<&HubEmulator>,
+    health: crate::metrics::certs::CertSnapshot,
+) -> CertificateReport {
+    let mut swap = SwapReport {
+        mode: scenario.certificate.swap.name().into(),
+        swaps: devices.iter().map(|d| d.swaps).sum(),
+        ..Default::default()
+    };
+    if let Some(hub) = hub
+        && scenario.telemetry.qos == crate::scenario::Qos::AtLeastOnce
+    {
+        // Revoked devices are cut off mid-stream on purpose; their losses are not the swap's.
+        for d in devices.iter().filter(|d| d.revocation.is_none()) {
+            let received = hub.device_stats(&d.id).messages;
+            swap.devices_compared += 1;
+            swap.qos1_lost += d.messages_sent.saturating_sub(received);
+            swap.qos1_duplicated += received.saturating_sub(d.messages_sent);
+        }
+    }
+    let revocation = (!scenario.events.is_empty()).then(|| {
+        let mut r = RevocationSummary {
+            disable_device_on_revoke: match &scenario.target.value {
+                Target::Embedded(e) => e.ca.disable_device_on_revoke,
+                Target::Remote(_) => false,
+            },
+            ..Default::default()
+        };
+        for rev in devices
+            .iter()
+            .filter_map(|d| d.revocation.as_ref().map(|r| (d, r)))
+        {
+            let (d, rev) = rev;
+            r.requested += 1;
+            if rev.error.is_some() {
+                r.failed += 1;
+                continue;
+            }
+            r.revoked += 1;
+            match rev.method {
+                RevokeMethod::SelfRevoke => r.by_self += 1,
+                RevokeMethod::Admin => r.by_admin += 1,
+            }
+            r.cut_off += u64::from(rev.cutoff.is_some());
+            r.reconnects_refused += u64::from(rev.reconnect_refused);
+            r.still_online += u64::from(d.online_at_end);
+        }
+        r
+    });
+    CertificateReport {
+        day_seconds: scenario.day().as_secs_f64(),
+        renewal_success_ratio: health.renewal_success_ratio(),
+        health,
+        storm: recorder.certs().storm(STORM_WINDOW),
+        swap,
+        revocation,
+    }
+}

@@ -1,0 +1,273 @@
+//! The report's certificate-lifecycle section: fleet certificate health at the end of the run,
+//! renewals (success ratio, expired before renewal, the storm peak and the CA's latency in it),
+//! certificate swaps (QoS 1 messages lost or duplicated, checked against the hub) and
+//! revocations (cut-off, devices still online after revocation). The `swap.gap` and
+//! `revoke.cutoff` distributions are in the phase table.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::certs::{CertSnapshot, Storm};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CertificateReport {
+    /// Real seconds per scenario day (86400 without compression), to read times in days.
+    pub day_seconds: f64,
+    /// Held certificates and renewal counters at the end of the run.
+    pub health: CertSnapshot,
+    pub renewal_success_ratio: f64,
+    /// The busiest second and ten seconds of renewals.
+    pub storm: Storm,
+    pub swap: SwapReport,
+    /// Present when the scenario revoked certificates.
+    pub revocation: Option<RevocationSummary>,
+}
+
+/// Certificate swaps and what the hub received compared with what the devices sent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SwapReport {
+    /// `break-before-make` or `make-before-break`.
+    pub mode: String,
+    pub swaps: u64,
+    /// Devices compared with the hub's per-device count (revoked devices are left out: the hub
+    /// cuts them off mid-stream on purpose). Zero against a real hub, which does not count.
+    pub devices_compared: u64,
+    /// QoS 1 messages the devices sent that the hub never received.
+    pub qos1_lost: u64,
+    /// Messages the hub received more often than the devices sent them.
+    pub qos1_duplicated: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationSummary {
+    /// The embedded CA disabled revoked devices in the hub (EZCA's "disable device on revoke").
+    pub disable_device_on_revoke: bool,
+    pub requested: u64,
+    pub revoked: u64,
+    pub by_self: u64,
+    pub by_admin: u64,
+    /// Revocations the CA refused.
+    pub failed: u64,
+    /// Revoked devices whose connection was dropped.
+    pub cut_off: u64,
+    /// Revoked devices still connected when the run ended.
+    pub still_online: u64,
+    /// Revoked devices whose reconnect the hub refused.
+    pub reconnects_refused: u64,
+}
+
+impl CertificateReport {
+    /// The section as text, for the end of the terminal report.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let h = &self.health;
+        let days = |secs: f64| match self.day_seconds > 0.0 {
+            true => secs / self.day_seconds,
+            false => 0.0,
+        };
+        let _ = writeln!(
+            s,
+            "certificates: {} valid, {} expiring, {} expired, {} revoked at the end",
+            h.valid, h.expiring, h.expired, h.revoked
+        );
+        let t = &h.time_to_expiry_seconds;
+        if t.count > 0 {
+            let _ = writeln!(
+                s,
+                "  time to expiry: min {:.1} s ({:.2} d), p50 {:.1} s ({:.2} d), max {:.1} s ({:.2} d)",
+                t.min,
+                days(t.min),
+                t.p50,
+                days(t.p50),
+                t.max,
+                days(t.max)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "renewals: {} ok, {} given up, {} failed tries; success ratio {:.4}; expired_before_renewal {}",
+            h.renewals_ok,
+            h.renewals_given_up,
+            h.renewal_tries_failed,
+            self.renewal_success_ratio,
+            h.expired_before_renewal
+        );
+        let st = &self.storm;
+        if st.window_tries > 0 {
+            let l = &st.window_ca_latency_ms;
+            let _ = writeln!(
+                s,
+                "  storm: peak {} renewal requests/s (started in one second, later answered with a certificate) at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+                st.peak_renewals_per_second,
+                st.peak_at_second,
+                st.window_seconds,
+                st.window_start_second,
+                st.window_tries,
+                st.window_failed_tries,
+                l.p50,
+                l.p99,
+                l.max,
+                if st.truncated {
+                    " (timeline truncated)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let w = &self.swap;
+        let _ = writeln!(
+            s,
+            "swaps: {} {}; QoS 1 across {} devices: {} lost, {} duplicated (see swap.gap above)",
+            w.swaps, w.mode, w.devices_compared, w.qos1_lost, w.qos1_duplicated
+        );
+        if let Some(r) = &self.revocation {
+            let _ = writeln!(
+                s,
+                "revocation ({}): {} requested, {} revoked ({} self, {} admin), {} failed; {} cut off, {} reconnects refused, {} still online (see revoke.cutoff above)",
+                if r.disable_device_on_revoke {
+                    "disable device on revoke"
+                } else {
+                    "hub not told"
+                },
+                r.requested,
+                r.revoked,
+                r.by_self,
+                r.by_admin,
+                r.failed,
+                r.cut_off,
+                r.reconnects_refused,
+                r.still_online
+            );
+        }
+        s
+    }
+
+    /// The section as HTML rows (label, value) for the report page.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let h = &self.health;
+        let t = &h.time_to_expiry_seconds;
+        let st = &self.storm;
+        let l = &st.window_ca_latency_ms;
+        let w = &self.swap;
+        let mut rows = vec![
+            (
+                "certificates at the end".into(),
+                format!(
+                    "{} valid, {} expiring, {} expired, {} revoked",
+                    h.valid, h.expiring, h.expired, h.revoked
+                ),
+            ),
+            (
+                "time to expiry (s)".into(),
+                format!(
+                    "min {:.1}, p10 {:.1}, p50 {:.1}, p90 {:.1}, max {:.1} (a day is {} s)",
+                    t.min, t.p10, t.p50, t.p90, t.max, self.day_seconds
+                ),
+            ),
+            (
+                "renewals".into(),
+                format!(
+                    "{} ok, {} given up, {} failed tries, success ratio {:.4}",
+                    h.renewals_ok,
+                    h.renewals_given_up,
+                    h.renewal_tries_failed,
+                    self.renewal_success_ratio
+                ),
+            ),
+            (
+                "expired before renewal".into(),
+                h.expired_before_renewal.to_string(),
+            ),
+            (
+                "renewal storm".into(),
+                format!(
+                    "peak {} renewal requests/s at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    st.peak_renewals_per_second,
+                    st.peak_at_second,
+                    st.window_seconds,
+                    st.window_start_second,
+                    st.window_tries,
+                    st.window_failed_tries,
+                    l.p50,
+                    l.p99,
+                    l.max
+                ),
+            ),
+            (
+                "swaps".into(),
+                format!(
+                    "{} {}; QoS 1 over {} devices: {} lost, {} duplicated",
+                    w.swaps, w.mode, w.devices_compared, w.qos1_lost, w.qos1_duplicated
+                ),
+            ),
+        ];
+        if let Some(r) = &self.revocation {
+            rows.push((
+                "revocation".into(),
+                format!(
+                    "{} revoked ({} self, {} admin), {} failed, {} cut off, {} reconnects refused, {} still online; disable device on revoke: {}",
+                    r.revoked,
+                    r.by_self,
+                    r.by_admin,
+                    r.failed,
+                    r.cut_off,
+                    r.reconnects_refused,
+                    r.still_online,
+                    r.disable_device_on_revoke
+                ),
+            ));
+        }
+        rows
+    }
+}
+
+/// The sections of several shards' reports as one: counts add up; held-certificate quantiles
+/// and the storm come from the shard with the most certificates and the highest peak (shards'
+/// timelines are not aligned, so their storms cannot be added second by second).
+pub fn merge<'a>(
+    sections: impl Iterator<Item = &'a CertificateReport>,
+) -> Option<CertificateReport> {
+    let mut merged: Option<CertificateReport> = None;
+    for c in sections {
+        let Some(m) = &mut merged else {
+            merged = Some(c.clone());
+            continue;
+        };
+        let (h, o) = (&mut m.health, &c.health);
+        if o.time_to_expiry_seconds.count > h.time_to_expiry_seconds.count {
+            h.time_to_expiry_seconds = o.time_to_expiry_seconds;
+        }
+        h.valid += o.valid;
+        h.expiring += o.expiring;
+        h.expired += o.expired;
+        h.revoked += o.revoked;
+        h.renewals_ok += o.renewals_ok;
+        h.renewals_given_up += o.renewals_given_up;
+        h.renewal_tries_failed += o.renewal_tries_failed;
+        h.expired_before_renewal += o.expired_before_renewal;
+        m.renewal_success_ratio = h.renewal_success_ratio();
+        if c.storm.peak_renewals_per_second > m.storm.peak_renewals_per_second {
+            m.storm = c.storm.clone();
+        }
+        m.swap.swaps += c.swap.swaps;
+        m.swap.devices_compared += c.swap.devices_compared;
+        m.swap.qos1_lost += c.swap.qos1_lost;
+        m.swap.qos1_duplicated += c.swap.qos1_duplicated;
+        if let Some(o) = &c.revocation {
+            let r = m.revocation.get_or_insert_with(|| RevocationSummary {
+                disable_device_on_revoke: o.disable_device_on_revoke,
+                ..Default::default()
+            });
+            r.requested += o.requested;
+            r.revoked += o.revoked;
+            r.by_self += o.by_self;
+            r.by_admin += o.by_admin;
+            r.failed += o.failed;
+            r.cut_off += o.cut_off;
+            r.still_online += o.still_online;
+            r.reconnects_refused += o.reconnects_refused;
+        }
+    }
+    merged
+}
