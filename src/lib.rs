@@ -23,4 +23,5 @@ pub mod fleet;
 pub mod iothub;
 pub mod metrics;
 pub mod report;
+pub mod rlimit;
 pub mod scenario;

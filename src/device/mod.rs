@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod backoff;
+pub mod keys;
 pub mod lifecycle;
 pub mod telemetry;
 

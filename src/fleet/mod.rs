@@ -229,6 +229,7 @@ pub async fn run(
     report.devices = count_devices(&reports, planned, started);
     report.messages.failed = reports.iter().map(|r| r.messages_failed).sum();
     report.hub = hub.as_ref().map(|h| h.stats().into());
+    report.key_pool = services.keys.counts().map(target::pool_counts);
     report.thresholds = crate::report::thresholds::evaluate(&scenario.thresholds, &report)?;
     reports.sort_by_key(|r| r.id.clone());
     Ok(RunOutcome {

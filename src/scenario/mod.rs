@@ -128,6 +128,20 @@ pub struct CertificatePolicy {
     /// RenewCertificateV2), as EZCA's renewal client does on a device.
     #[serde(default = "default_renewal")]
     pub renewal: Spanned<Renewal>,
+    /// `fresh`: each device generates its key when it needs it (timed as `keygen`); `pool`: keys
+    /// come from the on-disk pool `fleetsim keys generate` fills (see `crypto::pool`).
+    #[serde(default)]
+    pub key_source: KeySourceKind,
+}
+
+/// Fresh is the default: for the ECDSA kinds generation costs ~0.05 ms and is part of what a
+/// device does; for RSA, choose `pool` so the simulator's CPU is not what is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySourceKind {
+    #[default]
+    Fresh,
+    Pool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -150,6 +164,7 @@ impl Default for CertificatePolicy {
             validity_days: default_validity_days(),
             renew_at: default_renew_at(),
             renewal: default_renewal(),
+            key_source: KeySourceKind::default(),
         }
     }
 }
