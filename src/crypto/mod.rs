@@ -164,7 +164,7 @@ impl DeviceKey {
 
     /// The public key as a DER SubjectPublicKeyInfo (what a certificate for this key carries).
     pub fn public_key_der(&self) -> Vec<u8> {
-        self.pair.public_key_der()
+        rcgen::PublicKeyData::subject_public_key_info(&self.pair)
     }
 
     /// A PKCS#10 request whose subject is `CN=<common_name>` and nothing else, as the EZCA IoT
@@ -218,7 +218,7 @@ impl DeviceKey {
 /// Modulus size of an RSA key, from its SubjectPublicKeyInfo length (DER of 2048/3072/4096-bit
 /// keys is 294/422/550 bytes).
 fn rsa_bits(pair: &KeyPair) -> usize {
-    match pair.public_key_der().len() {
+    match rcgen::PublicKeyData::subject_public_key_info(pair).len() {
         0..=300 => 2048,
         301..=430 => 3072,
         _ => 4096,

@@ -33,7 +33,7 @@ pub struct KeySource {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolCounts {
     pub kind: &'static str,
-    /// Keys that were on disk when the device asked.
+    /// Keys that were ready on disk when the device asked (no wait).
     pub from_pool: u64,
     /// Keys generated during the run because the pool was short (then stored for next time).
     pub generated: u64,
