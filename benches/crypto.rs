@@ -124,7 +124,9 @@ fn handshake(client: &mut ClientConnection, server: &mut ServerConnection) {
 fn tls(c: &mut Criterion) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let pki = ServerPki::new("bench").expect("pki");
-    let identity = pki.issue_server(&["127.0.0.1".into()]).expect("server cert");
+    let identity = pki
+        .issue_server(&["127.0.0.1".into()])
+        .expect("server cert");
     let ca = authority();
     let mut device_roots = RootCertStore::empty();
     device_roots.add(ca.root_der.clone()).expect("root");

@@ -53,7 +53,12 @@ pub fn descriptors_needed(devices: u64, embedded_hub: bool) -> u64 {
 }
 
 /// A warning for the user when `needed` exceeds what the process may open, else `None`.
-pub fn shortfall_warning(needed: u64, limit: NoFile, devices: u64, embedded_hub: bool) -> Option<String> {
+pub fn shortfall_warning(
+    needed: u64,
+    limit: NoFile,
+    devices: u64,
+    embedded_hub: bool,
+) -> Option<String> {
     if needed <= limit.soft {
         return None;
     }

@@ -62,19 +62,35 @@ async fn pool_keys_are_reused_across_runs_and_fresh_keys_are_timed() {
     // SAFETY: set before any thread of this test process reads the environment.
     unsafe { std::env::set_var("FLEETSIM_KEY_DIR", &dir) };
     let pool = KeyPool::new(&dir);
-    pool.generate(KeyKind::P256, 4, 2, |_| {}).expect("pool filled");
+    pool.generate(KeyKind::P256, 4, 2, |_| {})
+        .expect("pool filled");
 
     // A full pool: every key from its slot, none generated, nobody waits, no keygen timed.
     let (first, devices) = run(&scenario("pool", 4)).await;
     assert_eq!(first.devices.connected, 4, "{}", first.to_text());
     let counts = first.key_pool.clone().expect("pool counts in the report");
-    assert_eq!((counts.from_pool, counts.generated_during_run, counts.waits), (4, 0, 0));
+    assert_eq!(
+        (counts.from_pool, counts.generated_during_run, counts.waits),
+        (4, 0, 0)
+    );
     assert_eq!(keygen_count(&first), 0);
-    assert!(first.to_text().contains("key pool (p256): 4 keys from the pool"));
+    assert!(
+        first
+            .to_text()
+            .contains("key pool (p256): 4 keys from the pool")
+    );
     for d in &devices {
         let index: u64 = d.id.trim_start_matches("pool-").parse().unwrap();
-        let slot = pool.load(KeyKind::P256, index).unwrap().expect("slot filled");
-        assert_eq!(leaf_key(d), slot.public_key_der(), "{} has its slot's key", d.id);
+        let slot = pool
+            .load(KeyKind::P256, index)
+            .unwrap()
+            .expect("slot filled");
+        assert_eq!(
+            leaf_key(d),
+            slot.public_key_der(),
+            "{} has its slot's key",
+            d.id
+        );
     }
 
     // The next run hands the same keys to the same devices.
@@ -91,7 +107,11 @@ async fn pool_keys_are_reused_across_runs_and_fresh_keys_are_timed() {
     // Each device took its key at once or waited for it; the two missing keys were made in the run.
     assert_eq!(counts.from_pool + counts.waits, 6, "{counts:?}");
     assert_eq!(counts.generated_during_run, 2, "{counts:?}");
-    assert_eq!(pool.count(KeyKind::P256).unwrap(), 6, "generated keys are kept");
+    assert_eq!(
+        pool.count(KeyKind::P256).unwrap(),
+        6,
+        "generated keys are kept"
+    );
     let last = devices.iter().find(|d| d.id == "pool-005").unwrap();
     let stored = pool.load(KeyKind::P256, 5).unwrap().unwrap();
     assert_eq!(leaf_key(last), stored.public_key_der());

@@ -23,8 +23,15 @@ fn generate_fills_the_pool_with_private_files_and_list_counts_them() {
     let dir = std::env::temp_dir().join(format!("fleetsim-keys-cmd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let out = fleetsim(&["keys", "generate", "--kind", "p256", "--count", "5"], &dir);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fleetsim(
+        &["keys", "generate", "--kind", "p256", "--count", "5"],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("p256: 5 keys"), "{stdout}");
     let kind_dir = dir.join("p256");
@@ -38,10 +45,16 @@ fn generate_fills_the_pool_with_private_files_and_list_counts_them() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("PRIVATE KEY"));
 
     // Topping up keeps what is there.
-    let out = fleetsim(&["keys", "generate", "--kind", "p256", "--count", "7"], &dir);
+    let out = fleetsim(
+        &["keys", "generate", "--kind", "p256", "--count", "7"],
+        &dir,
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("2 generated") && stdout.contains("5 already there"), "{stdout}");
+    assert!(
+        stdout.contains("2 generated") && stdout.contains("5 already there"),
+        "{stdout}"
+    );
     assert_eq!(std::fs::read_to_string(&first).unwrap(), pem);
 
     let out = fleetsim(&["keys", "list"], &dir);
@@ -56,7 +69,10 @@ fn generate_fills_the_pool_with_private_files_and_list_counts_them() {
     assert_eq!(line("p256").as_deref(), Some("7"), "{stdout}");
     assert_eq!(line("rsa-2048").as_deref(), Some("0"), "{stdout}");
 
-    let out = fleetsim(&["keys", "generate", "--kind", "rsa-1024", "--count", "1"], &dir);
+    let out = fleetsim(
+        &["keys", "generate", "--kind", "rsa-1024", "--count", "1"],
+        &dir,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of p256"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -72,10 +72,7 @@ impl KeyKind {
     }
 
     pub fn is_rsa(self) -> bool {
-        matches!(
-            self,
-            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
-        )
+        matches!(self, KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096)
     }
 }
 
@@ -87,7 +84,10 @@ impl std::str::FromStr for KeyKind {
             .find(|k| k.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 let names: Vec<_> = KeyKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown key kind {s:?}: expected one of {}", names.join(", "))
+                format!(
+                    "unknown key kind {s:?}: expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }

@@ -258,7 +258,11 @@ fn slot_of(name: &std::ffi::OsStr) -> Option<u64> {
 /// A one-line progress display for a terminal (`\r`-rewritten) or a log (a line per call).
 pub fn progress_line(kind: KeyKind, p: Progress) -> String {
     let secs = p.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { p.done as f64 / secs } else { 0.0 };
+    let rate = if secs > 0.0 {
+        p.done as f64 / secs
+    } else {
+        0.0
+    };
     let eta = if rate > 0.0 {
         format!("{:.0} s left", (p.total - p.done) as f64 / rate)
     } else {

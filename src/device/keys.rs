@@ -84,7 +84,13 @@ impl KeySource {
     /// generated on `background_threads` threads from now on (0: only on demand).
     pub fn pool(pool: KeyPool, kind: KeyKind, devices: u64, background_threads: usize) -> Self {
         let slots: Vec<AtomicU8> = (0..devices)
-            .map(|s| AtomicU8::new(if pool.contains(kind, s) { READY } else { MISSING }))
+            .map(|s| {
+                AtomicU8::new(if pool.contains(kind, s) {
+                    READY
+                } else {
+                    MISSING
+                })
+            })
             .collect();
         let missing: Vec<u64> = (0..devices)
             .filter(|&s| slots[s as usize].load(Ordering::Relaxed) == MISSING)
@@ -180,7 +186,9 @@ async fn generate(kind: KeyKind) -> Result<DeviceKey, KeyError> {
 
 impl PoolSource {
     async fn take(self: &Arc<Self>, index: u64, generation: u64) -> Result<DeviceKey, KeyError> {
-        let slot = generation.saturating_mul(self.devices).saturating_add(index);
+        let slot = generation
+            .saturating_mul(self.devices)
+            .saturating_add(index);
         let start = Instant::now();
         let mut waited = false;
         if let Some(state) = self.slots.get(slot as usize) {

@@ -142,13 +142,16 @@ impl Emulators {
     /// Serves the hub's MQTT/TLS endpoint on one more address (port 0: any free port), until
     /// shutdown. Devices spread over several destination addresses are not limited by one
     /// address's ~28k ephemeral source ports.
-    pub async fn add_mqtt_listener(&mut self, addr: SocketAddr) -> Result<SocketAddr, EmulatorError> {
+    pub async fn add_mqtt_listener(
+        &mut self,
+        addr: SocketAddr,
+    ) -> Result<SocketAddr, EmulatorError> {
         let listener = bind(addr).await?;
         let local = listener.local_addr()?;
         let stop = self.stop.clone();
-        let task = self
-            .hub
-            .serve_mqtt(listener, &self.pki, async move { stop.cancelled().await })?;
+        let task =
+            self.hub
+                .serve_mqtt(listener, &self.pki, async move { stop.cancelled().await })?;
         self.tasks.push(task);
         self.hub_mqtt_extra.push(local);
         Ok(local)

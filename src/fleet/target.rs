@@ -10,9 +10,9 @@ use rustls_pki_types::CertificateDer;
 
 use super::FleetError;
 use crate::clock::Clock;
+use crate::crypto::pool::KeyPool;
 use crate::device::Services;
 use crate::device::adapters::{EzcaCa, HubRegistry};
-use crate::crypto::pool::KeyPool;
 use crate::device::backoff::Backoff;
 use crate::device::keys::KeySource;
 use crate::emulator::ca::capacity::CapacityConfig;

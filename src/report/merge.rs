@@ -127,14 +127,14 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         errors,
         thresholds: Vec::new(),
         hub,
-        key_pool: reports
-            .iter()
-            .filter_map(|r| r.key_pool.as_ref())
-            .fold(None, |acc: Option<super::KeyPoolCounts>, k| {
+        key_pool: reports.iter().filter_map(|r| r.key_pool.as_ref()).fold(
+            None,
+            |acc: Option<super::KeyPoolCounts>, k| {
                 let mut acc = acc.unwrap_or_default();
                 acc.add(k);
                 Some(acc)
-            }),
+            },
+        ),
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on
     // every shard can still fail on the whole.
