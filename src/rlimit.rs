@@ -18,6 +18,8 @@ pub struct NoFile {
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit. Returns the limits, or the OS error.
+// `rlim_t` is u64 here but not on every platform libc supports.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_nofile() -> std::io::Result<NoFile> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -227,7 +227,7 @@ impl KeyPool {
             }
             workers
                 .into_iter()
-                .map(|w| w.join().unwrap_or_else(|_| Ok(())))
+                .map(|w| w.join().unwrap_or(Ok(())))
                 .collect::<Result<Vec<()>, PoolError>>()
         });
         result?;
