@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod keys;
+
 use crate::fleet::{self, RunOptions};
 use crate::{report, scenario};
 
@@ -54,6 +56,11 @@ pub enum Command {
     Validate {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
+    },
+    /// Fill or list the on-disk key pool (for `certificate.key_source: pool`).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
     /// Merge JSON reports (e.g. of shards) exactly and print the merged report.
     Report {
@@ -112,6 +119,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             }
         },
         Command::Validate { scenarios } => validate(&scenarios),
+        Command::Keys { command } => match keys::main(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Report { inputs, out } => match merge_reports(&inputs, out.as_deref()) {
             Ok(code) => code,
             Err(e) => {
@@ -178,6 +192,7 @@ pub async fn run(
     shard: fleet::Shard,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;
+    check_open_files(&scenario);
     let metrics_listener = match metrics_addr {
         Some(addr) => Some(std::sync::Arc::new(bind_metrics(addr)?)),
         None => None,
@@ -221,6 +236,21 @@ pub async fn run(
         html_path.display()
     );
     Ok(threshold_verdict(&outcome.report))
+}
+
+/// Raises the open-file limit and warns, with the numbers, when the fleet needs more.
+fn check_open_files(scenario: &scenario::Scenario) {
+    let devices = u64::from(scenario.fleet.devices.get());
+    let embedded = matches!(scenario.target.value, scenario::Target::Embedded(_));
+    match crate::rlimit::raise_nofile() {
+        Ok(limit) => {
+            let needed = crate::rlimit::descriptors_needed(devices, embedded);
+            if let Some(w) = crate::rlimit::shortfall_warning(needed, limit, devices, embedded) {
+                eprintln!("fleetsim: warning: {w}");
+            }
+        }
+        Err(e) => eprintln!("fleetsim: warning: cannot read or raise the open-file limit: {e}"),
+    }
 }
 
 /// Binds the `/metrics` listener before the run starts, so a taken port fails fast.
@@ -282,6 +312,9 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     use crate::emulator::{Addresses, CaConfig, HubConfig};
     use anyhow::Context;
 
+    if let Err(e) = crate::rlimit::raise_nofile() {
+        eprintln!("fleetsim: warning: cannot raise the open-file limit: {e}");
+    }
     if !args.ip.is_loopback() {
         eprintln!(
             "fleetsim: warning: listening on {} (not loopback); anyone who can reach it can get certificates",

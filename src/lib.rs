@@ -23,5 +23,6 @@ pub mod fleet;
 pub mod iothub;
 pub mod metrics;
 pub mod report;
+pub mod rlimit;
 pub mod scenario;
 pub mod ui;

@@ -5,6 +5,7 @@
 //! prints the key kind only.
 
 pub mod jwt;
+pub mod pool;
 
 use std::fmt;
 use std::sync::Once;
@@ -50,6 +51,47 @@ pub enum KeyKind {
     Rsa4096,
 }
 
+impl KeyKind {
+    pub const ALL: [KeyKind; 5] = [
+        KeyKind::P256,
+        KeyKind::P384,
+        KeyKind::Rsa2048,
+        KeyKind::Rsa3072,
+        KeyKind::Rsa4096,
+    ];
+
+    /// The name used in scenarios, on the command line and as the pool's directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyKind::P256 => "p256",
+            KeyKind::P384 => "p384",
+            KeyKind::Rsa2048 => "rsa-2048",
+            KeyKind::Rsa3072 => "rsa-3072",
+            KeyKind::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096)
+    }
+}
+
+impl std::str::FromStr for KeyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeyKind::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<_> = KeyKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown key kind {s:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 /// Makes aws-lc-rs the process-wide rustls provider. Idempotent; called by every entry point that
 /// builds TLS configs, because a second provider in the dependency tree would otherwise make
 /// rustls refuse to pick one.
@@ -92,8 +134,37 @@ impl DeviceKey {
         Ok(Self { kind, pair })
     }
 
+    /// A key read back from PKCS#8 PEM (as [`DeviceKey::private_key_pem`] writes it), checked to
+    /// be of `kind`.
+    pub fn from_pkcs8_pem(kind: KeyKind, pem: &str) -> Result<Self, CryptoError> {
+        let alg = match kind {
+            KeyKind::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyKind::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            _ => &rcgen::PKCS_RSA_SHA256,
+        };
+        let pair = KeyPair::from_pem_and_sign_algo(pem, alg).map_err(CryptoError::KeyGen)?;
+        if kind.is_rsa() {
+            // The RSA size is not part of the algorithm: check the modulus length.
+            let bits = rsa_bits(&pair);
+            let want = match kind {
+                KeyKind::Rsa2048 => 2048,
+                KeyKind::Rsa3072 => 3072,
+                _ => 4096,
+            };
+            if bits != want {
+                return Err(CryptoError::Unsupported("RSA key of another size"));
+            }
+        }
+        Ok(Self { kind, pair })
+    }
+
     pub fn kind(&self) -> KeyKind {
         self.kind
+    }
+
+    /// The public key as a DER SubjectPublicKeyInfo (what a certificate for this key carries).
+    pub fn public_key_der(&self) -> Vec<u8> {
+        rcgen::PublicKeyData::subject_public_key_info(&self.pair)
     }
 
     /// A PKCS#10 request whose subject is `CN=<common_name>` and nothing else, as the EZCA IoT
@@ -141,6 +212,16 @@ impl DeviceKey {
     /// The key as rustls wants it for client authentication.
     pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.pair.serialize_der().into())
+    }
+}
+
+/// Modulus size of an RSA key, from its SubjectPublicKeyInfo length (DER of 2048/3072/4096-bit
+/// keys is 294/422/550 bytes).
+fn rsa_bits(pair: &KeyPair) -> usize {
+    match rcgen::PublicKeyData::subject_public_key_info(pair).len() {
+        0..=300 => 2048,
+        301..=430 => 3072,
+        _ => 4096,
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Services<C, R, T> {
     pub backoff: Backoff,
     /// The fleet's limits and closed-model places.
     pub gate: Gate,
+    /// Fresh keys (timed as `keygen`) or keys from the on-disk pool.
+    pub keys: super::keys::KeySource,
 }
 
 /// What happened to one device, for the report and for tests.
@@ -332,18 +334,14 @@ where
     async fn enrol(&mut self) -> Result<(DeviceKey, Issued), Stop> {
         let recorder = self.services.recorder.clone();
         let kind = self.spec.key_kind;
-        let t = Instant::now();
-        let key = match kind {
-            // RSA keys take ~100 ms to 1 s: keep them off the async workers.
-            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096 => {
-                tokio::task::spawn_blocking(move || DeviceKey::generate(kind))
-                    .await
-                    .map_err(|e| local_failure(Phase::Keygen, "join", e.to_string()))?
-            }
-            _ => DeviceKey::generate(kind),
-        }
-        .map_err(|e| local_failure(Phase::Keygen, "keygen", e.to_string()))?;
-        recorder.record(Phase::Keygen, Outcome::Ok, t, Instant::now());
+        // One key per certificate: the first enrolment is generation 0, each renewal the next.
+        let generation = self.report.certificate_serials.len() as u64;
+        let key = self
+            .services
+            .keys
+            .key_for(kind, self.spec.index, generation, &recorder)
+            .await
+            .map_err(|e| local_failure(Phase::Keygen, "keygen", e.to_string()))?;
 
         let t = Instant::now();
         let csr = key

@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod backoff;
 pub mod control;
 pub mod gate;
+pub mod keys;
 pub mod lifecycle;
 mod renewal;
 mod revocation;

@@ -178,24 +178,16 @@ where
         }
     }
 
-    /// A key for a renewal, timed as `keygen`.
+    /// A key for a renewal: the next generation of this device's keys from the run's key source
+    /// (fresh keys are timed as `keygen`; pool keys are not generated here at all).
     async fn new_key(&mut self) -> Result<DeviceKey, Stop> {
-        let kind = self.spec.key_kind;
-        let t = Instant::now();
-        let key = match kind {
-            // RSA keys take ~100 ms to 1 s: keep them off the async workers.
-            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096 => {
-                tokio::task::spawn_blocking(move || DeviceKey::generate(kind))
-                    .await
-                    .map_err(|e| local_failure(Phase::Keygen, "join", e.to_string()))?
-            }
-            _ => DeviceKey::generate(kind),
-        }
-        .map_err(|e| local_failure(Phase::Keygen, "keygen", e.to_string()))?;
+        let generation = self.report.certificate_serials.len() as u64;
+        let recorder = self.services.recorder.clone();
         self.services
-            .recorder
-            .record(Phase::Keygen, Outcome::Ok, t, Instant::now());
-        Ok(key)
+            .keys
+            .key_for(self.spec.key_kind, self.spec.index, generation, &recorder)
+            .await
+            .map_err(|e| local_failure(Phase::Keygen, "keygen", e.to_string()))
     }
 
     /// Moves from `old` to a session with the renewed certificate, as the policy says.

@@ -47,6 +47,9 @@ pub struct Emulators {
     /// MQTT over WebSocket: `wss://{hub_websocket_addr}/$iothub/websocket`.
     pub hub_websocket_addr: SocketAddr,
     pub hub_registry_url: String,
+    /// More MQTT/TLS listeners of the hub, on other loopback addresses ([`Emulators::add_mqtt_listener`]).
+    pub hub_mqtt_extra: Vec<SocketAddr>,
+    pki: ServerPki,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -129,9 +132,29 @@ impl Emulators {
             hub_mqtt_addr,
             hub_websocket_addr,
             hub_registry_url,
+            hub_mqtt_extra: Vec::new(),
+            pki,
             stop,
             tasks,
         })
+    }
+
+    /// Serves the hub's MQTT/TLS endpoint on one more address (port 0: any free port), until
+    /// shutdown. Devices spread over several destination addresses are not limited by one
+    /// address's ~28k ephemeral source ports.
+    pub async fn add_mqtt_listener(
+        &mut self,
+        addr: SocketAddr,
+    ) -> Result<SocketAddr, EmulatorError> {
+        let listener = bind(addr).await?;
+        let local = listener.local_addr()?;
+        let stop = self.stop.clone();
+        let task =
+            self.hub
+                .serve_mqtt(listener, &self.pki, async move { stop.cancelled().await })?;
+        self.tasks.push(task);
+        self.hub_mqtt_extra.push(local);
+        Ok(local)
     }
 
     /// Stops accepting and waits for the servers to finish.

@@ -325,6 +325,7 @@ pub async fn run(
         hub.as_ref(),
         snapshot_certs,
     ));
+    report.key_pool = services.keys.counts().map(target::pool_counts);
     report.thresholds = crate::report::thresholds::evaluate(&scenario.thresholds, &report)?;
     reports.sort_by_key(|r| r.id.clone());
     Ok(RunOutcome {

@@ -10,9 +10,11 @@ use rustls_pki_types::CertificateDer;
 
 use super::FleetError;
 use crate::clock::Clock;
+use crate::crypto::pool::KeyPool;
 use crate::device::Services;
 use crate::device::adapters::{EzcaCa, HubRegistry};
 use crate::device::backoff::Backoff;
+use crate::device::keys::KeySource;
 use crate::emulator::ca::IssuingKey;
 use crate::emulator::ca::capacity::CapacityConfig;
 use crate::emulator::hub::throttle::HubLimits;
@@ -23,7 +25,8 @@ use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::metrics::Recorder;
 use crate::scenario::{
-    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, RemoteTarget, Scenario, Span, Target,
+    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, RemoteTarget, Scenario,
+    Span, Target,
 };
 
 pub type FleetServices = Services<EzcaCa, HubRegistry, MqttTransport>;
@@ -83,8 +86,22 @@ async fn embedded(
         .iter()
         .map(|p| read_pem_roots(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-    let emulators = Emulators::start(ip, &ca_config, &hub_config).await?;
+    // The embedded emulators accept test credentials: loopback only.
+    if let Some(ip) = hub.mqtt_addresses.iter().find(|ip| !ip.is_loopback()) {
+        return Err(FleetError::Setup(format!(
+            "target.embedded.hub.mqtt_addresses: {ip} is not a loopback address (127.0.0.0/8 or ::1)"
+        )));
+    }
+    let mut listen = hub.mqtt_addresses.iter().copied();
+    let ip = listen
+        .next()
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let mut emulators = Emulators::start(ip, &ca_config, &hub_config).await?;
+    for extra in listen {
+        emulators
+            .add_mqtt_listener(std::net::SocketAddr::new(extra, 0))
+            .await?;
+    }
     for ca in extra_cas.into_iter().flatten() {
         emulators.hub.trust_ca(ca);
     }
@@ -131,7 +148,7 @@ async fn embedded(
         true => emulators.hub_websocket_addr,
         false => emulators.hub_mqtt_addr,
     };
-    let transport = MqttTransport::new(
+    let mut transport = MqttTransport::new(
         endpoint(
             addr.ip().to_string(),
             addr.port(),
@@ -140,6 +157,14 @@ async fn embedded(
         ),
         trust,
     );
+    if !websocket {
+        transport.spread_over(
+            emulators
+                .hub_mqtt_extra
+                .iter()
+                .map(|a| (a.ip().to_string(), a.port())),
+        );
+    }
     Ok(Resolved {
         services: Arc::new(Services {
             ca,
@@ -148,9 +173,46 @@ async fn embedded(
             recorder,
             backoff: Backoff::default(),
             gate: Default::default(),
+            keys: key_source(scenario)?,
         }),
         emulators: Some(emulators),
     })
+}
+
+/// The scenario's key source. A pool that lacks keys for this fleet is topped up in the
+/// background (one thread per core but one, leaving a core to the run) and the user is told.
+fn key_source(scenario: &Scenario) -> Result<KeySource, FleetError> {
+    let c = &scenario.certificate;
+    if c.key_source == KeySourceKind::Fresh {
+        return Ok(KeySource::fresh());
+    }
+    let pool = KeyPool::open_default().map_err(|e| FleetError::Setup(e.to_string()))?;
+    let devices = u64::from(scenario.fleet.devices.get());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let keys = KeySource::pool(pool.clone(), c.key, devices, (cores - 1).max(1));
+    let missing = keys.missing();
+    if missing > 0 {
+        eprintln!(
+            "fleetsim: the {} key pool in {} has {} of the {devices} keys this run needs; the other {missing} are generated now, in the background and by devices that need them first (the waits are in the report). Fill it first with: fleetsim keys generate --kind {} --count {devices}",
+            c.key.name(),
+            pool.root().display(),
+            devices - missing,
+            c.key.name(),
+        );
+    }
+    Ok(keys)
+}
+
+/// The pool's counters as the report keeps them.
+pub fn pool_counts(c: crate::device::keys::PoolCounts) -> crate::report::KeyPoolCounts {
+    crate::report::KeyPoolCounts {
+        kind: c.kind.to_string(),
+        from_pool: c.from_pool,
+        generated_during_run: c.generated,
+        waits: c.waits,
+        wait_seconds: c.wait_total_us as f64 / 1e6,
+        max_wait_ms: c.wait_max_us as f64 / 1e3,
+    }
 }
 
 fn capacity_of(ca: &crate::scenario::EmbeddedCa) -> CapacityConfig {
@@ -328,6 +390,7 @@ async fn remote(
             recorder,
             backoff: Backoff::default(),
             gate: Default::default(),
+            keys: key_source(scenario)?,
         }),
         emulators: None,
     })

@@ -6,6 +6,7 @@
 //! rumqttc event loop and forwards PUBACKs and the loss of the connection to the session.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
@@ -38,6 +39,12 @@ pub struct MqttEndpoint {
 pub struct MqttTransport {
     endpoint: MqttEndpoint,
     roots: Arc<RootCertStore>,
+    /// One crypto provider for every device's TLS config (it holds the cipher-suite and
+    /// key-exchange tables; building one per connection cost ~1 KiB per device).
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Further `(host, port)`s of the same endpoint; connections go round-robin over all.
+    alternates: Vec<(String, u16)>,
+    next: AtomicUsize,
 }
 
 impl MqttTransport {
@@ -46,6 +53,27 @@ impl MqttTransport {
         Self {
             endpoint,
             roots: Arc::new(roots),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            alternates: Vec::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Spreads connections round-robin over the endpoint's own address and `more` (e.g. the
+    /// embedded hub listening on 127.0.0.1..127.0.0.4).
+    pub fn spread_over(&mut self, more: impl IntoIterator<Item = (String, u16)>) {
+        self.alternates.extend(more);
+    }
+
+    /// The address for the next connection.
+    fn pick(&self) -> (&str, u16) {
+        let n = self.alternates.len() + 1;
+        match self.next.fetch_add(1, Ordering::Relaxed) % n {
+            0 => (&self.endpoint.host, self.endpoint.port),
+            i => {
+                let (h, p) = &self.alternates[i - 1];
+                (h, *p)
+            }
         }
     }
 
@@ -62,33 +90,41 @@ impl MqttTransport {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttSession, HubError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| HubError::Setup(e.to_string()))?
             .with_root_certificates(self.roots.clone())
             .with_client_auth_cert(chain, key)
             .map_err(|e| HubError::Setup(format!("client certificate: {e}")))?;
+        // The default session cache preallocates room for 32 servers (several KiB) in every
+        // device's config; a device reconnects after a renewal with a new certificate, where a
+        // resumed session would carry the old identity anyway.
+        tls.resumption = rustls::client::Resumption::disabled();
         let ep = &self.endpoint;
+        let (host, port) = self.pick();
         let (broker, transport) = match ep.websocket {
             // rumqttc takes the whole URL as the broker address for WebSocket transports.
             true => (
-                format!("wss://{}:{}/$iothub/websocket", url_host(&ep.host), ep.port),
+                format!("wss://{}:{}/$iothub/websocket", url_host(host), port),
                 Transport::wss_with_config(TlsConfiguration::Rustls(Arc::new(tls))),
             ),
             false => (
-                ep.host.clone(),
+                host.to_string(),
                 Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))),
             ),
         };
-        let mut opts = MqttOptions::new(device_id, broker, ep.port);
+        let mut opts = MqttOptions::new(device_id, broker, port);
+        // One publish in flight (the session waits for each PUBACK), so the window is 1 and the
+        // request channel holds a publish and a disconnect.
         opts.set_keep_alive(ep.keep_alive)
             .set_credentials(Self::username(&ep.hub_host, device_id), "")
             .set_clean_session(false)
-            .set_inflight(4)
+            .set_inflight(1)
             .set_max_packet_size(256 * 1024 + 4096, 256 * 1024 + 4096)
             .set_transport(transport);
-        let (client, mut eventloop) = AsyncClient::new(opts, 4);
+        let (client, mut eventloop) = AsyncClient::new(opts, 2);
+        // rumqttc preallocates 100 buffered events (~20 KiB); a device sees one at a time.
+        eventloop.state.events = std::collections::VecDeque::new();
         // Small MQTT packets under TLS otherwise wait on Nagle + delayed ACK (~40 ms a round trip).
         let mut network = eventloop.network_options();
         network.set_tcp_nodelay(true);
@@ -110,7 +146,7 @@ impl MqttTransport {
             Err(_) => return Err(HubError::Timeout),
         }
 
-        let (events_tx, events) = mpsc::channel(8);
+        let (events_tx, events) = mpsc::channel(2);
         let driver = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {

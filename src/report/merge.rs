@@ -136,6 +136,14 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         retries,
         thresholds: Vec::new(),
         hub,
+        key_pool: reports.iter().filter_map(|r| r.key_pool.as_ref()).fold(
+            None,
+            |acc: Option<super::KeyPoolCounts>, k| {
+                let mut acc = acc.unwrap_or_default();
+                acc.add(k);
+                Some(acc)
+            },
+        ),
         certificates: super::certificates::merge(
             reports.iter().filter_map(|r| r.certificates.as_ref()),
         ),

@@ -94,6 +94,37 @@ pub struct Report {
     /// Certificate health, renewals, swaps and revocations ([`certificates`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<certificates::CertificateReport>,
+    /// How the key pool served the run (`certificate.key_source: pool` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pool: Option<KeyPoolCounts>,
+}
+
+/// The key pool's side of a run: keys that were ready on disk, and the keys devices had to wait
+/// for because the pool was short (generated during the run), with the time they waited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct KeyPoolCounts {
+    pub kind: String,
+    pub from_pool: u64,
+    pub generated_during_run: u64,
+    pub waits: u64,
+    pub wait_seconds: f64,
+    pub max_wait_ms: f64,
+}
+
+impl KeyPoolCounts {
+    /// Adds another shard's counts.
+    pub fn add(&mut self, other: &KeyPoolCounts) {
+        if self.kind.is_empty() {
+            self.kind = other.kind.clone();
+        } else if self.kind != other.kind {
+            self.kind = "mixed".into();
+        }
+        self.from_pool += other.from_pool;
+        self.generated_during_run += other.generated_during_run;
+        self.waits += other.waits;
+        self.wait_seconds += other.wait_seconds;
+        self.max_wait_ms = self.max_wait_ms.max(other.max_wait_ms);
+    }
 }
 
 /// The embedded hub's totals, as the report keeps them.
@@ -187,6 +218,7 @@ impl Report {
             thresholds: Vec::new(),
             hub: None,
             certificates: None,
+            key_pool: None,
         })
     }
 
@@ -262,6 +294,13 @@ impl Report {
             );
         }
         let _ = writeln!(s);
+        if let Some(k) = &self.key_pool {
+            let _ = writeln!(
+                s,
+                "key pool ({}): {} keys from the pool, {} generated during the run; {} waits for a key, {:.1} s in all (max {:.0} ms)",
+                k.kind, k.from_pool, k.generated_during_run, k.waits, k.wait_seconds, k.max_wait_ms
+            );
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,

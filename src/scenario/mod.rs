@@ -173,6 +173,10 @@ pub struct CertificatePolicy {
     /// How the renewed certificate's connection replaces the old one.
     #[serde(default)]
     pub swap: Swap,
+    /// `fresh`: each device generates its key when it needs it (timed as `keygen`); `pool`: keys
+    /// come from the on-disk pool `fleetsim keys generate` fills (see `crypto::pool`).
+    #[serde(default)]
+    pub key_source: KeySourceKind,
 }
 
 fn default_renew_deadline() -> Percent {
@@ -180,6 +184,16 @@ fn default_renew_deadline() -> Percent {
 }
 fn default_rekey() -> bool {
     true
+}
+
+/// Fresh is the default: for the ECDSA kinds generation costs ~0.05 ms and is part of what a
+/// device does; for RSA, choose `pool` so the simulator's CPU is not what is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeySourceKind {
+    #[default]
+    Fresh,
+    Pool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -206,6 +220,7 @@ impl Default for CertificatePolicy {
             renew_deadline: default_renew_deadline(),
             rekey: default_rekey(),
             swap: Swap::default(),
+            key_source: KeySourceKind::default(),
         }
     }
 }

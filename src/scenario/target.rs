@@ -133,6 +133,10 @@ pub struct EmbeddedHub {
     /// Extra CA certificates (PEM files) to upload to the hub's trust, besides the embedded CA.
     #[serde(default)]
     pub trusted_cas: Vec<PathBuf>,
+    /// Loopback addresses the MQTT endpoint listens on (default: 127.0.0.1 only). Devices are
+    /// spread over them, so a run is not limited by one address's ~28k source ports.
+    #[serde(default)]
+    pub mqtt_addresses: Vec<std::net::IpAddr>,
 }
 
 impl Default for EmbeddedHub {
@@ -144,6 +148,7 @@ impl Default for EmbeddedHub {
             shaping: default_shaping(),
             disabled_connack: default_disabled_connack(),
             trusted_cas: Vec::new(),
+            mqtt_addresses: Vec::new(),
         }
     }
 }
