@@ -24,3 +24,4 @@ pub mod iothub;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
+pub mod state;
