@@ -35,6 +35,10 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics while running (e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Keep the soak's state (identities, keys, certificates, counters) in this SQLite file
+        /// and resume from it if it exists: a killed soak carries on where it stopped.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
     },
     /// Run the EZCA and IoT Hub emulators standalone.
     ///
@@ -116,7 +120,8 @@ pub async fn main(cli: Cli) -> ExitCode {
             report,
             quiet,
             metrics_addr,
-        } => match run(&scenario, &report, !quiet, metrics_addr).await {
+            state,
+        } => match run(&scenario, &report, !quiet, metrics_addr, state.as_deref()).await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -157,8 +162,17 @@ pub async fn run(
     report_path: &Path,
     progress: bool,
     metrics_addr: Option<std::net::SocketAddr>,
+    state_path: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;
+    let state = match state_path {
+        Some(path) => Some(crate::state::StateFile {
+            path: path.to_path_buf(),
+            scenario_name: scenario.name.clone(),
+            scenario_hash: crate::state::scenario_hash(&std::fs::read(scenario_path)?),
+        }),
+        None => None,
+    };
     let metrics_listener = match metrics_addr {
         Some(addr) => Some(std::sync::Arc::new(bind_metrics(addr)?)),
         None => None,
@@ -180,6 +194,7 @@ pub async fn run(
         progress,
         interval_log: Some(report::hlog::hlog_path(report_path)),
         metrics_listener,
+        state,
     };
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());

@@ -35,6 +35,8 @@ pub struct DeviceSpec {
     pub register: bool,
     /// Seeds this device's telemetry values and backoff jitter.
     pub seed: u64,
+    /// What a resumed soak's state holds for this device (`--state`).
+    pub resume: Option<Arc<crate::state::StoredDevice>>,
 }
 
 /// The services every device of a run shares.
@@ -44,6 +46,8 @@ pub struct Services<C, R, T> {
     pub transport: T,
     pub recorder: Arc<Recorder>,
     pub backoff: Backoff,
+    /// The soak state (`--state`): certificates are committed there before they are used.
+    pub state: Option<crate::state::DeviceJournal>,
 }
 
 /// What happened to one device, for the report and for tests.
@@ -131,13 +135,23 @@ where
     }
 
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
-        let (key, issued) = self.enrol(None).await?;
+        let (key, issued) = match super::resume::stored::<Stop>(self.spec, &mut self.report)? {
+            Some(stored) => stored,
+            None => self.enrol(None).await?,
+        };
         self.report.enrolled = true;
-        if self.spec.register {
+        let registered = self.spec.resume.as_ref().is_some_and(|r| r.registered);
+        if self.spec.register && !registered {
             let registry = &self.services.registry;
             let id = self.spec.id.as_str();
             self.attempt(Phase::HubRegister, || registry.register(id))
                 .await?;
+            if let Some(state) = &self.services.state {
+                state
+                    .registered(id)
+                    .await
+                    .map_err(|e| local_failure(Phase::HubRegister, "state", e.to_string()))?;
+            }
         }
 
         self.set_state(DeviceState::Connecting);
@@ -261,6 +275,18 @@ where
         let ca = &self.services.ca;
         let id = self.spec.id.as_str();
         let validity = self.spec.validity_days;
+        let phase = match previous {
+            None => Phase::CaIssue,
+            Some(_) => Phase::CaRenew,
+        };
+        // The key and CSR are committed before the CA sees them, so a kill while the CA answers
+        // leaves an intent a resumed run can match to what the CA issued.
+        if let Some(state) = &self.services.state {
+            state
+                .intent(id, self.spec.index, previous.is_some(), &key, &csr)
+                .await
+                .map_err(|e| local_failure(phase, "state", e.to_string()))?;
+        }
         let issued = match previous {
             None => {
                 self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
@@ -275,6 +301,13 @@ where
                 .await?
             }
         };
+        // Committed before the device uses it (or a resumed run would not know it).
+        if let Some(state) = &self.services.state {
+            state
+                .certificate(id, previous.is_some(), &key, &issued.chain, &issued.info)
+                .await
+                .map_err(|e| local_failure(phase, "state", e.to_string()))?;
+        }
         self.report
             .certificate_serials
             .push(issued.info.serial_hex.clone());
@@ -347,6 +380,12 @@ where
                 }
             }
         }
+    }
+}
+
+impl From<(Phase, String)> for Stop {
+    fn from((phase, message): (Phase, String)) -> Self {
+        local_failure(phase, "state", message)
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod backoff;
 pub mod lifecycle;
+mod resume;
 pub mod telemetry;
 
 use std::future::Future;

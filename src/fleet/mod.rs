@@ -4,6 +4,7 @@
 
 mod bulk;
 mod prometheus;
+pub mod resume;
 pub mod target;
 
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct RunOptions {
     /// Serve Prometheus `/metrics` on this bound listener for the life of the run (the caller
     /// binds it, so tests can use port 0 and learn the address first).
     pub metrics_listener: Option<Arc<std::net::TcpListener>>,
+    /// Keep (and resume from) the soak's state in this SQLite file (`--state`).
+    pub state: Option<crate::state::StateFile>,
 }
 
 /// Everything a run produced. The embedded emulators have stopped serving, but their state can
@@ -80,6 +83,7 @@ pub fn device_specs(scenario: &Scenario) -> Vec<DeviceSpec> {
                 at_least_once: scenario.telemetry.qos == Qos::AtLeastOnce,
                 register: scenario.fleet.registration == Registration::PerDevice,
                 seed: rng.next_u64(),
+                resume: None,
             }
         })
         .collect()
@@ -94,9 +98,39 @@ pub async fn run(
     tokio::pin!(shutdown);
     crate::crypto::install_crypto_provider();
     let recorder = Arc::new(Recorder::new());
-    let resolved = target::resolve(scenario, recorder.clone()).await?;
+    let opened = match &options.state {
+        Some(file) => Some(resume::open(file)?),
+        None => None,
+    };
+    let mut elapsed_before = Duration::ZERO;
+    if let Some(o) = &opened {
+        o.seed(&recorder)?;
+        elapsed_before = Duration::from_millis(o.checkpoint.as_ref().map_or(0, |c| c.elapsed_ms));
+        if !o.intents.unresolved.is_empty() {
+            tracing::warn!(
+                devices = ?o.intents.unresolved,
+                "certificate requests cut off by the last stop could not be matched; these devices request again"
+            );
+        }
+        if options.progress && o.resumed {
+            eprintln!(
+                "fleetsim: resuming from {} ({} devices known, {:.1} s done, {} certificates recovered)",
+                options.state.as_ref().map_or(String::new(), |f| f.path.display().to_string()),
+                o.devices.len(),
+                elapsed_before.as_secs_f64(),
+                o.intents.adopted.len()
+            );
+        }
+    }
+    let journal = opened.as_ref().map(|o| o.journal());
+    let resolved = target::resolve(scenario, recorder.clone(), opened.as_ref()).await?;
     let services = resolved.services;
-    let specs = device_specs(scenario);
+    let mut specs = device_specs(scenario);
+    if let Some(o) = &opened {
+        for spec in &mut specs {
+            spec.resume = o.devices.get(&spec.id).cloned().map(Arc::new);
+        }
+    }
     let planned = specs.len() as u64;
     let stop = CancellationToken::new();
     let metrics_stop = CancellationToken::new();
@@ -117,7 +151,9 @@ pub async fn run(
         }
         None => None,
     };
-    if scenario.fleet.registration == Registration::Bulk {
+    let resumed = opened.as_ref().is_some_and(|o| o.resumed);
+    // A resumed run's hub registry was restored (embedded) or is still there (remote).
+    if scenario.fleet.registration == Registration::Bulk && !resumed {
         let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
         if options.progress {
             eprintln!("fleetsim: registering {} devices in bulk", ids.len());
@@ -133,7 +169,9 @@ pub async fn run(
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let start = Instant::now();
+    let now = Instant::now();
+    // A resumed run continues its duration and arrival slots where the last one stopped.
+    let start = now.checked_sub(elapsed_before).unwrap_or(now);
     let end = start + scenario.duration.0;
     let mut interval_log = match &options.interval_log {
         Some(path) => Some(IntervalLog::create(
@@ -156,7 +194,19 @@ pub async fn run(
     // arrivals at 50/s, so the schedule is the slots themselves.)
     let rate = scenario.fleet.arrival_rate.0;
     let period = Duration::from_secs_f64(1.0 / rate);
-    let mut pending = specs.into_iter().enumerate();
+    let (known, fresh): (Vec<DeviceSpec>, Vec<DeviceSpec>) =
+        specs.into_iter().partition(|s| s.resume.is_some());
+    // Devices a previous run started come back at once; the others keep their arrival slots.
+    for spec in known {
+        devices.spawn(run_device(spec, services.clone(), now, stop.child_token()));
+    }
+    let mut pending = fresh
+        .into_iter()
+        .map(|s| (s.index as usize, s))
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut checkpoint_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut new_segment = true;
     let mut progress = tokio::time::interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
     let mut arrivals_done = stop.is_cancelled();
     let mut interrupted = stop.is_cancelled();
@@ -168,6 +218,12 @@ pub async fn run(
             _ = &mut shutdown => { interrupted = true; break; }
             _ = tokio::time::sleep_until(end) => break,
             _ = progress.tick(), if options.progress => print_progress(&recorder, start, planned),
+            _ = checkpoint_tick.tick(), if journal.is_some() => {
+                if let Some(j) = &journal {
+                    resume::checkpoint(j, &scenario.name, &recorder, start.elapsed(), new_segment);
+                    new_segment = false;
+                }
+            }
             _ = interval_tick.tick(), if interval_log.is_some() => {
                 write_interval(&mut interval_log, &recorder.snapshot());
             }
@@ -180,6 +236,9 @@ pub async fn run(
                 Some((i, spec)) => {
                     let intended = start + period.mul_f64(i as f64);
                     next_slot = i + 1;
+                    if let Some(j) = &journal {
+                        j.started(&spec.id, spec.index);
+                    }
                     devices.spawn(run_device(spec, services.clone(), intended, stop.child_token()));
                 }
                 None => arrivals_done = true,
@@ -204,6 +263,13 @@ pub async fn run(
         devices.abort_all();
     }
     let wall = start.elapsed().as_secs_f64();
+    if let (Some(j), Some(o)) = (&journal, opened) {
+        let elapsed = start.elapsed().min(scenario.duration.0);
+        resume::checkpoint(j, &scenario.name, &recorder, elapsed, new_segment);
+        if let Err(e) = o.writer.close().await {
+            tracing::warn!(error = %e, "state: last writes failed");
+        }
+    }
     drop(metrics_guard);
     if let Some(task) = metrics_task {
         let _ = task.await;

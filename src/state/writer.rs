@@ -51,6 +51,8 @@ pub enum Op {
         der: Vec<u8>,
     },
     CaDomain(CaDomainRow),
+    /// The embedded CA's identity, saved once when a new state's CA is created.
+    CaIdentity(super::CaIdentityRow),
     CaRevoked { thumbprint: String, at: i64 },
     /// The embedded hub's registry entry for `id` changed (`None`: deleted).
     HubDevice { id: String, json: Option<String> },
@@ -112,15 +114,11 @@ impl StateWriter {
         }
     }
 
-    /// Commits everything queued so far and stops the thread once every handle is gone.
+    /// Commits everything queued so far. The thread ends by itself once the last handle
+    /// (devices' and emulators' included) is dropped; nothing waits for that.
     pub async fn close(mut self) -> Result<(), StateError> {
         let flushed = self.journal().write(Op::Flush).await;
-        let thread = self.thread.take();
-        drop(self);
-        if let Some(t) = thread {
-            // The thread ends when the last sender (devices' handles included) is dropped.
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+        drop(self.thread.take());
         flushed
     }
 }
@@ -316,6 +314,20 @@ fn apply(tx: &Transaction, op: &Op) -> Result<(), StateError> {
                 "INSERT OR REPLACE INTO ca_domains (name, id, owners, requesters) \
                  VALUES (?1, ?2, ?3, ?4)",
                 params![d.name, d.id, d.owners.join("\n"), d.requesters.join("\n")],
+            )?;
+        }
+        Op::CaIdentity(ca) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO ca_identity (id, ca_id, template_id, root_der, \
+                 issuing_der, issuing_key, caller_oid) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    ca.ca_id,
+                    ca.template_id,
+                    ca.root_der,
+                    ca.issuing_der,
+                    ca.issuing_key_pkcs8,
+                    ca.caller_oid
+                ],
             )?;
         }
         Op::CaRevoked { thumbprint, at } => {

@@ -67,6 +67,16 @@ pub(crate) struct CaState {
     pub(crate) allowed_domains: Vec<String>,
     /// Serial and time of every revocation, for the CRL.
     pub(crate) revocations: Mutex<Vec<(Vec<u8>, time::OffsetDateTime)>>,
+    /// Where durable changes go in a resumable soak.
+    pub(crate) journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
+}
+
+impl CaState {
+    pub(crate) fn journal(&self, event: super::persist::JournalEvent) {
+        if let Some(j) = self.journal.get() {
+            j.record(event);
+        }
+    }
 }
 
 fn revoke(state: &CaState, thumbprint: &str) -> bool {
@@ -76,10 +86,15 @@ fn revoke(state: &CaState, thumbprint: &str) -> bool {
     };
     if !record.revoked {
         record.revoked = true;
+        let now = time::OffsetDateTime::now_utc();
         if let Some(serial) = serial_bytes(&record.der) {
             let mut revocations = state.revocations.lock().unwrap_or_else(|p| p.into_inner());
-            revocations.push((serial, time::OffsetDateTime::now_utc()));
+            revocations.push((serial, now));
         }
+        state.journal(super::persist::JournalEvent::Revoked {
+            thumbprint: thumbprint.to_ascii_uppercase(),
+            at: now.unix_timestamp(),
+        });
     }
     true
 }
@@ -99,14 +114,26 @@ pub struct CaEmulator {
 impl CaEmulator {
     /// Creates the emulator for `listener`, whose address becomes its public URL.
     pub fn new(listener: &TcpListener, config: &CaConfig) -> Result<Self, EmulatorError> {
+        Self::restored(listener, config, None)
+    }
+
+    /// Like [`CaEmulator::new`], with the identity of a CA saved earlier (resumed soaks).
+    pub fn restored(
+        listener: &TcpListener,
+        config: &CaConfig,
+        identity: Option<&super::persist::CaIdentity>,
+    ) -> Result<Self, EmulatorError> {
         let addr = listener.local_addr()?;
         let url = format!("https://{addr}/");
-        let authority = Authority::new(
-            "fleetsim EZCA",
-            config.max_cert_life_days,
-            &url,
-            config.clock,
-        )?;
+        let authority = match identity {
+            Some(id) => Authority::restore(id, config.max_cert_life_days, &url, config.clock)?,
+            None => Authority::new(
+                "fleetsim EZCA",
+                config.max_cert_life_days,
+                &url,
+                config.clock,
+            )?,
+        };
         let tokens = TokenAuthority::new(super::token::EZCA_AUDIENCE)
             .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
         Ok(Self {
@@ -118,6 +145,7 @@ impl CaEmulator {
                 seen_jti: Mutex::new(HashMap::new()),
                 capacity: capacity::Capacity::new(config.capacity),
                 revocations: Mutex::new(Vec::new()),
+                journal: std::sync::OnceLock::new(),
                 allowed_domains: config
                     .allowed_domains
                     .iter()
@@ -142,6 +170,38 @@ impl CaEmulator {
         Ok(tokio::spawn(serve_https(
             listener, config, router, shutdown,
         )))
+    }
+
+    /// Sends every durable change to `journal` from now on (set once).
+    pub fn set_journal(&self, journal: Arc<dyn super::persist::Journal>) {
+        let _ = self.state.journal.set(journal);
+    }
+
+    /// The CA's identity, to restore it after a restart.
+    pub fn identity(&self) -> super::persist::CaIdentity {
+        self.state.authority.identity()
+    }
+
+    /// Seeds a restarted CA with the certificates and domains it had.
+    pub fn restore(&self, issued: &[IssuedRecord], domains: &[(String, Domain)]) {
+        let mut map = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut revocations = self
+            .state
+            .revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for r in issued {
+            if r.revoked
+                && let Some(serial) = serial_bytes(&r.der)
+            {
+                revocations.push((serial, time::OffsetDateTime::now_utc()));
+            }
+            map.insert(crate::crypto::sha1_thumbprint(&r.der), r.clone());
+        }
+        let mut d = self.state.domains.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, domain) in domains {
+            d.insert(name.clone(), domain.clone());
+        }
     }
 
     /// Base URL ending in `/`.

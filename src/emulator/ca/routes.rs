@@ -219,14 +219,16 @@ fn register_domain(
     }
     let requesters = req.requesters.iter().map(|o| o.object_id.clone()).collect();
     let id = uuid::Uuid::new_v4().to_string();
-    domains.insert(
-        domain,
-        Domain {
-            id,
-            owners,
-            requesters,
-        },
-    );
+    let entry = Domain {
+        id,
+        owners,
+        requesters,
+    };
+    state.journal(super::super::persist::JournalEvent::Domain {
+        name: domain.clone(),
+        domain: entry.clone(),
+    });
+    domains.insert(domain, entry);
     Ok("Domain registered successfully".into())
 }
 

@@ -221,6 +221,7 @@ async fn put_device(
     device.etag = next_etag(&state);
     devices.insert(id.clone(), device.clone());
     drop(devices);
+    state.journal_device(&id);
     if disable {
         // Disabling a connected device drops it, as IoT Hub does.
         state.drop_connection(&id);
@@ -294,6 +295,7 @@ async fn delete_device(
     }
     devices.remove(&id);
     drop(devices);
+    state.journal_device(&id);
     state.drop_connection(&id);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -340,6 +342,7 @@ async fn bulk(
             &format!("device {} is listed twice", dup.id),
         );
     }
+    let changed: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     let mut errors = Vec::new();
     let mut dropped = Vec::new();
     {
@@ -399,6 +402,9 @@ async fn bulk(
                 }
             }
         }
+    }
+    for id in &changed {
+        state.journal_device(id);
     }
     for id in dropped {
         state.drop_connection(&id);
