@@ -263,13 +263,7 @@ pub async fn run(
         devices.abort_all();
     }
     let wall = start.elapsed().as_secs_f64();
-    if let (Some(j), Some(o)) = (&journal, opened) {
-        let elapsed = start.elapsed().min(scenario.duration.0);
-        resume::checkpoint(j, &scenario.name, &recorder, elapsed, new_segment);
-        if let Err(e) = o.writer.close().await {
-            tracing::warn!(error = %e, "state: last writes failed");
-        }
-    }
+
     drop(metrics_guard);
     if let Some(task) = metrics_task {
         let _ = task.await;
@@ -283,6 +277,11 @@ pub async fn run(
         }
         None => (None, None),
     };
+    if let (Some(j), Some(o)) = (&journal, opened) {
+        let elapsed = start.elapsed().min(scenario.duration.0);
+        resume::checkpoint(j, &scenario.name, &recorder, elapsed, new_segment);
+        resume::close(o, options.state.as_ref()).await;
+    }
     let target_name = match &scenario.target.value {
         Target::Embedded(_) => "embedded",
         Target::Remote(_) => "remote",

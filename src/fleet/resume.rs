@@ -163,6 +163,19 @@ pub fn checkpoint(
     }
 }
 
+/// Commits the last writes, then adopts certificates the CA issued to requests the stop cut
+/// off (the emulators have stopped, so nothing more is on its way).
+pub async fn close(opened: Opened, file: Option<&StateFile>) {
+    if let Err(e) = opened.writer.close().await {
+        tracing::warn!(error = %e, "state: last writes failed");
+    }
+    if let Some(file) = file
+        && let Err(e) = Store::open(file).and_then(|mut s| s.resolve_intents())
+    {
+        tracing::warn!(error = %e, "state: cut-off requests not resolved");
+    }
+}
+
 /// Queues the embedded emulators' durable changes into the state.
 struct Bridge(DeviceJournal);
 
