@@ -57,7 +57,10 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
     loop {
         std::thread::sleep(Duration::from_millis(200));
         if state.exists()
-            && query(&state, "SELECT count(*) FROM certificates WHERE kind = 'renew'") >= 2
+            && query(
+                &state,
+                "SELECT count(*) FROM certificates WHERE kind = 'renew'",
+            ) >= 2
             && query(&state, "SELECT count(*) FROM checkpoint") == 1
         {
             break;
@@ -114,7 +117,10 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).expect("report written")).unwrap();
     let sent = json["messages"]["sent"].as_u64().unwrap();
-    assert!(sent > sent_at_kill, "sent {sent} <= {sent_at_kill} at the kill");
+    assert!(
+        sent > sent_at_kill,
+        "sent {sent} <= {sent_at_kill} at the kill"
+    );
     assert_eq!(json["devices"]["failed"], 0, "{json}");
     assert_eq!(json["devices"]["enrolled"], 16);
     assert_eq!(json["devices"]["renewals"].as_i64().unwrap(), renewals);

@@ -115,7 +115,10 @@ pub async fn run(
         if options.progress && o.resumed {
             eprintln!(
                 "fleetsim: resuming from {} ({} devices known, {:.1} s done, {} certificates recovered)",
-                options.state.as_ref().map_or(String::new(), |f| f.path.display().to_string()),
+                options
+                    .state
+                    .as_ref()
+                    .map_or(String::new(), |f| f.path.display().to_string()),
                 o.devices.len(),
                 elapsed_before.as_secs_f64(),
                 o.intents.adopted.len()

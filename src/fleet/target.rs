@@ -106,11 +106,9 @@ async fn embedded(
     let roots = [emulators.tls_root.clone()];
 
     let lifetime = scenario.duration.0.as_secs() + 3600;
-    let token = emulators.ca.mint_token(
-        &caller_oid,
-        "fleetsim@emulator.invalid",
-        lifetime,
-    );
+    let token = emulators
+        .ca
+        .mint_token(&caller_oid, "fleetsim@emulator.invalid", lifetime);
     let client = EzcaClient::new(
         emulators.ca.url(),
         Arc::new(StaticToken::new(token)),

@@ -215,7 +215,8 @@ impl Recorder {
                     0 => &mut shard.corrected,
                     _ => &mut shard.uncorrected,
                 };
-                let target = slots[slot(*phase, *outcome)].get_or_insert_with(|| Box::new(new_histogram()));
+                let target =
+                    slots[slot(*phase, *outcome)].get_or_insert_with(|| Box::new(new_histogram()));
                 // Histograms of another bound are skipped rather than fail the resume.
                 let _ = target.add(h);
             }
@@ -224,13 +225,17 @@ impl Recorder {
             if let Some((phase, kind)) = key.split_once('/')
                 && let Some(phase) = Phase::from_name(phase)
             {
-                *shard.errors[phase.index()].entry(kind.to_string()).or_insert(0) += n;
+                *shard.errors[phase.index()]
+                    .entry(kind.to_string())
+                    .or_insert(0) += n;
             }
         }
         drop(shard);
         self.messages_sent.fetch_add(messages[0], Ordering::Relaxed);
-        self.messages_acked.fetch_add(messages[1], Ordering::Relaxed);
-        self.messages_failed.fetch_add(messages[2], Ordering::Relaxed);
+        self.messages_acked
+            .fetch_add(messages[1], Ordering::Relaxed);
+        self.messages_failed
+            .fetch_add(messages[2], Ordering::Relaxed);
     }
 
     /// Everything recorded so far, with the shards merged. Each shard is locked only while it is

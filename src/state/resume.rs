@@ -126,9 +126,11 @@ impl Store {
     pub fn resolve_intents(&mut self) -> Result<ResolvedIntents, StateError> {
         let tx = self.conn.transaction()?;
         let issuing: Option<Vec<u8>> = tx
-            .query_row("SELECT issuing_der FROM ca_identity WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT issuing_der FROM ca_identity WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         let intents = {
             let mut stmt =

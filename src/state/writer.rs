@@ -21,7 +21,10 @@ const BATCH: usize = 1024;
 #[derive(Debug)]
 pub enum Op {
     /// A device arrived (its row exists from now on, so a resumed run knows it started).
-    DeviceStarted { id: String, index: u64 },
+    DeviceStarted {
+        id: String,
+        index: u64,
+    },
     /// A request is about to go to the CA for this key (kind `issue` or `renew`).
     Intent {
         id: String,
@@ -43,7 +46,9 @@ pub enum Op {
         not_after: i64,
     },
     /// The device's hub identity exists.
-    Registered { id: String },
+    Registered {
+        id: String,
+    },
     /// The embedded CA issued a certificate (leaf DER).
     CaIssued {
         subject_cn: String,
@@ -53,9 +58,15 @@ pub enum Op {
     CaDomain(CaDomainRow),
     /// The embedded CA's identity, saved once when a new state's CA is created.
     CaIdentity(super::CaIdentityRow),
-    CaRevoked { thumbprint: String, at: i64 },
+    CaRevoked {
+        thumbprint: String,
+        at: i64,
+    },
     /// The embedded hub's registry entry for `id` changed (`None`: deleted).
-    HubDevice { id: String, json: Option<String> },
+    HubDevice {
+        id: String,
+        json: Option<String>,
+    },
     /// The run's progress and recorder content.
     Checkpoint {
         elapsed_ms: u64,
@@ -133,10 +144,7 @@ impl DeviceJournal {
     pub async fn write(&self, op: Op) -> Result<(), StateError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Msg {
-                op,
-                ack: Some(ack),
-            })
+            .send(Msg { op, ack: Some(ack) })
             .map_err(|_| StateError::WriterGone)?;
         match done.await {
             Ok(Ok(())) => Ok(()),
@@ -185,7 +193,10 @@ impl DeviceJournal {
         chain: &[CertificateDer<'static>],
         info: &CertInfo,
     ) -> Result<(), StateError> {
-        let chain_pem: String = chain.iter().map(|c| crate::crypto::cert_to_pem(c)).collect();
+        let chain_pem: String = chain
+            .iter()
+            .map(|c| crate::crypto::cert_to_pem(c))
+            .collect();
         self.write(Op::Certificate {
             id: id.to_string(),
             kind: kind(renewal),
