@@ -27,7 +27,7 @@ pub enum JournalEvent {
     /// A hub registry entry was created or changed (`None`: deleted).
     HubDevice {
         id: String,
-        device: Option<Device>,
+        device: Option<Box<Device>>,
     },
 }
 

@@ -135,7 +135,8 @@ impl HubState {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(id)
-                .cloned();
+                .cloned()
+                .map(Box::new);
             j.record(super::persist::JournalEvent::HubDevice {
                 id: id.to_string(),
                 device,
