@@ -6,7 +6,8 @@
 //! [`Emulators::start_on`] on chosen addresses ([`standalone`] is `fleetsim emulate`). Shared
 //! pieces: [`tls`] (server PKI and the HTTPS accept loop), [`token`] (Azure AD stand-in tokens) and
 //! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the hub's
-//! throttles).
+//! throttles). [`persist`] is what a resumed soak (`--state`) saves of them: both report durable
+//! changes to a journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
 
 pub mod ca;
 pub mod gcra;
