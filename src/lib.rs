@@ -24,4 +24,5 @@ pub mod iothub;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
+pub mod state;
 pub mod ui;

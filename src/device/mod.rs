@@ -8,6 +8,7 @@ pub mod control;
 pub mod gate;
 pub mod lifecycle;
 mod renewal;
+mod resume;
 mod revocation;
 pub mod telemetry;
 

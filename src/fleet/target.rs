@@ -33,11 +33,21 @@ pub struct Resolved {
     pub emulators: Option<Emulators>,
 }
 
-pub async fn resolve(scenario: &Scenario, recorder: Arc<Recorder>) -> Result<Resolved, FleetError> {
-    match &scenario.target.value {
-        Target::Embedded(e) => embedded(scenario, e, recorder).await,
-        Target::Remote(r) => remote(scenario, r, recorder).await,
+pub async fn resolve(
+    scenario: &Scenario,
+    recorder: Arc<Recorder>,
+    state: Option<&super::resume::Opened>,
+) -> Result<Resolved, FleetError> {
+    let mut resolved = match &scenario.target.value {
+        Target::Embedded(e) => embedded(scenario, e, recorder, state).await?,
+        Target::Remote(r) => remote(scenario, r, recorder).await?,
+    };
+    if let Some(s) = state
+        && let Some(services) = Arc::get_mut(&mut resolved.services)
+    {
+        services.state = Some(s.journal());
     }
+    Ok(resolved)
 }
 
 fn endpoint(host: String, port: u16, hub_host: String, websocket: bool) -> MqttEndpoint {
@@ -56,6 +66,7 @@ async fn embedded(
     scenario: &Scenario,
     target: &EmbeddedTarget,
     recorder: Arc<Recorder>,
+    state: Option<&super::resume::Opened>,
 ) -> Result<Resolved, FleetError> {
     let clock = match &scenario.time_scale {
         Some(scale) => Clock::compressed(scale.value.0),
@@ -84,7 +95,14 @@ async fn embedded(
         .map(|p| read_pem_roots(p))
         .collect::<Result<Vec<_>, _>>()?;
     let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-    let emulators = Emulators::start(ip, &ca_config, &hub_config).await?;
+    let restore = state.map(|s| s.restore.clone()).unwrap_or_default();
+    let addrs = crate::emulator::Addresses::ephemeral(ip);
+    let emulators = Emulators::start_restored(addrs, &ca_config, &hub_config, &restore).await?;
+    // The fleet's caller id owns every device's domain: a resumed run calls as the same one.
+    let caller_oid = match state {
+        Some(s) => s.attach(&emulators),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
     for ca in extra_cas.into_iter().flatten() {
         emulators.hub.trust_ca(ca);
     }
@@ -96,11 +114,9 @@ async fn embedded(
     let roots = [emulators.tls_root.clone()];
 
     let lifetime = scenario.duration.0.as_secs() + 3600;
-    let token = emulators.ca.mint_token(
-        &uuid::Uuid::new_v4().to_string(),
-        "fleetsim@emulator.invalid",
-        lifetime,
-    );
+    let token = emulators
+        .ca
+        .mint_token(&caller_oid, "fleetsim@emulator.invalid", lifetime);
     let mut client = EzcaClient::new(
         emulators.ca.url(),
         Arc::new(StaticToken::new(token)),
@@ -148,6 +164,7 @@ async fn embedded(
             recorder,
             backoff: Backoff::default(),
             gate: Default::default(),
+            state: None,
         }),
         emulators: Some(emulators),
     })
@@ -328,6 +345,7 @@ async fn remote(
             recorder,
             backoff: Backoff::default(),
             gate: Default::default(),
+            state: None,
         }),
         emulators: None,
     })
