@@ -68,6 +68,11 @@ async fn embedded(
     recorder: Arc<Recorder>,
     state: Option<&super::resume::Opened>,
 ) -> Result<Resolved, FleetError> {
+    if state.is_some() && target.ca.issuing_ca != IssuingCaChoice::Ecdsa {
+        return Err(FleetError::Setup(
+            "--state restores the emulator's ECDSA issuing CA only: set target.embedded.ca.issuing_ca: ecdsa".into(),
+        ));
+    }
     let clock = match &scenario.time_scale {
         Some(scale) => Clock::compressed(scale.value.0),
         None => Clock::real(),

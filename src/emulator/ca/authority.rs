@@ -165,7 +165,9 @@ impl Authority {
             crl_url: format!("{public_base}crl/{}.crl", id.ca_id),
             ca_id: id.ca_id.clone(),
             template_id: id.template_id.clone(),
-            friendly_name: "fleetsim EZCA".into(),
+            // Only the default issuing CA is saved (see `CaEmulator::identity`).
+            friendly_name: "fleetsim EZCA ECDSA Issuing CA".into(),
+            key: IssuingKey::EcdsaP256,
             max_cert_life_days,
             root_der: id.root_der.clone(),
             issuing_der: id.issuing_der.clone(),

@@ -225,9 +225,10 @@ impl CaEmulator {
         let _ = self.state.journal.set(journal);
     }
 
-    /// The CA's identity, to restore it after a restart.
+    /// The default (ECDSA) issuing CA's identity, to restore it after a restart: a resumed
+    /// soak's devices hold certificates of that CA (`--state` requires `issuing_ca: ecdsa`).
     pub fn identity(&self) -> super::persist::CaIdentity {
-        self.state.authority.identity()
+        self.state.authorities[0].identity()
     }
 
     /// Seeds a restarted CA with the certificates and domains it had.
