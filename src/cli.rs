@@ -45,6 +45,10 @@ pub enum Command {
         /// JSON reports merge with `fleetsim report`.
         #[arg(long, value_name = "INDEX/COUNT")]
         shard: Option<fleet::Shard>,
+        /// Keep the soak's state (identities, keys, certificates, counters) in this SQLite file
+        /// and resume from it if it exists: a killed soak carries on where it stopped.
+        #[arg(long, value_name = "FILE")]
+        state: Option<PathBuf>,
     },
     /// Run the EZCA and IoT Hub emulators standalone.
     ///
@@ -140,12 +144,14 @@ pub async fn main(cli: Cli) -> ExitCode {
             no_tui,
             metrics_addr,
             shard,
+            state,
         } => match run(
             &scenario,
             &report,
             crate::ui::Progress::choose(quiet, no_tui),
             metrics_addr,
             shard.unwrap_or_default(),
+            state.as_deref(),
         )
         .await
         {
@@ -190,9 +196,18 @@ pub async fn run(
     progress: crate::ui::Progress,
     metrics_addr: Option<std::net::SocketAddr>,
     shard: fleet::Shard,
+    state_path: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;
     check_open_files(&scenario);
+    let state = match state_path {
+        Some(path) => Some(crate::state::StateFile {
+            path: path.to_path_buf(),
+            scenario_name: scenario.name.clone(),
+            scenario_hash: crate::state::scenario_hash(&std::fs::read(scenario_path)?),
+        }),
+        None => None,
+    };
     let metrics_listener = match metrics_addr {
         Some(addr) => Some(std::sync::Arc::new(bind_metrics(addr)?)),
         None => None,
@@ -222,6 +237,7 @@ pub async fn run(
         interval_log: Some(report::hlog::hlog_path(report_path)),
         metrics_listener,
         shard,
+        state,
     };
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());

@@ -25,4 +25,5 @@ pub mod metrics;
 pub mod report;
 pub mod rlimit;
 pub mod scenario;
+pub mod state;
 pub mod ui;

@@ -44,6 +44,8 @@ pub struct DeviceSpec {
     pub renewal: RenewalPolicy,
     /// Commands from the fleet (revocation events); none by default.
     pub control: Inbox,
+    /// What a resumed soak's state holds for this device (`--state`).
+    pub resume: Option<Arc<crate::state::StoredDevice>>,
 }
 
 /// The services every device of a run shares.
@@ -57,6 +59,8 @@ pub struct Services<C, R, T> {
     pub gate: Gate,
     /// Fresh keys (timed as `keygen`) or keys from the on-disk pool.
     pub keys: super::keys::KeySource,
+    /// The soak state (`--state`): certificates are committed there before they are used.
+    pub state: Option<crate::state::DeviceJournal>,
 }
 
 /// What happened to one device, for the report and for tests.
@@ -166,13 +170,23 @@ where
     }
 
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
-        let (key, issued) = self.enrol().await?;
+        let (key, issued) = match super::resume::stored::<Stop>(self.spec, &mut self.report)? {
+            Some(stored) => stored,
+            None => self.enrol().await?,
+        };
         self.report.enrolled = true;
-        if self.spec.register {
+        let registered = self.spec.resume.as_ref().is_some_and(|r| r.registered);
+        if self.spec.register && !registered {
             let registry = &self.services.registry;
             let id = self.spec.id.as_str();
             self.attempt(Phase::HubRegister, || registry.register(id))
                 .await?;
+            if let Some(state) = &self.services.state {
+                state
+                    .registered(id)
+                    .await
+                    .map_err(|e| local_failure(Phase::HubRegister, "state", e.to_string()))?;
+            }
         }
 
         self.set_state(DeviceState::Connecting);
@@ -352,11 +366,26 @@ where
         let ca = &self.services.ca;
         let id = self.spec.id.as_str();
         let validity = self.spec.validity_days;
+        // The key and CSR are committed before the CA sees them, so a kill while the CA answers
+        // leaves an intent a resumed run can match to what the CA issued.
+        if let Some(state) = &self.services.state {
+            state
+                .intent(id, self.spec.index, false, &key, &csr)
+                .await
+                .map_err(|e| local_failure(Phase::CaIssue, "state", e.to_string()))?;
+        }
         self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
             .await?;
         let issued = self
             .attempt(Phase::CaIssue, || ca.issue(id, csr.clone(), validity))
             .await?;
+        // Committed before the device uses it (or a resumed run would not know it).
+        if let Some(state) = &self.services.state {
+            state
+                .certificate(id, false, &key, &issued.chain, &issued.info)
+                .await
+                .map_err(|e| local_failure(Phase::CaIssue, "state", e.to_string()))?;
+        }
         self.report
             .certificate_serials
             .push(issued.info.serial_hex.clone());
@@ -428,6 +457,12 @@ where
                 }
             }
         }
+    }
+}
+
+impl From<(Phase, String)> for Stop {
+    fn from((phase, message): (Phase, String)) -> Self {
+        local_failure(phase, "state", message)
     }
 }
 

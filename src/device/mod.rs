@@ -9,6 +9,7 @@ pub mod gate;
 pub mod keys;
 pub mod lifecycle;
 mod renewal;
+mod resume;
 mod revocation;
 pub mod telemetry;
 

@@ -131,6 +131,14 @@ where
             .map_err(|e| local_failure(Phase::Csr, "csr", e.to_string()))?;
         recorder.record(Phase::Csr, Outcome::Ok, t, Instant::now());
 
+        // As at enrolment: the key and CSR are committed before the CA sees them (`--state`).
+        if let Some(state) = &self.services.state {
+            let used = new_key.as_ref().unwrap_or(key);
+            state
+                .intent(&self.spec.id, self.spec.index, true, used, &csr)
+                .await
+                .map_err(|e| local_failure(Phase::CaRenew, "state", e.to_string()))?;
+        }
         let start = Instant::now();
         let ca = &self.services.ca;
         let result = tokio::select! {
@@ -148,6 +156,13 @@ where
         self.set_state(DeviceState::Online);
         match result {
             Ok(issued) => {
+                if let Some(state) = &self.services.state {
+                    let used = new_key.as_ref().unwrap_or(key);
+                    state
+                        .certificate(&self.spec.id, true, used, &issued.chain, &issued.info)
+                        .await
+                        .map_err(|e| local_failure(Phase::CaRenew, "state", e.to_string()))?;
+                }
                 self.report
                     .certificate_serials
                     .push(issued.info.serial_hex.clone());

@@ -6,11 +6,13 @@
 //! [`Emulators::start_on`] on chosen addresses ([`standalone`] is `fleetsim emulate`). Shared
 //! pieces: [`tls`] (server PKI and the HTTPS accept loop), [`token`] (Azure AD stand-in tokens) and
 //! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the hub's
-//! throttles).
+//! throttles). [`persist`] is what a resumed soak (`--state`) saves of them: both report durable
+//! changes to a journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
 
 pub mod ca;
 pub mod gcra;
 pub mod hub;
+pub mod persist;
 pub mod standalone;
 pub mod tls;
 pub mod token;
@@ -99,13 +101,25 @@ impl Emulators {
         ca: &CaConfig,
         hub: &HubConfig,
     ) -> Result<Self, EmulatorError> {
+        Self::start_restored(addrs, ca, hub, &persist::Restore::default()).await
+    }
+
+    /// Like [`Emulators::start_on`], from the state of emulators saved earlier (resumed soaks).
+    pub async fn start_restored(
+        addrs: Addresses,
+        ca: &CaConfig,
+        hub: &HubConfig,
+        restore: &persist::Restore,
+    ) -> Result<Self, EmulatorError> {
         crate::crypto::install_crypto_provider();
         let pki = ServerPki::new("fleetsim emulators")?;
         let stop = CancellationToken::new();
 
         let ca_listener = bind(addrs.ca).await?;
-        let ca_emulator = CaEmulator::new(&ca_listener, ca)?;
+        let ca_emulator = CaEmulator::restored(&ca_listener, ca, restore.ca.as_ref())?;
+        ca_emulator.restore(&restore.issued, &restore.domains);
         let hub_emulator = HubEmulator::new(hub)?;
+        hub_emulator.restore_devices(&restore.hub_devices);
         hub_emulator.trust_ca(ca_emulator.root_der());
 
         let mqtt_listener = bind(addrs.hub_mqtt).await?;

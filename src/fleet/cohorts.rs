@@ -119,6 +119,7 @@ fn template(scenario: &Scenario, cohort: Option<&crate::scenario::Cohort>) -> De
             swap: c.swap,
         },
         control: Default::default(),
+        resume: None,
     }
 }
 

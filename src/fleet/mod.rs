@@ -10,6 +10,7 @@ mod events;
 mod health;
 mod limits;
 mod prometheus;
+pub mod resume;
 pub mod shard;
 pub mod target;
 
@@ -57,6 +58,8 @@ pub struct RunOptions {
     pub metrics_listener: Option<Arc<std::net::TcpListener>>,
     /// The slice of the fleet this process runs (the whole fleet by default).
     pub shard: Shard,
+    /// Keep (and resume from) the soak's state in this SQLite file (`--state`).
+    pub state: Option<crate::state::StateFile>,
 }
 
 /// Everything a run produced. The embedded emulators have stopped serving, but their state can
@@ -113,18 +116,63 @@ pub async fn run(
         )));
     }
     let recorder = Arc::new(Recorder::new());
-    let mut resolved = target::resolve(scenario, recorder.clone()).await?;
+    let opened = match &options.state {
+        Some(file) => Some(resume::open(file)?),
+        None => None,
+    };
+    let mut elapsed_before = Duration::ZERO;
+    if let Some(o) = &opened {
+        o.seed(&recorder)?;
+        elapsed_before = Duration::from_millis(o.checkpoint.as_ref().map_or(0, |c| c.elapsed_ms));
+        if !o.intents.unresolved.is_empty() {
+            tracing::warn!(
+                devices = ?o.intents.unresolved,
+                "certificate requests cut off by the last stop could not be matched; these devices request again"
+            );
+        }
+        if options.progress != crate::ui::Progress::Off && o.resumed {
+            eprintln!(
+                "fleetsim: resuming from {} ({} devices known, {:.1} s done, {} certificates recovered)",
+                options
+                    .state
+                    .as_ref()
+                    .map_or(String::new(), |f| f.path.display().to_string()),
+                o.devices.len(),
+                elapsed_before.as_secs_f64(),
+                o.intents.adopted.len()
+            );
+        }
+    }
+    let journal = opened.as_ref().map(|o| o.journal());
+    let mut resolved = target::resolve(scenario, recorder.clone(), opened.as_ref()).await?;
     Arc::get_mut(&mut resolved.services)
         .ok_or_else(|| FleetError::Setup("device services are already shared".into()))?
         .gate = limits::gate(&scenario.fleet.limits, shard);
     let services = resolved.services;
+    // Devices a previous part of the soak started come back at once, with what the state holds
+    // for them; the others keep their arrival slots.
+    let mut known: Vec<(usize, DeviceSpec)> = Vec::new();
+    if let Some(o) = &opened {
+        for (_, queue) in processes.iter_mut() {
+            let (back, fresh): (Vec<_>, Vec<_>) = std::mem::take(queue)
+                .into_iter()
+                .map(|mut q| {
+                    q.spec.resume = o.devices.get(&q.spec.id).cloned().map(Arc::new);
+                    q
+                })
+                .partition(|q| q.spec.resume.is_some());
+            *queue = fresh;
+            known.extend(back.into_iter().map(|q| (q.cohort, q.spec)));
+        }
+    }
     // Revocation events reach devices through a command channel each (only when the scenario
     // has events); they pick among the devices started so far.
     let mut events = events::Events::new(
         scenario,
         processes
             .iter_mut()
-            .flat_map(|(_, queue)| queue.iter_mut().map(|q| &mut q.spec)),
+            .flat_map(|(_, queue)| queue.iter_mut().map(|q| &mut q.spec))
+            .chain(known.iter_mut().map(|(_, spec)| spec)),
     );
     let mut started_indices: Vec<u64> = Vec::with_capacity(planned as usize);
     let stop = CancellationToken::new();
@@ -146,7 +194,9 @@ pub async fn run(
         }
         None => None,
     };
-    if scenario.fleet.registration == Registration::Bulk {
+    let resumed = opened.as_ref().is_some_and(|o| o.resumed);
+    // A resumed run's hub registry was restored (embedded) or is still there (remote).
+    if scenario.fleet.registration == Registration::Bulk && !resumed {
         let ids: Vec<String> = processes
             .iter()
             .flat_map(|(_, queue)| queue.iter().map(|q| q.spec.id.clone()))
@@ -165,7 +215,9 @@ pub async fn run(
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let start = Instant::now();
+    let now = Instant::now();
+    // A resumed run continues its duration and arrival slots where the last one stopped.
+    let start = now.checked_sub(elapsed_before).unwrap_or(now);
     let end = start + scenario.duration.0;
     // Shown until the devices have drained; dropping it gives the terminal back on every way out.
     let watcher = crate::ui::start(
@@ -202,6 +254,18 @@ pub async fn run(
     let mut started = 0u64;
     let mut cohort_started = vec![0u64; cohort_names.len()];
     let mut late = 0u64;
+    for (cohort, spec) in known {
+        let index = spec.index;
+        started += 1;
+        started_indices.push(index);
+        cohort_of.insert(index, cohort);
+        cohort_started[cohort] += 1;
+        let services = services.clone();
+        let token = stop.child_token();
+        devices.spawn(async move { (index, run_device(spec, services, now, token).await) });
+    }
+    let mut checkpoint_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut new_segment = true;
     let mut arrivals_done = stop.is_cancelled();
     let mut interrupted = stop.is_cancelled();
     // Interrupted during bulk registration: the shutdown future has completed already.
@@ -212,6 +276,12 @@ pub async fn run(
             _ = tokio::time::sleep_until(events.next_at(start).unwrap_or(end)),
                 if events.next_at(start).is_some() => {
                 events.fire(&started_indices);
+            }
+            _ = checkpoint_tick.tick(), if journal.is_some() => {
+                if let Some(j) = &journal {
+                    resume::checkpoint(j, &scenario.name, &recorder, start.elapsed(), new_segment);
+                    new_segment = false;
+                }
             }
             _ = interval_tick.tick(), if interval_log.is_some() => {
                 write_interval(&mut interval_log, &recorder.snapshot());
@@ -233,6 +303,9 @@ pub async fn run(
                     started += 1;
                     let index = spec.index;
                     started_indices.push(index);
+                    if let Some(j) = &journal {
+                        j.started(&spec.id, index);
+                    }
                     cohort_of.insert(index, cohort);
                     cohort_started[cohort] += 1;
                     if let Some(place) = place {
@@ -272,6 +345,7 @@ pub async fn run(
     }
     drop(watcher);
     let wall = start.elapsed().as_secs_f64();
+
     drop(metrics_guard);
     if let Some(task) = metrics_task {
         let _ = task.await;
@@ -285,6 +359,11 @@ pub async fn run(
         }
         None => (None, None),
     };
+    if let (Some(j), Some(o)) = (&journal, opened) {
+        let elapsed = start.elapsed().min(scenario.duration.0);
+        resume::checkpoint(j, &scenario.name, &recorder, elapsed, new_segment);
+        resume::close(o, options.state.as_ref()).await;
+    }
     let target_name = match &scenario.target.value {
         Target::Embedded(_) => "embedded",
         Target::Remote(_) => "remote",

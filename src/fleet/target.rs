@@ -36,11 +36,21 @@ pub struct Resolved {
     pub emulators: Option<Emulators>,
 }
 
-pub async fn resolve(scenario: &Scenario, recorder: Arc<Recorder>) -> Result<Resolved, FleetError> {
-    match &scenario.target.value {
-        Target::Embedded(e) => embedded(scenario, e, recorder).await,
-        Target::Remote(r) => remote(scenario, r, recorder).await,
+pub async fn resolve(
+    scenario: &Scenario,
+    recorder: Arc<Recorder>,
+    state: Option<&super::resume::Opened>,
+) -> Result<Resolved, FleetError> {
+    let mut resolved = match &scenario.target.value {
+        Target::Embedded(e) => embedded(scenario, e, recorder, state).await?,
+        Target::Remote(r) => remote(scenario, r, recorder).await?,
+    };
+    if let Some(s) = state
+        && let Some(services) = Arc::get_mut(&mut resolved.services)
+    {
+        services.state = Some(s.journal());
     }
+    Ok(resolved)
 }
 
 fn endpoint(host: String, port: u16, hub_host: String, websocket: bool) -> MqttEndpoint {
@@ -59,7 +69,13 @@ async fn embedded(
     scenario: &Scenario,
     target: &EmbeddedTarget,
     recorder: Arc<Recorder>,
+    state: Option<&super::resume::Opened>,
 ) -> Result<Resolved, FleetError> {
+    if state.is_some() && target.ca.issuing_ca != IssuingCaChoice::Ecdsa {
+        return Err(FleetError::Setup(
+            "--state restores the emulator's ECDSA issuing CA only: set target.embedded.ca.issuing_ca: ecdsa".into(),
+        ));
+    }
     let clock = match &scenario.time_scale {
         Some(scale) => Clock::compressed(scale.value.0),
         None => Clock::real(),
@@ -96,12 +112,19 @@ async fn embedded(
     let ip = listen
         .next()
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-    let mut emulators = Emulators::start(ip, &ca_config, &hub_config).await?;
+    let restore = state.map(|s| s.restore.clone()).unwrap_or_default();
+    let addrs = crate::emulator::Addresses::ephemeral(ip);
+    let mut emulators = Emulators::start_restored(addrs, &ca_config, &hub_config, &restore).await?;
     for extra in listen {
         emulators
             .add_mqtt_listener(std::net::SocketAddr::new(extra, 0))
             .await?;
     }
+    // The fleet's caller id owns every device's domain: a resumed run calls as the same one.
+    let caller_oid = match state {
+        Some(s) => s.attach(&emulators),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
     for ca in extra_cas.into_iter().flatten() {
         emulators.hub.trust_ca(ca);
     }
@@ -113,11 +136,9 @@ async fn embedded(
     let roots = [emulators.tls_root.clone()];
 
     let lifetime = scenario.duration.0.as_secs() + 3600;
-    let token = emulators.ca.mint_token(
-        &uuid::Uuid::new_v4().to_string(),
-        "fleetsim@emulator.invalid",
-        lifetime,
-    );
+    let token = emulators
+        .ca
+        .mint_token(&caller_oid, "fleetsim@emulator.invalid", lifetime);
     let mut client = EzcaClient::new(
         emulators.ca.url(),
         Arc::new(StaticToken::new(token)),
@@ -174,6 +195,7 @@ async fn embedded(
             backoff: Backoff::default(),
             gate: Default::default(),
             keys: key_source(scenario)?,
+            state: None,
         }),
         emulators: Some(emulators),
     })
@@ -391,6 +413,7 @@ async fn remote(
             backoff: Backoff::default(),
             gate: Default::default(),
             keys: key_source(scenario)?,
+            state: None,
         }),
         emulators: None,
     })

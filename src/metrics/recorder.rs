@@ -219,6 +219,45 @@ impl Recorder {
         &self.certs
     }
 
+    /// Adds what an earlier part of the same soak recorded (a resumed `--state` run): its
+    /// histograms, message counters (sent, acked, failed) and errors keyed `phase/kind`.
+    pub fn absorb(
+        &self,
+        latency: &BTreeMap<(Phase, Outcome), Histogram<u64>>,
+        uncorrected: &BTreeMap<(Phase, Outcome), Histogram<u64>>,
+        messages: [u64; 3],
+        errors: &BTreeMap<String, u64>,
+    ) {
+        let mut shard = self.shards[0].lock();
+        for (into, from) in [(0, latency), (1, uncorrected)] {
+            for ((phase, outcome), h) in from {
+                let slots = match into {
+                    0 => &mut shard.corrected,
+                    _ => &mut shard.uncorrected,
+                };
+                let target =
+                    slots[slot(*phase, *outcome)].get_or_insert_with(|| Box::new(new_histogram()));
+                // Histograms of another bound are skipped rather than fail the resume.
+                let _ = target.add(h);
+            }
+        }
+        for (key, n) in errors {
+            if let Some((phase, kind)) = key.split_once('/')
+                && let Some(phase) = Phase::from_name(phase)
+            {
+                *shard.errors[phase.index()]
+                    .entry(kind.to_string())
+                    .or_insert(0) += n;
+            }
+        }
+        drop(shard);
+        self.messages_sent.fetch_add(messages[0], Ordering::Relaxed);
+        self.messages_acked
+            .fetch_add(messages[1], Ordering::Relaxed);
+        self.messages_failed
+            .fetch_add(messages[2], Ordering::Relaxed);
+    }
+
     /// Everything recorded so far, with the shards merged. Each shard is locked only while it is
     /// added in, so writers on other shards carry on.
     pub fn snapshot(&self) -> Snapshot {

@@ -79,6 +79,8 @@ pub struct Authority {
     pub root_der: CertificateDer<'static>,
     pub issuing_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
+    /// PKCS#8 of the issuing key, kept so a resumed soak can restore this CA.
+    issuing_key_der: Vec<u8>,
     /// Where the issuing CA's certificate is served, written into each leaf's AIA extension.
     ca_issuers_url: String,
     /// Where this CA's CRL is served, written into each leaf's CRL distribution points.
@@ -138,11 +140,52 @@ impl Authority {
                     max_cert_life_days,
                     root_der: root.der().clone(),
                     issuing_der: issuing.der().clone(),
+                    issuing_key_der: issuing_key.serialize_der(),
                     issuer: Issuer::new(issuing_params, issuing_key),
                     clock,
                 })
             })
             .collect()
+    }
+
+    /// The CA as it was saved by [`Authority::identity`], serving under `public_base`.
+    pub fn restore(
+        id: &crate::emulator::persist::CaIdentity,
+        max_cert_life_days: u32,
+        public_base: &str,
+        clock: Clock,
+    ) -> Result<Self, rcgen::Error> {
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &rustls_pki_types::PrivatePkcs8KeyDer::from(id.issuing_key_pkcs8.clone()),
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        )?;
+        let issuer = Issuer::from_ca_cert_der(&id.issuing_der, key)?;
+        Ok(Self {
+            ca_issuers_url: format!("{public_base}certs/{}.cer", id.ca_id),
+            crl_url: format!("{public_base}crl/{}.crl", id.ca_id),
+            ca_id: id.ca_id.clone(),
+            template_id: id.template_id.clone(),
+            // Only the default issuing CA is saved (see `CaEmulator::identity`).
+            friendly_name: "fleetsim EZCA ECDSA Issuing CA".into(),
+            key: IssuingKey::EcdsaP256,
+            max_cert_life_days,
+            root_der: id.root_der.clone(),
+            issuing_der: id.issuing_der.clone(),
+            issuer,
+            issuing_key_der: id.issuing_key_pkcs8.clone(),
+            clock,
+        })
+    }
+
+    /// What [`Authority::restore`] needs.
+    pub fn identity(&self) -> crate::emulator::persist::CaIdentity {
+        crate::emulator::persist::CaIdentity {
+            ca_id: self.ca_id.clone(),
+            template_id: self.template_id.clone(),
+            root_der: self.root_der.clone(),
+            issuing_der: self.issuing_der.clone(),
+            issuing_key_pkcs8: self.issuing_key_der.clone(),
+        }
     }
 
     /// Checks and signs a request. The CSR's own signature is verified; everything else in the

@@ -47,6 +47,11 @@ fn issue(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(sha1_thumbprint(&der), record);
+    state.journal(crate::emulator::persist::JournalEvent::Issued {
+        subject_cn: cn.to_string(),
+        requested_by: caller.oid.clone(),
+        der: der.to_vec(),
+    });
     Ok(der)
 }
 

@@ -80,9 +80,17 @@ pub(crate) struct CaState {
     /// With "disable device on revoke" (EZCA's one-click trust option): the hub whose registry
     /// disables a certificate's device when the certificate is revoked.
     pub(crate) disable_on_revoke: std::sync::OnceLock<super::hub::HubEmulator>,
+    /// Where durable changes go in a resumable soak.
+    pub(crate) journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
 }
 
 impl CaState {
+    pub(crate) fn journal(&self, event: super::persist::JournalEvent) {
+        if let Some(j) = self.journal.get() {
+            j.record(event);
+        }
+    }
+
     /// The issuing CA a request names (CaID and TemplateID, any case), with its index.
     pub(crate) fn authority(
         &self,
@@ -112,10 +120,15 @@ fn revoke(state: &CaState, thumbprint: &str) -> bool {
     };
     if !record.revoked {
         record.revoked = true;
+        let now = time::OffsetDateTime::now_utc();
         if let Some(serial) = serial_bytes(&record.der) {
             let mut revocations = state.revocations.lock().unwrap_or_else(|p| p.into_inner());
-            revocations.push((record.ca, serial, time::OffsetDateTime::now_utc()));
+            revocations.push((record.ca, serial, now));
         }
+        state.journal(super::persist::JournalEvent::Revoked {
+            thumbprint: thumbprint.to_ascii_uppercase(),
+            at: now.unix_timestamp(),
+        });
     }
     let device = record.subject_cn.clone();
     drop(issued);
@@ -142,14 +155,32 @@ pub struct CaEmulator {
 impl CaEmulator {
     /// Creates the emulator for `listener`, whose address becomes its public URL.
     pub fn new(listener: &TcpListener, config: &CaConfig) -> Result<Self, EmulatorError> {
+        Self::restored(listener, config, None)
+    }
+
+    /// Like [`CaEmulator::new`], with the identity of a CA saved earlier (resumed soaks).
+    pub fn restored(
+        listener: &TcpListener,
+        config: &CaConfig,
+        identity: Option<&super::persist::CaIdentity>,
+    ) -> Result<Self, EmulatorError> {
         let addr = listener.local_addr()?;
         let url = format!("https://{addr}/");
-        let authorities = Authority::hierarchy(
-            "fleetsim EZCA",
-            config.max_cert_life_days,
-            &url,
-            config.clock,
-        )?;
+        // A resumed soak restores the one issuing CA its devices used (the default, ECDSA one).
+        let authorities = match identity {
+            Some(id) => vec![Authority::restore(
+                id,
+                config.max_cert_life_days,
+                &url,
+                config.clock,
+            )?],
+            None => Authority::hierarchy(
+                "fleetsim EZCA",
+                config.max_cert_life_days,
+                &url,
+                config.clock,
+            )?,
+        };
         let tokens = TokenAuthority::new(super::token::EZCA_AUDIENCE)
             .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
         Ok(Self {
@@ -162,6 +193,7 @@ impl CaEmulator {
                 capacity: capacity::Capacity::new(config.capacity),
                 revocations: Mutex::new(Vec::new()),
                 disable_on_revoke: std::sync::OnceLock::new(),
+                journal: std::sync::OnceLock::new(),
                 allowed_domains: config
                     .allowed_domains
                     .iter()
@@ -186,6 +218,39 @@ impl CaEmulator {
         Ok(tokio::spawn(serve_https(
             listener, config, router, shutdown,
         )))
+    }
+
+    /// Sends every durable change to `journal` from now on (set once).
+    pub fn set_journal(&self, journal: Arc<dyn super::persist::Journal>) {
+        let _ = self.state.journal.set(journal);
+    }
+
+    /// The default (ECDSA) issuing CA's identity, to restore it after a restart: a resumed
+    /// soak's devices hold certificates of that CA (`--state` requires `issuing_ca: ecdsa`).
+    pub fn identity(&self) -> super::persist::CaIdentity {
+        self.state.authorities[0].identity()
+    }
+
+    /// Seeds a restarted CA with the certificates and domains it had.
+    pub fn restore(&self, issued: &[IssuedRecord], domains: &[(String, Domain)]) {
+        let mut map = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut revocations = self
+            .state
+            .revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for r in issued {
+            if r.revoked
+                && let Some(serial) = serial_bytes(&r.der)
+            {
+                revocations.push((serial, time::OffsetDateTime::now_utc()));
+            }
+            map.insert(crate::crypto::sha1_thumbprint(&r.der), r.clone());
+        }
+        let mut d = self.state.domains.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, domain) in domains {
+            d.insert(name.clone(), domain.clone());
+        }
     }
 
     /// Base URL ending in `/`.

@@ -269,6 +269,11 @@ fn renew(
         .authority_of(record)
         .sign(&sign)
         .map_err(|refusal| bad(&refusal.0))?;
+    state.journal(crate::emulator::persist::JournalEvent::Issued {
+        subject_cn: record.subject_cn.clone(),
+        requested_by: record.requested_by.clone(),
+        der: der.to_vec(),
+    });
     let renewed = IssuedRecord {
         der: der.clone(),
         ca: record.ca,

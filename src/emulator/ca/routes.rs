@@ -208,15 +208,17 @@ fn register_domain(
     }
     let requesters = req.requesters.iter().map(|o| o.object_id.clone()).collect();
     let id = uuid::Uuid::new_v4().to_string();
-    domains.insert(
-        domain,
-        Domain {
-            id,
-            ca,
-            owners,
-            requesters,
-        },
-    );
+    let entry = Domain {
+        id,
+        ca,
+        owners,
+        requesters,
+    };
+    state.journal(super::super::persist::JournalEvent::Domain {
+        name: domain.clone(),
+        domain: entry.clone(),
+    });
+    domains.insert(domain, entry);
     Ok("Domain registered successfully".into())
 }
 

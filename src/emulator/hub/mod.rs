@@ -113,6 +113,8 @@ pub(crate) struct HubState {
     tokens: TokenAuthority,
     twins: Mutex<HashMap<String, twin::Twin>>,
     throttles: throttle::Throttles,
+    /// Where registry changes go in a resumable soak.
+    journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
 }
 
 /// Adds a verified CA to the hub's trust.
@@ -125,6 +127,23 @@ fn trust(state: &HubState, der: CertificateDer<'static>) {
 }
 
 impl HubState {
+    /// Journals the registry entry of `id` as it is now.
+    fn journal_device(&self, id: &str) {
+        if let Some(j) = self.journal.get() {
+            let device = self
+                .devices
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .cloned()
+                .map(Box::new);
+            j.record(super::persist::JournalEvent::HubDevice {
+                id: id.to_string(),
+                device,
+            });
+        }
+    }
+
     fn counters(&self, device_id: &str) -> Arc<DeviceCounters> {
         let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(device_id.to_string()).or_default().clone()
@@ -177,6 +196,7 @@ impl HubEmulator {
                 tokens,
                 twins: Mutex::new(HashMap::new()),
                 throttles: throttle::Throttles::new(config.limits),
+                journal: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -315,6 +335,19 @@ impl HubEmulator {
             .unwrap_or_else(|p| p.into_inner())
             .len() as u64;
         s
+    }
+
+    /// Sends every registry change to `journal` from now on (set once).
+    pub fn set_journal(&self, journal: Arc<dyn super::persist::Journal>) {
+        let _ = self.state.journal.set(journal);
+    }
+
+    /// Seeds a restarted hub's registry.
+    pub fn restore_devices(&self, devices: &[Device]) {
+        let mut map = self.state.devices.lock().unwrap_or_else(|p| p.into_inner());
+        for d in devices {
+            map.insert(d.device_id.clone(), d.clone());
+        }
     }
 
     /// The twin of `device_id` as the hub holds it.

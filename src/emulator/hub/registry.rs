@@ -221,6 +221,7 @@ async fn put_device(
     device.etag = next_etag(&state);
     devices.insert(id.clone(), device.clone());
     drop(devices);
+    state.journal_device(&id);
     if disable {
         // Disabling a connected device drops it, as IoT Hub does.
         state.drop_connection(&id);
@@ -307,6 +308,7 @@ async fn delete_device(
     }
     devices.remove(&id);
     drop(devices);
+    state.journal_device(&id);
     state.drop_connection(&id);
     StatusCode::NO_CONTENT.into_response()
 }
@@ -353,6 +355,7 @@ async fn bulk(
             &format!("device {} is listed twice", dup.id),
         );
     }
+    let changed: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     let mut errors = Vec::new();
     let mut dropped = Vec::new();
     {
@@ -412,6 +415,9 @@ async fn bulk(
                 }
             }
         }
+    }
+    for id in &changed {
+        state.journal_device(id);
     }
     for id in dropped {
         state.drop_connection(&id);

@@ -1,0 +1,138 @@
+//! `fleetsim run --state`: a soak killed with SIGKILL mid-way resumes from its state, with no
+//! device enrolled twice, every certificate the CA issued known to the state, and counters that
+//! carry on into a report covering the whole soak.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+const SCENARIO: &str = "name: resume-soak
+duration: 24s
+time_scale: 8s
+target:
+  embedded: {}
+fleet:
+  devices: 16
+  arrival_rate: 2/s
+certificate:
+  validity_days: 1
+  renew_at: 50%
+telemetry:
+  interval: 500ms
+";
+
+fn start(scenario: &Path, state: &Path, report: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .args(["run", "--quiet", "--report"])
+        .arg(report)
+        .arg("--state")
+        .arg(state)
+        .arg(scenario)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fleetsim starts")
+}
+
+fn query(db: &Path, sql: &str) -> i64 {
+    let conn = Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+}
+
+#[test]
+fn a_killed_soak_resumes_without_enrolling_twice() {
+    let dir = std::env::temp_dir().join(format!("fleetsim-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("soak.yaml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let state = dir.join("soak.db");
+    let report = dir.join("report.json");
+
+    // Part one: killed once some devices enrolled and some renewed.
+    let mut child = start(&scenario, &state, &report);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if state.exists()
+            && query(
+                &state,
+                "SELECT count(*) FROM certificates WHERE kind = 'renew'",
+            ) >= 2
+            && query(&state, "SELECT count(*) FROM checkpoint") == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no renewals before the deadline");
+        assert!(child.try_wait().unwrap().is_none(), "fleetsim ended early");
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let enrolled_at_kill = query(&state, "SELECT count(*) FROM devices WHERE enrolled = 1");
+    let checkpoint: String = Connection::open(&state)
+        .unwrap()
+        .query_row("SELECT report_json FROM checkpoint", [], |r| r.get(0))
+        .unwrap();
+    let at_kill: serde_json::Value = serde_json::from_str(&checkpoint).unwrap();
+    let sent_at_kill = at_kill["messages"]["sent"].as_u64().unwrap();
+    assert!(enrolled_at_kill > 0 && sent_at_kill > 0);
+    assert!(!report.exists(), "a killed run writes no report");
+
+    // Part two: resumed to the end.
+    let child = start(&scenario, &state, &report);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // No device was enrolled twice: one first issuance at most per device, by the state's
+    // history and by the CA's own journal (one certificate per issue or renewal).
+    let twice = query(
+        &state,
+        "SELECT count(*) FROM (SELECT device_id FROM certificates WHERE kind = 'issue' \
+         GROUP BY device_id HAVING count(*) > 1)",
+    );
+    assert_eq!(twice, 0);
+    let ca_vs_state = query(
+        &state,
+        "SELECT count(*) FROM devices d WHERE (SELECT count(*) FROM ca_issued c WHERE \
+         c.subject_cn = d.id) != 1 + d.renewals AND d.enrolled = 1",
+    );
+    assert_eq!(ca_vs_state, 0, "CA issuances per device != 1 + renewals");
+    // Every certificate the CA issued is known to the state.
+    let unknown = query(
+        &state,
+        "SELECT count(*) FROM ca_issued WHERE serial NOT IN (SELECT serial FROM certificates)",
+    );
+    assert_eq!(unknown, 0);
+    // The hub's registry survived the restart: every device is there once.
+    assert_eq!(query(&state, "SELECT count(*) FROM hub_devices"), 16);
+    let renewals = query(&state, "SELECT sum(renewals) FROM devices");
+
+    // The report covers both parts: counters continued from the kill.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report written")).unwrap();
+    let sent = json["messages"]["sent"].as_u64().unwrap();
+    assert!(
+        sent > sent_at_kill,
+        "sent {sent} <= {sent_at_kill} at the kill"
+    );
+    assert_eq!(json["devices"]["failed"], 0, "{json}");
+    assert_eq!(json["devices"]["enrolled"], 16);
+    assert_eq!(json["devices"]["renewals"].as_i64().unwrap(), renewals);
+    let issue_count = |v: &serde_json::Value| {
+        v["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["phase"] == "ca.issue" && p["outcome"] == "ok")
+            .map(|p| p["count"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert!(issue_count(&json) >= issue_count(&at_kill));
+    std::fs::remove_dir_all(&dir).ok();
+}
