@@ -165,6 +165,7 @@ pub async fn run(
     };
     let every = scenario.report.interval.0;
     let mut interval_tick = tokio::time::interval_at(start + every, every);
+    let mut timeline = crate::report::timeline::Sampler::new(start.into_std(), every);
     let mut devices = JoinSet::new();
     let mut reports = Vec::with_capacity(planned as usize);
 
@@ -185,8 +186,10 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => { interrupted = true; break; }
             _ = tokio::time::sleep_until(end) => break,
-            _ = interval_tick.tick(), if interval_log.is_some() => {
-                write_interval(&mut interval_log, &recorder.snapshot());
+            _ = interval_tick.tick() => {
+                let snapshot = recorder.snapshot();
+                timeline.sample(&snapshot, std::time::Instant::now());
+                write_interval(&mut interval_log, &snapshot);
             }
             Some(done) = devices.join_next(), if !devices.is_empty() => {
                 if let Ok(report) = done {
@@ -239,14 +242,16 @@ pub async fn run(
         Target::Embedded(_) => "embedded",
         Target::Remote(_) => "remote",
     };
-    // One snapshot for both, so the interval log sums exactly to the report.
+    // One snapshot for all, so the interval log and the timeline sum exactly to the report.
     let snapshot = recorder.snapshot();
     write_interval(&mut interval_log, &snapshot);
+    timeline.sample(&snapshot, std::time::Instant::now());
     let mut report = Report::new(&scenario.name, target_name, started_at, wall, snapshot)?;
     report.interrupted = interrupted;
     report.devices = count_devices(&reports, planned, started);
     report.messages.failed = reports.iter().map(|r| r.messages_failed).sum();
     report.hub = hub.as_ref().map(|h| h.stats().into());
+    report.timeline = Some(timeline.finish());
     report.thresholds = crate::report::thresholds::evaluate(&scenario.thresholds, &report)?;
     reports.sort_by_key(|r| r.id.clone());
     Ok(RunOutcome {

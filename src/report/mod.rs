@@ -1,13 +1,16 @@
 //! The run's results: a text table for the terminal, a versioned JSON file for machines that
 //! carries every histogram losslessly, so the reports of several shards merge exactly
-//! ([`merge`]), an interval log ([`hlog`]), a self-contained HTML page ([`html`]) and the
-//! thresholds' verdicts ([`thresholds`]).
+//! ([`merge`]), an interval log ([`hlog`]), the run over time ([`timeline`], sampled every
+//! `report.interval` whether or not the log is written), a self-contained HTML page ([`html`],
+//! its time charts in [`timecharts`]) and the thresholds' verdicts ([`thresholds`]).
 
 pub mod hlog;
 pub mod html;
 pub mod merge;
 pub mod stats;
 pub mod thresholds;
+pub mod timecharts;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use merge::{merge, merge_files, read_json};
 pub use stats::{HistogramMap, LatencyStats, PhaseStats};
 pub use thresholds::ThresholdResult;
+pub use timeline::Timeline;
 
 use crate::emulator::hub::HubStats;
 use crate::metrics::Snapshot;
@@ -83,6 +87,9 @@ pub struct Report {
     pub thresholds: Vec<ThresholdResult>,
     /// What the embedded hub counted, to compare with `messages`.
     pub hub: Option<HubCounts>,
+    /// The run over time, one point per `report.interval` (absent in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 /// The embedded hub's totals, as the report keeps them.
@@ -159,6 +166,7 @@ impl Report {
             retries: snapshot.retries,
             thresholds: Vec::new(),
             hub: None,
+            timeline: None,
         })
     }
 
