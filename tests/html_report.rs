@@ -25,7 +25,7 @@ const PROBE: &str = "<script>window.addEventListener('load',function(){\
 var svgs=Array.from(document.querySelectorAll('svg')).map(function(s){\
 var r=s.getBoundingClientRect();\
 var lines=Array.from(s.querySelectorAll('polyline,path,line')).map(function(l){return l.getTotalLength()});\
-return {w:r.width,h:r.height,curves:s.querySelectorAll('polyline').length,shapes:lines.length,drawn:lines.filter(function(n){return n>0}).length}});\
+return {id:s.id,w:r.width,h:r.height,curves:s.querySelectorAll('polyline').length,shapes:lines.length,drawn:lines.filter(function(n){return n>0}).length}});\
 var p=document.createElement('pre');p.id='probe';\
 p.textContent=JSON.stringify({errors:window.__errors,svgs:svgs,height:document.body.scrollHeight});\
 document.body.appendChild(p)});</script>";
@@ -189,6 +189,44 @@ async fn the_quickstart_report_renders_in_headless_chromium() {
         assert!(svg["shapes"].as_u64().unwrap() > 2, "{svg}");
         assert_eq!(svg["drawn"], svg["shapes"], "{svg}");
     }
+
+    // The run over time: throughput, latency per phase, device states and renewal events, each
+    // laid out and drawn like the others (checked above), with one curve per series at least.
+    let ids: Vec<&str> = svgs.iter().filter_map(|s| s["id"].as_str()).collect();
+    for id in [
+        "timeline-throughput",
+        "timeline-latency-ca.issue",
+        "timeline-latency-mqtt.publish",
+        "timeline-states",
+        "timeline-events",
+    ] {
+        assert!(ids.contains(&id), "no over-time chart {id} in {ids:?}");
+    }
+    let curves = |id: &str| {
+        svgs.iter()
+            .find(|s| s["id"] == id)
+            .and_then(|s| s["curves"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(
+        curves("timeline-throughput") >= 3,
+        "acked, enrolments, connects"
+    );
+    assert!(curves("timeline-latency-ca.issue") >= 2, "p50 and p99");
+    assert!(curves("timeline-states") >= 1);
+    assert!(curves("timeline-events") >= 2, "ca.renew ok and failed");
+    // The timeline itself: a point per 5 s interval and one at the end, summing to the totals.
+    let timeline = outcome.report.timeline.as_ref().expect("a timeline");
+    assert!(timeline.points.len() >= 3, "{:?}", timeline.points.len());
+    let last = timeline.points.last().unwrap();
+    assert_eq!(last.messages_acked, outcome.report.messages.acked);
+    let issued: u64 = timeline
+        .points
+        .iter()
+        .filter_map(|p| p.phases.get("ca.issue"))
+        .map(|p| p.ok)
+        .sum();
+    assert_eq!(issued, 50, "every enrolment in some interval");
 
     // And a picture of it, as a person would see it (kept in the temp dir for a look).
     let shot = dir.join("report.png");

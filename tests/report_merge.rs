@@ -52,6 +52,10 @@ fn shard_report(r: &Recorder, planned: u64) -> Report {
     report.devices.planned = planned;
     report.devices.connected = planned - 1;
     report.devices.failed = 1;
+    // A one-interval timeline from the same snapshot, as a run ends.
+    let mut sampler = report::timeline::Sampler::new(Instant::now(), Duration::from_secs(5));
+    sampler.sample(&r.snapshot(), Instant::now());
+    report.timeline = Some(sampler.finish());
     report
 }
 
@@ -92,6 +96,13 @@ fn three_shards_merge_to_exactly_one_recorder() {
     // The summaries are those of the single recorder too.
     let single = Report::new("merge-test", "embedded", String::new(), 0.0, expected).unwrap();
     assert_eq!(merged.phases, single.phases);
+    // The timelines merge too: the interval's histogram is the single recorder's.
+    let point = &merged.timeline.as_ref().expect("merged timeline").points[0];
+    let issue = &point.phases["ca.issue"];
+    assert_eq!((issue.ok, issue.not_ok), (30_000, 3_000));
+    let interval = report::stats::decode(issue.hdr.as_deref().unwrap()).unwrap();
+    assert_eq!(interval, latency[&(Phase::CaIssue, Outcome::Ok)]);
+    assert_eq!(point.messages_acked, 30_000);
 
     // The CLI: text on stdout, merged JSON written, readable again.
     let out_path = dir.join("merged.out");

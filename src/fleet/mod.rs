@@ -242,6 +242,7 @@ pub async fn run(
     };
     let every = scenario.report.interval.0;
     let mut interval_tick = tokio::time::interval_at(start + every, every);
+    let mut timeline = crate::report::timeline::Sampler::new(start.into_std(), every);
     let mut devices = JoinSet::new();
     let mut reports = Vec::with_capacity(planned as usize);
     let mut report_cohorts: Vec<usize> = Vec::with_capacity(planned as usize);
@@ -283,8 +284,10 @@ pub async fn run(
                     new_segment = false;
                 }
             }
-            _ = interval_tick.tick(), if interval_log.is_some() => {
-                write_interval(&mut interval_log, &recorder.snapshot());
+            _ = interval_tick.tick() => {
+                let snapshot = recorder.snapshot();
+                timeline.sample(&snapshot, std::time::Instant::now());
+                write_interval(&mut interval_log, &snapshot);
             }
             Some(done) = devices.join_next(), if !devices.is_empty() => {
                 if let Ok((index, report)) = done {
@@ -368,10 +371,11 @@ pub async fn run(
         Target::Embedded(_) => "embedded",
         Target::Remote(_) => "remote",
     };
-    // One snapshot for both, so the interval log sums exactly to the report.
+    // One snapshot for all, so the interval log and the timeline sum exactly to the report.
     let snapshot = recorder.snapshot();
     let snapshot_certs = snapshot.certs.clone();
     write_interval(&mut interval_log, &snapshot);
+    timeline.sample(&snapshot, std::time::Instant::now());
     let mut report = Report::new(&scenario.name, target_name, started_at, wall, snapshot)?;
     report.interrupted = interrupted;
     report.devices = count_devices(&reports, planned, started);
@@ -405,6 +409,7 @@ pub async fn run(
         snapshot_certs,
     ));
     report.key_pool = services.keys.counts().map(target::pool_counts);
+    report.timeline = Some(timeline.finish());
     report.thresholds = crate::report::thresholds::evaluate(&scenario.thresholds, &report)?;
     reports.sort_by_key(|r| r.id.clone());
     Ok(RunOutcome {

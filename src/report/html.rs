@@ -1,8 +1,9 @@
 //! The HTML report (`<report>.html`): one self-contained file for people. Inline CSS, charts as
 //! inline SVG drawn here, no scripts and no external resources, so it opens offline and can be
 //! attached to a ticket. It shows the run's counts, the thresholds, a latency-by-percentile curve
-//! per phase (the HdrHistogram view: the tail spread out on a log scale of 1/(1 − q)), the phase
-//! table, the errors and the scenario as written.
+//! per phase (the HdrHistogram view: the tail spread out on a log scale of 1/(1 − q)), the
+//! run over time ([`super::timecharts`]: throughput, latency, device states, renewal and
+//! revocation events), the phase table, the errors and the scenario as written.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,12 +14,12 @@ use super::{Report, ReportError};
 use crate::metrics::Outcome;
 
 /// Chart size and margins, in SVG user units.
-const W: f64 = 560.0;
-const H: f64 = 220.0;
-const LEFT: f64 = 60.0;
-const BOTTOM: f64 = 30.0;
-const TOP: f64 = 10.0;
-const RIGHT: f64 = 10.0;
+pub(super) const W: f64 = 560.0;
+pub(super) const H: f64 = 220.0;
+pub(super) const LEFT: f64 = 60.0;
+pub(super) const BOTTOM: f64 = 30.0;
+pub(super) const TOP: f64 = 10.0;
+pub(super) const RIGHT: f64 = 10.0;
 /// The curve runs to the 99.99th percentile: 10^-4 of the samples beyond it.
 const NINES: f64 = 4.0;
 
@@ -30,7 +31,7 @@ figure{margin:0}figcaption{font-weight:bold}pre{background:#f5f5f5;padding:1em;o
 svg text{font-size:11px;fill:#444}";
 
 /// Escapes text for HTML element content and attribute values.
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -131,6 +132,9 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         );
     }
     s.push_str("</div>");
+    if let Some(timeline) = &report.timeline {
+        s.push_str(&super::timecharts::section(timeline));
+    }
 
     s.push_str(
         "<h2>Phases</h2><table><tr><th>phase</th><th>outcome</th><th>count</th><th>p50 ms</th>\
@@ -209,7 +213,7 @@ fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
 }
 
 /// An upper bound for the y axis: 1, 2 or 5 × a power of ten, at least `max`.
-fn nice_ceiling(max: f64) -> f64 {
+pub(super) fn nice_ceiling(max: f64) -> f64 {
     let max = max.max(0.001);
     let power = 10f64.powf(max.log10().floor());
     [1.0, 2.0, 5.0, 10.0]
@@ -289,7 +293,7 @@ fn chart(h: &Histogram<u64>, uncorrected: Option<&Histogram<u64>>) -> String {
 }
 
 /// A tick label without needless decimals.
-fn trim(v: f64) -> String {
+pub(super) fn trim(v: f64) -> String {
     let text = format!("{v:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }

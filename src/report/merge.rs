@@ -79,7 +79,7 @@ pub fn merge_files(inputs: &[PathBuf]) -> Result<Report, ReportError> {
 }
 
 /// Merges reports: histograms added, counters summed, the earliest start and the longest wall
-/// time kept, interrupted if any was.
+/// time kept, interrupted if any was, timelines added interval by interval.
 pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
     let Some(first) = reports.first() else {
         return Err(ReportError::NoReports("none given".into()));
@@ -147,6 +147,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         certificates: super::certificates::merge(
             reports.iter().filter_map(|r| r.certificates.as_ref()),
         ),
+        timeline: merge_timelines(reports)?,
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on
     // every shard can still fail on the whole.
@@ -162,6 +163,17 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         .collect::<Result<Vec<_>, _>>()?;
     merged.thresholds = thresholds::evaluate(&parsed, &merged)?;
     Ok(merged)
+}
+
+/// The shards' timelines merged by interval index (see [`super::timeline::merge`]); none when a
+/// shard has none or the intervals differ.
+fn merge_timelines(reports: &[Report]) -> Result<Option<super::Timeline>, ReportError> {
+    let timelines: Option<Vec<&super::Timeline>> =
+        reports.iter().map(|r| r.timeline.as_ref()).collect();
+    match timelines {
+        Some(t) => super::timeline::merge(&t),
+        None => Ok(None),
+    }
 }
 
 /// `a` when every value is `a`, else the distinct values joined with `+`.

@@ -1,7 +1,8 @@
 //! The run's results: a text table for the terminal, a versioned JSON file for machines that
 //! carries every histogram losslessly, so the reports of several shards merge exactly
-//! ([`merge`]), an interval log ([`hlog`]), a self-contained HTML page ([`html`]) and the
-//! thresholds' verdicts ([`thresholds`]).
+//! ([`merge`]), an interval log ([`hlog`]), the run over time ([`timeline`], sampled every
+//! `report.interval` whether or not the log is written), a self-contained HTML page ([`html`],
+//! its time charts in [`timecharts`]) and the thresholds' verdicts ([`thresholds`]).
 
 pub mod certificates;
 pub mod hlog;
@@ -9,6 +10,8 @@ pub mod html;
 pub mod merge;
 pub mod stats;
 pub mod thresholds;
+pub mod timecharts;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use merge::{merge, merge_files, read_json};
 pub use stats::{HistogramMap, LatencyStats, PhaseStats};
 pub use thresholds::ThresholdResult;
+pub use timeline::Timeline;
 
 use crate::emulator::hub::HubStats;
 use crate::metrics::Snapshot;
@@ -97,6 +101,9 @@ pub struct Report {
     /// How the key pool served the run (`certificate.key_source: pool` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pool: Option<KeyPoolCounts>,
+    /// The run over time, one point per `report.interval` (absent in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 /// The key pool's side of a run: keys that were ready on disk, and the keys devices had to wait
@@ -219,6 +226,7 @@ impl Report {
             hub: None,
             certificates: None,
             key_pool: None,
+            timeline: None,
         })
     }
 

@@ -68,7 +68,8 @@ pub struct Scenario {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSettings {
-    /// How often the interval log (`<report>.hlog`) gets the histograms of the last interval.
+    /// How often the interval log (`<report>.hlog`) gets the histograms of the last interval and
+    /// the report's timeline a point.
     #[serde(default = "default_report_interval")]
     pub interval: Span,
 }
