@@ -127,6 +127,8 @@ async fn renewals_retry_until_the_deadline_and_expiry_is_counted() {
             max_attempts: 3,
         },
         gate: Default::default(),
+        keys: fleetsim::device::keys::KeySource::fresh(),
+        state: None,
     });
     let spec = |index: u64, id: &str| DeviceSpec {
         index,
@@ -143,6 +145,7 @@ async fn renewals_retry_until_the_deadline_and_expiry_is_counted() {
             ..RenewalPolicy::default()
         },
         control: Default::default(),
+        resume: None,
     };
     let stop = CancellationToken::new();
     let start = tokio::time::Instant::now();

@@ -209,22 +209,6 @@ impl DeviceKey {
         pem_encode("PRIVATE KEY", &self.pair.serialize_der())
     }
 
-    /// Reads back a key written by [`DeviceKey::private_key_pem`] (resumed soaks).
-    pub fn from_pkcs8_pem(kind: KeyKind, pem: &str) -> Result<Self, CryptoError> {
-        let alg = match kind {
-            KeyKind::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-            KeyKind::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
-        };
-        let pair = KeyPair::from_pem_and_sign_algo(pem, alg).map_err(CryptoError::KeyGen)?;
-        Ok(Self { kind, pair })
-    }
-
-    /// The DER SubjectPublicKeyInfo, as a certificate for this key carries it.
-    pub fn public_key_der(&self) -> Vec<u8> {
-        rcgen::PublicKeyData::subject_public_key_info(&self.pair)
-    }
-
     /// The key as rustls wants it for client authentication.
     pub fn private_key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.pair.serialize_der().into())

@@ -21,7 +21,7 @@ use super::lifecycle::{Device, Stop, local_failure};
 use super::{
     CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, Issued, ServiceError,
 };
-use crate::crypto::{DeviceKey, KeyKind};
+use crate::crypto::DeviceKey;
 use crate::metrics::{DeviceState, Outcome, Phase};
 use crate::scenario::Swap;
 

@@ -48,8 +48,10 @@ pub fn open(file: &StateFile) -> Result<Opened, FleetError> {
         issued: rows
             .issued
             .into_iter()
+            // The restored CA is the one issuing CA that was saved (index 0).
             .map(|r| IssuedRecord {
                 der: r.der.into(),
+                ca: 0,
                 subject_cn: r.subject_cn,
                 requested_by: r.requested_by,
                 revoked: r.revoked_at.is_some(),
@@ -63,6 +65,7 @@ pub fn open(file: &StateFile) -> Result<Opened, FleetError> {
                     d.name,
                     Domain {
                         id: d.id,
+                        ca: 0,
                         owners: d.owners,
                         requesters: d.requesters,
                     },

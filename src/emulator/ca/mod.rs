@@ -243,7 +243,7 @@ impl CaEmulator {
             if r.revoked
                 && let Some(serial) = serial_bytes(&r.der)
             {
-                revocations.push((serial, time::OffsetDateTime::now_utc()));
+                revocations.push((r.ca, serial, time::OffsetDateTime::now_utc()));
             }
             map.insert(crate::crypto::sha1_thumbprint(&r.der), r.clone());
         }
