@@ -208,6 +208,11 @@ pub async fn run(
         }),
         None => None,
     };
+    // The report's directory is created up front, so a typo'd path fails before the run, not after.
+    if let Some(dir) = report_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("report directory {}: {e}", dir.display()))?;
+    }
     let metrics_listener = match metrics_addr {
         Some(addr) => Some(std::sync::Arc::new(bind_metrics(addr)?)),
         None => None,
