@@ -174,6 +174,11 @@ impl CertHealth {
                 best_start = (i + 1).saturating_sub(w);
             }
         }
+        // The first window reaching the maximum may begin with idle seconds: start it at the
+        // first busy one (the window then holds the same tries, since none can hold more).
+        while best_start + 1 < all_per_second.len() && all_per_second[best_start] == 0 {
+            best_start += 1;
+        }
         let from = best_start as u32;
         let to = from + window_s;
         let mut latencies: Vec<f64> = tries

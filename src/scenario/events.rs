@@ -3,7 +3,6 @@
 //! the old connection (`certificate.swap`) and how a revocation is made (`method`).
 
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 
 use super::{Percent, Span};
 
@@ -63,18 +62,46 @@ impl Swap {
     }
 }
 
-/// The scenario's events, checked against the run: each `at` must fall inside the duration.
-pub(super) fn validate(
-    events: &[Spanned<Event>],
-    duration: Span,
-) -> Result<(), (serde_saphyr::Location, String)> {
-    for e in events {
-        if e.value.at.0 >= duration.0 {
+/// Rules for events and renewal: each event's `at` falls inside the duration, self-revocation
+/// has an RSA key to sign with, and the jittered renewal point stays before the deadline.
+pub(super) fn validate(s: &super::Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    use crate::crypto::KeyKind;
+    let c = &s.certificate;
+    let rsa = matches!(
+        c.key,
+        KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
+    );
+    if let Some(e) = s
+        .events
+        .iter()
+        .find(|e| e.value.method == RevokeMethod::SelfRevoke)
+        && !rsa
+    {
+        return Err((
+            e.referenced,
+            "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key must be rsa-2048, rsa-3072 or rsa-4096".into(),
+        ));
+    }
+    let renew_at = c.renew_at.fraction();
+    let jitter = c.renew_jitter.map_or(0.0, |j| j.fraction());
+    if renew_at + jitter >= c.renew_deadline.fraction() || renew_at - jitter <= 0.0 {
+        return Err((
+            c.renewal.referenced,
+            format!(
+                "certificate: renew_at {}% ± renew_jitter {}% must stay above 0% and below renew_deadline {}%",
+                c.renew_at.0,
+                jitter * 100.0,
+                c.renew_deadline.0
+            ),
+        ));
+    }
+    for e in &s.events {
+        if e.value.at.0 >= s.duration.0 {
             return Err((
                 e.referenced,
                 format!(
                     "event at {:?} is not before the end of the run ({:?})",
-                    e.value.at.0, duration.0
+                    e.value.at.0, s.duration.0
                 ),
             ));
         }

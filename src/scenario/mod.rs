@@ -467,35 +467,7 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
             "renewal: certificate signs an RS256 token with the device key, so certificate.key must be rsa-2048, rsa-3072 or rsa-4096".into(),
         ));
     }
-    let rsa = matches!(
-        c.key,
-        KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
-    );
-    if let Some(e) = s
-        .events
-        .iter()
-        .find(|e| e.value.method == RevokeMethod::SelfRevoke)
-        && !rsa
-    {
-        return Err((
-            e.referenced,
-            "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key must be rsa-2048, rsa-3072 or rsa-4096".into(),
-        ));
-    }
-    let renew_at = c.renew_at.fraction();
-    let jitter = c.renew_jitter.map_or(0.0, |j| j.fraction());
-    if renew_at + jitter >= c.renew_deadline.fraction() || renew_at - jitter <= 0.0 {
-        return Err((
-            c.renewal.referenced,
-            format!(
-                "certificate: renew_at {}% ± renew_jitter {}% must stay above 0% and below renew_deadline {}%",
-                c.renew_at.0,
-                jitter * 100.0,
-                c.renew_deadline.0
-            ),
-        ));
-    }
-    events::validate(&s.events, s.duration)?;
+    events::validate(s)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
         && r.iothub.host.is_none()
