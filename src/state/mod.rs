@@ -245,23 +245,6 @@ impl Store {
             .optional()?)
     }
 
-    /// Saves the embedded CA's identity (once, when it is created).
-    pub fn save_ca_identity(&self, ca: &CaIdentityRow) -> Result<(), StateError> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO ca_identity (id, ca_id, template_id, root_der, issuing_der, \
-             issuing_key, caller_oid) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                ca.ca_id,
-                ca.template_id,
-                ca.root_der,
-                ca.issuing_der,
-                ca.issuing_key_pkcs8,
-                ca.caller_oid
-            ],
-        )?;
-        Ok(())
-    }
-
     /// The embedded emulators' stored state.
     pub fn emulator_rows(&self) -> Result<EmulatorRows, StateError> {
         let ca = self
