@@ -81,6 +81,7 @@ async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
 
         // Renewed at least once, and the hub saw it reconnect with the new certificate.
         assert!(d.renewals >= 1, "{} renewed {} times", d.id, d.renewals);
+        assert_eq!(d.certificates_issued, d.renewals + 1);
         assert_eq!(d.certificate_serials.len() as u64, d.renewals + 1);
         let seen = hub.device_stats(&d.id);
         let distinct: HashSet<_> = seen.cert_serials.iter().collect();

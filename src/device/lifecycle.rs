@@ -63,6 +63,9 @@ pub struct Services<C, R, T> {
     pub state: Option<crate::state::DeviceJournal>,
 }
 
+/// How many of its latest certificate serials a device's report keeps.
+pub const SERIALS_KEPT: usize = 16;
+
 /// What happened to one device, for the report and for tests.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceReport {
@@ -74,7 +77,11 @@ pub struct DeviceReport {
     pub messages_failed: u64,
     pub renewals: u64,
     pub connects: u64,
-    /// Serial (hex) of every certificate the device was issued, in order.
+    /// How many certificates the device was issued (enrolment and renewals, this run and, on
+    /// resume, before). Also the generation of its next key.
+    pub certificates_issued: u64,
+    /// Serials (hex) of the last [`SERIALS_KEPT`] certificates the device was issued, oldest
+    /// first: bounded, so a soak's memory does not grow with every renewal.
     pub certificate_serials: Vec<String>,
     /// The chain the device holds at the end (leaf first).
     pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
@@ -90,6 +97,19 @@ pub struct DeviceReport {
     pub revocation: Option<RevocationReport>,
     /// Still connected when the run stopped.
     pub online_at_end: bool,
+}
+
+impl DeviceReport {
+    /// Notes a certificate the device was just issued.
+    pub(super) fn issued(&mut self, issued: &Issued) {
+        self.certificates_issued += 1;
+        if self.certificate_serials.len() == SERIALS_KEPT {
+            self.certificate_serials.remove(0);
+        }
+        self.certificate_serials
+            .push(issued.info.serial_hex.clone());
+        self.chain = issued.chain.clone();
+    }
 }
 
 pub(super) enum Stop {
@@ -349,7 +369,7 @@ where
         let recorder = self.services.recorder.clone();
         let kind = self.spec.key_kind;
         // One key per certificate: the first enrolment is generation 0, each renewal the next.
-        let generation = self.report.certificate_serials.len() as u64;
+        let generation = self.report.certificates_issued;
         let key = self
             .services
             .keys
@@ -386,10 +406,7 @@ where
                 .await
                 .map_err(|e| local_failure(Phase::CaIssue, "state", e.to_string()))?;
         }
-        self.report
-            .certificate_serials
-            .push(issued.info.serial_hex.clone());
-        self.report.chain = issued.chain.clone();
+        self.report.issued(&issued);
         Ok((key, issued))
     }
 

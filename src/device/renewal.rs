@@ -163,10 +163,7 @@ where
                         .await
                         .map_err(|e| local_failure(Phase::CaRenew, "state", e.to_string()))?;
                 }
-                self.report
-                    .certificate_serials
-                    .push(issued.info.serial_hex.clone());
-                self.report.chain = issued.chain.clone();
+                self.report.issued(&issued);
                 Ok(Some((new_key, issued)))
             }
             Err(e) => {
@@ -196,7 +193,7 @@ where
     /// A key for a renewal: the next generation of this device's keys from the run's key source
     /// (fresh keys are timed as `keygen`; pool keys are not generated here at all).
     async fn new_key(&mut self) -> Result<DeviceKey, Stop> {
-        let generation = self.report.certificate_serials.len() as u64;
+        let generation = self.report.certificates_issued;
         let recorder = self.services.recorder.clone();
         self.services
             .keys

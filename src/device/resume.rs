@@ -16,7 +16,12 @@ pub(super) fn stored<E: From<(Phase, String)>>(
         return Ok(None);
     };
     report.renewals = stored.renewals;
-    report.certificate_serials = stored.serials.clone();
+    report.certificates_issued = stored.serials.len() as u64;
+    let keep = stored
+        .serials
+        .len()
+        .saturating_sub(super::lifecycle::SERIALS_KEPT);
+    report.certificate_serials = stored.serials[keep..].to_vec();
     if !stored.has_certificate() {
         return Ok(None);
     }

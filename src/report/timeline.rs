@@ -6,6 +6,10 @@
 //! cumulative snapshots (`Histogram::subtract`), exact because counts only grow; the last point
 //! is taken from the same snapshot as the report, so the intervals sum to its totals.
 //!
+//! Memory stays flat on long soaks: at [`MAX_POINTS`] points, neighbours are joined and the
+//! interval doubles (`Timeline::coarsen`); joined intervals add their histograms, so they stay
+//! exact too.
+//!
 //! Merging ([`merge`]) aligns the shards' points by interval index: counts and states add, the
 //! interval histograms add and their percentiles are computed again.
 
@@ -18,7 +22,12 @@ use super::ReportError;
 use super::stats::{self, HistogramMap};
 use crate::metrics::{Outcome, Snapshot};
 
-/// The points of a run, one per interval.
+/// The most points a run's timeline holds: when it has this many, neighbours are joined (see
+/// [`Timeline::coarsen`]), so a run keeps between half and all of this many. Even, so that
+/// every point finds a partner.
+pub const MAX_POINTS: usize = 720;
+
+/// The points of a run, one per interval (which doubles each time the points are coarsened).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Timeline {
     /// The scenario's `report.interval`, in seconds.
@@ -72,11 +81,88 @@ impl IntervalPhase {
     }
 }
 
+/// Adds up the phases of several intervals (shards' same interval, or neighbouring intervals
+/// of one run): counts add, and the ok histograms add so the percentiles stay exact. A phase
+/// where some interval had ok samples without a histogram loses its percentiles.
+#[derive(Default)]
+struct PhaseSums {
+    phases: BTreeMap<String, IntervalPhase>,
+    histograms: BTreeMap<String, hdrhistogram::Histogram<u64>>,
+    incomplete: Vec<String>,
+}
+
+impl PhaseSums {
+    fn add(&mut self, phases: &BTreeMap<String, IntervalPhase>) -> Result<(), ReportError> {
+        for (phase, ip) in phases {
+            let into = self.phases.entry(phase.clone()).or_default();
+            into.ok += ip.ok;
+            into.not_ok += ip.not_ok;
+            if ip.ok > 0 && ip.hdr.is_none() {
+                self.incomplete.push(phase.clone());
+            }
+            if let Some(hdr) = &ip.hdr {
+                let h = stats::decode(hdr)?;
+                match self.histograms.get_mut(phase) {
+                    Some(sum) => sum
+                        .add(&h)
+                        .map_err(|e| ReportError::Histogram(format!("cannot add: {e:?}")))?,
+                    None => {
+                        self.histograms.insert(phase.clone(), h);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<BTreeMap<String, IntervalPhase>, ReportError> {
+        for (phase, h) in &self.histograms {
+            if self.incomplete.contains(phase) {
+                continue;
+            }
+            if let Some(ip) = self.phases.get_mut(phase) {
+                ip.set_latency(h)?;
+            }
+        }
+        Ok(self.phases)
+    }
+}
+
+impl Timeline {
+    /// Halves the number of points by joining neighbours (1st with 2nd, 3rd with 4th, …) and
+    /// doubles the interval. A joined point holds the later one's states and cumulative figures
+    /// and both intervals' phases, so the points still sum to the run's totals.
+    pub fn coarsen(&mut self) -> Result<(), ReportError> {
+        let points = std::mem::take(&mut self.points);
+        let mut joined = Vec::with_capacity(points.len().div_ceil(2));
+        let mut pairs = points.into_iter();
+        while let Some(first) = pairs.next() {
+            let Some(mut second) = pairs.next() else {
+                joined.push(first);
+                break;
+            };
+            let mut sums = PhaseSums::default();
+            sums.add(&first.phases)?;
+            sums.add(&second.phases)?;
+            second.phases = sums.finish()?;
+            joined.push(second);
+        }
+        self.points = joined;
+        self.interval_seconds *= 2.0;
+        Ok(())
+    }
+}
+
 /// Builds the timeline during a run: one [`Sampler::sample`] per interval.
 pub struct Sampler {
     run_start: Instant,
     timeline: Timeline,
-    previous: HistogramMap,
+    /// The cumulative histograms at the end of the last complete point.
+    boundary: HistogramMap,
+    /// How many samples make one point (doubles each time the timeline is coarsened).
+    per_point: usize,
+    /// How many samples the last point holds so far, while it is not complete.
+    open: usize,
 }
 
 impl Sampler {
@@ -87,18 +173,21 @@ impl Sampler {
                 interval_seconds: interval.as_secs_f64(),
                 points: Vec::new(),
             },
-            previous: HistogramMap::new(),
+            boundary: HistogramMap::new(),
+            per_point: 1,
+            open: 0,
         }
     }
 
-    /// Appends the point for the interval ending `now`. Never fails the run: a histogram that
-    /// cannot be subtracted or encoded (counts only grow, so it should not happen) loses its
-    /// percentiles for that interval, not its counts.
+    /// Records the interval ending `now`: a new point, or (once the timeline has been coarsened)
+    /// the growing last point, which always covers everything since the last complete point.
+    /// Never fails the run: a histogram that cannot be subtracted or encoded (counts only grow,
+    /// so it should not happen) loses its percentiles for that interval, not its counts.
     pub fn sample(&mut self, snapshot: &Snapshot, now: Instant) {
         let t = now.saturating_duration_since(self.run_start).as_secs_f64();
         let mut phases: BTreeMap<String, IntervalPhase> = BTreeMap::new();
         for (key @ (phase, outcome), h) in &snapshot.latency {
-            let before = self.previous.get(key);
+            let before = self.boundary.get(key);
             let count = h.len() - before.map_or(0, |b| b.len().min(h.len()));
             if count == 0 {
                 continue;
@@ -119,6 +208,9 @@ impl Sampler {
                 entry.p99_ms = None;
             }
         }
+        if self.open > 0 {
+            self.timeline.points.pop();
+        }
         let last_t = self.timeline.points.last().map_or(0.0, |p| p.t);
         self.timeline.points.push(TimelinePoint {
             t: t.max(last_t),
@@ -133,7 +225,21 @@ impl Sampler {
             errors: snapshot.total_errors(),
             phases,
         });
-        self.previous = snapshot.latency.clone();
+        self.open += 1;
+        if self.open < self.per_point {
+            return;
+        }
+        self.open = 0;
+        self.boundary = snapshot.latency.clone();
+        // A soak of days at a 5 s interval would otherwise hold its whole history in memory:
+        // at MAX_POINTS complete points, neighbours are joined, so memory stays flat.
+        if self.timeline.points.len() >= MAX_POINTS {
+            match self.timeline.coarsen() {
+                Ok(()) => self.per_point *= 2,
+                // Only an undecodable histogram of our own making gets here; keep the points.
+                Err(e) => tracing::warn!("timeline points could not be joined: {e}"),
+            }
+        }
     }
 
     pub fn finish(self) -> Timeline {
@@ -143,26 +249,38 @@ impl Sampler {
 
 /// Merges the timelines of several shards, point by point (the i-th interval of every shard).
 /// A shard with fewer points keeps its last cumulative figures and device states for the rest
-/// (it had finished), with nothing more in its intervals. `None` when a timeline is missing
-/// (a report from before timelines) or the intervals differ, since the points then cannot be
-/// aligned.
+/// (it had finished), with nothing more in its intervals. Shards that coarsened a different
+/// number of times are brought to the coarsest interval first. `None` when a timeline is missing
+/// (a report from before timelines) or the intervals cannot be aligned.
 pub fn merge(timelines: &[&Timeline]) -> Result<Option<Timeline>, ReportError> {
     let Some(first) = timelines.first() else {
         return Ok(None);
     };
-    if timelines
-        .iter()
-        .any(|t| t.points.is_empty() || t.interval_seconds != first.interval_seconds)
-    {
+    if timelines.iter().any(|t| t.points.is_empty()) {
         return Ok(None);
     }
+    // A longer shard may have coarsened once more than the others: bring them to its interval.
+    let coarsest = timelines
+        .iter()
+        .map(|t| t.interval_seconds)
+        .fold(first.interval_seconds, f64::max);
+    let mut aligned: Vec<Timeline> = Vec::with_capacity(timelines.len());
+    for t in timelines {
+        let mut t = (*t).clone();
+        while t.interval_seconds < coarsest {
+            t.coarsen()?;
+        }
+        if t.interval_seconds != coarsest {
+            return Ok(None);
+        }
+        aligned.push(t);
+    }
+    let timelines: &[Timeline] = &aligned;
     let len = timelines.iter().map(|t| t.points.len()).max().unwrap_or(0);
     let mut points = Vec::with_capacity(len);
     for i in 0..len {
         let mut point = TimelinePoint::default();
-        let mut histograms: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
-        // Phases where some shard had ok samples without a histogram: no exact percentiles.
-        let mut incomplete: Vec<String> = Vec::new();
+        let mut sums = PhaseSums::default();
         for timeline in timelines {
             let own = timeline.points.get(i);
             // Past its end, a shard's cumulative figures stay where they ended.
@@ -177,36 +295,15 @@ pub fn merge(timelines: &[&Timeline]) -> Result<Option<Timeline>, ReportError> {
             point.messages_acked += p.messages_acked;
             point.messages_failed += p.messages_failed;
             point.errors += p.errors;
-            let Some(p) = own else { continue };
-            for (phase, ip) in &p.phases {
-                let into = point.phases.entry(phase.clone()).or_default();
-                into.ok += ip.ok;
-                into.not_ok += ip.not_ok;
-                if ip.ok > 0 && ip.hdr.is_none() {
-                    incomplete.push(phase.clone());
-                }
-                if let Some(hdr) = &ip.hdr {
-                    let h = stats::decode(hdr)?;
-                    match histograms.get_mut(phase) {
-                        Some(sum) => sum
-                            .add(&h)
-                            .map_err(|e| ReportError::Histogram(format!("cannot add: {e:?}")))?,
-                        None => {
-                            histograms.insert(phase.clone(), h);
-                        }
-                    }
-                }
+            if let Some(p) = own {
+                sums.add(&p.phases)?;
             }
         }
-        for (phase, h) in histograms.iter().filter(|(p, _)| !incomplete.contains(p)) {
-            if let Some(ip) = point.phases.get_mut(phase) {
-                ip.set_latency(h)?;
-            }
-        }
+        point.phases = sums.finish()?;
         points.push(point);
     }
     Ok(Some(Timeline {
-        interval_seconds: first.interval_seconds,
+        interval_seconds: coarsest,
         points,
     }))
 }

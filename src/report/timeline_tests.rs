@@ -169,9 +169,62 @@ fn shard_timelines_merge_by_interval_exactly() {
     // The p99 of the first interval is shard b's tail, which neither shard's p50 would give.
     near(merged.points[0].phases["ca.issue"].p99_ms, 300.0);
 
-    // Timelines that cannot be aligned are left out rather than misdrawn.
+    // Timelines that cannot be aligned (not a power-of-two multiple) are left out, not misdrawn.
     let mut other = b.clone();
-    other.interval_seconds = 10.0;
+    other.interval_seconds = 7.0;
     assert_eq!(merge(&[&a, &other]).unwrap(), None);
     assert_eq!(merge(&[&a, &Timeline::default()]).unwrap(), None);
+}
+
+/// A run far longer than MAX_POINTS intervals keeps a bounded timeline whose points still sum
+/// to the totals, with exact percentiles per joined interval.
+#[test]
+fn long_runs_coarsen_the_timeline_and_keep_the_totals() {
+    let r = Recorder::new();
+    let t0 = Instant::now();
+    let mut sampler = Sampler::new(t0, Duration::from_secs(5));
+    let n = MAX_POINTS * 2 + 100;
+    for i in 0..n {
+        // Interval i: one issue at (i % 50 + 1) ms, a timeout every 10th interval.
+        r.record(Phase::CaIssue, Outcome::Ok, t0, t0 + ms(i as u64 % 50 + 1));
+        if i % 10 == 0 {
+            r.record(Phase::CaIssue, Outcome::Timeout, t0, t0 + ms(5_000));
+        }
+        r.message_sent();
+        sampler.sample(&r.snapshot(), t0 + Duration::from_secs(5 * (i as u64 + 1)));
+    }
+    let timeline = sampler.finish();
+    assert!(
+        timeline.points.len() <= MAX_POINTS,
+        "{}",
+        timeline.points.len()
+    );
+    assert!(timeline.points.len() >= MAX_POINTS / 2);
+    assert_eq!(timeline.interval_seconds, 20.0, "coarsened twice");
+    let ok: u64 = timeline
+        .points
+        .iter()
+        .map(|p| p.phases["ca.issue"].ok)
+        .sum();
+    let not_ok: u64 = timeline
+        .points
+        .iter()
+        .map(|p| p.phases["ca.issue"].not_ok)
+        .sum();
+    assert_eq!(ok, n as u64);
+    assert_eq!(not_ok, n.div_ceil(10) as u64);
+    let last = timeline.points.last().unwrap();
+    assert_eq!(last.t, 5.0 * n as f64);
+    assert_eq!(last.messages_sent, n as u64);
+    // A joined point covers 4 intervals: ok issues at 1..=4 ms, so p99 is the 4th.
+    let first = &timeline.points[0].phases["ca.issue"];
+    assert_eq!(first.ok, 4);
+    near(first.p99_ms, 4.0);
+    assert_eq!(timeline.points[0].t, 20.0);
+
+    // A shard that coarsened fewer times merges after being brought to the same interval.
+    let (short, _) = shard(3, 10, 4);
+    let merged = merge(&[&timeline, &short]).unwrap().expect("alignable");
+    assert_eq!(merged.interval_seconds, 20.0);
+    assert_eq!(merged.points[0].phases["ca.issue"].ok, 4 + (1 + 2 + 3));
 }
