@@ -99,11 +99,112 @@ fn bad_cohort_sizes_name_the_line_and_column() {
         .to_string();
     assert!(e.contains("all give share or all give devices"), "{e}");
 
-    let text = SCENARIO.replace("{key: rsa-2048}", "{key: rsa-2048, renewal: certificate}");
+    // A cohort's own renewal is checked against its own key, and the error names the cohort.
+    let text = SCENARIO.replace(
+        "      id_pattern: \"sensor-{index:03}\"\n",
+        "      id_pattern: \"sensor-{index:03}\"\n      certificate: {renewal: certificate}\n",
+    );
     let e = fleetsim::scenario::parse(&text, Path::new("cohorts.yaml"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("renewal") && e.contains("expected"), "{e}");
+    assert!(e.starts_with("cohorts.yaml:"), "{e}");
+    assert!(
+        e.contains("cohort \"sensors\": renewal: certificate signs an RS256 token"),
+        "{e}"
+    );
+    let text = SCENARIO.replace("{key: rsa-2048}", "{key: rsa-2048, renew_jitter: 30%}");
+    let e = fleetsim::scenario::parse(&text, Path::new("cohorts.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cohort \"gateways\": certificate: renew_at"),
+        "{e}"
+    );
+}
+
+/// Renewal settings per cohort, under compressed time. The top level renews with the
+/// certificate (certificate-JWT, RSA keys, keep the key, make-before-break); the sensors override
+/// all of it (P-256 keys, which cannot sign the JWT, so they must renew as the enrollment agent,
+/// with a new key each time, break-before-make).
+const RENEWING: &str = r#"
+name: cohort-renewal
+seed: 4
+duration: 8s
+time_scale: 1s          # a 4-day certificate lives 4 s and renews at 2 s
+target:
+  embedded: {}
+fleet:
+  devices: 6
+  arrival_rate: 50/s
+  cohorts:
+    - name: sensors
+      share: 50%
+      id_pattern: "sensor-{index:03}"
+      certificate:
+        key: p256
+        renewal: enrollment-agent
+        rekey: true
+        swap: break-before-make
+    - name: gateways
+      share: 50%
+      id_pattern: "gw-{index:03}"
+certificate:
+  key: rsa-2048
+  key_source: fresh
+  validity_days: 4
+  renew_at: 50%
+  renewal: certificate
+  rekey: false
+  swap: make-before-break
+telemetry:
+  interval: 200ms
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_cohort_renews_its_own_way() {
+    let scenario = fleetsim::scenario::parse(RENEWING, Path::new("renewing.yaml")).unwrap();
+    let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
+        .await
+        .expect("run completes");
+    // Had the sensors tried the certificate-JWT with their P-256 keys, they would have failed.
+    assert_eq!(outcome.report.errors, Default::default(), "no errors");
+    let ca = outcome.ca.as_ref().expect("embedded CA");
+    let hub = outcome.hub.as_ref().expect("embedded hub");
+    let issued = ca.issued();
+    let (mut sensor_swaps, mut sensor_drops) = (0, 0);
+    for d in &outcome.devices {
+        assert!(d.failure.is_none(), "{}: {:?}", d.id, d.failure);
+        assert!(d.renewals >= 2, "{} renewed {} times", d.id, d.renewals);
+        let keys: std::collections::HashSet<Vec<u8>> = issued
+            .iter()
+            .filter(|r| r.subject_cn == d.id)
+            .map(|r| {
+                let (_, cert) = x509_parser::parse_x509_certificate(&r.der).unwrap();
+                cert.public_key().raw.to_vec()
+            })
+            .collect();
+        let drops = hub.device_stats(&d.id).drops;
+        if d.id.starts_with("gw-") {
+            // rekey: false keeps one RSA key; make-before-break lets the hub take sessions over.
+            assert_eq!(keys.len(), 1, "{}", d.id);
+            assert_eq!(key_of(&d.chain[0]), ("rsa", 2048), "{}", d.id);
+            assert!(drops >= d.swaps && d.swaps >= 2, "{}: {drops} drops", d.id);
+        } else {
+            // A new P-256 key per certificate.
+            assert_eq!(keys.len() as u64, d.certificates_issued, "{}", d.id);
+            assert_eq!(key_of(&d.chain[0]), ("ec", 256), "{}", d.id);
+            sensor_swaps += d.swaps;
+            sensor_drops += drops;
+        }
+    }
+    // Break-before-make closes the old session itself: the hub rarely has one to take over
+    // (only when the close reaches it after the new CONNECT).
+    assert!(
+        sensor_swaps >= 6 && sensor_drops * 2 <= sensor_swaps,
+        "sensors: {sensor_drops} takeovers in {sensor_swaps} swaps"
+    );
+    let swap = &outcome.report.certificates.as_ref().unwrap().swap;
+    assert_eq!(swap.mode, "break-before-make + make-before-break");
 }
 
 #[test]

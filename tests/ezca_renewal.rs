@@ -49,8 +49,7 @@ fn claims(aud: &str, nbf: u64, exp: u64) -> Claims {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewal_with_the_certificate_and_its_refusals() {
     let e = common::start_emulators(Clock::real()).await;
-    let mut ca = common::ezca(&e).await;
-    ca.renewal = Renewal::Certificate;
+    let ca = common::ezca(&e).await;
     let (key, current) = rsa_device(&ca, "rsa-1").await;
     let (other_key, other) = rsa_device(&ca, "rsa-2").await;
     let leaf = current.chain[0].to_vec();
@@ -61,7 +60,14 @@ async fn renewal_with_the_certificate_and_its_refusals() {
         .csr_pem_with_sans("rsa-1", &current.info.dns_sans)
         .unwrap();
     let renewed = ca
-        .renew("rsa-1", &current, &key, csr.clone(), 10)
+        .renew(
+            "rsa-1",
+            &current,
+            &key,
+            csr.clone(),
+            10,
+            Renewal::Certificate,
+        )
         .await
         .expect("renewed");
     assert_eq!(renewed.info.subject_cn.as_deref(), Some("rsa-1"));

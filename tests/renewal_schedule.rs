@@ -88,6 +88,7 @@ impl CertificateAuthority for FailingRenewals {
         key: &DeviceKey,
         csr: String,
         days: u32,
+        path: fleetsim::scenario::Renewal,
     ) -> Result<Issued, ServiceError> {
         let tries = {
             let mut t = self.tries.lock().unwrap();
@@ -103,7 +104,7 @@ impl CertificateAuthority for FailingRenewals {
                 retry_after: None,
             });
         }
-        self.ca.renew(id, current, key, csr, days).await
+        self.ca.renew(id, current, key, csr, days, path).await
     }
 }
 

@@ -65,8 +65,6 @@ pub struct EzcaCa {
     pub client: EzcaClient,
     pub ca: AvailableCa,
     pub owner: AadObject,
-    /// How certificates are renewed.
-    pub renewal: Renewal,
 }
 
 impl EzcaCa {
@@ -95,12 +93,7 @@ impl EzcaCa {
                 }
             },
         };
-        Ok(Self {
-            client,
-            ca,
-            owner,
-            renewal: Renewal::default(),
-        })
+        Ok(Self { client, ca, owner })
     }
 }
 
@@ -124,8 +117,9 @@ impl CertificateAuthority for EzcaCa {
         current_key: &DeviceKey,
         csr_pem: String,
         validity_days: u32,
+        path: Renewal,
     ) -> Result<Issued, ServiceError> {
-        match self.renewal {
+        match path {
             // As the enrollment agent (Azure AD): request again for the registered domain.
             Renewal::EnrollmentAgent => self.issue(device_id, csr_pem, validity_days).await,
             // As the device (certificate-JWT signed with the current key): RenewCertificateV2.

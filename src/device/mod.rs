@@ -88,7 +88,8 @@ pub trait CertificateAuthority: Send + Sync + 'static {
         csr_pem: String,
         validity_days: u32,
     ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
-    /// Renews `current` (whose key is `current_key`) with a CSR for a new key.
+    /// Renews `current` (whose key is `current_key`) with a CSR for a new key, by `path` (the
+    /// device's cohort chooses it; CAs with one way of renewing ignore it).
     fn renew(
         &self,
         device_id: &str,
@@ -96,6 +97,7 @@ pub trait CertificateAuthority: Send + Sync + 'static {
         current_key: &DeviceKey,
         csr_pem: String,
         validity_days: u32,
+        path: crate::scenario::Renewal,
     ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
     /// Revokes `current` (whose key is `current_key`): by the device itself or by an administrator.
     /// CAs without revocation refuse.

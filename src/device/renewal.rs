@@ -23,7 +23,7 @@ use super::{
 };
 use crate::crypto::DeviceKey;
 use crate::metrics::{DeviceState, Outcome, Phase};
-use crate::scenario::Swap;
+use crate::scenario::{Renewal, Swap};
 
 /// How long make-before-break waits, once the new session is up, for the hub to drop the old.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
@@ -31,6 +31,8 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 /// How a device renews, resolved from the scenario's `certificate`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RenewalPolicy {
+    /// Which EZCA call renews: as the enrollment agent, or as the device (certificate-JWT).
+    pub path: Renewal,
     /// Share of the lifetime the renewal point may move either way (0.05 for ±5%).
     pub jitter: f64,
     /// Share of the lifetime after which failed renewals are no longer retried.
@@ -43,6 +45,7 @@ pub struct RenewalPolicy {
 impl Default for RenewalPolicy {
     fn default() -> Self {
         Self {
+            path: Renewal::EnrollmentAgent,
             jitter: 0.0,
             deadline: 0.95,
             rekey: true,
@@ -143,7 +146,7 @@ where
         let ca = &self.services.ca;
         let result = tokio::select! {
             _ = self.stop.cancelled() => return Err(Stop::Stopped),
-            r = ca.renew(&self.spec.id, current, key, csr, self.spec.validity_days) => r,
+            r = ca.renew(&self.spec.id, current, key, csr, self.spec.validity_days, self.spec.renewal.path) => r,
         };
         let end = Instant::now();
         let outcome = result

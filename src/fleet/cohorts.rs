@@ -89,30 +89,25 @@ pub fn plan(scenario: &Scenario) -> FleetPlan {
 
 /// A device of `cohort` (or of the scenario's top level), without index, id and seed.
 fn template(scenario: &Scenario, cohort: Option<&crate::scenario::Cohort>) -> DeviceSpec {
-    let c = &scenario.certificate;
+    let c = match cohort {
+        Some(co) => scenario.certificate.for_cohort(&co.certificate),
+        None => scenario.certificate.clone(),
+    };
     let t = &scenario.telemetry;
-    let cc = cohort.map(|co| &co.certificate);
     let ct = cohort.map(|co| &co.telemetry);
     let qos = ct.and_then(|own| own.qos).unwrap_or(t.qos);
     DeviceSpec {
         index: 0,
         id: String::new(),
-        key_kind: cc.and_then(|own| own.key).unwrap_or(c.key),
-        validity_days: cc
-            .and_then(|own| own.validity_days)
-            .unwrap_or(c.validity_days)
-            .get(),
-        renew_fraction: cc
-            .and_then(|own| own.renew_at)
-            .unwrap_or(c.renew_at)
-            .fraction(),
+        key_kind: c.key,
+        validity_days: c.validity_days.get(),
+        renew_fraction: c.renew_at.fraction(),
         telemetry_interval: ct.and_then(|own| own.interval).unwrap_or(t.interval).0,
         at_least_once: qos == Qos::AtLeastOnce,
         register: scenario.fleet.registration == Registration::PerDevice,
         seed: 0,
-        // Jitter, deadline, rekey and swap are fleet-wide (cohorts choose key, validity and
-        // renew_at).
         renewal: crate::device::RenewalPolicy {
+            path: c.renewal.value,
             jitter: c.renew_jitter.map_or(0.0, |j| j.fraction()),
             deadline: c.renew_deadline.fraction(),
             rekey: c.rekey,

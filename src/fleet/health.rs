@@ -19,8 +19,15 @@ pub fn certificate_report(
     hub: Option<&HubEmulator>,
     health: crate::metrics::certs::CertSnapshot,
 ) -> CertificateReport {
+    // Cohorts may swap differently: the report names every mode used.
+    let mut modes: Vec<&str> = Vec::new();
+    for c in scenario.certificate_policies() {
+        if !modes.contains(&c.swap.name()) {
+            modes.push(c.swap.name());
+        }
+    }
     let mut swap = SwapReport {
-        mode: scenario.certificate.swap.name().into(),
+        mode: modes.join(" + "),
         swaps: devices.iter().map(|d| d.swaps).sum(),
         ..Default::default()
     };

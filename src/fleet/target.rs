@@ -151,8 +151,7 @@ async fn embedded(
         IssuingCaChoice::Rsa => IssuingKey::Rsa2048,
     };
     let ca_id = emulators.ca.ca_id(issuing);
-    let mut ca = EzcaCa::discover(client, ca_id.as_deref()).await?;
-    ca.renewal = scenario.certificate.renewal.value;
+    let ca = EzcaCa::discover(client, ca_id.as_deref()).await?;
     let registry = RegistryClient::new(
         &emulators.hub_registry_url,
         emulators.hub.connection_string(),
@@ -348,8 +347,7 @@ async fn remote(
     };
     let mut client = EzcaClient::new(&target.ezca.url, token_source, &ezca_roots, false)?;
     set_retry(&mut client, &target.ezca.client_retry, &recorder);
-    let mut ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
-    ca.renewal = scenario.certificate.renewal.value;
+    let ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
 
     // Registry credentials: an Azure AD token (with the host named in the scenario), or a
     // connection string, whose HostName is the hub's.

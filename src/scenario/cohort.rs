@@ -1,6 +1,6 @@
 //! `fleet.cohorts`: several device groups in one scenario, each with its own key kind,
-//! certificate lifetime, telemetry and arrival. What a cohort leaves out comes from the scenario's
-//! top-level `certificate` and `telemetry` (and the fleet's arrival). A scenario without cohorts is
+//! certificate lifetime and renewal, telemetry and arrival. What a cohort leaves out comes from
+//! the scenario's top-level `certificate` and `telemetry` (and the fleet's arrival). A scenario without cohorts is
 //! one implicit cohort, `default`, with all the devices.
 //!
 //! Sizes are either all `share` (percentages summing to 100%, of `fleet.devices`) or all
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::arrival::Arrival;
-use super::{IdPattern, Percent, Qos, Span};
+use super::{IdPattern, Percent, Qos, Renewal, Span, Swap};
 use crate::crypto::KeyKind;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -41,7 +41,8 @@ pub struct Cohort {
     pub arrival: Option<Spanned<Arrival>>,
 }
 
-/// The certificate settings a cohort may change (`renewal` is fleet-wide).
+/// The certificate settings a cohort may change: all of `certificate` but `key_source` (the pool
+/// is the run's). Each one left out is the top level's.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CohortCertificate {
@@ -51,6 +52,16 @@ pub struct CohortCertificate {
     pub validity_days: Option<NonZeroU32>,
     #[serde(default)]
     pub renew_at: Option<Percent>,
+    #[serde(default)]
+    pub renewal: Option<Spanned<Renewal>>,
+    #[serde(default)]
+    pub renew_jitter: Option<Percent>,
+    #[serde(default)]
+    pub renew_deadline: Option<Percent>,
+    #[serde(default)]
+    pub rekey: Option<bool>,
+    #[serde(default)]
+    pub swap: Option<Swap>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

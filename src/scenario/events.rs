@@ -62,15 +62,10 @@ impl Swap {
     }
 }
 
-/// Rules for events and renewal: each event's `at` falls inside the duration, self-revocation
-/// has an RSA key to sign with, and the jittered renewal point stays before the deadline.
+/// Rules for events: each event's `at` falls inside the duration, and self-revocation has an RSA
+/// key to sign with.
 pub(super) fn validate(s: &super::Scenario) -> Result<(), (serde_saphyr::Location, String)> {
-    use crate::crypto::KeyKind;
-    let c = &s.certificate;
-    let rsa = matches!(
-        c.key,
-        KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
-    );
+    let rsa = s.certificate_policies().iter().all(|c| c.signs_jwt());
     if let Some(e) = s
         .events
         .iter()
@@ -79,20 +74,7 @@ pub(super) fn validate(s: &super::Scenario) -> Result<(), (serde_saphyr::Locatio
     {
         return Err((
             e.referenced,
-            "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key must be rsa-2048, rsa-3072 or rsa-4096".into(),
-        ));
-    }
-    let renew_at = c.renew_at.fraction();
-    let jitter = c.renew_jitter.map_or(0.0, |j| j.fraction());
-    if renew_at + jitter >= c.renew_deadline.fraction() || renew_at - jitter <= 0.0 {
-        return Err((
-            c.renewal.referenced,
-            format!(
-                "certificate: renew_at {}% ± renew_jitter {}% must stay above 0% and below renew_deadline {}%",
-                c.renew_at.0,
-                jitter * 100.0,
-                c.renew_deadline.0
-            ),
+            "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key (of every cohort) must be rsa-2048, rsa-3072 or rsa-4096".into(),
         ));
     }
     for e in &s.events {

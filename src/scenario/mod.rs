@@ -6,6 +6,7 @@
 //! [`parse`], so the YAML crate (serde-saphyr) can be swapped without touching the rest.
 
 pub mod arrival;
+mod certificate;
 pub mod cohort;
 pub mod events;
 mod target;
@@ -19,13 +20,13 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 pub use arrival::{Arrival, Limits};
+pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
 pub use events::{Event, RevokeMethod, Swap};
 pub use target::*;
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
 
-use crate::crypto::KeyKind;
 pub use crate::emulator::hub::throttle::Sku;
 
 /// A scenario file, as written.
@@ -142,95 +143,6 @@ pub enum Registration {
     #[default]
     PerDevice,
     Bulk,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificatePolicy {
-    #[serde(default)]
-    pub key: KeyKind,
-    /// Requested validity (`ValidityInDays`).
-    #[serde(default = "default_validity_days")]
-    pub validity_days: NonZeroU32,
-    /// When to renew, as a share of the certificate's lifetime.
-    #[serde(default = "default_renew_at")]
-    pub renew_at: Percent,
-    /// How to renew: `enrollment-agent` requests again with the Azure AD identity (any key kind);
-    /// `certificate` authenticates with the current certificate (RSA keys, certificate-JWT,
-    /// RenewCertificateV2), as EZCA's renewal client does on a device.
-    #[serde(default = "default_renewal")]
-    pub renewal: Spanned<Renewal>,
-    /// Spreads renewal points: each certificate renews at `renew_at` ± up to this share of its
-    /// lifetime, drawn per certificate (none when absent).
-    #[serde(default)]
-    pub renew_jitter: Option<Percent>,
-    /// Share of the lifetime after which a device stops retrying a failed renewal (it then runs on
-    /// until the certificate expires, and counts as expired before renewal).
-    #[serde(default = "default_renew_deadline")]
-    pub renew_deadline: Percent,
-    /// A new key for every renewal (true) or the same key re-certified (false).
-    #[serde(default = "default_rekey")]
-    pub rekey: bool,
-    /// How the renewed certificate's connection replaces the old one.
-    #[serde(default)]
-    pub swap: Swap,
-    /// `fresh`: each device generates its key when it needs it (timed as `keygen`); `pool`: keys
-    /// come from the on-disk pool `fleetsim keys generate` fills (see `crypto::pool`).
-    #[serde(default)]
-    pub key_source: KeySourceKind,
-}
-
-fn default_renew_deadline() -> Percent {
-    Percent(95.0)
-}
-fn default_rekey() -> bool {
-    true
-}
-
-/// Fresh is the default: for the ECDSA kinds generation costs ~0.05 ms and is part of what a
-/// device does; for RSA, choose `pool` so the simulator's CPU is not what is measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeySourceKind {
-    #[default]
-    Fresh,
-    Pool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Renewal {
-    #[default]
-    EnrollmentAgent,
-    Certificate,
-}
-
-fn default_renewal() -> Spanned<Renewal> {
-    let unknown = serde_saphyr::Location::UNKNOWN;
-    Spanned::new(Renewal::default(), unknown, unknown)
-}
-
-impl Default for CertificatePolicy {
-    fn default() -> Self {
-        Self {
-            key: KeyKind::default(),
-            validity_days: default_validity_days(),
-            renew_at: default_renew_at(),
-            renewal: default_renewal(),
-            renew_jitter: None,
-            renew_deadline: default_renew_deadline(),
-            rekey: default_rekey(),
-            swap: Swap::default(),
-            key_source: KeySourceKind::default(),
-        }
-    }
-}
-
-fn default_validity_days() -> NonZeroU32 {
-    NonZeroU32::new(10).expect("10 is not zero")
-}
-fn default_renew_at() -> Percent {
-    Percent(80.0)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -456,17 +368,7 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
         ));
     }
     let c = &s.certificate;
-    if c.renewal.value == Renewal::Certificate
-        && !matches!(
-            c.key,
-            KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
-        )
-    {
-        return Err((
-            c.renewal.referenced,
-            "renewal: certificate signs an RS256 token with the device key, so certificate.key must be rsa-2048, rsa-3072 or rsa-4096".into(),
-        ));
-    }
+    certificate::validate(c, "", c.renewal.referenced)?;
     events::validate(s)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
@@ -527,22 +429,13 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
         }
     }
     cohort::validate(f.devices.get(), &f.cohorts)?;
-    let key = |c: &Cohort| c.certificate.key.unwrap_or(s.certificate.key);
-    if s.certificate.renewal.value == Renewal::Certificate
-        && let Some(c) = f.cohorts.iter().find(|c| {
-            !matches!(
-                key(&c.value),
-                KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096
-            )
-        })
-    {
-        return Err((
+    for c in &f.cohorts {
+        let policy = s.certificate.for_cohort(&c.value.certificate);
+        certificate::validate(
+            &policy,
+            &format!("cohort {:?}: ", c.value.name),
             c.referenced,
-            format!(
-                "cohort {:?}: renewal: certificate signs an RS256 token with the device key, so its key must be rsa-2048, rsa-3072 or rsa-4096",
-                c.value.name
-            ),
-        ));
+        )?;
     }
     if let Target::Embedded(e) = &s.target.value
         && let Some(c) = f.cohorts.iter().find(|c| {
@@ -564,6 +457,18 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
 }
 
 impl Scenario {
+    /// The certificate policy of each cohort, in order (one, the top level's, without cohorts).
+    pub fn certificate_policies(&self) -> Vec<CertificatePolicy> {
+        if self.fleet.cohorts.is_empty() {
+            return vec![self.certificate.clone()];
+        }
+        self.fleet
+            .cohorts
+            .iter()
+            .map(|c| self.certificate.for_cohort(&c.value.certificate))
+            .collect()
+    }
+
     /// Real time per scenario day (one real day when not compressed).
     pub fn day(&self) -> std::time::Duration {
         self.time_scale
