@@ -21,6 +21,8 @@ certificate:
   renew_at: 50%
 telemetry:
   interval: 500ms
+report:
+  interval: 1s
 ";
 
 fn start(scenario: &Path, state: &Path, report: &Path) -> Child {
@@ -134,5 +136,19 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
             .sum::<u64>()
     };
     assert!(issue_count(&json) >= issue_count(&at_kill));
+
+    // The timeline covers both parts too: it starts in the first and its intervals add up to
+    // the whole soak's counts.
+    let points = json["timeline"]["points"].as_array().expect("timeline");
+    let t: Vec<f64> = points.iter().map(|p| p["t"].as_f64().unwrap()).collect();
+    assert!(t[0] <= 1.5, "first point at {} s", t[0]);
+    assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
+    assert!(*t.last().unwrap() >= 23.0, "{t:?}");
+    let timeline_issues: u64 = points
+        .iter()
+        .filter_map(|p| p["phases"]["ca.issue"]["ok"].as_u64())
+        .sum();
+    assert_eq!(timeline_issues, issue_count(&json));
+    assert_eq!(points.last().unwrap()["messages_sent"].as_u64(), Some(sent));
     std::fs::remove_dir_all(&dir).ok();
 }

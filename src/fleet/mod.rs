@@ -116,7 +116,7 @@ pub async fn run(
         )));
     }
     let recorder = Arc::new(Recorder::new());
-    let opened = match &options.state {
+    let mut opened = match &options.state {
         Some(file) => Some(resume::open(file)?),
         None => None,
     };
@@ -241,8 +241,17 @@ pub async fn run(
         None => None,
     };
     let every = scenario.report.interval.0;
-    let mut interval_tick = tokio::time::interval_at(start + every, every);
-    let mut timeline = crate::report::timeline::Sampler::new(start.into_std(), every);
+    // A resumed run's start lies in the past: its first tick is the next one on the run's grid
+    // (not a burst of the ticks it was down for).
+    let done_intervals = (elapsed_before.as_secs_f64() / every.as_secs_f64()).floor() as u32;
+    let mut interval_tick = tokio::time::interval_at(start + every * (done_intervals + 1), every);
+    interval_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut timeline = match opened.as_mut().and_then(|o| o.timeline.take()) {
+        Some((previous, boundary)) => {
+            crate::report::timeline::Sampler::resume(start.into_std(), every, previous, boundary)
+        }
+        None => crate::report::timeline::Sampler::new(start.into_std(), every),
+    };
     let mut devices = JoinSet::new();
     let mut reports = Vec::with_capacity(planned as usize);
     let mut report_cohorts: Vec<usize> = Vec::with_capacity(planned as usize);
@@ -288,6 +297,17 @@ pub async fn run(
                 let snapshot = recorder.snapshot();
                 timeline.sample(&snapshot, std::time::Instant::now());
                 write_interval(&mut interval_log, &snapshot);
+                if let Some(j) = &journal {
+                    resume::checkpoint_with_timeline(
+                        j,
+                        &scenario.name,
+                        snapshot,
+                        start.elapsed(),
+                        new_segment,
+                        timeline.timeline(),
+                    );
+                    new_segment = false;
+                }
             }
             Some(done) = devices.join_next(), if !devices.is_empty() => {
                 if let Ok((index, report)) = done {

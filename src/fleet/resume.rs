@@ -9,6 +9,8 @@ use crate::emulator::Emulators;
 use crate::emulator::ca::{Domain, IssuedRecord};
 use crate::emulator::persist::{CaIdentity, Journal, JournalEvent, Restore};
 use crate::metrics::Recorder;
+use crate::report::stats::HistogramMap;
+use crate::report::timeline::Timeline;
 use crate::state::{
     CaDomainRow, CaIdentityRow, Checkpoint, DeviceJournal, Op, ResolvedIntents, StateFile,
     StateWriter, Store, StoredDevice,
@@ -23,6 +25,8 @@ pub struct Opened {
     pub caller_oid: Option<String>,
     pub intents: ResolvedIntents,
     pub resumed: bool,
+    /// The timeline of the runs before, and the recorder's histograms at its last point.
+    pub timeline: Option<(Timeline, HistogramMap)>,
 }
 
 fn err(e: crate::state::StateError) -> FleetError {
@@ -36,6 +40,10 @@ pub fn open(file: &StateFile) -> Result<Opened, FleetError> {
     let checkpoint = store.checkpoint().map_err(err)?;
     let rows = store.emulator_rows().map_err(err)?;
     let resumed = store.resumed;
+    let timeline = match store.timeline().map_err(err)? {
+        Some((timeline, base)) => Some(stored_timeline(&timeline, &base)?),
+        None => None,
+    };
     let caller_oid = rows.ca.as_ref().map(|c| c.caller_oid.clone());
     let restore = Restore {
         ca: rows.ca.map(|c| CaIdentity {
@@ -87,7 +95,16 @@ pub fn open(file: &StateFile) -> Result<Opened, FleetError> {
         caller_oid,
         intents,
         resumed,
+        timeline,
     })
+}
+
+fn stored_timeline(timeline: &str, base: &str) -> Result<(Timeline, HistogramMap), FleetError> {
+    let bad = |e: String| FleetError::Setup(format!("state timeline: {e}"));
+    let timeline: Timeline = serde_json::from_str(timeline).map_err(|e| bad(e.to_string()))?;
+    let base: crate::report::Report = serde_json::from_str(base).map_err(|e| bad(e.to_string()))?;
+    let (latency, _) = base.histograms().map_err(|e| bad(e.to_string()))?;
+    Ok((timeline, latency))
 }
 
 impl Opened {
@@ -150,6 +167,41 @@ pub fn checkpoint(
     new_segment: bool,
 ) {
     let snapshot = recorder.snapshot();
+    write_checkpoint(journal, scenario, snapshot, elapsed, new_segment, None);
+}
+
+/// Writes a checkpoint of `snapshot`, the one `timeline`'s last point was just sampled from,
+/// together with the timeline (queued, not awaited): a resumed run continues the timeline
+/// exactly from that point.
+pub fn checkpoint_with_timeline(
+    journal: &DeviceJournal,
+    scenario: &str,
+    snapshot: crate::metrics::Snapshot,
+    elapsed: std::time::Duration,
+    new_segment: bool,
+    timeline: &Timeline,
+) {
+    match serde_json::to_string(timeline) {
+        Ok(json) => write_checkpoint(
+            journal,
+            scenario,
+            snapshot,
+            elapsed,
+            new_segment,
+            Some(json),
+        ),
+        Err(e) => tracing::warn!(error = %e, "state timeline skipped"),
+    }
+}
+
+fn write_checkpoint(
+    journal: &DeviceJournal,
+    scenario: &str,
+    snapshot: crate::metrics::Snapshot,
+    elapsed: std::time::Duration,
+    new_segment: bool,
+    timeline_json: Option<String>,
+) {
     let failed = snapshot.messages_failed;
     match crate::report::Report::new(scenario, "checkpoint", String::new(), 0.0, snapshot) {
         Ok(mut report) => {
@@ -159,6 +211,7 @@ pub fn checkpoint(
                     elapsed_ms: elapsed.as_millis() as u64,
                     report_json: json,
                     new_segment,
+                    timeline_json,
                 });
             }
         }

@@ -179,6 +179,34 @@ impl Sampler {
         }
     }
 
+    /// Continues `previous` (a resumed run's timeline), whose last point ended when the
+    /// recorder held `boundary`: the first new point covers everything since then.
+    pub fn resume(
+        run_start: Instant,
+        interval: Duration,
+        previous: Timeline,
+        boundary: HistogramMap,
+    ) -> Self {
+        let base = interval.as_secs_f64();
+        // Coarsened timelines hold 2^k samples per point.
+        let mut per_point = 1;
+        while base > 0.0 && (per_point as f64) * base < previous.interval_seconds - 1e-9 {
+            per_point *= 2;
+        }
+        Self {
+            run_start,
+            timeline: previous,
+            boundary,
+            per_point,
+            open: 0,
+        }
+    }
+
+    /// The timeline so far.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
     /// Records the interval ending `now`: a new point, or (once the timeline has been coarsened)
     /// the growing last point, which always covers everything since the last complete point.
     /// Never fails the run: a histogram that cannot be subtracted or encoded (counts only grow,

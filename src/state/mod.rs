@@ -9,7 +9,9 @@
 //!   enrolled; every certificate it was ever issued (`certificates`);
 //! - per device at most one *issuing intent*: the key and CSR of a request about to go to the CA;
 //! - the run's checkpoint: elapsed run time and the recorder's counters and HDR histograms (a
-//!   report JSON, histograms base64-encoded as in `report`), written every second;
+//!   report JSON, histograms base64-encoded as in `report`), written every second, and at each
+//!   timeline point together with the report's timeline so far (`timeline`: the checkpoint of
+//!   that moment is the timeline's base, so a resumed run's first interval is exact);
 //! - for the embedded target, the emulators' durable state: the CA's identity (root and issuing
 //!   certificates, the issuing key, CA and template ids), every certificate it issued, its
 //!   registered domains and revocations, and the hub's registry. A restarted emulator is seeded
@@ -241,6 +243,18 @@ impl Store {
                         report_json: r.get(1)?,
                     })
                 },
+            )
+            .optional()?)
+    }
+
+    /// The stored timeline and the report JSON of the recorder at its last point, if any.
+    pub fn timeline(&self) -> Result<Option<(String, String)>, StateError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT timeline_json, base_json FROM timeline WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
     }

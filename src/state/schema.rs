@@ -76,6 +76,11 @@ CREATE TABLE ca_domains (
     owners TEXT NOT NULL,
     requesters TEXT NOT NULL
 );
+CREATE TABLE timeline (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    timeline_json TEXT NOT NULL,
+    base_json TEXT NOT NULL
+);
 CREATE TABLE hub_devices (
     id TEXT PRIMARY KEY,
     json TEXT NOT NULL,
@@ -101,6 +106,11 @@ pub fn migrate(conn: &Connection) -> Result<(), StateError> {
                 expected: VERSION,
             });
         }
+        // Added to version 1 later; a file from before simply has no timeline yet.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS timeline (id INTEGER PRIMARY KEY CHECK (id = 1), \
+             timeline_json TEXT NOT NULL, base_json TEXT NOT NULL);",
+        )?;
         return Ok(());
     }
     conn.execute_batch(&format!(

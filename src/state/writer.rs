@@ -72,6 +72,10 @@ pub enum Op {
         elapsed_ms: u64,
         report_json: String,
         new_segment: bool,
+        /// The report's timeline, when this checkpoint was taken from the snapshot of its last
+        /// point: saved in the same transaction, with `report_json` as its base, so a resumed
+        /// run's recorder never holds less than the timeline already counted.
+        timeline_json: Option<String>,
     },
     /// Nothing: acknowledged once everything queued before it is committed.
     Flush,
@@ -363,6 +367,7 @@ fn apply(tx: &Transaction, op: &Op) -> Result<(), StateError> {
             elapsed_ms,
             report_json,
             new_segment,
+            timeline_json,
         } => {
             tx.execute(
                 "INSERT INTO checkpoint (id, elapsed_ms, report_json, segments, written_at) \
@@ -376,6 +381,14 @@ fn apply(tx: &Transaction, op: &Op) -> Result<(), StateError> {
                     i64::from(*new_segment)
                 ],
             )?;
+            if let Some(timeline) = timeline_json {
+                tx.execute(
+                    "INSERT INTO timeline (id, timeline_json, base_json) VALUES (1, ?1, ?2) \
+                     ON CONFLICT(id) DO UPDATE SET timeline_json = excluded.timeline_json, \
+                     base_json = excluded.base_json",
+                    params![timeline, report_json],
+                )?;
+            }
         }
         Op::Flush => {}
     }
