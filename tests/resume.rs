@@ -152,3 +152,82 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
     assert_eq!(points.last().unwrap()["messages_sent"].as_u64(), Some(sent));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A soak resumed after its certificates expired (it was down longer than their lifetime): each
+/// device counts as expired before renewal, gets a new certificate for its registered domain
+/// before connecting (no second enrolment), and the soak carries on with no device failed.
+#[test]
+fn a_soak_resumed_after_its_certificates_expired_reissues_them() {
+    let dir = std::env::temp_dir().join(format!("fleetsim-expired-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("soak.yaml");
+    // A 1-day certificate lives 4 s; every device enrols within the first second.
+    std::fs::write(
+        &scenario,
+        "name: expired-soak
+duration: 14s
+time_scale: 4s
+target:
+  embedded: {}
+fleet:
+  devices: 4
+  arrival_rate: 8/s
+certificate:
+  validity_days: 1
+  renew_at: 80%
+telemetry:
+  interval: 500ms
+",
+    )
+    .unwrap();
+    let state = dir.join("soak.db");
+    let report = dir.join("report.json");
+
+    let mut child = start(&scenario, &state, &report);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(state.exists()
+        && query(&state, "SELECT count(*) FROM devices WHERE enrolled = 1") == 4
+        && query(&state, "SELECT count(*) FROM checkpoint") == 1)
+    {
+        assert!(Instant::now() < deadline, "devices did not enrol");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Down for longer than a certificate lives.
+    std::thread::sleep(Duration::from_secs(5));
+
+    let output = start(&scenario, &state, &report)
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "resume failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report written")).unwrap();
+    assert_eq!(json["devices"]["failed"], 0, "{json}");
+    assert_eq!(json["devices"]["connected"], 4, "{json}");
+    assert_eq!(
+        json["certificates"]["health"]["expired_before_renewal"], 4,
+        "{}",
+        json["certificates"]
+    );
+    // Re-issued, not enrolled again; the CA's journal and the state agree.
+    let twice = query(
+        &state,
+        "SELECT count(*) FROM (SELECT device_id FROM certificates WHERE kind = 'issue' \
+         GROUP BY device_id HAVING count(*) > 1)",
+    );
+    assert_eq!(twice, 0);
+    let ca_vs_state = query(
+        &state,
+        "SELECT count(*) FROM devices d WHERE (SELECT count(*) FROM ca_issued c WHERE \
+         c.subject_cn = d.id) != 1 + d.renewals",
+    );
+    assert_eq!(ca_vs_state, 0, "CA issuances per device != 1 + renewals");
+    assert!(query(&state, "SELECT min(renewals) FROM devices") >= 1);
+    std::fs::remove_dir_all(&dir).ok();
+}

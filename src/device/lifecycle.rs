@@ -191,6 +191,7 @@ where
 
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
         let (key, issued) = match super::resume::stored::<Stop>(self.spec, &mut self.report)? {
+            Some((_, issued)) if super::resume::expired(&issued) => self.reissue_expired().await?,
             Some(stored) => stored,
             None => self.enrol().await?,
         };
@@ -366,6 +367,25 @@ where
 
     /// A fresh key and a first certificate for it.
     async fn enrol(&mut self) -> Result<(DeviceKey, Issued), Stop> {
+        self.request_certificate(false).await
+    }
+
+    /// A resumed soak's device whose stored certificate expired while the soak was down: it
+    /// counts as expired before renewal (it was), and, as a real device's enrollment agent
+    /// would, gets a new key and certificate for its registered domain before it connects; the
+    /// state and the report count that as a renewal.
+    async fn reissue_expired(&mut self) -> Result<(DeviceKey, Issued), Stop> {
+        tracing::info!(device = %self.spec.id, "stored certificate expired while the soak was down; requesting a new one");
+        self.report.expired_before_renewal = true;
+        self.services.recorder.certs().expired_before_renewal();
+        let obtained = self.request_certificate(true).await?;
+        self.report.renewals += 1;
+        Ok(obtained)
+    }
+
+    /// A key and a certificate from the CA: a first enrolment registers the device's domain
+    /// first; a re-issue (`again`) uses the domain it has.
+    async fn request_certificate(&mut self, again: bool) -> Result<(DeviceKey, Issued), Stop> {
         let recorder = self.services.recorder.clone();
         let kind = self.spec.key_kind;
         // One key per certificate: the first enrolment is generation 0, each renewal the next.
@@ -390,19 +410,21 @@ where
         // leaves an intent a resumed run can match to what the CA issued.
         if let Some(state) = &self.services.state {
             state
-                .intent(id, self.spec.index, false, &key, &csr)
+                .intent(id, self.spec.index, again, &key, &csr)
                 .await
                 .map_err(|e| local_failure(Phase::CaIssue, "state", e.to_string()))?;
         }
-        self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
-            .await?;
+        if !again {
+            self.attempt(Phase::CaRegisterDomain, || ca.register_domain(id))
+                .await?;
+        }
         let issued = self
             .attempt(Phase::CaIssue, || ca.issue(id, csr.clone(), validity))
             .await?;
         // Committed before the device uses it (or a resumed run would not know it).
         if let Some(state) = &self.services.state {
             state
-                .certificate(id, false, &key, &issued.chain, &issued.info)
+                .certificate(id, again, &key, &issued.chain, &issued.info)
                 .await
                 .map_err(|e| local_failure(Phase::CaIssue, "state", e.to_string()))?;
         }

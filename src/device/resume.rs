@@ -6,6 +6,11 @@ use super::lifecycle::{DeviceReport, DeviceSpec};
 use crate::crypto::{CertInfo, DeviceKey};
 use crate::metrics::Phase;
 
+/// Whether `issued` is past its notAfter now.
+pub(super) fn expired(issued: &Issued) -> bool {
+    issued.info.not_after <= time::OffsetDateTime::now_utc()
+}
+
 /// The stored key and certificate of `spec`, if the state holds them; `Err` stops the device
 /// (a stored key that cannot be read is not silently replaced by a second enrolment).
 pub(super) fn stored<E: From<(Phase, String)>>(
