@@ -109,8 +109,13 @@ pub struct EmulateArgs {
     /// Throttle the hub like this tier (F1, S1, S2, S3).
     #[arg(long)]
     pub sku: Option<String>,
+    /// Hub units of the --sku tier.
     #[arg(long, default_value_t = 1)]
     pub units: u32,
+    /// EZCA's "disable device on revoke": a revoked certificate's device is disabled in the hub,
+    /// which drops it and refuses its reconnects (off: it stays connected, as IoT Hub alone does).
+    #[arg(long)]
+    pub disable_device_on_revoke: bool,
 }
 
 pub async fn main(cli: Cli) -> ExitCode {
@@ -376,6 +381,7 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         max_cert_life_days: args.max_cert_life_days,
         capacity: Default::default(),
         allowed_domains: Vec::new(),
+        disable_devices_on_revoke: args.disable_device_on_revoke,
     };
     let hub = HubConfig {
         host_name: args.hub_host.clone(),

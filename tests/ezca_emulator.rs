@@ -111,6 +111,7 @@ async fn domain_restrictions_limit_what_can_be_registered() {
         max_cert_life_days: 30,
         capacity: Default::default(),
         allowed_domains: vec!["devices.contoso.com".into()],
+        disable_devices_on_revoke: false,
     };
     let e = Emulators::start([127, 0, 0, 1].into(), &ca_config, &HubConfig::default())
         .await

@@ -121,6 +121,9 @@ impl Emulators {
         let hub_emulator = HubEmulator::new(hub)?;
         hub_emulator.restore_devices(&restore.hub_devices);
         hub_emulator.trust_ca(ca_emulator.root_der());
+        if ca.disable_devices_on_revoke {
+            ca_emulator.disable_devices_on_revoke(hub_emulator.clone());
+        }
 
         let mqtt_listener = bind(addrs.hub_mqtt).await?;
         let registry_listener = bind(addrs.hub_registry).await?;

@@ -48,6 +48,7 @@ pub fn certificate_report(
                 Target::Embedded(e) => e.ca.disable_device_on_revoke,
                 Target::Remote(_) => false,
             },
+            remote: matches!(scenario.target.value, Target::Remote(_)),
             ..Default::default()
         };
         for rev in devices

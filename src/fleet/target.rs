@@ -85,6 +85,7 @@ async fn embedded(
         max_cert_life_days: target.ca.max_cert_life_days,
         capacity: capacity_of(&target.ca),
         allowed_domains: target.ca.allowed_domains.clone(),
+        disable_devices_on_revoke: target.ca.disable_device_on_revoke,
     };
     let hub = &target.hub;
     let limits = match hub.sku {
@@ -127,11 +128,6 @@ async fn embedded(
     };
     for ca in extra_cas.into_iter().flatten() {
         emulators.hub.trust_ca(ca);
-    }
-    if target.ca.disable_device_on_revoke {
-        emulators
-            .ca
-            .disable_devices_on_revoke(emulators.hub.clone());
     }
     let roots = [emulators.tls_root.clone()];
 

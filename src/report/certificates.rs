@@ -43,6 +43,10 @@ pub struct SwapReport {
 pub struct RevocationSummary {
     /// The embedded CA disabled revoked devices in the hub (EZCA's "disable device on revoke").
     pub disable_device_on_revoke: bool,
+    /// Against a remote CA and hub, whose settings the run cannot see: the counts below are what
+    /// the devices observed.
+    #[serde(default)]
+    pub remote: bool,
     pub requested: u64,
     pub revoked: u64,
     pub by_self: u64,
@@ -125,10 +129,10 @@ impl CertificateReport {
             let _ = writeln!(
                 s,
                 "revocation ({}): {} requested, {} revoked ({} self, {} admin), {} failed; {} cut off, {} reconnects refused, {} still online (see revoke.cutoff above)",
-                if r.disable_device_on_revoke {
-                    "disable device on revoke"
-                } else {
-                    "hub not told"
+                match (r.remote, r.disable_device_on_revoke) {
+                    (true, _) => "remote CA and hub, as the devices saw it",
+                    (false, true) => "disable device on revoke",
+                    (false, false) => "hub not told",
                 },
                 r.requested,
                 r.revoked,
@@ -257,6 +261,7 @@ pub fn merge<'a>(
         if let Some(o) = &c.revocation {
             let r = m.revocation.get_or_insert_with(|| RevocationSummary {
                 disable_device_on_revoke: o.disable_device_on_revoke,
+                remote: o.remote,
                 ..Default::default()
             });
             r.requested += o.requested;

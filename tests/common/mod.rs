@@ -26,6 +26,7 @@ pub async fn start_emulators_with(clock: Clock, hub: HubConfig) -> Emulators {
         max_cert_life_days: 30,
         capacity: Default::default(),
         allowed_domains: Vec::new(),
+        disable_devices_on_revoke: false,
     };
     let hub = HubConfig {
         host_name: HUB_HOST.into(),

@@ -40,6 +40,9 @@ pub struct CaConfig {
     /// The CA's DomainRestrictions: names that may be registered (a name or any name under it);
     /// empty allows all.
     pub allowed_domains: Vec<String>,
+    /// EZCA's "disable device on revoke" (one-click trust with IoT Hub): revoking a certificate
+    /// disables its device in the hub, which drops it and refuses it from then on.
+    pub disable_devices_on_revoke: bool,
 }
 
 /// A domain registered with `RegisterNewDomain`.
