@@ -8,11 +8,16 @@ use crate::metrics::{DeviceState, Snapshot};
 /// How often a progress line is printed.
 pub const EVERY: Duration = Duration::from_secs(5);
 
-/// One progress line: elapsed time, devices per state, messages, errors.
+/// One progress line: elapsed time, devices per state (revoked ones only once there are some),
+/// messages, errors.
 pub fn progress_line(snapshot: &Snapshot, elapsed: Duration, planned: u64) -> String {
     let state = |st: DeviceState| snapshot.devices.get(st.name()).copied().unwrap_or(0);
+    let revoked = match state(DeviceState::Revoked) {
+        0 => String::new(),
+        n => format!(", {n} revoked"),
+    };
     format!(
-        "[{:>6.1}s] devices {}/{} started: {} enrolling, {} connecting, {} online, {} renewing, {} backoff, {} failed | msgs {} sent {} acked | errors {}",
+        "[{:>6.1}s] devices {}/{} started: {} enrolling, {} connecting, {} online, {} renewing, {} backoff, {} failed{} | msgs {} sent {} acked | errors {}",
         elapsed.as_secs_f64(),
         snapshot.devices.values().sum::<i64>(),
         planned,
@@ -22,6 +27,7 @@ pub fn progress_line(snapshot: &Snapshot, elapsed: Duration, planned: u64) -> St
         state(DeviceState::Renewing),
         state(DeviceState::Backoff),
         state(DeviceState::Failed),
+        revoked,
         snapshot.messages_sent,
         snapshot.messages_acked,
         snapshot.total_errors(),
@@ -49,6 +55,12 @@ mod tests {
         assert_eq!(
             line,
             "[  12.3s] devices 3/10 started: 1 enrolling, 0 connecting, 1 online, 0 renewing, 0 backoff, 0 failed | msgs 2 sent 1 acked | errors 1"
+        );
+        recorder.transition(Some(DeviceState::Online), DeviceState::Revoked);
+        let line = progress_line(&recorder.snapshot(), Duration::from_secs(13), 10);
+        assert!(
+            line.contains(", 0 online, 0 renewing, 0 backoff, 0 failed, 1 revoked | msgs"),
+            "{line}"
         );
     }
 }
