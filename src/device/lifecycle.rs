@@ -70,6 +70,8 @@ pub const SERIALS_KEPT: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct DeviceReport {
     pub id: String,
+    /// Its telemetry is QoS 1 (so the hub's count must match what it sent).
+    pub at_least_once: bool,
     pub enrolled: bool,
     pub connected: bool,
     pub messages_sent: u64,
@@ -152,6 +154,7 @@ where
         state: DeviceState::Enrolling,
         report: DeviceReport {
             id: spec.id.clone(),
+            at_least_once: spec.at_least_once,
             ..Default::default()
         },
         revoked_at: None,

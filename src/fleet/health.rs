@@ -31,11 +31,13 @@ pub fn certificate_report(
         swaps: devices.iter().map(|d| d.swaps).sum(),
         ..Default::default()
     };
-    if let Some(hub) = hub
-        && scenario.telemetry.qos == crate::scenario::Qos::AtLeastOnce
-    {
-        // Revoked devices are cut off mid-stream on purpose; their losses are not the swap's.
-        for d in devices.iter().filter(|d| d.revocation.is_none()) {
+    if let Some(hub) = hub {
+        // QoS 1 devices only (cohorts may differ). Revoked devices are cut off mid-stream on
+        // purpose; their losses are not the swap's.
+        for d in devices
+            .iter()
+            .filter(|d| d.at_least_once && d.revocation.is_none())
+        {
             let received = hub.device_stats(&d.id).messages;
             swap.devices_compared += 1;
             swap.qos1_lost += d.messages_sent.saturating_sub(received);
