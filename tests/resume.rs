@@ -43,6 +43,23 @@ fn query(db: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
 }
 
+/// At most one first issuance per device in the state's history, and as many certificates in
+/// the CA's own journal as the state says the device was issued (one per issue or renewal).
+fn assert_enrolled_once(state: &Path) {
+    let twice = query(
+        state,
+        "SELECT count(*) FROM (SELECT device_id FROM certificates WHERE kind = 'issue' \
+         GROUP BY device_id HAVING count(*) > 1)",
+    );
+    assert_eq!(twice, 0, "devices enrolled twice");
+    let ca_vs_state = query(
+        state,
+        "SELECT count(*) FROM devices d WHERE (SELECT count(*) FROM ca_issued c WHERE \
+         c.subject_cn = d.id) != 1 + d.renewals AND d.enrolled = 1",
+    );
+    assert_eq!(ca_vs_state, 0, "CA issuances per device != 1 + renewals");
+}
+
 #[test]
 fn a_killed_soak_resumes_without_enrolling_twice() {
     let dir = std::env::temp_dir().join(format!("fleetsim-resume-{}", std::process::id()));
@@ -93,18 +110,7 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
 
     // No device was enrolled twice: one first issuance at most per device, by the state's
     // history and by the CA's own journal (one certificate per issue or renewal).
-    let twice = query(
-        &state,
-        "SELECT count(*) FROM (SELECT device_id FROM certificates WHERE kind = 'issue' \
-         GROUP BY device_id HAVING count(*) > 1)",
-    );
-    assert_eq!(twice, 0);
-    let ca_vs_state = query(
-        &state,
-        "SELECT count(*) FROM devices d WHERE (SELECT count(*) FROM ca_issued c WHERE \
-         c.subject_cn = d.id) != 1 + d.renewals AND d.enrolled = 1",
-    );
-    assert_eq!(ca_vs_state, 0, "CA issuances per device != 1 + renewals");
+    assert_enrolled_once(&state);
     // Every certificate the CA issued is known to the state.
     let unknown = query(
         &state,
@@ -216,18 +222,7 @@ telemetry:
         json["certificates"]
     );
     // Re-issued, not enrolled again; the CA's journal and the state agree.
-    let twice = query(
-        &state,
-        "SELECT count(*) FROM (SELECT device_id FROM certificates WHERE kind = 'issue' \
-         GROUP BY device_id HAVING count(*) > 1)",
-    );
-    assert_eq!(twice, 0);
-    let ca_vs_state = query(
-        &state,
-        "SELECT count(*) FROM devices d WHERE (SELECT count(*) FROM ca_issued c WHERE \
-         c.subject_cn = d.id) != 1 + d.renewals",
-    );
-    assert_eq!(ca_vs_state, 0, "CA issuances per device != 1 + renewals");
+    assert_enrolled_once(&state);
     assert!(query(&state, "SELECT min(renewals) FROM devices") >= 1);
     std::fs::remove_dir_all(&dir).ok();
 }
