@@ -123,7 +123,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Emulate(args) => match emulate(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", describe(&e));
                 ExitCode::FAILURE
             }
         },
@@ -131,14 +131,14 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Keys { command } => match keys::main(command) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", describe(&e));
                 ExitCode::FAILURE
             }
         },
         Command::Report { inputs, out } => match merge_reports(&inputs, out.as_deref()) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", describe(&e));
                 ExitCode::FAILURE
             }
         },
@@ -162,11 +162,28 @@ pub async fn main(cli: Cli) -> ExitCode {
         {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", describe(&e));
                 ExitCode::FAILURE
             }
         },
     }
+}
+
+/// An error and its causes on one line. Our errors already include their source's text in
+/// their own message (`EZCA: no usable CA: …`), so a cause whose text is already there is not
+/// repeated; context added with `anyhow` (whose message does not) still shows its cause.
+fn describe(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// Validates each file, printing `ok` or the error; fails if any file is invalid.
@@ -419,4 +436,22 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     crate::emulator::standalone::run(addrs, &ca, &hub, &args.dir, 30 * 86_400, ready, ctrl_c)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use anyhow::Context;
+
+    #[test]
+    fn errors_print_each_cause_once() {
+        let inner = crate::ezca::EzcaError::NoCa("2 SSL CAs are available".into());
+        let e: anyhow::Error = crate::fleet::FleetError::from(inner).into();
+        assert_eq!(describe(&e), "EZCA: no usable CA: 2 SSL CAs are available");
+        let e = Err::<(), _>(e).context("run.yaml").unwrap_err();
+        assert_eq!(
+            describe(&e),
+            "run.yaml: EZCA: no usable CA: 2 SSL CAs are available"
+        );
+    }
 }
