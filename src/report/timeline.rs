@@ -30,7 +30,7 @@ pub const MAX_POINTS: usize = 720;
 /// The points of a run, one per interval (which doubles each time the points are coarsened).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Timeline {
-    /// The scenario's `report.interval`, in seconds.
+    /// The scenario's `report.interval` in seconds, doubled each time the points were joined.
     pub interval_seconds: f64,
     pub points: Vec<TimelinePoint>,
 }
