@@ -192,19 +192,25 @@ where
         }
     }
 
+    /// The device's whole life. Its future is the device task's state for as long as the device
+    /// lives, and an async fn's state is as large as its largest await: so the one-off steps
+    /// (enrolment, registration, connects, renewals, swaps, revocation) are boxed and their state
+    /// is freed when they end, instead of being carried inline by every idle device (≈ 16 KiB
+    /// → BENCHMARKS.md, "Memory per device").
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
         let (key, issued) = match super::resume::stored::<Stop>(self.spec, &mut self.report)? {
-            Some((_, issued)) if super::resume::expired(&issued) => self.reissue_expired().await?,
+            Some((_, issued)) if super::resume::expired(&issued) => {
+                Box::pin(self.reissue_expired()).await?
+            }
             Some(stored) => stored,
-            None => self.enrol().await?,
+            None => Box::pin(self.enrol()).await?,
         };
         self.report.enrolled = true;
         let registered = self.spec.resume.as_ref().is_some_and(|r| r.registered);
         if self.spec.register && !registered {
             let registry = &self.services.registry;
             let id = self.spec.id.as_str();
-            self.attempt(Phase::HubRegister, || registry.register(id))
-                .await?;
+            Box::pin(self.attempt(Phase::HubRegister, || registry.register(id))).await?;
             if let Some(state) = &self.services.state {
                 state
                     .registered(id)
@@ -216,7 +222,7 @@ where
         self.set_state(DeviceState::Connecting);
         // Enrolled and registered: the next device may take this one's place (closed model).
         self.services.gate.enrolment_done(self.spec.index);
-        let mut session = self.connect(Phase::MqttConnect, &key, &issued).await?;
+        let mut session = Box::pin(self.connect(Phase::MqttConnect, &key, &issued)).await?;
         self.report.connected = true;
         self.set_state(DeviceState::Online);
         let mut key = key;
@@ -234,7 +240,7 @@ where
                 _ = stop.cancelled() => break,
                 command = inbox.next() => {
                     if let Command::Revoke(method) = command {
-                        self.revoke(method, &key, &current).await?;
+                        Box::pin(self.revoke(method, &key, &current)).await?;
                         if self.is_revoked() {
                             schedule.stop();
                         }
@@ -242,7 +248,7 @@ where
                     continue;
                 }
                 _ = session.closed() => {
-                    match self.connection_lost(&key, &current).await? {
+                    match Box::pin(self.connection_lost(&key, &current)).await? {
                         Some(s) => session = s,
                         None => {
                             stop.cancelled().await;
@@ -256,10 +262,10 @@ where
             let now = Instant::now();
             if schedule.next_try.is_some_and(|at| now >= at) {
                 if let Some((new_key, issued)) =
-                    self.try_renewal(&key, &current, &mut schedule).await?
+                    Box::pin(self.try_renewal(&key, &current, &mut schedule)).await?
                 {
                     let new_key = new_key.unwrap_or(key);
-                    session = self.swap(session, &new_key, &issued).await?;
+                    session = Box::pin(self.swap(session, &new_key, &issued)).await?;
                     key = new_key;
                     current = issued;
                     schedule = self.schedule(&current);
@@ -336,7 +342,7 @@ where
                     recorder.error(Phase::MqttPublish, &e.kind);
                     self.report.messages_failed += 1;
                     recorder.message_failed();
-                    match self.connection_lost(&key, &current).await? {
+                    match Box::pin(self.connection_lost(&key, &current)).await? {
                         Some(s) => session = s,
                         None => {
                             stop.cancelled().await;
