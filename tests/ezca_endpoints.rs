@@ -299,6 +299,17 @@ async fn an_ecdsa_and_an_rsa_issuing_ca_share_one_root() {
         "{:?}",
         guess.err()
     );
+    // A key type picks the one CA of that kind, without knowing its generated id.
+    let by_type = EzcaCa::discover_by(common::ezca_client(&e, &token), None, Some("rsa 2048"))
+        .await
+        .expect("the RSA CA");
+    assert_eq!(by_type.ca.key_type.as_deref(), Some("RSA 2048"));
+    let none = EzcaCa::discover_by(common::ezca_client(&e, &token), None, Some("EC P384")).await;
+    assert!(
+        matches!(&none, Err(EzcaError::NoCa(m)) if m.contains("EC P256, RSA 2048") || m.contains("RSA 2048, EC P256")),
+        "{:?}",
+        none.err()
+    );
 
     let key = DeviceKey::generate(KeyKind::P256).unwrap();
     rsa.register_domain("multi-1").await.unwrap();

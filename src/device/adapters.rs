@@ -70,8 +70,33 @@ pub struct EzcaCa {
 impl EzcaCa {
     /// Picks the CA with `ca_id`, or the only SSL CA the caller may use.
     pub async fn discover(client: EzcaClient, ca_id: Option<&str>) -> Result<Self, EzcaError> {
+        Self::discover_by(client, ca_id, None).await
+    }
+
+    /// Picks the CA with `ca_id`; else, with `key_type`, the only SSL CA whose `CAKeyType` is
+    /// that (e.g. `EC P256`), so a scenario need not know a CA's generated id; else the only SSL
+    /// CA the caller may use.
+    pub async fn discover_by(
+        client: EzcaClient,
+        ca_id: Option<&str>,
+        key_type: Option<&str>,
+    ) -> Result<Self, EzcaError> {
         let owner = client.caller().await?;
-        let cas = client.get_available_ssl_cas().await?;
+        let mut cas = client.get_available_ssl_cas().await?;
+        if let (None, Some(want)) = (ca_id, key_type) {
+            let offered: Vec<String> = cas.iter().filter_map(|c| c.key_type.clone()).collect();
+            cas.retain(|c| {
+                c.key_type
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(want))
+            });
+            if cas.is_empty() {
+                return Err(EzcaError::NoCa(format!(
+                    "no SSL CA with CAKeyType {want:?} (available: {})",
+                    offered.join(", ")
+                )));
+            }
+        }
         let ca = match ca_id {
             Some(id) => cas
                 .into_iter()
@@ -87,7 +112,7 @@ impl EzcaCa {
                 Ok([only]) => only,
                 Err(cas) => {
                     return Err(EzcaError::NoCa(format!(
-                        "{} SSL CAs are available: set target.remote.ezca.ca_id",
+                        "{} SSL CAs are available: set target.remote.ezca.ca_id or ca_key_type",
                         cas.len()
                     )));
                 }

@@ -343,7 +343,12 @@ async fn remote(
     };
     let mut client = EzcaClient::new(&target.ezca.url, token_source, &ezca_roots, false)?;
     set_retry(&mut client, &target.ezca.client_retry, &recorder);
-    let ca = EzcaCa::discover(client, target.ezca.ca_id.as_deref()).await?;
+    let ca = EzcaCa::discover_by(
+        client,
+        target.ezca.ca_id.as_deref(),
+        target.ezca.ca_key_type.as_deref(),
+    )
+    .await?;
 
     // Registry credentials: an Azure AD token (with the host named in the scenario), or a
     // connection string, whose HostName is the hub's.

@@ -184,6 +184,9 @@ pub struct RemoteEzca {
     /// The SSL CA to request from; when absent, the only one `GetAvailableSSLCAs` returns.
     #[serde(default)]
     pub ca_id: Option<String>,
+    /// Without `ca_id`: the only SSL CA whose `CAKeyType` is this (e.g. `EC P256`, `RSA 2048`).
+    #[serde(default)]
+    pub ca_key_type: Option<String>,
     /// Environment variable that holds an Azure AD access token for EZCA (when `auth` is absent).
     #[serde(default = "default_ezca_token_env")]
     pub token_env: String,
