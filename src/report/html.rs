@@ -264,19 +264,7 @@ fn chart(h: &Histogram<u64>, uncorrected: Option<&Histogram<u64>>) -> String {
             H - 12.0
         );
     }
-    for i in 0..=4 {
-        let v = y_max * f64::from(i) / 4.0;
-        let y = sy(v);
-        let _ = write!(
-            s,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{} ms</text>",
-            LEFT + pw,
-            LEFT - 4.0,
-            y + 4.0,
-            trim(v)
-        );
-    }
+    y_axis(&mut s, y_max, sy, " ms");
     if let Some(d) = &dashed {
         let _ = write!(
             s,
@@ -293,6 +281,25 @@ fn chart(h: &Histogram<u64>, uncorrected: Option<&Histogram<u64>>) -> String {
 }
 
 /// A tick label without needless decimals.
+/// Five horizontal grid lines from 0 to `y_max`, labelled with their value and `suffix` (e.g.
+/// `" ms"`, `"/s"`). `sy` maps a value to its y coordinate.
+pub(super) fn y_axis(s: &mut String, y_max: f64, sy: impl Fn(f64) -> f64, suffix: &str) {
+    let pw = W - LEFT - RIGHT;
+    for i in 0..=4 {
+        let v = y_max * f64::from(i) / 4.0;
+        let y = sy(v);
+        let _ = write!(
+            s,
+            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}{suffix}</text>",
+            LEFT + pw,
+            LEFT - 4.0,
+            y + 4.0,
+            trim(v)
+        );
+    }
+}
+
 pub(super) fn trim(v: f64) -> String {
     let text = format!("{v:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::html::{BOTTOM, H, LEFT, RIGHT, TOP, W, escape, nice_ceiling, trim};
+use super::html::{BOTTOM, H, LEFT, RIGHT, TOP, W, escape, nice_ceiling, trim, y_axis};
 use super::timeline::{IntervalPhase, Timeline, TimelinePoint};
 use crate::metrics::DeviceState;
 
@@ -263,25 +263,11 @@ fn chart(id: &str, series: &[Series], t_max: f64, unit: &str) -> String {
         );
         tick += step;
     }
-    for i in 0..=4 {
-        let v = y_max * f64::from(i) / 4.0;
-        let y = sy(v);
-        let _ = write!(
-            s,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}{}{}</text>",
-            LEFT + pw,
-            LEFT - 4.0,
-            y + 4.0,
-            trim(v),
-            if unit.is_empty() || unit == "/s" {
-                ""
-            } else {
-                " "
-            },
-            unit
-        );
-    }
+    let suffix = match unit {
+        "" | "/s" => unit.to_string(),
+        _ => format!(" {unit}"),
+    };
+    y_axis(&mut s, y_max, sy, &suffix);
     for line in series {
         for piece in &line.pieces {
             let points = piece
