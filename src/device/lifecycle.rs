@@ -195,8 +195,8 @@ where
     /// The device's whole life. Its future is the device task's state for as long as the device
     /// lives, and an async fn's state is as large as its largest await: so the one-off steps
     /// (enrolment, registration, connects, renewals, swaps, revocation) are boxed and their state
-    /// is freed when they end, instead of being carried inline by every idle device (≈ 16 KiB
-    /// → BENCHMARKS.md, "Memory per device").
+    /// is freed when they end, instead of being carried inline by every idle device (≈ 14 KiB
+    /// per device; BENCHMARKS.md, "Memory per device").
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
         let (key, issued) = match super::resume::stored::<Stop>(self.spec, &mut self.report)? {
             Some((_, issued)) if super::resume::expired(&issued) => {
