@@ -26,4 +26,5 @@ pub mod report;
 pub mod rlimit;
 pub mod scenario;
 pub mod state;
+pub mod sync;
 pub mod ui;
