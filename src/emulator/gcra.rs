@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sync::lock;
+
 /// What a throttle says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -41,7 +43,7 @@ impl Bucket {
     }
 
     pub fn admit(&self, now: Instant) -> Admission {
-        let mut tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tat = lock(&self.tat);
         let t = tat.map_or(now, |t| t.max(now));
         let earliest = t.checked_sub(self.tolerance).unwrap_or(now);
         let wait = earliest.saturating_duration_since(now);

@@ -30,6 +30,7 @@ pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
 use super::EmulatorError;
 use super::tls::{ServerPki, https_config, serve_https};
 use crate::clock::Clock;
+use crate::sync::lock;
 
 #[derive(Debug, Clone)]
 pub struct CaConfig {
@@ -117,7 +118,7 @@ impl CaState {
 }
 
 fn revoke(state: &CaState, thumbprint: &str) -> bool {
-    let mut issued = state.issued.lock().unwrap_or_else(|p| p.into_inner());
+    let mut issued = lock(&state.issued);
     let Some(record) = issued.get_mut(&thumbprint.to_ascii_uppercase()) else {
         return false;
     };
@@ -125,7 +126,7 @@ fn revoke(state: &CaState, thumbprint: &str) -> bool {
         record.revoked = true;
         let now = time::OffsetDateTime::now_utc();
         if let Some(serial) = serial_bytes(&record.der) {
-            let mut revocations = state.revocations.lock().unwrap_or_else(|p| p.into_inner());
+            let mut revocations = lock(&state.revocations);
             revocations.push((record.ca, serial, now));
         }
         state.journal(super::persist::JournalEvent::Revoked {
@@ -236,12 +237,8 @@ impl CaEmulator {
 
     /// Seeds a restarted CA with the certificates and domains it had.
     pub fn restore(&self, issued: &[IssuedRecord], domains: &[(String, Domain)]) {
-        let mut map = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let mut revocations = self
-            .state
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.state.issued);
+        let mut revocations = lock(&self.state.revocations);
         for r in issued {
             if r.revoked
                 && let Some(serial) = serial_bytes(&r.der)
@@ -250,7 +247,7 @@ impl CaEmulator {
             }
             map.insert(crate::crypto::sha1_thumbprint(&r.der), r.clone());
         }
-        let mut d = self.state.domains.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = lock(&self.state.domains);
         for (name, domain) in domains {
             d.insert(name.clone(), domain.clone());
         }
@@ -287,22 +284,12 @@ impl CaEmulator {
 
     /// Every certificate issued so far.
     pub fn issued(&self) -> Vec<IssuedRecord> {
-        self.state
-            .issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.state.issued).values().cloned().collect()
     }
 
     /// How many certificates have been issued (renewals included), without copying them.
     pub fn issued_count(&self) -> usize {
-        self.state
-            .issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        lock(&self.state.issued).len()
     }
 
     /// Marks a certificate (by SHA-1 thumbprint, any case) revoked; false if unknown.
@@ -318,17 +305,14 @@ impl CaEmulator {
 
     /// Whether the certificate with this thumbprint is revoked (`None`: not issued here).
     pub fn is_revoked(&self, thumbprint: &str) -> Option<bool> {
-        let issued = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let issued = lock(&self.state.issued);
         issued
             .get(&thumbprint.to_ascii_uppercase())
             .map(|r| r.revoked)
     }
 
     pub fn domain(&self, name: &str) -> Option<Domain> {
-        self.state
-            .domains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.state.domains)
             .get(&name.to_ascii_lowercase())
             .cloned()
     }

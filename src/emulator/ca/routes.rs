@@ -12,6 +12,7 @@ use super::capacity::Verdict;
 use super::certificates;
 use super::{CaState, Caller, Domain};
 use crate::ezca::models::{ApiResult, AvailableCa, NewDomainRequest};
+use crate::sync::lock;
 
 pub(super) fn router(state: Arc<CaState>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
@@ -195,7 +196,7 @@ fn register_domain(
             "Domain {domain} is not allowed by this CA's domain restrictions"
         ));
     }
-    let mut domains = state.domains.lock().unwrap_or_else(|p| p.into_inner());
+    let mut domains = lock(&state.domains);
     if let Some(existing) = domains.get(&domain) {
         return match existing.owners.contains(&caller.oid) {
             true => Ok("Domain already registered".into()),
@@ -226,10 +227,7 @@ fn ca_certificate(state: &CaState, path: &str) -> Response {
     for (index, a) in state.authorities.iter().enumerate() {
         let id = a.ca_id.to_ascii_lowercase();
         if path == format!("/crl/{id}.crl") {
-            let revoked: Vec<_> = state
-                .revocations
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            let revoked: Vec<_> = lock(&state.revocations)
                 .iter()
                 .filter(|(ca, _, _)| *ca == index)
                 .map(|(_, serial, at)| (serial.clone(), *at))

@@ -13,6 +13,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::HubState;
 use crate::iothub::registry::{AuthenticationType, DeviceStatus};
+use crate::sync::{lock, read};
 
 /// Requests a client certificate and verifies the handshake signature made with its key, but
 /// accepts any chain: trust is decided later, at CONNECT, so a refusal is a CONNACK rather than a
@@ -103,7 +104,7 @@ pub(super) fn authorize(
     check_username(&state.host_name, id, &login.username)?;
 
     let (status, auth) = {
-        let devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let devices = lock(&state.devices);
         let device = devices.get(id).ok_or(refuse("device not registered"))?;
         (device.status, device.authentication.clone())
     };
@@ -118,12 +119,7 @@ pub(super) fn authorize(
             let certs = peer
                 .filter(|c| !c.is_empty())
                 .ok_or(refuse("no client certificate"))?;
-            let verifier = state
-                .trust
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .verifier
-                .clone();
+            let verifier = read(&state.trust).verifier.clone();
             let verifier = verifier.ok_or(refuse("no CA uploaded"))?;
             verifier
                 .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())

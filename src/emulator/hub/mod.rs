@@ -33,6 +33,7 @@ use super::tls::{ServerPki, https_config};
 use super::token::TokenAuthority;
 use crate::iothub::ConnectionString;
 use crate::iothub::registry::Device;
+use crate::sync::{lock, write};
 
 pub use auth::Refused;
 
@@ -119,7 +120,7 @@ pub(crate) struct HubState {
 
 /// Adds a verified CA to the hub's trust.
 fn trust(state: &HubState, der: CertificateDer<'static>) {
-    let mut trust = state.trust.write().unwrap_or_else(|p| p.into_inner());
+    let mut trust = write(&state.trust);
     if !trust.roots.contains(&der) {
         trust.roots.push(der);
         trust.verifier = auth::verifier_for(&trust.roots);
@@ -130,13 +131,7 @@ impl HubState {
     /// Journals the registry entry of `id` as it is now.
     fn journal_device(&self, id: &str) {
         if let Some(j) = self.journal.get() {
-            let device = self
-                .devices
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(id)
-                .cloned()
-                .map(Box::new);
+            let device = lock(&self.devices).get(id).cloned().map(Box::new);
             j.record(super::persist::JournalEvent::HubDevice {
                 id: id.to_string(),
                 device,
@@ -145,18 +140,13 @@ impl HubState {
     }
 
     fn counters(&self, device_id: &str) -> Arc<DeviceCounters> {
-        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.counters);
         map.entry(device_id.to_string()).or_default().clone()
     }
 
     /// Drops the device's live connection, if any.
     fn drop_connection(&self, device_id: &str) {
-        if let Some((_, token)) = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(device_id)
-        {
+        if let Some((_, token)) = lock(&self.live).remove(device_id) {
             token.cancel();
         }
     }
@@ -304,23 +294,13 @@ impl HubEmulator {
             connects: c.connects.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             drops: c.drops.load(Ordering::Relaxed),
-            cert_serials: c
-                .cert_serials
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            cert_serials: lock(&c.cert_serials).clone(),
         }
     }
 
     pub fn stats(&self) -> HubStats {
         let mut s = HubStats::default();
-        for c in self
-            .state
-            .counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
+        for c in lock(&self.state.counters).values() {
             s.messages += c.messages.load(Ordering::Relaxed);
             s.bytes += c.bytes.load(Ordering::Relaxed);
             s.connects += c.connects.load(Ordering::Relaxed);
@@ -328,12 +308,7 @@ impl HubEmulator {
             s.drops += c.drops.load(Ordering::Relaxed);
         }
         s.throttled = self.state.throttles.throttled.load(Ordering::Relaxed);
-        s.devices_registered = self
-            .state
-            .devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len() as u64;
+        s.devices_registered = lock(&self.state.devices).len() as u64;
         s
     }
 
@@ -344,7 +319,7 @@ impl HubEmulator {
 
     /// Seeds a restarted hub's registry.
     pub fn restore_devices(&self, devices: &[Device]) {
-        let mut map = self.state.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.state.devices);
         for d in devices {
             map.insert(d.device_id.clone(), d.clone());
         }
@@ -352,12 +327,7 @@ impl HubEmulator {
 
     /// The twin of `device_id` as the hub holds it.
     pub fn twin(&self, device_id: &str) -> Option<twin::Twin> {
-        self.state
-            .twins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(device_id)
-            .cloned()
+        lock(&self.state.twins).get(device_id).cloned()
     }
 
     /// Disables `device_id` in the registry, as a `PUT` with `status: disabled` does: its live
@@ -368,20 +338,11 @@ impl HubEmulator {
 
     /// Whether `device_id` has a live MQTT connection right now.
     pub fn is_connected(&self, device_id: &str) -> bool {
-        self.state
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(device_id)
+        lock(&self.state.live).contains_key(device_id)
     }
 
     /// The registry entry of `device_id`.
     pub fn device(&self, device_id: &str) -> Option<Device> {
-        self.state
-            .devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(device_id)
-            .cloned()
+        lock(&self.state.devices).get(device_id).cloned()
     }
 }

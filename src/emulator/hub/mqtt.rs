@@ -24,6 +24,7 @@ use super::HubState;
 use super::auth::authorize;
 use super::throttle::{Admission, Class};
 use crate::iothub::topics;
+use crate::sync::lock;
 
 /// 256 KB of message plus room for the topic and property bag.
 const MAX_PACKET: usize = 256 * 1024 + 4096;
@@ -140,21 +141,14 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     // One live connection per device: a new one drops the old (IoT Hub's 400027).
     let conn_id = state.next_connection.fetch_add(1, Ordering::Relaxed);
     let dropped = stop.child_token();
-    if let Some((_, previous)) = state
-        .live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(device.clone(), (conn_id, dropped.clone()))
+    if let Some((_, previous)) =
+        lock(&state.live).insert(device.clone(), (conn_id, dropped.clone()))
     {
         previous.cancel();
     }
     counters.connects.fetch_add(1, Ordering::Relaxed);
     if let Some(serial) = admitted.cert_serial {
-        counters
-            .cert_serials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(serial);
+        lock(&counters.cert_serials).push(serial);
     }
 
     let keep_alive = match connect.keep_alive {
@@ -206,7 +200,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)))
                 } else if p.topic.starts_with("$iothub/twin/") {
                     let answer = {
-                        let mut twins = state.twins.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut twins = lock(&state.twins);
                         super::twin::handle(&mut twins, &device, &p.topic, &p.payload)
                     };
                     let Some((topic, body)) = answer else { break };
@@ -268,7 +262,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         counters.drops.fetch_add(1, Ordering::Relaxed);
     }
     {
-        let mut live = state.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = lock(&state.live);
         if live.get(&device).is_some_and(|(id, _)| *id == conn_id) {
             live.remove(&device);
         }

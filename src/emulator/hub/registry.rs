@@ -20,6 +20,7 @@ use crate::iothub::identity::{
     BULK_MAX, BulkError, BulkResult, Device, DeviceStatus, ExportImportDevice, ImportMode,
 };
 use crate::iothub::sas;
+use crate::sync::lock;
 
 pub(super) fn router(state: Arc<HubState>) -> axum::Router {
     axum::Router::new()
@@ -183,7 +184,7 @@ async fn put_device(
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().trim_matches('"').to_string());
-    let mut devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+    let mut devices = lock(&state.devices);
     let disable = device.status == DeviceStatus::Disabled;
     match (devices.get(&id), if_match) {
         (Some(_), None) => {
@@ -231,7 +232,7 @@ async fn put_device(
 
 /// Sets a registered device's status to disabled (new etag) and drops its connection.
 pub(super) fn disable(state: &HubState, id: &str) -> bool {
-    let mut devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+    let mut devices = lock(&state.devices);
     let Some(device) = devices.get_mut(id) else {
         return false;
     };
@@ -254,12 +255,7 @@ async fn get_device(
     if let Err(r) = throttle(&state).await {
         return *r;
     }
-    match state
-        .devices
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
-    {
+    match lock(&state.devices).get(&id) {
         Some(d) => Json(d.clone()).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -286,7 +282,7 @@ async fn delete_device(
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().trim_matches('"').to_string());
-    let mut devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+    let mut devices = lock(&state.devices);
     let Some(existing) = devices.get(&id) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -359,7 +355,7 @@ async fn bulk(
     let mut errors = Vec::new();
     let mut dropped = Vec::new();
     {
-        let mut devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut devices = lock(&state.devices);
         for entry in entries {
             let fail = |code: &str, status: &str| BulkError {
                 device_id: entry.id.clone(),
