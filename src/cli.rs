@@ -106,10 +106,10 @@ pub struct EmulateArgs {
     /// The CA's MaxCertLifeDays.
     #[arg(long, default_value_t = 397)]
     pub max_cert_life_days: u32,
-    /// Throttle the hub like this tier (F1, S1, S2, S3).
+    /// Throttle the hub like this tier (F1, B1, B2, B3, S1, S2, S3).
     #[arg(long)]
-    pub sku: Option<String>,
-    /// Hub units of the --sku tier.
+    pub sku: Option<crate::iothub::quotas::Sku>,
+    /// Hub units of the --sku tier (at most what the tier allows: 1 on F1, 10 on B3/S3, else 200).
     #[arg(long, default_value_t = 1)]
     pub units: u32,
     /// EZCA's "disable device on revoke": a revoked certificate's device is disabled in the hub,
@@ -351,7 +351,7 @@ fn threshold_verdict(report: &report::Report) -> ExitCode {
 /// `fleetsim emulate`.
 pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     use crate::clock::Clock;
-    use crate::emulator::hub::throttle::{HubLimits, Sku};
+    use crate::emulator::hub::throttle::HubLimits;
     use crate::emulator::{Addresses, CaConfig, HubConfig};
     use anyhow::Context;
 
@@ -373,16 +373,13 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         ),
         None => Clock::real(),
     };
-    let limits = match args.sku.as_deref() {
+    let limits = match args.sku {
         None => HubLimits::unlimited(),
-        Some(name) => {
-            let sku = match name.to_ascii_uppercase().as_str() {
-                "F1" => Sku::F1,
-                "S1" => Sku::S1,
-                "S2" => Sku::S2,
-                "S3" => Sku::S3,
-                other => anyhow::bail!("--sku {other}: expected F1, S1, S2 or S3"),
-            };
+        Some(sku) => {
+            let max = sku.limits().max_units;
+            if !(1..=max).contains(&args.units) {
+                anyhow::bail!("--units {}: {sku} allows 1 to {max}", args.units);
+            }
             HubLimits::for_sku(sku, args.units, std::time::Duration::from_millis(500))
         }
     };

@@ -1,9 +1,11 @@
 //! The IoT Hub side of the wire as a device and a service client see it: SAS tokens ([`sas`]),
-//! the registry REST client ([`registry`]), topic names and property bags ([`topics`]) and the
-//! MQTT device transport over rumqttc ([`mqtt`]).
+//! the registry REST client ([`registry`]), topic names and property bags ([`topics`]), the
+//! MQTT device transport over rumqttc ([`mqtt`]) and the tiers with their published limits
+//! ([`quotas`]), which the hub emulator shares.
 
 pub mod identity;
 pub mod mqtt;
+pub mod quotas;
 pub mod registry;
 pub mod sas;
 pub mod topics;

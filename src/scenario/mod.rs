@@ -27,8 +27,6 @@ pub use target::*;
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
 
-pub use crate::emulator::hub::throttle::Sku;
-
 /// A scenario file, as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -391,6 +389,19 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
         ));
     }
     if let Target::Embedded(e) = &s.target.value
+        && let Some(sku) = e.hub.sku
+        && e.hub.units.get() > sku.limits().max_units
+    {
+        return Err((
+            s.target.referenced,
+            format!(
+                "hub.units is {}: an IoT Hub of tier {sku} has at most {} units",
+                e.hub.units,
+                sku.limits().max_units
+            ),
+        ));
+    }
+    if let Target::Embedded(e) = &s.target.value
         && s.certificate.validity_days.get() > e.ca.max_cert_life_days
     {
         return Err((
@@ -498,5 +509,25 @@ mod tests {
         assert!(IdPattern::parse("sim-{name}").is_err());
         assert!(IdPattern::parse("sim/{index}").is_err());
         assert!(IdPattern::parse("sim-{index").is_err());
+    }
+
+    #[test]
+    fn hub_units_are_bounded_by_the_tier() {
+        let scenario = |sku: &str, units: u32| {
+            format!(
+                "name: u\nduration: 30s\ntarget:\n  embedded:\n    hub: {{sku: {sku}, units: {units}}}\n\
+                 fleet: {{devices: 1, arrival_rate: 1/s}}\n"
+            )
+        };
+        let path = Path::new("units.yaml");
+        assert!(parse(&scenario("S1", 200), path).is_ok());
+        assert!(parse(&scenario("B3", 10), path).is_ok());
+        let err = parse(&scenario("S3", 11), path).unwrap_err().to_string();
+        assert!(
+            err.contains("units.yaml:4:3") && err.contains("at most 10 units"),
+            "{err}"
+        );
+        let err = parse(&scenario("F1", 2), path).unwrap_err().to_string();
+        assert!(err.contains("at most 1 units"), "{err}");
     }
 }
