@@ -18,6 +18,7 @@ pub mod tls;
 pub mod token;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
@@ -122,7 +123,11 @@ impl Emulators {
         hub_emulator.restore_devices(&restore.hub_devices);
         hub_emulator.trust_ca(ca_emulator.root_der());
         if ca.disable_devices_on_revoke {
-            ca_emulator.disable_devices_on_revoke(hub_emulator.clone());
+            let hub = hub_emulator.clone();
+            ca_emulator.on_revoke(Arc::new(move |device| {
+                let disabled = hub.disable_device(device);
+                tracing::debug!(%device, disabled, "revocation disabled the device in the hub");
+            }));
         }
 
         let mqtt_listener = bind(addrs.hub_mqtt).await?;

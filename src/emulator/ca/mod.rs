@@ -32,6 +32,10 @@ use super::tls::{ServerPki, https_config, serve_https};
 use crate::clock::Clock;
 use crate::sync::lock;
 
+/// What the CA calls with the device id (CN) of each certificate it revokes. The CA knows no hub:
+/// whoever assembles the emulators decides what a revocation does to the registry.
+pub type RevocationHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Debug, Clone)]
 pub struct CaConfig {
     pub clock: Clock,
@@ -81,9 +85,9 @@ pub(crate) struct CaState {
     pub(crate) allowed_domains: Vec<String>,
     /// Issuing CA, serial and time of every revocation, for the CRLs.
     pub(crate) revocations: Mutex<Vec<(usize, Vec<u8>, time::OffsetDateTime)>>,
-    /// With "disable device on revoke" (EZCA's one-click trust option): the hub whose registry
-    /// disables a certificate's device when the certificate is revoked.
-    pub(crate) disable_on_revoke: std::sync::OnceLock<super::hub::HubEmulator>,
+    /// With "disable device on revoke" (EZCA's one-click trust option): told the device id of
+    /// every revoked certificate, so the hub's registry can disable it.
+    pub(crate) on_revoke: std::sync::OnceLock<RevocationHook>,
     /// Where durable changes go in a resumable soak.
     pub(crate) journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
 }
@@ -137,9 +141,8 @@ fn revoke(state: &CaState, thumbprint: &str) -> bool {
     let device = record.subject_cn.clone();
     drop(issued);
     // The device id is the certificate's CN (the IoT Hub rule), so that is the identity to disable.
-    if let Some(hub) = state.disable_on_revoke.get() {
-        let disabled = hub.disable_device(&device);
-        tracing::debug!(%device, disabled, "revocation disabled the device in the hub");
+    if let Some(hook) = state.on_revoke.get() {
+        hook(&device);
     }
     true
 }
@@ -196,7 +199,7 @@ impl CaEmulator {
                 seen_jti: Mutex::new(HashMap::new()),
                 capacity: capacity::Capacity::new(config.capacity),
                 revocations: Mutex::new(Vec::new()),
-                disable_on_revoke: std::sync::OnceLock::new(),
+                on_revoke: std::sync::OnceLock::new(),
                 journal: std::sync::OnceLock::new(),
                 allowed_domains: config
                     .allowed_domains
@@ -297,10 +300,11 @@ impl CaEmulator {
         revoke(&self.state, thumbprint)
     }
 
-    /// From now on, revoking a certificate disables its device in `hub` (EZCA's one-click trust
-    /// with "disable device on revoke"). Only the first hub given is used.
-    pub fn disable_devices_on_revoke(&self, hub: super::hub::HubEmulator) {
-        let _ = self.state.disable_on_revoke.set(hub);
+    /// From now on, revoking a certificate calls `hook` with its device id (the certificate's
+    /// CN): EZCA's one-click trust with "disable device on revoke" disables that device in the
+    /// hub. Set once; later hooks are ignored.
+    pub fn on_revoke(&self, hook: RevocationHook) {
+        let _ = self.state.on_revoke.set(hook);
     }
 
     /// Whether the certificate with this thumbprint is revoked (`None`: not issued here).
