@@ -420,7 +420,7 @@ pub async fn run(
     }
     report.cohorts = cohorts;
     report.messages.failed = reports.iter().map(|r| r.messages_failed).sum();
-    report.hub = hub.as_ref().map(|h| h.stats().into());
+    report.hub = hub.as_ref().map(|h| health::hub_counts(h.stats()));
     report.certificates = Some(health::certificate_report(
         scenario,
         &recorder,

@@ -24,7 +24,6 @@ pub use stats::{HistogramMap, LatencyStats, PhaseStats};
 pub use thresholds::ThresholdResult;
 pub use timeline::Timeline;
 
-use crate::emulator::hub::HubStats;
 use crate::metrics::Snapshot;
 
 /// The JSON report's `schema` value. Bump it when a field changes meaning or goes away; adding a
@@ -134,7 +133,7 @@ impl KeyPoolCounts {
     }
 }
 
-/// The embedded hub's totals, as the report keeps them.
+/// The embedded hub's totals, as the report keeps them (the fleet fills them from the emulator).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HubCounts {
     pub messages: u64,
@@ -146,20 +145,6 @@ pub struct HubCounts {
     /// Requests the hub refused by a throttle.
     #[serde(default)]
     pub throttled: u64,
-}
-
-impl From<HubStats> for HubCounts {
-    fn from(h: HubStats) -> Self {
-        Self {
-            messages: h.messages,
-            bytes: h.bytes,
-            connects: h.connects,
-            refused: h.refused,
-            drops: h.drops,
-            devices_registered: h.devices_registered,
-            throttled: h.throttled,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
