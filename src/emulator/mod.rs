@@ -12,6 +12,7 @@
 pub mod ca;
 pub mod gcra;
 pub mod hub;
+pub mod listener;
 pub mod persist;
 pub mod standalone;
 pub mod tls;

@@ -1,5 +1,6 @@
-//! TLS plumbing the emulators share: a throwaway PKI for their server certificates, and an HTTPS
-//! accept loop that serves an axum router over tokio-rustls.
+//! TLS plumbing the emulators share: a throwaway PKI for their server certificates, the HTTPS
+//! server configuration, and an axum router served over tokio-rustls on the shared accept loop
+//! ([`super::listener`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use hyper_util::service::TowerToHyperService;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use super::EmulatorError;
+use super::listener::Listener;
 
 /// A root that signs the emulators' server certificates. Clients of an embedded run trust it.
 pub struct ServerPki {
@@ -97,46 +98,33 @@ pub fn https_config(identity: ServerIdentity) -> Result<Arc<ServerConfig>, Emula
     Ok(Arc::new(cfg))
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` completes. Each connection's handshake
-/// runs in its own task so a slow client cannot hold up the others.
+/// Serves `router` over TLS on `listener` until `shutdown` completes, through the emulators'
+/// one accept loop ([`Listener`]): on shutdown, a request in flight is finished and the
+/// connection closed.
 pub async fn serve_https(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
+    listener: Listener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let acceptor = TlsAcceptor::from(config);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "https accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        connections.spawn(async move {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let service = TowerToHyperService::new(router);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-        });
-        // Reap finished connections so the set does not grow with every request.
-        while connections.try_join_next().is_some() {}
+    listener
+        .serve(shutdown, move |tls, closing| {
+            serve_http(tls, router.clone(), closing)
+        })
+        .await;
+}
+
+/// HTTP/1.1 or HTTP/2 (by ALPN) on one TLS connection, until the client closes it or `closing`.
+async fn serve_http<S>(tls: S, router: axum::Router, closing: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = closing.cancelled() => {}
     }
-    connections.abort_all();
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }

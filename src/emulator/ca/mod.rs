@@ -28,6 +28,7 @@ pub use super::token::{Caller, TokenAuthority};
 pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
 
 use super::EmulatorError;
+use super::listener::{Listener, ListenerCounters, ListenerStats};
 use super::tls::{ServerPki, https_config, serve_https};
 use crate::clock::Clock;
 use crate::sync::lock;
@@ -90,6 +91,8 @@ pub(crate) struct CaState {
     pub(crate) on_revoke: std::sync::OnceLock<RevocationHook>,
     /// Where durable changes go in a resumable soak.
     pub(crate) journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
+    /// What its accept loop saw (refused handshakes and the like).
+    pub(crate) listeners: Arc<ListenerCounters>,
 }
 
 impl CaState {
@@ -201,6 +204,7 @@ impl CaEmulator {
                 revocations: Mutex::new(Vec::new()),
                 on_revoke: std::sync::OnceLock::new(),
                 journal: std::sync::OnceLock::new(),
+                listeners: Arc::default(),
                 allowed_domains: config
                     .allowed_domains
                     .iter()
@@ -220,11 +224,15 @@ impl CaEmulator {
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let addr = listener.local_addr()?;
         let identity = pki.issue_server(&[addr.ip().to_string(), "localhost".into()])?;
-        let config = https_config(identity)?;
+        let listener =
+            Listener::new(listener, https_config(identity)?).counting(self.state.listeners.clone());
         let router = routes::router(self.state.clone());
-        Ok(tokio::spawn(serve_https(
-            listener, config, router, shutdown,
-        )))
+        Ok(tokio::spawn(serve_https(listener, router, shutdown)))
+    }
+
+    /// What the CA's accept loop saw: connections, failed TLS handshakes, accept errors.
+    pub fn listener_stats(&self) -> ListenerStats {
+        self.state.listeners.snapshot()
     }
 
     /// Sends every durable change to `journal` from now on (set once).

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::EmulatorError;
+use super::listener::{Listener, ListenerCounters};
 use super::tls::{ServerPki, https_config};
 use super::token::TokenAuthority;
 use crate::iothub::ConnectionString;
@@ -91,6 +92,8 @@ pub struct HubStats {
     pub devices_registered: u64,
     /// Requests refused by a throttle (connections closed, 429s).
     pub throttled: u64,
+    /// TLS handshakes that failed or timed out, on any of the hub's endpoints.
+    pub tls_handshakes_failed: u64,
 }
 
 pub(crate) struct Trust {
@@ -116,6 +119,8 @@ pub(crate) struct HubState {
     throttles: throttle::Throttles,
     /// Where registry changes go in a resumable soak.
     journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
+    /// What the hub's accept loops (MQTT, WebSocket, registry) saw.
+    listeners: Arc<ListenerCounters>,
 }
 
 /// Adds a verified CA to the hub's trust.
@@ -187,6 +192,7 @@ impl HubEmulator {
                 twins: Mutex::new(HashMap::new()),
                 throttles: throttle::Throttles::new(config.limits),
                 journal: std::sync::OnceLock::new(),
+                listeners: Arc::default(),
             }),
         })
     }
@@ -256,13 +262,14 @@ impl HubEmulator {
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(Arc::new(auth::RequestClientCert::new()))
             .with_single_cert(identity.chain, identity.key)?;
-        Ok(tokio::spawn(mqtt::serve(
-            listener,
-            Arc::new(config),
-            self.state.clone(),
-            framing,
-            shutdown,
-        )))
+        let listener =
+            Listener::new(listener, Arc::new(config)).counting(self.state.listeners.clone());
+        let state = self.state.clone();
+        Ok(tokio::spawn(
+            listener.serve(shutdown, move |tls, closing| {
+                mqtt::connection(tls, state.clone(), framing, closing)
+            }),
+        ))
     }
 
     /// Serves the registry REST API over HTTPS on `listener` until `shutdown`.
@@ -278,10 +285,11 @@ impl HubEmulator {
             self.state.host_name.clone(),
             "localhost".into(),
         ])?;
-        let config = https_config(identity)?;
+        let listener =
+            Listener::new(listener, https_config(identity)?).counting(self.state.listeners.clone());
         let router = registry::router(self.state.clone());
         Ok(tokio::spawn(super::tls::serve_https(
-            listener, config, router, shutdown,
+            listener, router, shutdown,
         )))
     }
 
@@ -308,6 +316,7 @@ impl HubEmulator {
             s.drops += c.drops.load(Ordering::Relaxed);
         }
         s.throttled = self.state.throttles.throttled.load(Ordering::Relaxed);
+        s.tls_handshakes_failed = self.state.listeners.snapshot().handshakes_failed;
         s.devices_registered = lock(&self.state.devices).len() as u64;
         s
     }

@@ -1,10 +1,9 @@
-//! The hub's MQTT 3.1.1 endpoint: TLS accept, CONNECT authorisation, telemetry with PUBACK,
+//! The hub's MQTT 3.1.1 endpoint (on the emulators' accept loop): CONNECT authorisation, telemetry with PUBACK,
 //! keep-alive at 1.5× the client's value, one live connection per device.
 //!
 //! IoT Hub answers protocol violations by closing the connection (MQTT 3.1.1 has no server-side
 //! DISCONNECT): QoS 2, a topic that is not the device's own, and packets over 256 KB all do that.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,10 +13,9 @@ use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::HubState;
@@ -33,40 +31,6 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1767);
 const MAX_SUBSCRIPTIONS: usize = 5;
 
-pub(super) async fn serve(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    state: Arc<HubState>,
-    framing: Framing,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let acceptor = TlsAcceptor::from(config);
-    let stop = CancellationToken::new();
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "mqtt accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(
-            tcp,
-            acceptor.clone(),
-            state.clone(),
-            framing,
-            stop.child_token(),
-        ));
-    }
-    stop.cancel();
-}
-
 /// How MQTT packets travel inside the TLS connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
@@ -76,16 +40,14 @@ pub(super) enum Framing {
     WebSocket,
 }
 
-async fn connection(
-    tcp: TcpStream,
-    acceptor: TlsAcceptor,
+/// One device connection, its TLS handshake done: MQTT directly or inside a WebSocket. `stop`
+/// is cancelled when the endpoint shuts down.
+pub(super) async fn connection(
+    tls: TlsStream<TcpStream>,
     state: Arc<HubState>,
     framing: Framing,
     stop: CancellationToken,
 ) {
-    let Ok(Ok(tls)) = tokio::time::timeout(CONNECT_WAIT, acceptor.accept(tcp)).await else {
-        return;
-    };
     let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
     match framing {
         Framing::Tls => session(tls, peer, state, stop).await,

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use futures_util::StreamExt;
 use rustls_pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
 
 use super::HubState;
@@ -60,12 +62,24 @@ pub(super) async fn upgrade<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handshake = async_tungstenite::tokio::accept_hdr_async(tls, check_upgrade);
-    let Ok(Ok(mut ws)) = tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
+    let Ok(Ok(ws)) = tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
     else {
         return;
     };
-    let (session_side, mut bridge) = tokio::io::duplex(64 * 1024);
-    let session = tokio::spawn(super::mqtt::session(session_side, peer, state, stop));
+    let (session_side, bridge) = tokio::io::duplex(64 * 1024);
+    // Both halves run in this connection's task, so aborting the connection ends both: the
+    // session ends when the bridge closes, the bridge when the session drops its side.
+    tokio::join!(
+        super::mqtt::session(session_side, peer, state, stop),
+        relay(ws, bridge)
+    );
+}
+
+/// Carries MQTT bytes between binary WebSocket messages and the session's in-memory stream.
+async fn relay<S>(mut ws: WebSocketStream<TokioAdapter<S>>, mut bridge: DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut out = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
@@ -91,5 +105,4 @@ pub(super) async fn upgrade<S>(
     }
     drop(bridge);
     let _ = ws.close(None).await;
-    let _ = session.await;
 }
