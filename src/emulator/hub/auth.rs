@@ -12,7 +12,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::HubState;
-use crate::iothub::registry::{AuthenticationType, DeviceStatus};
+use crate::iothub::registry::{AuthenticationType, DeviceStatus, SymmetricKey, X509Thumbprint};
 use crate::sync::{lock, read};
 
 /// Requests a client certificate and verifies the handshake signature made with its key, but
@@ -115,74 +115,93 @@ pub(super) fn authorize(
         });
     }
     match auth.kind {
-        AuthenticationType::CertificateAuthority => {
-            let certs = peer
-                .filter(|c| !c.is_empty())
-                .ok_or(refuse("no client certificate"))?;
-            let verifier = read(&state.trust).verifier.clone();
-            let verifier = verifier.ok_or(refuse("no CA uploaded"))?;
-            verifier
-                .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
-                .map_err(|_| refuse("certificate chain not trusted or not valid now"))?;
-            let info = crate::crypto::CertInfo::parse(&certs[0])
-                .map_err(|_| refuse("unreadable certificate"))?;
-            if info.subject_cn.as_deref() != Some(id) {
-                return Err(refuse("certificate CN differs from the client id"));
-            }
-            Ok(Admitted {
-                device_id: id.into(),
-                cert_serial: Some(info.serial_hex),
-            })
-        }
-        AuthenticationType::SelfSigned => {
-            let certs = peer
-                .filter(|c| !c.is_empty())
-                .ok_or(refuse("no client certificate"))?;
-            let sha1 = crate::crypto::sha1_thumbprint(&certs[0]);
-            let sha256 = crate::crypto::hex_upper(
-                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certs[0]).as_ref(),
-            );
-            let t = &auth.x509_thumbprint;
-            let matches = [&t.primary_thumbprint, &t.secondary_thumbprint]
-                .into_iter()
-                .flatten()
-                .any(|p| p.eq_ignore_ascii_case(&sha1) || p.eq_ignore_ascii_case(&sha256));
-            if !matches {
-                return Err(refuse("thumbprint does not match"));
-            }
-            let serial = crate::crypto::CertInfo::parse(&certs[0])
-                .ok()
-                .map(|i| i.serial_hex);
-            Ok(Admitted {
-                device_id: id.into(),
-                cert_serial: serial,
-            })
-        }
-        AuthenticationType::Sas => {
-            let token = crate::iothub::sas::parse(&login.password)
-                .ok_or(refuse("password is not a SAS token"))?;
-            let resource = format!("{}/devices/{id}", state.host_name);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let keys = [
-                &auth.symmetric_key.primary_key,
-                &auth.symmetric_key.secondary_key,
-            ];
-            let ok = keys
-                .into_iter()
-                .flatten()
-                .any(|k| crate::iothub::sas::verify(&token, k, &resource, now).is_ok());
-            if !ok {
-                return Err(refuse("SAS token refused"));
-            }
-            Ok(Admitted {
-                device_id: id.into(),
-                cert_serial: None,
-            })
-        }
+        AuthenticationType::CertificateAuthority => certificate_authority(state, id, peer),
+        AuthenticationType::SelfSigned => self_signed(&auth.x509_thumbprint, id, peer),
+        AuthenticationType::Sas => sas(state, id, &auth.symmetric_key, &login.password),
         AuthenticationType::None => Err(refuse("device has no authentication")),
     }
+}
+
+/// A CA-signed device: its chain ends at an uploaded (verified) CA and its CN is the device id.
+fn certificate_authority(
+    state: &HubState,
+    id: &str,
+    peer: Option<&[CertificateDer<'static>]>,
+) -> Result<Admitted, Refused> {
+    let certs = peer
+        .filter(|c| !c.is_empty())
+        .ok_or(refuse("no client certificate"))?;
+    let verifier = read(&state.trust).verifier.clone();
+    let verifier = verifier.ok_or(refuse("no CA uploaded"))?;
+    verifier
+        .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
+        .map_err(|_| refuse("certificate chain not trusted or not valid now"))?;
+    let info =
+        crate::crypto::CertInfo::parse(&certs[0]).map_err(|_| refuse("unreadable certificate"))?;
+    if info.subject_cn.as_deref() != Some(id) {
+        return Err(refuse("certificate CN differs from the client id"));
+    }
+    Ok(Admitted {
+        device_id: id.into(),
+        cert_serial: Some(info.serial_hex),
+    })
+}
+
+/// A self-signed device: its certificate's SHA-1 or SHA-256 thumbprint is one the registry holds.
+fn self_signed(
+    thumbprints: &X509Thumbprint,
+    id: &str,
+    peer: Option<&[CertificateDer<'static>]>,
+) -> Result<Admitted, Refused> {
+    let certs = peer
+        .filter(|c| !c.is_empty())
+        .ok_or(refuse("no client certificate"))?;
+    let sha1 = crate::crypto::sha1_thumbprint(&certs[0]);
+    let sha256 = crate::crypto::hex_upper(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certs[0]).as_ref(),
+    );
+    let matches = [
+        &thumbprints.primary_thumbprint,
+        &thumbprints.secondary_thumbprint,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|p| p.eq_ignore_ascii_case(&sha1) || p.eq_ignore_ascii_case(&sha256));
+    if !matches {
+        return Err(refuse("thumbprint does not match"));
+    }
+    let serial = crate::crypto::CertInfo::parse(&certs[0])
+        .ok()
+        .map(|i| i.serial_hex);
+    Ok(Admitted {
+        device_id: id.into(),
+        cert_serial: serial,
+    })
+}
+
+/// A SAS device: the password is a token for `{host}/devices/{id}` signed with one of its keys.
+fn sas(
+    state: &HubState,
+    id: &str,
+    keys: &SymmetricKey,
+    password: &str,
+) -> Result<Admitted, Refused> {
+    let token = crate::iothub::sas::parse(password).ok_or(refuse("password is not a SAS token"))?;
+    let resource = format!("{}/devices/{id}", state.host_name);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ok = [&keys.primary_key, &keys.secondary_key]
+        .into_iter()
+        .flatten()
+        .any(|k| crate::iothub::sas::verify(&token, k, &resource, now).is_ok());
+    if !ok {
+        return Err(refuse("SAS token refused"));
+    }
+    Ok(Admitted {
+        device_id: id.into(),
+        cert_serial: None,
+    })
 }
 
 /// `{host}/{id}/?api-version=...`; other query parameters are ignored.
