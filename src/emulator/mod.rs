@@ -3,13 +3,16 @@
 //! protocol models and `crypto`.
 //!
 //! [`Emulators::start`] starts both on ephemeral loopback ports for an embedded run;
-//! [`Emulators::start_on`] on chosen addresses ([`standalone`] is `fleetsim emulate`). Shared
-//! pieces: [`tls`] (server PKI and the HTTPS accept loop), [`token`] (Azure AD stand-in tokens) and
-//! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the hub's
-//! throttles). [`persist`] is what a resumed soak (`--state`) saves of them: both report durable
+//! [`Emulators::start_on`] on chosen addresses ([`standalone`] is `fleetsim emulate`). The CA and
+//! the hub do not know each other: the assembly here wires the CA's revocation hook to the hub's
+//! registry ("disable device on revoke"). Shared pieces: [`listener`] (the one accept loop and
+//! drain policy of every server), [`tls`] (server PKI, HTTPS over the listener), [`token`]
+//! (Azure AD stand-in tokens) and [`gcra`] (the rate limiter with reservations behind the CA's
+//! capacity model and the hub's throttles). [`persist`] is what a resumed soak (`--state`) saves of them: both report durable
 //! changes to a journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
 
 pub mod ca;
+mod error;
 pub mod gcra;
 pub mod hub;
 pub mod listener;
@@ -26,20 +29,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use ca::{CaConfig, CaEmulator};
+pub use error::EmulatorError;
 pub use hub::{HubConfig, HubEmulator};
 pub use tls::ServerPki;
-
-#[derive(Debug, thiserror::Error)]
-pub enum EmulatorError {
-    #[error("cannot listen: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("certificate generation failed: {0}")]
-    Certificate(#[from] rcgen::Error),
-    #[error("TLS setup failed: {0}")]
-    Tls(#[from] rustls::Error),
-    #[error("{0}")]
-    Setup(String),
-}
 
 /// Both emulators, running.
 pub struct Emulators {

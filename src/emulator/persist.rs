@@ -5,7 +5,7 @@
 
 use rustls_pki_types::CertificateDer;
 
-use super::ca::{Domain, IssuedRecord};
+use super::ca::records::{Domain, IssuedRecord};
 use crate::iothub::registry::Device;
 
 /// A durable change in an emulator.

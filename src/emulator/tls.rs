@@ -13,7 +13,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-use super::EmulatorError;
+use super::error::EmulatorError;
 use super::listener::Listener;
 
 /// A root that signs the emulators' server certificates. Clients of an embedded run trust it.

@@ -24,7 +24,7 @@
 //! `journal_mode=WAL` lets the checkpoint reader and the writer overlap; `synchronous=FULL` fsyncs
 //! the WAL on every commit, so a committed certificate survives not only `kill -9` (which NORMAL
 //! would already survive) but a power cut or kernel crash too. The fsync cost is paid once per
-//! batch, not per device: all writes go through one writer thread ([`writer`]), which takes
+//! batch, not per device: all writes go through one writer thread (`writer`), which takes
 //! whatever is queued (up to a batch limit), commits it in one transaction and only then
 //! acknowledges each waiting device.
 //!

@@ -5,8 +5,10 @@
 use rustls_pki_types::CertificateDer;
 
 use super::authority::{SignRequest, subject_cn};
-use super::{CaState, Caller, IssuedRecord};
+use super::records::IssuedRecord;
+use super::state::CaState;
 use crate::crypto::{cert_to_pem, sha1_thumbprint};
+use crate::emulator::token::Caller;
 use crate::ezca::models::{
     AadObject, CertificateCreateRequest, CertificateCreateRequestV2, CertificateCreatedResponse,
     DomainInformation, RevokeRequest, SAN_DNS,
@@ -168,6 +170,6 @@ pub(super) fn revoke_v2(
             "You are not an owner or requester of domain {subject}"
         ));
     }
-    super::revoke(state, &thumbprint);
+    super::state::revoke(state, &thumbprint);
     Ok("Successful".into())
 }

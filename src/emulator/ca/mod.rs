@@ -3,9 +3,13 @@
 //! names and wrapping, bearer tokens required, CSR signatures verified, and the issuing CA's
 //! certificate served at the AIA URL written into every leaf.
 //!
-//! Two issuing CAs (ECDSA P-256 and RSA-2048, see [`authority`]) sit under one root, as a tenant
+//! Two issuing CAs (ECDSA P-256 and RSA-2048, see `authority`) sit under one root, as a tenant
 //! with several SSL CAs; requests name theirs by CaID/TemplateID and renewals stay with the CA that
 //! issued the certificate.
+//!
+//! The request handlers (`routes`, `certificates`, `renew`) work on one `state::CaState`
+//! and the plain `records`; this file builds it and serves it. When a certificate is revoked
+//! the CA calls its [`RevocationHook`]: it knows nothing of the hub.
 //!
 //! State lives in memory: domains with their owners and requesters, and every certificate issued
 //! (by upper-case SHA-1 thumbprint), so tests can check what was issued. Revocations are listed in
@@ -14,8 +18,10 @@
 mod authority;
 pub mod capacity;
 mod certificates;
+pub(super) mod records;
 mod renew;
 mod routes;
+mod state;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,16 +32,15 @@ use tokio::net::TcpListener;
 
 pub use super::token::{Caller, TokenAuthority};
 pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
+pub use records::{Domain, IssuedRecord};
+pub use state::RevocationHook;
 
-use super::EmulatorError;
-use super::listener::{Listener, ListenerCounters, ListenerStats};
+use super::error::EmulatorError;
+use super::listener::{Listener, ListenerStats};
 use super::tls::{ServerPki, https_config, serve_https};
 use crate::clock::Clock;
 use crate::sync::lock;
-
-/// What the CA calls with the device id (CN) of each certificate it revokes. The CA knows no hub:
-/// whoever assembles the emulators decides what a revocation does to the registry.
-pub type RevocationHook = Arc<dyn Fn(&str) + Send + Sync>;
+use state::{CaState, revoke, serial_bytes};
 
 #[derive(Debug, Clone)]
 pub struct CaConfig {
@@ -49,110 +54,6 @@ pub struct CaConfig {
     /// EZCA's "disable device on revoke" (one-click trust with IoT Hub): revoking a certificate
     /// disables its device in the hub, which drops it and refuses it from then on.
     pub disable_devices_on_revoke: bool,
-}
-
-/// A domain registered with `RegisterNewDomain`.
-#[derive(Debug, Clone)]
-pub struct Domain {
-    /// `DomainID` as GetMyDomains reports it.
-    pub id: String,
-    /// The issuing CA it was registered with (index into the CA list). Names are one namespace
-    /// across the emulator's CAs: a device id registered with one CA may be requested from any.
-    pub ca: usize,
-    pub owners: Vec<String>,
-    pub requesters: Vec<String>,
-}
-
-/// A certificate the emulator issued.
-#[derive(Debug, Clone)]
-pub struct IssuedRecord {
-    pub der: CertificateDer<'static>,
-    /// Index of the issuing CA in [`CaState::authorities`]: renewals are signed by the same CA.
-    pub ca: usize,
-    pub subject_cn: String,
-    pub requested_by: String,
-    pub revoked: bool,
-}
-
-pub(crate) struct CaState {
-    /// The issuing CAs, all under one root; requests name theirs by CaID and TemplateID.
-    pub(crate) authorities: Vec<Authority>,
-    pub(crate) tokens: TokenAuthority,
-    pub(crate) domains: Mutex<HashMap<String, Domain>>,
-    pub(crate) issued: Mutex<HashMap<String, IssuedRecord>>,
-    /// `jti`s of certificate-JWTs already used, with their expiry, to refuse replays.
-    pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
-    pub(crate) capacity: capacity::Capacity,
-    pub(crate) allowed_domains: Vec<String>,
-    /// Issuing CA, serial and time of every revocation, for the CRLs.
-    pub(crate) revocations: Mutex<Vec<(usize, Vec<u8>, time::OffsetDateTime)>>,
-    /// With "disable device on revoke" (EZCA's one-click trust option): told the device id of
-    /// every revoked certificate, so the hub's registry can disable it.
-    pub(crate) on_revoke: std::sync::OnceLock<RevocationHook>,
-    /// Where durable changes go in a resumable soak.
-    pub(crate) journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
-    /// What its accept loop saw (refused handshakes and the like).
-    pub(crate) listeners: Arc<ListenerCounters>,
-}
-
-impl CaState {
-    pub(crate) fn journal(&self, event: super::persist::JournalEvent) {
-        if let Some(j) = self.journal.get() {
-            j.record(event);
-        }
-    }
-
-    /// The issuing CA a request names (CaID and TemplateID, any case), with its index.
-    pub(crate) fn authority(
-        &self,
-        ca_id: Option<&str>,
-        template_id: Option<&str>,
-    ) -> Result<(usize, &Authority), String> {
-        let same =
-            |got: Option<&str>, want: &str| got.is_some_and(|g| g.eq_ignore_ascii_case(want));
-        self.authorities
-            .iter()
-            .enumerate()
-            .find(|(_, a)| same(ca_id, &a.ca_id) && same(template_id, &a.template_id))
-            .ok_or_else(|| "CA or template not found".to_string())
-    }
-
-    /// The issuing CA of a certificate this emulator issued.
-    pub(crate) fn authority_of(&self, record: &IssuedRecord) -> &Authority {
-        // Records only ever carry indices of `authorities`, which never shrinks.
-        &self.authorities[record.ca.min(self.authorities.len() - 1)]
-    }
-}
-
-fn revoke(state: &CaState, thumbprint: &str) -> bool {
-    let mut issued = lock(&state.issued);
-    let Some(record) = issued.get_mut(&thumbprint.to_ascii_uppercase()) else {
-        return false;
-    };
-    if !record.revoked {
-        record.revoked = true;
-        let now = time::OffsetDateTime::now_utc();
-        if let Some(serial) = serial_bytes(&record.der) {
-            let mut revocations = lock(&state.revocations);
-            revocations.push((record.ca, serial, now));
-        }
-        state.journal(super::persist::JournalEvent::Revoked {
-            thumbprint: thumbprint.to_ascii_uppercase(),
-            at: now.unix_timestamp(),
-        });
-    }
-    let device = record.subject_cn.clone();
-    drop(issued);
-    // The device id is the certificate's CN (the IoT Hub rule), so that is the identity to disable.
-    if let Some(hook) = state.on_revoke.get() {
-        hook(&device);
-    }
-    true
-}
-
-fn serial_bytes(der: &[u8]) -> Option<Vec<u8>> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.tbs_certificate.raw_serial().to_vec())
 }
 
 /// A running (or ready to run) CA emulator. Cheap to clone.

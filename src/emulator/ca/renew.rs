@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use rustls_pki_types::CertificateDer;
 
 use super::authority::SignRequest;
-use super::{CaState, IssuedRecord};
+use super::records::IssuedRecord;
+use super::state::CaState;
 use crate::crypto::{CertInfo, jwt, sha1_thumbprint};
 use crate::ezca::models::{ApiResult, CertRenewRequest, CertificateAuthenticationPayload};
 use crate::sync::lock;
@@ -216,7 +217,7 @@ fn renew_legacy(state: &CaState, authorization: Option<&str>, body: &[u8]) -> Re
 fn revoke(state: &CaState, authorization: Option<&str>) -> Response {
     match authenticate(state, authorization, None) {
         Ok((cert, _)) => {
-            super::revoke(state, &sha1_thumbprint(&cert));
+            super::state::revoke(state, &sha1_thumbprint(&cert));
             axum::Json(ApiResult {
                 success: true,
                 message: "Successful".into(),

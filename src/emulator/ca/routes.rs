@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::capacity::Verdict;
 use super::certificates;
-use super::{CaState, Caller, Domain};
+use super::records::Domain;
+use super::state::CaState;
+use crate::emulator::token::Caller;
 use crate::ezca::models::{ApiResult, AvailableCa, NewDomainRequest};
 use crate::sync::lock;
 
@@ -154,7 +156,7 @@ fn api_result(outcome: Result<String, String>) -> Response {
     axum::Json(ApiResult { success, message }).into_response()
 }
 
-fn available_ca(state: &CaState, a: &super::Authority) -> AvailableCa {
+fn available_ca(state: &CaState, a: &super::authority::Authority) -> AvailableCa {
     AvailableCa {
         ca_id: Some(a.ca_id.clone()),
         friendly_name: Some(a.friendly_name.clone()),
@@ -215,7 +217,7 @@ fn register_domain(
         owners,
         requesters,
     };
-    state.journal(super::super::persist::JournalEvent::Domain {
+    state.journal(crate::emulator::persist::JournalEvent::Domain {
         name: domain.clone(),
         domain: entry.clone(),
     });

@@ -11,9 +11,9 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-use super::HubState;
+use super::state::HubState;
 use crate::iothub::registry::{AuthenticationType, DeviceStatus, SymmetricKey, X509Thumbprint};
-use crate::sync::{lock, read};
+use crate::sync::{lock, read, write};
 
 /// Requests a client certificate and verifies the handshake signature made with its key, but
 /// accepts any chain: trust is decided later, at CONNECT, so a refusal is a CONNACK rather than a
@@ -68,6 +68,15 @@ impl ClientCertVerifier for RequestClientCert {
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// Adds a verified CA to the hub's trust.
+pub(super) fn trust(state: &HubState, der: CertificateDer<'static>) {
+    let mut trust = write(&state.trust);
+    if !trust.roots.contains(&der) {
+        trust.roots.push(der);
+        trust.verifier = verifier_for(&trust.roots);
     }
 }
 
@@ -228,7 +237,7 @@ fn check_username(host: &str, id: &str, username: &str) -> Result<(), Refused> {
 }
 
 /// Builds the chain verifier for the uploaded CAs.
-pub(super) fn verifier_for(
+fn verifier_for(
     roots: &[CertificateDer<'static>],
 ) -> Option<Arc<dyn ClientCertVerifier>> {
     let mut store = rustls::RootCertStore::empty();

@@ -1,7 +1,10 @@
-//! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS ([`mqtt`]) and over
-//! WebSocket ([`websocket`]) written on tokio-rustls and rumqttc's codec; the registry REST API
-//! ([`registry`]) authorised by SAS or Azure AD tokens; CA upload ([`admin`]); twins ([`twin`]);
-//! and the SKU's throttles and daily quota ([`throttle`]).
+//! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS (`mqtt`) and over
+//! WebSocket (`websocket`) written on tokio-rustls and rumqttc's codec; the registry REST API
+//! (`registry`) authorised by SAS or Azure AD tokens (shared REST pieces in `rest`); CA
+//! upload (`admin`); twins ([`twin`]); and the SKU's throttles and daily quota ([`throttle`]).
+//! The endpoints work on one `state::HubState`; this file builds it and serves the endpoints on
+//! the emulators' accept loop ([`crate::emulator::listener`]). Files import one way: the
+//! endpoints use `state`, `auth` and `rest`, never this file.
 //!
 //! It keeps per-device counters (messages and bytes received, connects, drops, and the serial of
 //! every certificate a device connected with) so a run's "sent/acked" can be checked against what
@@ -11,6 +14,8 @@ mod admin;
 mod auth;
 mod mqtt;
 mod registry;
+mod rest;
+mod state;
 pub mod throttle;
 pub mod twin;
 mod websocket;
@@ -22,21 +27,22 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use rumqttc::mqttbytes::v4::ConnectReturnCode;
-use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::EmulatorError;
-use super::listener::{Listener, ListenerCounters};
+use super::error::EmulatorError;
+use super::listener::Listener;
 use super::tls::{ServerPki, https_config};
 use super::token::TokenAuthority;
 use crate::iothub::ConnectionString;
 use crate::iothub::registry::Device;
-use crate::sync::{lock, write};
+use crate::sync::lock;
 
 pub use auth::Refused;
+use state::{HubState, Trust};
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -56,17 +62,6 @@ impl Default for HubConfig {
             limits: throttle::HubLimits::unlimited(),
         }
     }
-}
-
-/// What the hub saw of one device.
-#[derive(Debug, Default)]
-pub(crate) struct DeviceCounters {
-    messages: AtomicU64,
-    bytes: AtomicU64,
-    connects: AtomicU64,
-    refused: AtomicU64,
-    drops: AtomicU64,
-    cert_serials: Mutex<Vec<String>>,
 }
 
 /// A copy of one device's counters.
@@ -94,67 +89,6 @@ pub struct HubStats {
     pub throttled: u64,
     /// TLS handshakes that failed or timed out, on any of the hub's endpoints.
     pub tls_handshakes_failed: u64,
-}
-
-pub(crate) struct Trust {
-    roots: Vec<CertificateDer<'static>>,
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
-}
-
-pub(crate) struct HubState {
-    host_name: String,
-    disabled_connack: ConnectReturnCode,
-    policy_name: String,
-    policy_key: String,
-    devices: Mutex<HashMap<String, Device>>,
-    counters: Mutex<HashMap<String, Arc<DeviceCounters>>>,
-    trust: RwLock<Trust>,
-    /// The live connection of each device, so a new one (or disabling the device) can drop it.
-    live: Mutex<HashMap<String, (u64, CancellationToken)>>,
-    next_connection: AtomicU64,
-    etag_counter: AtomicU64,
-    /// Azure AD stand-in for service calls in emulator mode.
-    tokens: TokenAuthority,
-    twins: Mutex<HashMap<String, twin::Twin>>,
-    throttles: throttle::Throttles,
-    /// Where registry changes go in a resumable soak.
-    journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
-    /// What the hub's accept loops (MQTT, WebSocket, registry) saw.
-    listeners: Arc<ListenerCounters>,
-}
-
-/// Adds a verified CA to the hub's trust.
-fn trust(state: &HubState, der: CertificateDer<'static>) {
-    let mut trust = write(&state.trust);
-    if !trust.roots.contains(&der) {
-        trust.roots.push(der);
-        trust.verifier = auth::verifier_for(&trust.roots);
-    }
-}
-
-impl HubState {
-    /// Journals the registry entry of `id` as it is now.
-    fn journal_device(&self, id: &str) {
-        if let Some(j) = self.journal.get() {
-            let device = lock(&self.devices).get(id).cloned().map(Box::new);
-            j.record(super::persist::JournalEvent::HubDevice {
-                id: id.to_string(),
-                device,
-            });
-        }
-    }
-
-    fn counters(&self, device_id: &str) -> Arc<DeviceCounters> {
-        let mut map = lock(&self.counters);
-        map.entry(device_id.to_string()).or_default().clone()
-    }
-
-    /// Drops the device's live connection, if any.
-    fn drop_connection(&self, device_id: &str) {
-        if let Some((_, token)) = lock(&self.live).remove(device_id) {
-            token.cancel();
-        }
-    }
 }
 
 /// A hub emulator. Cheap to clone; serve it with [`HubEmulator::serve_mqtt`] and
@@ -219,7 +153,7 @@ impl HubEmulator {
 
     /// Uploads a (verified) CA certificate: devices whose chains end at it may connect.
     pub fn trust_ca(&self, der: CertificateDer<'static>) {
-        trust(&self.state, der);
+        auth::trust(&self.state, der);
     }
 
     /// Serves MQTT over TLS on `listener` until `shutdown`.
@@ -229,7 +163,7 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        self.serve_device_endpoint(listener, pki, mqtt::Framing::Tls, shutdown)
+        self.serve_device_endpoint(listener, pki, Framing::Tls, shutdown)
     }
 
     /// Serves MQTT over WebSocket (`wss://.../$iothub/websocket`, subprotocol `mqtt`) on
@@ -240,14 +174,14 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        self.serve_device_endpoint(listener, pki, mqtt::Framing::WebSocket, shutdown)
+        self.serve_device_endpoint(listener, pki, Framing::WebSocket, shutdown)
     }
 
     fn serve_device_endpoint(
         &self,
         listener: TcpListener,
         pki: &ServerPki,
-        framing: mqtt::Framing,
+        framing: Framing,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let addr = listener.local_addr()?;
@@ -267,7 +201,7 @@ impl HubEmulator {
         let state = self.state.clone();
         Ok(tokio::spawn(
             listener.serve(shutdown, move |tls, closing| {
-                mqtt::connection(tls, state.clone(), framing, closing)
+                connection(tls, state.clone(), framing, closing)
             }),
         ))
     }
@@ -353,5 +287,29 @@ impl HubEmulator {
     /// The registry entry of `device_id`.
     pub fn device(&self, device_id: &str) -> Option<Device> {
         lock(&self.state.devices).get(device_id).cloned()
+    }
+}
+
+/// How MQTT packets travel inside the TLS connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Directly on TLS (port 8883).
+    Tls,
+    /// In binary WebSocket messages on `/$iothub/websocket` with subprotocol `mqtt` (port 443).
+    WebSocket,
+}
+
+/// One device connection, its TLS handshake done: MQTT directly or inside a WebSocket. `stop`
+/// is cancelled when the endpoint shuts down.
+async fn connection(
+    tls: TlsStream<TcpStream>,
+    state: Arc<HubState>,
+    framing: Framing,
+    stop: CancellationToken,
+) {
+    let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
+    match framing {
+        Framing::Tls => mqtt::session(tls, peer, state, stop).await,
+        Framing::WebSocket => websocket::upgrade(tls, peer, state, stop).await,
     }
 }

@@ -17,13 +17,11 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Admitted, authorize};
+use super::state::{DeviceCounters, HubState};
 use super::throttle::{Admission, Class};
-use super::{DeviceCounters, HubState};
 use crate::iothub::topics;
 use crate::sync::lock;
 
@@ -33,30 +31,6 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// IoT Hub caps its server-side keep-alive timeout at 1767 s.
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1767);
 const MAX_SUBSCRIPTIONS: usize = 5;
-
-/// How MQTT packets travel inside the TLS connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
-    /// Directly on TLS (port 8883).
-    Tls,
-    /// In binary WebSocket messages on `/$iothub/websocket` with subprotocol `mqtt` (port 443).
-    WebSocket,
-}
-
-/// One device connection, its TLS handshake done: MQTT directly or inside a WebSocket. `stop`
-/// is cancelled when the endpoint shuts down.
-pub(super) async fn connection(
-    tls: TlsStream<TcpStream>,
-    state: Arc<HubState>,
-    framing: Framing,
-    stop: CancellationToken,
-) {
-    let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
-    match framing {
-        Framing::Tls => session(tls, peer, state, stop).await,
-        Framing::WebSocket => super::websocket::upgrade(tls, peer, state, stop).await,
-    }
-}
 
 /// One device's MQTT session on `tls`, whatever carries it: CONNECT, then packets until the
 /// device disconnects, breaks a rule, goes silent, or is dropped (a newer connection, disabling,

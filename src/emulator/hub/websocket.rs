@@ -14,7 +14,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
 
-use super::HubState;
+use super::state::HubState;
 
 pub const PATH: &str = "/$iothub/websocket";
 
