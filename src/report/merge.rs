@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::error::{ReportError, SCHEMA};
+use super::model::{CohortCounts, DeviceCounts, HubCounts, KeyPoolCounts, MessageCounts, Report};
 use super::stats::{self, HistogramMap};
 use super::thresholds;
-use super::{CohortCounts, DeviceCounts, HubCounts, MessageCounts, Report, ReportError, SCHEMA};
+use super::timeline::Timeline;
 use crate::scenario::Threshold;
 
 /// Reads one JSON report and checks its schema.
@@ -138,7 +140,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         hub,
         key_pool: reports.iter().filter_map(|r| r.key_pool.as_ref()).fold(
             None,
-            |acc: Option<super::KeyPoolCounts>, k| {
+            |acc: Option<KeyPoolCounts>, k| {
                 let mut acc = acc.unwrap_or_default();
                 acc.add(k);
                 Some(acc)
@@ -167,9 +169,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
 
 /// The shards' timelines merged by interval index (see [`super::timeline::merge`]); none when a
 /// shard has none or the intervals differ.
-fn merge_timelines(reports: &[Report]) -> Result<Option<super::Timeline>, ReportError> {
-    let timelines: Option<Vec<&super::Timeline>> =
-        reports.iter().map(|r| r.timeline.as_ref()).collect();
+fn merge_timelines(reports: &[Report]) -> Result<Option<Timeline>, ReportError> {
+    let timelines: Option<Vec<&Timeline>> = reports.iter().map(|r| r.timeline.as_ref()).collect();
     match timelines {
         Some(t) => super::timeline::merge(&t),
         None => Ok(None),

@@ -2,20 +2,11 @@
 //! FAIL with the value it saw. A latency threshold on a phase with no samples fails: a run that
 //! never issued a certificate has not shown that issuance is fast.
 
-use serde::{Deserialize, Serialize};
-
-use super::{Report, ReportError};
+use super::error::ReportError;
+use super::model::Report;
+pub use super::model::ThresholdResult;
 use crate::metrics::Outcome;
 use crate::scenario::thresholds::{Metric, Stat, Threshold};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ThresholdResult {
-    /// As written in the scenario.
-    pub threshold: String,
-    pub pass: bool,
-    /// The value seen, with its unit (`3.68 ms`, `0.02%`, `0`), or why there was none.
-    pub actual: String,
-}
 
 /// Checks every threshold against `report`.
 pub fn evaluate(
