@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::arrival::Arrival;
-use super::{IdPattern, Percent, Qos, Renewal, Span, Swap};
-use crate::crypto::KeyKind;
+pub use super::certificate::CohortCertificate;
+use super::device::{IdPattern, Qos};
+use super::units::{Percent, Span};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -39,29 +40,6 @@ pub struct Cohort {
     /// fleet's, interleaved with the other cohorts that have none.
     #[serde(default)]
     pub arrival: Option<Spanned<Arrival>>,
-}
-
-/// The certificate settings a cohort may change: all of `certificate` but `key_source` (the pool
-/// is the run's). Each one left out is the top level's.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CohortCertificate {
-    #[serde(default)]
-    pub key: Option<KeyKind>,
-    #[serde(default)]
-    pub validity_days: Option<NonZeroU32>,
-    #[serde(default)]
-    pub renew_at: Option<Percent>,
-    #[serde(default)]
-    pub renewal: Option<Spanned<Renewal>>,
-    #[serde(default)]
-    pub renew_jitter: Option<Percent>,
-    #[serde(default)]
-    pub renew_deadline: Option<Percent>,
-    #[serde(default)]
-    pub rekey: Option<bool>,
-    #[serde(default)]
-    pub swap: Option<Swap>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

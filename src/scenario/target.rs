@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Percent, Rate, Span};
+use super::units::{Percent, Rate, Span};
 use crate::iothub::quotas::Sku;
 
 /// Where the devices enrol and connect.
