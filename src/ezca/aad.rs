@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::EzcaError;
 use super::client::TokenSource;
+use super::error::EzcaError;
 
 pub const EZCA_SCOPE: &str = "https://management.core.windows.net/.default";
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);

@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::EzcaError;
+use super::error::EzcaError;
 use super::models::{
     AadObject, ApiResult, AvailableCa, CertificateCreateRequest, CertificateCreateRequestV2,
     CertificateCreatedResponse, DomainInformation, NewDomainRequest, RevokeRequest,

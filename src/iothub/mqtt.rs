@@ -18,7 +18,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{API_VERSION, HubError};
+use super::API_VERSION;
+use super::error::HubError;
 
 /// How a device reaches the hub.
 #[derive(Debug, Clone)]
