@@ -21,7 +21,7 @@ use axum::routing::get;
 use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 
-use super::{Recorder, Snapshot};
+use super::recorder::{Recorder, Snapshot};
 
 /// The Content-Type of the text exposition format.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-use super::{DeviceState, Outcome, Phase};
+use super::vocabulary::{DeviceState, Outcome, Phase};
 use crate::sync::lock;
 
 /// Lowest recordable latency, in microseconds.
