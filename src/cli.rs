@@ -350,10 +350,7 @@ fn threshold_verdict(report: &report::Report) -> ExitCode {
 
 /// `fleetsim emulate`.
 pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
-    use crate::clock::Clock;
-    use crate::emulator::hub::throttle::HubLimits;
-    use crate::emulator::{Addresses, CaConfig, HubConfig};
-    use anyhow::Context;
+    use crate::emulator::{Addresses, HubConfig};
 
     if let Err(e) = crate::rlimit::raise_nofile() {
         eprintln!("fleetsim: warning: cannot raise the open-file limit: {e}");
@@ -364,6 +361,42 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
             args.ip
         );
     }
+    let at = |port| std::net::SocketAddr::new(args.ip, port);
+    let addrs = Addresses {
+        ca: at(args.ca_port),
+        hub_mqtt: at(args.mqtt_port),
+        hub_registry: at(args.registry_port),
+        hub_websocket: at(args.websocket_port),
+    };
+    let ca = emulated_ca(&args)?;
+    let hub = HubConfig {
+        host_name: args.hub_host.clone(),
+        limits: emulated_hub_limits(&args)?,
+        ..HubConfig::default()
+    };
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let token_lifetime_secs = 30 * 86_400;
+    crate::emulator::standalone::run(
+        addrs,
+        &ca,
+        &hub,
+        &args.dir,
+        token_lifetime_secs,
+        print_emulated,
+        ctrl_c,
+    )
+    .await?;
+    Ok(())
+}
+
+fn emulated_ca(args: &EmulateArgs) -> anyhow::Result<crate::emulator::CaConfig> {
+    use crate::clock::Clock;
+    use anyhow::Context;
+
     let clock = match &args.time_scale {
         Some(t) => Clock::compressed(
             t.parse::<scenario::Span>()
@@ -373,66 +406,58 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         ),
         None => Clock::real(),
     };
-    let limits = match args.sku {
-        None => HubLimits::unlimited(),
-        Some(sku) => {
-            let max = sku.limits().max_units;
-            if !(1..=max).contains(&args.units) {
-                anyhow::bail!("--units {}: {sku} allows 1 to {max}", args.units);
-            }
-            HubLimits::for_sku(sku, args.units, std::time::Duration::from_millis(500))
-        }
-    };
-    let at = |port| std::net::SocketAddr::new(args.ip, port);
-    let addrs = Addresses {
-        ca: at(args.ca_port),
-        hub_mqtt: at(args.mqtt_port),
-        hub_registry: at(args.registry_port),
-        hub_websocket: at(args.websocket_port),
-    };
-    let ca = CaConfig {
+    Ok(crate::emulator::CaConfig {
         clock,
         max_cert_life_days: args.max_cert_life_days,
         capacity: Default::default(),
         allowed_domains: Vec::new(),
         disable_devices_on_revoke: args.disable_device_on_revoke,
+    })
+}
+
+/// `--sku` and `--units` (unlimited without a tier).
+fn emulated_hub_limits(
+    args: &EmulateArgs,
+) -> anyhow::Result<crate::emulator::hub::throttle::HubLimits> {
+    use crate::emulator::hub::throttle::HubLimits;
+
+    let Some(sku) = args.sku else {
+        return Ok(HubLimits::unlimited());
     };
-    let hub = HubConfig {
-        host_name: args.hub_host.clone(),
-        limits,
-        ..HubConfig::default()
-    };
-    let ready = |w: &crate::emulator::standalone::Written| {
-        println!("EZCA:              {}", w.ca_url);
-        for (label, id) in &w.ca_ids {
-            println!("  {label:<5} issuing CA: {id}");
-        }
-        println!(
-            "IoT Hub MQTT:      mqtts://{}  (host name {})",
-            w.hub_mqtt, w.hub_host
-        );
-        println!(
-            "IoT Hub WebSocket: wss://{}/$iothub/websocket",
-            w.hub_websocket
-        );
-        println!("IoT Hub registry:  {}", w.hub_registry_url);
-        println!("trust bundle:      {}", w.trust_pem.display());
-        println!("EZCA token:        {} (0600)", w.token_file.display());
-        println!(
-            "hub credentials:   {} (0600)",
-            w.connection_string_file.display()
-        );
-        println!("scenario target:   {}", w.target_yaml.display());
-        println!("ready; Ctrl-C stops");
-    };
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    crate::emulator::standalone::run(addrs, &ca, &hub, &args.dir, 30 * 86_400, ready, ctrl_c)
-        .await?;
-    Ok(())
+    let max = sku.limits().max_units;
+    if !(1..=max).contains(&args.units) {
+        anyhow::bail!("--units {}: {sku} allows 1 to {max}", args.units);
+    }
+    Ok(HubLimits::for_sku(
+        sku,
+        args.units,
+        std::time::Duration::from_millis(500),
+    ))
+}
+
+/// What `fleetsim emulate` tells its user once it listens.
+fn print_emulated(w: &crate::emulator::standalone::Written) {
+    println!("EZCA:              {}", w.ca_url);
+    for (label, id) in &w.ca_ids {
+        println!("  {label:<5} issuing CA: {id}");
+    }
+    println!(
+        "IoT Hub MQTT:      mqtts://{}  (host name {})",
+        w.hub_mqtt, w.hub_host
+    );
+    println!(
+        "IoT Hub WebSocket: wss://{}/$iothub/websocket",
+        w.hub_websocket
+    );
+    println!("IoT Hub registry:  {}", w.hub_registry_url);
+    println!("trust bundle:      {}", w.trust_pem.display());
+    println!("EZCA token:        {} (0600)", w.token_file.display());
+    println!(
+        "hub credentials:   {} (0600)",
+        w.connection_string_file.display()
+    );
+    println!("scenario target:   {}", w.target_yaml.display());
+    println!("ready; Ctrl-C stops");
 }
 
 #[cfg(test)]

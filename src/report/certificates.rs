@@ -97,6 +97,19 @@ impl CertificateReport {
             self.renewal_success_ratio,
             h.expired_before_renewal
         );
+        self.write_storm(&mut s);
+        let w = &self.swap;
+        let _ = writeln!(
+            s,
+            "swaps: {} {}; QoS 1 across {} devices: {} lost, {} duplicated (see swap.gap above)",
+            w.swaps, w.mode, w.devices_compared, w.qos1_lost, w.qos1_duplicated
+        );
+        self.write_revocation(&mut s);
+        s
+    }
+
+    /// The renewal storm, when the run had renewals.
+    fn write_storm(&self, s: &mut String) {
         let st = &self.storm;
         if st.window_tries > 0 {
             let l = &st.window_ca_latency_ms;
@@ -119,12 +132,9 @@ impl CertificateReport {
                 }
             );
         }
-        let w = &self.swap;
-        let _ = writeln!(
-            s,
-            "swaps: {} {}; QoS 1 across {} devices: {} lost, {} duplicated (see swap.gap above)",
-            w.swaps, w.mode, w.devices_compared, w.qos1_lost, w.qos1_duplicated
-        );
+    }
+
+    fn write_revocation(&self, s: &mut String) {
         if let Some(r) = &self.revocation {
             let _ = writeln!(
                 s,
@@ -144,7 +154,6 @@ impl CertificateReport {
                 r.still_online
             );
         }
-        s
     }
 
     /// The section as HTML rows (label, value) for the report page.

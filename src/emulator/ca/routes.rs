@@ -52,60 +52,80 @@ async fn dispatch(
         Ok(c) => c,
         Err(why) => return (StatusCode::UNAUTHORIZED, format!("Error: {why}")).into_response(),
     };
-    match (method, path.trim_end_matches('/')) {
+    management(&state, &caller, &method, route, &body).await
+}
+
+/// The management endpoints, for a caller Azure AD authenticated.
+async fn management(
+    state: &CaState,
+    caller: &Caller,
+    method: &Method,
+    route: &str,
+    body: &[u8],
+) -> Response {
+    match (method.clone(), route) {
         (Method::GET, "/api/ca/getavailablesslcas") => {
             let cas: Vec<AvailableCa> = state
                 .authorities
                 .iter()
-                .map(|a| available_ca(&state, a))
+                .map(|a| available_ca(state, a))
                 .collect();
             axum::Json(cas).into_response()
         }
-        (Method::POST, "/api/ca/registernewdomain") => match serde_json::from_slice(&body) {
-            Ok(req) => api_result(register_domain(&state, &caller, req)),
+        (Method::POST, "/api/ca/registernewdomain") => match serde_json::from_slice(body) {
+            Ok(req) => api_result(register_domain(state, caller, req)),
             Err(e) => bad_json(e),
         },
-        // The three issuance endpoints go through the capacity model.
-        (Method::POST, "/api/ca/requestsslcertificate") => match serde_json::from_slice(&body) {
+        (Method::POST, "/api/ca/requestsslcertificate")
+        | (Method::POST, "/api/ca/requestfullsslcertificate")
+        | (Method::POST, "/api/ca/requestsslcertificatev2") => {
+            issuance(state, caller, route, body).await
+        }
+        (Method::GET, "/api/ca/getmydomains") => {
+            api_result(certificates::my_domains(state, caller))
+        }
+        (Method::POST, "/api/ca/revokecertificatev2") => match serde_json::from_slice(body) {
+            Ok(req) => api_result(certificates::revoke_v2(state, caller, &req)),
+            Err(e) => bad_json(e),
+        },
+        _ => (StatusCode::NOT_FOUND, "Error: no such endpoint").into_response(),
+    }
+}
+
+/// The three issuance endpoints, through the capacity model: V1 answers the PEM wrapped in an
+/// APIResult, the "full" V1 and V2 answer the created certificate bare.
+async fn issuance(state: &CaState, caller: &Caller, route: &str, body: &[u8]) -> Response {
+    match route {
+        "/api/ca/requestsslcertificate" => match serde_json::from_slice(body) {
             Ok(req) => {
-                let issue = || certificates::request_v1(&state, &caller, &req);
-                limited(&state, || {
+                let issue = || certificates::request_v1(state, caller, &req);
+                limited(state, || {
                     api_result(issue().map(|c| crate::crypto::cert_to_pem(&c)))
                 })
                 .await
             }
             Err(e) => bad_json(e),
         },
-        (Method::POST, "/api/ca/requestfullsslcertificate") => {
-            match serde_json::from_slice(&body) {
-                Ok(req) => {
-                    let issue = || certificates::request_v1(&state, &caller, &req);
-                    limited(&state, || {
-                        bare(issue().map(|c| certificates::created(&state, &c)))
-                    })
-                    .await
-                }
-                Err(e) => bad_json(e),
-            }
-        }
-        (Method::POST, "/api/ca/requestsslcertificatev2") => match serde_json::from_slice(&body) {
+        "/api/ca/requestfullsslcertificate" => match serde_json::from_slice(body) {
             Ok(req) => {
-                let issue = || certificates::request_v2(&state, &caller, &req);
-                limited(&state, || {
-                    bare(issue().map(|c| certificates::created(&state, &c)))
+                let issue = || certificates::request_v1(state, caller, &req);
+                limited(state, || {
+                    bare(issue().map(|c| certificates::created(state, &c)))
                 })
                 .await
             }
             Err(e) => bad_json(e),
         },
-        (Method::GET, "/api/ca/getmydomains") => {
-            api_result(certificates::my_domains(&state, &caller))
-        }
-        (Method::POST, "/api/ca/revokecertificatev2") => match serde_json::from_slice(&body) {
-            Ok(req) => api_result(certificates::revoke_v2(&state, &caller, &req)),
+        _ => match serde_json::from_slice(body) {
+            Ok(req) => {
+                let issue = || certificates::request_v2(state, caller, &req);
+                limited(state, || {
+                    bare(issue().map(|c| certificates::created(state, &c)))
+                })
+                .await
+            }
             Err(e) => bad_json(e),
         },
-        _ => (StatusCode::NOT_FOUND, "Error: no such endpoint").into_response(),
     }
 }
 
