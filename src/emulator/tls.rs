@@ -14,7 +14,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
 use super::error::EmulatorError;
-use super::listener::Listener;
+use super::listener::{Listener, ListenerCounters};
+use tokio::net::TcpListener;
 
 /// A root that signs the emulators' server certificates. Clients of an embedded run trust it.
 pub struct ServerPki {
@@ -57,6 +58,19 @@ impl ServerPki {
         self.root.der().clone()
     }
 
+    /// A server certificate for the address `listener` is bound to and `names`.
+    pub fn issue_for(
+        &self,
+        listener: &TcpListener,
+        names: &[&str],
+    ) -> Result<ServerIdentity, EmulatorError> {
+        let ip = listener.local_addr()?.ip().to_string();
+        let all: Vec<String> = std::iter::once(ip)
+            .chain(names.iter().map(|n| n.to_string()))
+            .collect();
+        self.issue_server(&all)
+    }
+
     /// A server certificate for `names` (DNS names and IP literals), signed by the root.
     pub fn issue_server(&self, names: &[String]) -> Result<ServerIdentity, EmulatorError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
@@ -96,6 +110,21 @@ pub fn https_config(identity: ServerIdentity) -> Result<Arc<ServerConfig>, Emula
         .with_single_cert(identity.chain, identity.key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// Serves `router` over HTTPS on `listener` in a task, until `shutdown`: with a server certificate
+/// from `pki` for the listener's address and `names`, counting into `counters`.
+pub fn spawn_https(
+    listener: TcpListener,
+    pki: &ServerPki,
+    names: &[&str],
+    counters: Arc<ListenerCounters>,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+    let identity = pki.issue_for(&listener, names)?;
+    let listener = Listener::new(listener, https_config(identity)?).counting(counters);
+    Ok(tokio::spawn(serve_https(listener, router, shutdown)))
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` completes, through the emulators'

@@ -36,8 +36,8 @@ pub use records::{Domain, IssuedRecord};
 pub use state::RevocationHook;
 
 use super::error::EmulatorError;
-use super::listener::{Listener, ListenerStats};
-use super::tls::{ServerPki, https_config, serve_https};
+use super::listener::ListenerStats;
+use super::tls::{ServerPki, spawn_https};
 use crate::clock::Clock;
 use crate::sync::lock;
 use state::{CaState, revoke, serial_bytes};
@@ -123,12 +123,9 @@ impl CaEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        let addr = listener.local_addr()?;
-        let identity = pki.issue_server(&[addr.ip().to_string(), "localhost".into()])?;
-        let listener =
-            Listener::new(listener, https_config(identity)?).counting(self.state.listeners.clone());
+        let counters = self.state.listeners.clone();
         let router = routes::router(self.state.clone());
-        Ok(tokio::spawn(serve_https(listener, router, shutdown)))
+        spawn_https(listener, pki, &["localhost"], counters, router, shutdown)
     }
 
     /// What the CA's accept loop saw: connections, failed TLS handshakes, accept errors.

@@ -131,15 +131,21 @@ pub(super) fn authorize(
     }
 }
 
+/// The chain the client presented in the TLS handshake (leaf first).
+fn client_chain<'a>(
+    peer: Option<&'a [CertificateDer<'static>]>,
+) -> Result<&'a [CertificateDer<'static>], Refused> {
+    peer.filter(|c| !c.is_empty())
+        .ok_or(refuse("no client certificate"))
+}
+
 /// A CA-signed device: its chain ends at an uploaded (verified) CA and its CN is the device id.
 fn certificate_authority(
     state: &HubState,
     id: &str,
     peer: Option<&[CertificateDer<'static>]>,
 ) -> Result<Admitted, Refused> {
-    let certs = peer
-        .filter(|c| !c.is_empty())
-        .ok_or(refuse("no client certificate"))?;
+    let certs = client_chain(peer)?;
     let verifier = read(&state.trust).verifier.clone();
     let verifier = verifier.ok_or(refuse("no CA uploaded"))?;
     verifier
@@ -162,9 +168,7 @@ fn self_signed(
     id: &str,
     peer: Option<&[CertificateDer<'static>]>,
 ) -> Result<Admitted, Refused> {
-    let certs = peer
-        .filter(|c| !c.is_empty())
-        .ok_or(refuse("no client certificate"))?;
+    let certs = client_chain(peer)?;
     let sha1 = crate::crypto::sha1_thumbprint(&certs[0]);
     let sha256 = crate::crypto::hex_upper(
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certs[0]).as_ref(),

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::EmulatorError;
 use super::listener::Listener;
-use super::tls::{ServerPki, https_config};
+use super::tls::{ServerPki, spawn_https};
 use super::token::TokenAuthority;
 use crate::iothub::ConnectionString;
 use crate::iothub::registry::Device;
@@ -184,13 +184,7 @@ impl HubEmulator {
         framing: Framing,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        let addr = listener.local_addr()?;
-        let names = [
-            addr.ip().to_string(),
-            self.state.host_name.clone(),
-            "localhost".into(),
-        ];
-        let identity = pki.issue_server(&names)?;
+        let identity = pki.issue_for(&listener, &[self.state.host_name.as_str(), "localhost"])?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -213,18 +207,10 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        let addr = listener.local_addr()?;
-        let identity = pki.issue_server(&[
-            addr.ip().to_string(),
-            self.state.host_name.clone(),
-            "localhost".into(),
-        ])?;
-        let listener =
-            Listener::new(listener, https_config(identity)?).counting(self.state.listeners.clone());
+        let names = [self.state.host_name.as_str(), "localhost"];
+        let counters = self.state.listeners.clone();
         let router = registry::router(self.state.clone());
-        Ok(tokio::spawn(super::tls::serve_https(
-            listener, router, shutdown,
-        )))
+        spawn_https(listener, pki, &names, counters, router, shutdown)
     }
 
     /// What the hub saw of `device_id` (zeros for a device it never heard from).
