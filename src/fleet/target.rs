@@ -12,7 +12,7 @@ use super::FleetError;
 use crate::clock::Clock;
 use crate::crypto::pool::KeyPool;
 use crate::device::Services;
-use crate::device::adapters::{EzcaCa, HubRegistry};
+use crate::device::adapters::{EzcaCa, HubBackends, HubRegistry};
 use crate::device::backoff::Backoff;
 use crate::device::keys::KeySource;
 use crate::emulator::ca::IssuingKey;
@@ -29,7 +29,7 @@ use crate::scenario::{
     Span, Target,
 };
 
-pub type FleetServices = Services<EzcaCa, HubRegistry, MqttTransport>;
+pub type FleetServices = Services<HubBackends>;
 
 pub struct Resolved {
     pub services: Arc<FleetServices>,
