@@ -130,7 +130,7 @@ struct Timing {
     begun: Instant,
     start: Instant,
     end: Instant,
-    /// `start` as wall-clock time (RFC 3339), for the report.
+    /// When this part began, as wall-clock time (RFC 3339), for the report.
     started_at: String,
 }
 
@@ -157,6 +157,8 @@ struct Ended {
 }
 
 impl<'a> Run<'a> {
+    /// Plans the fleet, opens the soak state, builds the services for the target and starts
+    /// the metrics endpoint; no device runs yet.
     async fn prepare(scenario: &'a Scenario, options: &'a RunOptions) -> Result<Self, FleetError> {
         let mut fleet = Fleet::plan(scenario, options.shard)?;
         let recorder = Arc::new(Recorder::new());
