@@ -12,7 +12,7 @@
 //!   ones via `resume`), `register`, `connect`, `online` (the connected device's loop), and
 //!   what it does from there: [`telemetry`], `renewal` (renew and swap) and `revocation`
 //!   (revoke and cut-off);
-//! - [`lifecycle`]: [`run_device`], the steps in order.
+//! - `lifecycle`: [`run_device`], the steps in order.
 //!
 //! Where the next steps go: a provisioning service (DPS) is one more trait in [`backends`]
 //! (an associated type of [`Backends`]) and a step that takes `register`'s place in
@@ -29,7 +29,7 @@ mod core;
 mod enrol;
 pub mod gate;
 pub mod keys;
-pub mod lifecycle;
+mod lifecycle;
 mod online;
 mod register;
 mod renewal;
