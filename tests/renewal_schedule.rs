@@ -14,8 +14,8 @@ use fleetsim::crypto::{DeviceKey, KeyKind};
 use fleetsim::device::adapters::{EzcaCa, HubRegistry};
 use fleetsim::device::backoff::Backoff;
 use fleetsim::device::{
-    CertificateAuthority, DeviceSpec, FailureClass, Issued, RenewalPolicy, ServiceError, Services,
-    run_device,
+    Backends, CertificateAuthority, DeviceSpec, FailureClass, Issued, RenewalPolicy, ServiceError,
+    Services, run_device,
 };
 use fleetsim::fleet::{self, RunOptions};
 use fleetsim::metrics::Recorder;
@@ -108,13 +108,22 @@ impl CertificateAuthority for FailingRenewals {
     }
 }
 
+/// The embedded hub, with a CA whose renewals fail.
+enum FailingBackends {}
+
+impl Backends for FailingBackends {
+    type Ca = FailingRenewals;
+    type Registry = HubRegistry;
+    type Transport = fleetsim::iothub::mqtt::MqttTransport;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_retry_until_the_deadline_and_expiry_is_counted() {
     // A scenario day is a second: a 4-day certificate renews at 2 s, retries until 3.4 s and
     // expires at 4 s.
     let e = common::start_emulators(Clock::compressed(Duration::from_secs(1))).await;
     let recorder = Arc::new(Recorder::new());
-    let services = Arc::new(Services {
+    let services = Arc::new(Services::<FailingBackends> {
         ca: FailingRenewals {
             ca: common::ezca(&e).await,
             tries: Mutex::new(HashMap::new()),

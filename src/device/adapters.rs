@@ -1,11 +1,14 @@
-//! The lifecycle's traits implemented for EZCA ([`EzcaCa`]), the IoT Hub registry
-//! ([`HubRegistry`]) and IoT Hub's MQTT endpoint ([`MqttTransport`]).
+//! The device's service traits implemented for EZCA ([`EzcaCa`]), the IoT Hub registry
+//! ([`HubRegistry`]) and IoT Hub's MQTT endpoint ([`MqttTransport`]); [`HubBackends`] names the
+//! three together, the backends of a run against EZCA and IoT Hub (embedded or real).
+
+use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
-use super::{
-    CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, FailureClass, Issued,
-    ServiceError,
+use super::backends::{
+    Backends, CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, FailureClass,
+    Issued, ServiceError,
 };
 use crate::crypto::{CertInfo, DeviceKey};
 use crate::ezca::models::{AadObject, AvailableCa, CertificateCreateRequest};
@@ -15,47 +18,91 @@ use crate::iothub::mqtt::{MqttSession, MqttTransport};
 use crate::iothub::registry::{Device, RegistryClient};
 use crate::scenario::Renewal;
 
-impl From<EzcaError> for ServiceError {
-    fn from(e: EzcaError) -> Self {
-        let retry_after = match &e {
-            EzcaError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        };
-        let class = match &e {
-            EzcaError::Status { status: 429, .. } => FailureClass::Throttled,
-            EzcaError::Timeout => FailureClass::Timeout,
-            e if e.is_transient() => FailureClass::Transient,
-            _ => FailureClass::Rejected,
+/// EZCA, IoT Hub's registry and IoT Hub's MQTT endpoint: the backends of a fleet run.
+pub enum HubBackends {}
+
+impl Backends for HubBackends {
+    type Ca = EzcaCa;
+    type Registry = HubRegistry;
+    type Transport = MqttTransport;
+}
+
+/// What a device needs to know of a service's failure to decide what to do about it.
+struct Failure {
+    kind: String,
+    message: String,
+    /// The HTTP status, if the service answered with one.
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    /// The service meant "slow down" without a 429 (e.g. the hub closing before CONNACK).
+    throttled: bool,
+    timeout: bool,
+    transient: bool,
+}
+
+impl From<Failure> for ServiceError {
+    fn from(f: Failure) -> Self {
+        let class = if f.status == Some(429) || f.throttled {
+            FailureClass::Throttled
+        } else if f.timeout {
+            FailureClass::Timeout
+        } else if f.transient {
+            FailureClass::Transient
+        } else {
+            FailureClass::Rejected
         };
         ServiceError {
-            kind: e.kind(),
+            kind: f.kind,
             class,
-            message: e.to_string(),
-            retry_after,
+            message: f.message,
+            retry_after: f.retry_after,
         }
+    }
+}
+
+impl From<EzcaError> for ServiceError {
+    fn from(e: EzcaError) -> Self {
+        let (status, retry_after) = match &e {
+            EzcaError::Status {
+                status,
+                retry_after,
+                ..
+            } => (Some(*status), *retry_after),
+            _ => (None, None),
+        };
+        Failure {
+            kind: e.kind(),
+            message: e.to_string(),
+            status,
+            retry_after,
+            throttled: false,
+            timeout: matches!(e, EzcaError::Timeout),
+            transient: e.is_transient(),
+        }
+        .into()
     }
 }
 
 impl From<HubError> for ServiceError {
     fn from(e: HubError) -> Self {
-        let retry_after = match &e {
-            HubError::Status { retry_after, .. } => *retry_after,
-            _ => None,
+        let (status, retry_after) = match &e {
+            HubError::Status {
+                status,
+                retry_after,
+                ..
+            } => (Some(*status), *retry_after),
+            _ => (None, None),
         };
-        let class = match &e {
-            HubError::Status { status: 429, .. } | HubError::ClosedBeforeConnack => {
-                FailureClass::Throttled
-            }
-            HubError::Timeout => FailureClass::Timeout,
-            e if e.is_transient() => FailureClass::Transient,
-            _ => FailureClass::Rejected,
-        };
-        ServiceError {
+        Failure {
             kind: e.kind(),
-            class,
             message: e.to_string(),
+            status,
             retry_after,
+            throttled: matches!(e, HubError::ClosedBeforeConnack),
+            timeout: matches!(e, HubError::Timeout),
+            transient: e.is_transient(),
         }
+        .into()
     }
 }
 
@@ -123,6 +170,7 @@ impl EzcaCa {
 }
 
 impl EzcaCa {
+    /// The issued `leaf` with its chain (AIA supplies the issuers) and its facts.
     async fn complete(
         &self,
         leaf: rustls_pki_types::CertificateDer<'static>,
@@ -208,10 +256,7 @@ impl CertificateAuthority for EzcaCa {
             i64::from(validity_days),
         );
         let leaf = self.client.request_ssl_certificate(&request).await?;
-        let chain = self.client.chain_for(leaf).await?;
-        let info = CertInfo::parse(&chain[0])
-            .map_err(|e| ServiceError::from(EzcaError::Malformed(e.to_string())))?;
-        Ok(Issued { chain, info })
+        self.complete(leaf).await
     }
 }
 

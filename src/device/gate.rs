@@ -17,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::metrics::{Outcome, Phase, Recorder};
+use crate::sync::lock;
 
 /// The kinds of traffic the fleet can limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,20 +106,13 @@ impl Gate {
 
     /// The scheduler hands device `index` its place among the enrolments in flight.
     pub fn hold_place(&self, index: u64, place: OwnedSemaphorePermit) {
-        self.places
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(index, place);
+        lock(&self.places).insert(index, place);
     }
 
     /// Device `index` has finished enrolling (or stopped): its place goes to the next device.
     /// Idempotent, and a no-op for devices that hold no place.
     pub fn enrolment_done(&self, index: u64) {
-        let place = self
-            .places
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&index);
+        let place = lock(&self.places).remove(&index);
         drop(place);
     }
 }

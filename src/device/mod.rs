@@ -1,154 +1,47 @@
-//! One simulated device: its lifecycle ([`lifecycle`]), its telemetry ([`telemetry`]) and its
-//! backoff ([`backoff`]). The lifecycle talks to services only through the traits below, so other
-//! CAs and brokers can be plugged in; [`adapters`] implements them for EZCA and IoT Hub.
+//! One simulated device: its life from enrolment to the end of the run, against services it
+//! reaches only through traits, so other CAs and brokers can be plugged in.
+//!
+//! The files import one way, from the bottom up (no cycles):
+//! - leaves: [`backends`] (the service traits and [`Backends`], which names one implementation
+//!   of each for a run), [`adapters`] (EZCA and IoT Hub behind those traits), [`backoff`],
+//!   [`gate`] (the fleet's limits), [`keys`] (where keys come from), [`control`] (the fleet's
+//!   commands);
+//! - `core`: what every step shares: [`DeviceSpec`], [`Services`], [`DeviceReport`], the
+//!   `Device` the steps are methods of, its timed tries with backoff, and how a life stops;
+//! - the steps, each in its file over the core: `enrol` (a key and a certificate, or the stored
+//!   ones via `resume`), `register`, `connect`, `online` (the connected device's loop), and
+//!   what it does from there: [`telemetry`], `renewal` (renew and swap) and `revocation`
+//!   (revoke and cut-off);
+//! - `lifecycle`: [`run_device`], the steps in order.
+//!
+//! Where the next steps go: a provisioning service (DPS) is one more trait in [`backends`]
+//! (an associated type of [`Backends`]) and a step that takes `register`'s place in
+//! `lifecycle`, after the certificate and before the connect; cloud-to-device behaviours
+//! (twin, methods, C2D) are one more arm of the online loop (`online`), each handled in its
+//! own step file.
 
 pub mod adapters;
+pub mod backends;
 pub mod backoff;
+mod connect;
 pub mod control;
+mod core;
+mod enrol;
 pub mod gate;
 pub mod keys;
-pub mod lifecycle;
+mod lifecycle;
+mod online;
+mod register;
 mod renewal;
 mod resume;
 mod revocation;
 pub mod telemetry;
 
-use std::future::Future;
-
-use rustls_pki_types::CertificateDer;
-
-use crate::crypto::{CertInfo, DeviceKey};
-use crate::metrics::Outcome;
-
-pub use lifecycle::{DeviceReport, DeviceSpec, Services, run_device};
-pub use renewal::RenewalPolicy;
-pub use revocation::RevocationReport;
-
-/// How a failure should be treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// Network trouble or a 5xx: retry with backoff.
-    Transient,
-    /// The service asked us to slow down (429, delayed acks): retry with backoff.
-    Throttled,
-    Timeout,
-    /// The service said no (bad credentials, policy): retrying will not help.
-    Rejected,
-}
-
-/// A failed call to a service, as the lifecycle sees it.
-#[derive(Debug, Clone)]
-pub struct ServiceError {
-    /// Short label counted in metrics (`http_503`, `connack_5`, `refused`, ...).
-    pub kind: String,
-    pub class: FailureClass,
-    pub message: String,
-    /// How long the service asked us to wait (HTTP `Retry-After`), honoured over our own backoff.
-    pub retry_after: Option<std::time::Duration>,
-}
-
-impl ServiceError {
-    pub fn outcome(&self) -> Outcome {
-        match self.class {
-            FailureClass::Transient => Outcome::Error,
-            FailureClass::Throttled => Outcome::Throttled,
-            FailureClass::Timeout => Outcome::Timeout,
-            FailureClass::Rejected => Outcome::Rejected,
-        }
-    }
-
-    pub fn retryable(&self) -> bool {
-        self.class != FailureClass::Rejected
-    }
-}
-
-impl std::fmt::Display for ServiceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.kind)
-    }
-}
-
-/// A certificate a CA issued: the chain to present (leaf first, root omitted) and the leaf's facts.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub info: CertInfo,
-}
-
-pub trait CertificateAuthority: Send + Sync + 'static {
-    /// Makes the device's id a name the caller may request certificates for.
-    fn register_domain(
-        &self,
-        device_id: &str,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    /// Requests a certificate for `device_id` from a CSR.
-    fn issue(
-        &self,
-        device_id: &str,
-        csr_pem: String,
-        validity_days: u32,
-    ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
-    /// Renews `current` (whose key is `current_key`) with a CSR for a new key, by `path` (the
-    /// device's cohort chooses it; CAs with one way of renewing ignore it).
-    fn renew(
-        &self,
-        device_id: &str,
-        current: &Issued,
-        current_key: &DeviceKey,
-        csr_pem: String,
-        validity_days: u32,
-        path: crate::scenario::Renewal,
-    ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
-    /// Revokes `current` (whose key is `current_key`): by the device itself or by an administrator.
-    /// CAs without revocation refuse.
-    fn revoke(
-        &self,
-        device_id: &str,
-        current: &Issued,
-        current_key: &DeviceKey,
-        method: crate::scenario::RevokeMethod,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
-        let _ = (device_id, current, current_key, method);
-        async {
-            Err(ServiceError {
-                kind: "unsupported".into(),
-                class: FailureClass::Rejected,
-                message: "this CA does not revoke".into(),
-                retry_after: None,
-            })
-        }
-    }
-}
-
-pub trait DeviceRegistry: Send + Sync + 'static {
-    /// Creates the device identity (CA-signed authentication); an existing identity is fine.
-    fn register(&self, device_id: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
-}
-
-pub trait DeviceTransport: Send + Sync + 'static {
-    type Session: DeviceSession;
-    /// Connects as `device_id` with `chain`, proving possession of `key`.
-    fn connect(
-        &self,
-        device_id: &str,
-        chain: Vec<CertificateDer<'static>>,
-        key: &DeviceKey,
-    ) -> impl Future<Output = Result<Self::Session, ServiceError>> + Send;
-}
-
-pub trait DeviceSession: Send + 'static {
-    /// Publishes; for at-least-once, returns when the broker acknowledged.
-    fn publish(
-        &mut self,
-        topic: String,
-        payload: Vec<u8>,
-        at_least_once: bool,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
-    /// Disconnects cleanly.
-    fn close(self) -> impl Future<Output = ()> + Send;
-    /// Completes when the connection is lost (the hub dropped it, or the network did), with why.
-    /// Call it only between publishes. Sessions that cannot tell never complete.
-    fn closed(&mut self) -> impl Future<Output = String> + Send {
-        std::future::pending()
-    }
-}
+pub use self::core::{
+    DeviceReport, DeviceSpec, RenewalPolicy, RevocationReport, SERIALS_KEPT, Services,
+};
+pub use backends::{
+    Backends, CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, FailureClass,
+    Issued, ServiceError, Session,
+};
+pub use lifecycle::run_device;

@@ -17,42 +17,16 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::lifecycle::{Device, Stop, local_failure};
-use super::{
-    CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, Issued, ServiceError,
+use super::backends::{
+    Backends, CertificateAuthority, DeviceSession, Issued, ServiceError, Session,
 };
+use super::core::{Device, Stop, local_failure};
 use crate::crypto::DeviceKey;
 use crate::metrics::{DeviceState, Outcome, Phase};
-use crate::scenario::{Renewal, Swap};
+use crate::scenario::Swap;
 
 /// How long make-before-break waits, once the new session is up, for the hub to drop the old.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
-
-/// How a device renews, resolved from the scenario's `certificate`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RenewalPolicy {
-    /// Which EZCA call renews: as the enrollment agent, or as the device (certificate-JWT).
-    pub path: Renewal,
-    /// Share of the lifetime the renewal point may move either way (0.05 for ±5%).
-    pub jitter: f64,
-    /// Share of the lifetime after which failed renewals are no longer retried.
-    pub deadline: f64,
-    /// A new key per renewal.
-    pub rekey: bool,
-    pub swap: Swap,
-}
-
-impl Default for RenewalPolicy {
-    fn default() -> Self {
-        Self {
-            path: Renewal::EnrollmentAgent,
-            jitter: 0.0,
-            deadline: 0.95,
-            rekey: true,
-            swap: Swap::BreakBeforeMake,
-        }
-    }
-}
 
 /// When the device next tries to renew its current certificate, when it stops trying, and when
 /// the certificate expires (`None` once renewal is off, e.g. after revocation).
@@ -74,6 +48,16 @@ impl Schedule {
         self.next_try = None;
         self.expires = None;
     }
+
+    /// Whether a renewal try is due at `now`.
+    pub fn renewal_due(&self, now: Instant) -> bool {
+        self.next_try.is_some_and(|at| now >= at)
+    }
+
+    /// Whether the certificate has reached notAfter at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| now >= at)
+    }
 }
 
 /// The instant on the runtime's clock of a wall-clock time (now if it has passed).
@@ -82,12 +66,7 @@ fn instant_of(at: time::OffsetDateTime) -> Instant {
     Instant::now() + Duration::try_from(from_now).unwrap_or(Duration::ZERO)
 }
 
-impl<C, R, T> Device<'_, C, R, T>
-where
-    C: CertificateAuthority,
-    R: DeviceRegistry,
-    T: DeviceTransport,
-{
+impl<B: Backends> Device<'_, B> {
     /// Plans the renewal of `issued`, a certificate the device just obtained.
     pub(super) fn schedule(&mut self, issued: &Issued) -> Schedule {
         let policy = self.spec.renewal;
@@ -120,33 +99,46 @@ where
         schedule: &mut Schedule,
     ) -> Result<Option<(Option<DeviceKey>, Issued)>, Stop> {
         self.set_state(DeviceState::Renewing);
-        let recorder = self.services.recorder.clone();
         let new_key = match self.spec.renewal.rekey {
-            true => Some(self.new_key().await?),
+            true => Some(self.next_key().await?),
             false => None,
         };
-        let t = Instant::now();
+        let used = new_key.as_ref().unwrap_or(key);
         // A renewal CSR repeats the certificate's SANs, as EZCA's renewal client builds it.
-        let csr = new_key
-            .as_ref()
-            .unwrap_or(key)
-            .csr_pem_with_sans(&self.spec.id, &current.info.dns_sans)
-            .map_err(|e| local_failure(Phase::Csr, "csr", e.to_string()))?;
-        recorder.record(Phase::Csr, Outcome::Ok, t, Instant::now());
-
+        let csr = self.csr(used, &current.info.dns_sans)?;
         // As at enrolment: the key and CSR are committed before the CA sees them (`--state`).
-        if let Some(state) = &self.services.state {
-            let used = new_key.as_ref().unwrap_or(key);
-            state
-                .intent(&self.spec.id, self.spec.index, true, used, &csr)
-                .await
-                .map_err(|e| local_failure(Phase::CaRenew, "state", e.to_string()))?;
+        self.journal_intent(Phase::CaRenew, true, used, &csr)
+            .await?;
+        let (result, end) = self.request_renewal(key, current, csr).await?;
+        self.set_state(DeviceState::Online);
+        match result {
+            Ok(issued) => {
+                self.journal_certificate(Phase::CaRenew, true, used, &issued)
+                    .await?;
+                self.report.issued(&issued);
+                Ok(Some((new_key, issued)))
+            }
+            Err(e) => {
+                self.renewal_failed(&e, end, schedule);
+                Ok(None)
+            }
         }
+    }
+
+    /// The CA's answer to one renewal request, and when it came; timed as `ca.renew` and
+    /// counted in the certificate health.
+    async fn request_renewal(
+        &mut self,
+        key: &DeviceKey,
+        current: &Issued,
+        csr: String,
+    ) -> Result<(Result<Issued, ServiceError>, Instant), Stop> {
+        let (spec, recorder) = (self.spec, &self.services.recorder);
         let start = Instant::now();
         let ca = &self.services.ca;
         let result = tokio::select! {
             _ = self.stop.cancelled() => return Err(Stop::Stopped),
-            r = ca.renew(&self.spec.id, current, key, csr, self.spec.validity_days, self.spec.renewal.path) => r,
+            r = ca.renew(&spec.id, current, key, csr, spec.validity_days, spec.renewal.path) => r,
         };
         let end = Instant::now();
         let outcome = result
@@ -156,110 +148,108 @@ where
         recorder
             .certs()
             .renewal_try(start.into_std(), end.into_std(), result.is_ok());
-        self.set_state(DeviceState::Online);
-        match result {
-            Ok(issued) => {
-                if let Some(state) = &self.services.state {
-                    let used = new_key.as_ref().unwrap_or(key);
-                    state
-                        .certificate(&self.spec.id, true, used, &issued.chain, &issued.info)
-                        .await
-                        .map_err(|e| local_failure(Phase::CaRenew, "state", e.to_string()))?;
-                }
-                self.report.issued(&issued);
-                Ok(Some((new_key, issued)))
-            }
-            Err(e) => {
-                recorder.error(Phase::CaRenew, &e.kind);
-                tracing::debug!(device = %self.spec.id, error = %e, "renewal try failed");
-                let delay = self
-                    .services
-                    .backoff
-                    .delay(schedule.tries, &mut self.rng)
-                    .max(e.retry_after.unwrap_or_default());
-                schedule.tries += 1;
-                let next = end + delay;
-                if e.retryable() && next < schedule.deadline {
-                    schedule.next_try = Some(next);
-                } else {
-                    // Past the deadline (or refused for good): run on with the current
-                    // certificate; the expiry check counts it if it lapses.
-                    schedule.next_try = None;
-                    self.report.renewals_given_up += 1;
-                    recorder.certs().renewal_given_up();
-                }
-                Ok(None)
-            }
+        Ok((result, end))
+    }
+
+    /// A renewal try failed at `end`: retry after a backoff while that is before the deadline,
+    /// else give up and run on with the current certificate (the expiry check counts it if it
+    /// lapses).
+    fn renewal_failed(&mut self, e: &ServiceError, end: Instant, schedule: &mut Schedule) {
+        let recorder = &self.services.recorder;
+        recorder.error(Phase::CaRenew, &e.kind);
+        tracing::debug!(device = %self.spec.id, error = %e, "renewal try failed");
+        let delay = self
+            .services
+            .backoff
+            .delay(schedule.tries, &mut self.rng)
+            .max(e.retry_after.unwrap_or_default());
+        schedule.tries += 1;
+        let next = end + delay;
+        if e.retryable() && next < schedule.deadline {
+            schedule.next_try = Some(next);
+        } else {
+            schedule.next_try = None;
+            self.report.renewals_given_up += 1;
+            recorder.certs().renewal_given_up();
         }
     }
 
-    /// A key for a renewal: the next generation of this device's keys from the run's key source
-    /// (fresh keys are timed as `keygen`; pool keys are not generated here at all).
-    async fn new_key(&mut self) -> Result<DeviceKey, Stop> {
-        let generation = self.report.certificates_issued;
-        let recorder = self.services.recorder.clone();
-        self.services
-            .keys
-            .key_for(self.spec.key_kind, self.spec.index, generation, &recorder)
-            .await
-            .map_err(|e| local_failure(Phase::Keygen, "keygen", e.to_string()))
+    /// Renewal gave up and the certificate lapsed: the hub would refuse the next connection, so
+    /// the device is out.
+    pub(super) async fn expired(&mut self, session: Session<B>) -> Stop {
+        self.report.expired_before_renewal = true;
+        self.services.recorder.certs().expired_before_renewal();
+        session.close().await;
+        local_failure(
+            Phase::CaRenew,
+            "expired_before_renewal",
+            "the certificate expired before a renewal succeeded".into(),
+        )
     }
 
     /// Moves from `old` to a session with the renewed certificate, as the policy says.
     pub(super) async fn swap(
         &mut self,
-        mut old: T::Session,
+        old: Session<B>,
         key: &DeviceKey,
         issued: &Issued,
-    ) -> Result<T::Session, Stop> {
-        let gap = match self.spec.renewal.swap {
+    ) -> Result<Session<B>, Stop> {
+        let (session, gap) = match self.spec.renewal.swap {
             Swap::BreakBeforeMake => {
                 let t0 = Instant::now();
                 old.close().await;
                 let new = self.connect(Phase::MqttReconnect, key, issued).await?;
                 (new, t0.elapsed())
             }
-            Swap::MakeBeforeBreak => {
-                let mut closed_at = None;
-                let result = {
-                    let connect = self.connect(Phase::MqttReconnect, key, issued);
-                    tokio::pin!(connect);
-                    loop {
-                        tokio::select! {
-                            r = &mut connect => break r,
-                            _ = old.closed(), if closed_at.is_none() => {
-                                closed_at = Some(Instant::now());
-                            }
-                        }
-                    }
-                };
-                let new = match result {
-                    Ok(s) => s,
-                    Err(stop) => {
-                        old.close().await;
-                        return Err(stop);
-                    }
-                };
-                let ready = Instant::now();
-                if closed_at.is_none() {
-                    // The hub takes the old session over as it accepts the new one; the drop
-                    // may reach us just after CONNACK, when there is no gap.
-                    closed_at = tokio::time::timeout(TAKEOVER_WAIT, old.closed())
-                        .await
-                        .ok()
-                        .map(|_| ready);
-                }
-                old.close().await;
-                let gap = closed_at.map_or(Duration::ZERO, |c| ready.saturating_duration_since(c));
-                (new, gap)
-            }
+            Swap::MakeBeforeBreak => self.make_before_break(old, key, issued).await?,
         };
-        let (session, gap) = gap;
         let now = Instant::now();
         self.services
             .recorder
             .record(Phase::SwapGap, Outcome::Ok, now - gap, now);
         self.report.swaps += 1;
         Ok(session)
+    }
+
+    /// Connects with the new certificate while `old` is up, then closes `old`: the new session
+    /// and the time the device had neither.
+    async fn make_before_break(
+        &mut self,
+        mut old: Session<B>,
+        key: &DeviceKey,
+        issued: &Issued,
+    ) -> Result<(Session<B>, Duration), Stop> {
+        let mut closed_at = None;
+        let result = {
+            let connect = self.connect(Phase::MqttReconnect, key, issued);
+            tokio::pin!(connect);
+            loop {
+                tokio::select! {
+                    r = &mut connect => break r,
+                    _ = old.closed(), if closed_at.is_none() => {
+                        closed_at = Some(Instant::now());
+                    }
+                }
+            }
+        };
+        let new = match result {
+            Ok(s) => s,
+            Err(stop) => {
+                old.close().await;
+                return Err(stop);
+            }
+        };
+        let ready = Instant::now();
+        if closed_at.is_none() {
+            // The hub takes the old session over as it accepts the new one; the drop may reach
+            // us just after CONNACK, when there is no gap.
+            closed_at = tokio::time::timeout(TAKEOVER_WAIT, old.closed())
+                .await
+                .ok()
+                .map(|_| ready);
+        }
+        old.close().await;
+        let gap = closed_at.map_or(Duration::ZERO, |c| ready.saturating_duration_since(c));
+        Ok((new, gap))
     }
 }

@@ -4,44 +4,20 @@
 //!
 //! What follows depends on the hub. With EZCA's "disable device on revoke", the hub drops the
 //! connection: the time from the revocation to the device seeing its connection lost is
-//! `revoke.cutoff`, and the device tries once to reconnect (the hub should refuse it). Without
-//! it, IoT Hub does not check revocation and the device stays connected, sending telemetry: the
-//! report counts it as still online after revocation.
+//! `revoke.cutoff`, and the device tries once to reconnect (the hub should refuse it; then it is
+//! cut off and waits for the run to end). Without it, IoT Hub does not check revocation and the
+//! device stays connected, sending telemetry: the report counts it as still online after
+//! revocation.
 
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::lifecycle::{Device, Stop};
-use super::{CertificateAuthority, DeviceRegistry, DeviceTransport, Issued};
+use super::backends::{Backends, CertificateAuthority, DeviceTransport, Issued, Session};
+use super::core::{Device, RevocationReport, Stop};
 use crate::crypto::DeviceKey;
 use crate::metrics::{DeviceState, Outcome, Phase};
 use crate::scenario::RevokeMethod;
 
-/// What happened when a device was told to revoke its certificate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RevocationReport {
-    pub method: RevokeMethod,
-    /// The CA's refusal, if the revocation failed (the device then carries on as before).
-    pub error: Option<String>,
-    /// Revocation → connection lost, if the connection was lost.
-    pub cutoff: Option<Duration>,
-    /// The hub refused the device's reconnect after the cut-off.
-    pub reconnect_refused: bool,
-}
-
-impl<C, R, T> Device<'_, C, R, T>
-where
-    C: CertificateAuthority,
-    R: DeviceRegistry,
-    T: DeviceTransport,
-{
-    /// Whether this device's certificate has been revoked.
-    pub(super) fn is_revoked(&self) -> bool {
-        self.revoked_at.is_some()
-    }
-
+impl<B: Backends> Device<'_, B> {
     /// Revokes the current certificate with `method`. A failure is counted and reported, and
     /// the device carries on.
     pub(super) async fn revoke(
@@ -82,14 +58,15 @@ where
     }
 
     /// The connection of a revoked device was lost: records the cut-off and tries once to
-    /// reconnect. `None` when the hub refused (the device is cut off for good).
+    /// reconnect. When the hub refuses, the device is cut off for good: it waits for the run
+    /// to end (`Stop::Stopped`).
     pub(super) async fn cut_off(
         &mut self,
         key: &DeviceKey,
         current: &Issued,
-    ) -> Result<Option<T::Session>, Stop> {
+    ) -> Result<Session<B>, Stop> {
         let now = Instant::now();
-        let recorder = self.services.recorder.clone();
+        let recorder = &self.services.recorder;
         let revoked_at = self.revoked_at.unwrap_or(now);
         if let Some(r) = &mut self.report.revocation
             && r.cutoff.is_none()
@@ -105,14 +82,15 @@ where
         match result {
             Ok(session) => {
                 self.report.connects += 1;
-                Ok(Some(session))
+                Ok(session)
             }
             Err(e) => {
                 recorder.error(Phase::MqttReconnect, &e.kind);
                 if let Some(r) = &mut self.report.revocation {
                     r.reconnect_refused = true;
                 }
-                Ok(None)
+                self.stop.cancelled().await;
+                Err(Stop::Stopped)
             }
         }
     }

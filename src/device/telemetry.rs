@@ -1,9 +1,17 @@
-//! The telemetry the EZCA IoT sample sends: `{"deviceId","messageId","temperature","humidity"}`
-//! with an application property `temperatureAlert` that is `"true"` above 30 °C.
+//! Telemetry: the messages the EZCA IoT sample sends (`{"deviceId","messageId","temperature",
+//! "humidity"}` with an application property `temperatureAlert` that is `"true"` above 30 °C),
+//! and the step that sends the next one, through the fleet's publish limit, timed as
+//! `mqtt.publish` from when it was due.
 
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde::Serialize;
+use tokio::time::Instant;
+
+use super::backends::{Backends, DeviceSession, ServiceError, Session};
+use super::core::Device;
+use super::gate::TrafficClass;
+use crate::metrics::{Outcome, Phase};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -37,6 +45,103 @@ pub fn next_message(device_id: &str, message_id: u64, rng: &mut StdRng) -> (Stri
     );
     let payload = serde_json::to_vec(&sample).unwrap_or_default();
     (topic, payload)
+}
+
+/// Where a device's telemetry stands: the next message's id and when it is due.
+pub(super) struct Telemetry {
+    next_id: u64,
+    /// When the next message is due.
+    pub due: Instant,
+    /// When the device was meant to arrive (`first_telemetry` counts from there).
+    intended_start: Instant,
+    first: bool,
+}
+
+impl Telemetry {
+    /// The first message is due now.
+    pub fn new(intended_start: Instant) -> Self {
+        Self {
+            next_id: 0,
+            due: Instant::now(),
+            intended_start,
+            first: true,
+        }
+    }
+}
+
+/// How sending a message went.
+pub(super) enum Sent {
+    /// Sent (and, at least once, acknowledged).
+    Delivered,
+    /// The publish failed: the connection is presumed lost.
+    Failed,
+    /// The run stopped while the message waited for the publish limit.
+    Stopped,
+}
+
+impl<B: Backends> Device<'_, B> {
+    /// Sends the message that is due on `session`; the next one is due an interval later.
+    pub(super) async fn send_telemetry(
+        &mut self,
+        session: &mut Session<B>,
+        telemetry: &mut Telemetry,
+    ) -> Sent {
+        let gate = &self.services.gate;
+        if gate.is_limited(TrafficClass::Publish) {
+            tokio::select! {
+                _ = self.stop.cancelled() => return Sent::Stopped,
+                _ = gate.wait(TrafficClass::Publish, &self.services.recorder) => {}
+            }
+        }
+        let (topic, payload) = next_message(&self.spec.id, telemetry.next_id, &mut self.rng);
+        telemetry.next_id += 1;
+        self.report.messages_sent += 1;
+        self.services.recorder.message_sent();
+        // Not cancelled by the stop signal: a message already handed to the hub is seen
+        // through to its PUBACK (bounded by the ack timeout), so sent == acked at the end.
+        let start = Instant::now();
+        let result = session
+            .publish(topic, payload, self.spec.at_least_once)
+            .await;
+        let sent = match result {
+            Ok(()) => self.delivered(telemetry, start),
+            Err(e) => self.publish_failed(telemetry, start, &e),
+        };
+        telemetry.due += self.spec.telemetry_interval;
+        sent
+    }
+
+    /// Records a delivered message: its latency from when it was due (and, uncorrected, from
+    /// when the send began), so a late send shows up as latency.
+    fn delivered(&mut self, telemetry: &mut Telemetry, start: Instant) -> Sent {
+        let now = Instant::now();
+        let recorder = &self.services.recorder;
+        recorder.record_with_actual(Phase::MqttPublish, Outcome::Ok, telemetry.due, start, now);
+        if self.spec.at_least_once {
+            self.report.messages_acked += 1;
+            recorder.message_acked();
+        }
+        if telemetry.first {
+            recorder.record(
+                Phase::FirstTelemetry,
+                Outcome::Ok,
+                telemetry.intended_start,
+                now,
+            );
+            telemetry.first = false;
+        }
+        Sent::Delivered
+    }
+
+    fn publish_failed(&mut self, telemetry: &Telemetry, start: Instant, e: &ServiceError) -> Sent {
+        let now = Instant::now();
+        let recorder = &self.services.recorder;
+        recorder.record_with_actual(Phase::MqttPublish, e.outcome(), telemetry.due, start, now);
+        recorder.error(Phase::MqttPublish, &e.kind);
+        self.report.messages_failed += 1;
+        recorder.message_failed();
+        Sent::Failed
+    }
 }
 
 #[cfg(test)]

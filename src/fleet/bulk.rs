@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::FleetError;
+use super::error::FleetError;
 use super::target::FleetServices;
 use crate::device::ServiceError;
 use crate::iothub::identity::BULK_MAX;

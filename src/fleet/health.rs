@@ -35,6 +35,18 @@ pub fn certificate_report(
     hub: Option<&HubEmulator>,
     health: crate::metrics::certs::CertSnapshot,
 ) -> CertificateReport {
+    CertificateReport {
+        day_seconds: scenario.day().as_secs_f64(),
+        renewal_success_ratio: health.renewal_success_ratio(),
+        health,
+        storm: recorder.certs().storm(STORM_WINDOW),
+        swap: swaps(scenario, devices, hub),
+        revocation: (!scenario.events.is_empty()).then(|| revocations(scenario, devices)),
+    }
+}
+
+/// The swaps, and, against the embedded hub, whether a QoS 1 message was lost or duplicated.
+fn swaps(scenario: &Scenario, devices: &[DeviceReport], hub: Option<&HubEmulator>) -> SwapReport {
     // Cohorts may swap differently: the report names every mode used.
     let mut modes: Vec<&str> = Vec::new();
     for c in scenario.certificate_policies() {
@@ -60,42 +72,36 @@ pub fn certificate_report(
             swap.qos1_duplicated += received.saturating_sub(d.messages_sent);
         }
     }
-    let revocation = (!scenario.events.is_empty()).then(|| {
-        let mut r = RevocationSummary {
-            disable_device_on_revoke: match &scenario.target.value {
-                Target::Embedded(e) => e.ca.disable_device_on_revoke,
-                Target::Remote(_) => false,
-            },
-            remote: matches!(scenario.target.value, Target::Remote(_)),
-            ..Default::default()
-        };
-        for rev in devices
-            .iter()
-            .filter_map(|d| d.revocation.as_ref().map(|r| (d, r)))
-        {
-            let (d, rev) = rev;
-            r.requested += 1;
-            if rev.error.is_some() {
-                r.failed += 1;
-                continue;
-            }
-            r.revoked += 1;
-            match rev.method {
-                RevokeMethod::SelfRevoke => r.by_self += 1,
-                RevokeMethod::Admin => r.by_admin += 1,
-            }
-            r.cut_off += u64::from(rev.cutoff.is_some());
-            r.reconnects_refused += u64::from(rev.reconnect_refused);
-            r.still_online += u64::from(d.online_at_end);
+    swap
+}
+
+/// What the scenario's revocation events did to the devices they picked.
+fn revocations(scenario: &Scenario, devices: &[DeviceReport]) -> RevocationSummary {
+    let mut r = RevocationSummary {
+        disable_device_on_revoke: match &scenario.target.value {
+            Target::Embedded(e) => e.ca.disable_device_on_revoke,
+            Target::Remote(_) => false,
+        },
+        remote: matches!(scenario.target.value, Target::Remote(_)),
+        ..Default::default()
+    };
+    for (d, rev) in devices
+        .iter()
+        .filter_map(|d| d.revocation.as_ref().map(|r| (d, r)))
+    {
+        r.requested += 1;
+        if rev.error.is_some() {
+            r.failed += 1;
+            continue;
         }
-        r
-    });
-    CertificateReport {
-        day_seconds: scenario.day().as_secs_f64(),
-        renewal_success_ratio: health.renewal_success_ratio(),
-        health,
-        storm: recorder.certs().storm(STORM_WINDOW),
-        swap,
-        revocation,
+        r.revoked += 1;
+        match rev.method {
+            RevokeMethod::SelfRevoke => r.by_self += 1,
+            RevokeMethod::Admin => r.by_admin += 1,
+        }
+        r.cut_off += u64::from(rev.cutoff.is_some());
+        r.reconnects_refused += u64::from(rev.reconnect_refused);
+        r.still_online += u64::from(d.online_at_end);
     }
+    r
 }

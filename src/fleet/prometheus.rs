@@ -5,32 +5,50 @@
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::FleetError;
+use super::error::FleetError;
 use crate::emulator::{CaEmulator, HubEmulator};
 use crate::metrics::Recorder;
 use crate::metrics::exporter::{self, Kind, Sample, SampleSource};
 
-/// Serves `/metrics` on `listener` until `stop` is cancelled.
+/// The endpoint while it serves. It stops when dropped (on every way out of a run, early errors
+/// included); [`Endpoint::stop`] also waits for it to finish.
+pub(super) struct Endpoint {
+    stop: DropGuard,
+    task: JoinHandle<()>,
+}
+
+impl Endpoint {
+    pub async fn stop(self) {
+        drop(self.stop);
+        let _ = self.task.await;
+    }
+}
+
+/// Serves `/metrics` on `listener` until the returned endpoint is stopped or dropped.
 pub(super) fn start(
     listener: &std::net::TcpListener,
     recorder: Arc<Recorder>,
     emulators: Option<(CaEmulator, HubEmulator)>,
-    stop: &CancellationToken,
-) -> Result<JoinHandle<()>, FleetError> {
+) -> Result<Endpoint, FleetError> {
     let setup = |e: std::io::Error| FleetError::Setup(format!("metrics listener: {e}"));
     // A duplicate of the caller's socket: the options stay cloneable and the caller keeps theirs.
     let std_listener = listener.try_clone().map_err(setup)?;
     std_listener.set_nonblocking(true).map_err(setup)?;
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(setup)?;
     let extra = emulators.map(|(ca, hub)| emulator_samples(ca, hub));
-    let stop = stop.clone().cancelled_owned();
-    Ok(tokio::spawn(async move {
-        if let Err(e) = exporter::serve(listener, recorder, extra, stop).await {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone().cancelled_owned();
+    let task = tokio::spawn(async move {
+        if let Err(e) = exporter::serve(listener, recorder, extra, stopped).await {
             tracing::warn!(error = %e, "metrics endpoint stopped");
         }
-    }))
+    });
+    Ok(Endpoint {
+        stop: stop.drop_guard(),
+        task,
+    })
 }
 
 /// The embedded CA's and hub's counters, read on every scrape.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::FleetError;
+use super::error::FleetError;
 use crate::emulator::Emulators;
 use crate::emulator::ca::{Domain, IssuedRecord};
 use crate::emulator::persist::{CaIdentity, Journal, JournalEvent, Restore};
@@ -107,9 +107,41 @@ fn stored_timeline(timeline: &str, base: &str) -> Result<(Timeline, HistogramMap
     Ok((timeline, latency))
 }
 
+/// Opens `file` for a run: seeds `recorder` with the stored checkpoint and tells the user
+/// (unless `progress` is off) what the run resumes from.
+pub fn open_for_run(
+    file: &StateFile,
+    recorder: &Recorder,
+    progress: crate::ui::Progress,
+) -> Result<Opened, FleetError> {
+    let opened = open(file)?;
+    opened.seed(recorder)?;
+    if !opened.intents.unresolved.is_empty() {
+        tracing::warn!(
+            devices = ?opened.intents.unresolved,
+            "certificate requests cut off by the last stop could not be matched; these devices request again"
+        );
+    }
+    if progress != crate::ui::Progress::Off && opened.resumed {
+        eprintln!(
+            "fleetsim: resuming from {} ({} devices known, {:.1} s done, {} certificates recovered)",
+            file.path.display(),
+            opened.devices.len(),
+            opened.elapsed_before().as_secs_f64(),
+            opened.intents.adopted.len()
+        );
+    }
+    Ok(opened)
+}
+
 impl Opened {
     pub fn journal(&self) -> DeviceJournal {
         self.writer.journal()
+    }
+
+    /// How much of the run's duration the parts before this one ran.
+    pub fn elapsed_before(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.checkpoint.as_ref().map_or(0, |c| c.elapsed_ms))
     }
 
     /// Connects the emulators' journals to the state, saves a new CA's identity, and returns

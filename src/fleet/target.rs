@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
-use super::FleetError;
+use super::error::FleetError;
+use super::resume::Opened;
 use crate::clock::Clock;
 use crate::crypto::pool::KeyPool;
 use crate::device::Services;
-use crate::device::adapters::{EzcaCa, HubRegistry};
+use crate::device::adapters::{EzcaCa, HubBackends, HubRegistry};
 use crate::device::backoff::Backoff;
+use crate::device::gate::Gate;
 use crate::device::keys::KeySource;
 use crate::emulator::ca::IssuingKey;
 use crate::emulator::ca::capacity::CapacityConfig;
@@ -25,32 +27,57 @@ use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::metrics::Recorder;
 use crate::scenario::{
-    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, RemoteTarget, Scenario,
-    Span, Target,
+    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, RemoteHub, RemoteTarget,
+    Scenario, Span, Target,
 };
 
-pub type FleetServices = Services<EzcaCa, HubRegistry, MqttTransport>;
+/// The services the devices of a fleet run share: EZCA and IoT Hub, embedded or real.
+pub type FleetServices = Services<HubBackends>;
 
 pub struct Resolved {
     pub services: Arc<FleetServices>,
     pub emulators: Option<Emulators>,
 }
 
+/// The three clients of the target, before they join the services the devices share.
+struct Clients {
+    ca: EzcaCa,
+    registry: HubRegistry,
+    transport: MqttTransport,
+}
+
+/// The services every device of the run shares, complete: the clients for the scenario's
+/// target (starting the embedded emulators if it names them) with the run's `recorder`, the
+/// fleet's `gate` and, with `--state`, the soak state's journal.
 pub async fn resolve(
     scenario: &Scenario,
     recorder: Arc<Recorder>,
-    state: Option<&super::resume::Opened>,
+    gate: Gate,
+    state: Option<&Opened>,
 ) -> Result<Resolved, FleetError> {
-    let mut resolved = match &scenario.target.value {
-        Target::Embedded(e) => embedded(scenario, e, recorder, state).await?,
-        Target::Remote(r) => remote(scenario, r, recorder).await?,
+    let (clients, emulators) = match &scenario.target.value {
+        Target::Embedded(e) => {
+            let emulators = start_emulators(scenario, e, state).await?;
+            let caller_oid = caller_oid(&emulators, state);
+            let clients = embedded_clients(scenario, e, &emulators, &caller_oid, &recorder).await?;
+            (clients, Some(emulators))
+        }
+        Target::Remote(r) => (remote(scenario, r, &recorder).await?, None),
     };
-    if let Some(s) = state
-        && let Some(services) = Arc::get_mut(&mut resolved.services)
-    {
-        services.state = Some(s.journal());
-    }
-    Ok(resolved)
+    let services = Services {
+        ca: clients.ca,
+        registry: clients.registry,
+        transport: clients.transport,
+        recorder,
+        backoff: Backoff::default(),
+        gate,
+        keys: key_source(scenario)?,
+        state: state.map(Opened::journal),
+    };
+    Ok(Resolved {
+        services: Arc::new(services),
+        emulators,
+    })
 }
 
 fn endpoint(host: String, port: u16, hub_host: String, websocket: bool) -> MqttEndpoint {
@@ -65,38 +92,20 @@ fn endpoint(host: String, port: u16, hub_host: String, websocket: bool) -> MqttE
     }
 }
 
-async fn embedded(
+/// Starts the embedded emulators on loopback as the scenario configures them (restored from the
+/// soak state, if one is open).
+async fn start_emulators(
     scenario: &Scenario,
     target: &EmbeddedTarget,
-    recorder: Arc<Recorder>,
-    state: Option<&super::resume::Opened>,
-) -> Result<Resolved, FleetError> {
+    state: Option<&Opened>,
+) -> Result<Emulators, FleetError> {
     if state.is_some() && target.ca.issuing_ca != IssuingCaChoice::Ecdsa {
         return Err(FleetError::Setup(
             "--state restores the emulator's ECDSA issuing CA only: set target.embedded.ca.issuing_ca: ecdsa".into(),
         ));
     }
-    let clock = match &scenario.time_scale {
-        Some(scale) => Clock::compressed(scale.value.0),
-        None => Clock::real(),
-    };
-    let ca_config = CaConfig {
-        clock,
-        max_cert_life_days: target.ca.max_cert_life_days,
-        capacity: capacity_of(&target.ca),
-        allowed_domains: target.ca.allowed_domains.clone(),
-        disable_devices_on_revoke: target.ca.disable_device_on_revoke,
-    };
+    let (ca_config, hub_config) = emulator_configs(scenario, target);
     let hub = &target.hub;
-    let limits = match hub.sku {
-        Some(sku) => HubLimits::for_sku(sku, hub.units.get(), hub.shaping.0),
-        None => HubLimits::unlimited(),
-    };
-    let hub_config = HubConfig {
-        host_name: hub.host.clone(),
-        disabled_connack: hub.disabled_connack,
-        limits,
-    };
     // Read extra CAs before starting anything, so a bad path fails fast.
     let extra_cas = hub
         .trusted_cas
@@ -121,27 +130,67 @@ async fn embedded(
             .add_mqtt_listener(std::net::SocketAddr::new(extra, 0))
             .await?;
     }
-    // The fleet's caller id owns every device's domain: a resumed run calls as the same one.
-    let caller_oid = match state {
-        Some(s) => s.attach(&emulators),
-        None => uuid::Uuid::new_v4().to_string(),
-    };
     for ca in extra_cas.into_iter().flatten() {
         emulators.hub.trust_ca(ca);
     }
-    let roots = [emulators.tls_root.clone()];
+    Ok(emulators)
+}
 
+/// The embedded CA's and hub's configuration from the scenario.
+fn emulator_configs(scenario: &Scenario, target: &EmbeddedTarget) -> (CaConfig, HubConfig) {
+    let clock = match &scenario.time_scale {
+        Some(scale) => Clock::compressed(scale.value.0),
+        None => Clock::real(),
+    };
+    let ca_config = CaConfig {
+        clock,
+        max_cert_life_days: target.ca.max_cert_life_days,
+        capacity: capacity_of(&target.ca),
+        allowed_domains: target.ca.allowed_domains.clone(),
+        disable_devices_on_revoke: target.ca.disable_device_on_revoke,
+    };
+    let hub = &target.hub;
+    let limits = match hub.sku {
+        Some(sku) => HubLimits::for_sku(sku, hub.units.get(), hub.shaping.0),
+        None => HubLimits::unlimited(),
+    };
+    let hub_config = HubConfig {
+        host_name: hub.host.clone(),
+        disabled_connack: hub.disabled_connack,
+        limits,
+    };
+    (ca_config, hub_config)
+}
+
+/// The caller id the fleet uses with the embedded CA; it owns every device's domain, so a
+/// resumed run calls as the same one (and the state journals the emulators from now on).
+fn caller_oid(emulators: &Emulators, state: Option<&Opened>) -> String {
+    match state {
+        Some(s) => s.attach(emulators),
+        None => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+/// Clients for the embedded emulators, as the fleet's caller.
+async fn embedded_clients(
+    scenario: &Scenario,
+    target: &EmbeddedTarget,
+    emulators: &Emulators,
+    caller_oid: &str,
+    recorder: &Arc<Recorder>,
+) -> Result<Clients, FleetError> {
+    let roots = [emulators.tls_root.clone()];
     let lifetime = scenario.duration.0.as_secs() + 3600;
     let token = emulators
         .ca
-        .mint_token(&caller_oid, "fleetsim@emulator.invalid", lifetime);
+        .mint_token(caller_oid, "fleetsim@emulator.invalid", lifetime);
     let mut client = EzcaClient::new(
         emulators.ca.url(),
         Arc::new(StaticToken::new(token)),
         &roots,
         true,
     )?;
-    set_retry(&mut client, &target.ca.client_retry, &recorder);
+    set_retry(&mut client, &target.ca.client_retry, recorder);
     let issuing = match target.ca.issuing_ca {
         IssuingCaChoice::Ecdsa => IssuingKey::EcdsaP256,
         IssuingCaChoice::Rsa => IssuingKey::Rsa2048,
@@ -154,7 +203,19 @@ async fn embedded(
         &roots,
         true,
     )?;
+    Ok(Clients {
+        ca,
+        registry: HubRegistry(registry),
+        transport: embedded_transport(scenario, target, emulators)?,
+    })
+}
 
+/// The embedded hub's MQTT endpoint (or its WebSocket one), spread over its listeners.
+fn embedded_transport(
+    scenario: &Scenario,
+    target: &EmbeddedTarget,
+    emulators: &Emulators,
+) -> Result<MqttTransport, FleetError> {
     let mut trust = rustls::RootCertStore::empty();
     trust
         .add(emulators.tls_root.clone())
@@ -168,7 +229,7 @@ async fn embedded(
         endpoint(
             addr.ip().to_string(),
             addr.port(),
-            hub.host.clone(),
+            target.hub.host.clone(),
             websocket,
         ),
         trust,
@@ -181,19 +242,7 @@ async fn embedded(
                 .map(|a| (a.ip().to_string(), a.port())),
         );
     }
-    Ok(Resolved {
-        services: Arc::new(Services {
-            ca,
-            registry: HubRegistry(registry),
-            transport,
-            recorder,
-            backoff: Backoff::default(),
-            gate: Default::default(),
-            keys: key_source(scenario)?,
-            state: None,
-        }),
-        emulators: Some(emulators),
-    })
+    Ok(transport)
 }
 
 /// The scenario's key source. A pool that lacks keys for this fleet is topped up in the
@@ -218,18 +267,6 @@ fn key_source(scenario: &Scenario) -> Result<KeySource, FleetError> {
         );
     }
     Ok(keys)
-}
-
-/// The pool's counters as the report keeps them.
-pub fn pool_counts(c: crate::device::keys::PoolCounts) -> crate::report::KeyPoolCounts {
-    crate::report::KeyPoolCounts {
-        kind: c.kind.to_string(),
-        from_pool: c.from_pool,
-        generated_during_run: c.generated,
-        waits: c.waits,
-        wait_seconds: c.wait_total_us as f64 / 1e6,
-        max_wait_ms: c.wait_max_us as f64 / 1e3,
-    }
 }
 
 fn capacity_of(ca: &crate::scenario::EmbeddedCa) -> CapacityConfig {
@@ -331,55 +368,76 @@ fn read_pem_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, FleetErro
         .map_err(|e| FleetError::Setup(format!("{}: {e}", path.display())))
 }
 
+/// Clients for real EZCA and IoT Hub, with credentials from the environment.
 async fn remote(
     scenario: &Scenario,
     target: &RemoteTarget,
-    recorder: Arc<Recorder>,
-) -> Result<Resolved, FleetError> {
+    recorder: &Arc<Recorder>,
+) -> Result<Clients, FleetError> {
     let token_source = ezca_tokens(&target.ezca)?;
     let ezca_roots = match &target.ezca.trust_pem {
         Some(p) => read_pem_roots(p)?,
         None => Vec::new(),
     };
     let mut client = EzcaClient::new(&target.ezca.url, token_source, &ezca_roots, false)?;
-    set_retry(&mut client, &target.ezca.client_retry, &recorder);
+    set_retry(&mut client, &target.ezca.client_retry, recorder);
     let ca = EzcaCa::discover_by(
         client,
         target.ezca.ca_id.as_deref(),
         target.ezca.ca_key_type.as_deref(),
     )
     .await?;
+    let hub_roots = match &target.iothub.trust_pem {
+        Some(p) => read_pem_roots(p)?,
+        None => Vec::new(),
+    };
+    let (host_name, registry) = remote_registry(&target.iothub, &hub_roots)?;
+    let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
+    Ok(Clients {
+        ca,
+        registry: HubRegistry(registry),
+        transport,
+    })
+}
 
-    // Registry credentials: an Azure AD token (with the host named in the scenario), or a
-    // connection string, whose HostName is the hub's.
-    let (host_name, auth) = match (&target.iothub.token_env, &target.iothub.host) {
+/// The hub's registry client and host name. Credentials: an Azure AD token (with the host named
+/// in the scenario), or a connection string, whose HostName is the hub's.
+fn remote_registry(
+    hub: &RemoteHub,
+    roots: &[CertificateDer<'static>],
+) -> Result<(String, RegistryClient), FleetError> {
+    let (host_name, auth) = match (&hub.token_env, &hub.host) {
         (Some(env), Some(host)) => (
             host.clone(),
             RegistryAuth::Bearer(env_secret(env, "an Azure AD token for IoT Hub is needed")?),
         ),
         _ => {
             let conn = ConnectionString::parse(&env_secret(
-                &target.iothub.connection_string_env,
+                &hub.connection_string_env,
                 "an IoT Hub connection string is needed",
             )?)?;
             (conn.host_name.clone(), RegistryAuth::Sas(conn))
         }
     };
-    let hub_roots = match &target.iothub.trust_pem {
-        Some(p) => read_pem_roots(p)?,
-        None => Vec::new(),
-    };
-    let registry_url = target
-        .iothub
+    let registry_url = hub
         .registry_url
         .clone()
         .unwrap_or_else(|| format!("https://{host_name}"));
-    let registry = RegistryClient::with_auth(&registry_url, auth, &hub_roots, false)?;
+    let registry = RegistryClient::with_auth(&registry_url, auth, roots, false)?;
+    Ok((host_name, registry))
+}
 
+/// The hub's MQTT (or WebSocket) endpoint, trusted through the system's roots and `roots`.
+fn remote_transport(
+    scenario: &Scenario,
+    hub: &RemoteHub,
+    host_name: String,
+    roots: Vec<CertificateDer<'static>>,
+) -> Result<MqttTransport, FleetError> {
     let mut trust = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     trust.add_parsable_certificates(native.certs);
-    trust.add_parsable_certificates(hub_roots);
+    trust.add_parsable_certificates(roots);
     if trust.is_empty() {
         return Err(FleetError::Setup(
             "no trusted roots for the hub's TLS: install CA certificates or set trust_pem".into(),
@@ -387,33 +445,12 @@ async fn remote(
     }
     let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
     let port = match websocket {
-        true => target.iothub.websocket_port,
-        false => target.iothub.mqtt_port,
+        true => hub.websocket_port,
+        false => hub.mqtt_port,
     };
-    let transport = MqttTransport::new(
-        endpoint(
-            target
-                .iothub
-                .address
-                .clone()
-                .unwrap_or_else(|| host_name.clone()),
-            port,
-            host_name.clone(),
-            websocket,
-        ),
+    let address = hub.address.clone().unwrap_or_else(|| host_name.clone());
+    Ok(MqttTransport::new(
+        endpoint(address, port, host_name, websocket),
         trust,
-    );
-    Ok(Resolved {
-        services: Arc::new(Services {
-            ca,
-            registry: HubRegistry(registry),
-            transport,
-            recorder,
-            backoff: Backoff::default(),
-            gate: Default::default(),
-            keys: key_source(scenario)?,
-            state: None,
-        }),
-        emulators: None,
-    })
+    ))
 }

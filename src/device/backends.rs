@@ -1,0 +1,155 @@
+//! The seams between a device and the services it uses: the traits a device talks through
+//! ([`CertificateAuthority`], [`DeviceRegistry`], [`DeviceTransport`] with its [`DeviceSession`]),
+//! what they answer with ([`Issued`], [`ServiceError`]), and [`Backends`], which names one
+//! implementation of each for a run. A device is generic over one `Backends`, so a new kind of
+//! service (a provisioning service such as DPS, next to the registry) is one more trait here
+//! and one more associated type, not one more generic parameter on every step.
+//!
+//! A leaf: it imports nothing else of `device`.
+
+use std::future::Future;
+
+use rustls_pki_types::CertificateDer;
+
+use crate::crypto::{CertInfo, DeviceKey};
+use crate::metrics::Outcome;
+
+/// The services of one run, one implementation each: a device of the run is generic over this
+/// alone (e.g. `adapters::HubBackends`: EZCA, IoT Hub's registry and its MQTT endpoint).
+pub trait Backends: Send + Sync + 'static {
+    type Ca: CertificateAuthority;
+    type Registry: DeviceRegistry;
+    type Transport: DeviceTransport;
+}
+
+/// The session type a run's transport opens.
+pub type Session<B> = <<B as Backends>::Transport as DeviceTransport>::Session;
+
+/// How a failure should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Network trouble or a 5xx: retry with backoff.
+    Transient,
+    /// The service asked us to slow down (429, delayed acks): retry with backoff.
+    Throttled,
+    Timeout,
+    /// The service said no (bad credentials, policy): retrying will not help.
+    Rejected,
+}
+
+/// A failed call to a service, as the lifecycle sees it.
+#[derive(Debug, Clone)]
+pub struct ServiceError {
+    /// Short label counted in metrics (`http_503`, `connack_5`, `refused`, ...).
+    pub kind: String,
+    pub class: FailureClass,
+    pub message: String,
+    /// How long the service asked us to wait (HTTP `Retry-After`), honoured over our own backoff.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl ServiceError {
+    pub fn outcome(&self) -> Outcome {
+        match self.class {
+            FailureClass::Transient => Outcome::Error,
+            FailureClass::Throttled => Outcome::Throttled,
+            FailureClass::Timeout => Outcome::Timeout,
+            FailureClass::Rejected => Outcome::Rejected,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.class != FailureClass::Rejected
+    }
+}
+
+impl std::fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.kind)
+    }
+}
+
+/// A certificate a CA issued: the chain to present (leaf first, root omitted) and the leaf's facts.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub info: CertInfo,
+}
+
+pub trait CertificateAuthority: Send + Sync + 'static {
+    /// Makes the device's id a name the caller may request certificates for.
+    fn register_domain(
+        &self,
+        device_id: &str,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Requests a certificate for `device_id` from a CSR.
+    fn issue(
+        &self,
+        device_id: &str,
+        csr_pem: String,
+        validity_days: u32,
+    ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
+    /// Renews `current` (whose key is `current_key`) with a CSR for a new key, by `path` (the
+    /// device's cohort chooses it; CAs with one way of renewing ignore it).
+    fn renew(
+        &self,
+        device_id: &str,
+        current: &Issued,
+        current_key: &DeviceKey,
+        csr_pem: String,
+        validity_days: u32,
+        path: crate::scenario::Renewal,
+    ) -> impl Future<Output = Result<Issued, ServiceError>> + Send;
+    /// Revokes `current` (whose key is `current_key`): by the device itself or by an administrator.
+    /// CAs without revocation refuse.
+    fn revoke(
+        &self,
+        device_id: &str,
+        current: &Issued,
+        current_key: &DeviceKey,
+        method: crate::scenario::RevokeMethod,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
+        let _ = (device_id, current, current_key, method);
+        async {
+            Err(ServiceError {
+                kind: "unsupported".into(),
+                class: FailureClass::Rejected,
+                message: "this CA does not revoke".into(),
+                retry_after: None,
+            })
+        }
+    }
+}
+
+pub trait DeviceRegistry: Send + Sync + 'static {
+    /// Creates the device identity (CA-signed authentication); an existing identity is fine.
+    fn register(&self, device_id: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
+}
+
+pub trait DeviceTransport: Send + Sync + 'static {
+    type Session: DeviceSession;
+    /// Connects as `device_id` with `chain`, proving possession of `key`.
+    fn connect(
+        &self,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: &DeviceKey,
+    ) -> impl Future<Output = Result<Self::Session, ServiceError>> + Send;
+}
+
+pub trait DeviceSession: Send + 'static {
+    /// Publishes; for at-least-once, returns when the broker acknowledged.
+    fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        at_least_once: bool,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Disconnects cleanly.
+    fn close(self) -> impl Future<Output = ()> + Send;
+    /// Completes when the connection is lost (the hub dropped it, or the network did), with why.
+    /// Call it only between publishes. Sessions that cannot tell never complete.
+    fn closed(&mut self) -> impl Future<Output = String> + Send {
+        std::future::pending()
+    }
+}
