@@ -5,9 +5,9 @@
 use rustls_pki_types::CertificateDer;
 
 use super::authority::{SignRequest, subject_cn};
-use super::records::IssuedRecord;
 use super::state::CaState;
 use crate::crypto::{cert_to_pem, sha1_thumbprint};
+use crate::emulator::persist::IssuedRecord;
 use crate::emulator::token::Caller;
 use crate::ezca::models::{
     AadObject, CertificateCreateRequest, CertificateCreateRequestV2, CertificateCreatedResponse,

@@ -8,7 +8,8 @@
 //! issued the certificate.
 //!
 //! The request handlers (`routes`, `certificates`, `renew`) work on one `state::CaState`
-//! and the plain `records`; this file builds it and serves it. When a certificate is revoked
+//! and the plain records it keeps (`Domain`, `IssuedRecord`, defined with the journal in
+//! [`super::persist`]); this file builds it and serves it. When a certificate is revoked
 //! the CA calls its [`RevocationHook`]: it knows nothing of the hub.
 //!
 //! State lives in memory: domains with their owners and requesters, and every certificate issued
@@ -18,7 +19,6 @@
 mod authority;
 pub mod capacity;
 mod certificates;
-pub(super) mod records;
 mod renew;
 mod routes;
 mod state;
@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
+pub use super::persist::{Domain, IssuedRecord};
 pub use super::token::{Caller, TokenAuthority};
 pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
-pub use records::{Domain, IssuedRecord};
 pub use state::RevocationHook;
 
 use super::error::EmulatorError;

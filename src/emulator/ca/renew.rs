@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use rustls_pki_types::CertificateDer;
 
 use super::authority::SignRequest;
-use super::records::IssuedRecord;
 use super::state::CaState;
 use crate::crypto::{CertInfo, jwt, sha1_thumbprint};
+use crate::emulator::persist::IssuedRecord;
 use crate::ezca::models::{ApiResult, CertRenewRequest, CertificateAuthenticationPayload};
 use crate::sync::lock;
 

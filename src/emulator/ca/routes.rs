@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::capacity::Verdict;
 use super::certificates;
-use super::records::Domain;
 use super::state::CaState;
+use crate::emulator::persist::Domain;
 use crate::emulator::token::Caller;
 use crate::ezca::models::{ApiResult, AvailableCa, NewDomainRequest};
 use crate::sync::lock;

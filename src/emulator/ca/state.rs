@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use super::authority::Authority;
 use super::capacity::Capacity;
-use super::records::{Domain, IssuedRecord};
 use crate::emulator::listener::ListenerCounters;
+use crate::emulator::persist::{Domain, IssuedRecord};
 use crate::emulator::token::TokenAuthority;
 use crate::sync::lock;
 
