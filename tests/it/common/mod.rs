@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: emulators on loopback and clients wired to them.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,7 +212,6 @@ impl RawMqtt {
 }
 
 /// CaID of the emulator's ECDSA issuing CA (it also runs an RSA one).
-#[allow(dead_code)]
 pub fn ecdsa_ca(e: &Emulators) -> Option<String> {
     e.ca.ca_id(fleetsim::emulator::ca::IssuingKey::EcdsaP256)
 }

@@ -1,7 +1,7 @@
 //! The hub emulator's registry REST API as a service client sees it: SAS authorisation checked
 //! exactly, IoT Hub's status codes, error bodies and `iothub-errorcode` header.
 
-mod common;
+use crate::common;
 
 use fleetsim::clock::Clock;
 use fleetsim::iothub::registry::{AuthenticationType, Device, DeviceStatus, RegistryClient};

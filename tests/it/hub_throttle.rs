@@ -3,7 +3,7 @@
 //! `Retry-After` over REST); with the daily quota spent, connections are severed and refused and
 //! REST answers 403002.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

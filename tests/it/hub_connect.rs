@@ -1,7 +1,7 @@
 //! Who the hub emulator lets in at CONNECT: only a registered, enabled device whose certificate
 //! chains to an uploaded CA and names it (CN == ClientId). Everyone else gets CONNACK 5.
 
-mod common;
+use crate::common;
 
 use fleetsim::clock::Clock;
 use fleetsim::crypto::{DeviceKey, KeyKind};

@@ -1,7 +1,7 @@
 //! The EZCA emulator on the wire: bearer tokens are required and checked, replies use EZCA's
 //! exact names and wrapping, and requests for names the caller does not own are refused.
 
-mod common;
+use crate::common;
 
 use fleetsim::clock::Clock;
 use fleetsim::crypto::{DeviceKey, KeyKind};

@@ -2,7 +2,7 @@
 //! (OpenSSL, libmosquitto) publishes telemetry with a device certificate issued by fleetsim's
 //! EZCA emulator, and the emulator counts it. `.ci/run` installs mosquitto-clients.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
