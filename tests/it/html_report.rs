@@ -74,27 +74,8 @@ fn run_chromium(page: &Path, profile: &Path, args: &[String]) -> (String, String
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(format!("file://{}", page.display()));
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("chromium starts");
-    let id = child.id();
-    // Kill a hung browser rather than hang the test suite.
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        // Only a timeout: the sender dropping means chromium has exited.
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            finished.recv_timeout(Duration::from_secs(90))
-        {
-            let _ = Command::new("kill")
-                .args(["-KILL", &id.to_string()])
-                .status();
-        }
-    });
-    let output = child.wait_with_output().expect("chromium runs");
-    drop(done);
-    let _ = watchdog.join();
+    // Killed when it hangs rather than hanging the test suite.
+    let output = crate::common::output_within(&mut command, Duration::from_secs(90));
     assert!(
         output.status.success(),
         "chromium failed ({}): {}",

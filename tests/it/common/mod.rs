@@ -1,4 +1,9 @@
-//! Helpers shared by the integration tests: emulators on loopback and clients wired to them.
+//! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
+//! child processes bounded in time ([`process`]).
+
+mod process;
+
+pub use process::{Watched, output_within, python, scratch_dir};
 
 use std::sync::Arc;
 use std::time::Duration;
