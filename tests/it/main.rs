@@ -26,6 +26,7 @@ mod key_pool;
 mod keys_command;
 mod lifecycle;
 mod limits;
+mod peers;
 mod progress_lines;
 mod prometheus;
 mod renewal_schedule;
