@@ -3,8 +3,8 @@
 //! (every chart an SVG with a real size and curves of non-zero length), the page must raise no
 //! script error, and the file must stand alone (nothing loaded over the network).
 //!
-//! Needs `chromium` on the PATH (`.ci/run` installs Debian's package); without it the test fails
-//! and says so.
+//! Needs `chromium` on the PATH (`./scripts/test` installs Debian's package); without it the
+//! test fails and says so.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +39,7 @@ fn chromium() -> PathBuf {
     found.unwrap_or_else(|| {
         panic!(
             "chromium is not installed: this test renders the HTML report in Debian's headless \
-             chromium (apt-get install chromium; .ci/run installs it)"
+             chromium (./scripts/test installs it)"
         )
     })
 }

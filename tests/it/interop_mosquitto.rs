@@ -1,6 +1,6 @@
 //! An independent MQTT client against the hub emulator: Eclipse mosquitto's `mosquitto_pub`
 //! (OpenSSL, libmosquitto) publishes telemetry with a device certificate issued by fleetsim's
-//! EZCA emulator, and the emulator counts it. `.ci/run` installs mosquitto-clients.
+//! EZCA emulator, and the emulator counts it. `./scripts/test` installs mosquitto-clients.
 
 use crate::common;
 
