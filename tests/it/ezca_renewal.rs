@@ -1,7 +1,7 @@
 //! Renewal authenticated by the certificate (RenewCertificateV2 with an RS256 certificate-JWT),
 //! and every way the EZCA emulator refuses it, with the status and body a real client would see.
 
-mod common;
+use crate::common;
 
 use fleetsim::clock::Clock;
 use fleetsim::crypto::jwt::{self, Claims};

@@ -1,8 +1,8 @@
 //! An independent MQTT client against the hub emulator: Eclipse mosquitto's `mosquitto_pub`
 //! (OpenSSL, libmosquitto) publishes telemetry with a device certificate issued by fleetsim's
-//! EZCA emulator, and the emulator counts it. `.ci/run` installs mosquitto-clients.
+//! EZCA emulator, and the emulator counts it. `./scripts/test` installs mosquitto-clients.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

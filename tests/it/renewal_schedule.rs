@@ -2,7 +2,7 @@
 //! the deadline, and a device whose renewals keep failing until its certificate expires is
 //! counted as expired before renewal.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

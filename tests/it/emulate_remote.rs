@@ -1,48 +1,42 @@
 //! `fleetsim emulate` as a standalone service, and `fleetsim run` with a *remote* target pointed
 //! at it: the code path used against the real EZCA and IoT Hub (credentials from the environment,
-//! trust bundles from files, the hub reached at an address other than its host name).
+//! trust bundles from files, the hub reached at an address other than its host name). Every wait
+//! on a child has a hard limit: a silent hang fails the test instead of hanging the suite.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::common::{self, Watched};
+
+/// Time for `emulate` to print its banner, and for it to stop after Ctrl-C.
+const EMULATE_LIMIT: Duration = Duration::from_secs(30);
+/// The run lasts 8 s plus setup and drain; a loaded 2-core machine gets ample slack.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn a_remote_run_against_fleetsim_emulate() {
-    let dir = std::env::temp_dir().join(format!("fleetsim-emulate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut emulate = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-        .args([
-            "emulate",
-            "--ca-port",
-            "0",
-            "--mqtt-port",
-            "0",
-            "--websocket-port",
-            "0",
-            "--registry-port",
-            "0",
-        ])
-        .args(["--time-scale", "1s", "--dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("fleetsim emulate starts");
-    let mut lines = BufReader::new(emulate.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut banner = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        banner.push_str(&line);
-        banner.push('\n');
-        if line.starts_with("ready") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "emulate did not get ready: {banner}"
-        );
-    }
+    let dir = common::scratch_dir("emulate");
+    let mut emulate = Watched::spawn(
+        Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .args([
+                "emulate",
+                "--ca-port",
+                "0",
+                "--mqtt-port",
+                "0",
+                "--websocket-port",
+                "0",
+                "--registry-port",
+                "0",
+            ])
+            .args(["--time-scale", "1s", "--dir"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+        "fleetsim emulate",
+    );
+    let banner = emulate.read_until("ready", EMULATE_LIMIT);
     assert!(
         banner.contains("EZCA:") && banner.contains("trust bundle:"),
         "{banner}"
@@ -63,26 +57,27 @@ fn a_remote_run_against_fleetsim_emulate() {
     );
     std::fs::write(dir.join("remote.yaml"), &scenario).unwrap();
     let report = dir.join("report.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-        .args(["run", "--quiet", "--report"])
-        .arg(&report)
-        .arg(dir.join("remote.yaml"))
-        .env(
-            "EZCA_TOKEN",
-            std::fs::read_to_string(dir.join("ezca-token")).unwrap(),
-        )
-        .env(
-            "IOTHUB_CONNECTION_STRING",
-            std::fs::read_to_string(dir.join("hub-connection-string")).unwrap(),
-        )
-        .output()
-        .unwrap();
+    let run = common::output_within(
+        Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .args(["run", "--quiet", "--report"])
+            .arg(&report)
+            .arg(dir.join("remote.yaml"))
+            .env(
+                "EZCA_TOKEN",
+                std::fs::read_to_string(dir.join("ezca-token")).unwrap(),
+            )
+            .env(
+                "IOTHUB_CONNECTION_STRING",
+                std::fs::read_to_string(dir.join("hub-connection-string")).unwrap(),
+            ),
+        RUN_LIMIT,
+    );
     let stop = Command::new("kill")
         .args(["-INT", &emulate.id().to_string()])
         .status()
         .unwrap();
     assert!(stop.success());
-    let emulate_status = emulate.wait().unwrap();
+    let emulate_status = emulate.wait_within(EMULATE_LIMIT);
     assert!(
         run.status.success(),
         "run failed: {}\n{}",

@@ -3,10 +3,12 @@
 //! carry on into a report covering the whole soak.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+
+use crate::common::{self, Watched};
 
 const SCENARIO: &str = "name: resume-soak
 duration: 24s
@@ -25,22 +27,73 @@ report:
   interval: 1s
 ";
 
-fn start(scenario: &Path, state: &Path, report: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+/// `fleetsim run --state` on `scenario`; its report goes to `report`.
+fn run_command(scenario: &Path, state: &Path, report: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
+    command
         .args(["run", "--quiet", "--report"])
         .arg(report)
         .arg("--state")
         .arg(state)
-        .arg(scenario)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("fleetsim starts")
+        .arg(scenario);
+    command
 }
 
+/// Starts part one of a soak, to be killed mid-way.
+fn start(scenario: &Path, state: &Path, report: &Path) -> Watched {
+    Watched::spawn(
+        run_command(scenario, state, report)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+        "fleetsim run --state",
+    )
+}
+
+/// Resumes the soak and runs it to its end (well under a minute; killed past 3).
+fn resume(scenario: &Path, state: &Path, report: &Path) -> std::process::Output {
+    common::output_within(
+        &mut run_command(scenario, state, report),
+        Duration::from_secs(180),
+    )
+}
+
+/// One number from the state; any SQL error (a renamed table or column, a locked or missing
+/// file) fails the test rather than reading as 0.
 fn query(db: &Path, sql: &str) -> i64 {
-    let conn = Connection::open(db).unwrap();
-    conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+    try_query(db, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn try_query(db: &Path, sql: &str) -> rusqlite::Result<i64> {
+    let conn = Connection::open(db)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.query_row(sql, [], |r| r.get(0))
+}
+
+/// Polls the state of a running soak until `ready` holds for it, within `limit`. Errors while the
+/// run is still creating the file count as "not yet"; the last one is shown if time runs out.
+fn wait_for_state(
+    child: &mut Watched,
+    state: &Path,
+    limit: Duration,
+    ready: impl Fn(&Path) -> rusqlite::Result<bool>,
+) {
+    let deadline = Instant::now() + limit;
+    let mut last = String::from("no state file yet");
+    loop {
+        if state.exists() {
+            match ready(state) {
+                Ok(true) => return,
+                Ok(false) => last = "not there yet".into(),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "state not ready within {limit:?}: {last}"
+        );
+        assert!(!child.has_exited(), "fleetsim ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// At most one first issuance per device in the state's history, and as many certificates in
@@ -62,9 +115,7 @@ fn assert_enrolled_once(state: &Path) {
 
 #[test]
 fn a_killed_soak_resumes_without_enrolling_twice() {
-    let dir = std::env::temp_dir().join(format!("fleetsim-resume-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("resume");
     let scenario = dir.join("soak.yaml");
     std::fs::write(&scenario, SCENARIO).unwrap();
     let state = dir.join("soak.db");
@@ -72,23 +123,13 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
 
     // Part one: killed once some devices enrolled and some renewed.
     let mut child = start(&scenario, &state, &report);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        if state.exists()
-            && query(
-                &state,
-                "SELECT count(*) FROM certificates WHERE kind = 'renew'",
-            ) >= 2
-            && query(&state, "SELECT count(*) FROM checkpoint") == 1
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no renewals before the deadline");
-        assert!(child.try_wait().unwrap().is_none(), "fleetsim ended early");
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    wait_for_state(&mut child, &state, Duration::from_secs(40), |db| {
+        Ok(
+            try_query(db, "SELECT count(*) FROM certificates WHERE kind = 'renew'")? >= 2
+                && try_query(db, "SELECT count(*) FROM checkpoint")? == 1,
+        )
+    });
+    child.kill(); // SIGKILL
     let enrolled_at_kill = query(&state, "SELECT count(*) FROM devices WHERE enrolled = 1");
     let checkpoint: String = Connection::open(&state)
         .unwrap()
@@ -100,8 +141,7 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
     assert!(!report.exists(), "a killed run writes no report");
 
     // Part two: resumed to the end.
-    let child = start(&scenario, &state, &report);
-    let output = child.wait_with_output().unwrap();
+    let output = resume(&scenario, &state, &report);
     assert!(
         output.status.success(),
         "resume failed: {}",
@@ -124,10 +164,15 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
     // The report covers both parts: counters continued from the kill.
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).expect("report written")).unwrap();
+    // Part two's hub counted only what part two sent (the hub's counters are not kept in the
+    // state), so counters that restarted from zero would fall short of the kill's plus those.
     let sent = json["messages"]["sent"].as_u64().unwrap();
+    let hub_received_after = json["hub"]["messages"].as_u64().expect("hub counters");
+    assert!(hub_received_after > 0, "{}", json["hub"]);
     assert!(
-        sent > sent_at_kill,
-        "sent {sent} <= {sent_at_kill} at the kill"
+        sent >= sent_at_kill + hub_received_after,
+        "sent {sent} < {sent_at_kill} at the kill + {hub_received_after} received after it: \
+         the counters did not carry on"
     );
     assert_eq!(json["devices"]["failed"], 0, "{json}");
     assert_eq!(json["devices"]["enrolled"], 16);
@@ -164,9 +209,7 @@ fn a_killed_soak_resumes_without_enrolling_twice() {
 /// before connecting (no second enrolment), and the soak carries on with no device failed.
 #[test]
 fn a_soak_resumed_after_its_certificates_expired_reissues_them() {
-    let dir = std::env::temp_dir().join(format!("fleetsim-expired-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("expired");
     let scenario = dir.join("soak.yaml");
     // A 1-day certificate lives 4 s; every device enrols within the first second.
     std::fs::write(
@@ -191,22 +234,17 @@ telemetry:
     let report = dir.join("report.json");
 
     let mut child = start(&scenario, &state, &report);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(state.exists()
-        && query(&state, "SELECT count(*) FROM devices WHERE enrolled = 1") == 4
-        && query(&state, "SELECT count(*) FROM checkpoint") == 1)
-    {
-        assert!(Instant::now() < deadline, "devices did not enrol");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    wait_for_state(&mut child, &state, Duration::from_secs(30), |db| {
+        Ok(
+            try_query(db, "SELECT count(*) FROM devices WHERE enrolled = 1")? == 4
+                && try_query(db, "SELECT count(*) FROM checkpoint")? == 1,
+        )
+    });
+    child.kill(); // SIGKILL
     // Down for longer than a certificate lives.
     std::thread::sleep(Duration::from_secs(5));
 
-    let output = start(&scenario, &state, &report)
-        .wait_with_output()
-        .unwrap();
+    let output = resume(&scenario, &state, &report);
     assert!(
         output.status.success(),
         "resume failed: {}",

@@ -1,7 +1,7 @@
 //! Every EZCA endpoint the client speaks, round-tripped against the emulator, and the issued
 //! chain checked by an independent implementation (OpenSSL).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

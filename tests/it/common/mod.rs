@@ -1,5 +1,9 @@
-//! Helpers shared by the integration tests: emulators on loopback and clients wired to them.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
+//! child processes bounded in time ([`process`]).
+
+mod process;
+
+pub use process::{Watched, output_within, python, scratch_dir};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,7 +217,6 @@ impl RawMqtt {
 }
 
 /// CaID of the emulator's ECDSA issuing CA (it also runs an RSA one).
-#[allow(dead_code)]
 pub fn ecdsa_ca(e: &Emulators) -> Option<String> {
     e.ca.ca_id(fleetsim::emulator::ca::IssuingKey::EcdsaP256)
 }

@@ -176,14 +176,23 @@ async fn each_cohort_renews_its_own_way() {
     for d in &outcome.devices {
         assert!(d.failure.is_none(), "{}: {:?}", d.id, d.failure);
         assert!(d.renewals >= 2, "{} renewed {} times", d.id, d.renewals);
-        let keys: std::collections::HashSet<Vec<u8>> = issued
+        let records: Vec<_> = issued.iter().filter(|r| r.subject_cn == d.id).collect();
+        let keys: std::collections::HashSet<Vec<u8>> = records
             .iter()
-            .filter(|r| r.subject_cn == d.id)
             .map(|r| {
                 let (_, cert) = x509_parser::parse_x509_certificate(&r.der).unwrap();
                 cert.public_key().raw.to_vec()
             })
             .collect();
+        // The CA may have signed one more than the device counted: a renewal still in flight
+        // when the run ended.
+        assert!(
+            records.len() as u64 >= d.certificates_issued,
+            "{}: the CA issued {} of its {} certificates",
+            d.id,
+            records.len(),
+            d.certificates_issued
+        );
         let drops = hub.device_stats(&d.id).drops;
         if d.id.starts_with("gw-") {
             // rekey: false keeps one RSA key; make-before-break lets the hub take sessions over.
@@ -191,8 +200,8 @@ async fn each_cohort_renews_its_own_way() {
             assert_eq!(key_of(&d.chain[0]), ("rsa", 2048), "{}", d.id);
             assert!(drops >= d.swaps && d.swaps >= 2, "{}: {drops} drops", d.id);
         } else {
-            // A new P-256 key per certificate.
-            assert_eq!(keys.len() as u64, d.certificates_issued, "{}", d.id);
+            // A new P-256 key per certificate the CA issued.
+            assert_eq!(keys.len(), records.len(), "{}", d.id);
             assert_eq!(key_of(&d.chain[0]), ("ec", 256), "{}", d.id);
             sensor_swaps += d.swaps;
             sensor_drops += drops;

@@ -3,8 +3,8 @@
 //! (every chart an SVG with a real size and curves of non-zero length), the page must raise no
 //! script error, and the file must stand alone (nothing loaded over the network).
 //!
-//! Needs `chromium` on the PATH (`.ci/run` installs Debian's package); without it the test fails
-//! and says so.
+//! Needs `chromium` on the PATH (`./scripts/test` installs Debian's package); without it the
+//! test fails and says so.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +39,7 @@ fn chromium() -> PathBuf {
     found.unwrap_or_else(|| {
         panic!(
             "chromium is not installed: this test renders the HTML report in Debian's headless \
-             chromium (apt-get install chromium; .ci/run installs it)"
+             chromium (./scripts/test installs it)"
         )
     })
 }
@@ -74,27 +74,8 @@ fn run_chromium(page: &Path, profile: &Path, args: &[String]) -> (String, String
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(format!("file://{}", page.display()));
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("chromium starts");
-    let id = child.id();
-    // Kill a hung browser rather than hang the test suite.
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        // Only a timeout: the sender dropping means chromium has exited.
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-            finished.recv_timeout(Duration::from_secs(90))
-        {
-            let _ = Command::new("kill")
-                .args(["-KILL", &id.to_string()])
-                .status();
-        }
-    });
-    let output = child.wait_with_output().expect("chromium runs");
-    drop(done);
-    let _ = watchdog.join();
+    // Killed when it hangs rather than hanging the test suite.
+    let output = crate::common::output_within(&mut command, Duration::from_secs(90));
     assert!(
         output.status.success(),
         "chromium failed ({}): {}",

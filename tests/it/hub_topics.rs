@@ -3,7 +3,7 @@
 //! unknown topic, over 256 KB, too many or foreign subscriptions, silence past 1.5 × keep-alive)
 //! close it here too.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

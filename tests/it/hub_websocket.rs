@@ -1,7 +1,7 @@
 //! MQTT over WebSocket: `wss://.../$iothub/websocket` with subprotocol `mqtt`, the same CONNECT
 //! rules and telemetry as MQTT on TLS, and a whole fleet run over it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! The EZCA emulator on the wire: bearer tokens are required and checked, replies use EZCA's
 //! exact names and wrapping, and requests for names the caller does not own are refused.
 
-mod common;
+use crate::common;
 
 use fleetsim::clock::Clock;
 use fleetsim::crypto::{DeviceKey, KeyKind};
@@ -95,11 +95,18 @@ async fn only_owners_of_a_domain_may_request_for_it() {
         "{refused:?}"
     );
 
-    // Validity beyond the CA's MaxCertLifeDays (30 here) is refused.
-    let too_long = owner
-        .issue("device-1", key.csr_pem("device-1").unwrap(), 31)
-        .await;
-    assert!(too_long.is_err());
+    // Validity beyond the CA's MaxCertLifeDays (30 here) is refused, saying why.
+    let req = CertificateCreateRequest::for_device(
+        &owner.ca,
+        "device-1",
+        key.csr_pem("device-1").unwrap(),
+        31,
+    );
+    let too_long = owner.client.request_ssl_certificate(&req).await;
+    assert!(
+        matches!(too_long, Err(EzcaError::Refused(ref m)) if m.contains("ValidityInDays")),
+        "{too_long:?}"
+    );
     e.shutdown().await;
 }
 
