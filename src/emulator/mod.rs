@@ -12,6 +12,7 @@
 pub mod ca;
 pub mod gcra;
 pub mod hub;
+pub mod mqtt_wire;
 pub mod persist;
 pub mod standalone;
 pub mod tls;

@@ -260,15 +260,10 @@ impl HubEmulator {
             self.state.host_name.clone(),
             "localhost".into(),
         ];
-        let identity = pki.issue_server(&names)?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(Arc::new(auth::RequestClientCert::new()))
-            .with_single_cert(identity.chain, identity.key)?;
+        let config = super::tls::client_cert_config(pki.issue_server(&names)?)?;
         Ok(tokio::spawn(mqtt::serve(
             listener,
-            Arc::new(config),
+            config,
             self.state.clone(),
             framing,
             shutdown,

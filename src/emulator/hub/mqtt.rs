@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, SubscribeReasonCode,
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::HubState;
 use super::auth::authorize;
 use super::throttle::{Admission, Class};
+use crate::emulator::mqtt_wire::{read_packet, write_packet};
 use crate::iothub::topics;
 
 /// 256 KB of message plus room for the topic and property bag.
@@ -100,10 +101,12 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stop: CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(1024);
-    let connect = match tokio::time::timeout(CONNECT_WAIT, read_packet(&mut tls, &mut buf)).await {
-        Ok(Ok(Packet::Connect(c))) => c,
-        _ => return,
-    };
+    let connect =
+        match tokio::time::timeout(CONNECT_WAIT, read_packet(&mut tls, &mut buf, MAX_PACKET)).await
+        {
+            Ok(Ok(Packet::Connect(c))) => c,
+            _ => return,
+        };
     let admitted = match authorize(&state, &connect, peer.as_deref()) {
         Ok(a) => a,
         Err(refused) => {
@@ -172,10 +175,12 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     while ok.is_ok() {
         let next = async {
             match keep_alive {
-                Some(limit) => tokio::time::timeout(limit, read_packet(&mut tls, &mut buf))
-                    .await
-                    .unwrap_or(Err(CodecError::InsufficientBytes(0))),
-                None => read_packet(&mut tls, &mut buf).await,
+                Some(limit) => {
+                    tokio::time::timeout(limit, read_packet(&mut tls, &mut buf, MAX_PACKET))
+                        .await
+                        .unwrap_or(Err(CodecError::InsufficientBytes(0)))
+                }
+                None => read_packet(&mut tls, &mut buf, MAX_PACKET).await,
             }
         };
         let packet = tokio::select! {
@@ -282,33 +287,4 @@ fn subscription_allowed(filter: &str, device: &str) -> bool {
         || filter == "$iothub/twin/res/#"
         || filter == "$iothub/methods/POST/#"
         || filter == "$iothub/twin/PATCH/properties/desired/#"
-}
-
-async fn read_packet<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-) -> Result<Packet, CodecError> {
-    loop {
-        match Packet::read(buf, MAX_PACKET) {
-            Err(CodecError::InsufficientBytes(_)) => {}
-            other => return other,
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(CodecError::InsufficientBytes(1));
-        }
-    }
-}
-
-async fn write_packet<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    packet: Packet,
-) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(16);
-    match packet {
-        Packet::PingResp => PingResp.write(&mut out),
-        other => other.write(&mut out, MAX_PACKET),
-    }
-    .map_err(|e| std::io::Error::other(e.to_string()))?;
-    stream.write_all(&out).await?;
-    stream.flush().await
 }
