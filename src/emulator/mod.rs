@@ -17,6 +17,7 @@ pub mod persist;
 pub mod standalone;
 pub mod tls;
 pub mod token;
+pub mod websocket;
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,7 @@
 //! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS ([`mqtt`]) and over
-//! WebSocket ([`websocket`]) written on tokio-rustls and rumqttc's codec; the registry REST API
-//! ([`registry`]) authorised by SAS or Azure AD tokens; CA upload ([`admin`]); twins ([`twin`]);
-//! and the SKU's throttles and daily quota ([`throttle`]).
+//! WebSocket ([`crate::emulator::websocket`]) written on tokio-rustls and rumqttc's codec; the
+//! registry REST API ([`registry`]) authorised by SAS or Azure AD tokens; CA upload ([`admin`]);
+//! twins ([`twin`]); and the SKU's throttles and daily quota ([`throttle`]).
 //!
 //! It keeps per-device counters (messages and bytes received, connects, drops, and the serial of
 //! every certificate a device connected with) so a run's "sent/acked" can be checked against what
@@ -13,7 +13,6 @@ mod mqtt;
 mod registry;
 pub mod throttle;
 pub mod twin;
-mod websocket;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -89,7 +89,10 @@ async fn connection(
     let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
     match framing {
         Framing::Tls => session(tls, peer, state, stop).await,
-        Framing::WebSocket => super::websocket::upgrade(tls, peer, state, stop).await,
+        Framing::WebSocket => {
+            let session = move |stream| session(stream, peer, state, stop);
+            crate::emulator::websocket::bridge(tls, session).await;
+        }
     }
 }
 

@@ -1,18 +1,15 @@
-//! MQTT over WebSocket (reference §1.1): TLS, then an HTTP upgrade on `/$iothub/websocket` with
-//! subprotocol `mqtt`, then MQTT packets in binary messages. The WebSocket is bridged to an
-//! in-memory byte stream so the same session code serves both transports.
+//! MQTT over WebSocket, as IoT Hub and DPS serve it (reference §1.1, §6): TLS, then an HTTP
+//! upgrade on `/$iothub/websocket` with subprotocol `mqtt`, then MQTT packets in binary messages.
+//! The WebSocket is bridged to an in-memory byte stream so each endpoint's one session code serves
+//! both transports.
 
-use std::sync::Arc;
+use std::future::Future;
 
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use futures_util::StreamExt;
-use rustls_pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-
-use super::HubState;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 pub const PATH: &str = "/$iothub/websocket";
 
@@ -51,13 +48,13 @@ fn check_upgrade(request: &Request, mut response: Response) -> Result<Response, 
     Ok(response)
 }
 
-pub(super) async fn upgrade<S>(
-    tls: S,
-    peer: Option<Vec<CertificateDer<'static>>>,
-    state: Arc<HubState>,
-    stop: CancellationToken,
-) where
+/// Completes the WebSocket upgrade on `tls` and runs `session` on the MQTT byte stream inside
+/// it, until either side closes.
+pub async fn bridge<S, F, Fut>(tls: S, session: F)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(DuplexStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let handshake = async_tungstenite::tokio::accept_hdr_async(tls, check_upgrade);
     let Ok(Ok(mut ws)) = tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
@@ -65,7 +62,7 @@ pub(super) async fn upgrade<S>(
         return;
     };
     let (session_side, mut bridge) = tokio::io::duplex(64 * 1024);
-    let session = tokio::spawn(super::mqtt::session(session_side, peer, state, stop));
+    let session = tokio::spawn(session(session_side));
     let mut out = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
