@@ -360,6 +360,12 @@ impl HubEmulator {
         registry::disable(&self.state, device_id)
     }
 
+    /// Creates `device_id` as an enabled CA-authenticated device, or makes the existing identity
+    /// one, as DPS does on assignment. False if `device_id` is not a valid device id.
+    pub fn provision_ca_device(&self, device_id: &str) -> bool {
+        registry::provision_ca_device(&self.state, device_id)
+    }
+
     /// Whether `device_id` has a live MQTT connection right now.
     pub fn is_connected(&self, device_id: &str) -> bool {
         self.state
