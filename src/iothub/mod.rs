@@ -1,7 +1,8 @@
 //! The IoT Hub side of the wire as a device and a service client see it: SAS tokens ([`sas`]),
-//! the registry REST client ([`registry`]), topic names and property bags ([`topics`]) and the
-//! MQTT device transport over rumqttc ([`mqtt`]).
+//! the registry REST client ([`registry`]), topic names and property bags ([`topics`]), the
+//! MQTT device transport over rumqttc ([`mqtt`]) and the device side of DPS ([`dps`]).
 
+pub mod dps;
 pub mod identity;
 pub mod mqtt;
 pub mod registry;
