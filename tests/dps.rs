@@ -586,6 +586,153 @@ async fn bad_input_gets_dps_errors_or_a_closed_connection() {
     e.shutdown().await;
 }
 
+/// The value after `key` on the banner line that starts with `line`.
+fn banner_field<'a>(banner: &'a str, line: &str, key: &str) -> &'a str {
+    let l = banner
+        .lines()
+        .find(|l| l.starts_with(line))
+        .unwrap_or_else(|| panic!("no '{line}' in {banner}"));
+    let rest = &l[l.find(key).unwrap_or_else(|| panic!("no '{key}' in {l}")) + key.len()..];
+    rest.trim_start().split([' ', ')', ',']).next().unwrap()
+}
+
+/// Interrupts the child (Ctrl-C) when dropped, even when the test panics.
+struct Interrupt(std::process::Child);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn fleetsim_emulate_serves_dps_with_a_group_for_ezca_devices() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("fleetsim-emulate-dps-{}", std::process::id()));
+    let mut emulate = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+        .arg("emulate")
+        .args([
+            "--ca-port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--websocket-port",
+            "0",
+        ])
+        .args([
+            "--registry-port",
+            "0",
+            "--dps-ip",
+            "127.0.0.1",
+            "--dps-port",
+            "0",
+        ])
+        .args([
+            "--dps-websocket-port",
+            "0",
+            "--dps-service-port",
+            "0",
+            "--dir",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("fleetsim emulate starts");
+    let stdout = emulate.stdout.take().unwrap();
+    let emulate = Interrupt(emulate);
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut banner = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            banner.push_str(&line);
+            banner.push('\n');
+            if line.starts_with("ready") {
+                break;
+            }
+        }
+        banner
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
+        .await
+        .expect("emulate gets ready within 30 s")
+        .unwrap();
+    assert!(banner.contains("ready"), "{banner}");
+    let dps_addr: std::net::SocketAddr = banner_field(&banner, "DPS MQTT:", "mqtts://")
+        .parse()
+        .unwrap();
+    let scope = banner_field(&banner, "DPS MQTT:", "id scope ").to_string();
+    let hub_host = banner_field(&banner, "IoT Hub MQTT:", "host name ").to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.join("dps-connection-string")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    assert!(
+        target.contains(&format!("#   id_scope: {scope}")),
+        "{target}"
+    );
+
+    // A device with an EZCA certificate from the emulator registers through the default group.
+    let trust = std::fs::read_to_string(dir.join("trust.pem")).unwrap();
+    let trust = fleetsim::crypto::certs_from_pem(&trust).unwrap();
+    let token = std::fs::read_to_string(dir.join("ezca-token")).unwrap();
+    let ezca = fleetsim::ezca::Client::new(
+        banner_field(&banner, "EZCA:", "EZCA:"),
+        std::sync::Arc::new(fleetsim::ezca::StaticToken::new(token.trim())),
+        &trust,
+        true,
+    )
+    .unwrap();
+    let ca_id = banner_field(&banner, "  ECDSA issuing CA:", "CA: ");
+    let ca = fleetsim::device::adapters::EzcaCa::discover(ezca, Some(ca_id))
+        .await
+        .unwrap();
+    let (key, issued) = common::enrol(&ca, "emulated-dps-1").await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust[0].clone()).unwrap();
+    let endpoint = DpsEndpoint {
+        host: dps_addr.ip().to_string(),
+        port: dps_addr.port(),
+        id_scope: scope,
+        websocket: false,
+        keep_alive: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(20),
+        polling: fast_polling(),
+    };
+    let outcome = register(
+        &DpsClient::new(endpoint, roots),
+        "emulated-dps-1",
+        &key,
+        &issued,
+    )
+    .await
+    .outcome;
+    drop(emulate);
+    let _ = std::fs::remove_dir_all(&dir);
+    let assigned = outcome.expect("assigned");
+    assert_eq!(assigned.assigned_hub, hub_host);
+    assert_eq!(
+        assigned.enrollment_group_id.as_deref(),
+        Some("fleetsim-ezca")
+    );
+}
+
 /// A certificate for `cn` from a CA nobody enrolled (chain: leaf, CA).
 fn foreign_certificate(cn: &str) -> (DeviceKey, Vec<rustls_pki_types::CertificateDer<'static>>) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
