@@ -169,6 +169,54 @@ fn response(rid: &str, reply: Reply) -> Packet {
     Packet::Publish(Publish::new(topic, QoS::AtMostOnce, reply.body))
 }
 
+/// A device admitted at CONNECT.
+struct Device {
+    registration_id: String,
+    /// The chain presented in the TLS handshake, leaf first.
+    chain: Vec<CertificateDer<'static>>,
+    keep_alive: Option<Duration>,
+    subscribed: bool,
+}
+
+/// Reads CONNECT and answers CONNACK: the device, or `None` when the connection is over.
+async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    peer: Option<Vec<CertificateDer<'static>>>,
+    state: &DpsState,
+) -> Option<Device> {
+    let counters = &state.counters;
+    let read = tokio::time::timeout(CONNECT_WAIT, read_packet(stream, buf, MAX_PACKET));
+    let connect = match read.await {
+        Ok(Ok(Packet::Connect(c))) => c,
+        Ok(Err(rumqttc::mqttbytes::Error::InsufficientBytes(_))) | Err(_) => return None,
+        Ok(_) => {
+            counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    if let Err(reason) = admit(state, &connect, peer.as_deref()) {
+        counters.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(registration = %connect.client_id, reason, "DPS CONNECT refused");
+        let refusal = ConnAck::new(ConnectReturnCode::NotAuthorized, false);
+        let _ = write_packet(stream, Packet::ConnAck(refusal)).await;
+        return None;
+    }
+    counters.connects.fetch_add(1, Ordering::Relaxed);
+    // DPS keeps no session state: CleanSession 0 is accepted and treated as 1.
+    let accepted = ConnAck::new(ConnectReturnCode::Success, false);
+    write_packet(stream, Packet::ConnAck(accepted)).await.ok()?;
+    Some(Device {
+        registration_id: connect.client_id,
+        chain: peer.unwrap_or_default(),
+        keep_alive: match connect.keep_alive {
+            0 => None,
+            s => Some((Duration::from_secs(u64::from(s)) * 3 / 2).min(MAX_KEEP_ALIVE)),
+        },
+        subscribed: false,
+    })
+}
+
 /// One device's session on `stream`, whatever carries it.
 pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
@@ -176,125 +224,105 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     state: Arc<DpsState>,
     stop: CancellationToken,
 ) {
-    let counters = &state.counters;
     let mut buf = BytesMut::with_capacity(1024);
-    let read = tokio::time::timeout(CONNECT_WAIT, read_packet(&mut stream, &mut buf, MAX_PACKET));
-    let connect = match read.await {
-        Ok(Ok(Packet::Connect(c))) => c,
-        Ok(Err(rumqttc::mqttbytes::Error::InsufficientBytes(_))) | Err(_) => return,
-        Ok(_) => {
-            counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    if let Err(reason) = admit(&state, &connect, peer.as_deref()) {
-        counters.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(registration = %connect.client_id, reason, "DPS CONNECT refused");
-        let refusal = ConnAck::new(ConnectReturnCode::NotAuthorized, false);
-        let _ = write_packet(&mut stream, Packet::ConnAck(refusal)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-        return;
-    }
-    counters.connects.fetch_add(1, Ordering::Relaxed);
-    let registration_id = connect.client_id;
-    let chain = peer.unwrap_or_default();
-    let keep_alive = match connect.keep_alive {
-        0 => None,
-        s => Some((Duration::from_secs(u64::from(s)) * 3 / 2).min(MAX_KEEP_ALIVE)),
-    };
-    // DPS keeps no session state: CleanSession 0 is accepted and treated as 1.
-    let accepted = ConnAck::new(ConnectReturnCode::Success, false);
-    if write_packet(&mut stream, Packet::ConnAck(accepted))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut subscribed = false;
-    loop {
-        let next = async {
-            let read = read_packet(&mut stream, &mut buf, MAX_PACKET);
-            match keep_alive {
-                Some(limit) => tokio::time::timeout(limit, read)
-                    .await
-                    .unwrap_or(Err(rumqttc::mqttbytes::Error::InsufficientBytes(0))),
-                None => read.await,
-            }
-        };
-        let packet = tokio::select! {
-            _ = stop.cancelled() => break,
-            p = next => match p {
-                Ok(p) => p,
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
-                Err(_) => {
-                    counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    break;
+    if let Some(mut device) = accept(&mut stream, &mut buf, peer, &state).await {
+        loop {
+            let next = async {
+                let read = read_packet(&mut stream, &mut buf, MAX_PACKET);
+                match device.keep_alive {
+                    Some(limit) => tokio::time::timeout(limit, read)
+                        .await
+                        .unwrap_or(Err(rumqttc::mqttbytes::Error::InsufficientBytes(0))),
+                    None => read.await,
                 }
-            },
-        };
-        let replies = match packet {
-            Packet::Subscribe(s) if s.filters.iter().all(|f| f.path == RESPONSE_FILTER) => {
-                subscribed = true;
-                let codes = s
-                    .filters
-                    .iter()
-                    .map(|f| match f.qos {
-                        QoS::AtMostOnce => SubscribeReasonCode::Success(QoS::AtMostOnce),
-                        _ => SubscribeReasonCode::Success(QoS::AtLeastOnce),
-                    })
-                    .collect();
-                vec![Packet::SubAck(SubAck::new(s.pkid, codes))]
-            }
-            Packet::Publish(p) if p.qos != QoS::ExactlyOnce => {
-                let Some(request) = parse_request(&p.topic) else {
-                    counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(registration = %registration_id, topic = %p.topic, "publish to a topic DPS does not serve");
-                    break;
-                };
-                let mut out = Vec::with_capacity(2);
-                if p.qos == QoS::AtLeastOnce {
-                    out.push(Packet::PubAck(PubAck::new(p.pkid)));
-                }
-                let (rid, reply) = handle(&state, &registration_id, &chain, request, &p.payload);
-                // DPS answers on the response topic only to devices subscribed to it.
-                if subscribed {
-                    out.push(response(&rid, reply));
-                }
-                out
-            }
-            Packet::PingReq => vec![Packet::PingResp],
-            Packet::PubAck(_) => Vec::new(),
-            Packet::Disconnect => break,
-            _ => {
-                counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            };
+            let packet = tokio::select! {
+                _ = stop.cancelled() => break,
+                p = next => match p {
+                    Ok(p) => p,
+                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
+                    Err(_) => {
+                        state.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                },
+            };
+            let Some(replies) = answer(&state, &mut device, packet) else {
                 break;
-            }
-        };
-        for reply in replies {
-            if write_packet(&mut stream, reply).await.is_err() {
-                return;
+            };
+            for reply in replies {
+                if write_packet(&mut stream, reply).await.is_err() {
+                    return;
+                }
             }
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
 }
 
+/// The packets answering `packet`, or `None` to close the connection (as DPS does on anything
+/// but its own topics, QoS 0/1, pings and DISCONNECT).
+fn answer(state: &Arc<DpsState>, device: &mut Device, packet: Packet) -> Option<Vec<Packet>> {
+    let replies = match packet {
+        Packet::Subscribe(s) if s.filters.iter().all(|f| f.path == RESPONSE_FILTER) => {
+            device.subscribed = true;
+            let codes = s
+                .filters
+                .iter()
+                .map(|f| match f.qos {
+                    QoS::AtMostOnce => SubscribeReasonCode::Success(QoS::AtMostOnce),
+                    _ => SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                })
+                .collect();
+            vec![Packet::SubAck(SubAck::new(s.pkid, codes))]
+        }
+        Packet::Publish(p) if p.qos != QoS::ExactlyOnce => {
+            let Some(request) = parse_request(&p.topic) else {
+                state
+                    .counters
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(registration = %device.registration_id, topic = %p.topic, "publish to a topic DPS does not serve");
+                return None;
+            };
+            let mut out = Vec::with_capacity(2);
+            if p.qos == QoS::AtLeastOnce {
+                out.push(Packet::PubAck(PubAck::new(p.pkid)));
+            }
+            let (rid, reply) = handle(state, device, request, &p.payload);
+            // DPS answers on the response topic only to devices subscribed to it.
+            if device.subscribed {
+                out.push(response(&rid, reply));
+            }
+            out
+        }
+        Packet::PingReq => vec![Packet::PingResp],
+        Packet::PubAck(_) => Vec::new(),
+        Packet::Disconnect => return None,
+        _ => {
+            state
+                .counters
+                .protocol_errors
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    Some(replies)
+}
+
 fn handle(
     state: &Arc<DpsState>,
-    registration_id: &str,
-    chain: &[CertificateDer<'static>],
+    device: &Device,
     request: Request,
     body: &[u8],
 ) -> (String, Reply) {
+    let (id, chain) = (device.registration_id.as_str(), device.chain.as_slice());
     match request {
-        Request::Register { rid } => (
-            rid,
-            registration::register(state, registration_id, chain, body),
-        ),
+        Request::Register { rid } => (rid, registration::register(state, id, chain, body)),
         Request::Poll {
             rid,
             operation_id: Some(op),
-        } => (rid, registration::poll(state, registration_id, &op)),
+        } => (rid, registration::poll(state, id, &op)),
         Request::Poll {
             rid,
             operation_id: None,
