@@ -97,8 +97,9 @@ fn issuer_depth(
     chain: &[CertificateDer<'static>],
 ) -> Option<usize> {
     let verifier = group.verifier.as_ref()?;
+    let (leaf, intermediates) = chain.split_first()?;
     verifier
-        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
         .ok()?;
     let depth = group
         .certs

@@ -93,8 +93,8 @@ fn admit(
     peer: Option<&[CertificateDer<'static>]>,
 ) -> Result<(), &'static str> {
     let id = connect.client_id.as_str();
-    if id.is_empty() {
-        return Err("empty client id");
+    if !super::enrollment::valid_id(id) {
+        return Err("not a valid registration id");
     }
     let login = connect.login.as_ref().ok_or("no username")?;
     let (scope, registration_id) = parse_username(&login.username).ok_or("malformed username")?;
