@@ -251,6 +251,9 @@ impl Emulators {
         addrs: DpsAddresses,
         config: &DpsConfig,
     ) -> Result<&RunningDps, EmulatorError> {
+        if self.dps.is_some() {
+            return Err(EmulatorError::Setup("DPS is already running".into()));
+        }
         let dps = DpsEmulator::new(config);
         dps.add_certificate(EZCA_ROOT_CERTIFICATE, self.ca.root_der());
         dps.add_certificate(EZCA_ISSUING_CERTIFICATE, self.ca.issuing_der());
