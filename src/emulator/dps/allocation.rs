@@ -6,26 +6,11 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use super::LinkedHub;
 use super::enrollment::AllocationPolicy;
 use super::error::{self, DpsError};
 use super::matching::Matched;
-
-/// DPS's `substatus` of an assigned registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Substatus {
-    /// Assigned to a hub for the first time.
-    InitialAssignment,
-    /// Moved to another hub, its twin with it.
-    DeviceDataMigrated,
-    /// Moved to another hub, its twin reset to the enrolment's initial twin.
-    DeviceDataReset,
-    /// Registered again and given the hub it had.
-    ReprovisionedToInitialAssignment,
-}
+use super::records::Substatus;
+use super::state::LinkedHub;
 
 /// Where a device goes.
 pub(super) struct Decision {

@@ -1,6 +1,6 @@
 //! Enrolments as DPS's service REST API exchanges them (api-version 2021-10-01, camelCase on the
 //! wire): enrolment groups, individual enrolments, their X.509 attestation and allocation
-//! settings; and the checked form the emulator keeps of each ([`Stored`]): the certificates it
+//! settings; and the checked form the emulator keeps of each (`Stored`): the certificates it
 //! trusts, decoded once, and a chain verifier anchored at them.
 //!
 //! Only X.509 attestation is emulated (TPM is not offered over MQTT, symmetric keys are not what

@@ -1,9 +1,10 @@
 //! The embedded Device Provisioning Service emulator (reference §6 and `dps-and-c2d.md`): the
-//! device endpoint, MQTT 3.1.1 over TLS and over WebSocket ([`session`]); the registration flow
-//! and its records ([`registration`]); enrolment groups and individual enrolments ([`enrollment`])
-//! matched as DPS matches them ([`matching`]); allocation over the linked hubs ([`allocation`]);
-//! the service REST API ([`service`]); DPS's published limits ([`throttle`]); DPS's error body
-//! ([`error`]).
+//! device endpoint, MQTT 3.1.1 over TLS and over WebSocket (`session`); the registration flow
+//! (`registration`) and its records ([`records`]); enrolment groups and individual enrolments
+//! ([`enrollment`]) matched as DPS matches them (`matching`); allocation over the linked hubs
+//! ([`allocation`]); the service REST API (`service`); DPS's published limits ([`throttle`]);
+//! DPS's error body ([`error`]); and what they all share (`state`). The files form layers, none
+//! importing `mod.rs`.
 //!
 //! DPS does not know the hub emulator: hubs are linked through [`LinkedHub`], which the assembly
 //! implements for each hub emulator, so assignment creates the device's identity in the hub it
@@ -13,16 +14,17 @@ pub mod allocation;
 pub mod enrollment;
 pub mod error;
 mod matching;
-pub mod registration;
+pub mod records;
+mod registration;
 mod service;
 mod session;
+mod state;
 pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use base64::Engine;
 use rustls_pki_types::CertificateDer;
@@ -33,66 +35,14 @@ use super::EmulatorError;
 use super::tls::{ServerPki, client_cert_config, https_config};
 use crate::iothub::ConnectionString;
 use crate::sync::{lock, read, write};
+use state::DpsState;
 
 pub use enrollment::{EnrollmentGroup, IndividualEnrollment};
 pub use error::DpsError;
 pub use matching::Source;
-pub use registration::RegistrationState;
+pub use records::RegistrationState;
+pub use state::{DpsConfig, LinkedHub, SERVICE_POLICY};
 pub use throttle::DpsLimits;
-
-/// The shared access policy of the service API (all rights).
-pub const SERVICE_POLICY: &str = "provisioningserviceowner";
-
-/// A hub linked to the provisioning service: where devices can be assigned.
-pub trait LinkedHub: Send + Sync + 'static {
-    /// The hub's host name, as devices are told in `assignedHub`.
-    fn host_name(&self) -> &str;
-    /// Creates `device_id` in the hub's registry with CA authentication, or makes an existing
-    /// identity an enabled CA one. `Err` says why the hub refused.
-    fn provision_device(&self, device_id: &str) -> Result<(), String>;
-}
-
-#[derive(Debug, Clone)]
-pub struct DpsConfig {
-    /// The service's host name: the name in service SAS tokens, and the name its device endpoint
-    /// answers to (`global.azure-devices-provisioning.net` in Azure).
-    pub host_name: String,
-    /// The id scope devices put in their username; a random `0ne…` one when absent.
-    pub id_scope: Option<String>,
-    /// The `retry-after` DPS sends with 202 answers (3 s as observed).
-    pub retry_after_secs: u64,
-    /// How long an assignment takes after the register request.
-    pub assignment_delay: Duration,
-    pub limits: DpsLimits,
-}
-
-impl Default for DpsConfig {
-    fn default() -> Self {
-        Self {
-            host_name: "fleetsim-dps.azure-devices-provisioning.net".into(),
-            id_scope: None,
-            retry_after_secs: 3,
-            assignment_delay: Duration::from_millis(500),
-            limits: DpsLimits::published(),
-        }
-    }
-}
-
-/// What the service has seen.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    connects: AtomicU64,
-    refused: AtomicU64,
-    registrations: AtomicU64,
-    polls: AtomicU64,
-    assigned: AtomicU64,
-    failed: AtomicU64,
-    disabled: AtomicU64,
-    unauthorized: AtomicU64,
-    malformed: AtomicU64,
-    protocol_errors: AtomicU64,
-    per_hub: Mutex<BTreeMap<String, u64>>,
-}
 
 /// A copy of the counters.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -121,19 +71,6 @@ pub struct DpsStats {
     pub per_hub: BTreeMap<String, u64>,
 }
 
-pub(crate) struct DpsState {
-    config: DpsConfig,
-    id_scope: String,
-    policy_key: String,
-    hubs: RwLock<Vec<Arc<dyn LinkedHub>>>,
-    /// CA certificates uploaded to the service, by name (`caReferences`).
-    certificates: RwLock<BTreeMap<String, CertificateDer<'static>>>,
-    enrollments: RwLock<matching::Enrollments>,
-    registrations: Mutex<registration::Registrations>,
-    throttles: throttle::Throttles,
-    counters: Counters,
-}
-
 /// A DPS emulator. Cheap to clone; serve it with [`DpsEmulator::serve_mqtt`],
 /// [`DpsEmulator::serve_websocket`] and [`DpsEmulator::serve_service`].
 #[derive(Clone)]
@@ -157,9 +94,9 @@ impl DpsEmulator {
                 hubs: RwLock::new(Vec::new()),
                 certificates: RwLock::new(BTreeMap::new()),
                 enrollments: RwLock::new(matching::Enrollments::default()),
-                registrations: Mutex::new(registration::Registrations::default()),
+                registrations: Mutex::new(records::Registrations::default()),
                 throttles: throttle::Throttles::new(config.limits),
-                counters: Counters::default(),
+                counters: state::Counters::default(),
             }),
         }
     }

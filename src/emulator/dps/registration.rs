@@ -3,106 +3,22 @@
 //! gets 401 there and then), answered 202 `assigning` with an operation id, and assigned in the
 //! background: the hub is chosen and the device identity created in it before the operation
 //! completes. Polls see 202 `assigning` until then, and 200 with the registration state after.
-//! The registration records are what the service API's `GET /registrations/{id}` returns.
+//! It keeps the registration records ([`super::records`]) up to date.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::DpsState;
-use super::allocation::{self, Substatus};
+use super::allocation;
 use super::enrollment::ProvisioningStatus;
 use super::error::{self, DpsError, now_utc};
 use super::matching::{Matched, Source};
+use super::records::{Record, RegistrationState, RegistrationStatus, X509Registration};
+use super::state::DpsState;
 use super::throttle::retry_after_secs;
 use crate::sync::{lock, read};
-
-/// DPS's registration status values (lowercase on the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegistrationStatus {
-    Unassigned,
-    Assigning,
-    Assigned,
-    Failed,
-    Disabled,
-}
-
-/// Which group admitted the device (device view only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct X509Registration {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub enrollment_group_id: Option<String>,
-}
-
-/// A registration record: DPS's `DeviceRegistrationState`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegistrationState {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub x509: Option<X509Registration>,
-    pub registration_id: String,
-    pub created_date_time_utc: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub assigned_hub: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
-    pub status: RegistrationStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub substatus: Option<Substatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_message: Option<String>,
-    pub last_updated_date_time_utc: String,
-    pub etag: String,
-}
-
-impl RegistrationState {
-    /// The record as the service API shows it (the device alone is told its group).
-    pub fn service_view(&self) -> Self {
-        Self {
-            x509: None,
-            ..self.clone()
-        }
-    }
-}
-
-struct Record {
-    state: RegistrationState,
-    /// The operation of the latest register request; earlier ones are forgotten.
-    operation_id: String,
-    /// The hub of the last assignment, kept across re-registrations (and failures).
-    hub: Option<String>,
-}
-
-/// Records by registration id, and which registration each live operation belongs to.
-#[derive(Default)]
-pub(super) struct Registrations {
-    records: HashMap<String, Record>,
-    operations: HashMap<String, String>,
-}
-
-impl Registrations {
-    pub fn record(&self, registration_id: &str) -> Option<RegistrationState> {
-        self.records.get(registration_id).map(|r| r.state.clone())
-    }
-
-    /// Forgets a record (service `DELETE /registrations/{id}`); false if there was none.
-    pub fn remove(&mut self, registration_id: &str) -> bool {
-        match self.records.remove(registration_id) {
-            Some(r) => {
-                self.operations.remove(&r.operation_id);
-                true
-            }
-            None => false,
-        }
-    }
-}
 
 /// An answer on `$dps/registrations/res/{status}/?$rid=…[&retry-after=…]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

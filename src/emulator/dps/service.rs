@@ -14,12 +14,12 @@ use axum::routing::{get, put};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::DpsState;
 use super::enrollment::{
     self, AllocationPolicy, EnrollmentGroup, IndividualEnrollment, Settings, Stored,
 };
 use super::error::{self, DpsError, now_utc};
 use super::matching::Enrollments;
+use super::state::{DpsState, SERVICE_POLICY};
 use super::throttle::retry_after_secs;
 use crate::iothub::sas;
 use crate::sync::{lock, read, write};
@@ -129,7 +129,7 @@ fn admit(
         .and_then(|v| v.to_str().ok())
         .and_then(sas::parse)
         .ok_or_else(|| unauthorized("Authorization is not a SharedAccessSignature"))?;
-    if token.policy.as_deref() != Some(super::SERVICE_POLICY) {
+    if token.policy.as_deref() != Some(SERVICE_POLICY) {
         return Err(unauthorized(
             "unknown or missing shared access policy (skn)",
         ));

@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::DpsState;
 use super::registration::{self, Reply};
+use super::state::DpsState;
 use crate::emulator::mqtt_wire::{read_packet, write_packet};
 
 /// DPS's 96 KB message limit plus room for the topic.
