@@ -235,7 +235,7 @@ pub(super) fn provision_ca_device(state: &HubState, id: &str) -> bool {
     if !valid_device_id(id) {
         return false;
     }
-    let mut devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+    let mut devices = crate::sync::lock(&state.devices);
     let mut device = Device::certificate_authority(id);
     device.generation_id = match devices.get(id) {
         Some(existing) => existing.generation_id.clone(),
