@@ -116,6 +116,28 @@ pub struct EmulateArgs {
     /// which drops it and refuses its reconnects (off: it stays connected, as IoT Hub alone does).
     #[arg(long)]
     pub disable_device_on_revoke: bool,
+    /// Address of DPS's endpoints: an address of its own, because Microsoft's SDKs use port 8883
+    /// for DPS as for the hub (map --dps-host to it in /etc/hosts for them).
+    #[arg(long, default_value = "127.0.0.2")]
+    pub dps_ip: std::net::IpAddr,
+    /// DPS MQTT/TLS port.
+    #[arg(long, default_value_t = 8883)]
+    pub dps_port: u16,
+    /// DPS MQTT-over-WebSocket port.
+    #[arg(long, default_value_t = 8444)]
+    pub dps_websocket_port: u16,
+    /// DPS service REST API port (enrolment groups, registration records).
+    #[arg(long, default_value_t = 8446)]
+    pub dps_service_port: u16,
+    /// DPS's host name (its server certificate's name, and the name in service SAS tokens).
+    #[arg(long, default_value = "fleetsim-dps.azure-devices-provisioning.net")]
+    pub dps_host: String,
+    /// DPS's id scope (a random 0ne… one when absent).
+    #[arg(long)]
+    pub dps_id_scope: Option<String>,
+    /// Do not start DPS.
+    #[arg(long)]
+    pub no_dps: bool,
 }
 
 pub async fn main(cli: Cli) -> ExitCode {
@@ -379,17 +401,15 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
             std::future::pending::<()>().await;
         }
     };
-    let token_lifetime_secs = 30 * 86_400;
-    crate::emulator::standalone::run(
+    let options = crate::emulator::standalone::Options {
         addrs,
-        &ca,
-        &hub,
-        &args.dir,
-        token_lifetime_secs,
-        print_emulated,
-        ctrl_c,
-    )
-    .await?;
+        ca: &ca,
+        hub: &hub,
+        dps: dps_setup(&args),
+        dir: &args.dir,
+        token_lifetime_secs: 30 * 86_400,
+    };
+    crate::emulator::standalone::run(options, print_ready, ctrl_c).await?;
     Ok(())
 }
 
@@ -435,8 +455,29 @@ fn emulated_hub_limits(
     ))
 }
 
-/// What `fleetsim emulate` tells its user once it listens.
-fn print_emulated(w: &crate::emulator::standalone::Written) {
+/// DPS's addresses and settings for `fleetsim emulate`, unless --no-dps.
+fn dps_setup(
+    args: &EmulateArgs,
+) -> Option<(crate::emulator::DpsAddresses, crate::emulator::DpsConfig)> {
+    if args.no_dps {
+        return None;
+    }
+    let at = |port| std::net::SocketAddr::new(args.dps_ip, port);
+    let addrs = crate::emulator::DpsAddresses {
+        mqtt: at(args.dps_port),
+        websocket: at(args.dps_websocket_port),
+        service: at(args.dps_service_port),
+    };
+    let config = crate::emulator::DpsConfig {
+        host_name: args.dps_host.clone(),
+        id_scope: args.dps_id_scope.clone(),
+        ..Default::default()
+    };
+    Some((addrs, config))
+}
+
+/// What `fleetsim emulate` prints once it serves.
+fn print_ready(w: &crate::emulator::standalone::Written) {
     println!("EZCA:              {}", w.ca_url);
     for (label, id) in &w.ca_ids {
         println!("  {label:<5} issuing CA: {id}");
@@ -450,6 +491,18 @@ fn print_emulated(w: &crate::emulator::standalone::Written) {
         w.hub_websocket
     );
     println!("IoT Hub registry:  {}", w.hub_registry_url);
+    if let Some(d) = &w.dps {
+        println!(
+            "DPS MQTT:          mqtts://{}  (host name {}, id scope {})",
+            d.mqtt, d.host, d.id_scope
+        );
+        println!("DPS WebSocket:     wss://{}/$iothub/websocket", d.websocket);
+        println!("DPS service API:   {}", d.service_url);
+        println!(
+            "DPS credentials:   {} (0600)",
+            d.connection_string_file.display()
+        );
+    }
     println!("trust bundle:      {}", w.trust_pem.display());
     println!("EZCA token:        {} (0600)", w.token_file.display());
     println!(

@@ -42,6 +42,18 @@ impl Bucket {
         }
     }
 
+    /// `rate` requests per second with a burst of `burst` requests (DPS's "5 polls per 10 s per
+    /// device" is 0.5/s with a burst of 5).
+    pub fn with_burst(rate: f64, burst: f64, shaping: Duration) -> Self {
+        let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+        Self {
+            period,
+            tolerance: period.mul_f64(burst.max(1.0) - 1.0),
+            shaping,
+            tat: Mutex::new(None),
+        }
+    }
+
     pub fn admit(&self, now: Instant) -> Admission {
         let mut tat = lock(&self.tat);
         let t = tat.map_or(now, |t| t.max(now));

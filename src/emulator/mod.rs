@@ -5,21 +5,27 @@
 //! [`Emulators::start`] starts both on ephemeral loopback ports for an embedded run;
 //! [`Emulators::start_on`] on chosen addresses ([`standalone`] is `fleetsim emulate`). The CA and
 //! the hub do not know each other: the assembly here wires the CA's revocation hook to the hub's
-//! registry ("disable device on revoke"). Shared pieces: [`listener`] (the one accept loop and
-//! drain policy of every server), [`tls`] (server PKI, HTTPS over the listener), [`token`]
-//! (Azure AD stand-in tokens) and [`gcra`] (the rate limiter with reservations behind the CA's
-//! capacity model and the hub's throttles). [`persist`] is what a resumed soak (`--state`) saves of them: both report durable
-//! changes to a journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
+//! registry ("disable device on revoke"). [`Emulators::start_dps`] adds the Device Provisioning
+//! Service ([`dps`]), linked to the hub (and to further hubs, [`Emulators::add_hub`]) through
+//! [`dps::LinkedHub`]. Shared pieces: [`listener`] (the one accept loop and drain policy of every
+//! server), [`tls`] (server PKI, HTTPS over the listener), [`mqtt_wire`] and [`websocket`] (MQTT
+//! framing and the WebSocket bridge of the hub and DPS), [`token`] (Azure AD stand-in tokens) and
+//! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the throttles).
+//! [`persist`] is what a resumed soak (`--state`) saves of them: both report durable changes to a
+//! journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
 
 pub mod ca;
+pub mod dps;
 mod error;
 pub mod gcra;
 pub mod hub;
 pub mod listener;
+pub mod mqtt_wire;
 pub mod persist;
 pub mod standalone;
 pub mod tls;
 pub mod token;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use ca::{CaConfig, CaEmulator};
+pub use dps::{DpsConfig, DpsEmulator};
 pub use error::EmulatorError;
 pub use hub::{HubConfig, HubEmulator};
 pub use tls::ServerPki;
@@ -45,6 +52,10 @@ pub struct Emulators {
     pub hub_registry_url: String,
     /// More MQTT/TLS listeners of the hub, on other loopback addresses ([`Emulators::add_mqtt_listener`]).
     pub hub_mqtt_extra: Vec<SocketAddr>,
+    /// DPS, once [`Emulators::start_dps`] started it.
+    pub dps: Option<RunningDps>,
+    /// Further hubs ([`Emulators::add_hub`]), for DPS to spread devices over.
+    pub extra_hubs: Vec<ExtraHub>,
     pki: ServerPki,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -68,6 +79,63 @@ impl Addresses {
             hub_mqtt: any,
             hub_registry: any,
             hub_websocket: any,
+        }
+    }
+}
+
+/// Where DPS's endpoints listen (port 0: any free port).
+#[derive(Debug, Clone, Copy)]
+pub struct DpsAddresses {
+    /// MQTT over TLS (8883 in Azure, fixed in Microsoft's SDKs).
+    pub mqtt: SocketAddr,
+    /// MQTT over WebSocket (443 in Azure).
+    pub websocket: SocketAddr,
+    /// The service REST API.
+    pub service: SocketAddr,
+}
+
+impl DpsAddresses {
+    /// Every endpoint on an ephemeral port of `ip`.
+    pub fn ephemeral(ip: std::net::IpAddr) -> Self {
+        let any = SocketAddr::new(ip, 0);
+        Self {
+            mqtt: any,
+            websocket: any,
+            service: any,
+        }
+    }
+}
+
+/// DPS, running.
+pub struct RunningDps {
+    pub emulator: DpsEmulator,
+    pub mqtt_addr: SocketAddr,
+    /// `wss://{websocket_addr}/$iothub/websocket`.
+    pub websocket_addr: SocketAddr,
+    pub service_url: String,
+}
+
+/// A hub started by [`Emulators::add_hub`].
+pub struct ExtraHub {
+    pub hub: HubEmulator,
+    pub mqtt_addr: SocketAddr,
+}
+
+/// The name under which EZCA's root is uploaded to DPS.
+pub const EZCA_ROOT_CERTIFICATE: &str = "fleetsim-ezca-root";
+/// The name under which EZCA's default (ECDSA) issuing CA is uploaded to DPS.
+pub const EZCA_ISSUING_CERTIFICATE: &str = "fleetsim-ezca-issuing";
+
+/// DPS reaches a hub emulator through its registry, as DPS reaches a linked hub.
+impl dps::LinkedHub for HubEmulator {
+    fn host_name(&self) -> &str {
+        HubEmulator::host_name(self)
+    }
+
+    fn provision_device(&self, device_id: &str) -> Result<(), String> {
+        match self.provision_ca_device(device_id) {
+            true => Ok(()),
+            false => Err(format!("'{device_id}' is not a valid device id")),
         }
     }
 }
@@ -148,6 +216,8 @@ impl Emulators {
             hub_websocket_addr,
             hub_registry_url,
             hub_mqtt_extra: Vec::new(),
+            dps: None,
+            extra_hubs: Vec::new(),
             pki,
             stop,
             tasks,
@@ -170,6 +240,66 @@ impl Emulators {
         self.tasks.push(task);
         self.hub_mqtt_extra.push(local);
         Ok(local)
+    }
+
+    /// Starts DPS on `addrs`, linked to the hub and to every hub added so far, with EZCA's root
+    /// and issuing CA uploaded as [`EZCA_ROOT_CERTIFICATE`] and [`EZCA_ISSUING_CERTIFICATE`] (for
+    /// enrolment groups' `caReferences`). It has no enrolments yet.
+    pub async fn start_dps(
+        &mut self,
+        addrs: DpsAddresses,
+        config: &DpsConfig,
+    ) -> Result<&RunningDps, EmulatorError> {
+        if self.dps.is_some() {
+            return Err(EmulatorError::Setup("DPS is already running".into()));
+        }
+        let dps = DpsEmulator::new(config);
+        dps.add_certificate(EZCA_ROOT_CERTIFICATE, self.ca.root_der());
+        dps.add_certificate(EZCA_ISSUING_CERTIFICATE, self.ca.issuing_der());
+        dps.link_hub(std::sync::Arc::new(self.hub.clone()));
+        for extra in &self.extra_hubs {
+            dps.link_hub(std::sync::Arc::new(extra.hub.clone()));
+        }
+        let mqtt = bind(addrs.mqtt).await?;
+        let websocket = bind(addrs.websocket).await?;
+        let service = bind(addrs.service).await?;
+        let running = RunningDps {
+            mqtt_addr: mqtt.local_addr()?,
+            websocket_addr: websocket.local_addr()?,
+            service_url: format!("https://{}", service.local_addr()?),
+            emulator: dps.clone(),
+        };
+        let stop = |t: &CancellationToken| {
+            let t = t.clone();
+            async move { t.cancelled().await }
+        };
+        self.tasks.extend([
+            dps.serve_mqtt(mqtt, &self.pki, stop(&self.stop))?,
+            dps.serve_websocket(websocket, &self.pki, stop(&self.stop))?,
+            dps.serve_service(service, &self.pki, stop(&self.stop))?,
+        ]);
+        Ok(self.dps.insert(running))
+    }
+
+    /// Starts one more hub with `config` (its MQTT/TLS endpoint on `mqtt`), trusting EZCA's root
+    /// like the first, and links it to DPS.
+    pub async fn add_hub(
+        &mut self,
+        config: &HubConfig,
+        mqtt: SocketAddr,
+    ) -> Result<&ExtraHub, EmulatorError> {
+        let hub = HubEmulator::new(config)?;
+        hub.trust_ca(self.ca.root_der());
+        let listener = bind(mqtt).await?;
+        let mqtt_addr = listener.local_addr()?;
+        let stop = self.stop.clone();
+        let task = hub.serve_mqtt(listener, &self.pki, async move { stop.cancelled().await })?;
+        self.tasks.push(task);
+        if let Some(dps) = &self.dps {
+            dps.emulator.link_hub(std::sync::Arc::new(hub.clone()));
+        }
+        self.extra_hubs.push(ExtraHub { hub, mqtt_addr });
+        Ok(&self.extra_hubs[self.extra_hubs.len() - 1])
     }
 
     /// Stops accepting and waits for the servers to finish.

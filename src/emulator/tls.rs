@@ -1,6 +1,7 @@
 //! TLS plumbing the emulators share: a throwaway PKI for their server certificates, the HTTPS
-//! server configuration, and an axum router served over tokio-rustls on the shared accept loop
-//! ([`super::listener`]).
+//! server configuration and an axum router served over tokio-rustls on the shared accept loop
+//! ([`super::listener`]), and the server config of the MQTT endpoints, which ask for a client
+//! certificate but leave trust to CONNECT ([`RequestClientCert`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,8 +10,11 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
-use rustls::ServerConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_util::sync::CancellationToken;
 
 use super::error::EmulatorError;
@@ -110,6 +114,79 @@ pub fn https_config(identity: ServerIdentity) -> Result<Arc<ServerConfig>, Emula
         .with_single_cert(identity.chain, identity.key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// Requests a client certificate and verifies the handshake signature made with its key, but
+/// accepts any chain: IoT Hub and DPS decide trust later (at CONNECT, or at the registration), so
+/// a refusal is an MQTT answer rather than a TLS alert.
+#[derive(Debug)]
+pub struct RequestClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl RequestClientCert {
+    pub fn new() -> Self {
+        Self {
+            algorithms: rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for RequestClientCert {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A rustls server config for an MQTT endpoint: `identity` as the server, a client certificate
+/// requested ([`RequestClientCert`]).
+pub fn client_cert_config(identity: ServerIdentity) -> Result<Arc<ServerConfig>, EmulatorError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(RequestClientCert::new()))
+        .with_single_cert(identity.chain, identity.key)?;
+    Ok(Arc::new(config))
 }
 
 /// Serves `router` over HTTPS on `listener` in a task, until `shutdown`: with a server certificate

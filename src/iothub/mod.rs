@@ -1,8 +1,9 @@
 //! The IoT Hub side of the wire as a device and a service client see it: SAS tokens ([`sas`]),
 //! the registry REST client ([`registry`]), topic names and property bags ([`topics`]), the
-//! MQTT device transport over rumqttc ([`mqtt`]) and the tiers with their published limits
-//! ([`quotas`]), which the hub emulator shares.
+//! MQTT device transport over rumqttc ([`mqtt`]), the device side of DPS ([`dps`]) and the tiers
+//! with their published limits ([`quotas`]), which the hub emulator shares.
 
+pub mod dps;
 mod error;
 pub mod identity;
 pub mod mqtt;

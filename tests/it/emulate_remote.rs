@@ -28,6 +28,12 @@ fn a_remote_run_against_fleetsim_emulate() {
                 "0",
                 "--registry-port",
                 "0",
+                "--dps-port",
+                "0",
+                "--dps-websocket-port",
+                "0",
+                "--dps-service-port",
+                "0",
             ])
             .args(["--time-scale", "1s", "--dir"])
             .arg(&dir)

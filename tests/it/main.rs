@@ -9,6 +9,7 @@ mod common;
 mod aad_tokens;
 mod arrivals;
 mod cohorts;
+mod dps;
 mod emulate_remote;
 mod ezca_capacity;
 mod ezca_emulator;

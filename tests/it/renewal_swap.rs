@@ -49,7 +49,14 @@ fn check(outcome: &RunOutcome) {
     for d in &outcome.devices {
         assert!(d.failure.is_none(), "{}: {:?}", d.id, d.failure);
         assert!(d.renewals >= 2, "{} renewed {} times", d.id, d.renewals);
-        assert_eq!(d.swaps, d.renewals, "{}: one swap per renewal", d.id);
+        // One swap per renewal; the run may end between a renewal and its swap.
+        assert!(
+            d.swaps == d.renewals || d.swaps + 1 == d.renewals,
+            "{}: {} swaps for {} renewals",
+            d.id,
+            d.swaps,
+            d.renewals
+        );
         swaps += d.swaps;
         let stats = hub.device_stats(&d.id);
         assert_eq!(

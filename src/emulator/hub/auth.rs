@@ -1,75 +1,17 @@
 //! Who may connect, decided at CONNECT as IoT Hub does (reference §1.3, §2): the TLS layer only
-//! asks for a client certificate and checks the handshake signature (proof of key possession);
-//! the chain, the common name and the registry are checked against the CONNECT packet.
+//! asks for a client certificate and checks the handshake signature (proof of key possession,
+//! [`crate::emulator::tls::RequestClientCert`]); the chain, the common name and the registry are
+//! checked against the CONNECT packet.
 
 use std::sync::Arc;
 
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::state::HubState;
 use crate::iothub::registry::{AuthenticationType, DeviceStatus, SymmetricKey, X509Thumbprint};
 use crate::sync::{lock, read, write};
-
-/// Requests a client certificate and verifies the handshake signature made with its key, but
-/// accepts any chain: trust is decided later, at CONNECT, so a refusal is a CONNACK rather than a
-/// TLS alert.
-#[derive(Debug)]
-pub(super) struct RequestClientCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl RequestClientCert {
-    pub(super) fn new() -> Self {
-        Self {
-            algorithms: rustls::crypto::aws_lc_rs::default_provider()
-                .signature_verification_algorithms,
-        }
-    }
-}
-
-impl ClientCertVerifier for RequestClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
 
 /// Adds a verified CA to the hub's trust.
 pub(super) fn trust(state: &HubState, der: CertificateDer<'static>) {

@@ -1,5 +1,5 @@
 //! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS (`mqtt`) and over
-//! WebSocket (`websocket`) written on tokio-rustls and rumqttc's codec; the registry REST API
+//! WebSocket ([`crate::emulator::websocket`]) written on tokio-rustls and rumqttc's codec; the registry REST API
 //! (`registry`) authorised by SAS or Azure AD tokens (shared REST pieces in `rest`); CA
 //! upload (`admin`); twins ([`twin`]); and the SKU's throttles and daily quota ([`throttle`]).
 //! The endpoints work on one `state::HubState`; this file builds it and serves the endpoints on
@@ -18,7 +18,6 @@ mod rest;
 mod state;
 pub mod throttle;
 pub mod twin;
-mod websocket;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -188,7 +187,7 @@ impl HubEmulator {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(Arc::new(auth::RequestClientCert::new()))
+            .with_client_cert_verifier(Arc::new(crate::emulator::tls::RequestClientCert::new()))
             .with_single_cert(identity.chain, identity.key)?;
         let listener =
             Listener::new(listener, Arc::new(config)).counting(self.state.listeners.clone());
@@ -265,6 +264,12 @@ impl HubEmulator {
         registry::disable(&self.state, device_id)
     }
 
+    /// Creates `device_id` as an enabled CA-authenticated device, or makes the existing identity
+    /// one, as DPS does on assignment. False if `device_id` is not a valid device id.
+    pub fn provision_ca_device(&self, device_id: &str) -> bool {
+        registry::provision_ca_device(&self.state, device_id)
+    }
+
     /// Whether `device_id` has a live MQTT connection right now.
     pub fn is_connected(&self, device_id: &str) -> bool {
         lock(&self.state.live).contains_key(device_id)
@@ -296,6 +301,9 @@ async fn connection(
     let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
     match framing {
         Framing::Tls => mqtt::session(tls, peer, state, stop).await,
-        Framing::WebSocket => websocket::upgrade(tls, peer, state, stop).await,
+        Framing::WebSocket => {
+            let session = move |stream| mqtt::session(stream, peer, state, stop);
+            crate::emulator::websocket::bridge(tls, session).await;
+        }
     }
 }

@@ -12,16 +12,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, Subscribe,
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe,
     SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Admitted, authorize};
 use super::state::{DeviceCounters, HubState};
 use super::throttle::{Admission, Class};
+use crate::emulator::mqtt_wire::{read_packet, write_packet};
 use crate::iothub::topics;
 use crate::sync::lock;
 
@@ -67,7 +68,8 @@ async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     peer: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
     state: &HubState,
 ) -> Option<(Connect, Admitted)> {
-    let connect = match tokio::time::timeout(CONNECT_WAIT, read_packet(tls, buf)).await {
+    let connect = match tokio::time::timeout(CONNECT_WAIT, read_packet(tls, buf, MAX_PACKET)).await
+    {
         Ok(Ok(Packet::Connect(c))) => c,
         _ => return None,
     };
@@ -168,10 +170,10 @@ impl<'a> Live<'a> {
         loop {
             let next = async {
                 match keep_alive {
-                    Some(limit) => tokio::time::timeout(limit, read_packet(tls, buf))
+                    Some(limit) => tokio::time::timeout(limit, read_packet(tls, buf, MAX_PACKET))
                         .await
                         .unwrap_or(Err(CodecError::InsufficientBytes(0))),
-                    None => read_packet(tls, buf).await,
+                    None => read_packet(tls, buf, MAX_PACKET).await,
                 }
             };
             let packet = tokio::select! {
@@ -297,35 +299,6 @@ fn subscription_allowed(filter: &str, device: &str, cloud_to_device: bool) -> bo
             || filter == "$iothub/twin/res/#"
             || filter == "$iothub/methods/POST/#"
             || filter == "$iothub/twin/PATCH/properties/desired/#")
-}
-
-async fn read_packet<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-) -> Result<Packet, CodecError> {
-    loop {
-        match Packet::read(buf, MAX_PACKET) {
-            Err(CodecError::InsufficientBytes(_)) => {}
-            other => return other,
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(CodecError::InsufficientBytes(1));
-        }
-    }
-}
-
-async fn write_packet<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    packet: Packet,
-) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(16);
-    match packet {
-        Packet::PingResp => PingResp.write(&mut out),
-        other => other.write(&mut out, MAX_PACKET),
-    }
-    .map_err(|e| std::io::Error::other(e.to_string()))?;
-    stream.write_all(&out).await?;
-    stream.flush().await
 }
 
 #[cfg(test)]

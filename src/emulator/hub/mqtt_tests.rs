@@ -46,7 +46,10 @@ async fn connected(limits: HubLimits) -> (HubEmulator, DuplexStream, BytesMut) {
         .await
         .unwrap();
     let mut buf = BytesMut::new();
-    match read_packet(&mut client, &mut buf).await.unwrap() {
+    match read_packet(&mut client, &mut buf, super::MAX_PACKET)
+        .await
+        .unwrap()
+    {
         Packet::ConnAck(ack) => {
             assert_eq!(ack.code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success)
         }
@@ -56,10 +59,13 @@ async fn connected(limits: HubLimits) -> (HubEmulator, DuplexStream, BytesMut) {
 }
 
 async fn next(client: &mut DuplexStream, buf: &mut BytesMut) -> Option<Packet> {
-    tokio::time::timeout(Duration::from_secs(2), read_packet(client, buf))
-        .await
-        .expect("the hub answers or closes within 2 s")
-        .ok()
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        read_packet(client, buf, super::MAX_PACKET),
+    )
+    .await
+    .expect("the hub answers or closes within 2 s")
+    .ok()
 }
 
 #[tokio::test]

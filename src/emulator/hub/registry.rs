@@ -123,6 +123,25 @@ async fn put_device(
     Json(device).into_response()
 }
 
+/// Creates `id` as an enabled CA-authenticated device, or makes the existing identity one (as
+/// DPS does when it assigns a device here). False if `id` is not a valid device id.
+pub(super) fn provision_ca_device(state: &HubState, id: &str) -> bool {
+    if !valid_device_id(id) {
+        return false;
+    }
+    let mut devices = crate::sync::lock(&state.devices);
+    let mut device = Device::certificate_authority(id);
+    device.generation_id = match devices.get(id) {
+        Some(existing) => existing.generation_id.clone(),
+        None => format!("{:018}", rand::random::<u64>() % 10u64.pow(18)),
+    };
+    device.etag = next_etag(state);
+    devices.insert(id.to_string(), device);
+    drop(devices);
+    state.journal_device(id);
+    true
+}
+
 /// Sets a registered device's status to disabled (new etag) and drops its connection.
 pub(super) fn disable(state: &HubState, id: &str) -> bool {
     let mut devices = lock(&state.devices);

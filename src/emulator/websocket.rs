@@ -1,8 +1,9 @@
-//! MQTT over WebSocket (reference §1.1): TLS, then an HTTP upgrade on `/$iothub/websocket` with
-//! subprotocol `mqtt`, then MQTT packets in binary messages. The WebSocket is bridged to an
-//! in-memory byte stream so the same session code serves both transports.
+//! MQTT over WebSocket, as IoT Hub and DPS serve it (reference §1.1, §6): TLS, then an HTTP
+//! upgrade on `/$iothub/websocket` with subprotocol `mqtt`, then MQTT packets in binary messages.
+//! The WebSocket is bridged to an in-memory byte stream so each endpoint's one session code serves
+//! both transports.
 
-use std::sync::Arc;
+use std::future::Future;
 
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tokio::TokioAdapter;
@@ -10,11 +11,7 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use futures_util::StreamExt;
-use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio_util::sync::CancellationToken;
-
-use super::state::HubState;
 
 pub const PATH: &str = "/$iothub/websocket";
 
@@ -53,13 +50,13 @@ fn check_upgrade(request: &Request, mut response: Response) -> Result<Response, 
     Ok(response)
 }
 
-pub(super) async fn upgrade<S>(
-    tls: S,
-    peer: Option<Vec<CertificateDer<'static>>>,
-    state: Arc<HubState>,
-    stop: CancellationToken,
-) where
+/// Completes the WebSocket upgrade on `tls` and runs `session` on the MQTT byte stream inside
+/// it, until either side closes.
+pub async fn bridge<S, F, Fut>(tls: S, session: F)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(DuplexStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let handshake = async_tungstenite::tokio::accept_hdr_async(tls, check_upgrade);
     let Ok(Ok(ws)) = tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
@@ -69,10 +66,7 @@ pub(super) async fn upgrade<S>(
     let (session_side, bridge) = tokio::io::duplex(64 * 1024);
     // Both halves run in this connection's task, so aborting the connection ends both: the
     // session ends when the bridge closes, the bridge when the session drops its side.
-    tokio::join!(
-        super::mqtt::session(session_side, peer, state, stop),
-        relay(ws, bridge)
-    );
+    tokio::join!(session(session_side), relay(ws, bridge));
 }
 
 /// Carries MQTT bytes between binary WebSocket messages and the session's in-memory stream.
