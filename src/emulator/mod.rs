@@ -9,6 +9,7 @@
 //! throttles). [`persist`] is what a resumed soak (`--state`) saves of them: both report durable
 //! changes to a journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
 
+pub mod amqp;
 pub mod ca;
 pub mod gcra;
 pub mod hub;
