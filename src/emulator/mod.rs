@@ -52,6 +52,11 @@ pub struct Emulators {
     pub hub_registry_url: String,
     /// More MQTT/TLS listeners of the hub, on other loopback addresses ([`Emulators::add_mqtt_listener`]).
     pub hub_mqtt_extra: Vec<SocketAddr>,
+    /// The hub's AMQP endpoint (C2D sends, Event Hub-compatible reads): `amqps://{amqp_addr}`.
+    pub amqp_addr: SocketAddr,
+    pub amqp: amqp::AmqpEndpoint,
+    /// The hub's C2D queues, fed by the AMQP endpoint.
+    pub c2d: std::sync::Arc<amqp::C2dQueues>,
     pki: ServerPki,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -64,6 +69,7 @@ pub struct Addresses {
     pub hub_mqtt: SocketAddr,
     pub hub_registry: SocketAddr,
     pub hub_websocket: SocketAddr,
+    pub amqp: SocketAddr,
 }
 
 impl Addresses {
@@ -75,6 +81,7 @@ impl Addresses {
             hub_mqtt: any,
             hub_registry: any,
             hub_websocket: any,
+            amqp: any,
         }
     }
 }
@@ -83,6 +90,44 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| EmulatorError::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}"))))
+}
+
+/// The hub's `iothubowner` policy, read back from its connection string, and the hub's name.
+fn owner_policy(hub: &HubEmulator) -> (amqp::AccessPolicy, String) {
+    let cs = hub.connection_string();
+    let secret = cs.to_secret_string();
+    let key = secret
+        .split(';')
+        .find_map(|kv| kv.strip_prefix("SharedAccessKey="))
+        .unwrap_or_default();
+    let policy = amqp::AccessPolicy {
+        name: cs.key_name.clone(),
+        primary_key: key.to_string(),
+        secondary_key: None,
+    };
+    let name = hub
+        .host_name()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (policy, name)
+}
+
+/// The AMQP endpoint of `hub` with its C2D queues (devices must be in the hub's registry).
+fn amqp_endpoint(hub: &HubEmulator) -> (amqp::AmqpEndpoint, std::sync::Arc<amqp::C2dQueues>) {
+    let (policy, entity) = owner_policy(hub);
+    let registry = hub.clone();
+    let c2d = std::sync::Arc::new(amqp::C2dQueues::new(Default::default(), move |id| {
+        registry.device(id).is_some()
+    }));
+    let config = amqp::AmqpConfig {
+        host_name: hub.host_name().to_string(),
+        entity,
+        policies: vec![policy],
+    };
+    let endpoint = amqp::AmqpEndpoint::new(config, c2d.clone(), hub.event_log());
+    (endpoint, c2d)
 }
 
 impl Emulators {
@@ -133,6 +178,15 @@ impl Emulators {
         let hub_mqtt_addr = mqtt_listener.local_addr()?;
         let hub_registry_url = format!("https://{}", registry_listener.local_addr()?);
 
+        let (amqp, c2d) = amqp_endpoint(&hub_emulator);
+        let amqp_listener = bind(addrs.amqp).await?;
+        let amqp_addr = amqp_listener.local_addr()?;
+        let amqp_names = [
+            amqp_addr.ip().to_string(),
+            hub_emulator.host_name().to_string(),
+            "localhost".into(),
+        ];
+        let amqp_tls = amqp::AmqpEndpoint::tls_config(&pki, &amqp_names)?;
         let on_stop = |t: &CancellationToken| {
             let t = t.clone();
             async move { t.cancelled().await }
@@ -142,6 +196,7 @@ impl Emulators {
             hub_emulator.serve_mqtt(mqtt_listener, &pki, on_stop(&stop))?,
             hub_emulator.serve_registry(registry_listener, &pki, on_stop(&stop))?,
             hub_emulator.serve_websocket(websocket_listener, &pki, on_stop(&stop))?,
+            amqp.serve(amqp_listener, amqp_tls, on_stop(&stop)),
         ];
         Ok(Self {
             ca: ca_emulator,
@@ -151,6 +206,9 @@ impl Emulators {
             hub_websocket_addr,
             hub_registry_url,
             hub_mqtt_extra: Vec::new(),
+            amqp_addr,
+            amqp,
+            c2d,
             pki,
             stop,
             tasks,
@@ -173,6 +231,13 @@ impl Emulators {
         self.tasks.push(task);
         self.hub_mqtt_extra.push(local);
         Ok(local)
+    }
+
+    /// The Event Hub-compatible connection string of the hub's built-in endpoint (holds the
+    /// `iothubowner` key: never log it).
+    pub fn event_hub_connection_string(&self) -> String {
+        let (policy, _) = owner_policy(&self.hub);
+        self.amqp.event_hub_connection_string(&policy)
     }
 
     /// Stops accepting and waits for the servers to finish.

@@ -1,7 +1,7 @@
 //! `fleetsim emulate`: both emulators as a standalone service for other tools and for
 //! `fleetsim run` processes with a remote target. It writes what a client needs into a directory
-//! (the TLS trust bundle, a bearer token for EZCA, the hub's connection string, both secret files
-//! 0600, and a ready-to-use `target:` block) and serves until shutdown.
+//! (the TLS trust bundle, a bearer token for EZCA, the hub's connection string and its Event
+//! Hub-compatible connection string, the secret files 0600, and a ready-to-use `target:` block) and serves until shutdown.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -19,10 +19,14 @@ pub struct Written {
     pub hub_mqtt: std::net::SocketAddr,
     pub hub_websocket: std::net::SocketAddr,
     pub hub_registry_url: String,
+    /// AMQP/TLS: C2D sends and the Event Hub-compatible endpoint.
+    pub hub_amqp: std::net::SocketAddr,
     pub hub_host: String,
     pub trust_pem: PathBuf,
     pub token_file: PathBuf,
     pub connection_string_file: PathBuf,
+    /// The Event Hub-compatible connection string of the hub's built-in endpoint (0600).
+    pub event_hub_connection_string_file: PathBuf,
     /// An Azure AD-style token the hub's registry accepts (alternative to the connection string).
     pub hub_token_file: PathBuf,
     pub target_yaml: PathBuf,
@@ -53,10 +57,12 @@ pub async fn run(
         hub_mqtt: emulators.hub_mqtt_addr,
         hub_websocket: emulators.hub_websocket_addr,
         hub_registry_url: emulators.hub_registry_url.clone(),
+        hub_amqp: emulators.amqp_addr,
         hub_host: emulators.hub.host_name().to_string(),
         trust_pem: dir.join("trust.pem"),
         token_file: dir.join("ezca-token"),
         connection_string_file: dir.join("hub-connection-string"),
+        event_hub_connection_string_file: dir.join("eventhub-connection-string"),
         hub_token_file: dir.join("hub-token"),
         target_yaml: dir.join("target.yaml"),
     };
@@ -74,6 +80,10 @@ pub async fn run(
             .connection_string()
             .to_secret_string()
             .as_bytes(),
+    )?;
+    write_secret_file(
+        &written.event_hub_connection_string_file,
+        emulators.event_hub_connection_string().as_bytes(),
     )?;
     let hub_token = emulators
         .hub

@@ -87,7 +87,11 @@ impl C2dMessage {
             .strip_prefix("/devices/")
             .and_then(|rest| rest.strip_suffix("/messages/devicebound"))
             .filter(|id| !id.is_empty() && !id.contains('/'))
-            .ok_or_else(|| C2dRefusal::Invalid(format!("'to' must be /devices/{{id}}/messages/devicebound, got '{to}'")))?;
+            .ok_or_else(|| {
+                C2dRefusal::Invalid(format!(
+                    "'to' must be /devices/{{id}}/messages/devicebound, got '{to}'"
+                ))
+            })?;
         let device_id = percent_encoding::percent_decode_str(device_id)
             .decode_utf8()
             .map_err(|_| C2dRefusal::Invalid("device id is not UTF-8".into()))?
@@ -97,7 +101,9 @@ impl C2dMessage {
         for (k, v) in &m.application_properties {
             if k == "iothub-ack" {
                 ack = Ack::parse(&v.to_string()).ok_or_else(|| {
-                    C2dRefusal::Invalid(format!("iothub-ack must be none, positive, negative or full, got '{v}'"))
+                    C2dRefusal::Invalid(format!(
+                        "iothub-ack must be none, positive, negative or full, got '{v}'"
+                    ))
                 })?;
                 continue;
             }
@@ -109,7 +115,10 @@ impl C2dMessage {
             device_id,
             message_id: text(&p.message_id),
             correlation_id: text(&p.correlation_id),
-            user_id: p.user_id.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            user_id: p
+                .user_id
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
             content_type: p.content_type.clone(),
             content_encoding: p.content_encoding.clone(),
             expiry_ms: p.absolute_expiry_time,
@@ -230,7 +239,10 @@ pub fn now_ms() -> i64 {
 }
 
 impl C2dQueues {
-    pub fn new(limits: C2dLimits, device_exists: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+    pub fn new(
+        limits: C2dLimits,
+        device_exists: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
         let throttle = limits
             .sends_per_second
             .map(|r| Bucket::new(r, Duration::ZERO));
@@ -293,7 +305,12 @@ impl C2dQueues {
 
     /// Ends the delivery of `message_id`: `Success` completes it, `Rejected` dead-letters it;
     /// either way it leaves the queue. False if it was not in flight.
-    pub fn settle(&self, device_id: &str, message_id: Option<&str>, status: FeedbackStatus) -> bool {
+    pub fn settle(
+        &self,
+        device_id: &str,
+        message_id: Option<&str>,
+        status: FeedbackStatus,
+    ) -> bool {
         let mut queues = lock(&self.queues);
         let Some(q) = queues.get_mut(device_id) else {
             return false;
@@ -320,7 +337,8 @@ impl C2dQueues {
     /// Drops every message of `device_id` (a CleanSession 1 connect).
     pub fn purge(&self, device_id: &str) {
         if let Some(q) = lock(&self.queues).remove(device_id) {
-            q.iter().for_each(|m| self.record(m, FeedbackStatus::Purged));
+            q.iter()
+                .for_each(|m| self.record(m, FeedbackStatus::Purged));
         }
     }
 
@@ -346,7 +364,10 @@ impl C2dSink for C2dQueues {
             return Err(C2dRefusal::QueueFull(msg.device_id));
         }
         if let Some(bucket) = &self.throttle
-            && matches!(bucket.admit(tokio::time::Instant::now()), Admission::Refuse(_))
+            && matches!(
+                bucket.admit(tokio::time::Instant::now()),
+                Admission::Refuse(_)
+            )
         {
             return Err(C2dRefusal::Throttled);
         }
@@ -422,7 +443,10 @@ mod tests {
         let b = q.next_for_delivery("dev1").unwrap();
         assert!(q.next_for_delivery("dev1").is_none(), "both in flight");
         q.abandon_in_flight("dev1");
-        assert_eq!(q.next_for_delivery("dev1").unwrap().message_id, a.message_id);
+        assert_eq!(
+            q.next_for_delivery("dev1").unwrap().message_id,
+            a.message_id
+        );
         q.next_for_delivery("dev1");
         assert!(q.settle("dev1", Some("a"), FeedbackStatus::Success));
         assert!(q.settle("dev1", b.message_id.as_deref(), FeedbackStatus::Rejected));
@@ -454,7 +478,10 @@ mod tests {
             |_| true,
         );
         q.enqueue(msg("d", "1", Ack::Full)).unwrap();
-        assert_eq!(q.enqueue(msg("d", "2", Ack::None)), Err(C2dRefusal::Throttled));
+        assert_eq!(
+            q.enqueue(msg("d", "2", Ack::None)),
+            Err(C2dRefusal::Throttled)
+        );
         q.purge("d");
         assert_eq!(q.pending("d"), 0);
         assert_eq!(q.drain_feedback()[0].status, FeedbackStatus::Purged);

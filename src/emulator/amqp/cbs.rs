@@ -44,7 +44,10 @@ pub fn resource_of(address: &str, host: &str) -> String {
 
 /// Whether `grant` covers `resource` by whole path segments.
 fn covers(grant: &str, resource: &str) -> bool {
-    resource == grant || resource.strip_prefix(grant).is_some_and(|r| r.starts_with('/'))
+    resource == grant
+        || resource
+            .strip_prefix(grant)
+            .is_some_and(|r| r.starts_with('/'))
 }
 
 /// The grants of one connection.
@@ -105,7 +108,10 @@ pub fn put_token(
 ) -> (i32, String) {
     let prop = |k: &str| request.application_property(k).and_then(Value::as_text);
     if prop("operation") != Some("put-token") {
-        return (400, "the $cbs node only supports operation put-token".into());
+        return (
+            400,
+            "the $cbs node only supports operation put-token".into(),
+        );
     }
     if prop("type") != Some(SAS_TOKEN_TYPE) {
         return (400, format!("unsupported token type; use {SAS_TOKEN_TYPE}"));
@@ -177,10 +183,19 @@ mod tests {
 
     #[test]
     fn resources_normalise() {
-        assert_eq!(resource_of("amqps://Hub.azure-devices.net/messages/devicebound", "x"), "hub.azure-devices.net/messages/devicebound");
-        assert_eq!(resource_of("/messages/devicebound", "h"), "h/messages/devicebound");
+        assert_eq!(
+            resource_of("amqps://Hub.azure-devices.net/messages/devicebound", "x"),
+            "hub.azure-devices.net/messages/devicebound"
+        );
+        assert_eq!(
+            resource_of("/messages/devicebound", "h"),
+            "h/messages/devicebound"
+        );
         assert_eq!(resource_of("https://h/", "x"), "h");
-        assert_eq!(resource_of("sb://h/hub/ConsumerGroups/$Default/Partitions/0", "x"), "h/hub/ConsumerGroups/$Default/Partitions/0");
+        assert_eq!(
+            resource_of("sb://h/hub/ConsumerGroups/$Default/Partitions/0", "x"),
+            "h/hub/ConsumerGroups/$Default/Partitions/0"
+        );
         assert!(covers("h/hub", "h/hub/ConsumerGroups/a"));
         assert!(!covers("h/hub", "h/hub2"));
     }
@@ -190,24 +205,78 @@ mod tests {
         let now = 1_000;
         let good = sas::token("h", KEY, Some("service"), 2_000).unwrap();
         let mut grants = Grants::default();
-        let (status, _) = put_token(&policies(), &mut grants, &request(&good, "https://h"), "h", now);
+        let (status, _) = put_token(
+            &policies(),
+            &mut grants,
+            &request(&good, "https://h"),
+            "h",
+            now,
+        );
         assert_eq!(status, 200);
         assert!(grants.covers("h/messages/devicebound", now));
 
         let mut none = Grants::default();
         let expired = sas::token("h", KEY, Some("service"), 100).unwrap();
-        let (status, why) = put_token(&policies(), &mut none, &request(&expired, "https://h"), "h", now);
+        let (status, why) = put_token(
+            &policies(),
+            &mut none,
+            &request(&expired, "https://h"),
+            "h",
+            now,
+        );
         assert_eq!((status, why.contains("expired")), (401, true));
-        let wrong_key = sas::token("h", "AgECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", Some("service"), 2_000).unwrap();
-        assert_eq!(put_token(&policies(), &mut none, &request(&wrong_key, "https://h"), "h", now).0, 401);
+        let wrong_key = sas::token(
+            "h",
+            "AgECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            Some("service"),
+            2_000,
+        )
+        .unwrap();
+        assert_eq!(
+            put_token(
+                &policies(),
+                &mut none,
+                &request(&wrong_key, "https://h"),
+                "h",
+                now
+            )
+            .0,
+            401
+        );
         let unknown_policy = sas::token("h", KEY, Some("nobody"), 2_000).unwrap();
-        assert_eq!(put_token(&policies(), &mut none, &request(&unknown_policy, "https://h"), "h", now).0, 401);
+        assert_eq!(
+            put_token(
+                &policies(),
+                &mut none,
+                &request(&unknown_policy, "https://h"),
+                "h",
+                now
+            )
+            .0,
+            401
+        );
         let narrow = sas::token("h/devices/d1", KEY, Some("service"), 2_000).unwrap();
-        assert_eq!(put_token(&policies(), &mut none, &request(&narrow, "https://h"), "h", now).0, 401);
+        assert_eq!(
+            put_token(
+                &policies(),
+                &mut none,
+                &request(&narrow, "https://h"),
+                "h",
+                now
+            )
+            .0,
+            401
+        );
         assert!(!none.covers("h/messages/devicebound", now));
 
         let eh = sas::token("sb://h/hub", KEY, Some("service"), 2_000).unwrap();
-        let (status, _) = put_token(&policies(), &mut none, &request(&eh, "sb://h/hub"), "h", now);
+        let (status, _) = put_token(
+            &policies(),
+            &mut none,
+            &request(&eh, "sb://h/hub"),
+            "h",
+            now,
+        );
         assert_eq!(status, 200);
         assert!(none.covers("h/hub/ConsumerGroups/$Default/Partitions/1", now));
         assert!(!none.covers("h/messages/devicebound", now));
@@ -217,6 +286,9 @@ mod tests {
     fn the_response_echoes_the_message_id_with_its_type() {
         let r = response(&request("t", "a"), 200, "OK", Value::Null);
         assert_eq!(r.properties.correlation_id, Some(Value::Ulong(9)));
-        assert_eq!(r.application_property("status-code"), Some(&Value::Int(200)));
+        assert_eq!(
+            r.application_property("status-code"),
+            Some(&Value::Int(200))
+        );
     }
 }

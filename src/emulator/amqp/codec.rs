@@ -514,8 +514,14 @@ mod tests {
     #[test]
     fn hostile_input_is_an_error_not_a_panic() {
         // Lengths past the end.
-        assert_eq!(decode(&[0xb1, 0, 0, 0, 9, b'a']), Err(DecodeError::Truncated));
-        assert_eq!(decode(&[0xd0, 0xff, 0xff, 0xff, 0xff]), Err(DecodeError::Truncated));
+        assert_eq!(
+            decode(&[0xb1, 0, 0, 0, 9, b'a']),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            decode(&[0xd0, 0xff, 0xff, 0xff, 0xff]),
+            Err(DecodeError::Truncated)
+        );
         // A count no bytes could hold.
         assert!(decode(&[0xd0, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).is_err());
         // Zero-width arrays.

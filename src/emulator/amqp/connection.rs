@@ -16,10 +16,14 @@ use super::Shared;
 use super::cbs::Grants;
 use super::codec::{DecodeError, Value};
 use super::eventhub::event_message;
-use super::frames::{AMQP_HEADER, FrameError, FrameReader, SASL_HEADER, TYPE_AMQP, frame, heartbeat};
+use super::frames::{
+    AMQP_HEADER, FrameError, FrameReader, SASL_HEADER, TYPE_AMQP, frame, heartbeat,
+};
 use super::links::{self, Handled, Node};
 use super::message::encode_message;
-use super::performatives::{self as p, Attach, Flow, Performative, Transfer, decode_performative, encode_value};
+use super::performatives::{
+    self as p, Attach, Flow, Performative, Transfer, decode_performative, encode_value,
+};
 use super::sasl;
 
 /// Our maximum frame size (the peer's may lower what we send).
@@ -130,7 +134,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // Answer a wrong protocol header with the one we speak, then close (part 2.2).
                 conn.out.extend(SASL_HEADER);
             } else if conn.max_out_frame > 512 || !matches!(e, ConnError::Sasl(_)) {
-                conn.queue(0, &p::close(Some(p::error(e.condition(), &e.to_string()))), &[]);
+                conn.queue(
+                    0,
+                    &p::close(Some(p::error(e.condition(), &e.to_string()))),
+                    &[],
+                );
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.flush()).await;
         }
@@ -140,8 +148,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
 impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
     fn queue(&mut self, channel: u16, performative: &Value, payload: &[u8]) {
-        self.out
-            .extend(frame(TYPE_AMQP, channel, &encode_value(performative), payload));
+        self.out.extend(frame(
+            TYPE_AMQP,
+            channel,
+            &encode_value(performative),
+            payload,
+        ));
     }
 
     async fn flush(&mut self) -> Result<(), ConnError> {
@@ -193,7 +205,11 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
             .unwrap_or(u32::MAX)
             .clamp(512, MAX_FRAME) as usize;
         let idle_ms = IDLE.as_millis() as u32;
-        self.queue(0, &p::open("fleetsim-iothub", MAX_FRAME, CHANNEL_MAX, idle_ms), &[]);
+        self.queue(
+            0,
+            &p::open("fleetsim-iothub", MAX_FRAME, CHANNEL_MAX, idle_ms),
+            &[],
+        );
         self.flush().await?;
         Ok(open
             .idle_timeout_ms
@@ -265,14 +281,19 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
     }
 
     fn session(&mut self, channel: u16) -> Result<&mut Session, ConnError> {
-        self.sessions
-            .get_mut(&channel)
-            .ok_or_else(|| ConnError::Protocol(format!("frame on channel {channel} without a session")))
+        self.sessions.get_mut(&channel).ok_or_else(|| {
+            ConnError::Protocol(format!("frame on channel {channel} without a session"))
+        })
     }
 
     fn begin(&mut self, channel: u16, b: &p::Begin) -> Result<(), ConnError> {
-        if self.sessions.contains_key(&channel) || channel > CHANNEL_MAX || b.remote_channel.is_some() {
-            return Err(ConnError::Protocol(format!("begin on channel {channel} not allowed")));
+        if self.sessions.contains_key(&channel)
+            || channel > CHANNEL_MAX
+            || b.remote_channel.is_some()
+        {
+            return Err(ConnError::Protocol(format!(
+                "begin on channel {channel} not allowed"
+            )));
         }
         self.sessions.insert(
             channel,
@@ -295,7 +316,10 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
         let decision = links::classify(&shared, &a, &self.grants, &shared.host, now);
         let session = self.session(channel)?;
         if session.links.contains_key(&a.handle) || session.links.len() >= MAX_LINKS_PER_SESSION {
-            return Err(ConnError::Protocol(format!("attach with handle {} not allowed", a.handle)));
+            return Err(ConnError::Protocol(format!(
+                "attach with handle {} not allowed",
+                a.handle
+            )));
         }
         let node = match decision {
             Ok(node) => node,
@@ -313,7 +337,11 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
             Link {
                 node,
                 credit: if receiving { LINK_CREDIT } else { 0 },
-                delivery_count: if receiving { a.initial_delivery_count.unwrap_or(0) } else { 0 },
+                delivery_count: if receiving {
+                    a.initial_delivery_count.unwrap_or(0)
+                } else {
+                    0
+                },
                 settled_sends: a.snd_settle_mode == Some(1),
                 drain: false,
                 partial: None,
@@ -349,7 +377,9 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
     fn flow(&mut self, channel: u16, f: &Flow) -> Result<(), ConnError> {
         let s = self.session(channel)?;
         s.remote_incoming = match f.next_incoming_id {
-            Some(next) => next.wrapping_add(f.incoming_window).wrapping_sub(s.next_outgoing_id),
+            Some(next) => next
+                .wrapping_add(f.incoming_window)
+                .wrapping_sub(s.next_outgoing_id),
             None => f.incoming_window,
         };
         let Some(handle) = f.handle else {
@@ -379,22 +409,28 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
         if window_low {
             s.incoming_remaining = INCOMING_WINDOW;
         }
-        let l = s
-            .links
-            .get_mut(&t.handle)
-            .ok_or_else(|| ConnError::Protocol(format!("transfer on unattached handle {}", t.handle)))?;
+        let l = s.links.get_mut(&t.handle).ok_or_else(|| {
+            ConnError::Protocol(format!("transfer on unattached handle {}", t.handle))
+        })?;
         if l.node.we_send() {
-            return Err(ConnError::Protocol("transfer on a link where the server sends".into()));
+            return Err(ConnError::Protocol(
+                "transfer on a link where the server sends".into(),
+            ));
         }
         let (id, settled, mut bytes) = match l.partial.take() {
             Some(partial) => partial,
             None => {
-                let id = t.delivery_id.ok_or_else(|| ConnError::Protocol("transfer without delivery-id".into()))?;
+                let id = t
+                    .delivery_id
+                    .ok_or_else(|| ConnError::Protocol("transfer without delivery-id".into()))?;
                 (id, t.settled, Vec::new())
             }
         };
         if bytes.len() + payload.len() > MAX_DELIVERY {
-            let e = p::error("amqp:link:message-size-exceeded", &format!("deliveries are limited to {MAX_DELIVERY} bytes"));
+            let e = p::error(
+                "amqp:link:message-size-exceeded",
+                &format!("deliveries are limited to {MAX_DELIVERY} bytes"),
+            );
             s.links.remove(&t.handle);
             self.queue(channel, &p::detach(t.handle, Some(e)), &[]);
             return Ok(());
@@ -422,9 +458,23 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
     }
 
     /// One complete delivery: hand it to its node, settle it, queue any response.
-    fn deliver(&mut self, channel: u16, node: &Node, id: u32, settled: bool, bytes: &[u8]) -> Result<(), ConnError> {
+    fn deliver(
+        &mut self,
+        channel: u16,
+        node: &Node,
+        id: u32,
+        settled: bool,
+        bytes: &[u8],
+    ) -> Result<(), ConnError> {
         let shared = self.shared.clone();
-        let handled = links::on_delivery(&shared, node, bytes, &mut self.grants, &shared.host, now_secs());
+        let handled = links::on_delivery(
+            &shared,
+            node,
+            bytes,
+            &mut self.grants,
+            &shared.host,
+            now_secs(),
+        );
         let (rejected, response) = match handled {
             Handled::Settle(r) => (r, None),
             Handled::Respond(node, m) => (None, Some((node, m))),
@@ -458,8 +508,12 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
                 let mut exhausted = false;
                 while l.credit > 0 && self.out.len() < PUMP_BYTES {
                     let message = match &mut l.node {
-                        Node::Partition { partition, next_sequence } => {
-                            let Some(e) = shared.events.read(*partition, *next_sequence, 1).pop() else {
+                        Node::Partition {
+                            partition,
+                            next_sequence,
+                        } => {
+                            let Some(e) = shared.events.read(*partition, *next_sequence, 1).pop()
+                            else {
                                 exhausted = true;
                                 break;
                             };

@@ -19,9 +19,17 @@ pub struct PartitionAddress {
 
 /// Parses `[amqps://host/]{entity}/ConsumerGroups/{cg}/Partitions/{p}` for `entity`.
 pub fn parse_partition_address(address: &str, entity: &str) -> Option<PartitionAddress> {
-    let path = address.split_once("://").map_or(address, |(_, r)| r.split_once('/').map_or("", |(_, p)| p));
+    let path = address
+        .split_once("://")
+        .map_or(address, |(_, r)| r.split_once('/').map_or("", |(_, p)| p));
     let mut parts = path.trim_matches('/').split('/');
-    let (e, cg_kw, cg, p_kw, p) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (e, cg_kw, cg, p_kw, p) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
     if parts.next().is_some()
         || !e.eq_ignore_ascii_case(entity)
         || !cg_kw.eq_ignore_ascii_case("ConsumerGroups")
@@ -52,7 +60,10 @@ pub fn start_position(source: &Value) -> Result<StartAt, String> {
 /// `... x-opt-enqueued-time > '1700000000000'`.
 pub fn parse_selector(expr: &str) -> Result<StartAt, String> {
     let bad = || format!("unsupported selector '{expr}'");
-    let rest = expr.trim().strip_prefix("amqp.annotation.").ok_or_else(bad)?;
+    let rest = expr
+        .trim()
+        .strip_prefix("amqp.annotation.")
+        .ok_or_else(bad)?;
     let (field, rest) = rest.split_once(' ').ok_or_else(bad)?;
     let (op, value) = rest.trim().split_once(' ').ok_or_else(bad)?;
     let inclusive = match op {
@@ -104,7 +115,9 @@ pub fn event_message(e: &Event) -> Message {
             ann("iothub-connection-device-id", Value::str(&e.device_id)),
             ann(
                 "iothub-connection-auth-method",
-                Value::str(r#"{"scope":"device","type":"x509Certificate","issuer":"external","acceptingIpFilterRule":null}"#),
+                Value::str(
+                    r#"{"scope":"device","type":"x509Certificate","issuer":"external","acceptingIpFilterRule":null}"#,
+                ),
             ),
             ann("iothub-connection-auth-generation-id", Value::str("1")),
             ann("iothub-enqueuedtime", Value::Timestamp(e.enqueued_ms)),
@@ -126,12 +139,18 @@ pub fn management(log: &EventLog, entity: &str, request: &Message) -> (i32, Stri
         return (400, "only READ is supported".into(), Value::Null);
     }
     if !prop("name").is_some_and(|n| n.eq_ignore_ascii_case(entity)) {
-        return (404, format!("no event hub '{}'", prop("name").unwrap_or_default()), Value::Null);
+        return (
+            404,
+            format!("no event hub '{}'", prop("name").unwrap_or_default()),
+            Value::Null,
+        );
     }
     let s = |k: &str, v: Value| (Value::str(k), v);
     match prop("type") {
         Some("com.microsoft:eventhub") => {
-            let ids = (0..log.partition_count()).map(|p| Value::str(&p.to_string())).collect();
+            let ids = (0..log.partition_count())
+                .map(|p| Value::str(&p.to_string()))
+                .collect();
             let body = Value::Map(vec![
                 s("name", Value::str(entity)),
                 s("type", Value::str("com.microsoft:eventhub")),
@@ -153,10 +172,19 @@ pub fn management(log: &EventLog, entity: &str, request: &Message) -> (i32, Stri
                 s("name", Value::str(entity)),
                 s("type", Value::str("com.microsoft:partition")),
                 s("partition", Value::str(&id.to_string())),
-                s("begin_sequence_number", Value::Long(info.begin_sequence_number)),
-                s("last_enqueued_sequence_number", Value::Long(info.last_sequence_number)),
+                s(
+                    "begin_sequence_number",
+                    Value::Long(info.begin_sequence_number),
+                ),
+                s(
+                    "last_enqueued_sequence_number",
+                    Value::Long(info.last_sequence_number),
+                ),
                 s("last_enqueued_offset", Value::str(&info.last_offset)),
-                s("last_enqueued_time_utc", Value::Timestamp(info.last_enqueued_ms)),
+                s(
+                    "last_enqueued_time_utc",
+                    Value::Timestamp(info.last_enqueued_ms),
+                ),
                 s("is_partition_empty", Value::Bool(info.is_empty)),
             ]);
             (200, "OK".into(), body)
@@ -176,26 +204,51 @@ mod tests {
             partition: 3,
         };
         assert_eq!(
-            parse_partition_address("amqps://h.azure-devices.net/hub/ConsumerGroups/$Default/Partitions/3", "hub"),
+            parse_partition_address(
+                "amqps://h.azure-devices.net/hub/ConsumerGroups/$Default/Partitions/3",
+                "hub"
+            ),
             Some(want.clone())
         );
-        assert_eq!(parse_partition_address("hub/ConsumerGroups/$Default/Partitions/3", "hub"), Some(want));
-        assert!(parse_partition_address("other/ConsumerGroups/$Default/Partitions/3", "hub").is_none());
-        assert!(parse_partition_address("hub/ConsumerGroups/$Default/Partitions/x", "hub").is_none());
+        assert_eq!(
+            parse_partition_address("hub/ConsumerGroups/$Default/Partitions/3", "hub"),
+            Some(want)
+        );
+        assert!(
+            parse_partition_address("other/ConsumerGroups/$Default/Partitions/3", "hub").is_none()
+        );
+        assert!(
+            parse_partition_address("hub/ConsumerGroups/$Default/Partitions/x", "hub").is_none()
+        );
 
-        assert_eq!(parse_selector("amqp.annotation.x-opt-offset > '-1'"), Ok(StartAt::Beginning));
-        assert_eq!(parse_selector("amqp.annotation.x-opt-offset > '@latest'"), Ok(StartAt::Latest));
+        assert_eq!(
+            parse_selector("amqp.annotation.x-opt-offset > '-1'"),
+            Ok(StartAt::Beginning)
+        );
+        assert_eq!(
+            parse_selector("amqp.annotation.x-opt-offset > '@latest'"),
+            Ok(StartAt::Latest)
+        );
         assert_eq!(
             parse_selector("amqp.annotation.x-opt-offset >= '40'"),
-            Ok(StartAt::Offset { offset: 40, inclusive: true })
+            Ok(StartAt::Offset {
+                offset: 40,
+                inclusive: true
+            })
         );
         assert_eq!(
             parse_selector("amqp.annotation.x-opt-sequence-number > '5'"),
-            Ok(StartAt::Sequence { number: 5, inclusive: false })
+            Ok(StartAt::Sequence {
+                number: 5,
+                inclusive: false
+            })
         );
         assert_eq!(
             parse_selector("amqp.annotation.x-opt-enqueued-time > '1700000000000'"),
-            Ok(StartAt::EnqueuedTime { ms: 1_700_000_000_000, inclusive: false })
+            Ok(StartAt::EnqueuedTime {
+                ms: 1_700_000_000_000,
+                inclusive: false
+            })
         );
         assert!(parse_selector("amqp.annotation.x-opt-offset < '5'").is_err());
         assert!(parse_selector("drop table").is_err());
@@ -208,15 +261,32 @@ mod tests {
             offset: 120,
             enqueued_ms: 1_700_000_000_000,
             device_id: "dev-1".into(),
-            properties: vec![("$.ct".into(), "application/json".into()), ("alert".into(), "true".into())],
+            properties: vec![
+                ("$.ct".into(), "application/json".into()),
+                ("alert".into(), "true".into()),
+            ],
             body: bytes::Bytes::from_static(b"{}"),
         };
         let m = event_message(&e);
-        let ann = |k: &str| m.message_annotations.iter().find(|(a, _)| a.as_text() == Some(k)).map(|(_, v)| v.clone());
-        assert_eq!(ann("iothub-connection-device-id"), Some(Value::str("dev-1")));
+        let ann = |k: &str| {
+            m.message_annotations
+                .iter()
+                .find(|(a, _)| a.as_text() == Some(k))
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            ann("iothub-connection-device-id"),
+            Some(Value::str("dev-1"))
+        );
         assert_eq!(ann("x-opt-offset"), Some(Value::str("120")));
         assert_eq!(ann("x-opt-sequence-number"), Some(Value::Long(4)));
-        assert_eq!(m.properties.content_type.as_deref(), Some("application/json"));
-        assert_eq!(m.application_properties, vec![("alert".to_string(), Value::str("true"))]);
+        assert_eq!(
+            m.properties.content_type.as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(
+            m.application_properties,
+            vec![("alert".to_string(), Value::str("true"))]
+        );
     }
 }

@@ -5,14 +5,14 @@
 //! position fell out of retention continues at the oldest event kept, as Event Hubs does.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::c2d::now_ms;
-use crate::sync::lock;
+use crate::sync::{lock, read, write};
 
 /// One stored device-to-cloud message.
 #[derive(Debug, Clone)]
@@ -90,13 +90,23 @@ pub enum StartAt {
     Beginning,
     /// `@latest`: only events appended from now on.
     Latest,
-    Offset { offset: u64, inclusive: bool },
-    Sequence { number: i64, inclusive: bool },
-    EnqueuedTime { ms: i64, inclusive: bool },
+    Offset {
+        offset: u64,
+        inclusive: bool,
+    },
+    Sequence {
+        number: i64,
+        inclusive: bool,
+    },
+    EnqueuedTime {
+        ms: i64,
+        inclusive: bool,
+    },
 }
 
 pub struct EventLog {
     config: EventLogConfig,
+    consumer_groups: RwLock<Vec<String>>,
     partitions: Vec<Mutex<Partition>>,
     /// Bumped on every append; readers wait on it.
     appended: watch::Sender<u64>,
@@ -108,6 +118,7 @@ impl EventLog {
         let n = config.partitions.clamp(1, 32);
         Self {
             partitions: (0..n).map(|_| Mutex::new(Partition::default())).collect(),
+            consumer_groups: RwLock::new(config.consumer_groups.clone()),
             config: EventLogConfig {
                 partitions: n,
                 ..config
@@ -128,11 +139,16 @@ impl EventLog {
     /// `$Default` (case-insensitive, as Event Hubs compares names) or a configured group.
     pub fn has_consumer_group(&self, name: &str) -> bool {
         name.eq_ignore_ascii_case("$Default")
-            || self
-                .config
-                .consumer_groups
+            || read(&self.consumer_groups)
                 .iter()
                 .any(|g| g.eq_ignore_ascii_case(name))
+    }
+
+    /// Adds a consumer group (as creating one in the portal does).
+    pub fn add_consumer_group(&self, name: &str) {
+        if !self.has_consumer_group(name) {
+            write(&self.consumer_groups).push(name.to_string());
+        }
     }
 
     /// The partition of `device_id`: a stable hash (FNV-1a), the same in every run.
@@ -203,9 +219,9 @@ impl EventLog {
             StartAt::Offset { offset, inclusive } => {
                 first(&|e| e.offset > *offset || (*inclusive && e.offset == *offset))
             }
-            StartAt::Sequence { number, inclusive } => {
-                first(&|e| e.sequence_number > *number || (*inclusive && e.sequence_number == *number))
-            }
+            StartAt::Sequence { number, inclusive } => first(&|e| {
+                e.sequence_number > *number || (*inclusive && e.sequence_number == *number)
+            }),
             StartAt::EnqueuedTime { ms, inclusive } => {
                 first(&|e| e.enqueued_ms > *ms || (*inclusive && e.enqueued_ms == *ms))
             }
@@ -230,7 +246,10 @@ impl EventLog {
         let part = lock(self.partitions.get(partition as usize)?);
         let last = part.events.back();
         Some(PartitionInfo {
-            begin_sequence_number: part.events.front().map_or(part.next_sequence, |e| e.sequence_number),
+            begin_sequence_number: part
+                .events
+                .front()
+                .map_or(part.next_sequence, |e| e.sequence_number),
             last_sequence_number: last.map_or(-1, |e| e.sequence_number),
             last_offset: last.map_or("-1".into(), |e| e.offset.to_string()),
             last_enqueued_ms: last.map_or(0, |e| e.enqueued_ms),
@@ -256,19 +275,30 @@ mod tests {
         let l = log(Retention::default());
         let p = l.partition_of("dev-1");
         assert_eq!(p, l.partition_of("dev-1"));
-        let spread: std::collections::HashSet<_> =
-            (0..64).map(|i| l.partition_of(&format!("dev-{i}"))).collect();
+        let spread: std::collections::HashSet<_> = (0..64)
+            .map(|i| l.partition_of(&format!("dev-{i}")))
+            .collect();
         assert_eq!(spread.len(), 4, "64 devices use every partition");
         for i in 0..3 {
-            l.append("dev-1", vec![("k".into(), i.to_string())], Bytes::from_static(b"abcd"));
+            l.append(
+                "dev-1",
+                vec![("k".into(), i.to_string())],
+                Bytes::from_static(b"abcd"),
+            );
         }
         let events = l.read(p, 0, 10);
-        let seqs: Vec<_> = events.iter().map(|e| (e.sequence_number, e.offset)).collect();
+        let seqs: Vec<_> = events
+            .iter()
+            .map(|e| (e.sequence_number, e.offset))
+            .collect();
         assert_eq!(seqs, [(0, 0), (1, 4), (2, 8)]);
         assert!(l.has_consumer_group("$default") && l.has_consumer_group("backend"));
         assert!(!l.has_consumer_group("other"));
         let info = l.partition_info(p).unwrap();
-        assert_eq!((info.last_sequence_number, info.last_offset.as_str()), (2, "8"));
+        assert_eq!(
+            (info.last_sequence_number, info.last_offset.as_str()),
+            (2, "8")
+        );
     }
 
     #[test]
@@ -281,12 +311,48 @@ mod tests {
         let at = |s: StartAt| l.start_sequence(p, &s).unwrap();
         assert_eq!(at(StartAt::Beginning), 0);
         assert_eq!(at(StartAt::Latest), 4);
-        assert_eq!(at(StartAt::Offset { offset: 2, inclusive: false }), 2);
-        assert_eq!(at(StartAt::Offset { offset: 2, inclusive: true }), 1);
-        assert_eq!(at(StartAt::Sequence { number: 1, inclusive: false }), 2);
-        assert_eq!(at(StartAt::Sequence { number: 1, inclusive: true }), 1);
-        assert_eq!(at(StartAt::EnqueuedTime { ms: now_ms() + 60_000, inclusive: false }), 4);
-        assert_eq!(at(StartAt::EnqueuedTime { ms: 0, inclusive: false }), 0);
+        assert_eq!(
+            at(StartAt::Offset {
+                offset: 2,
+                inclusive: false
+            }),
+            2
+        );
+        assert_eq!(
+            at(StartAt::Offset {
+                offset: 2,
+                inclusive: true
+            }),
+            1
+        );
+        assert_eq!(
+            at(StartAt::Sequence {
+                number: 1,
+                inclusive: false
+            }),
+            2
+        );
+        assert_eq!(
+            at(StartAt::Sequence {
+                number: 1,
+                inclusive: true
+            }),
+            1
+        );
+        assert_eq!(
+            at(StartAt::EnqueuedTime {
+                ms: now_ms() + 60_000,
+                inclusive: false
+            }),
+            4
+        );
+        assert_eq!(
+            at(StartAt::EnqueuedTime {
+                ms: 0,
+                inclusive: false
+            }),
+            0
+        );
     }
 
     #[test]
@@ -302,7 +368,10 @@ mod tests {
         }
         let kept = l.read(p, 0, usize::MAX);
         assert_eq!(kept.len(), 10);
-        assert_eq!(kept[0].sequence_number, 990, "a reader behind retention starts at the oldest kept");
+        assert_eq!(
+            kept[0].sequence_number, 990,
+            "a reader behind retention starts at the oldest kept"
+        );
         let by_bytes = log(Retention {
             max_events: 1000,
             max_bytes: 100,

@@ -79,7 +79,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     pub async fn next_frame(&mut self) -> Result<Frame, FrameError> {
         self.fill(8).await?;
-        let size = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let size =
+            u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
         let doff = self.buf[4] as usize * 4;
         if size > self.max_frame {
             return Err(FrameError::TooLarge {
@@ -130,7 +131,10 @@ mod tests {
         bytes.extend(heartbeat());
         let mut r = FrameReader::new(&bytes[..], 1024);
         let f = r.next_frame().await.unwrap();
-        assert_eq!((f.kind, f.channel, &f.body[..]), (0, 3, &[0x45, b'x', b'y'][..]));
+        assert_eq!(
+            (f.kind, f.channel, &f.body[..]),
+            (0, 3, &[0x45, b'x', b'y'][..])
+        );
         assert!(r.next_frame().await.unwrap().body.is_empty());
         assert!(matches!(r.next_frame().await, Err(FrameError::Closed)));
 
@@ -142,7 +146,10 @@ mod tests {
         ));
         let bad_doff = [0, 0, 0, 8, 1, 0, 0, 0];
         let mut r = FrameReader::new(&bad_doff[..], 65_536);
-        assert!(matches!(r.next_frame().await, Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            r.next_frame().await,
+            Err(FrameError::Malformed(_))
+        ));
         let cut = &frame(TYPE_AMQP, 0, &[0x45; 20], &[])[..15];
         let mut r = FrameReader::new(cut, 65_536);
         assert!(matches!(r.next_frame().await, Err(FrameError::Truncated)));

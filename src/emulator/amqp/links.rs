@@ -3,13 +3,13 @@
 //! Event Hub partitions (needs a grant for the entity). Deciding an attach and answering one
 //! delivery live here; the connection engine does the framing and flow control.
 
+use super::Shared;
 use super::c2d::C2dMessage;
 use super::cbs::{self, Grants, resource_of};
 use super::codec::Value;
 use super::eventhub::{self, parse_partition_address};
 use super::message::{self, Message};
 use super::performatives::{Attach, error, terminus_address};
-use super::Shared;
 
 /// What a link is attached to.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +23,10 @@ pub enum Node {
     /// `/messages/devicebound` (peer sends C2D messages).
     Devicebound,
     /// An Event Hub partition (we send its events from `next_sequence` on).
-    Partition { partition: u32, next_sequence: i64 },
+    Partition {
+        partition: u32,
+        next_sequence: i64,
+    },
 }
 
 impl Node {
@@ -69,7 +72,9 @@ pub fn classify(
     let unauthorized = || {
         refuse(
             "amqp:unauthorized-access",
-            format!("IotHubUnauthorized (401003): no CBS token covers '{address}'; put one on $cbs first"),
+            format!(
+                "IotHubUnauthorized (401003): no CBS token covers '{address}'; put one on $cbs first"
+            ),
         )
     };
     match (we_send, address) {
@@ -95,13 +100,16 @@ pub fn classify(
             ));
         }
         if p.partition >= shared.events.partition_count() {
-            return Err(refuse("amqp:not-found", format!("partition {} does not exist", p.partition)));
+            return Err(refuse(
+                "amqp:not-found",
+                format!("partition {} does not exist", p.partition),
+            ));
         }
         if !grants.covers(&resource, now) {
             return Err(unauthorized());
         }
-        let start = eventhub::start_position(terminus)
-            .map_err(|why| refuse("amqp:invalid-field", why))?;
+        let start =
+            eventhub::start_position(terminus).map_err(|why| refuse("amqp:invalid-field", why))?;
         let next_sequence = shared
             .events
             .start_sequence(p.partition, &start)
@@ -113,7 +121,10 @@ pub fn classify(
     }
     Err(refuse(
         "amqp:not-found",
-        format!("this hub has no node '{address}' for a {} link", if we_send { "receiving" } else { "sending" }),
+        format!(
+            "this hub has no node '{address}' for a {} link",
+            if we_send { "receiving" } else { "sending" }
+        ),
     ))
 }
 
@@ -137,12 +148,16 @@ pub fn on_delivery(
     let request = match message::decode(bytes) {
         Ok(m) => m,
         Err(e) => {
-            return Handled::Settle(Some(error("amqp:decode-error", &format!("undecodable message: {e}"))));
+            return Handled::Settle(Some(error(
+                "amqp:decode-error",
+                &format!("undecodable message: {e}"),
+            )));
         }
     };
     match node {
         Node::CbsRequests => {
-            let (status, description) = cbs::put_token(&shared.policies, grants, &request, host, now);
+            let (status, description) =
+                cbs::put_token(&shared.policies, grants, &request, host, now);
             if status != 200 {
                 tracing::debug!(status, %description, "CBS put-token refused");
             }
@@ -156,7 +171,11 @@ pub fn on_delivery(
         }
         Node::Devicebound => {
             let outcome = C2dMessage::from_amqp(&request).and_then(|m| shared.c2d.enqueue(m));
-            Handled::Settle(outcome.err().map(|r| error(r.condition(), &r.description())))
+            Handled::Settle(
+                outcome
+                    .err()
+                    .map(|r| error(r.condition(), &r.description())),
+            )
         }
         // Peers cannot send on links where the server is the sender.
         _ => Handled::Settle(Some(error("amqp:not-allowed", "this link only sends"))),
@@ -172,12 +191,19 @@ fn management(
     now: u64,
 ) -> (i32, String, Value) {
     let entity = resource_of(&format!("{host}/{}", shared.entity), host);
-    let authorized = match request.application_property("security_token").and_then(Value::as_text) {
+    let authorized = match request
+        .application_property("security_token")
+        .and_then(Value::as_text)
+    {
         Some(token) => cbs::check_token(&shared.policies, token, &entity, host, now).is_ok(),
         None => grants.covers(&entity, now),
     };
     if !authorized {
-        return (401, "IotHubUnauthorized (401003): no valid security_token for the entity".into(), Value::Null);
+        return (
+            401,
+            "IotHubUnauthorized (401003): no valid security_token for the entity".into(),
+            Value::Null,
+        );
     }
     eventhub::management(&shared.events, &shared.entity, request)
 }

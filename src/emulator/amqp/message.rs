@@ -132,7 +132,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             (APPLICATION_PROPERTIES, Value::Map(entries)) => {
                 for (k, v) in entries {
                     let Value::String(k) = k else {
-                        return Err(DecodeError::Invalid("application property key is not a string"));
+                        return Err(DecodeError::Invalid(
+                            "application property key is not a string",
+                        ));
                     };
                     m.application_properties.push((k, v));
                 }
@@ -177,10 +179,14 @@ fn encode_properties(p: &Properties) -> Option<Value> {
 /// Encodes `m` as the payload of a transfer.
 pub fn encode_message(m: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    let described = |code: u64, v: Value| Value::Described(Box::new(Value::Ulong(code)), Box::new(v));
+    let described =
+        |code: u64, v: Value| Value::Described(Box::new(Value::Ulong(code)), Box::new(v));
     if !m.message_annotations.is_empty() {
         encode(
-            &described(MESSAGE_ANNOTATIONS, Value::Map(m.message_annotations.clone())),
+            &described(
+                MESSAGE_ANNOTATIONS,
+                Value::Map(m.message_annotations.clone()),
+            ),
             &mut out,
         );
     }
@@ -193,14 +199,18 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
             .iter()
             .map(|(k, v)| (Value::str(k), v.clone()))
             .collect();
-        encode(&described(APPLICATION_PROPERTIES, Value::Map(map)), &mut out);
+        encode(
+            &described(APPLICATION_PROPERTIES, Value::Map(map)),
+            &mut out,
+        );
     }
     match &m.body {
         Body::Data(b) => encode(&described(DATA, Value::Binary(b.clone())), &mut out),
         Body::Value(v) => encode(&described(AMQP_VALUE, v.clone()), &mut out),
-        Body::Sequence(items) => {
-            encode(&described(AMQP_SEQUENCE, Value::List(items.clone())), &mut out)
-        }
+        Body::Sequence(items) => encode(
+            &described(AMQP_SEQUENCE, Value::List(items.clone())),
+            &mut out,
+        ),
     }
     out
 }

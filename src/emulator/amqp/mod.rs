@@ -84,7 +84,10 @@ impl AmqpEndpoint {
     }
 
     /// A TLS server config whose certificate names `names` (the host names clients dial).
-    pub fn tls_config(pki: &ServerPki, names: &[String]) -> Result<Arc<ServerConfig>, EmulatorError> {
+    pub fn tls_config(
+        pki: &ServerPki,
+        names: &[String],
+    ) -> Result<Arc<ServerConfig>, EmulatorError> {
         let identity = pki.issue_server(names)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let cfg = ServerConfig::builder_with_provider(provider)
@@ -149,7 +152,9 @@ async fn serve(
             let _slot = slot;
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => connection::run(tls, peer, shared, stop).await,
-                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "AMQP connection closed: TLS handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "AMQP connection closed: TLS handshake failed")
+                }
                 Err(_) => tracing::warn!(%peer, "AMQP connection closed: TLS handshake timed out"),
             }
         });

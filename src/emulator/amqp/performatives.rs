@@ -29,9 +29,9 @@ impl Fields {
     fn from(v: Value) -> Result<(u64, Fields), DecodeError> {
         match v {
             Value::Described(d, inner) => {
-                let code = d
-                    .as_u64()
-                    .ok_or(DecodeError::Invalid("symbolic descriptors are not supported"))?;
+                let code = d.as_u64().ok_or(DecodeError::Invalid(
+                    "symbolic descriptors are not supported",
+                ))?;
                 match *inner {
                     Value::List(items) => Ok((code, Fields(items))),
                     _ => Err(DecodeError::Invalid("composite is not a list")),
@@ -149,7 +149,9 @@ pub fn decode_performative(body: &[u8]) -> Result<(Performative, usize), DecodeE
     let (code, mut f) = Fields::from(d.value()?)?;
     let p = match code {
         OPEN => Performative::Open(Open {
-            container_id: f.text(0).ok_or(DecodeError::Invalid("open without container-id"))?,
+            container_id: f
+                .text(0)
+                .ok_or(DecodeError::Invalid("open without container-id"))?,
             hostname: f.text(1),
             max_frame_size: f.u32(2),
             channel_max: f.u32(3),
@@ -162,9 +164,14 @@ pub fn decode_performative(body: &[u8]) -> Result<(Performative, usize), DecodeE
             outgoing_window: f.need_u32(3, "begin without outgoing-window")?,
         }),
         ATTACH => Performative::Attach(Attach {
-            name: f.text(0).ok_or(DecodeError::Invalid("attach without name"))?,
+            name: f
+                .text(0)
+                .ok_or(DecodeError::Invalid("attach without name"))?,
             handle: f.need_u32(1, "attach without handle")?,
-            role_receiver: f.get(2).and_then(Value::as_bool).ok_or(DecodeError::Invalid("attach without role"))?,
+            role_receiver: f
+                .get(2)
+                .and_then(Value::as_bool)
+                .ok_or(DecodeError::Invalid("attach without role"))?,
             snd_settle_mode: f.u32(3).and_then(|v| u8::try_from(v).ok()),
             rcv_settle_mode: f.u32(4).and_then(|v| u8::try_from(v).ok()),
             source: f.take(5),
@@ -397,7 +404,10 @@ mod tests {
         let Performative::Attach(a) = p else {
             panic!("attach")
         };
-        assert_eq!((a.name.as_str(), a.handle, a.role_receiver), ("l1", 4, true));
+        assert_eq!(
+            (a.name.as_str(), a.handle, a.role_receiver),
+            ("l1", 4, true)
+        );
         assert_eq!(terminus_address(&a.source), Some("$cbs"));
         let reply = attach_reply(&a, false, 0);
         let Value::Described(_, fields) = reply else {

@@ -65,7 +65,9 @@ pub fn on_init(
         .and_then(Value::as_text)
         .ok_or("sasl-init without a mechanism")?;
     let Some(&known) = MECHANISMS.iter().find(|m| **m == mechanism) else {
-        return Err(format!("SASL mechanism '{mechanism}' is not offered (offered: {MECHANISMS:?})"));
+        return Err(format!(
+            "SASL mechanism '{mechanism}' is not offered (offered: {MECHANISMS:?})"
+        ));
     };
     if known != "PLAIN" {
         return Ok(Authenticated {
@@ -118,7 +120,11 @@ mod tests {
         }];
         let ok = on_init(&init("MSSBCBS", None), &policies, "h", 0).unwrap();
         assert_eq!(ok.mechanism, "MSSBCBS");
-        assert!(on_init(&init("EXTERNAL", None), &policies, "h", 0).unwrap_err().contains("EXTERNAL"));
+        assert!(
+            on_init(&init("EXTERNAL", None), &policies, "h", 0)
+                .unwrap_err()
+                .contains("EXTERNAL")
+        );
         let token = crate::iothub::sas::token("h", key, Some("iothubowner"), 5_000).unwrap();
         let plain = format!("\0iothubowner@sas.root.h\0{token}");
         let ok = on_init(&init("PLAIN", Some(plain.as_bytes())), &policies, "h", 0).unwrap();

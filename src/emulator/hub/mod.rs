@@ -115,6 +115,8 @@ pub(crate) struct HubState {
     throttles: throttle::Throttles,
     /// Where registry changes go in a resumable soak.
     journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
+    /// Every accepted telemetry message, for the Event Hub-compatible endpoint.
+    events: Arc<super::amqp::EventLog>,
 }
 
 /// Adds a verified CA to the hub's trust.
@@ -197,6 +199,7 @@ impl HubEmulator {
                 twins: Mutex::new(HashMap::new()),
                 throttles: throttle::Throttles::new(config.limits),
                 journal: std::sync::OnceLock::new(),
+                events: Arc::new(super::amqp::EventLog::new(Default::default())),
             }),
         })
     }
@@ -219,6 +222,11 @@ impl HubEmulator {
             &self.state.policy_name,
             &self.state.policy_key,
         )
+    }
+
+    /// The hub's telemetry as its Event Hub-compatible endpoint serves it.
+    pub fn event_log(&self) -> Arc<super::amqp::EventLog> {
+        self.state.events.clone()
     }
 
     /// Uploads a (verified) CA certificate: devices whose chains end at it may connect.

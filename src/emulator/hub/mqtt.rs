@@ -190,7 +190,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 if p.qos == QoS::ExactlyOnce {
                     break;
                 }
-                if topics::parse_telemetry(&p.topic, &device).is_some() {
+                if let Some(properties) = topics::parse_telemetry(&p.topic, &device) {
                     if !state.throttles.charge_message(p.payload.len()) {
                         break; // daily quota spent: the hub severs the connection
                     }
@@ -203,6 +203,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     counters
                         .bytes
                         .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                    state.events.append(&device, properties, p.payload.clone());
                     (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)))
                 } else if p.topic.starts_with("$iothub/twin/") {
                     let answer = {
