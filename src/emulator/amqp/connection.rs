@@ -195,6 +195,7 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
             return Err(FrameError::BadHeader(header).into());
         }
         self.out.extend(AMQP_HEADER);
+        self.flush().await?;
         let f = reader.next_frame().await?;
         let open = match decode_performative(&f.body)? {
             (Performative::Open(o), _) if f.kind == TYPE_AMQP => o,

@@ -54,6 +54,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The stream, for closing it or reading past the framing.
+    pub fn into_inner(self) -> R {
+        self.io
+    }
+
     async fn fill(&mut self, want: usize) -> Result<(), FrameError> {
         while self.buf.len() < want {
             let had = self.buf.len();
