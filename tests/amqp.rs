@@ -755,3 +755,149 @@ async fn event_hub_reads_with_two_consumer_groups_and_start_positions() {
     );
     e.shutdown().await;
 }
+
+/// The host name the SDK test dials; /etc/hosts maps it to our own loopback address.
+const SDK_HOST: &str = "fleetsim-amqp-test.azure-devices.net";
+const SDK_IP: [u8; 4] = [127, 0, 13, 1];
+
+fn python() -> std::path::PathBuf {
+    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run ./scripts/test (it creates the venv with azure-iot-hub 2.7, azure-iot-device 2.14 and azure-eventhub 5)",
+        py.display()
+    );
+    py
+}
+
+/// The SDKs fix port 5671 and check host names: map SDK_HOST to SDK_IP once.
+fn map_sdk_host() {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let line = format!("127.0.13.1 {SDK_HOST}");
+    if !hosts.lines().any(|l| {
+        l.split_whitespace().collect::<Vec<_>>() == line.split_whitespace().collect::<Vec<_>>()
+    }) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open("/etc/hosts")
+            .expect("append to /etc/hosts (tests run as root)");
+        use std::io::Write;
+        writeln!(f, "{line}").unwrap();
+    }
+}
+
+async fn run_peer(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
+    let mut cmd = tokio::process::Command::new(python());
+    cmd.arg(path).args(args).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish in 90 s"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn microsofts_sdks_send_c2d_and_read_the_event_hub_endpoint() {
+    let _ = python();
+    map_sdk_host();
+    let ca = fleetsim::emulator::CaConfig {
+        clock: Clock::real(),
+        max_cert_life_days: 30,
+        capacity: Default::default(),
+        allowed_domains: Vec::new(),
+        disable_devices_on_revoke: false,
+    };
+    let hub = fleetsim::emulator::HubConfig {
+        host_name: SDK_HOST.into(),
+        ..Default::default()
+    };
+    let addrs = fleetsim::emulator::Addresses {
+        amqp: std::net::SocketAddr::from((SDK_IP, 5671)),
+        ..fleetsim::emulator::Addresses::ephemeral([127, 0, 0, 1].into())
+    };
+    let e = Emulators::start_on(addrs, &ca, &hub)
+        .await
+        .expect("emulators on 127.0.13.1:5671");
+    e.hub
+        .restore_devices(&[Device::certificate_authority("sdk-dev")]);
+    let dir = std::env::temp_dir().join(format!("fleetsim-amqp-sdk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("trust.pem");
+    std::fs::write(&bundle, fleetsim::crypto::cert_to_pem(&e.tls_root)).unwrap();
+    let bundle = bundle.to_str().unwrap().to_string();
+
+    // (a) azure-iot-hub's send_c2d_message: CBS, MSSBCBS, the devicebound link, Accepted.
+    let hub_cs = e.hub.connection_string().to_secret_string();
+    run_peer(
+        "c2d_send.py",
+        &["sdk-dev"],
+        &[
+            ("FLEETSIM_HUB_CS", &hub_cs),
+            ("FLEETSIM_CA_BUNDLE", &bundle),
+        ],
+    )
+    .await;
+    let m = e
+        .c2d
+        .next_for_delivery("sdk-dev")
+        .expect("the SDK's message is queued");
+    assert_eq!(m.message_id.as_deref(), Some("sdk-msg-1"));
+    assert_eq!(m.correlation_id.as_deref(), Some("sdk-corr-1"));
+    assert_eq!(m.content_type.as_deref(), Some("application/json"));
+    assert_eq!(m.content_encoding.as_deref(), Some("utf-8"));
+    assert_eq!(
+        m.properties,
+        vec![("colour".to_string(), Some("blue".to_string()))]
+    );
+    assert_eq!(&m.body[..], b"hello from azure-iot-hub");
+
+    // (b) azure-eventhub's consumer reads what the hub appended, on two consumer groups.
+    let log = e.hub.event_log();
+    log.add_consumer_group("backend");
+    for i in 0..3 {
+        log.append(
+            "sdk-dev",
+            vec![
+                ("$.ct".into(), "application/json".into()),
+                ("seq".into(), i.to_string()),
+            ],
+            bytes::Bytes::from(format!("{{\"reading\":{i}}}")),
+        );
+    }
+    let eh_cs = e.event_hub_connection_string();
+    for group in ["$Default", "backend"] {
+        let out = run_peer(
+            "eventhub_receive.py",
+            &["3", group],
+            &[("FLEETSIM_EH_CS", &eh_cs), ("FLEETSIM_CA_BUNDLE", &bundle)],
+        )
+        .await;
+        let events: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 3, "{group}: {out}");
+        for (i, ev) in events.iter().enumerate() {
+            assert_eq!(ev["device"], "sdk-dev");
+            assert_eq!(ev["properties"]["seq"], i.to_string());
+            assert_eq!(ev["content_type"], "application/json");
+            assert_eq!(ev["body"], format!("{{\"reading\":{i}}}"));
+            assert_eq!(ev["partition"], log.partition_of("sdk-dev").to_string());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    e.shutdown().await;
+}

@@ -62,7 +62,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     async fn fill(&mut self, want: usize) -> Result<(), FrameError> {
         while self.buf.len() < want {
             let had = self.buf.len();
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            let ended = match self.io.read_buf(&mut self.buf).await {
+                Ok(n) => n == 0,
+                // A TLS peer that goes away without close_notify has still just gone away.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => true,
+                Err(e) => return Err(e.into()),
+            };
+            if ended {
                 return Err(if had == 0 {
                     FrameError::Closed
                 } else {
