@@ -170,10 +170,12 @@ fn encode_properties(p: &Properties) -> Option<Value> {
         ts(&p.absolute_expiry_time),
         ts(&p.creation_time),
     ];
-    while fields.last().is_some_and(Value::is_null) {
-        fields.pop();
+    if fields.iter().all(Value::is_null) {
+        return None;
     }
-    (!fields.is_empty()).then(|| Value::described(PROPERTIES, fields))
+    // All 13 fields: pyamqp reads them by position.
+    fields.resize(13, Value::Null);
+    Some(Value::described(PROPERTIES, fields))
 }
 
 /// Encodes `m` as the payload of a transfer.

@@ -234,9 +234,20 @@ pub fn source_filter(t: &Value) -> Option<&Value> {
     }
 }
 
+/// A composite with every field present: trailing nulls may be omitted by the spec, but pyamqp
+/// (azure-eventhub's AMQP stack) indexes fields by position and fails on short lists.
+fn full(code: u64, mut fields: Vec<Value>, arity: usize) -> Value {
+    fields.resize(arity.max(fields.len()), Value::Null);
+    Value::described(code, fields)
+}
+
 /// `amqp:error:list`.
 pub fn error(condition: &str, description: &str) -> Value {
-    Value::described(ERROR, vec![Value::sym(condition), Value::str(description)])
+    full(
+        ERROR,
+        vec![Value::sym(condition), Value::str(description)],
+        3,
+    )
 }
 
 pub fn encode_value(v: &Value) -> Vec<u8> {
@@ -247,7 +258,7 @@ pub fn encode_value(v: &Value) -> Vec<u8> {
 
 /// The server's open: `max_frame_size`, one channel range, idle timeout in milliseconds.
 pub fn open(container_id: &str, max_frame_size: u32, channel_max: u16, idle_ms: u32) -> Value {
-    Value::described(
+    full(
         OPEN,
         vec![
             Value::str(container_id),
@@ -256,11 +267,12 @@ pub fn open(container_id: &str, max_frame_size: u32, channel_max: u16, idle_ms: 
             Value::Ushort(channel_max),
             Value::Uint(idle_ms),
         ],
+        10,
     )
 }
 
 pub fn begin(remote_channel: u16, next_outgoing_id: u32, incoming_window: u32) -> Value {
-    Value::described(
+    full(
         BEGIN,
         vec![
             Value::Ushort(remote_channel),
@@ -269,6 +281,7 @@ pub fn begin(remote_channel: u16, next_outgoing_id: u32, incoming_window: u32) -
             Value::Uint(u32::MAX >> 1),
             Value::Uint(u32::MAX >> 1),
         ],
+        8,
     )
 }
 
@@ -293,10 +306,11 @@ pub fn attach_reply(peer: &Attach, accept: bool, initial_delivery_count: u32) ->
         Value::Null,
         Value::Null,
     ];
-    if peer.role_receiver {
-        fields.push(Value::Uint(initial_delivery_count));
-    }
-    Value::described(ATTACH, fields)
+    fields.push(match peer.role_receiver {
+        true => Value::Uint(initial_delivery_count),
+        false => Value::Null,
+    });
+    full(ATTACH, fields, 14)
 }
 
 pub struct LinkFlow {
@@ -325,11 +339,11 @@ pub fn flow(f: &LinkFlow) -> Value {
             Value::Bool(f.drain),
         ]);
     }
-    Value::described(FLOW, fields)
+    full(FLOW, fields, 11)
 }
 
 pub fn transfer(handle: u32, delivery_id: u32, settled: bool, more: bool) -> Value {
-    Value::described(
+    full(
         TRANSFER,
         vec![
             Value::Uint(handle),
@@ -339,6 +353,7 @@ pub fn transfer(handle: u32, delivery_id: u32, settled: bool, more: bool) -> Val
             Value::Bool(settled),
             Value::Bool(more),
         ],
+        11,
     )
 }
 
@@ -348,7 +363,7 @@ pub fn disposition(delivery_id: u32, rejected: Option<Value>) -> Value {
         None => Value::described(ACCEPTED, vec![]),
         Some(e) => Value::described(REJECTED, vec![e]),
     };
-    Value::described(
+    full(
         DISPOSITION,
         vec![
             Value::Bool(true),
@@ -357,6 +372,7 @@ pub fn disposition(delivery_id: u32, rejected: Option<Value>) -> Value {
             Value::Bool(true),
             state,
         ],
+        6,
     )
 }
 

@@ -25,7 +25,10 @@ pub fn outcome_frame(code: u8) -> Vec<u8> {
     frame(
         TYPE_SASL,
         0,
-        &encode_value(&Value::described(SASL_OUTCOME, vec![Value::Ubyte(code)])),
+        &encode_value(&Value::described(
+            SASL_OUTCOME,
+            vec![Value::Ubyte(code), Value::Null],
+        )),
         &[],
     )
 }
