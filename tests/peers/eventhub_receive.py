@@ -12,6 +12,11 @@ import threading
 
 from azure.eventhub import EventHubConsumerClient
 
+if os.environ.get("FLEETSIM_PEER_DEBUG"):
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+
 want = int(sys.argv[1])
 group = sys.argv[2]
 client = EventHubConsumerClient.from_connection_string(
@@ -54,4 +59,6 @@ with client:
     client.receive(on_event=on_event, starting_position="-1")
 for r in received:
     print(json.dumps(r))
-sys.exit(0 if len(received) >= want else 1)
+if len(received) < want:
+    print(f"received {len(received)} of {want} events", file=sys.stderr)
+    sys.exit(1)

@@ -289,8 +289,17 @@ pub fn begin(remote_channel: u16, next_outgoing_id: u32, incoming_window: u32) -
 /// with a null terminus on the side the server would own, the spec's way to refuse a link before
 /// detaching it.
 pub fn attach_reply(peer: &Attach, accept: bool, initial_delivery_count: u32) -> Value {
+    // A null terminus from the peer is echoed as one naming the link: pyamqp treats a null
+    // source or target in the answer as a refusal.
+    let or_named = |t: &Value, code: u64| match t {
+        Value::Null => Value::described(code, vec![Value::str(&peer.name)]),
+        other => other.clone(),
+    };
     let (source, target) = match (accept, peer.role_receiver) {
-        (true, _) => (peer.source.clone(), peer.target.clone()),
+        (true, _) => (
+            or_named(&peer.source, SOURCE),
+            or_named(&peer.target, TARGET),
+        ),
         // We would be the sender: the source is ours to give.
         (false, true) => (Value::Null, peer.target.clone()),
         (false, false) => (peer.source.clone(), Value::Null),
