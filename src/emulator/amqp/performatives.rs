@@ -289,11 +289,11 @@ pub fn begin(remote_channel: u16, next_outgoing_id: u32, incoming_window: u32) -
 /// with a null terminus on the side the server would own, the spec's way to refuse a link before
 /// detaching it.
 pub fn attach_reply(peer: &Attach, accept: bool, initial_delivery_count: u32) -> Value {
-    // A null terminus from the peer is echoed as one naming the link: pyamqp treats a null
-    // source or target in the answer as a refusal.
-    let or_named = |t: &Value, code: u64| match t {
-        Value::Null => Value::described(code, vec![Value::str(&peer.name)]),
-        other => other.clone(),
+    // A null or empty terminus from the peer is echoed as one naming the link: pyamqp treats a
+    // null or empty source or target in the answer as a refusal.
+    let or_named = |t: &Value, code: u64| match terminus_address(t) {
+        None => Value::described(code, vec![Value::str(&peer.name)]),
+        Some(_) => t.clone(),
     };
     let (source, target) = match (accept, peer.role_receiver) {
         (true, _) => (
