@@ -1,7 +1,8 @@
 //! Claims-based security: the `$cbs` node's put-token (a SAS token for an audience, checked
 //! against the hub's shared access policies with `iothub::sas`) and the grants a connection
 //! holds afterwards. A link to a node other than `$cbs`/`$management` is attached only when an
-//! unexpired grant covers its address, by path segment as IoT Hub compares SAS resources.
+//! unexpired grant covers its address, by path segment as IoT Hub compares SAS resources (for
+//! the Event Hub-compatible endpoint ignoring case, as Event Hubs compares entity paths).
 
 use super::codec::Value;
 use super::message::{Body, Message, Properties};
@@ -50,6 +51,12 @@ fn covers(grant: &str, resource: &str) -> bool {
             .is_some_and(|r| r.starts_with('/'))
 }
 
+/// [`covers`] ignoring ASCII case, as Event Hubs compares entity paths: azure-eventhub puts its
+/// token for `…/{hub}/consumergroups/{group}` and attaches to `…/{hub}/ConsumerGroups/{group}/…`.
+fn covers_ignoring_case(grant: &str, resource: &str) -> bool {
+    covers(&grant.to_ascii_lowercase(), &resource.to_ascii_lowercase())
+}
+
 /// The grants of one connection.
 #[derive(Debug, Default)]
 pub struct Grants(Vec<(String, u64)>);
@@ -64,6 +71,14 @@ impl Grants {
         self.0
             .iter()
             .any(|(r, expiry)| *expiry + 300 >= now && covers(r, resource))
+    }
+
+    /// [`Grants::covers`] for the Event Hub-compatible endpoint, whose paths compare ignoring
+    /// case.
+    pub fn covers_entity(&self, resource: &str, now: u64) -> bool {
+        self.0
+            .iter()
+            .any(|(r, expiry)| *expiry + 300 >= now && covers_ignoring_case(r, resource))
     }
 }
 
@@ -304,6 +319,27 @@ mod tests {
         assert_eq!(status, 200);
         assert!(none.covers("h/hub/ConsumerGroups/$Default/Partitions/1", now));
         assert!(!none.covers("h/messages/devicebound", now));
+
+        // azure-eventhub's consumer puts a token for the consumer group, lower-cased.
+        let cg = sas::token(
+            "sb://h/hub/consumergroups/$Default",
+            KEY,
+            Some("service"),
+            2_000,
+        )
+        .unwrap();
+        let mut consumer = Grants::default();
+        let (status, _) = put_token(
+            &policies(),
+            &mut consumer,
+            &request(&cg, "sb://h/hub/consumergroups/$Default"),
+            "h",
+            now,
+        );
+        assert_eq!(status, 200);
+        assert!(consumer.covers_entity("h/hub/ConsumerGroups/$Default/Partitions/1", now));
+        assert!(!consumer.covers_entity("h/hub/ConsumerGroups/other/Partitions/1", now));
+        assert!(!consumer.covers_entity("h/hub/ConsumerGroups/$Default2/Partitions/1", now));
     }
 
     #[test]

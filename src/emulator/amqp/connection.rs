@@ -4,7 +4,7 @@
 //! which is then written in one go. Any protocol violation ends the connection with a `close`
 //! carrying the AMQP error and one log line naming the peer and the reason.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use super::Shared;
 use super::cbs::Grants;
 use super::codec::{DecodeError, Value};
 use super::eventhub::event_message;
+use super::eventlog::ReaderGuard;
 use super::frames::{
     AMQP_HEADER, FrameError, FrameReader, SASL_HEADER, TYPE_AMQP, frame, heartbeat,
 };
@@ -76,6 +77,8 @@ struct Link {
     drain: bool,
     partial: Option<(u32, bool, Vec<u8>)>,
     replies: VecDeque<Vec<u8>>,
+    /// Partition receivers: counted in the event log while attached.
+    _reader: Option<ReaderGuard>,
 }
 
 struct Session {
@@ -93,6 +96,9 @@ struct Conn<W> {
     out: Vec<u8>,
     max_out_frame: usize,
     sessions: HashMap<u16, Session>,
+    /// Channels whose session the peer ended: pyamqp still sends detaches there after its
+    /// `end`; they are dropped until a new `begin` maps the channel again.
+    ended: HashSet<u16>,
     grants: Grants,
 }
 
@@ -117,6 +123,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         out: Vec::new(),
         max_out_frame: 512,
         sessions: HashMap::new(),
+        ended: HashSet::new(),
         grants: Grants::default(),
     };
     let result = match tokio::time::timeout(HANDSHAKE, conn.handshake(&mut reader)).await {
@@ -125,8 +132,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Err(e)) => Err(e),
     };
     match result {
-        Ok(()) | Err(ConnError::Frame(FrameError::Closed)) => {
-            tracing::debug!(%peer, "AMQP connection closed")
+        Ok(()) => tracing::debug!(%peer, "AMQP connection closed"),
+        Err(ConnError::Frame(e)) if e.is_peer_gone() => {
+            tracing::debug!(%peer, reason = %e, "AMQP connection closed by the peer")
         }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "AMQP connection closed: bad input from the peer");
@@ -257,6 +265,14 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
     fn on_frame(&mut self, channel: u16, body: &[u8]) -> Result<bool, ConnError> {
         let (performative, at) = decode_performative(body)?;
         let payload = &body[at..];
+        let session_scoped = !matches!(
+            performative,
+            Performative::Open(_) | Performative::Close | Performative::Begin(_)
+        );
+        if session_scoped && self.ended.contains(&channel) {
+            tracing::debug!(channel, "frame after the peer's end dropped");
+            return Ok(false);
+        }
         match performative {
             Performative::Open(_) => return Err(ConnError::Protocol("a second open".into())),
             Performative::Close => {
@@ -274,7 +290,12 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
                 }
             }
             Performative::End => {
-                self.sessions.remove(&channel);
+                if self.sessions.remove(&channel).is_none() {
+                    return Err(ConnError::Protocol(format!(
+                        "end on channel {channel} without a session"
+                    )));
+                }
+                self.ended.insert(channel);
                 self.queue(channel, &p::end(None), &[]);
             }
         }
@@ -296,6 +317,7 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
                 "begin on channel {channel} not allowed"
             )));
         }
+        self.ended.remove(&channel);
         self.sessions.insert(
             channel,
             Session {
@@ -333,6 +355,14 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
             }
         };
         let receiving = !node.we_send();
+        let reader = match &node {
+            Node::Partition {
+                consumer_group,
+                partition,
+                ..
+            } => Some(shared.events.attach_reader(consumer_group, *partition)),
+            _ => None,
+        };
         session.links.insert(
             a.handle,
             Link {
@@ -347,6 +377,7 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
                 drain: false,
                 partial: None,
                 replies: VecDeque::new(),
+                _reader: reader,
             },
         );
         self.queue(channel, &p::attach_reply(&a, true, 0), &[]);
@@ -512,6 +543,7 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
                         Node::Partition {
                             partition,
                             next_sequence,
+                            ..
                         } => {
                             let Some(e) = shared.events.read(*partition, *next_sequence, 1).pop()
                             else {

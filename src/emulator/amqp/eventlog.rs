@@ -4,7 +4,7 @@
 //! bounded by count, bytes and age per partition so memory stays flat in soaks; a reader whose
 //! position fell out of retention continues at the oldest event kept, as Event Hubs does.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -111,6 +111,27 @@ pub struct EventLog {
     /// Bumped on every append; readers wait on it.
     appended: watch::Sender<u64>,
     created_ms: i64,
+    /// Receivers attached now, by (consumer group lower-cased, partition).
+    readers: Mutex<HashMap<(String, u32), usize>>,
+}
+
+/// One attached receiver, counted in [`EventLog::readers`] until dropped (the link detaches or
+/// its connection ends).
+pub struct ReaderGuard {
+    log: Arc<EventLog>,
+    key: (String, u32),
+}
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        let mut readers = lock(&self.log.readers);
+        if let Some(n) = readers.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                readers.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl EventLog {
@@ -125,7 +146,28 @@ impl EventLog {
             },
             appended: watch::channel(0).0,
             created_ms: now_ms(),
+            readers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts a receiver on `partition` of `group` while the guard lives.
+    pub fn attach_reader(self: &Arc<Self>, group: &str, partition: u32) -> ReaderGuard {
+        let key = (group.to_ascii_lowercase(), partition);
+        *lock(&self.readers).entry(key.clone()).or_default() += 1;
+        ReaderGuard {
+            log: self.clone(),
+            key,
+        }
+    }
+
+    /// Receivers attached now to any partition of consumer group `group`.
+    pub fn readers(&self, group: &str) -> usize {
+        let group = group.to_ascii_lowercase();
+        lock(&self.readers)
+            .iter()
+            .filter(|((g, _), _)| *g == group)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn partition_count(&self) -> u32 {
@@ -299,6 +341,20 @@ mod tests {
             (info.last_sequence_number, info.last_offset.as_str()),
             (2, "8")
         );
+    }
+
+    #[test]
+    fn readers_are_counted_while_attached() {
+        let l = Arc::new(log(Retention::default()));
+        let a = l.attach_reader("$Default", 0);
+        let b = l.attach_reader("$default", 1);
+        let c = l.attach_reader("backend", 1);
+        assert_eq!((l.readers("$DEFAULT"), l.readers("backend")), (2, 1));
+        drop(a);
+        drop(c);
+        assert_eq!((l.readers("$Default"), l.readers("backend")), (1, 0));
+        drop(b);
+        assert_eq!(l.readers("$Default"), 0);
     }
 
     #[test]

@@ -25,8 +25,24 @@ pub enum FrameError {
     TooLarge { size: usize, max: usize },
     #[error("malformed frame header: {0}")]
     Malformed(&'static str),
-    #[error("read failed: {0}")]
+    #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl FrameError {
+    /// Whether the peer simply went away (closed, reset, or closed before reading our last
+    /// frames, as azure-eventhub does after its `close`): a plain close, not bad input.
+    pub fn is_peer_gone(&self) -> bool {
+        use std::io::ErrorKind::*;
+        match self {
+            FrameError::Closed => true,
+            FrameError::Io(e) => matches!(
+                e.kind(),
+                BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// One frame: its type, channel and body (performative followed by any payload).

@@ -24,6 +24,7 @@ pub enum Node {
     Devicebound,
     /// An Event Hub partition (we send its events from `next_sequence` on).
     Partition {
+        consumer_group: String,
         partition: u32,
         next_sequence: i64,
     },
@@ -49,6 +50,18 @@ fn refuse(condition: &'static str, description: String) -> Refusal {
     Refusal {
         condition,
         description,
+    }
+}
+
+/// The resource a link address names, as CBS grants name them. Unlike a SAS resource, a link
+/// address without a scheme is a path on this hub (`{hub}/ConsumerGroups/…`) unless it starts
+/// with the hub's own host name.
+fn link_resource(address: &str, host: &str) -> String {
+    let first = address.split('/').next().unwrap_or_default();
+    if address.contains("://") || address.starts_with('/') || first.eq_ignore_ascii_case(host) {
+        resource_of(address, host)
+    } else {
+        resource_of(&format!("/{address}"), host)
     }
 }
 
@@ -84,7 +97,7 @@ pub fn classify(
         (false, a) if is_node(a, "$management") => return Ok(Node::ManagementRequests),
         _ => {}
     }
-    let resource = resource_of(address, host);
+    let resource = link_resource(address, host);
     let path = resource.split_once('/').map_or("", |(_, p)| p);
     if !we_send && path == "messages/devicebound" {
         return match grants.covers(&resource, now) {
@@ -105,7 +118,7 @@ pub fn classify(
                 format!("partition {} does not exist", p.partition),
             ));
         }
-        if !grants.covers(&resource, now) {
+        if !grants.covers_entity(&resource, now) {
             return Err(unauthorized());
         }
         let start =
@@ -115,6 +128,7 @@ pub fn classify(
             .start_sequence(p.partition, &start)
             .unwrap_or_default();
         return Ok(Node::Partition {
+            consumer_group: p.consumer_group,
             partition: p.partition,
             next_sequence,
         });
@@ -196,7 +210,7 @@ fn management(
         .and_then(Value::as_text)
     {
         Some(token) => cbs::check_token(&shared.policies, token, &entity, host, now).is_ok(),
-        None => grants.covers(&entity, now),
+        None => grants.covers_entity(&entity, now),
     };
     if !authorized {
         return (
@@ -206,4 +220,27 @@ fn management(
         );
     }
     eventhub::management(&shared.events, &shared.entity, request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_addresses_name_resources_on_this_hub() {
+        let h = "h.azure-devices.net";
+        let want = "h.azure-devices.net/hub/ConsumerGroups/$Default/Partitions/0";
+        for address in [
+            "amqps://h.azure-devices.net/hub/ConsumerGroups/$Default/Partitions/0",
+            "/hub/ConsumerGroups/$Default/Partitions/0",
+            "hub/ConsumerGroups/$Default/Partitions/0",
+            "H.azure-devices.net/hub/ConsumerGroups/$Default/Partitions/0",
+        ] {
+            assert_eq!(link_resource(address, h), want, "{address}");
+        }
+        assert_eq!(
+            link_resource("/messages/devicebound", h),
+            "h.azure-devices.net/messages/devicebound"
+        );
+    }
 }
