@@ -4,11 +4,13 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fleetsim::clock::Clock;
 use fleetsim::emulator::Emulators;
+use fleetsim::emulator::amqp::EventLog;
 use fleetsim::emulator::amqp::codec::{Decoder, Value, encode};
 use fleetsim::emulator::amqp::frames::{
     AMQP_HEADER, FrameReader, SASL_HEADER, TYPE_AMQP, TYPE_SASL, frame,
@@ -699,6 +701,18 @@ async fn event_hub_reads_with_two_consumer_groups_and_start_positions() {
     }
     let (_, refused) = c.attach(13, true, &address("nobody"), None).await;
     assert!(refused.is_some(), "an unknown consumer group is refused");
+    assert_eq!((log.readers("$Default"), log.readers("backend")), (1, 2));
+    c.send(
+        described(0x16, vec![Value::Uint(11), Value::Bool(true)]),
+        &[],
+    )
+    .await;
+    assert_eq!(c.next().await.0, 0x16, "detached");
+    assert_eq!(
+        log.readers("backend"),
+        1,
+        "a detached receiver is not counted"
+    );
 
     // $management: partition ids and one partition's properties.
     c.attach(20, false, "$management", None).await;
@@ -756,6 +770,66 @@ async fn event_hub_reads_with_two_consumer_groups_and_start_positions() {
     e.shutdown().await;
 }
 
+#[tokio::test]
+async fn frames_after_the_peers_end_are_dropped_and_unknown_channels_close() {
+    let e = common::start_emulators(Clock::real()).await;
+    let log = e.hub.event_log();
+    let mut c = Client::open(&e).await;
+    let entity = e.amqp.entity().to_string();
+    let audience = format!("sb://{}/{entity}", common::HUB_HOST);
+    let token = service_token(&e, &audience, &owner_key(&e));
+    assert_eq!(status(&c.put_token(&token, &audience).await), 200);
+    let address = format!("{entity}/ConsumerGroups/$Default/Partitions/0");
+    assert!(c.attach(5, true, &address, None).await.1.is_none());
+    assert_eq!(log.readers("$Default"), 1);
+
+    // pyamqp ends its session, then still detaches the links it had there.
+    c.send(described(0x17, vec![]), &[]).await;
+    assert_eq!(c.next().await.0, 0x17, "end answered");
+    assert_eq!(
+        log.readers("$Default"),
+        0,
+        "ending the session drops its links"
+    );
+    c.send(
+        described(0x16, vec![Value::Uint(5), Value::Bool(true)]),
+        &[],
+    )
+    .await;
+    // The connection lives on: the channel can begin again.
+    let begin = described(
+        0x11,
+        vec![
+            Value::Null,
+            Value::Uint(0),
+            Value::Uint(5000),
+            Value::Uint(5000),
+        ],
+    );
+    c.send(begin, &[]).await;
+    assert_eq!(c.next().await.0, 0x11, "a new session on the same channel");
+
+    // A frame on a channel that never had a session is a protocol violation: closed.
+    let flow = described(
+        0x13,
+        vec![
+            Value::Uint(0),
+            Value::Uint(5000),
+            Value::Uint(0),
+            Value::Uint(5000),
+        ],
+    );
+    c.write(&frame(TYPE_AMQP, 7, &bytes_of(&flow), &[])).await;
+    let (code, fields, _) = c.next().await;
+    assert_eq!(code, 0x18, "close");
+    assert!(error_condition(&fields[0]).contains("not-allowed"));
+    assert!(closed_by_server(c.r.into_inner()).await);
+    e.shutdown().await;
+}
+
+/// The SDK tests share SDK_IP:5671 (the SDKs fix the port): one at a time.
+static SDK_ADDRESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The host name the SDK test dials; /etc/hosts maps it to our own loopback address.
 const SDK_HOST: &str = "fleetsim-amqp-test.azure-devices.net";
 const SDK_IP: [u8; 4] = [127, 0, 13, 1];
@@ -786,16 +860,25 @@ fn map_sdk_host() {
     }
 }
 
-async fn run_peer(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+fn spawn_peer(script: &str, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers")
         .join(script);
     let mut cmd = tokio::process::Command::new(python());
-    cmd.arg(path).args(args).kill_on_drop(true);
+    cmd.arg(path)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+    cmd.spawn().unwrap()
+}
+
+/// Waits (at most 90 s) for a peer to finish; returns its stdout, failing the test if it failed.
+async fn finish_peer(script: &str, child: tokio::process::Child) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{script} did not finish in 90 s"))
         .unwrap();
@@ -809,9 +892,17 @@ async fn run_peer(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     stdout
 }
 
+async fn run_peer(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    finish_peer(script, spawn_peer(script, args, env)).await
+}
+
 /// Emulators with the AMQP listener on SDK_IP:5671 for SDK_HOST, a registered device and the
 /// TLS root written for the Python peers.
 async fn sdk_emulators() -> (Emulators, std::path::PathBuf, String) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("fleetsim=debug")
+        .with_test_writer()
+        .try_init();
     map_sdk_host();
     let ca = fleetsim::emulator::CaConfig {
         clock: Clock::real(),
@@ -845,6 +936,7 @@ async fn sdk_emulators() -> (Emulators, std::path::PathBuf, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_iot_hub_sends_c2d_unmodified() {
     let _ = python();
+    let _address = SDK_ADDRESS.lock().await;
     let (e, dir, bundle) = sdk_emulators().await;
     // (a) azure-iot-hub's send_c2d_message: CBS, MSSBCBS, the devicebound link, Accepted.
     let hub_cs = e.hub.connection_string().to_secret_string();
@@ -875,47 +967,137 @@ async fn azure_iot_hub_sends_c2d_unmodified() {
     e.shutdown().await;
 }
 
-// Left open: pyamqp attaches the partition receivers, then receives nothing (under investigation,
-// see the branch report); run with --ignored.
-#[ignore = "azure-eventhub consumer against the emulator does not receive yet"]
+/// Appends telemetry reading `i` of `device` to the event log, as the hub does for a D2C message.
+fn append_reading(log: &EventLog, device: &str, i: u32) {
+    log.append(
+        device,
+        vec![
+            ("$.ct".into(), "application/json".into()),
+            ("seq".into(), i.to_string()),
+            ("device".into(), device.to_string()),
+        ],
+        bytes::Bytes::from(format!("{{\"device\":\"{device}\",\"reading\":{i}}}")),
+    );
+}
+
+/// Checks what the consumer driver printed: exactly the readings `want` (device, i), each once,
+/// with the hub's annotations, application properties and body, in partition order.
+fn assert_received(log: &EventLog, label: &str, out: &str, want: &[(String, u32)]) {
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut seen: HashMap<(String, u32), usize> = HashMap::new();
+    let mut last_sequence: HashMap<String, i64> = HashMap::new();
+    for ev in &events {
+        let device = ev["device"]
+            .as_str()
+            .expect("device id annotation")
+            .to_string();
+        let i: u32 = ev["properties"]["seq"].as_str().unwrap().parse().unwrap();
+        assert_eq!(ev["properties"]["device"], device.as_str(), "{label}: {ev}");
+        assert_eq!(ev["content_type"], "application/json", "{label}: {ev}");
+        assert_eq!(
+            ev["body"],
+            format!("{{\"device\":\"{device}\",\"reading\":{i}}}"),
+            "{label}: {ev}"
+        );
+        assert_eq!(
+            ev["partition"],
+            log.partition_of(&device).to_string(),
+            "{label}: {ev}"
+        );
+        assert_eq!(ev["enqueued"], true, "{label}: {ev}");
+        assert_eq!(ev["iothub_enqueued"], true, "{label}: {ev}");
+        let partition = ev["partition"].as_str().unwrap().to_string();
+        let sequence = ev["sequence"].as_i64().unwrap();
+        let previous = last_sequence.insert(partition, sequence);
+        assert!(
+            previous.is_none_or(|p| p < sequence),
+            "{label}: out of order: {ev}"
+        );
+        *seen.entry((device, i)).or_default() += 1;
+    }
+    for key in want {
+        assert_eq!(
+            seen.get(key),
+            Some(&1),
+            "{label}: {key:?} not received once:\n{out}"
+        );
+    }
+    assert_eq!(
+        events.len(),
+        want.len(),
+        "{label}: events that were not expected:\n{out}"
+    );
+}
+
+/// Waits until `group` has exactly `n` partition receivers attached.
+async fn wait_for_readers(log: &EventLog, group: &str, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while log.readers(group) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{group}: {} receivers attached, waited for {n}",
+            log.readers(group)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_eventhub_consumer_reads_the_event_hub_endpoint() {
     let _ = python();
+    let _address = SDK_ADDRESS.lock().await;
     let (e, dir, bundle) = sdk_emulators().await;
-    // (b) azure-eventhub's consumer reads what the hub appended, on two consumer groups.
     let log = e.hub.event_log();
     log.add_consumer_group("backend");
+    let devices: Vec<String> = (0..6).map(|i| format!("sdk-dev-{i}")).collect();
+    let used: std::collections::HashSet<u32> =
+        devices.iter().map(|d| log.partition_of(d)).collect();
+    assert!(used.len() >= 3, "the test devices span partitions");
+
+    // Telemetry that is already in the hub when the consumers start.
+    let mut before = Vec::new();
     for i in 0..3 {
-        log.append(
-            "sdk-dev",
-            vec![
-                ("$.ct".into(), "application/json".into()),
-                ("seq".into(), i.to_string()),
-            ],
-            bytes::Bytes::from(format!("{{\"reading\":{i}}}")),
-        );
-    }
-    let eh_cs = e.event_hub_connection_string();
-    for group in ["$Default", "backend"] {
-        let out = run_peer(
-            "eventhub_receive.py",
-            &["3", group],
-            &[("FLEETSIM_EH_CS", &eh_cs), ("FLEETSIM_CA_BUNDLE", &bundle)],
-        )
-        .await;
-        let events: Vec<serde_json::Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(events.len(), 3, "{group}: {out}");
-        for (i, ev) in events.iter().enumerate() {
-            assert_eq!(ev["device"], "sdk-dev");
-            assert_eq!(ev["properties"]["seq"], i.to_string());
-            assert_eq!(ev["content_type"], "application/json");
-            assert_eq!(ev["body"], format!("{{\"reading\":{i}}}"));
-            assert_eq!(ev["partition"], log.partition_of("sdk-dev").to_string());
+        for d in &devices {
+            append_reading(&log, d, i);
+            before.push((d.clone(), i));
         }
     }
+    let eh_cs = e.event_hub_connection_string();
+    let env = [
+        ("FLEETSIM_EH_CS", eh_cs.as_str()),
+        ("FLEETSIM_CA_BUNDLE", &bundle),
+    ];
+    let count = before.len().to_string();
+
+    // From the start ("-1"), on two consumer groups at once: each receives every event once.
+    let default = spawn_peer("eventhub_receive.py", &[&count, "$Default", "-1"], &env);
+    let backend = spawn_peer("eventhub_receive.py", &[&count, "backend", "-1"], &env);
+    let (default, backend) = tokio::join!(
+        finish_peer("eventhub_receive.py", default),
+        finish_peer("eventhub_receive.py", backend),
+    );
+    assert_received(&log, "$Default from -1", &default, &before);
+    assert_received(&log, "backend from -1", &backend, &before);
+
+    // From "@latest": only what is enqueued after the receivers attached.
+    wait_for_readers(&log, "$Default", 0).await;
+    let after: Vec<(String, u32)> = devices.iter().map(|d| (d.clone(), 3)).collect();
+    let count = after.len().to_string();
+    let latest = spawn_peer(
+        "eventhub_receive.py",
+        &[&count, "$Default", "@latest"],
+        &env,
+    );
+    wait_for_readers(&log, "$Default", log.partition_count() as usize).await;
+    for (d, i) in &after {
+        append_reading(&log, d, *i);
+    }
+    let latest = finish_peer("eventhub_receive.py", latest).await;
+    assert_received(&log, "$Default from @latest", &latest, &after);
+
     let _ = std::fs::remove_dir_all(&dir);
     e.shutdown().await;
 }
