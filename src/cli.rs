@@ -91,6 +91,9 @@ pub struct EmulateArgs {
     /// IoT Hub MQTT-over-WebSocket port.
     #[arg(long, default_value_t = 8444)]
     pub websocket_port: u16,
+    /// IoT Hub AMQP/TLS port (C2D sends and the Event Hub-compatible endpoint).
+    #[arg(long, default_value_t = 5671)]
+    pub amqp_port: u16,
     /// IoT Hub registry REST port.
     #[arg(long, default_value_t = 8445)]
     pub registry_port: u16,
@@ -389,6 +392,7 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         hub_mqtt: at(args.mqtt_port),
         hub_registry: at(args.registry_port),
         hub_websocket: at(args.websocket_port),
+        amqp: at(args.amqp_port),
     };
     let ca = emulated_ca(&args)?;
     let hub = HubConfig {
@@ -503,6 +507,14 @@ fn print_ready(w: &crate::emulator::standalone::Written) {
             d.connection_string_file.display()
         );
     }
+    println!(
+        "IoT Hub AMQP:      amqps://{}  (C2D, Event Hub-compatible endpoint)",
+        w.hub_amqp
+    );
+    println!(
+        "Event Hub endpoint: {} (0600: its connection string)",
+        w.event_hub_connection_string_file.display()
+    );
     println!("trust bundle:      {}", w.trust_pem.display());
     println!("EZCA token:        {} (0600)", w.token_file.display());
     println!(

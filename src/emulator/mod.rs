@@ -14,6 +14,7 @@
 //! [`persist`] is what a resumed soak (`--state`) saves of them: both report durable changes to a
 //! journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
 
+pub mod amqp;
 pub mod ca;
 pub mod dps;
 mod error;
@@ -56,6 +57,11 @@ pub struct Emulators {
     pub dps: Option<RunningDps>,
     /// Further hubs ([`Emulators::add_hub`]), for DPS to spread devices over.
     pub extra_hubs: Vec<ExtraHub>,
+    /// The hub's AMQP endpoint (C2D sends, Event Hub-compatible reads): `amqps://{amqp_addr}`.
+    pub amqp_addr: SocketAddr,
+    pub amqp: amqp::AmqpEndpoint,
+    /// The hub's C2D queues, fed by the AMQP endpoint.
+    pub c2d: std::sync::Arc<amqp::C2dQueues>,
     pki: ServerPki,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -68,6 +74,7 @@ pub struct Addresses {
     pub hub_mqtt: SocketAddr,
     pub hub_registry: SocketAddr,
     pub hub_websocket: SocketAddr,
+    pub amqp: SocketAddr,
 }
 
 impl Addresses {
@@ -79,6 +86,7 @@ impl Addresses {
             hub_mqtt: any,
             hub_registry: any,
             hub_websocket: any,
+            amqp: any,
         }
     }
 }
@@ -146,6 +154,44 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
         .map_err(|e| EmulatorError::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}"))))
 }
 
+/// The hub's `iothubowner` policy, read back from its connection string, and the hub's name.
+fn owner_policy(hub: &HubEmulator) -> (amqp::AccessPolicy, String) {
+    let cs = hub.connection_string();
+    let secret = cs.to_secret_string();
+    let key = secret
+        .split(';')
+        .find_map(|kv| kv.strip_prefix("SharedAccessKey="))
+        .unwrap_or_default();
+    let policy = amqp::AccessPolicy {
+        name: cs.key_name.clone(),
+        primary_key: key.to_string(),
+        secondary_key: None,
+    };
+    let name = hub
+        .host_name()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (policy, name)
+}
+
+/// The AMQP endpoint of `hub` with its C2D queues (devices must be in the hub's registry).
+fn amqp_endpoint(hub: &HubEmulator) -> (amqp::AmqpEndpoint, std::sync::Arc<amqp::C2dQueues>) {
+    let (policy, entity) = owner_policy(hub);
+    let registry = hub.clone();
+    let c2d = std::sync::Arc::new(amqp::C2dQueues::new(Default::default(), move |id| {
+        registry.device(id).is_some()
+    }));
+    let config = amqp::AmqpConfig {
+        host_name: hub.host_name().to_string(),
+        entity,
+        policies: vec![policy],
+    };
+    let endpoint = amqp::AmqpEndpoint::new(config, c2d.clone(), hub.event_log());
+    (endpoint, c2d)
+}
+
 impl Emulators {
     /// Starts the CA and the hub on ephemeral ports of `ip` (a loopback address), and makes the hub
     /// trust the CA's root, as EZCA's one-click trust does.
@@ -198,6 +244,15 @@ impl Emulators {
         let hub_mqtt_addr = mqtt_listener.local_addr()?;
         let hub_registry_url = format!("https://{}", registry_listener.local_addr()?);
 
+        let (amqp, c2d) = amqp_endpoint(&hub_emulator);
+        let amqp_listener = bind(addrs.amqp).await?;
+        let amqp_addr = amqp_listener.local_addr()?;
+        let amqp_names = [
+            amqp_addr.ip().to_string(),
+            hub_emulator.host_name().to_string(),
+            "localhost".into(),
+        ];
+        let amqp_tls = amqp::AmqpEndpoint::tls_config(&pki, &amqp_names)?;
         let on_stop = |t: &CancellationToken| {
             let t = t.clone();
             async move { t.cancelled().await }
@@ -207,6 +262,7 @@ impl Emulators {
             hub_emulator.serve_mqtt(mqtt_listener, &pki, on_stop(&stop))?,
             hub_emulator.serve_registry(registry_listener, &pki, on_stop(&stop))?,
             hub_emulator.serve_websocket(websocket_listener, &pki, on_stop(&stop))?,
+            amqp.serve(amqp_listener, amqp_tls, on_stop(&stop)),
         ];
         Ok(Self {
             ca: ca_emulator,
@@ -218,6 +274,9 @@ impl Emulators {
             hub_mqtt_extra: Vec::new(),
             dps: None,
             extra_hubs: Vec::new(),
+            amqp_addr,
+            amqp,
+            c2d,
             pki,
             stop,
             tasks,
@@ -300,6 +359,13 @@ impl Emulators {
         }
         self.extra_hubs.push(ExtraHub { hub, mqtt_addr });
         Ok(&self.extra_hubs[self.extra_hubs.len() - 1])
+    }
+
+    /// The Event Hub-compatible connection string of the hub's built-in endpoint (holds the
+    /// `iothubowner` key: never log it).
+    pub fn event_hub_connection_string(&self) -> String {
+        let (policy, _) = owner_policy(&self.hub);
+        self.amqp.event_hub_connection_string(&policy)
     }
 
     /// Stops accepting and waits for the servers to finish.

@@ -1,6 +1,7 @@
 //! `fleetsim emulate`: the emulators as a standalone service for other tools and for
 //! `fleetsim run` processes with a remote target. It writes what a client needs into a directory
-//! (the TLS trust bundle, a bearer token for EZCA, the hub's and DPS's connection strings, secret
+//! (the TLS trust bundle, a bearer token for EZCA, the hub's and DPS's connection strings, the hub's Event
+//! Hub-compatible connection string, secret
 //! files 0600, and a ready-to-use `target:` block) and serves until shutdown.
 //!
 //! DPS gets an enrolment group, [`DEFAULT_GROUP`], that admits every certificate EZCA issues and
@@ -30,10 +31,14 @@ pub struct Written {
     pub hub_mqtt: std::net::SocketAddr,
     pub hub_websocket: std::net::SocketAddr,
     pub hub_registry_url: String,
+    /// AMQP/TLS: C2D sends and the Event Hub-compatible endpoint.
+    pub hub_amqp: std::net::SocketAddr,
     pub hub_host: String,
     pub trust_pem: PathBuf,
     pub token_file: PathBuf,
     pub connection_string_file: PathBuf,
+    /// The Event Hub-compatible connection string of the hub's built-in endpoint (0600).
+    pub event_hub_connection_string_file: PathBuf,
     /// An Azure AD-style token the hub's registry accepts (alternative to the connection string).
     pub hub_token_file: PathBuf,
     pub target_yaml: PathBuf,
@@ -151,10 +156,12 @@ pub async fn run(
         hub_mqtt: emulators.hub_mqtt_addr,
         hub_websocket: emulators.hub_websocket_addr,
         hub_registry_url: emulators.hub_registry_url.clone(),
+        hub_amqp: emulators.amqp_addr,
         hub_host: emulators.hub.host_name().to_string(),
         trust_pem: dir.join("trust.pem"),
         token_file: dir.join("ezca-token"),
         connection_string_file: dir.join("hub-connection-string"),
+        event_hub_connection_string_file: dir.join("eventhub-connection-string"),
         hub_token_file: dir.join("hub-token"),
         target_yaml: dir.join("target.yaml"),
         dps,
@@ -173,6 +180,10 @@ pub async fn run(
             .connection_string()
             .to_secret_string()
             .as_bytes(),
+    )?;
+    write_secret_file(
+        &written.event_hub_connection_string_file,
+        emulators.event_hub_connection_string().as_bytes(),
     )?;
     let hub_token = emulators
         .hub

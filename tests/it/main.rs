@@ -7,6 +7,7 @@
 mod common;
 
 mod aad_tokens;
+mod amqp;
 mod arrivals;
 mod cohorts;
 mod dps;

@@ -126,6 +126,7 @@ impl HubEmulator {
                 throttles: throttle::Throttles::new(config.limits),
                 journal: std::sync::OnceLock::new(),
                 listeners: Arc::default(),
+                events: Arc::new(super::amqp::EventLog::new(Default::default())),
             }),
         })
     }
@@ -148,6 +149,11 @@ impl HubEmulator {
             &self.state.policy_name,
             &self.state.policy_key,
         )
+    }
+
+    /// The hub's telemetry as its Event Hub-compatible endpoint serves it.
+    pub fn event_log(&self) -> Arc<super::amqp::EventLog> {
+        self.state.events.clone()
     }
 
     /// Uploads a (verified) CA certificate: devices whose chains end at it may connect.

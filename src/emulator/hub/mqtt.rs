@@ -212,8 +212,8 @@ impl<'a> Live<'a> {
             return Step::Close;
         }
         let puback = (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)));
-        if topics::parse_telemetry(&p.topic, &self.device).is_some() {
-            return self.telemetry(&p, puback).await;
+        if let Some(properties) = topics::parse_telemetry(&p.topic, &self.device) {
+            return self.telemetry(&p, properties, puback).await;
         }
         let cloud_to_device = self.state.throttles.limits.cloud_to_device;
         if cloud_to_device && p.topic.starts_with("$iothub/twin/") {
@@ -238,8 +238,14 @@ impl<'a> Live<'a> {
     }
 
     /// Device-to-cloud telemetry: charged to the daily quota (spent: the hub severs the
-    /// connection), shaped by the D2C throttle, counted, acknowledged.
-    async fn telemetry(&mut self, p: &Publish, puback: Option<Packet>) -> Step {
+    /// connection), shaped by the D2C throttle, counted, appended to the Event Hub-compatible
+    /// endpoint's log with its properties, acknowledged.
+    async fn telemetry(
+        &mut self,
+        p: &Publish,
+        properties: Vec<(String, String)>,
+        puback: Option<Packet>,
+    ) -> Step {
         let throttles = &self.state.throttles;
         if !throttles.charge_message(p.payload.len()) {
             return Step::Close;
@@ -250,6 +256,8 @@ impl<'a> Live<'a> {
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
         let bytes = p.payload.len() as u64;
         self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let events = &self.state.events;
+        events.append(&self.device, properties, p.payload.clone());
         Step::Reply(puback.into_iter().collect())
     }
 

@@ -53,6 +53,8 @@ pub(super) struct HubState {
     pub(super) journal: std::sync::OnceLock<Arc<dyn crate::emulator::persist::Journal>>,
     /// What the hub's accept loops (MQTT, WebSocket, registry) saw.
     pub(super) listeners: Arc<ListenerCounters>,
+    /// Every accepted telemetry message, for the Event Hub-compatible endpoint.
+    pub(super) events: Arc<crate::emulator::amqp::EventLog>,
 }
 
 impl HubState {

@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
 //! child processes bounded in time ([`process`]).
 
+mod hosts;
 mod process;
 
+pub use hosts::map_host;
 pub use process::{Watched, output_within, python, scratch_dir};
 
 use std::sync::Arc;

@@ -167,40 +167,14 @@ const SDK_HUB: (&str, [u8; 4]) = ("hub.fleetsim-sdk.test", [127, 0, 14, 2]);
 
 /// Maps the SDK test's host names in /etc/hosts, appending only the lines that are missing.
 fn map_host_names() {
-    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    let missing: String = [SDK_DPS, SDK_HUB]
-        .iter()
-        .map(|(name, ip)| format!("{}.{}.{}.{} {name}\n", ip[0], ip[1], ip[2], ip[3]))
-        .filter(|line| !hosts.lines().any(|l| l.trim() == line.trim()))
-        .collect();
-    if missing.is_empty() {
-        return;
+    for (name, ip) in [SDK_DPS, SDK_HUB] {
+        common::map_host(name, ip);
     }
-    let mut text = hosts;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&missing);
-    std::fs::write("/etc/hosts", text).unwrap_or_else(|e| {
-        panic!("cannot map {missing:?} in /etc/hosts ({e}); add the lines by hand or run as root")
-    });
-}
-
-fn sdk_python() -> std::path::PathBuf {
-    let python =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/venv/bin/python");
-    assert!(
-        python.exists(),
-        "Microsoft's Python SDK is not installed at {}: run ./scripts/test (it creates the \
-         virtualenv with azure-iot-device 2.14 and azure-iot-hub 2.7)",
-        python.display()
-    );
-    python
 }
 
 #[tokio::test]
 async fn microsofts_python_sdk_provisions_through_dps_and_sends_to_the_assigned_hub() {
-    let python = sdk_python();
+    let python = common::python();
     map_host_names();
     let ip = |a: [u8; 4]| std::net::SocketAddr::from((a, 8883));
     let any = "127.0.0.1:0".parse().unwrap();
@@ -220,6 +194,7 @@ async fn microsofts_python_sdk_provisions_through_dps_and_sends_to_the_assigned_
         hub_mqtt: ip(SDK_HUB.1),
         hub_registry: any,
         hub_websocket: any,
+        amqp: any,
     };
     let mut e = Emulators::start_on(addrs, &ca, &hub)
         .await
