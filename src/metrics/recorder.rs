@@ -52,7 +52,7 @@ thread_local! {
     static THREAD_NUMBER: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What one shard holds. Histograms are boxed and allocated on first use: most of the 55
+/// What one shard holds. Histograms are boxed and allocated on first use: most of the 144
 /// phase × outcome slots stay empty in a run.
 #[derive(Default)]
 struct ShardData {

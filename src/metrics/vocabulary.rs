@@ -28,10 +28,27 @@ pub enum Phase {
     /// How long a device had no connection to publish on while it swapped to a renewed
     /// certificate.
     SwapGap,
+    /// A device's registration with DPS: register request → assigned (polls included).
+    DpsRegister,
+    /// A direct method as the operator sees it: service call → the device's answer.
+    MethodInvoke,
+    /// A direct method as the device sees it: request received → answer sent (think time).
+    MethodDevice,
+    /// A desired-properties change: service PATCH → the device's reported acknowledgement
+    /// seen by the service.
+    TwinDesired,
+    /// A device's reported-properties PATCH → the hub's 204.
+    TwinReported,
+    /// A registry query (`POST /devices/query`), all pages.
+    RegistryQuery,
+    /// A cloud-to-device message: accepted by the hub → received by the device.
+    C2dDelivery,
+    /// A device-to-cloud message: sent by the device → read by the backend.
+    D2cDelivery,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 16] = [
+    pub const ALL: [Phase; 24] = [
         Phase::Keygen,
         Phase::Csr,
         Phase::CaRegisterDomain,
@@ -48,6 +65,14 @@ impl Phase {
         Phase::LimitConnect,
         Phase::LimitPublish,
         Phase::SwapGap,
+        Phase::DpsRegister,
+        Phase::MethodInvoke,
+        Phase::MethodDevice,
+        Phase::TwinDesired,
+        Phase::TwinReported,
+        Phase::RegistryQuery,
+        Phase::C2dDelivery,
+        Phase::D2cDelivery,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +95,14 @@ impl Phase {
             // Not an operation: how long a device had no connection to publish on while it
             // swapped to a renewed certificate.
             Phase::SwapGap => "swap.gap",
+            Phase::DpsRegister => "dps.register",
+            Phase::MethodInvoke => "method.invoke",
+            Phase::MethodDevice => "method.device",
+            Phase::TwinDesired => "twin.desired",
+            Phase::TwinReported => "twin.reported",
+            Phase::RegistryQuery => "registry.query",
+            Phase::C2dDelivery => "c2d.delivery",
+            Phase::D2cDelivery => "d2c.delivery",
         }
     }
 
@@ -90,15 +123,18 @@ pub enum Outcome {
     Timeout,
     Throttled,
     Rejected,
+    /// The device was not connected (a direct method to an offline device, IoT Hub's 404103).
+    Offline,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Ok,
         Outcome::Error,
         Outcome::Timeout,
         Outcome::Throttled,
         Outcome::Rejected,
+        Outcome::Offline,
     ];
 
     pub fn name(self) -> &'static str {
@@ -108,6 +144,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Throttled => "throttled",
             Outcome::Rejected => "rejected",
+            Outcome::Offline => "offline",
         }
     }
 
