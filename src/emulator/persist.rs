@@ -20,7 +20,8 @@ pub struct Domain {
     pub requesters: Vec<String>,
 }
 
-/// A certificate the emulator issued.
+/// A certificate the emulator issued, as a resumed soak stores it (with its DER; the running CA
+/// keeps less, see [`crate::emulator::ca::IssuedCertificate`]).
 #[derive(Debug, Clone)]
 pub struct IssuedRecord {
     pub der: CertificateDer<'static>,

@@ -9,6 +9,7 @@ mod common;
 mod aad_tokens;
 mod amqp;
 mod arrivals;
+mod ca_ownership;
 mod cohorts;
 mod dps;
 mod emulate_remote;

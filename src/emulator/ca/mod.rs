@@ -8,18 +8,28 @@
 //! issued the certificate.
 //!
 //! The request handlers (`routes`, `certificates`, `renew`) work on one `state::CaState`
-//! and the plain records it keeps (`Domain`, `IssuedRecord`, defined with the journal in
-//! [`super::persist`]); this file builds it and serves it. When a certificate is revoked
-//! the CA calls its [`RevocationHook`]: it knows nothing of the hub.
+//! and the plain records it keeps (`Domain`, defined with the journal in [`super::persist`], and
+//! [`IssuedCertificate`]); this file builds it and serves it. When a certificate is revoked the CA
+//! calls its [`RevocationHook`]: it knows nothing of the hub.
 //!
-//! State lives in memory: domains with their owners and requesters, and every certificate issued
-//! (by upper-case SHA-1 thumbprint), so tests can check what was issued. Revocations are listed in
-//! the issuing CA's CRL, served at the distribution point written into every leaf.
+//! A request's `SubjectName` and SANs are parsed once ([`names`], over the RFC 4514 reader in
+//! `rfc4514`) into the form both the ownership check and the certificate builder read: the one CN
+//! and every SAN (DNS, e-mail, URI, IP) must be names the caller owns or may request for, and the
+//! certificate carries exactly those. Subjects and SANs are held to the template's sizes.
+//!
+//! State lives in memory: domains with their owners and requesters, and what revocation, renewal
+//! and the CRL need of every certificate issued (by upper-case SHA-1 thumbprint; not the
+//! certificate itself, and a certificate long expired is forgotten, see `issued`), so tests can
+//! check what was issued. Revocations are listed in the issuing CA's CRL, served at the
+//! distribution point written into every leaf.
 
 mod authority;
 pub mod capacity;
 mod certificates;
+mod issued;
+pub mod names;
 mod renew;
+mod rfc4514;
 mod routes;
 mod state;
 
@@ -33,6 +43,7 @@ use tokio::net::TcpListener;
 pub use super::persist::{Domain, IssuedRecord};
 pub use super::token::{Caller, TokenAuthority};
 pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
+pub use issued::IssuedCertificate;
 pub use state::RevocationHook;
 
 use super::error::EmulatorError;
@@ -40,7 +51,7 @@ use super::listener::ListenerStats;
 use super::tls::{ServerPki, spawn_https};
 use crate::clock::Clock;
 use crate::sync::lock;
-use state::{CaState, revoke, serial_bytes};
+use state::{CaState, Revocation, revoke};
 
 #[derive(Debug, Clone)]
 pub struct CaConfig {
@@ -99,10 +110,12 @@ impl CaEmulator {
                 authorities,
                 tokens,
                 domains: Mutex::new(HashMap::new()),
-                issued: Mutex::new(HashMap::new()),
+                issued: Mutex::new(issued::IssuedBook::default()),
+                retention: issued::retention(config.clock),
                 seen_jti: Mutex::new(HashMap::new()),
                 capacity: capacity::Capacity::new(config.capacity),
                 revocations: Mutex::new(Vec::new()),
+                crl_number: Default::default(),
                 on_revoke: std::sync::OnceLock::new(),
                 journal: std::sync::OnceLock::new(),
                 listeners: Arc::default(),
@@ -144,17 +157,26 @@ impl CaEmulator {
         self.state.authorities[0].identity()
     }
 
-    /// Seeds a restarted CA with the certificates and domains it had.
+    /// Seeds a restarted CA with the certificates and domains it had (certificates that do not
+    /// parse, or expired long ago, are skipped).
     pub fn restore(&self, issued: &[IssuedRecord], domains: &[(String, Domain)]) {
-        let mut map = lock(&self.state.issued);
+        let mut book = lock(&self.state.issued);
         let mut revocations = lock(&self.state.revocations);
         for r in issued {
-            if r.revoked
-                && let Some(serial) = serial_bytes(&r.der)
-            {
-                revocations.push((r.ca, serial, time::OffsetDateTime::now_utc()));
+            let Some(cert) = IssuedCertificate::from_der(&r.der, r.ca, &r.requested_by, r.revoked)
+            else {
+                tracing::warn!(subject = %r.subject_cn, "a stored certificate does not parse: skipped");
+                continue;
+            };
+            if cert.revoked {
+                revocations.push(Revocation {
+                    ca: cert.ca,
+                    serial: cert.serial.clone(),
+                    at: time::OffsetDateTime::now_utc(),
+                    not_after: cert.not_after,
+                });
             }
-            map.insert(crate::crypto::sha1_thumbprint(&r.der), r.clone());
+            book.insert(cert, self.state.retention);
         }
         let mut d = lock(&self.state.domains);
         for (name, domain) in domains {
@@ -191,12 +213,12 @@ impl CaEmulator {
             .map(|a| a.ca_id.clone())
     }
 
-    /// Every certificate issued so far.
-    pub fn issued(&self) -> Vec<IssuedRecord> {
+    /// Every certificate issued so far and not long expired (see [`issued::retention`]).
+    pub fn issued(&self) -> Vec<IssuedCertificate> {
         lock(&self.state.issued).values().cloned().collect()
     }
 
-    /// How many certificates have been issued (renewals included), without copying them.
+    /// How many certificates the CA remembers (renewals included), without copying them.
     pub fn issued_count(&self) -> usize {
         lock(&self.state.issued).len()
     }

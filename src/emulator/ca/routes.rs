@@ -249,12 +249,8 @@ fn ca_certificate(state: &CaState, path: &str) -> Response {
     for (index, a) in state.authorities.iter().enumerate() {
         let id = a.ca_id.to_ascii_lowercase();
         if path == format!("/crl/{id}.crl") {
-            let revoked: Vec<_> = lock(&state.revocations)
-                .iter()
-                .filter(|(ca, _, _)| *ca == index)
-                .map(|(_, serial, at)| (serial.clone(), *at))
-                .collect();
-            return match a.crl(&revoked, revoked.len() as u64 + 1) {
+            let revoked = super::state::crl_entries(state, index);
+            return match a.crl(&revoked, super::state::next_crl_number(state)) {
                 Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
                 Err(e) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, format!("Error: {e}")).into_response()
