@@ -76,6 +76,20 @@ impl std::fmt::Debug for CaIdentity {
     }
 }
 
+/// What `fleetsim emulate --state` restores of the CA besides its records: every issuing CA
+/// (the ECDSA and the RSA one) and the key of its Azure AD stand-in tokens. Secret.
+#[derive(Clone, Default)]
+pub struct CaSecrets {
+    pub authorities: Vec<CaIdentity>,
+    pub token_secret: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for CaSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaSecrets({} CAs, <keys>)", self.authorities.len())
+    }
+}
+
 /// What restarted emulators start from.
 #[derive(Debug, Clone, Default)]
 pub struct Restore {

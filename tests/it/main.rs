@@ -38,5 +38,6 @@ mod report_merge;
 mod resume;
 mod revocation;
 mod run_command;
+mod server_limits;
 mod shard;
 mod validate;

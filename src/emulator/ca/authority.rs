@@ -153,26 +153,32 @@ impl Authority {
             .collect()
     }
 
-    /// The CA as it was saved by [`Authority::identity`], serving under `public_base`.
+    /// The CA as it was saved by [`Authority::identity`], serving under `public_base`. Its key
+    /// kind and friendly name are read from its certificate.
     pub fn restore(
         id: &crate::emulator::persist::CaIdentity,
         max_cert_life_days: u32,
         public_base: &str,
         clock: Clock,
     ) -> Result<Self, rcgen::Error> {
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        let (key, friendly_name) = describe_issuing(&id.issuing_der)
+            .ok_or_else(|| rcgen::Error::X509("stored issuing CA certificate".into()))?;
+        let algorithm = match key {
+            IssuingKey::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            IssuingKey::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+        };
+        let pair = KeyPair::from_pkcs8_der_and_sign_algo(
             &rustls_pki_types::PrivatePkcs8KeyDer::from(id.issuing_key_pkcs8.clone()),
-            &rcgen::PKCS_ECDSA_P256_SHA256,
+            algorithm,
         )?;
-        let issuer = Issuer::from_ca_cert_der(&id.issuing_der, key)?;
+        let issuer = Issuer::from_ca_cert_der(&id.issuing_der, pair)?;
         Ok(Self {
             ca_issuers_url: format!("{public_base}certs/{}.cer", id.ca_id),
             crl_url: format!("{public_base}crl/{}.crl", id.ca_id),
             ca_id: id.ca_id.clone(),
             template_id: id.template_id.clone(),
-            // Only the default issuing CA is saved (see `CaEmulator::identity`).
-            friendly_name: "fleetsim EZCA ECDSA Issuing CA".into(),
-            key: IssuingKey::EcdsaP256,
+            friendly_name,
+            key,
             max_cert_life_days,
             root_der: id.root_der.clone(),
             issuing_der: id.issuing_der.clone(),
@@ -275,6 +281,22 @@ impl Authority {
         };
         Ok(params.signed_by(&self.issuer)?.der().to_vec())
     }
+}
+
+/// The key kind and the friendly name (its CN) of an issuing CA's certificate.
+fn describe_issuing(der: &[u8]) -> Option<(IssuingKey, String)> {
+    use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let algorithm = &cert.public_key().algorithm.algorithm;
+    let key = if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        IssuingKey::EcdsaP256
+    } else if *algorithm == OID_PKCS1_RSAENCRYPTION {
+        IssuingKey::Rsa2048
+    } else {
+        return None;
+    };
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some((key, name.to_string()))
 }
 
 /// Accepts `CERTIFICATE REQUEST` and `NEW CERTIFICATE REQUEST` armour, CRLF or LF, any line width.

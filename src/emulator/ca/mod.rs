@@ -47,8 +47,9 @@ pub use issued::IssuedCertificate;
 pub use state::RevocationHook;
 
 use super::error::EmulatorError;
+use super::http::HttpLimits;
 use super::listener::ListenerStats;
-use super::tls::{ServerPki, spawn_https};
+use super::tls::{ServerPki, spawn_https_with};
 use crate::clock::Clock;
 use crate::sync::lock;
 use state::{CaState, Revocation, revoke};
@@ -86,25 +87,41 @@ impl CaEmulator {
         config: &CaConfig,
         identity: Option<&super::persist::CaIdentity>,
     ) -> Result<Self, EmulatorError> {
+        let saved = super::persist::CaSecrets {
+            authorities: identity.into_iter().cloned().collect(),
+            token_secret: None,
+        };
+        Self::from_saved(listener, config, &saved)
+    }
+
+    /// Like [`CaEmulator::new`], with the issuing CAs and token key saved earlier (`fleetsim
+    /// emulate --state`): what it issued chains to the same roots and its tokens stay valid.
+    /// New ones are made for what `saved` lacks.
+    pub fn from_saved(
+        listener: &TcpListener,
+        config: &CaConfig,
+        saved: &super::persist::CaSecrets,
+    ) -> Result<Self, EmulatorError> {
         let addr = listener.local_addr()?;
         let url = format!("https://{addr}/");
-        // A resumed soak restores the one issuing CA its devices used (the default, ECDSA one).
-        let authorities = match identity {
-            Some(id) => vec![Authority::restore(
-                id,
-                config.max_cert_life_days,
-                &url,
-                config.clock,
-            )?],
-            None => Authority::hierarchy(
+        let authorities = match saved.authorities.is_empty() {
+            false => saved
+                .authorities
+                .iter()
+                .map(|id| Authority::restore(id, config.max_cert_life_days, &url, config.clock))
+                .collect::<Result<Vec<_>, _>>()?,
+            true => Authority::hierarchy(
                 "fleetsim EZCA",
                 config.max_cert_life_days,
                 &url,
                 config.clock,
             )?,
         };
-        let tokens = TokenAuthority::new(super::token::EZCA_AUDIENCE)
-            .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
+        let tokens = match saved.token_secret {
+            Some(secret) => TokenAuthority::with_secret(super::token::EZCA_AUDIENCE, secret),
+            None => TokenAuthority::new(super::token::EZCA_AUDIENCE)
+                .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?,
+        };
         Ok(Self {
             state: Arc::new(CaState {
                 authorities,
@@ -129,16 +146,51 @@ impl CaEmulator {
         })
     }
 
-    /// Serves HTTPS on `listener` with a server certificate from `pki` until `shutdown`.
+    /// What [`CaEmulator::from_saved`] restores: every issuing CA and the token key (secret).
+    pub fn secrets(&self) -> super::persist::CaSecrets {
+        super::persist::CaSecrets {
+            authorities: self
+                .state
+                .authorities
+                .iter()
+                .map(Authority::identity)
+                .collect(),
+            token_secret: Some(self.state.tokens.secret()),
+        }
+    }
+
+    /// Serves HTTPS on `listener` with a server certificate from `pki` until `shutdown`, under
+    /// the default [`HttpLimits`].
     pub fn serve(
         &self,
         listener: TcpListener,
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        self.serve_with(listener, pki, HttpLimits::default(), shutdown)
+    }
+
+    /// Like [`CaEmulator::serve`], with `limits` (timeouts, header size, connection cap); every
+    /// request but the public certificates and CRLs is authenticated before its body is read.
+    pub fn serve_with(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        limits: HttpLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let counters = self.state.listeners.clone();
         let router = routes::router(self.state.clone());
-        spawn_https(listener, pki, &["localhost"], counters, router, shutdown)
+        let options = routes::http_options(self.state.clone(), limits);
+        spawn_https_with(
+            listener,
+            pki,
+            &["localhost"],
+            counters,
+            router,
+            options,
+            shutdown,
+        )
     }
 
     /// What the CA's accept loop saw: connections, failed TLS handshakes, accept errors.
@@ -162,8 +214,21 @@ impl CaEmulator {
     pub fn restore(&self, issued: &[IssuedRecord], domains: &[(String, Domain)]) {
         let mut book = lock(&self.state.issued);
         let mut revocations = lock(&self.state.revocations);
+        let subjects: Vec<Option<Vec<u8>>> = self
+            .state
+            .authorities
+            .iter()
+            .map(|a| raw_name(&a.issuing_der, false))
+            .collect();
         for r in issued {
-            let Some(cert) = IssuedCertificate::from_der(&r.der, r.ca, &r.requested_by, r.revoked)
+            // The CA that signed it is the one whose subject is its issuer (the record's index
+            // is only a fallback: a resumed soak restores one CA).
+            let issuer = raw_name(&r.der, true);
+            let ca = subjects
+                .iter()
+                .position(|s| s.is_some() && *s == issuer)
+                .unwrap_or(r.ca);
+            let Some(cert) = IssuedCertificate::from_der(&r.der, ca, &r.requested_by, r.revoked)
             else {
                 tracing::warn!(subject = %r.subject_cn, "a stored certificate does not parse: skipped");
                 continue;
@@ -248,4 +313,14 @@ impl CaEmulator {
             .get(&name.to_ascii_lowercase())
             .cloned()
     }
+}
+
+/// The raw DER of a certificate's issuer (`issuer`) or subject name.
+fn raw_name(der: &[u8], issuer: bool) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = match issuer {
+        true => cert.issuer(),
+        false => cert.subject(),
+    };
+    Some(name.as_raw().to_vec())
 }

@@ -33,8 +33,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::error::EmulatorError;
+use super::http::HttpLimits;
 use super::listener::Listener;
-use super::tls::{ServerPki, spawn_https};
+use super::tls::{ServerPki, spawn_https_with};
 use super::token::TokenAuthority;
 use crate::iothub::ConnectionString;
 use crate::iothub::registry::Device;
@@ -207,10 +208,23 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        self.serve_registry_with(listener, pki, HttpLimits::default(), shutdown)
+    }
+
+    /// Like [`HubEmulator::serve_registry`], with `limits`; every request is authorised before
+    /// its body is read (see `rest::http_options`).
+    pub fn serve_registry_with(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        limits: HttpLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let names = [self.state.host_name.as_str(), "localhost"];
         let counters = self.state.listeners.clone();
         let router = registry::router(self.state.clone());
-        spawn_https(listener, pki, &names, counters, router, shutdown)
+        let options = rest::http_options(self.state.clone(), limits);
+        spawn_https_with(listener, pki, &names, counters, router, options, shutdown)
     }
 
     /// What the hub saw of `device_id` (zeros for a device it never heard from).
