@@ -5,7 +5,8 @@
 //!    [`target`]) with the fleet's limits (`limits`), and start the Prometheus endpoint;
 //! 2. **register** the fleet's identities in bulk, if the scenario says so (`bulk`);
 //! 3. **drive**: start devices as the arrival processes say ([`arrivals`], `roster`), fire the
-//!    scenario's events (`events`) and write the timeline, interval log and checkpoints as they
+//!    scenario's events (`events`; fleetsim as the operator takes on the method, desired and
+//!    query events, `operator`) and write the timeline, interval log and checkpoints as they
 //!    fall due (`sampling`), until the duration has passed or the shutdown signal (e.g. Ctrl-C);
 //! 4. **wind down**: stop the devices cleanly, then the endpoint, the emulators and the state;
 //! 5. **finish**: the report (`report`).
@@ -17,6 +18,7 @@ mod error;
 mod events;
 mod health;
 mod limits;
+mod operator;
 mod plan;
 mod prometheus;
 mod report;
@@ -119,7 +121,9 @@ struct Run<'a> {
     /// The soak state (`--state`), if the run keeps one.
     soak: Option<resume::Opened>,
     events: events::Events,
-    /// Stops the arrival processes and the devices.
+    /// fleetsim as the operator, when the scenario has method, desired or query events.
+    operator: Option<operator::Operator>,
+    /// Stops the arrival processes, the devices and the operator.
     stop: CancellationToken,
     metrics: Option<prometheus::Endpoint>,
 }
@@ -174,6 +178,16 @@ impl<'a> Run<'a> {
         // Revocation events reach devices through a command channel each (only when the
         // scenario has events); they pick among the devices started so far.
         let events = events::Events::new(scenario, fleet.specs_mut());
+        let stop = CancellationToken::new();
+        let operator = events.need_operator().then(|| {
+            let share = options.shard.rate(1.0);
+            operator::Operator::new(
+                resolved.service.clone(),
+                resolved.services.clone(),
+                share,
+                &stop,
+            )
+        });
         let metrics = match &options.metrics_listener {
             Some(listener) => {
                 let emulators = resolved.emulators.as_ref();
@@ -191,7 +205,8 @@ impl<'a> Run<'a> {
             emulators: resolved.emulators,
             soak,
             events,
-            stop: CancellationToken::new(),
+            operator,
+            stop,
             metrics,
         })
     }
@@ -255,7 +270,7 @@ impl<'a> Run<'a> {
                 _ = tokio::time::sleep_until(timing.end) => break,
                 _ = tokio::time::sleep_until(next_event.unwrap_or(timing.end)),
                     if next_event.is_some() => {
-                    self.events.fire(roster.started());
+                    self.events.fire(roster.started(), self.operator.as_mut());
                 }
                 tick = sampling.next() => sampling.take(tick, &self.recorder),
                 Some(done) = roster.next_finished(), if roster.is_running() => roster.finished(done),
@@ -302,6 +317,9 @@ impl<'a> Run<'a> {
         self.stop.cancel();
         arrivals.abort_all();
         while arrivals.join_next().await.is_some() {}
+        if let Some(operator) = &mut self.operator {
+            operator.finish().await;
+        }
         roster.drain(DRAIN).await;
         drop(watcher);
         let wall = timing.start.elapsed().as_secs_f64();
@@ -348,6 +366,7 @@ impl<'a> Run<'a> {
             roster: &ended.roster,
             hub: ended.hub.as_ref(),
             keys: &self.services.keys,
+            operator: self.operator.as_ref().map(operator::Operator::report),
         };
         let report = report::build(&sources, snapshot, timeline)?;
         let mut devices = ended.roster.reports;

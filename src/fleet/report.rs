@@ -29,6 +29,8 @@ pub(super) struct Sources<'a> {
     /// The embedded hub, whose own counts the report compares with the devices'.
     pub hub: Option<&'a HubEmulator>,
     pub keys: &'a KeySource,
+    /// What fleetsim as the operator did, if the scenario made it one.
+    pub operator: Option<crate::report::operator::OperatorReport>,
 }
 
 /// The report of the run, from its final `snapshot` and `timeline`.
@@ -63,6 +65,7 @@ pub(super) fn build(
         health,
     ));
     report.key_pool = s.keys.counts().map(key_pool);
+    report.operator = s.operator.clone();
     report.timeline = Some(timeline);
     // Last: the thresholds read the other sections.
     report.thresholds = crate::report::thresholds::evaluate(&s.scenario.thresholds, &report)?;

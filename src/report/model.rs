@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certificates::CertificateReport;
 use super::error::{ReportError, SCHEMA};
+use super::operator::OperatorReport;
 use super::stats::{self, HistogramMap, PhaseStats};
 use super::timeline::Timeline;
 use crate::metrics::Snapshot;
@@ -51,6 +52,10 @@ pub struct Report {
     /// Certificate health, renewals, swaps and revocations ([`super::certificates`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<CertificateReport>,
+    /// What fleetsim as the operator did (direct methods, desired properties, queries), when
+    /// the scenario has such events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorReport>,
     /// How the key pool served the run (`certificate.key_source: pool` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pool: Option<KeyPoolCounts>,
@@ -164,6 +169,7 @@ impl Report {
             thresholds: Vec::new(),
             hub: None,
             certificates: None,
+            operator: None,
             key_pool: None,
             timeline: None,
         })
