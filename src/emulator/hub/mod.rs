@@ -190,13 +190,8 @@ impl HubEmulator {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let identity = pki.issue_for(&listener, &[self.state.host_name.as_str(), "localhost"])?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(Arc::new(crate::emulator::tls::RequestClientCert::new()))
-            .with_single_cert(identity.chain, identity.key)?;
-        let listener =
-            Listener::new(listener, Arc::new(config)).counting(self.state.listeners.clone());
+        let config = crate::emulator::tls::client_cert_config(identity)?;
+        let listener = Listener::new(listener, config).counting(self.state.listeners.clone());
         let state = self.state.clone();
         Ok(tokio::spawn(
             listener.serve(shutdown, move |tls, closing| {

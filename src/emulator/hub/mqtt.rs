@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe,
-    SubscribeReasonCode,
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -22,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::{Admitted, authorize};
 use super::state::{DeviceCounters, HubState};
 use super::throttle::{Admission, Class};
-use crate::emulator::mqtt_wire::{read_packet, write_packet};
+use crate::emulator::mqtt_wire::{read_packet, suback, write_packet};
 use crate::iothub::topics;
 use crate::sync::lock;
 
@@ -272,16 +271,7 @@ impl<'a> Live<'a> {
             return Step::Close;
         }
         self.twin_subscribed |= s.filters.iter().any(|f| f.path == "$iothub/twin/res/#");
-        // IoT Hub grants QoS 0 or 1, never 2.
-        let codes = s
-            .filters
-            .iter()
-            .map(|f| match f.qos {
-                QoS::AtMostOnce => SubscribeReasonCode::Success(QoS::AtMostOnce),
-                _ => SubscribeReasonCode::Success(QoS::AtLeastOnce),
-            })
-            .collect();
-        Step::Reply(vec![Packet::SubAck(SubAck::new(s.pkid, codes))])
+        Step::Reply(vec![suback(s)])
     }
 
     /// Counts a drop unless the device left cleanly, and gives up the live slot if still ours.
