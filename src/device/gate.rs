@@ -102,16 +102,18 @@ impl Gate {
     }
 
     /// Waits until `class` may go ahead; a wait is recorded under the class's `limit.*` phase.
-    pub async fn wait(&self, class: TrafficClass, recorder: &Recorder) {
+    /// Returns whether it had to wait.
+    pub async fn wait(&self, class: TrafficClass, recorder: &Recorder) -> bool {
         let Some(limiter) = &self.limiters[class.index()] else {
-            return;
+            return false;
         };
         if limiter.check().is_ok() {
-            return;
+            return false;
         }
         let start = Instant::now();
         limiter.until_ready().await;
         recorder.record(class.wait_phase(), Outcome::Ok, start, Instant::now());
+        true
     }
 
     /// The scheduler hands device `index` its place among the enrolments in flight.

@@ -350,9 +350,11 @@ impl Visitor<'_> for SelectionVisitor {
         f.write_str("a share of the devices such as 50%, or a number of devices such as 100")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Selection, E> {
-        v.parse::<Percent>()
-            .map(Selection::Share)
-            .map_err(E::custom)
+        v.parse::<Percent>().map(Selection::Share).map_err(|_| {
+            E::custom(format!(
+                "devices {v:?}: expected a share of the devices such as 50%, or a number of devices such as 100"
+            ))
+        })
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Selection, E> {
         u32::try_from(v)

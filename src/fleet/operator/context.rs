@@ -57,19 +57,25 @@ impl Context {
         slot(start, rate.map(|r| r * self.rate_share), i)
     }
 
-    /// Waits until `at`, then for the fleet's limit of `class`; false if the run stopped.
-    pub async fn wait_turn(&self, at: Instant, class: Option<TrafficClass>) -> bool {
+    /// Waits until `at`, then for the fleet's limit of `class`. Returns when the call is due:
+    /// `at`, or when the limit let it through if it had to wait (the wait is `limit.*`'s, so a
+    /// limit never shows as the hub's latency); `None` if the run stopped.
+    pub async fn wait_turn(&self, at: Instant, class: Option<TrafficClass>) -> Option<Instant> {
         tokio::select! {
-            _ = self.stop.cancelled() => return false,
+            _ = self.stop.cancelled() => return None,
             _ = tokio::time::sleep_until(at) => {}
         }
         let Some(class) = class else {
-            return true;
+            return Some(at);
         };
-        tokio::select! {
-            _ = self.stop.cancelled() => false,
-            _ = self.services.gate.wait(class, self.recorder()) => true,
-        }
+        let waited = tokio::select! {
+            _ = self.stop.cancelled() => return None,
+            w = self.services.gate.wait(class, self.recorder()) => w,
+        };
+        Some(match waited {
+            true => Instant::now(),
+            false => at,
+        })
     }
 
     /// The device ids of `targets`: a query is run (and timed as `registry.query`).
@@ -149,9 +155,7 @@ impl Context {
             }
             recorder.record(phase, e.outcome(), began, end);
             let wait = e.retry_after().unwrap_or(THROTTLED_WAIT);
-            if !self.wait_turn(Instant::now() + wait, class).await {
-                return None;
-            }
+            self.wait_turn(Instant::now() + wait, class).await?;
         }
     }
 }

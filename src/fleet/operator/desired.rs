@@ -51,13 +51,11 @@ pub async fn run(ctx: Arc<Context>, event: DesiredEvent, targets: Targets, slot:
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut patches = JoinSet::new();
     for (i, id) in ids.into_iter().enumerate() {
-        let intended = ctx.slot(start, event.rate.map(|r| r.0), i);
-        if !ctx
-            .wait_turn(intended, Some(TrafficClass::TwinUpdate))
-            .await
-        {
+        let slot_at = ctx.slot(start, event.rate.map(|r| r.0), i);
+        let class = Some(TrafficClass::TwinUpdate);
+        let Some(intended) = ctx.wait_turn(slot_at, class).await else {
             return;
-        }
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
@@ -133,9 +131,7 @@ async fn wait_for_ack(
         if next > deadline {
             return Some(false);
         }
-        if !ctx.wait_turn(next, Some(TrafficClass::TwinRead)).await {
-            return None;
-        }
+        ctx.wait_turn(next, Some(TrafficClass::TwinRead)).await?;
         let read = tokio::select! {
             _ = ctx.stop.cancelled() => return None,
             r = ctx.client.get_twin(id) => r,

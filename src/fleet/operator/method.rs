@@ -33,10 +33,10 @@ pub async fn run(ctx: Arc<Context>, event: MethodEvent, targets: Targets, slot: 
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut calls = JoinSet::new();
     for (i, id) in ids.into_iter().enumerate() {
-        let intended = ctx.slot(start, event.rate.map(|r| r.0), i);
-        if !ctx.wait_turn(intended, Some(TrafficClass::Method)).await {
+        let slot_at = ctx.slot(start, event.rate.map(|r| r.0), i);
+        let Some(intended) = ctx.wait_turn(slot_at, Some(TrafficClass::Method)).await else {
             return;
-        }
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };

@@ -24,7 +24,7 @@ pub async fn run(ctx: Arc<Context>, event: QueryEvent, slot: usize) {
             None if k == 0 => start,
             None => return,
         };
-        if !ctx.wait_turn(intended, None).await {
+        if ctx.wait_turn(intended, None).await.is_none() {
             return;
         }
         let attempted = ctx
