@@ -9,6 +9,7 @@ mod common;
 mod aad_tokens;
 mod amqp;
 mod arrivals;
+mod cloud_devices;
 mod cloud_scenarios;
 mod cohorts;
 mod dps;

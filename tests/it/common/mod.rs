@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
 //! child processes bounded in time ([`process`]).
 
+mod broker;
 mod hosts;
 mod process;
 
+pub use broker::{BrokerSession, ScriptedBroker};
 pub use hosts::map_host;
 pub use process::{Watched, output_within, python, scratch_dir};
 
