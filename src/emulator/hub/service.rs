@@ -78,26 +78,43 @@ struct Update {
     desired: Option<Map<String, Value>>,
 }
 
+/// Why a twin body cannot be used.
+enum BadBody {
+    /// Not JSON, or not an object: 400006 IotHubFormatError.
+    Format(String),
+    /// A section of the wrong type, or reported properties: 400004 ArgumentInvalid.
+    Invalid(String),
+}
+
+impl BadBody {
+    fn response(self) -> Response {
+        match self {
+            BadBody::Format(m) => format_error(&m),
+            BadBody::Invalid(m) => argument_invalid(&m),
+        }
+    }
+}
+
 /// Reads a twin body: an object whose `tags` and `properties.desired` are objects when present,
 /// and whose `properties.reported` holds nothing but read-only members.
-fn update_from(body: &[u8]) -> Result<Update, Response> {
+fn update_from(body: &[u8]) -> Result<Update, BadBody> {
     let body: Value =
-        serde_json::from_slice(body).map_err(|e| format_error(&format!("twin JSON: {e}")))?;
+        serde_json::from_slice(body).map_err(|e| BadBody::Format(format!("twin JSON: {e}")))?;
     let Value::Object(mut body) = body else {
-        return Err(format_error("twin JSON must be an object"));
+        return Err(BadBody::Format("twin JSON must be an object".into()));
     };
     let section = |v: Option<Value>, name: &str| match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(argument_invalid(&format!("{name} must be a JSON object"))),
+        Some(_) => Err(BadBody::Invalid(format!("{name} must be a JSON object"))),
     };
     let tags = section(body.remove("tags"), "tags")?;
     let mut properties = section(body.remove("properties"), "properties")?.unwrap_or_default();
     let desired = section(properties.remove("desired"), "properties.desired")?;
     let reported = section(properties.remove("reported"), "properties.reported")?;
     if reported.is_some_and(|r| r.keys().any(|k| !k.starts_with('$'))) {
-        return Err(argument_invalid(
-            "reported properties are written by the device only",
+        return Err(BadBody::Invalid(
+            "reported properties are written by the device only".into(),
         ));
     }
     Ok(Update { tags, desired })
@@ -141,9 +158,9 @@ async fn update_twin(
     }
     let update = match update_from(&body) {
         Ok(u) => u,
-        Err(r) => {
+        Err(bad) => {
             bump(&state.service.invalid_updates);
-            return r;
+            return bad.response();
         }
     };
     let Some(device) = lock(&state.devices).get(&id).cloned() else {

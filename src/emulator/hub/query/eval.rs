@@ -5,9 +5,18 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use super::{Condition, Op, Operand};
+use super::syntax::{Condition, Op, Operand, Query};
 
-pub(super) fn condition(c: &Condition, twin: &Value) -> Option<bool> {
+impl Query {
+    /// Whether the twin document `twin` is selected.
+    pub fn selects(&self, twin: &Value) -> bool {
+        self.condition
+            .as_ref()
+            .is_none_or(|c| condition(c, twin) == Some(true))
+    }
+}
+
+fn condition(c: &Condition, twin: &Value) -> Option<bool> {
     match c {
         Condition::And(a, b) => match (condition(a, twin), condition(b, twin)) {
             (Some(false), _) | (_, Some(false)) => Some(false),

@@ -1,7 +1,7 @@
 //! The query tokenizer: names (keywords among them), string and number literals, punctuation
 //! and comparison operators, each with the column it starts at.
 
-use super::QueryError;
+use super::syntax::QueryError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Tok {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::lex::{Tok, Token};
-use super::{Condition, MAX_NESTING, Op, Operand, Query, QueryError, Selection};
+use super::syntax::{Condition, MAX_NESTING, Op, Operand, Query, QueryError, Selection};
 
 pub(super) struct Parser {
     tokens: Vec<Token>,

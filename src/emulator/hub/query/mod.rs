@@ -25,68 +25,11 @@
 //!
 //! Whatever the input, parsing ends in a syntax tree or a [`QueryError`] naming the column
 //! (1-based, in characters) where it went wrong; input length and nesting are bounded.
+//!
+//! Files: `syntax` (the tree, the error, the limits), `lex`, `parser`, `eval` (which also gives
+//! [`Query::selects`]); they import `syntax` and never this file.
 
-use serde_json::Value;
-
-/// The longest query text accepted.
-pub const MAX_QUERY_CHARS: usize = 8192;
-/// How deeply conditions may nest (parentheses and NOTs).
-const MAX_NESTING: usize = 64;
-
-/// Why a query does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("at column {column}: {message}")]
-pub struct QueryError {
-    pub column: usize,
-    pub message: String,
-}
-
-/// A parsed query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Query {
-    pub selection: Selection,
-    pub condition: Option<Condition>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Selection {
-    /// `SELECT *`: whole twins.
-    All,
-    /// `SELECT COUNT() AS name`: one row `{name: count}`.
-    Count { alias: String },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Condition {
-    And(Box<Condition>, Box<Condition>),
-    Or(Box<Condition>, Box<Condition>),
-    Not(Box<Condition>),
-    Compare(Operand, Op, Operand),
-    In {
-        operand: Operand,
-        list: Vec<Value>,
-        negated: bool,
-    },
-    IsDefined(Vec<String>),
-    StartsWith(Vec<String>, String),
-    EndsWith(Vec<String>, String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Operand {
-    Path(Vec<String>),
-    Literal(Value),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
+pub use syntax::{Condition, MAX_QUERY_CHARS, Op, Operand, Query, QueryError, Selection};
 
 /// Parses `text`.
 pub fn parse(text: &str) -> Result<Query, QueryError> {
@@ -101,19 +44,10 @@ pub fn parse(text: &str) -> Result<Query, QueryError> {
     parser::Parser::new(tokens, chars).query()
 }
 
-impl Query {
-    /// Whether the twin document `twin` is selected.
-    pub fn selects(&self, twin: &Value) -> bool {
-        self.condition
-            .as_ref()
-            .is_none_or(|c| eval::condition(c, twin) == Some(true))
-    }
-}
-
 mod eval;
 mod lex;
 mod parser;
+mod syntax;
 
 #[cfg(test)]
-#[path = "query_tests.rs"]
 mod tests;

@@ -1,4 +1,4 @@
-//! The query language: what parses into what, what selects which twins, where errors point, and
+//! The query language (unit tests): what parses into what, what selects which twins, where errors point, and
 //! that no input makes the parser panic.
 
 use rand::rngs::StdRng;
