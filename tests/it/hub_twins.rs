@@ -209,3 +209,39 @@ async fn updates_iot_hub_refuses_are_answered_and_counted() {
     assert_eq!(twin["version"], 1, "nothing was applied: {twin}");
     e.shutdown().await;
 }
+
+#[tokio::test]
+async fn reported_patches_iot_hub_refuses_keep_the_session() {
+    let e = common::start_emulators(Clock::real()).await;
+    let mut device = common::online(&e, "tw-dev").await;
+    device.subscribe(&["$iothub/twin/res/#"]).await;
+    let path = |rid: u32| format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}");
+    device.publish(&path(1), b"{not json").await;
+    assert_eq!(
+        device.next_publish().await.topic,
+        "$iothub/twin/res/400/?$rid=1"
+    );
+    device.publish(&path(2), br#"{"bad key": 1}"#).await;
+    assert_eq!(
+        device.next_publish().await.topic,
+        "$iothub/twin/res/400/?$rid=2"
+    );
+    let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(33 * 1024));
+    device.publish(&path(3), big.as_bytes()).await;
+    assert_eq!(
+        device.next_publish().await.topic,
+        "$iothub/twin/res/413/?$rid=3"
+    );
+    device.publish(&path(4), br#"{"fw": "2"}"#).await;
+    assert_eq!(
+        device.next_publish().await.topic,
+        "$iothub/twin/res/204/?$rid=4&$version=2",
+        "the session carries on and nothing refused was applied"
+    );
+    let stats = e.hub.stats();
+    assert_eq!(
+        (stats.invalid_updates, stats.too_large, stats.twin_updates),
+        (2, 1, 1)
+    );
+    e.shutdown().await;
+}
