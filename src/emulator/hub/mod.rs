@@ -29,6 +29,7 @@ mod service;
 mod state;
 pub mod throttle;
 pub mod twin;
+mod twin_view;
 
 use std::collections::HashMap;
 use std::future::Future;

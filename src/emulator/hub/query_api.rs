@@ -22,6 +22,8 @@ use super::query::{Query, Selection, parse};
 use super::rest::{ApiVersion, admit_as, argument_invalid, format_error};
 use super::state::{HubState, bump};
 use super::throttle::Class;
+use super::twin::Twin;
+use super::twin_view::TwinView;
 use crate::sync::lock;
 
 /// IoT Hub's largest page.
@@ -62,8 +64,7 @@ async fn query(
         }
     };
     bump(&state.service.queries);
-    let rows = run(&state, &parsed);
-    answer(&text, &parsed.selection, rows, page)
+    answer(&text, &parsed, &state, page)
 }
 
 /// Where a page starts and how long it is.
@@ -104,34 +105,49 @@ fn request(headers: &HeaderMap, body: &[u8]) -> Result<(String, Page), Box<Respo
     Ok((text, Page { offset, size }))
 }
 
-/// The twin documents `query` selects, in device-id order.
-fn run(state: &HubState, query: &Query) -> Vec<Value> {
+/// How many twins `query` selects, and the JSON of those on `page` (all of them when `None`),
+/// in device-id order. Twins are matched in place ([`TwinView`]); only the page's are built.
+fn run(state: &HubState, query: &Query, page: Option<&Page>) -> (usize, Vec<Value>) {
     let mut devices: Vec<_> = lock(&state.devices).values().cloned().collect();
     devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
     let devices = state.device_views(devices);
-    let twins = lock(&state.twins).clone();
-    devices
-        .iter()
-        .map(|d| match twins.get(&d.device_id) {
-            Some(t) => t.service_json(d),
-            None => super::twin::Twin::default().service_json(d),
-        })
-        .filter(|doc| query.selects(doc))
-        .collect()
+    let fresh = Twin::default();
+    let twins = lock(&state.twins);
+    let (start, end) = page.map_or((0, usize::MAX), |p| {
+        (p.offset, p.offset.saturating_add(p.size))
+    });
+    let mut matched = 0;
+    let mut items = Vec::new();
+    for device in &devices {
+        let twin = twins.get(&device.device_id).unwrap_or(&fresh);
+        if !query.selects(&TwinView { twin, device }) {
+            continue;
+        }
+        if (start..end).contains(&matched) {
+            items.push(twin.service_json(device));
+        }
+        matched += 1;
+    }
+    (matched, items)
 }
 
-fn answer(text: &str, selection: &Selection, rows: Vec<Value>, page: Page) -> Response {
-    let (items, item_type, more) = match selection {
+fn answer(text: &str, query: &Query, state: &HubState, page: Page) -> Response {
+    let (items, item_type, more) = match &query.selection {
         Selection::Count { alias } => {
-            let row = serde_json::json!({ alias.clone(): rows.len() });
-            (vec![row], "raw", false)
+            let (count, _) = run(state, query, Some(&Page { offset: 0, size: 0 }));
+            (
+                vec![serde_json::json!({ alias.clone(): count })],
+                "raw",
+                false,
+            )
         }
         Selection::All => {
-            let end = page.offset.saturating_add(page.size).min(rows.len());
-            let start = page.offset.min(end);
-            let more = end < rows.len();
-            let items = rows.into_iter().skip(start).take(end - start).collect();
-            (items, "twin", more)
+            let (matched, items) = run(state, query, Some(&page));
+            (
+                items,
+                "twin",
+                page.offset.saturating_add(page.size) < matched,
+            )
         }
     };
     let mut response = Json(Value::Array(items)).into_response();

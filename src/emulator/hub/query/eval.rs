@@ -1,22 +1,37 @@
 //! Evaluates a condition against a twin document, three-valued: `Some(true)`, `Some(false)`, or
 //! `None` (undefined: a missing member, or operands of different types).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde_json::Value;
 
 use super::syntax::{Condition, Op, Operand, Query};
 
+/// What a query runs against: the member at a path of a twin document.
+pub trait Document {
+    /// The member at `path` (names match case-sensitively, as twin keys do), if there is one.
+    fn member(&self, path: &[String]) -> Option<Cow<'_, Value>>;
+}
+
+impl Document for Value {
+    fn member(&self, path: &[String]) -> Option<Cow<'_, Value>> {
+        path.iter()
+            .try_fold(self, |v, name| v.as_object()?.get(name))
+            .map(Cow::Borrowed)
+    }
+}
+
 impl Query {
     /// Whether the twin document `twin` is selected.
-    pub fn selects(&self, twin: &Value) -> bool {
+    pub fn selects(&self, twin: &dyn Document) -> bool {
         self.condition
             .as_ref()
             .is_none_or(|c| condition(c, twin) == Some(true))
     }
 }
 
-fn condition(c: &Condition, twin: &Value) -> Option<bool> {
+fn condition(c: &Condition, twin: &dyn Document) -> Option<bool> {
     match c {
         Condition::And(a, b) => match (condition(a, twin), condition(b, twin)) {
             (Some(false), _) | (_, Some(false)) => Some(false),
@@ -30,7 +45,8 @@ fn condition(c: &Condition, twin: &Value) -> Option<bool> {
         },
         Condition::Not(inner) => condition(inner, twin).map(|b| !b),
         Condition::Compare(left, op, right) => {
-            compare(operand(left, twin)?, *op, operand(right, twin)?)
+            let (left, right) = (operand(left, twin)?, operand(right, twin)?);
+            compare(&left, *op, &right)
         }
         Condition::In {
             operand: o,
@@ -38,30 +54,28 @@ fn condition(c: &Condition, twin: &Value) -> Option<bool> {
             negated,
         } => {
             let value = operand(o, twin)?;
-            let found = list.iter().any(|v| compare(value, Op::Eq, v) == Some(true));
+            let found = list
+                .iter()
+                .any(|v| compare(&value, Op::Eq, v) == Some(true));
             Some(found != *negated)
         }
-        Condition::IsDefined(path) => Some(lookup(twin, path).is_some()),
-        Condition::StartsWith(path, prefix) => lookup(twin, path)?
+        Condition::IsDefined(path) => Some(twin.member(path).is_some()),
+        Condition::StartsWith(path, prefix) => twin
+            .member(path)?
             .as_str()
             .map(|s| s.starts_with(prefix.as_str())),
-        Condition::EndsWith(path, suffix) => lookup(twin, path)?
+        Condition::EndsWith(path, suffix) => twin
+            .member(path)?
             .as_str()
             .map(|s| s.ends_with(suffix.as_str())),
     }
 }
 
-fn operand<'a>(o: &'a Operand, twin: &'a Value) -> Option<&'a Value> {
+fn operand<'a>(o: &'a Operand, twin: &'a dyn Document) -> Option<Cow<'a, Value>> {
     match o {
-        Operand::Literal(v) => Some(v),
-        Operand::Path(path) => lookup(twin, path),
+        Operand::Literal(v) => Some(Cow::Borrowed(v)),
+        Operand::Path(path) => twin.member(path),
     }
-}
-
-/// The member at `path`; names match case-sensitively, as twin keys do.
-fn lookup<'a>(twin: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter()
-        .try_fold(twin, |v, name| v.as_object()?.get(name))
 }
 
 /// Compares two values of the same type; `None` for different types, and for ordering booleans,

@@ -26,9 +26,14 @@
 //! Whatever the input, parsing ends in a syntax tree or a [`QueryError`] naming the column
 //! (1-based, in characters) where it went wrong; input length and nesting are bounded.
 //!
+//! A query runs against a [`Document`]: a twin's JSON, or anything that can answer for the
+//! members of one (the hub looks members up in its twin store rather than building every twin's
+//! JSON for a query over the whole registry).
+//!
 //! Files: `syntax` (the tree, the error, the limits), `lex`, `parser`, `eval` (which also gives
-//! [`Query::selects`]); they import `syntax` and never this file.
+//! [`Query::selects`] and [`Document`]); they import `syntax` and never this file.
 
+pub use eval::Document;
 pub use syntax::{Condition, MAX_QUERY_CHARS, Op, Operand, Query, QueryError, Selection};
 
 /// Parses `text`.

@@ -52,7 +52,7 @@ fn select(text: &str) -> Vec<String> {
     let q = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
     fleet()
         .iter()
-        .filter(|t| q.selects(t))
+        .filter(|t| q.selects(*t))
         .map(|t| t["deviceId"].as_str().unwrap().to_string())
         .collect()
 }
