@@ -94,7 +94,8 @@ pub struct EmulateArgs {
     /// IoT Hub AMQP/TLS port (C2D sends and the Event Hub-compatible endpoint).
     #[arg(long, default_value_t = 5671)]
     pub amqp_port: u16,
-    /// IoT Hub registry REST port.
+    /// IoT Hub service REST port: the registry, twins, direct methods, statistics and queries
+    /// (443 in Azure, fixed in Microsoft's service SDKs).
     #[arg(long, default_value_t = 8445)]
     pub registry_port: u16,
     /// The hub's host name (in device usernames and SAS tokens).
@@ -494,7 +495,10 @@ fn print_ready(w: &crate::emulator::standalone::Written) {
         "IoT Hub WebSocket: wss://{}/$iothub/websocket",
         w.hub_websocket
     );
-    println!("IoT Hub registry:  {}", w.hub_registry_url);
+    println!(
+        "IoT Hub registry:  {}  (devices, twins, methods, statistics, query)",
+        w.hub_registry_url
+    );
     if let Some(d) = &w.dps {
         println!(
             "DPS MQTT:          mqtts://{}  (host name {}, id scope {})",
