@@ -136,11 +136,12 @@ impl ShardPlan {
         );
         let _ = writeln!(
             s,
-            "  source ports {} towards the hub's MQTT address (of {PORTS_PER_ADDRESS} per address: {})",
+            "  source ports {} towards the hub's MQTT address (of {PORTS_PER_ADDRESS} per address with Linux's default range: {})",
             self.hub_connections,
             match self.hub_connections <= PORTS_PER_ADDRESS * 9 / 10 {
                 true => "fits",
-                false => "too many: use more pods or widen net.ipv4.ip_local_port_range",
+                false =>
+                    "too many: use more pods, or widen net.ipv4.ip_local_port_range as deploy/kubernetes does",
             }
         );
         if self.embedded {
