@@ -2,6 +2,7 @@
 //! child processes bounded in time ([`process`]).
 
 mod hosts;
+pub mod kube;
 mod process;
 
 pub use hosts::map_host;
