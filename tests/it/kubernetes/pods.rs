@@ -218,22 +218,18 @@ fn printed(root: &Path, name: &str) -> String {
     )
 }
 
-#[test]
-fn the_rendered_pods_merge_to_what_one_process_reports() {
-    let root = scratch_dir("k8s-pods");
-    let single_emulator = Emulator::start(root.join("emulator-single"));
-    let emulator = Emulator::start(root.join("emulator"));
-
-    // The same scenario in one process, against an emulator of its own (same device ids).
-    let single_file = root.join("single.yaml");
-    std::fs::write(&single_file, scenario(&single_emulator.target(), "k8s", "")).unwrap();
-    let single_report = root.join("single.json");
+/// The scenario run in one process against an emulator of its own: its report.
+fn run_single(root: &Path) -> Value {
+    let emulator = Emulator::start(root.join("emulator-single"));
+    let file = root.join("single.yaml");
+    std::fs::write(&file, scenario(&emulator.target(), "k8s", "")).unwrap();
+    let report = root.join("single.json");
     let single = output_within(
         Command::new(env!("CARGO_BIN_EXE_fleetsim"))
             .args(["run", "--quiet", "--report"])
-            .arg(&single_report)
-            .arg(&single_file)
-            .envs(single_emulator.credentials()),
+            .arg(&report)
+            .arg(&file)
+            .envs(emulator.credentials()),
         LIMIT,
     );
     assert!(
@@ -241,27 +237,12 @@ fn the_rendered_pods_merge_to_what_one_process_reports() {
         "{}",
         String::from_utf8_lossy(&single.stderr)
     );
+    read_json(&report)
+}
 
-    let overlay = overlay(&root, &scenario(&emulator.target(), "k8s", ""), "30s");
-    let resources = kube::render(&overlay);
-    let mut pods = launch(&root, &resources, emulator.credentials());
-    for (i, shard) in pods.shards.iter_mut().enumerate() {
-        let status = shard.wait_within(LIMIT);
-        let name = format!("fleetsim-shards-{i}");
-        assert!(status.success(), "{}", printed(&root, &name));
-    }
-    let verdict = pods.collector.wait_within(LIMIT);
-    let collector = printed(&root, "collector");
-    assert!(
-        verdict.success(),
-        "the merged thresholds pass:\n{collector}"
-    );
-    assert!(collector.contains("verdict: PASS"), "{collector}");
-
-    let merged = read_json(&pods.results.join("merged.json"));
-    let one = read_json(&single_report);
-    assert_eq!(merged["merged_from"].as_array().unwrap().len(), 4);
-    assert_eq!(merged["start_barrier"]["at"], pods.start_at.as_str());
+/// The merged report counts what the single process counted: devices, cohorts, messages and
+/// operations per phase.
+fn assert_same_counts(merged: &Value, one: &Value) {
     for field in ["planned", "started", "enrolled", "connected", "failed"] {
         assert_eq!(
             merged["devices"][field], one["devices"][field],
@@ -288,8 +269,37 @@ fn the_rendered_pods_merge_to_what_one_process_reports() {
         "mqtt.publish",
         "first_telemetry",
     ] {
-        assert_eq!(count(&merged, phase), count(&one, phase), "{phase}");
+        assert_eq!(count(merged, phase), count(one, phase), "{phase}");
     }
+}
+
+#[test]
+fn the_rendered_pods_merge_to_what_one_process_reports() {
+    let root = scratch_dir("k8s-pods");
+    // The same scenario in one process first, against an emulator of its own (same device ids).
+    let one = run_single(&root);
+
+    let emulator = Emulator::start(root.join("emulator"));
+    let overlay = overlay(&root, &scenario(&emulator.target(), "k8s", ""), "30s");
+    let resources = kube::render(&overlay);
+    let mut pods = launch(&root, &resources, emulator.credentials());
+    for (i, shard) in pods.shards.iter_mut().enumerate() {
+        let status = shard.wait_within(LIMIT);
+        let name = format!("fleetsim-shards-{i}");
+        assert!(status.success(), "{}", printed(&root, &name));
+    }
+    let verdict = pods.collector.wait_within(LIMIT);
+    let collector = printed(&root, "collector");
+    assert!(
+        verdict.success(),
+        "the merged thresholds pass:\n{collector}"
+    );
+    assert!(collector.contains("verdict: PASS"), "{collector}");
+
+    let merged = read_json(&pods.results.join("merged.json"));
+    assert_eq!(merged["merged_from"].as_array().unwrap().len(), 4);
+    assert_eq!(merged["start_barrier"]["at"], pods.start_at.as_str());
+    assert_same_counts(&merged, &one);
     let thresholds = merged["thresholds"].as_array().unwrap();
     assert_eq!(
         thresholds.len(),
@@ -318,7 +328,7 @@ fn the_rendered_pods_merge_to_what_one_process_reports() {
         out.contains("threshold failed: first_telemetry max < 1ms"),
         "{out}"
     );
-    drop((single_emulator, emulator));
+    drop(emulator);
     std::fs::remove_dir_all(&root).ok();
 }
 
