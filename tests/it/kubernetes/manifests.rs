@@ -82,6 +82,12 @@ fn every_kustomization_validates_against_the_kubernetes_schemas() {
             );
         }
     }
+    // The pod that copies the results volume out is applied on its own.
+    let fetch = kube::deploy_dir().join("fetch-results.yaml");
+    for version in VERSIONS {
+        let (passed, text) = validate(&fetch, version);
+        assert!(passed && text.contains("passed for resource pod/"), "{text}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
