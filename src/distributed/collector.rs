@@ -127,7 +127,8 @@ impl Collector {
         let path = self
             .dir
             .join(file_name(shard, matches!(parsed, Parsed::Failure(_))));
-        let tmp = path.with_extension("partial");
+        // A name of its own, so two deliveries of one shard at once never share a file.
+        let tmp = path.with_extension(format!("{}.partial", uuid::Uuid::new_v4().simple()));
         if let Err(e) = std::fs::write(&tmp, &file_body) {
             let text = format!("cannot keep the report: {}: {e}", tmp.display());
             return (StatusCode::INTERNAL_SERVER_ERROR, text);

@@ -131,7 +131,7 @@ impl ShardPlan {
         );
         let _ = writeln!(
             s,
-            "  open files {} (ulimit -n; container runtimes default to 1048576)",
+            "  open files {} (fleetsim raises its soft limit to the hard one, typically 524288+ in a container)",
             self.open_files
         );
         let _ = writeln!(

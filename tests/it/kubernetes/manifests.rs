@@ -86,7 +86,10 @@ fn every_kustomization_validates_against_the_kubernetes_schemas() {
     let fetch = kube::deploy_dir().join("fetch-results.yaml");
     for version in VERSIONS {
         let (passed, text) = validate(&fetch, version);
-        assert!(passed && text.contains("passed for resource pod/"), "{text}");
+        assert!(
+            passed && text.contains("passed for resource pod/"),
+            "{text}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
