@@ -12,6 +12,7 @@
 //! 5. **finish**: the report (`report`).
 
 pub mod arrivals;
+mod barrier;
 mod bulk;
 pub mod cohorts;
 mod error;
@@ -63,6 +64,9 @@ pub struct RunOptions {
     pub shard: Shard,
     /// Keep (and resume from) the soak's state in this SQLite file (`--state`).
     pub state: Option<crate::state::StateFile>,
+    /// Start the arrival clock at this wall-clock time (`--start-at`), so the shards of a
+    /// distributed run start together ([`barrier`]).
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// Everything a run produced. The embedded emulators have stopped serving, but their state can
@@ -136,6 +140,8 @@ struct Timing {
     end: Instant,
     /// When this part began, as wall-clock time (RFC 3339), for the report.
     started_at: String,
+    /// The start barrier and how late this process reached it (`--start-at`).
+    barrier: Option<crate::report::StartBarrier>,
 }
 
 /// A run whose devices have been driven until the end (or the shutdown signal).
@@ -244,11 +250,29 @@ impl<'a> Run<'a> {
             .soak
             .as_ref()
             .map_or(Duration::ZERO, |o| o.elapsed_before());
-        let timing = Timing::new(elapsed_before, self.scenario.duration.0);
+        let duration = self.scenario.duration.0;
+        let timing = match self.options.start_at {
+            None => Timing::new(elapsed_before, duration),
+            Some(at) => match barrier::wait(at, self.options.shard, shutdown.as_mut()).await {
+                Some(reached) => {
+                    let left = duration.saturating_sub(elapsed_before);
+                    if let Some(missed) = barrier::missed(&reached, left) {
+                        return Err(FleetError::Setup(missed));
+                    }
+                    Timing::at_barrier(reached, elapsed_before, duration)
+                }
+                // Stopped while waiting: no device starts, the report says it was interrupted.
+                None => {
+                    self.stop.cancel();
+                    Timing::new(elapsed_before, duration)
+                }
+            },
+        };
         let watcher = self.watch(&timing, quit);
         let log = self.options.interval_log.as_deref();
         let soak = self.soak.as_mut();
-        let mut sampling = Sampling::start(self.scenario, log, timing.start, elapsed_before, soak)?;
+        let elapsed = timing.begun.saturating_duration_since(timing.start);
+        let mut sampling = Sampling::start(self.scenario, log, timing.start, elapsed, soak)?;
         let journal = self.soak.as_ref().map(|o| o.journal());
         let (services, cohorts) = (self.services.clone(), self.fleet.names.len());
         let mut roster = Roster::new(services, &self.stop, journal, cohorts, self.fleet.planned);
@@ -360,6 +384,7 @@ impl<'a> Run<'a> {
             shard: self.options.shard,
             recorder: &self.recorder,
             started_at: ended.timing.started_at,
+            start_barrier: ended.timing.barrier,
             wall: ended.wall,
             interrupted: ended.interrupted,
             fleet: &self.fleet,
@@ -394,6 +419,23 @@ impl Timing {
             start,
             end: start + duration,
             started_at,
+            barrier: None,
+        }
+    }
+
+    /// Starts the clock at a start barrier this process `reached` (now, or earlier when it
+    /// came late): arrival slots and the end count from the barrier, whenever this began.
+    fn at_barrier(reached: barrier::Reached, elapsed_before: Duration, duration: Duration) -> Self {
+        let start = reached
+            .instant
+            .checked_sub(elapsed_before)
+            .unwrap_or(reached.instant);
+        Self {
+            begun: Instant::now(),
+            start,
+            end: start + duration,
+            started_at: reached.report.at.clone(),
+            barrier: Some(reached.report),
         }
     }
 }

@@ -21,6 +21,8 @@ pub(super) struct Sources<'a> {
     pub recorder: &'a Recorder,
     /// When the run started (RFC 3339) and how long it took (seconds).
     pub started_at: String,
+    /// The start barrier (`--start-at`) and this process's lateness, if it had one.
+    pub start_barrier: Option<crate::report::StartBarrier>,
     pub wall: f64,
     /// Stopped by the shutdown signal before its duration.
     pub interrupted: bool,
@@ -54,6 +56,7 @@ pub(super) fn build(
     report.interrupted = s.interrupted;
     report.devices = devices(s);
     report.shard = (!s.shard.is_whole()).then(|| s.shard.to_string());
+    report.start_barrier = s.start_barrier.clone();
     report.cohorts = cohorts(s);
     report.messages.failed = s.roster.reports.iter().map(|r| r.messages_failed).sum();
     report.hub = s.hub.map(|h| health::hub_counts(h.stats()));

@@ -26,7 +26,8 @@ pub mod timeline;
 pub use error::{ReportError, SCHEMA};
 pub use merge::{merge, merge_files, read_json};
 pub use model::{
-    CohortCounts, DeviceCounts, HubCounts, KeyPoolCounts, MessageCounts, Report, ThresholdResult,
+    CohortCounts, DeviceCounts, HubCounts, KeyPoolCounts, MessageCounts, Report, StartBarrier,
+    ThresholdResult,
 };
 pub use stats::{HistogramMap, LatencyStats, PhaseStats};
 pub use timeline::Timeline;

@@ -52,6 +52,18 @@ impl Report {
         if let Some(shard) = &self.shard {
             let _ = writeln!(s, "shard {shard} of the fleet");
         }
+        if let Some(b) = &self.start_barrier {
+            let _ = match b.late_shards.is_empty() {
+                true => writeln!(s, "start barrier {}: on time", b.at),
+                false => writeln!(
+                    s,
+                    "start barrier {}: {} late by up to {:.3} s (their devices count as late)",
+                    b.at,
+                    b.late_shards.join(", "),
+                    b.late_seconds
+                ),
+            };
+        }
         let d = &self.devices;
         let _ = writeln!(
             s,

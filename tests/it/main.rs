@@ -34,6 +34,7 @@ mod hub_websocket;
 mod interop_mosquitto;
 mod key_pool;
 mod keys_command;
+mod kubernetes;
 mod lifecycle;
 mod limits;
 mod operator;

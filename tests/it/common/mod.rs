@@ -3,6 +3,7 @@
 
 mod broker;
 mod hosts;
+pub mod kube;
 mod process;
 mod service;
 
