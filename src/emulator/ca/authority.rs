@@ -235,7 +235,12 @@ impl Authority {
         params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now;
-        params.not_after = now + self.clock.days(req.validity_days as f64);
+        // A compressed day times the validity can be past what a certificate date holds.
+        params.not_after = time::Duration::try_from(self.clock.days(req.validity_days as f64))
+            .ok()
+            .and_then(|d| now.checked_add(d))
+            .filter(|t| t.year() <= 9999)
+            .ok_or_else(|| refuse("ValidityInDays is past what a certificate date can hold"))?;
         let mut serial: [u8; 16] = rand::random();
         serial[0] &= 0x7f;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -436,6 +441,35 @@ mod tests {
                 ..too_long
             })
             .is_err()
+        );
+    }
+
+    #[test]
+    fn a_validity_past_certificate_dates_is_refused_not_a_panic() {
+        crate::crypto::install_crypto_provider();
+        // `emulate --time-scale 5000000000000000000s`: one day is 1.6e11 years of real time.
+        let clock = Clock::compressed(Duration::from_secs(5_000_000_000_000_000_000));
+        let cas = Authority::hierarchy("T", 30, "https://127.0.0.1:1/", clock).unwrap();
+        let key = DeviceKey::generate(KeyKind::P256).unwrap();
+        let csr = key.csr_pem("d1").unwrap();
+        let (ekus, kus) = (
+            crate::ezca::models::default_ekus(),
+            crate::ezca::models::default_key_usages(),
+        );
+        let subject = Subject::parse("CN=d1").unwrap();
+        let sans = vec![San::dns("d1").unwrap()];
+        let req = SignRequest {
+            subject: &subject,
+            sans: &sans,
+            csr_pem: &csr,
+            validity_days: 1,
+            ekus: &ekus,
+            key_usages: &kus,
+        };
+        let err = cas[1].sign(&req).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("past what a certificate date"),
+            "{err:?}"
         );
     }
 }
