@@ -23,6 +23,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,13 +32,13 @@ use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::listener::{Listener, Policy};
+use super::listener::{Listener, ListenerCounters, Policy};
 
 /// Timeouts and sizes of one HTTP server. The defaults suit the emulators' APIs; `fleetsim
 /// emulate` takes the timeouts and the connection cap as flags.
@@ -74,7 +75,7 @@ impl Default for HttpLimits {
 
 /// Decides from the request line and headers whether the request may go on; `Err` is the
 /// answer (401 and the like), sent without reading the body.
-pub type Gate = Arc<dyn Fn(&Parts) -> Result<(), Response> + Send + Sync>;
+pub type Gate = Arc<dyn Fn(&Parts) -> Result<(), Box<Response>> + Send + Sync>;
 
 /// The largest body each route takes (method, path as sent).
 pub type BodyLimits = Arc<dyn Fn(&Method, &str) -> usize + Send + Sync>;
@@ -134,12 +135,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let options = Arc::new(options);
+    let counters = listener.counters();
     listener
         .serve(shutdown, move |tls, closing| {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_connection(tls, h2, router.clone(), options.clone(), closing)
+            let served = Served {
+                router: router.clone(),
+                options: options.clone(),
+                counters: counters.clone(),
+            };
+            serve_connection(tls, h2, served, closing)
         })
         .await;
+}
+
+/// What each connection of one server is served with.
+struct Served {
+    router: axum::Router,
+    options: Arc<HttpOptions>,
+    counters: Arc<ListenerCounters>,
 }
 
 /// When a connection last had a request start or finish, and how many are in flight.
@@ -191,15 +205,15 @@ impl Drop for Busy {
 
 /// HTTP/2 (`h2`) or HTTP/1.1 on one TLS connection, until the client closes it, it idles past
 /// the limit, or `closing`.
-async fn serve_connection<S>(
-    io: S,
-    h2: bool,
-    router: axum::Router,
-    options: Arc<HttpOptions>,
-    closing: CancellationToken,
-) where
+async fn serve_connection<S>(io: S, h2: bool, served: Served, closing: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Served {
+        router,
+        options,
+        counters,
+    } = served;
     let limits = options.limits;
     let activity = Arc::new(Activity::new());
     let service = {
@@ -207,9 +221,19 @@ async fn serve_connection<S>(
         let inner = TowerToHyperService::new(router);
         hyper::service::service_fn(move |request| {
             let busy = activity.begin();
-            let (inner, options) = (inner.clone(), options.clone());
+            let (inner, options, counters) = (inner.clone(), options.clone(), counters.clone());
             async move {
-                let response = admit(request, &options, h2, &inner).await;
+                // An HTTP/2 stream's handler runs in a task of its own, out of the listener's
+                // sight: a panic is caught here for both versions, counted and answered 500.
+                let response = AssertUnwindSafe(admit(request, &options, h2, &inner))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|payload| {
+                        let message = crate::inject::panic_message(payload.as_ref());
+                        tracing::error!(%message, "an HTTP handler panicked");
+                        counters.count_panic();
+                        status(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                    });
                 drop(busy);
                 Ok::<_, Infallible>(response)
             }
@@ -273,7 +297,7 @@ async fn admit(
     if let Some(gate) = &options.gate
         && let Err(response) = gate(&parts)
     {
-        return refuse(response);
+        return refuse(*response);
     }
     let limit = (options.body_limits)(&parts.method, parts.uri.path());
     let declared = parts

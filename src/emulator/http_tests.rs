@@ -45,7 +45,9 @@ async fn start() -> Server {
     let gate: Gate = Arc::new(
         |parts: &Parts| match parts.headers.get(header::AUTHORIZATION) {
             Some(v) if v == "yes" => Ok(()),
-            _ => Err((StatusCode::UNAUTHORIZED, "Error: who are you").into_response()),
+            _ => Err(Box::new(
+                (StatusCode::UNAUTHORIZED, "Error: who are you").into_response(),
+            )),
         },
     );
     let options = HttpOptions::default()

@@ -277,6 +277,7 @@ async fn run_process(
         if due.send(device).is_err() {
             return;
         }
+        crate::inject::panic_at("arrivals");
     }
 }
 

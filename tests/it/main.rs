@@ -39,6 +39,7 @@ mod kubernetes;
 mod lifecycle;
 mod limits;
 mod operator;
+mod panics;
 mod peers;
 mod progress_lines;
 mod prometheus;

@@ -110,6 +110,7 @@ pub(super) fn request_v1(
     caller: &Caller,
     req: &CertificateCreateRequest,
 ) -> Result<CertificateDer<'static>, String> {
+    crate::inject::panic_at("emulator.ca");
     let (ca, _) = state.authority(req.ca_id.as_deref(), req.template_id.as_deref())?;
     let names = Names::parse(&req.subject_name, &req.subject_alt_names, &[])?;
     let terms = Terms {

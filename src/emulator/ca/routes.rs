@@ -46,7 +46,9 @@ pub(super) fn http_options(
             true => super::renew::verified_token(&state, auth).map(|_| ()),
             false => state.tokens.verify(auth).map(|_| ()),
         };
-        checked.map_err(|why| (StatusCode::UNAUTHORIZED, format!("Error: {why}")).into_response())
+        checked.map_err(|why| {
+            Box::new((StatusCode::UNAUTHORIZED, format!("Error: {why}")).into_response())
+        })
     };
     crate::emulator::http::HttpOptions::default()
         .with_limits(limits)

@@ -174,7 +174,7 @@ pub(super) fn http_options(
             .map(|q| q.0)
             .unwrap_or(ApiVersion { api_version: None });
         let resource = parts.uri.path().trim_start_matches('/');
-        authorize(&state, &parts.headers, &query, resource).map_err(|r| *r)
+        authorize(&state, &parts.headers, &query, resource)
     };
     crate::emulator::http::HttpOptions::default()
         .with_limits(limits)

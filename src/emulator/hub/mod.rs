@@ -296,6 +296,11 @@ impl HubEmulator {
         }
     }
 
+    /// What the hub's accept loops saw (all its endpoints), panicking handlers included.
+    pub fn listener_stats(&self) -> super::listener::ListenerStats {
+        self.state.listeners.snapshot()
+    }
+
     pub fn stats(&self) -> HubStats {
         let mut s = HubStats::default();
         for c in lock(&self.state.counters).values() {
