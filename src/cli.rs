@@ -172,6 +172,11 @@ pub struct EmulateArgs {
     /// Do not start DPS.
     #[arg(long)]
     pub no_dps: bool,
+    /// Keep the CA's and the hub's keys, the TLS trust root, the issued certificates, domains,
+    /// revocations and the hub's registry in FILE (0600: it holds private keys), so a
+    /// restarted `fleetsim emulate` is the same CA and hub to its clients. Created when absent.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 pub async fn main(cli: Cli) -> ExitCode {
@@ -500,6 +505,7 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         dps: dps_setup(&args),
         dir: &args.dir,
         token_lifetime_secs: 30 * 86_400,
+        state: args.state.as_deref(),
     };
     crate::emulator::standalone::run(options, print_ready, ctrl_c).await?;
     Ok(())

@@ -26,6 +26,7 @@ pub mod listener;
 pub mod mqtt_wire;
 pub mod persist;
 pub mod standalone;
+pub mod state_file;
 pub mod tls;
 pub mod token;
 pub mod websocket;
@@ -256,9 +257,12 @@ impl Emulators {
         let stop = CancellationToken::new();
 
         let ca_listener = bind(addrs.ca).await?;
-        let ca_emulator = CaEmulator::restored(&ca_listener, ca, restore.ca.as_ref())?;
+        let ca_emulator = match &restore.ca_secrets {
+            Some(saved) => CaEmulator::from_saved(&ca_listener, ca, saved)?,
+            None => CaEmulator::restored(&ca_listener, ca, restore.ca.as_ref())?,
+        };
         ca_emulator.restore(&restore.issued, &restore.domains);
-        let hub_emulator = HubEmulator::new(hub)?;
+        let hub_emulator = HubEmulator::from_saved(hub, restore.hub_secrets.as_ref())?;
         hub_emulator.restore_devices(&restore.hub_devices);
         hub_emulator.trust_ca(ca_emulator.root_der());
         if ca.disable_devices_on_revoke {

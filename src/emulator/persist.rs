@@ -55,7 +55,8 @@ pub enum JournalEvent {
     },
 }
 
-/// Where emulators report durable changes. Must not block: it only queues.
+/// Where emulators report durable changes. Must not block for long: it queues (a resumed
+/// soak's SQLite writer) or appends one line (`fleetsim emulate --state`).
 pub trait Journal: Send + Sync {
     fn record(&self, event: JournalEvent);
 }
@@ -90,10 +91,28 @@ impl std::fmt::Debug for CaSecrets {
     }
 }
 
+/// What `fleetsim emulate --state` restores of the hub: the `iothubowner` policy key (base64)
+/// and the key of its Azure AD stand-in tokens. Secret.
+#[derive(Clone)]
+pub struct HubSecrets {
+    pub policy_key: String,
+    pub token_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for HubSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HubSecrets(<keys>)")
+    }
+}
+
 /// What restarted emulators start from.
 #[derive(Debug, Clone, Default)]
 pub struct Restore {
+    /// The default issuing CA (a resumed soak); `ca_secrets`, when given, restores all of them.
     pub ca: Option<CaIdentity>,
+    /// Every issuing CA and the token key (`fleetsim emulate --state`).
+    pub ca_secrets: Option<CaSecrets>,
+    pub hub_secrets: Option<HubSecrets>,
     pub issued: Vec<IssuedRecord>,
     pub domains: Vec<(String, Domain)>,
     pub hub_devices: Vec<Device>,

@@ -15,6 +15,7 @@ mod cloud_scenarios;
 mod cohorts;
 mod dps;
 mod emulate_remote;
+mod emulate_state;
 mod ezca_capacity;
 mod ezca_emulator;
 mod ezca_endpoints;

@@ -149,19 +149,34 @@ pub struct HubEmulator {
 
 impl HubEmulator {
     pub fn new(config: &HubConfig) -> Result<Self, EmulatorError> {
-        let key: [u8; 32] = rand::random();
+        Self::from_saved(config, None)
+    }
+
+    /// Like [`HubEmulator::new`], with the `iothubowner` key and the token key saved earlier
+    /// (`fleetsim emulate --state`): connection strings and tokens handed out stay valid.
+    pub fn from_saved(
+        config: &HubConfig,
+        saved: Option<&super::persist::HubSecrets>,
+    ) -> Result<Self, EmulatorError> {
+        let policy_key = match saved {
+            Some(s) => s.policy_key.clone(),
+            None => base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()),
+        };
         let disabled_connack = match config.disabled_connack {
             5 => ConnectReturnCode::NotAuthorized,
             _ => ConnectReturnCode::ServiceUnavailable,
         };
-        let tokens = TokenAuthority::new(super::token::IOTHUB_AUDIENCE)
-            .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
+        let tokens = match saved {
+            Some(s) => TokenAuthority::with_secret(super::token::IOTHUB_AUDIENCE, s.token_secret),
+            None => TokenAuthority::new(super::token::IOTHUB_AUDIENCE)
+                .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?,
+        };
         Ok(Self {
             state: Arc::new(HubState {
                 host_name: config.host_name.clone(),
                 disabled_connack,
                 policy_name: "iothubowner".into(),
-                policy_key: base64::engine::general_purpose::STANDARD.encode(key),
+                policy_key,
                 devices: Mutex::new(HashMap::new()),
                 counters: Mutex::new(HashMap::new()),
                 trust: RwLock::new(Trust {
@@ -346,6 +361,14 @@ impl HubEmulator {
     /// Sends every registry change to `journal` from now on (set once).
     pub fn set_journal(&self, journal: Arc<dyn super::persist::Journal>) {
         let _ = self.state.journal.set(journal);
+    }
+
+    /// What [`HubEmulator::from_saved`] restores (secret).
+    pub fn secrets(&self) -> super::persist::HubSecrets {
+        super::persist::HubSecrets {
+            policy_key: self.state.policy_key.clone(),
+            token_secret: self.state.tokens.secret(),
+        }
     }
 
     /// Seeds a restarted hub's registry.
