@@ -44,6 +44,7 @@ mod panics;
 mod peers;
 mod progress_lines;
 mod prometheus;
+mod properties;
 mod renewal_schedule;
 mod renewal_swap;
 mod report_merge;
