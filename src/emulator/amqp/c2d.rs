@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::codec::Value;
-use super::message::Message;
+use crate::amqp::codec::Value;
+use crate::amqp::message::Message;
 use crate::emulator::gcra::{Admission, Bucket};
 use crate::sync::lock;
 
