@@ -1,10 +1,13 @@
 //! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
 //! child processes bounded in time ([`process`]).
 
+mod broker;
 mod hosts;
+pub mod kube;
 mod process;
 mod service;
 
+pub use broker::{BrokerSession, ScriptedBroker};
 pub use hosts::map_host;
 pub use process::{Watched, output_within, python, scratch_dir};
 pub use service::{Answer, Service};
