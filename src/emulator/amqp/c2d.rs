@@ -1,11 +1,18 @@
 //! Cloud-to-device messages as the hub holds them: [`C2dMessage`] (what a service sent to
 //! `/messages/devicebound`), the [`C2dSink`] the AMQP endpoint hands them to, and [`C2dQueues`],
 //! the in-memory per-device queues with IoT Hub's limits (reference §3: 50 pending per device,
-//! 64 KB per message; TTL from the message's expiry or the hub default of one hour) and the
-//! feedback records `iothub-ack` asks for.
+//! 64 KB per message; TTL from the message's expiry or the hub default of one hour), the C2D
+//! throttle (reference §5.1, per minute: a minute's worth of burst, as the hub's other
+//! per-minute throttles) and the feedback records `iothub-ack` asks for.
+//!
+//! The hub owns the queues; the AMQP endpoint fills them and the hub's MQTT endpoint delivers
+//! from them. A message out for delivery is *in flight* to one connection (its owner), so a
+//! connection that goes away puts back only what it held ([`C2dQueues::release`]) and never a
+//! message a newer connection of the same device holds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -197,7 +204,48 @@ struct Queued {
     msg: C2dMessage,
     enqueued_ms: i64,
     expires_ms: i64,
-    in_flight: bool,
+    /// The connection the message is out to, if it is out for delivery.
+    in_flight: Option<u64>,
+}
+
+/// The owner [`C2dQueues::next_for_delivery`] takes messages for (no connection in particular).
+const ANY_OWNER: u64 = 0;
+
+/// What the queues did so far, for the hub's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct C2dStats {
+    /// Messages accepted into a queue.
+    pub enqueued: u64,
+    /// Messages the device acknowledged (PUBACK).
+    pub completed: u64,
+    /// Messages dropped at their expiry, never delivered or never acknowledged.
+    pub expired: u64,
+    /// Messages dropped by a CleanSession 1 connect.
+    pub purged: u64,
+    /// Sends refused: the device's queue was full.
+    pub queue_full: u64,
+    /// Sends refused: over the size limit.
+    pub too_large: u64,
+    /// Sends refused by the C2D throttle.
+    pub throttled: u64,
+    /// Deliveries started (first deliveries and redeliveries).
+    pub deliveries: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    enqueued: AtomicU64,
+    completed: AtomicU64,
+    expired: AtomicU64,
+    purged: AtomicU64,
+    queue_full: AtomicU64,
+    too_large: AtomicU64,
+    throttled: AtomicU64,
+    deliveries: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// How [`C2dQueues`] behaves.
@@ -205,8 +253,8 @@ pub struct C2dLimits {
     pub max_pending: usize,
     pub max_bytes: usize,
     pub default_ttl: Duration,
-    /// C2D sends per second for the whole hub (reference §5.1), `None`: unlimited.
-    pub sends_per_second: Option<f64>,
+    /// C2D sends per minute for the whole hub (reference §5.1), `None`: unlimited.
+    pub sends_per_minute: Option<f64>,
 }
 
 impl Default for C2dLimits {
@@ -215,18 +263,24 @@ impl Default for C2dLimits {
             max_pending: MAX_PENDING,
             max_bytes: MAX_MESSAGE_BYTES,
             default_ttl: DEFAULT_TTL,
-            sends_per_second: None,
+            sends_per_minute: None,
         }
     }
 }
 
-/// Per-device C2D queues in memory. `device_exists` asks the hub's registry.
+/// Something to call with a device id.
+type DeviceHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Per-device C2D queues in memory. `device_exists` asks the hub's registry; `ready` (see
+/// [`C2dQueues::on_ready`]) tells the hub a device has a message it could deliver.
 pub struct C2dQueues {
     limits: C2dLimits,
     device_exists: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    ready: std::sync::OnceLock<DeviceHook>,
     queues: Mutex<HashMap<String, VecDeque<Queued>>>,
     feedback: Mutex<VecDeque<Feedback>>,
     throttle: Option<Bucket>,
+    counters: Counters,
 }
 
 /// Feedback records kept until someone drains them (oldest dropped past this).
@@ -243,19 +297,56 @@ impl C2dQueues {
         limits: C2dLimits,
         device_exists: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> Self {
+        // Published per minute and applied in minute ranges: a minute's worth of burst.
         let throttle = limits
-            .sends_per_second
-            .map(|r| Bucket::new(r, Duration::ZERO));
+            .sends_per_minute
+            .map(|m| Bucket::with_burst(m / 60.0, m, Duration::ZERO));
         Self {
             limits,
             device_exists: Box::new(device_exists),
+            ready: std::sync::OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
             feedback: Mutex::new(VecDeque::new()),
             throttle,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Calls `hook` with a device's id whenever that device has a message it could be given
+    /// (a new one queued, one put back). Set once; later calls are ignored.
+    pub fn on_ready(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.ready.set(Box::new(hook));
+    }
+
+    fn notify(&self, device_id: &str) {
+        if let Some(hook) = self.ready.get() {
+            hook(device_id);
+        }
+    }
+
+    /// What the queues did so far.
+    pub fn stats(&self) -> C2dStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        C2dStats {
+            enqueued: get(&c.enqueued),
+            completed: get(&c.completed),
+            expired: get(&c.expired),
+            purged: get(&c.purged),
+            queue_full: get(&c.queue_full),
+            too_large: get(&c.too_large),
+            throttled: get(&c.throttled),
+            deliveries: get(&c.deliveries),
         }
     }
 
     fn record(&self, q: &Queued, status: FeedbackStatus) {
+        match status {
+            FeedbackStatus::Success => bump(&self.counters.completed),
+            FeedbackStatus::Expired => bump(&self.counters.expired),
+            FeedbackStatus::Purged => bump(&self.counters.purged),
+            FeedbackStatus::Rejected => {}
+        }
         if q.msg.ack.wants(status) {
             let mut f = lock(&self.feedback);
             if f.len() >= MAX_FEEDBACK {
@@ -295,11 +386,17 @@ impl C2dQueues {
 
     /// The oldest live message of `device_id` not already out for delivery, marked in flight.
     pub fn next_for_delivery(&self, device_id: &str) -> Option<C2dMessage> {
+        self.next_for(device_id, ANY_OWNER)
+    }
+
+    /// Like [`C2dQueues::next_for_delivery`], in flight to connection `owner` (never 0).
+    pub fn next_for(&self, device_id: &str, owner: u64) -> Option<C2dMessage> {
         let mut queues = lock(&self.queues);
         let q = queues.get_mut(device_id)?;
         self.expire(q, now_ms());
-        let next = q.iter_mut().find(|m| !m.in_flight)?;
-        next.in_flight = true;
+        let next = q.iter_mut().find(|m| m.in_flight.is_none())?;
+        next.in_flight = Some(owner);
+        bump(&self.counters.deliveries);
         Some(next.msg.clone())
     }
 
@@ -317,7 +414,7 @@ impl C2dQueues {
         };
         let Some(i) = q
             .iter()
-            .position(|m| m.in_flight && m.msg.message_id.as_deref() == message_id)
+            .position(|m| m.in_flight.is_some() && m.msg.message_id.as_deref() == message_id)
         else {
             return false;
         };
@@ -327,10 +424,50 @@ impl C2dQueues {
         true
     }
 
+    /// Ends the delivery connection `owner` of `device_id` has in flight (the first, if it has
+    /// several) with `status`; the message, or `None` if it held none (it expired meanwhile, or
+    /// a CleanSession 1 connect purged it).
+    pub fn settle_owned(
+        &self,
+        device_id: &str,
+        owner: u64,
+        status: FeedbackStatus,
+    ) -> Option<C2dMessage> {
+        let mut queues = lock(&self.queues);
+        let q = queues.get_mut(device_id)?;
+        let i = q.iter().position(|m| m.in_flight == Some(owner))?;
+        let done = q.remove(i)?;
+        if q.is_empty() {
+            queues.remove(device_id);
+        }
+        drop(queues);
+        self.record(&done, status);
+        Some(done.msg)
+    }
+
     /// Puts every in-flight message of `device_id` back for redelivery (the device went away).
     pub fn abandon_in_flight(&self, device_id: &str) {
+        self.put_back(device_id, |_| true);
+    }
+
+    /// Puts back for redelivery what connection `owner` of `device_id` held (it went away
+    /// before acknowledging).
+    pub fn release(&self, device_id: &str, owner: u64) {
+        self.put_back(device_id, |o| o == owner);
+    }
+
+    fn put_back(&self, device_id: &str, owned: impl Fn(u64) -> bool) {
+        let mut released = false;
         if let Some(q) = lock(&self.queues).get_mut(device_id) {
-            q.iter_mut().for_each(|m| m.in_flight = false);
+            for m in q.iter_mut() {
+                if m.in_flight.is_some_and(&owned) {
+                    m.in_flight = None;
+                    released = true;
+                }
+            }
+        }
+        if released {
+            self.notify(device_id);
         }
     }
 
@@ -342,8 +479,16 @@ impl C2dQueues {
         }
     }
 
-    /// Takes the feedback records gathered so far.
+    /// Takes the feedback records gathered so far, after dropping what expired meanwhile (so an
+    /// expiry is reported even for a device that never comes back).
     pub fn drain_feedback(&self) -> Vec<Feedback> {
+        let now = now_ms();
+        let mut queues = lock(&self.queues);
+        for q in queues.values_mut() {
+            self.expire(q, now);
+        }
+        queues.retain(|_, q| !q.is_empty());
+        drop(queues);
         lock(&self.feedback).drain(..).collect()
     }
 }
@@ -351,6 +496,7 @@ impl C2dQueues {
 impl C2dSink for C2dQueues {
     fn enqueue(&self, msg: C2dMessage) -> Result<(), C2dRefusal> {
         if msg.size() > self.limits.max_bytes {
+            bump(&self.counters.too_large);
             return Err(C2dRefusal::TooLarge(msg.size()));
         }
         if !(self.device_exists)(&msg.device_id) {
@@ -361,6 +507,7 @@ impl C2dSink for C2dQueues {
         let queue = queues.entry(msg.device_id.clone()).or_default();
         self.expire(queue, now);
         if queue.len() >= self.limits.max_pending {
+            bump(&self.counters.queue_full);
             return Err(C2dRefusal::QueueFull(msg.device_id));
         }
         if let Some(bucket) = &self.throttle
@@ -369,16 +516,21 @@ impl C2dSink for C2dQueues {
                 Admission::Refuse(_)
             )
         {
+            bump(&self.counters.throttled);
             return Err(C2dRefusal::Throttled);
         }
         let ttl = self.limits.default_ttl.as_millis() as i64;
         let expires_ms = msg.expiry_ms.unwrap_or(now.saturating_add(ttl));
+        let device_id = msg.device_id.clone();
         queue.push_back(Queued {
             msg,
             enqueued_ms: now,
             expires_ms,
-            in_flight: false,
+            in_flight: None,
         });
+        drop(queues);
+        bump(&self.counters.enqueued);
+        self.notify(&device_id);
         Ok(())
     }
 }
@@ -472,7 +624,7 @@ mod tests {
     fn purge_and_throttle() {
         let q = C2dQueues::new(
             C2dLimits {
-                sends_per_second: Some(1.0),
+                sends_per_minute: Some(1.0),
                 ..Default::default()
             },
             |_| true,

@@ -16,6 +16,7 @@
 
 mod admin;
 mod auth;
+mod c2d_delivery;
 mod device_twin;
 mod methods;
 mod mqtt;
@@ -155,8 +156,9 @@ impl HubEmulator {
         };
         let tokens = TokenAuthority::new(super::token::IOTHUB_AUDIENCE)
             .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
-        Ok(Self {
-            state: Arc::new(HubState {
+        let state = Arc::new_cyclic(|me: &std::sync::Weak<HubState>| {
+            let c2d = c2d_queues(config, me.clone());
+            HubState {
                 host_name: config.host_name.clone(),
                 disabled_connack,
                 policy_name: "iothubowner".into(),
@@ -179,8 +181,16 @@ impl HubEmulator {
                 journal: std::sync::OnceLock::new(),
                 listeners: Arc::default(),
                 events: Arc::new(super::amqp::EventLog::new(Default::default())),
-            }),
-        })
+                c2d,
+                c2d_sessions: Mutex::new(Default::default()),
+            }
+        });
+        Ok(Self { state })
+    }
+
+    /// The hub's cloud-to-device queues (what its AMQP endpoint fills).
+    pub fn c2d(&self) -> Arc<super::amqp::C2dQueues> {
+        self.state.c2d.clone()
     }
 
     /// An Azure AD-style bearer token the registry accepts in emulator mode.
@@ -364,6 +374,28 @@ impl HubEmulator {
         let device = lock(&self.state.devices).get(device_id).cloned()?;
         Some(self.state.device_view(&device))
     }
+}
+
+/// The hub's C2D queues: for registered devices, with the SKU's C2D throttle; a device that
+/// gets a message wakes its live connection. `hub` is the state being built (weak: the state
+/// owns the queues).
+fn c2d_queues(config: &HubConfig, hub: std::sync::Weak<HubState>) -> Arc<super::amqp::C2dQueues> {
+    let limits = super::amqp::c2d::C2dLimits {
+        sends_per_minute: config.limits.c2d_per_min,
+        ..Default::default()
+    };
+    let registry = hub.clone();
+    let queues = super::amqp::C2dQueues::new(limits, move |id| {
+        registry
+            .upgrade()
+            .is_some_and(|s| lock(&s.devices).contains_key(id))
+    });
+    queues.on_ready(move |id| {
+        if let Some(outbox) = hub.upgrade().and_then(|s| s.outbox(id)) {
+            outbox.wake();
+        }
+    });
+    Arc::new(queues)
 }
 
 /// How MQTT packets travel inside the TLS connection.
