@@ -54,6 +54,10 @@ pub fn parse_property_bag(bag: &str) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
+/// The application property fleetsim's C2D sender stamps its send time in: Unix epoch
+/// milliseconds as a decimal string. A fleetsim device that receives it records `c2d.delivery`.
+pub const C2D_SENT_AT: &str = "fleetsim-sent-at";
+
 /// What IoT Hub leaves unescaped in a C2D property bag: RFC 3986's unreserved characters (as
 /// Python's `quote(…, safe="")`, which the reference cites).
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
