@@ -40,6 +40,8 @@ pub struct Received {
     pub content_encoding: Option<String>,
     /// `$.exp` as the hub wrote it.
     pub expiry: Option<String>,
+    /// `iothub-ack`: the feedback the sender asked for (`none`, `positive`, `negative`, `full`).
+    pub ack: Option<String>,
     pub properties: Vec<(String, Option<String>)>,
 }
 
@@ -56,6 +58,7 @@ impl Received {
                 "$.ct" => &mut r.content_type,
                 "$.ce" => &mut r.content_encoding,
                 "$.exp" => &mut r.expiry,
+                "iothub-ack" => &mut r.ack,
                 _ => {
                     r.properties.push((key, value));
                     continue;
@@ -165,6 +168,7 @@ mod tests {
             ("$.ct", Some("application/json")),
             ("$.ce", Some("utf-8")),
             ("$.exp", Some("2030-01-01T00:00:00.0000000Z")),
+            ("iothub-ack", Some("full")),
             ("colour", Some("blue")),
             ("flag", None),
             (SENT_AT_PROPERTY, Some("1700000000123")),
@@ -174,6 +178,7 @@ mod tests {
         assert_eq!(r.content_type.as_deref(), Some("application/json"));
         assert_eq!(r.content_encoding.as_deref(), Some("utf-8"));
         assert!(r.expiry.is_some() && r.to.is_some());
+        assert_eq!(r.ack.as_deref(), Some("full"));
         assert_eq!(r.property("colour"), Some(Some("blue")));
         assert_eq!(r.property("flag"), Some(None));
         assert_eq!(r.property("absent"), None);

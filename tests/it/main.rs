@@ -9,6 +9,7 @@ mod common;
 mod aad_tokens;
 mod amqp;
 mod arrivals;
+mod c2d_delivery;
 mod cloud_devices;
 mod cloud_scenarios;
 mod cohorts;

@@ -116,7 +116,8 @@ impl C2dDelivery {
 }
 
 /// The topic a message goes out on: system properties first (IoT Hub's names), then
-/// `iothub-ack` when the sender asked for feedback, then the application properties.
+/// `iothub-ack` (always, `none` included, as a real hub's C2D topics show it and the device SDKs
+/// read it), then the application properties.
 fn delivery_topic(msg: &C2dMessage) -> String {
     let to = format!("/devices/{}/messages/devicebound", msg.device_id);
     let expiry = msg.expiry_ms.and_then(|ms| {
@@ -125,10 +126,10 @@ fn delivery_topic(msg: &C2dMessage) -> String {
             .map(iso8601)
     });
     let ack = match msg.ack {
-        Ack::None => None,
-        Ack::Positive => Some("positive"),
-        Ack::Negative => Some("negative"),
-        Ack::Full => Some("full"),
+        Ack::None => "none",
+        Ack::Positive => "positive",
+        Ack::Negative => "negative",
+        Ack::Full => "full",
     };
     let system = [
         ("$.mid", msg.message_id.as_deref()),
@@ -138,7 +139,7 @@ fn delivery_topic(msg: &C2dMessage) -> String {
         ("$.ct", msg.content_type.as_deref()),
         ("$.ce", msg.content_encoding.as_deref()),
         ("$.exp", expiry.as_deref()),
-        ("iothub-ack", ack),
+        ("iothub-ack", Some(ack)),
     ];
     let mut properties: Vec<(&str, Option<&str>)> = system
         .into_iter()

@@ -138,6 +138,17 @@ pub struct HubStats {
     pub throttled_twin_updates: u64,
     pub throttled_methods: u64,
     pub throttled_queries: u64,
+    /// Cloud-to-device sends refused by the C2D throttle (included in `throttled`).
+    pub throttled_c2d: u64,
+    /// Cloud-to-device messages queued, delivered (each try, redeliveries included), completed
+    /// by the device's PUBACK, expired, purged by a CleanSession 1 connect; sends refused for a
+    /// full queue.
+    pub c2d_enqueued: u64,
+    pub c2d_deliveries: u64,
+    pub c2d_completed: u64,
+    pub c2d_expired: u64,
+    pub c2d_purged: u64,
+    pub c2d_queue_full: u64,
 }
 
 /// A hub emulator. Cheap to clone; serve it with [`HubEmulator::serve_mqtt`] and
@@ -311,6 +322,15 @@ impl HubEmulator {
         s.devices_registered = lock(&self.state.devices).len() as u64;
         s.connected = lock(&self.state.live).len() as u64;
         self.service_stats(&mut s);
+        let c2d = self.state.c2d.stats();
+        s.throttled_c2d = c2d.throttled;
+        s.throttled += c2d.throttled;
+        s.c2d_enqueued = c2d.enqueued;
+        s.c2d_deliveries = c2d.deliveries;
+        s.c2d_completed = c2d.completed;
+        s.c2d_expired = c2d.expired;
+        s.c2d_purged = c2d.purged;
+        s.c2d_queue_full = c2d.queue_full;
         s
     }
 
