@@ -2,9 +2,9 @@
 //! delivers each at QoS 1 on `devices/{id}/messages/devicebound/{property bag}`; the device's
 //! MQTT client acknowledges it on receipt (PUBACK), which completes it in IoT Hub.
 //!
-//! MQTT has no reject or abandon. Microsoft's device SDKs offer both over AMQP only (over MQTT
-//! the Python SDK acknowledges on receipt, the others refuse reject/abandon as unsupported), so
-//! a device on MQTT cannot hand a message back. The share of messages the cohort's behaviour
+//! MQTT has no reject or abandon (IoT Hub offers them over AMQP and HTTPS). Over MQTT the Python
+//! device SDK acknowledges every message on receipt and the C# SDK throws `NotSupportedException`
+//! for reject and abandon, so a device on MQTT cannot hand a message back. The share of messages the cohort's behaviour
 //! says its application rejects or abandons (`behaviour.c2d`) is therefore acknowledged like
 //! every other, then counted as rejected or abandoned by the application ([`CloudReport`]'s
 //! `c2d_rejected`, `c2d_abandoned`): the hub sees them completed, as it would a real MQTT device's.

@@ -21,8 +21,8 @@
 //! ```
 //!
 //! MQTT has no reject or abandon: a device on MQTT acknowledges every C2D message it receives
-//! (PUBACK), which completes it in IoT Hub, whatever its application makes of it; Microsoft's
-//! device SDKs do the same (they offer reject and abandon over AMQP only). The `c2d` shares are
+//! (PUBACK), which completes it in IoT Hub, whatever its application makes of it, as Microsoft's
+//! Python device SDK does (the C# SDK refuses reject and abandon over MQTT). The `c2d` shares are
 //! what the application *would* have refused: counted by the device, never sent to the hub.
 //!
 //! Subscriptions are IoT Hub's topic filters (reference §3): `methods`, `desired`, `twin`
