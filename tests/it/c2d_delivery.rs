@@ -336,6 +336,7 @@ async fn a_message_not_acknowledged_is_delivered_again_on_the_next_connection() 
     let mut c = d.connect(&e, false).await;
     let p = d.subscribe(&mut c).await.expect("first delivery");
     assert_eq!(message_id(&p, &d.id), "again");
+    assert!(!p.dup);
     // The connection breaks before the PUBACK (no DISCONNECT).
     drop(c);
 
@@ -344,6 +345,7 @@ async fn a_message_not_acknowledged_is_delivered_again_on_the_next_connection() 
         .await
         .expect("redelivered");
     assert_eq!(message_id(&p, &d.id), "again");
+    assert!(p.dup, "a redelivery carries DUP");
 
     // A newer connection takes over while this one holds the message unacknowledged: the
     // message goes to the newer one once the hub has dropped the older.

@@ -27,6 +27,9 @@ pub const MAX_PENDING: usize = 50;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The hub's default time to live for C2D messages (`defaultTtlAsIso8601: PT1H`).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// How often a message is delivered before the hub gives up on it (IoT Hub's
+/// `maxDeliveryCount` default): a message put back this many times is dead-lettered.
+pub const MAX_DELIVERIES: u32 = 10;
 
 /// Which feedback the sender asked for (`iothub-ack`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -187,6 +190,8 @@ pub trait C2dSink: Send + Sync {
 pub enum FeedbackStatus {
     Success,
     Expired,
+    /// Put back unacknowledged `max_deliveries` times (IoT Hub's `DeliveryCountExceeded`).
+    DeliveryCountExceeded,
     Rejected,
     Purged,
 }
@@ -206,6 +211,8 @@ struct Queued {
     expires_ms: i64,
     /// The connection the message is out to, if it is out for delivery.
     in_flight: Option<u64>,
+    /// How many times it went out (first delivery included).
+    deliveries: u32,
 }
 
 /// The owner [`C2dQueues::next_for_delivery`] takes messages for (no connection in particular).
@@ -230,6 +237,8 @@ pub struct C2dStats {
     pub throttled: u64,
     /// Deliveries started (first deliveries and redeliveries).
     pub deliveries: u64,
+    /// Messages dropped after `max_deliveries` deliveries without an acknowledgement.
+    pub dead_lettered: u64,
 }
 
 #[derive(Default)]
@@ -242,6 +251,7 @@ struct Counters {
     too_large: AtomicU64,
     throttled: AtomicU64,
     deliveries: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -253,6 +263,8 @@ pub struct C2dLimits {
     pub max_pending: usize,
     pub max_bytes: usize,
     pub default_ttl: Duration,
+    /// Deliveries after which a message put back is dead-lettered.
+    pub max_deliveries: u32,
     /// C2D sends per minute for the whole hub (reference §5.1), `None`: unlimited.
     pub sends_per_minute: Option<f64>,
 }
@@ -263,6 +275,7 @@ impl Default for C2dLimits {
             max_pending: MAX_PENDING,
             max_bytes: MAX_MESSAGE_BYTES,
             default_ttl: DEFAULT_TTL,
+            max_deliveries: MAX_DELIVERIES,
             sends_per_minute: None,
         }
     }
@@ -337,6 +350,7 @@ impl C2dQueues {
             too_large: get(&c.too_large),
             throttled: get(&c.throttled),
             deliveries: get(&c.deliveries),
+            dead_lettered: get(&c.dead_lettered),
         }
     }
 
@@ -345,6 +359,7 @@ impl C2dQueues {
             FeedbackStatus::Success => bump(&self.counters.completed),
             FeedbackStatus::Expired => bump(&self.counters.expired),
             FeedbackStatus::Purged => bump(&self.counters.purged),
+            FeedbackStatus::DeliveryCountExceeded => bump(&self.counters.dead_lettered),
             FeedbackStatus::Rejected => {}
         }
         if q.msg.ack.wants(status) {
@@ -386,18 +401,20 @@ impl C2dQueues {
 
     /// The oldest live message of `device_id` not already out for delivery, marked in flight.
     pub fn next_for_delivery(&self, device_id: &str) -> Option<C2dMessage> {
-        self.next_for(device_id, ANY_OWNER)
+        self.next_for(device_id, ANY_OWNER).map(|(m, _)| m)
     }
 
-    /// Like [`C2dQueues::next_for_delivery`], in flight to connection `owner` (never 0).
-    pub fn next_for(&self, device_id: &str, owner: u64) -> Option<C2dMessage> {
+    /// Like [`C2dQueues::next_for_delivery`], in flight to connection `owner` (never 0), with
+    /// how many times it has gone out now (more than 1: a redelivery).
+    pub fn next_for(&self, device_id: &str, owner: u64) -> Option<(C2dMessage, u32)> {
         let mut queues = lock(&self.queues);
         let q = queues.get_mut(device_id)?;
         self.expire(q, now_ms());
         let next = q.iter_mut().find(|m| m.in_flight.is_none())?;
         next.in_flight = Some(owner);
+        next.deliveries += 1;
         bump(&self.counters.deliveries);
-        Some(next.msg.clone())
+        Some((next.msg.clone(), next.deliveries))
     }
 
     /// Ends the delivery of `message_id`: `Success` completes it, `Rejected` dead-letters it;
@@ -456,15 +473,24 @@ impl C2dQueues {
         self.put_back(device_id, |o| o == owner);
     }
 
+    /// Puts back the in-flight messages `owned` picks; one that has gone out `max_deliveries`
+    /// times is dead-lettered instead.
     fn put_back(&self, device_id: &str, owned: impl Fn(u64) -> bool) {
         let mut released = false;
         if let Some(q) = lock(&self.queues).get_mut(device_id) {
-            for m in q.iter_mut() {
-                if m.in_flight.is_some_and(&owned) {
-                    m.in_flight = None;
-                    released = true;
+            let max = self.limits.max_deliveries;
+            q.retain_mut(|m| {
+                if !m.in_flight.is_some_and(&owned) {
+                    return true;
                 }
-            }
+                if m.deliveries >= max {
+                    self.record(m, FeedbackStatus::DeliveryCountExceeded);
+                    return false;
+                }
+                m.in_flight = None;
+                released = true;
+                true
+            });
         }
         if released {
             self.notify(device_id);
@@ -527,6 +553,7 @@ impl C2dSink for C2dQueues {
             enqueued_ms: now,
             expires_ms,
             in_flight: None,
+            deliveries: 0,
         });
         drop(queues);
         bump(&self.counters.enqueued);

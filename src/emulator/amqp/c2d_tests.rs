@@ -125,8 +125,9 @@ fn a_connection_puts_back_only_what_it_held_and_the_hub_hears_of_it() {
     q.enqueue(msg("dev1", "b", Ack::None)).unwrap();
     assert_eq!(lock(&woken).len(), 2, "each new message wakes the hub");
 
-    let a = q.next_for("dev1", 7).unwrap();
-    let b = q.next_for("dev1", 8).unwrap();
+    let (a, _) = q.next_for("dev1", 7).unwrap();
+    let (b, first) = q.next_for("dev1", 8).unwrap();
+    assert_eq!(first, 1);
     assert_eq!(
         (a.message_id.as_deref(), b.message_id.as_deref()),
         (Some("a"), Some("b"))
@@ -138,10 +139,8 @@ fn a_connection_puts_back_only_what_it_held_and_the_hub_hears_of_it() {
     // Connection 8 went away: its message is up for delivery again.
     q.release("dev1", 8);
     assert_eq!(lock(&woken).len(), 3);
-    assert_eq!(
-        q.next_for("dev1", 10).unwrap().message_id.as_deref(),
-        Some("b")
-    );
+    let (again, count) = q.next_for("dev1", 10).unwrap();
+    assert_eq!((again.message_id.as_deref(), count), (Some("b"), 2));
 
     let done = q.settle_owned("dev1", 7, FeedbackStatus::Success).unwrap();
     assert_eq!(done.message_id.as_deref(), Some("a"));
@@ -161,4 +160,26 @@ fn a_connection_puts_back_only_what_it_held_and_the_hub_hears_of_it() {
         1,
         "only a asked for positive feedback"
     );
+}
+
+#[test]
+fn a_message_put_back_max_deliveries_times_is_dead_lettered() {
+    let q = C2dQueues::new(
+        C2dLimits {
+            max_deliveries: 3,
+            ..Default::default()
+        },
+        |_| true,
+    );
+    q.enqueue(msg("d", "poison", Ack::Negative)).unwrap();
+    for n in 1..=3 {
+        let (_, count) = q.next_for("d", n).expect("delivered again");
+        assert_eq!(count, n as u32);
+        q.release("d", n);
+    }
+    assert!(q.next_for("d", 4).is_none());
+    assert_eq!(q.pending("d"), 0);
+    let feedback = q.drain_feedback();
+    assert_eq!(feedback[0].status, FeedbackStatus::DeliveryCountExceeded);
+    assert_eq!(q.stats().dead_lettered, 1);
 }

@@ -16,7 +16,9 @@
 //! subscription an earlier connection left; a subscription made on a CleanSession 0 connection
 //! outlives it, so queued messages flow as soon as the device is back with CleanSession 0, before
 //! it subscribes again. Expired messages are dropped by the queues (feedback `expired`) and
-//! never delivered.
+//! never delivered; a redelivery carries the DUP flag, and a message that went out
+//! `maxDeliveryCount` (10) times without a PUBACK is dead-lettered (`deliveryCountExceeded`)
+//! rather than put back again, so a device that crashes on it does not get it forever.
 
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::Publish;
@@ -78,12 +80,14 @@ impl C2dDelivery {
         if !self.subscribed || self.in_flight.is_some() {
             return None;
         }
-        let msg = state.c2d.next_for(device, conn_id)?;
+        let (msg, deliveries) = state.c2d.next_for(device, conn_id)?;
         let pkid = self.next_pkid;
         self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
         self.in_flight = Some(pkid);
         let mut publish = Publish::new(delivery_topic(&msg), QoS::AtLeastOnce, msg.body.clone());
         publish.pkid = pkid;
+        // MQTT 3.1.1 §4.4: a message sent again after a reconnect carries DUP.
+        publish.dup = deliveries > 1;
         Some(publish)
     }
 

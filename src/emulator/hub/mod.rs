@@ -149,6 +149,8 @@ pub struct HubStats {
     pub c2d_expired: u64,
     pub c2d_purged: u64,
     pub c2d_queue_full: u64,
+    /// Messages dropped after 10 deliveries without a PUBACK.
+    pub c2d_dead_lettered: u64,
 }
 
 /// A hub emulator. Cheap to clone; serve it with [`HubEmulator::serve_mqtt`] and
@@ -331,6 +333,7 @@ impl HubEmulator {
         s.c2d_expired = c2d.expired;
         s.c2d_purged = c2d.purged;
         s.c2d_queue_full = c2d.queue_full;
+        s.c2d_dead_lettered = c2d.dead_lettered;
         s
     }
 
