@@ -399,9 +399,17 @@ async fn the_c2d_throttle_is_the_skus() {
     e.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fleetsim_device_times_and_counts_what_it_receives() {
-    let e = common::start_emulators(Clock::real()).await;
+/// A fleetsim device `id` with `behaviour` (YAML) living against `e`'s hub until `stop`; its
+/// recorder and its life's task (which ends with its report).
+async fn spawn_device(
+    e: &Emulators,
+    id: &str,
+    behaviour: &str,
+    stop: &CancellationToken,
+) -> (
+    Arc<Recorder>,
+    tokio::task::JoinHandle<fleetsim::device::DeviceReport>,
+) {
     let recorder = Arc::new(Recorder::new());
     let services = Arc::new(Services::<HubBackends> {
         ca: common::ezca(&e).await,
@@ -413,12 +421,11 @@ async fn a_fleetsim_device_times_and_counts_what_it_receives() {
         keys: fleetsim::device::keys::KeySource::fresh(),
         state: None,
     });
-    let b: fleetsim::scenario::Behaviour =
-        serde_saphyr::from_str("c2d: {reject: 30%, abandon: 30%}\n").unwrap();
+    let b: fleetsim::scenario::Behaviour = serde_saphyr::from_str(behaviour).unwrap();
     let cloud = fleetsim::device::behaviour::CloudBehaviour::from_scenario(&b).unwrap();
     let spec = fleetsim::device::DeviceSpec {
         index: 0,
-        id: "c2d-fleetsim".into(),
+        id: id.into(),
         key_kind: fleetsim::crypto::KeyKind::P256,
         validity_days: 10,
         renew_fraction: 0.8,
@@ -431,13 +438,17 @@ async fn a_fleetsim_device_times_and_counts_what_it_receives() {
         cloud: Some(Arc::new(cloud)),
         resume: None,
     };
+    let now = tokio::time::Instant::now();
+    let device = tokio::spawn(run_device(spec, services, now, stop.clone()));
+    (recorder, device)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleetsim_device_times_and_counts_what_it_receives() {
+    let e = common::start_emulators(Clock::real()).await;
     let stop = CancellationToken::new();
-    let device = tokio::spawn(run_device(
-        spec,
-        services,
-        tokio::time::Instant::now(),
-        stop.clone(),
-    ));
+    let behaviour = "c2d: {reject: 30%, abandon: 30%}\n";
+    let (recorder, device) = spawn_device(&e, "c2d-fleetsim", behaviour, &stop).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !e.hub.is_connected("c2d-fleetsim") {
         assert!(tokio::time::Instant::now() < deadline, "never connected");

@@ -130,6 +130,24 @@ async fn emulators_for_the_sdk(dir: &std::path::Path) -> (Emulators, std::path::
     (e, bundle)
 }
 
+/// fleetsim's device transport to `e`'s hub, named FLEETSIM_HOST.
+fn transport_to(e: &Emulators) -> MqttTransport {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(e.tls_root.clone()).unwrap();
+    MqttTransport::new(
+        MqttEndpoint {
+            host: e.hub_mqtt_addr.ip().to_string(),
+            port: e.hub_mqtt_addr.port(),
+            hub_host: FLEETSIM_HOST.into(),
+            keep_alive: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(10),
+            websocket: false,
+        },
+        roots,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleetsim_device_receives_the_sdks_message_with_its_properties() {
     let python = common::python();
@@ -142,20 +160,7 @@ async fn a_fleetsim_device_receives_the_sdks_message_with_its_properties() {
         .await
         .unwrap();
     let (key, issued) = common::enrol(&ca, id).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(e.tls_root.clone()).unwrap();
-    let transport = MqttTransport::new(
-        MqttEndpoint {
-            host: e.hub_mqtt_addr.ip().to_string(),
-            port: e.hub_mqtt_addr.port(),
-            hub_host: FLEETSIM_HOST.into(),
-            keep_alive: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            ack_timeout: Duration::from_secs(10),
-            websocket: false,
-        },
-        roots,
-    );
+    let transport = transport_to(&e);
     let mut session = DeviceTransport::connect(&transport, id, issued.chain.clone(), &key)
         .await
         .unwrap();
