@@ -412,9 +412,9 @@ async fn spawn_device(
 ) {
     let recorder = Arc::new(Recorder::new());
     let services = Arc::new(Services::<HubBackends> {
-        ca: common::ezca(&e).await,
-        registry: HubRegistry(common::registry(&e)),
-        transport: common::transport(&e),
+        ca: common::ezca(e).await,
+        registry: HubRegistry(common::registry(e)),
+        transport: common::transport(e),
         recorder: recorder.clone(),
         backoff: Default::default(),
         gate: Default::default(),
