@@ -1,7 +1,8 @@
 //! Cloud-to-device messages with Microsoft's unmodified Python SDKs: azure-iot-hub 2.7's
 //! `send_c2d_message` (AMQP) delivering through `fleetsim emulate` to a device running
 //! azure-iot-device 2.14 (`on_message_received`, MQTT), properties intact, one message queued
-//! before the device ever connected (`tests/peers/c2d_device.py`); and the SDK's message received
+//! before the device ever connected and one while it was disconnected
+//! (`tests/peers/c2d_device.py`); and the SDK's message received
 //! by a fleetsim device (`tests/peers/c2d_send.py`). The SDKs fix ports 5671, 8883 and 443 and
 //! check host names, so each test's hub runs on a loopback address of its own under a host name
 //! of its own, mapped in /etc/hosts.
@@ -75,7 +76,7 @@ fn azure_iot_hub_sends_to_an_azure_iot_device_with_properties_intact() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    assert_eq!(received.len(), 2, "{stdout}\n{stderr}");
+    assert_eq!(received.len(), 3, "{stdout}\n{stderr}");
 
     let offline = &received[0];
     assert_eq!(offline["message_id"], "offline-1", "queued while offline");
@@ -98,6 +99,13 @@ fn azure_iot_hub_sends_to_an_azure_iot_device_with_properties_intact() {
         expiry.starts_with("20") && expiry.ends_with('Z'),
         "{expiry}"
     );
+
+    let away = &received[2];
+    assert_eq!(
+        away["message_id"], "away-3",
+        "sent while the device was away"
+    );
+    assert_eq!(away["data"], "sent while disconnected");
 }
 
 const FLEETSIM_HOST: &str = "fleetsim-c2d-device.azure-devices.net";

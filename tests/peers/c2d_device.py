@@ -91,6 +91,12 @@ manager.send_c2d_message(
     },
 )
 wait_for(2)
+
+# Away and back: the SDK reconnects with CleanSession 0; what was sent meanwhile arrives.
+device.disconnect()
+manager.send_c2d_message(device_id, "sent while disconnected", properties={"messageId": "away-3"})
+device.connect()
+wait_for(3)
 device.shutdown()
 for m in received:
     print(json.dumps(m), flush=True)
