@@ -1,5 +1,5 @@
 //! The hub emulator delivering cloud-to-device messages over MQTT, as IoT Hub does: QoS 1 on the
-//! device's devicebound topic with the property bag, one in flight until its PUBACK, the
+//! device's devicebound topic with the property bag, in order, each completed by its PUBACK, the
 //! per-device queue limit and the size limit, expiry, CleanSession 0 (queued messages flow on
 //! reconnect, before any SUBSCRIBE) and 1 (the queue is purged), redelivery after a connection
 //! lost before the PUBACK (or taken over by a newer one), the SKU's C2D throttle; and fleetsim's
@@ -116,7 +116,7 @@ fn message_id(p: &Publish, device: &str) -> String {
 }
 
 #[tokio::test]
-async fn messages_go_out_at_qos_1_one_at_a_time_with_their_properties() {
+async fn messages_go_out_at_qos_1_in_order_each_completed_by_its_own_puback() {
     let e = common::start_emulators(Clock::real()).await;
     let d = enrolled(&e, "c2d-order").await;
     for id in ["m1", "m2", "m3"] {
@@ -125,6 +125,7 @@ async fn messages_go_out_at_qos_1_one_at_a_time_with_their_properties() {
     let mut c = d.connect(&e, false).await;
     let first = d.subscribe(&mut c).await.expect("m1 after the SUBACK");
     assert_eq!(first.qos, QoS::AtLeastOnce);
+    assert!(!first.dup);
     assert_eq!(
         first.topic,
         "devices/c2d-order/messages/devicebound/%24.mid=m1&%24.cid=corr%2Fm1\
@@ -141,30 +142,34 @@ async fn messages_go_out_at_qos_1_one_at_a_time_with_their_properties() {
     assert_eq!(received.property("colour"), Some(Some("blue & green")));
     assert_eq!(received.property("urgent"), Some(None));
 
-    assert!(
-        publish_within(&mut c, Duration::from_millis(300))
-            .await
-            .is_none(),
-        "no second message before the first is acknowledged"
-    );
-    // A PUBACK for a packet id the hub never used changes nothing.
-    c.send(Packet::PubAck(PubAck::new(first.pkid.wrapping_add(100))))
-        .await;
-    assert!(
-        publish_within(&mut c, Duration::from_millis(300))
-            .await
-            .is_none()
-    );
-    let mut seen = vec![message_id(&first, &d.id)];
-    puback(&mut c, &first).await;
+    // The rest follow without waiting for the first PUBACK, in order, each its own packet id.
+    let mut out = vec![first];
     for _ in 0..2 {
-        let p = publish_within(&mut c, Duration::from_secs(5))
-            .await
-            .expect("the next message after the PUBACK");
-        seen.push(message_id(&p, &d.id));
-        puback(&mut c, &p).await;
+        out.push(
+            publish_within(&mut c, Duration::from_secs(5))
+                .await
+                .expect("the next message"),
+        );
     }
-    assert_eq!(seen, ["m1", "m2", "m3"]);
+    let ids: Vec<String> = out.iter().map(|p| message_id(p, &d.id)).collect();
+    assert_eq!(ids, ["m1", "m2", "m3"]);
+    assert!(out[0].pkid != out[1].pkid && out[1].pkid != out[2].pkid);
+    assert_eq!(e.c2d.pending(&d.id), 3, "none completed yet");
+
+    // A PUBACK for a packet id the hub never used changes nothing; each real one completes its
+    // own message, whatever the order.
+    c.send(Packet::PubAck(PubAck::new(out[2].pkid.wrapping_add(100))))
+        .await;
+    sync(&mut c).await;
+    assert_eq!(e.c2d.pending(&d.id), 3);
+    puback(&mut c, &out[1]).await;
+    sync(&mut c).await;
+    assert_eq!(e.c2d.pending(&d.id), 2);
+    puback(&mut c, &out[0]).await;
+    puback(&mut c, &out[2]).await;
+    sync(&mut c).await;
+    assert_eq!(e.c2d.pending(&d.id), 0);
+
     // A message sent while the device is connected flows at once.
     e.c2d.enqueue(message(&d.id, "m4", Ack::None)).unwrap();
     let p = publish_within(&mut c, Duration::from_secs(5))
@@ -172,20 +177,44 @@ async fn messages_go_out_at_qos_1_one_at_a_time_with_their_properties() {
         .expect("m4");
     assert_eq!(message_id(&p, &d.id), "m4");
     puback(&mut c, &p).await;
-    c.send(Packet::PingReq).await;
-    assert!(matches!(c.recv().await, Some(Packet::PingResp)));
+    sync(&mut c).await;
 
-    assert_eq!(e.c2d.pending(&d.id), 0);
     let feedback: Vec<_> = e
         .c2d
         .drain_feedback()
         .into_iter()
-        .map(|f| f.status)
+        .map(|f| (f.original_message_id.unwrap(), f.status))
         .collect();
-    assert_eq!(feedback, [FeedbackStatus::Success; 3], "positive for m1-m3");
+    let positive = |id: &str| (id.to_string(), FeedbackStatus::Success);
+    assert_eq!(feedback, [positive("m2"), positive("m1"), positive("m3")]);
     let stats = e.hub.stats();
     assert_eq!((stats.c2d_enqueued, stats.c2d_completed), (4, 4));
     e.shutdown().await;
+}
+
+/// Waits (5 s at most) until the hub no longer counts `id` as connected.
+async fn gone(e: &Emulators, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while e.hub.is_connected(id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the hub has handled everything sent so far: a PINGREQ's answer comes after it
+/// (PUBLISHes arriving meanwhile are skipped).
+async fn sync(c: &mut RawMqtt) {
+    c.send(Packet::PingReq).await;
+    loop {
+        match c.recv().await {
+            Some(Packet::PingResp) => return,
+            Some(Packet::Publish(_)) => continue,
+            other => panic!("expected PINGRESP, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -214,10 +243,11 @@ async fn the_51st_message_is_refused_until_the_device_completes_one() {
 
     let mut c = d.connect(&e, false).await;
     let first = d.subscribe(&mut c).await.expect("m0");
-    // Delivered but not acknowledged: it still counts against the limit.
+    sync(&mut c).await;
+    // Delivered but not acknowledged: they still count against the limit.
     assert!(e.c2d.enqueue(message(&d.id, "m50", Ack::None)).is_err());
     puback(&mut c, &first).await;
-    let _second = publish_within(&mut c, Duration::from_secs(5)).await;
+    sync(&mut c).await;
     assert!(e.c2d.enqueue(message(&d.id, "m50", Ack::None)).is_ok());
     let stats = e.hub.stats();
     assert_eq!((stats.c2d_queue_full, stats.c2d_enqueued), (2, 51));
@@ -275,6 +305,7 @@ async fn clean_session_0_gets_queued_messages_on_reconnect_and_1_purges_them() {
     assert!(d.subscribe(&mut c).await.is_none());
     c.send(Packet::Disconnect).await;
     drop(c);
+    gone(&e, &d.id).await;
     for id in ["offline-1", "offline-2"] {
         e.c2d.enqueue(message(&d.id, id, Ack::Full)).unwrap();
     }
@@ -290,9 +321,11 @@ async fn clean_session_0_gets_queued_messages_on_reconnect_and_1_purges_them() {
         .await
         .expect("then the second");
     assert_eq!(message_id(&p, &d.id), "offline-2");
+    sync(&mut c).await;
     // Gone before acknowledging the second; two more arrive while the device is away.
     c.send(Packet::Disconnect).await;
     drop(c);
+    gone(&e, &d.id).await;
     for id in ["offline-3", "offline-4"] {
         e.c2d.enqueue(message(&d.id, id, Ack::Full)).unwrap();
     }

@@ -207,6 +207,8 @@ pub struct Feedback {
 
 struct Queued {
     msg: C2dMessage,
+    /// Names the message among the hub's (its lock token, in IoT Hub's terms).
+    token: u64,
     enqueued_ms: i64,
     expires_ms: i64,
     /// The connection the message is out to, if it is out for delivery.
@@ -217,6 +219,16 @@ struct Queued {
 
 /// The owner [`C2dQueues::next_for_delivery`] takes messages for (no connection in particular).
 const ANY_OWNER: u64 = 0;
+
+/// A message handed out for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutForDelivery {
+    pub msg: C2dMessage,
+    /// How many times it has gone out, this time included (more than 1: a redelivery).
+    pub deliveries: u32,
+    /// What [`C2dQueues::settle_token`] takes to end this delivery.
+    pub token: u64,
+}
 
 /// What the queues did so far, for the hub's statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -294,6 +306,7 @@ pub struct C2dQueues {
     feedback: Mutex<VecDeque<Feedback>>,
     throttle: Option<Bucket>,
     counters: Counters,
+    next_token: AtomicU64,
 }
 
 /// Feedback records kept until someone drains them (oldest dropped past this).
@@ -322,6 +335,7 @@ impl C2dQueues {
             feedback: Mutex::new(VecDeque::new()),
             throttle,
             counters: Counters::default(),
+            next_token: AtomicU64::new(1),
         }
     }
 
@@ -401,12 +415,11 @@ impl C2dQueues {
 
     /// The oldest live message of `device_id` not already out for delivery, marked in flight.
     pub fn next_for_delivery(&self, device_id: &str) -> Option<C2dMessage> {
-        self.next_for(device_id, ANY_OWNER).map(|(m, _)| m)
+        self.next_for(device_id, ANY_OWNER).map(|out| out.msg)
     }
 
-    /// Like [`C2dQueues::next_for_delivery`], in flight to connection `owner` (never 0), with
-    /// how many times it has gone out now (more than 1: a redelivery).
-    pub fn next_for(&self, device_id: &str, owner: u64) -> Option<(C2dMessage, u32)> {
+    /// Like [`C2dQueues::next_for_delivery`], in flight to connection `owner` (never 0).
+    pub fn next_for(&self, device_id: &str, owner: u64) -> Option<OutForDelivery> {
         let mut queues = lock(&self.queues);
         let q = queues.get_mut(device_id)?;
         self.expire(q, now_ms());
@@ -414,7 +427,11 @@ impl C2dQueues {
         next.in_flight = Some(owner);
         next.deliveries += 1;
         bump(&self.counters.deliveries);
-        Some((next.msg.clone(), next.deliveries))
+        Some(OutForDelivery {
+            msg: next.msg.clone(),
+            deliveries: next.deliveries,
+            token: next.token,
+        })
     }
 
     /// Ends the delivery of `message_id`: `Success` completes it, `Rejected` dead-letters it;
@@ -441,18 +458,18 @@ impl C2dQueues {
         true
     }
 
-    /// Ends the delivery connection `owner` of `device_id` has in flight (the first, if it has
-    /// several) with `status`; the message, or `None` if it held none (it expired meanwhile, or
-    /// a CleanSession 1 connect purged it).
-    pub fn settle_owned(
+    /// Ends the delivery of the message `token` names with `status`, whichever connection it is
+    /// out to now (the device has it: a late acknowledgement counts); the message, or `None` if
+    /// it is no longer queued (it expired meanwhile, or a CleanSession 1 connect purged it).
+    pub fn settle_token(
         &self,
         device_id: &str,
-        owner: u64,
+        token: u64,
         status: FeedbackStatus,
     ) -> Option<C2dMessage> {
         let mut queues = lock(&self.queues);
         let q = queues.get_mut(device_id)?;
-        let i = q.iter().position(|m| m.in_flight == Some(owner))?;
+        let i = q.iter().position(|m| m.token == token)?;
         let done = q.remove(i)?;
         if q.is_empty() {
             queues.remove(device_id);
@@ -550,6 +567,7 @@ impl C2dSink for C2dQueues {
         let device_id = msg.device_id.clone();
         queue.push_back(Queued {
             msg,
+            token: self.next_token.fetch_add(1, Ordering::Relaxed),
             enqueued_ms: now,
             expires_ms,
             in_flight: None,

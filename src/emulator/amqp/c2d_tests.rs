@@ -125,9 +125,11 @@ fn a_connection_puts_back_only_what_it_held_and_the_hub_hears_of_it() {
     q.enqueue(msg("dev1", "b", Ack::None)).unwrap();
     assert_eq!(lock(&woken).len(), 2, "each new message wakes the hub");
 
-    let (a, _) = q.next_for("dev1", 7).unwrap();
-    let (b, first) = q.next_for("dev1", 8).unwrap();
-    assert_eq!(first, 1);
+    let a = q.next_for("dev1", 7).unwrap();
+    let b = q.next_for("dev1", 8).unwrap();
+    assert_eq!(b.deliveries, 1);
+    let (a_token, b_token) = (a.token, b.token);
+    let (a, b) = (a.msg, b.msg);
     assert_eq!(
         (a.message_id.as_deref(), b.message_id.as_deref()),
         (Some("a"), Some("b"))
@@ -139,14 +141,24 @@ fn a_connection_puts_back_only_what_it_held_and_the_hub_hears_of_it() {
     // Connection 8 went away: its message is up for delivery again.
     q.release("dev1", 8);
     assert_eq!(lock(&woken).len(), 3);
-    let (again, count) = q.next_for("dev1", 10).unwrap();
-    assert_eq!((again.message_id.as_deref(), count), (Some("b"), 2));
+    let again = q.next_for("dev1", 10).unwrap();
+    assert_eq!(
+        (again.msg.message_id.as_deref(), again.deliveries),
+        (Some("b"), 2)
+    );
+    assert_eq!(again.token, b_token, "the same message");
 
-    let done = q.settle_owned("dev1", 7, FeedbackStatus::Success).unwrap();
+    let done = q
+        .settle_token("dev1", a_token, FeedbackStatus::Success)
+        .unwrap();
     assert_eq!(done.message_id.as_deref(), Some("a"));
-    assert!(q.settle_owned("dev1", 7, FeedbackStatus::Success).is_none());
     assert!(
-        q.settle_owned("dev1", 10, FeedbackStatus::Success)
+        q.settle_token("dev1", a_token, FeedbackStatus::Success)
+            .is_none(),
+        "settled once"
+    );
+    assert!(
+        q.settle_token("dev1", b_token, FeedbackStatus::Success)
             .is_some()
     );
     assert_eq!(q.pending("dev1"), 0);
@@ -173,8 +185,8 @@ fn a_message_put_back_max_deliveries_times_is_dead_lettered() {
     );
     q.enqueue(msg("d", "poison", Ack::Negative)).unwrap();
     for n in 1..=3 {
-        let (_, count) = q.next_for("d", n).expect("delivered again");
-        assert_eq!(count, n as u32);
+        let out = q.next_for("d", n).expect("delivered again");
+        assert_eq!(out.deliveries, n as u32);
         q.release("d", n);
     }
     assert!(q.next_for("d", 4).is_none());

@@ -4,13 +4,17 @@
 //! PUBLISH on `devices/{id}/messages/devicebound/{property bag}` that the device's PUBACK
 //! completes (the `positive` feedback, when asked for, recorded then).
 //!
-//! One message in flight per device: the next goes out when the device acknowledges the last.
-//! IoT Hub keeps a C2D message locked to one delivery until it is completed and delivers a
-//! device's messages in order; one at a time keeps that order through a redelivery, costs a round
-//! trip per message (which a device with a 50-message queue bound does not notice) and lets a
-//! PUBACK name its message without ambiguity. A message whose PUBACK never comes stays in flight
-//! on that connection (MQTT 3.1.1 redelivers only on a new connection); when the connection goes
-//! away it is put back and the device's next connection gets it again.
+//! A window of [`WINDOW`] messages in flight per connection, oldest first, each acknowledged by
+//! its own PUBACK (matched by packet id). IoT Hub's MQTT side does not wait for one PUBACK before
+//! the next delivery: a device can hold several unacknowledged C2D messages (the C# SDK's
+//! "PUBACK packets in the order in which the corresponding PUBLISH packets were received" error,
+//! azure-iot-sdk-csharp#157), and Microsoft's IoT protocol gateway, the MQTT-to-IoT Hub bridge
+//! of the same design, prefetches up to 50 (`MaxPendingOutboundMessages`) for a device. With a
+//! queue of at most 50 the window never binds there, so everything queued flows at once and a
+//! burst does not cost a round trip per message. Order holds across redeliveries: a message put
+//! back keeps its place in the queue. A message whose PUBACK never comes stays in flight on that
+//! connection (MQTT 3.1.1 redelivers only on a new connection); when the connection goes away it
+//! is put back and the device's next connection gets it again.
 //!
 //! Sessions: a CleanSession 1 connect drops every queued message (feedback `purged`) and any
 //! subscription an earlier connection left; a subscription made on a CleanSession 0 connection
@@ -19,6 +23,8 @@
 //! never delivered; a redelivery carries the DUP flag, and a message that went out
 //! `maxDeliveryCount` (10) times without a PUBACK is dead-lettered (`deliveryCountExceeded`)
 //! rather than put back again, so a device that crashes on it does not get it forever.
+
+use std::collections::VecDeque;
 
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::Publish;
@@ -30,6 +36,9 @@ use crate::emulator::amqp::c2d::{Ack, FeedbackStatus};
 use crate::iothub::topics;
 use crate::sync::lock;
 
+/// The most C2D messages out to one connection at a time.
+pub(super) const WINDOW: usize = crate::emulator::amqp::c2d::MAX_PENDING;
+
 /// One connection's side of C2D delivery.
 pub(super) struct C2dDelivery {
     /// Whether messages may flow: the device subscribed on this connection, or on an earlier
@@ -37,8 +46,8 @@ pub(super) struct C2dDelivery {
     subscribed: bool,
     /// Whether the subscription outlives the connection (CleanSession 0).
     persistent: bool,
-    /// The packet id of the message out to the device, waiting for its PUBACK.
-    in_flight: Option<u16>,
+    /// The messages out to the device, oldest first: packet id and the queues' token.
+    in_flight: VecDeque<(u16, u64)>,
     next_pkid: u16,
 }
 
@@ -56,7 +65,7 @@ impl C2dDelivery {
         Self {
             subscribed,
             persistent: !clean_session,
-            in_flight: None,
+            in_flight: VecDeque::new(),
             next_pkid: 1,
         }
     }
@@ -74,46 +83,56 @@ impl C2dDelivery {
         }
     }
 
-    /// The next message for the device as a PUBLISH, marked in flight to connection `conn_id`;
-    /// `None` when not subscribed, one is in flight already, or nothing is queued.
-    pub(super) fn next(&mut self, state: &HubState, device: &str, conn_id: u64) -> Option<Publish> {
-        if !self.subscribed || self.in_flight.is_some() {
-            return None;
+    /// The messages that may go out now as PUBLISHes, oldest first, marked in flight to
+    /// connection `conn_id`: none when not subscribed, the window is full or nothing is queued.
+    pub(super) fn next(&mut self, state: &HubState, device: &str, conn_id: u64) -> Vec<Publish> {
+        let mut out = Vec::new();
+        while self.subscribed && self.in_flight.len() < WINDOW {
+            let Some(next) = state.c2d.next_for(device, conn_id) else {
+                break;
+            };
+            let pkid = self.packet_id();
+            self.in_flight.push_back((pkid, next.token));
+            let msg = &next.msg;
+            let mut publish = Publish::new(delivery_topic(msg), QoS::AtLeastOnce, msg.body.clone());
+            publish.pkid = pkid;
+            // MQTT 3.1.1 §4.4: a message sent again after a reconnect carries DUP.
+            publish.dup = next.deliveries > 1;
+            out.push(publish);
         }
-        let (msg, deliveries) = state.c2d.next_for(device, conn_id)?;
-        let pkid = self.next_pkid;
-        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-        self.in_flight = Some(pkid);
-        let mut publish = Publish::new(delivery_topic(&msg), QoS::AtLeastOnce, msg.body.clone());
-        publish.pkid = pkid;
-        // MQTT 3.1.1 §4.4: a message sent again after a reconnect carries DUP.
-        publish.dup = deliveries > 1;
-        Some(publish)
+        out
     }
 
-    /// A PUBACK from the device: completes the message in flight if `pkid` is its packet id.
-    /// False for any other PUBACK (late, unknown or duplicated: ignored as MQTT brokers do).
-    pub(super) fn acked(
-        &mut self,
-        state: &HubState,
-        device: &str,
-        conn_id: u64,
-        pkid: u16,
-    ) -> bool {
-        if self.in_flight != Some(pkid) {
-            return false;
+    /// A packet id not in flight (1..=65535; the window is far smaller than the id space).
+    fn packet_id(&mut self) -> u16 {
+        loop {
+            let pkid = self.next_pkid;
+            self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+            if !self.in_flight.iter().any(|(p, _)| *p == pkid) {
+                return pkid;
+            }
         }
-        self.in_flight = None;
+    }
+
+    /// A PUBACK from the device: completes the message in flight under `pkid`. False for any
+    /// other PUBACK (late, unknown or duplicated: ignored, as MQTT brokers do).
+    pub(super) fn acked(&mut self, state: &HubState, device: &str, pkid: u16) -> bool {
+        let Some(at) = self.in_flight.iter().position(|(p, _)| *p == pkid) else {
+            return false;
+        };
+        let Some((_, token)) = self.in_flight.remove(at) else {
+            return false;
+        };
         // None when the message expired or was purged while out: nothing left to complete.
         let _ = state
             .c2d
-            .settle_owned(device, conn_id, FeedbackStatus::Success);
+            .settle_token(device, token, FeedbackStatus::Success);
         true
     }
 
     /// The connection ended: what it held unacknowledged goes back for redelivery.
     pub(super) fn ended(&self, state: &HubState, device: &str, conn_id: u64) {
-        if self.in_flight.is_some() {
+        if !self.in_flight.is_empty() {
             state.c2d.release(device, conn_id);
         }
     }

@@ -242,7 +242,7 @@ impl<'a> Live<'a> {
         true
     }
 
-    fn next_c2d(&mut self) -> Option<Publish> {
+    fn next_c2d(&mut self) -> Vec<Publish> {
         self.c2d.next(self.state, &self.device, self.conn_id)
     }
 
@@ -252,13 +252,10 @@ impl<'a> Live<'a> {
             Packet::Subscribe(s) => self.subscribe(&s),
             Packet::PingReq => Step::Reply(vec![Packet::PingResp]),
             Packet::PubAck(ack) => {
-                if self
-                    .c2d
-                    .acked(self.state, &self.device, self.conn_id, ack.pkid)
-                {
+                if self.c2d.acked(self.state, &self.device, ack.pkid) {
                     self.counters.touch();
                 }
-                Step::Reply(self.next_c2d().map(Packet::Publish).into_iter().collect())
+                Step::Reply(self.next_c2d().into_iter().map(Packet::Publish).collect())
             }
             Packet::Disconnect => Step::Disconnect,
             _ => Step::Close,
@@ -357,7 +354,7 @@ impl<'a> Live<'a> {
         if !allowed || self.subscriptions > MAX_SUBSCRIPTIONS {
             return Step::Close;
         }
-        let mut c2d = None;
+        let mut c2d = Vec::new();
         for f in &s.filters {
             match f.path.as_str() {
                 "$iothub/twin/res/#" => self.twin_subscribed = true,
@@ -372,12 +369,12 @@ impl<'a> Live<'a> {
                 // The only other allowed filter: the device's devicebound one.
                 _ => {
                     self.c2d.subscribe(self.state, &self.device);
-                    c2d = self.next_c2d();
+                    c2d.extend(self.next_c2d());
                 }
             }
         }
         let suback = std::iter::once(suback(s));
-        Step::Reply(suback.chain(c2d.map(Packet::Publish)).collect())
+        Step::Reply(suback.chain(c2d.into_iter().map(Packet::Publish)).collect())
     }
 
     /// Counts a drop unless the device left cleanly, and gives up the live slot if still ours.
