@@ -113,20 +113,21 @@ fn now_ms() -> i64 {
 
 impl<B: Backends> Device<'_, B> {
     /// A C2D message arrived (its PUBACK already on its way): time it, let the application
-    /// judge it, count it.
+    /// judge it, count it. Returns what was malformed about it, for `cloud` to count.
     pub(super) fn c2d_message(
         &mut self,
         properties: Vec<(String, Option<String>)>,
         reject: f64,
         abandon: f64,
-    ) {
+    ) -> Option<&'static str> {
         let received_at = now_ms();
         let end = Instant::now();
         let message = Received::from_properties(properties);
         self.report.cloud.c2d_received += 1;
+        let mut malformed = None;
         match message.sent_at_ms() {
             None => {}
-            Some(Err(())) => self.malformed(Phase::C2dDelivery, "bad_sent_at"),
+            Some(Err(())) => malformed = Some("bad_sent_at"),
             Some(Ok(sent)) => {
                 let took = u64::try_from(received_at.saturating_sub(sent)).unwrap_or(0);
                 let start = end.checked_sub(Duration::from_millis(took)).unwrap_or(end);
@@ -145,6 +146,7 @@ impl<B: Backends> Device<'_, B> {
             Verdict::Abandon => self.report.cloud.c2d_abandoned += 1,
         }
         tracing::trace!(device = %self.spec.id, message_id = ?message.message_id, "C2D message");
+        malformed
     }
 }
 

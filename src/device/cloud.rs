@@ -174,7 +174,9 @@ impl<B: Backends> Device<'_, B> {
             }
             Some(CloudMessage::C2d { properties }) => {
                 let b = &cloud.behaviour;
-                self.c2d_message(properties, b.c2d_reject, b.c2d_abandon);
+                if let Some(kind) = self.c2d_message(properties, b.c2d_reject, b.c2d_abandon) {
+                    self.malformed(Phase::C2dDelivery, kind);
+                }
                 Vec::new()
             }
             None => {
@@ -184,7 +186,7 @@ impl<B: Backends> Device<'_, B> {
         }
     }
 
-    pub(super) fn malformed(&mut self, phase: Phase, kind: &str) {
+    fn malformed(&mut self, phase: Phase, kind: &str) {
         self.report.cloud.malformed += 1;
         self.services.recorder.error(phase, kind);
         tracing::debug!(device = %self.spec.id, phase = phase.name(), kind, "bad input from the cloud");
