@@ -28,14 +28,13 @@ fn a_remote_run_against_fleetsim_emulate() {
                 "0",
                 "--registry-port",
                 "0",
-                // Any free port: the default 5671 is taken by any other `emulate` test running.
-                "--amqp-port",
-                "0",
                 "--dps-port",
                 "0",
                 "--dps-websocket-port",
                 "0",
                 "--dps-service-port",
+                "0",
+                "--amqp-port",
                 "0",
             ])
             .args(["--time-scale", "1s", "--dir"])

@@ -60,9 +60,6 @@ async fn fleetsim_emulate_serves_dps_with_a_group_for_ezca_devices() {
         .args([
             "--registry-port",
             "0",
-            // Any free port: the default 5671 is taken by any other `emulate` test running.
-            "--amqp-port",
-            "0",
             "--dps-ip",
             "127.0.0.1",
             "--dps-port",
@@ -72,6 +69,8 @@ async fn fleetsim_emulate_serves_dps_with_a_group_for_ezca_devices() {
             "--dps-websocket-port",
             "0",
             "--dps-service-port",
+            "0",
+            "--amqp-port",
             "0",
             "--dir",
         ])
