@@ -22,6 +22,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fleetsim::clock::Clock;
 use fleetsim::crypto::{DeviceKey, KeyKind, install_crypto_provider};
 use fleetsim::emulator::ServerPki;
+use fleetsim::emulator::ca::names::{San, Subject};
 use fleetsim::emulator::ca::{Authority, SignRequest};
 use fleetsim::metrics::{Outcome, Phase, Recorder};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
@@ -41,11 +42,11 @@ fn authority() -> Authority {
 fn sign(ca: &Authority, csr: &str) -> CertificateDer<'static> {
     let ekus = ["1.3.6.1.5.5.7.3.2".to_string()];
     let usages = ["Digital Signature".to_string()];
-    let sans = ["sim-000001".to_string()];
+    let subject = Subject::parse("CN=sim-000001").expect("subject");
+    let sans = [San::dns("sim-000001").expect("SAN")];
     ca.sign(&SignRequest {
-        subject_name: "CN=sim-000001",
-        dns_sans: &sans,
-        other_sans: &[],
+        subject: &subject,
+        sans: &sans,
         csr_pem: csr,
         validity_days: 30,
         ekus: &ekus,

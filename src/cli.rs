@@ -172,6 +172,11 @@ pub struct EmulateArgs {
     /// Do not start DPS.
     #[arg(long)]
     pub no_dps: bool,
+    /// Keep the CA's and the hub's keys, the TLS trust root, the issued certificates, domains,
+    /// revocations and the hub's registry in FILE (0600: it holds private keys), so a
+    /// restarted `fleetsim emulate` is the same CA and hub to its clients. Created when absent.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 }
 
 pub async fn main(cli: Cli) -> ExitCode {
@@ -367,9 +372,25 @@ pub async fn run(
         html_path.display()
     );
     if let Some(url) = &distributed.report_to {
-        return distributed::deliver(url, &outcome.report).await;
+        let delivered = distributed::deliver(url, &outcome.report).await?;
+        return Ok(interrupted_or(&outcome.report, delivered));
     }
-    Ok(threshold_verdict(&outcome.report))
+    let verdict = threshold_verdict(&outcome.report);
+    Ok(interrupted_or(&outcome.report, verdict))
+}
+
+/// The exit status of a run stopped by Ctrl-C or SIGTERM before its duration (128 + SIGINT, as
+/// shells report an interrupted command): it did not run its scenario, so it neither passes nor
+/// fails its thresholds.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// [`EXIT_INTERRUPTED`] for an interrupted run, else `status`.
+fn interrupted_or(report: &report::Report, status: ExitCode) -> ExitCode {
+    if report.interrupted {
+        eprintln!("fleetsim: the run was interrupted: exit status {EXIT_INTERRUPTED}");
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    status
 }
 
 /// Raises the open-file limit and warns, with the numbers, when the fleet needs more.
@@ -419,11 +440,17 @@ pub fn merge_reports(inputs: &[PathBuf], out: Option<&Path>) -> anyhow::Result<E
     Ok(threshold_verdict(&merged))
 }
 
-/// Status 1, naming each failed threshold, when any failed.
+/// Status 1, naming each failed threshold, when any failed or any task panicked.
 fn threshold_verdict(report: &report::Report) -> ExitCode {
     let failed: Vec<_> = report.failed_thresholds().collect();
+    for (at, n) in &report.panics {
+        eprintln!("fleetsim: {n} panic(s) caught in {at}: the run fails");
+    }
     if failed.is_empty() {
-        return ExitCode::SUCCESS;
+        return match report.panics.is_empty() {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
     }
     for t in &failed {
         eprintln!(
@@ -478,6 +505,7 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         dps: dps_setup(&args),
         dir: &args.dir,
         token_lifetime_secs: 30 * 86_400,
+        state: args.state.as_deref(),
     };
     crate::emulator::standalone::run(options, print_ready, ctrl_c).await?;
     Ok(())

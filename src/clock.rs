@@ -31,9 +31,9 @@ impl Clock {
         Self { day }
     }
 
-    /// The real duration of `days` scenario days.
+    /// The real duration of `days` scenario days, `Duration::MAX` past what a `Duration` holds.
     pub fn days(&self, days: f64) -> Duration {
-        self.day.mul_f64(days.max(0.0))
+        Duration::try_from_secs_f64(self.day.as_secs_f64() * days.max(0.0)).unwrap_or(Duration::MAX)
     }
 
     pub fn is_compressed(&self) -> bool {
@@ -51,5 +51,7 @@ mod tests {
         assert_eq!(c.days(10.0), Duration::from_secs(30));
         assert!(c.is_compressed());
         assert_eq!(Clock::real().days(1.0), REAL_DAY);
+        let huge = Clock::compressed(Duration::from_secs(5_000_000_000_000_000_000));
+        assert_eq!(huge.days(365.0), Duration::MAX);
     }
 }

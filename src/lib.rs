@@ -22,6 +22,7 @@ pub mod distributed;
 pub mod emulator;
 pub mod ezca;
 pub mod fleet;
+pub mod inject;
 pub mod iothub;
 pub mod metrics;
 pub mod report;

@@ -106,7 +106,16 @@ pub fn verify_signature(parsed: &Parsed, cert_der: &[u8]) -> bool {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
         return false;
     };
-    let spki = cert.public_key();
+    verify_signature_spki(parsed, cert.public_key().raw)
+}
+
+/// Verifies an RS256 signature with the RSA key of a DER SubjectPublicKeyInfo (what a CA keeps
+/// of the certificates it issued).
+pub fn verify_signature_spki(parsed: &Parsed, spki_der: &[u8]) -> bool {
+    use x509_parser::prelude::FromDer;
+    let Ok((_, spki)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der) else {
+        return false;
+    };
     if spki.algorithm.algorithm != x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION {
         return false;
     }

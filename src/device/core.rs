@@ -132,6 +132,8 @@ pub struct DeviceReport {
     pub online_at_end: bool,
     /// What the device heard from the cloud and did about it (see [`CloudReport`]).
     pub cloud: CloudReport,
+    /// The phase the device was in when its task panicked (the panic was caught and counted).
+    pub panicked_in: Option<crate::metrics::Phase>,
 }
 
 /// A device's cloud-to-device traffic (all zero for a telemetry-only device).
@@ -234,6 +236,10 @@ impl<'a, B: Backends> Device<'a, B> {
             },
             revoked_at: None,
         }
+    }
+
+    pub(super) fn state(&self) -> DeviceState {
+        self.state
     }
 
     pub(super) fn set_state(&mut self, to: DeviceState) {

@@ -11,7 +11,10 @@
 //! Every step is timed; failures are counted, retried with jittered backoff when retrying can
 //! help, and never panic.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,17 +32,43 @@ pub async fn run_device<B: Backends>(
     stop: CancellationToken,
 ) -> DeviceReport {
     let mut device = Device::new(&spec, &services, &stop);
-    match device.live(intended_start).await {
+    // A panic anywhere in the device's life is caught here, at the task's boundary, so it is
+    // counted (in the phase the device was in) and fails the run instead of vanishing.
+    let lived = AssertUnwindSafe(device.live(intended_start))
+        .catch_unwind()
+        .await;
+    match lived {
         // A revoked device stays counted as revoked.
-        Ok(()) | Err(Stop::Stopped) if device.is_revoked() => {}
-        Ok(()) | Err(Stop::Stopped) => device.set_state(DeviceState::Done),
-        Err(Stop::Failed(phase, e)) => {
+        Ok(Ok(()) | Err(Stop::Stopped)) if device.is_revoked() => {}
+        Ok(Ok(()) | Err(Stop::Stopped)) => device.set_state(DeviceState::Done),
+        Ok(Err(Stop::Failed(phase, e))) => {
             tracing::debug!(device = %spec.id, phase = phase.name(), error = %e, "device failed");
             device.report.failure = Some(format!("{}: {e}", phase.name()));
             device.set_state(DeviceState::Failed);
         }
+        Err(payload) => {
+            let phase = phase_in(device.state());
+            let message = crate::inject::panic_message(payload.as_ref());
+            tracing::error!(device = %spec.id, phase = phase.name(), %message, "device task panicked");
+            services.recorder.error(phase, "panic");
+            device.report.failure = Some(format!("{}: panic: {message}", phase.name()));
+            device.report.panicked_in = Some(phase);
+            device.set_state(DeviceState::Failed);
+        }
     }
     device.report
+}
+
+/// The phase a device in `state` is in, to name where a panic happened.
+fn phase_in(state: DeviceState) -> Phase {
+    match state {
+        DeviceState::Pending | DeviceState::Enrolling => Phase::CaIssue,
+        DeviceState::Connecting => Phase::MqttConnect,
+        DeviceState::Renewing => Phase::CaRenew,
+        DeviceState::Backoff => Phase::MqttReconnect,
+        DeviceState::Revoked => Phase::RevokeCutoff,
+        DeviceState::Online | DeviceState::Failed | DeviceState::Done => Phase::MqttPublish,
+    }
 }
 
 impl<B: Backends> Device<'_, B> {
@@ -52,6 +81,7 @@ impl<B: Backends> Device<'_, B> {
     /// A provisioning step (DPS: the device learns its hub and is registered there) would take
     /// `register`'s place, between the certificate and the connect.
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
+        crate::inject::panic_at("device");
         let (key, issued) = Box::pin(self.obtain_certificate()).await?;
         self.report.enrolled = true;
         Box::pin(self.register()).await?;

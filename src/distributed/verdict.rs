@@ -174,7 +174,7 @@ impl Verdict {
             && self
                 .merged
                 .as_ref()
-                .is_some_and(|m| m.failed_thresholds().next().is_none())
+                .is_some_and(|m| m.failed_thresholds().next().is_none() && m.panics.is_empty())
     }
 
     /// The verdict's lines: PASS, or FAIL with each reason.
@@ -191,6 +191,9 @@ impl Verdict {
         };
         for p in &self.problems {
             let _ = writeln!(s, "  {p}");
+        }
+        for (at, n) in self.merged.iter().flat_map(|m| &m.panics) {
+            let _ = writeln!(s, "  {n} panic(s) caught in {at}");
         }
         if self.merged.is_none() {
             let _ = writeln!(s, "  no shard reported: nothing to merge");

@@ -73,6 +73,12 @@ pub struct ListenerStats {
 }
 
 impl ListenerCounters {
+    /// Counts a handler that panicked and was caught inside its connection (an HTTP request's
+    /// handler answers 500 and the connection carries on).
+    pub fn count_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> ListenerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ListenerStats {
@@ -105,6 +111,11 @@ impl Listener {
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// The counters this listener counts into.
+    pub fn counters(&self) -> Arc<ListenerCounters> {
+        self.counters.clone()
     }
 
     /// Counts into `counters` (shared with the emulator's other listeners).

@@ -8,7 +8,8 @@
 //! registry ("disable device on revoke"). [`Emulators::start_dps`] adds the Device Provisioning
 //! Service ([`dps`]), linked to the hub (and to further hubs, [`Emulators::add_hub`]) through
 //! [`dps::LinkedHub`]. Shared pieces: [`listener`] (the one accept loop and drain policy of every
-//! server), [`tls`] (server PKI, HTTPS over the listener), [`mqtt_wire`] and [`websocket`] (MQTT
+//! server), [`tls`] (server PKI, HTTPS over the listener), [`http`] (the bounded HTTP serving of
+//! every REST endpoint: authentication before bodies, body limits, timeouts), [`mqtt_wire`] and [`websocket`] (MQTT
 //! framing and the WebSocket bridge of the hub and DPS), [`token`] (Azure AD stand-in tokens) and
 //! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the throttles).
 //! [`persist`] is what a resumed soak (`--state`) saves of them: both report durable changes to a
@@ -19,11 +20,13 @@ pub mod ca;
 pub mod dps;
 mod error;
 pub mod gcra;
+pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod mqtt_wire;
 pub mod persist;
 pub mod standalone;
+pub mod state_file;
 pub mod tls;
 pub mod token;
 pub mod websocket;
@@ -63,6 +66,8 @@ pub struct Emulators {
     /// The hub's C2D queues, fed by the AMQP endpoint.
     pub c2d: std::sync::Arc<amqp::C2dQueues>,
     pki: ServerPki,
+    /// Timeouts and caps of the HTTP servers (the CA, the registry, DPS's service API).
+    http_limits: http::HttpLimits,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -89,6 +94,15 @@ impl Addresses {
             amqp: any,
         }
     }
+}
+
+/// How the emulators' servers are set up beyond their addresses.
+pub struct Servers {
+    /// Timeouts, header size and connection cap of the HTTP servers.
+    pub http: http::HttpLimits,
+    /// The root of the servers' TLS certificates (a new one when absent; `fleetsim emulate
+    /// --state` keeps one, so clients keep trusting the emulators across a restart).
+    pub pki: Option<ServerPki>,
 }
 
 /// Where DPS's endpoints listen (port 0: any free port).
@@ -216,14 +230,36 @@ impl Emulators {
         hub: &HubConfig,
         restore: &persist::Restore,
     ) -> Result<Self, EmulatorError> {
+        let servers = Servers {
+            http: http::HttpLimits::default(),
+            pki: None,
+        };
+        Self::start_with(addrs, ca, hub, restore, servers).await
+    }
+
+    /// Like [`Emulators::start_restored`], with the servers' settings.
+    pub async fn start_with(
+        addrs: Addresses,
+        ca: &CaConfig,
+        hub: &HubConfig,
+        restore: &persist::Restore,
+        servers: Servers,
+    ) -> Result<Self, EmulatorError> {
         crate::crypto::install_crypto_provider();
-        let pki = ServerPki::new("fleetsim emulators")?;
+        let pki = match servers.pki {
+            Some(pki) => pki,
+            None => ServerPki::new("fleetsim emulators")?,
+        };
+        let http_limits = servers.http;
         let stop = CancellationToken::new();
 
         let ca_listener = bind(addrs.ca).await?;
-        let ca_emulator = CaEmulator::restored(&ca_listener, ca, restore.ca.as_ref())?;
+        let ca_emulator = match &restore.ca_secrets {
+            Some(saved) => CaEmulator::from_saved(&ca_listener, ca, saved)?,
+            None => CaEmulator::restored(&ca_listener, ca, restore.ca.as_ref())?,
+        };
         ca_emulator.restore(&restore.issued, &restore.domains);
-        let hub_emulator = HubEmulator::new(hub)?;
+        let hub_emulator = HubEmulator::from_saved(hub, restore.hub_secrets.as_ref())?;
         hub_emulator.restore_devices(&restore.hub_devices);
         hub_emulator.trust_ca(ca_emulator.root_der());
         if ca.disable_devices_on_revoke {
@@ -255,9 +291,14 @@ impl Emulators {
             async move { t.cancelled().await }
         };
         let tasks = vec![
-            ca_emulator.serve(ca_listener, &pki, on_stop(&stop))?,
+            ca_emulator.serve_with(ca_listener, &pki, http_limits, on_stop(&stop))?,
             hub_emulator.serve_mqtt(mqtt_listener, &pki, on_stop(&stop))?,
-            hub_emulator.serve_registry(registry_listener, &pki, on_stop(&stop))?,
+            hub_emulator.serve_registry_with(
+                registry_listener,
+                &pki,
+                http_limits,
+                on_stop(&stop),
+            )?,
             hub_emulator.serve_websocket(websocket_listener, &pki, on_stop(&stop))?,
             amqp.serve(amqp_listener, amqp_tls, on_stop(&stop)),
         ];
@@ -275,6 +316,7 @@ impl Emulators {
             amqp,
             c2d,
             pki,
+            http_limits,
             stop,
             tasks,
         })
@@ -332,7 +374,7 @@ impl Emulators {
         self.tasks.extend([
             dps.serve_mqtt(mqtt, &self.pki, stop(&self.stop))?,
             dps.serve_websocket(websocket, &self.pki, stop(&self.stop))?,
-            dps.serve_service(service, &self.pki, stop(&self.stop))?,
+            dps.serve_service_with(service, &self.pki, self.http_limits, stop(&self.stop))?,
         ]);
         Ok(self.dps.insert(running))
     }

@@ -1,6 +1,8 @@
 //! MQTT 3.1.1 framing shared by the emulators' MQTT endpoints (the hub's and DPS's): one packet
 //! read from, or written to, a byte stream with rumqttc's codec.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use rumqttc::mqttbytes::Error as CodecError;
 use rumqttc::mqttbytes::QoS;
@@ -9,6 +11,25 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest packet the emulators send; what they accept is each endpoint's own limit.
 const MAX_OUTGOING: usize = 1024 * 1024;
+
+/// The largest CONNECT the endpoints read, before the client is authenticated: a client id of
+/// 128 bytes, a username and a SAS token take well under 1 KB, so 16 KiB leaves room for a will
+/// message of a few KB while a flood of unauthenticated connections holds little memory.
+pub const MAX_CONNECT: usize = 16 * 1024;
+
+/// IoT Hub's cap on its server-side keep-alive timeout (29.45 minutes).
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1767);
+
+/// How long a session may stay silent: 1.5 times the client's keep-alive (IoT Hub's rule),
+/// capped at [`MAX_KEEP_ALIVE`]. A client that asks for none (0) gets the cap: IoT Hub documents
+/// no behaviour for 0, and a session that may idle forever would let silent clients hold
+/// connections for good.
+pub fn idle_limit(keep_alive_secs: u16) -> Duration {
+    match keep_alive_secs {
+        0 => MAX_KEEP_ALIVE,
+        s => (Duration::from_secs(u64::from(s)) * 3 / 2).min(MAX_KEEP_ALIVE),
+    }
+}
 
 /// Reads the next packet of at most `max` bytes. A closed stream is `InsufficientBytes`, a
 /// malformed or oversize packet the codec's error.
@@ -56,4 +77,17 @@ pub fn suback(subscribe: &Subscribe) -> Packet {
         })
         .collect();
     Packet::SubAck(SubAck::new(subscribe.pkid, codes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_bounded_whatever_the_keep_alive() {
+        assert_eq!(idle_limit(60), Duration::from_secs(90));
+        assert_eq!(idle_limit(1177), Duration::from_millis(1_765_500));
+        assert_eq!(idle_limit(1200), MAX_KEEP_ALIVE);
+        assert_eq!(idle_limit(0), MAX_KEEP_ALIVE);
+    }
 }

@@ -20,7 +20,8 @@ pub struct Domain {
     pub requesters: Vec<String>,
 }
 
-/// A certificate the emulator issued.
+/// A certificate the emulator issued, as a resumed soak stores it (with its DER; the running CA
+/// keeps less, see [`crate::emulator::ca::IssuedCertificate`]).
 #[derive(Debug, Clone)]
 pub struct IssuedRecord {
     pub der: CertificateDer<'static>,
@@ -54,7 +55,8 @@ pub enum JournalEvent {
     },
 }
 
-/// Where emulators report durable changes. Must not block: it only queues.
+/// Where emulators report durable changes. Must not block for long: it queues (a resumed
+/// soak's SQLite writer) or appends one line (`fleetsim emulate --state`).
 pub trait Journal: Send + Sync {
     fn record(&self, event: JournalEvent);
 }
@@ -75,10 +77,42 @@ impl std::fmt::Debug for CaIdentity {
     }
 }
 
+/// What `fleetsim emulate --state` restores of the CA besides its records: every issuing CA
+/// (the ECDSA and the RSA one) and the key of its Azure AD stand-in tokens. Secret.
+#[derive(Clone, Default)]
+pub struct CaSecrets {
+    pub authorities: Vec<CaIdentity>,
+    pub token_secret: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for CaSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaSecrets({} CAs, <keys>)", self.authorities.len())
+    }
+}
+
+/// What `fleetsim emulate --state` restores of the hub: the `iothubowner` policy key (base64)
+/// and the key of its Azure AD stand-in tokens. Secret.
+#[derive(Clone)]
+pub struct HubSecrets {
+    pub policy_key: String,
+    pub token_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for HubSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HubSecrets(<keys>)")
+    }
+}
+
 /// What restarted emulators start from.
 #[derive(Debug, Clone, Default)]
 pub struct Restore {
+    /// The default issuing CA (a resumed soak); `ca_secrets`, when given, restores all of them.
     pub ca: Option<CaIdentity>,
+    /// Every issuing CA and the token key (`fleetsim emulate --state`).
+    pub ca_secrets: Option<CaSecrets>,
+    pub hub_secrets: Option<HubSecrets>,
     pub issued: Vec<IssuedRecord>,
     pub domains: Vec<(String, Domain)>,
     pub hub_devices: Vec<Device>,

@@ -69,6 +69,8 @@ pub struct Options<'a> {
     pub dps: Option<(DpsAddresses, DpsConfig)>,
     pub dir: &'a Path,
     pub token_lifetime_secs: u64,
+    /// `--state FILE`: keys, trust and records kept across restarts ([`super::state_file`]).
+    pub state: Option<&'a Path>,
 }
 
 fn default_group() -> EnrollmentGroup {
@@ -137,8 +139,9 @@ pub async fn run(
         dps,
         dir,
         token_lifetime_secs,
+        state,
     } = options;
-    let mut emulators = Emulators::start_on(addrs, ca, hub).await?;
+    let mut emulators = start_emulators(addrs, ca, hub, state).await?;
     std::fs::create_dir_all(dir)?;
     let dps = match dps {
         Some((addrs, config)) => Some(start_dps(&mut emulators, addrs, &config, dir).await?),
@@ -194,6 +197,37 @@ pub async fn run(
     shutdown.await;
     emulators.shutdown().await;
     Ok(())
+}
+
+/// Starts the emulators, from the state file when there is one, and keeps it from then on.
+async fn start_emulators(
+    addrs: Addresses,
+    ca: &CaConfig,
+    hub: &HubConfig,
+    state: Option<&Path>,
+) -> Result<Emulators, EmulatorError> {
+    let Some(path) = state else {
+        return Emulators::start_on(addrs, ca, hub).await;
+    };
+    let (restore, pki) = match super::state_file::load(path)? {
+        Some(saved) => (saved.restore, Some(saved.pki)),
+        None => (super::persist::Restore::default(), None),
+    };
+    let servers = super::Servers {
+        http: super::http::HttpLimits::default(),
+        pki,
+    };
+    let emulators = Emulators::start_with(addrs, ca, hub, &restore, servers).await?;
+    let writer = super::state_file::StateWriter::create(
+        path,
+        &emulators.pki,
+        &emulators.ca.secrets(),
+        &emulators.hub.secrets(),
+        &restore,
+    )?;
+    emulators.ca.set_journal(writer.clone());
+    emulators.hub.set_journal(writer);
+    Ok(emulators)
 }
 
 /// The ECDSA CA is chosen (any key kind can use it); the RSA one is offered in a comment.

@@ -1,31 +1,32 @@
 //! TLS plumbing the emulators share: a throwaway PKI for their server certificates, the HTTPS
 //! server configuration and an axum router served over tokio-rustls on the shared accept loop
-//! ([`super::listener`]), and the server config of the MQTT endpoints, which ask for a client
-//! certificate but leave trust to CONNECT ([`RequestClientCert`]).
+//! ([`super::listener`], HTTP itself in [`super::http`]), and the server config of the MQTT
+//! endpoints, which ask for a client certificate but leave trust to CONNECT
+//! ([`RequestClientCert`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use tokio_util::sync::CancellationToken;
 
 use super::error::EmulatorError;
+use super::http::HttpOptions;
 use super::listener::{Listener, ListenerCounters};
 use tokio::net::TcpListener;
 
 /// A root that signs the emulators' server certificates. Clients of an embedded run trust it.
 pub struct ServerPki {
-    root: rcgen::Certificate,
-    root_key: KeyPair,
-    root_params: CertificateParams,
+    root_der: CertificateDer<'static>,
+    /// PKCS#8 of the root's key, kept so `fleetsim emulate --state` can restore the root and
+    /// clients keep trusting the emulators across a restart. Secret: never printed.
+    root_key_pkcs8: Vec<u8>,
+    issuer: rcgen::Issuer<'static, KeyPair>,
 }
 
 /// A server certificate chain and its key.
@@ -35,6 +36,7 @@ pub struct ServerIdentity {
 }
 
 impl ServerPki {
+    /// A new root, valid for ten years (a restored one outlives many restarts).
     pub fn new(name: &str) -> Result<Self, EmulatorError> {
         let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
@@ -49,17 +51,38 @@ impl ServerPki {
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - Duration::from_secs(3600);
-        params.not_after = now + Duration::from_secs(30 * 86_400);
+        params.not_after = now + Duration::from_secs(10 * 365 * 86_400);
         let root = params.self_signed(&root_key)?;
         Ok(Self {
-            root,
-            root_key,
-            root_params: params,
+            root_der: root.der().clone(),
+            root_key_pkcs8: root_key.serialize_der(),
+            issuer: rcgen::Issuer::new(params, root_key),
+        })
+    }
+
+    /// The root saved earlier with [`ServerPki::root_der`] and [`ServerPki::root_key_pkcs8`].
+    pub fn restore(
+        root_der: CertificateDer<'static>,
+        key_pkcs8: &[u8],
+    ) -> Result<Self, EmulatorError> {
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &rustls_pki_types::PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()),
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        )?;
+        Ok(Self {
+            issuer: rcgen::Issuer::from_ca_cert_der(&root_der, key)?,
+            root_key_pkcs8: key_pkcs8.to_vec(),
+            root_der,
         })
     }
 
     pub fn root_der(&self) -> CertificateDer<'static> {
-        self.root.der().clone()
+        self.root_der.clone()
+    }
+
+    /// The root's private key (PKCS#8 DER). Secret: only for the state file.
+    pub fn root_key_pkcs8(&self) -> &[u8] {
+        &self.root_key_pkcs8
     }
 
     /// A server certificate for the address `listener` is bound to and `names`.
@@ -96,8 +119,7 @@ impl ServerPki {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - Duration::from_secs(3600);
         params.not_after = now + Duration::from_secs(30 * 86_400);
-        let issuer = rcgen::Issuer::from_params(&self.root_params, &self.root_key);
-        let cert = params.signed_by(&key, &issuer)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok(ServerIdentity {
             chain: vec![cert.der().clone(), self.root_der()],
             key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
@@ -190,7 +212,8 @@ pub fn client_cert_config(identity: ServerIdentity) -> Result<Arc<ServerConfig>,
 }
 
 /// Serves `router` over HTTPS on `listener` in a task, until `shutdown`: with a server certificate
-/// from `pki` for the listener's address and `names`, counting into `counters`.
+/// from `pki` for the listener's address and `names`, counting into `counters`, under the default
+/// [`HttpOptions`].
 pub fn spawn_https(
     listener: TcpListener,
     pki: &ServerPki,
@@ -199,38 +222,26 @@ pub fn spawn_https(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-    let identity = pki.issue_for(&listener, names)?;
-    let listener = Listener::new(listener, https_config(identity)?).counting(counters);
-    Ok(tokio::spawn(serve_https(listener, router, shutdown)))
+    let options = HttpOptions::default();
+    spawn_https_with(listener, pki, names, counters, router, options, shutdown)
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` completes, through the emulators'
-/// one accept loop ([`Listener`]): on shutdown, a request in flight is finished and the
-/// connection closed.
-pub async fn serve_https(
-    listener: Listener,
+/// Like [`spawn_https`], enforcing `options` (authentication before bodies, body limits per
+/// route, timeouts, the connection cap: see [`super::http`]).
+pub fn spawn_https_with(
+    listener: TcpListener,
+    pki: &ServerPki,
+    names: &[&str],
+    counters: Arc<ListenerCounters>,
     router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    listener
-        .serve(shutdown, move |tls, closing| {
-            serve_http(tls, router.clone(), closing)
-        })
-        .await;
-}
-
-/// HTTP/1.1 or HTTP/2 (by ALPN) on one TLS connection, until the client closes it or `closing`.
-async fn serve_http<S>(tls: S, router: axum::Router, closing: CancellationToken)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
-    tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        _ = closing.cancelled() => {}
-    }
-    connection.as_mut().graceful_shutdown();
-    let _ = connection.await;
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+    let identity = pki.issue_for(&listener, names)?;
+    let listener = Listener::new(listener, https_config(identity)?)
+        .with_policy(options.policy())
+        .counting(counters);
+    Ok(tokio::spawn(super::http::serve(
+        listener, router, options, shutdown,
+    )))
 }

@@ -16,6 +16,9 @@ pub const IOTHUB_AUDIENCE: &str = "https://iothubs.azure.net";
 
 pub struct TokenAuthority {
     key: hmac::Key,
+    /// The key's bytes, kept so `fleetsim emulate --state` can restore the authority and the
+    /// tokens it handed out stay valid across a restart. Secret: never printed.
+    secret: [u8; 32],
     audience: &'static str,
 }
 
@@ -34,11 +37,23 @@ fn now() -> u64 {
 
 impl TokenAuthority {
     pub fn new(audience: &'static str) -> Result<Self, aws_lc_rs::error::Unspecified> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        Ok(Self {
-            key: hmac::Key::generate(hmac::HMAC_SHA256, &rng)?,
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret)?;
+        Ok(Self::with_secret(audience, secret))
+    }
+
+    /// The authority whose key is `secret` (from [`TokenAuthority::secret`]).
+    pub fn with_secret(audience: &'static str, secret: [u8; 32]) -> Self {
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            secret,
             audience,
-        })
+        }
+    }
+
+    /// The signing key's bytes (secret).
+    pub fn secret(&self) -> [u8; 32] {
+        self.secret
     }
 
     pub fn mint(&self, oid: &str, upn: &str, lifetime_secs: u64) -> String {
@@ -112,14 +127,14 @@ mod tests {
         assert!(a.verify(Some(&format!("Bearer {other}"))).is_err());
         assert_eq!(a.verify(None), Err("missing bearer token"));
         // Same key, other audience: refused.
-        let hub = TokenAuthority {
-            key: a.key.clone(),
-            audience: IOTHUB_AUDIENCE,
-        };
+        let hub = TokenAuthority::with_secret(IOTHUB_AUDIENCE, a.secret());
         let for_hub = hub.mint("oid-1", "x", 3600);
         assert_eq!(
             a.verify(Some(&format!("Bearer {for_hub}"))),
             Err("bearer token is for another audience")
         );
+        // Restored from its secret, the authority accepts what it minted before.
+        let restored = TokenAuthority::with_secret(EZCA_AUDIENCE, a.secret());
+        assert!(restored.verify(Some(&format!("Bearer {t}"))).is_ok());
     }
 }

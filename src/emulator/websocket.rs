@@ -10,10 +10,17 @@ use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 pub const PATH: &str = "/$iothub/websocket";
+
+/// The largest WebSocket message (and frame) read: one MQTT packet of the largest the endpoints
+/// take (IoT Hub's 256 KB message and its topic), with room to spare. tungstenite's defaults
+/// (64 MiB messages, 16 MiB frames) would let a client that has not even sent CONNECT make the
+/// server buffer megabytes.
+const MAX_MESSAGE: usize = 512 * 1024;
 
 fn reject(status: StatusCode, why: &str) -> ErrorResponse {
     let mut r = ErrorResponse::new(Some(why.to_string()));
@@ -58,7 +65,11 @@ where
     F: FnOnce(DuplexStream) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let handshake = async_tungstenite::tokio::accept_hdr_async(tls, check_upgrade);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let handshake =
+        async_tungstenite::tokio::accept_hdr_async_with_config(tls, check_upgrade, Some(config));
     let Ok(Ok(ws)) = tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await
     else {
         return;

@@ -270,7 +270,7 @@ impl CertificateCreateRequest {
         validity_in_days: i64,
     ) -> Self {
         Self {
-            subject_name: format!("CN={device_id}"),
+            subject_name: subject_name_for(device_id),
             subject_alt_names: vec![device_id.to_string()],
             ca_id: ca.ca_id.clone(),
             template_id: ca.template_id.clone(),
@@ -286,6 +286,23 @@ impl CertificateCreateRequest {
             auto_renew_percentage: default_auto_renew_percentage(),
         }
     }
+}
+
+/// `CN=<common_name>` as an RFC 4514 string: the characters that separate or quote in a
+/// distinguished name (`, + " \ < > ;`, a leading `#` or space, a trailing space) are escaped,
+/// so a device id that contains them (IoT Hub allows `, + ; =` in ids) stays one CN.
+pub fn subject_name_for(common_name: &str) -> String {
+    let last = common_name.chars().count().saturating_sub(1);
+    let mut out = String::with_capacity(common_name.len() + 3);
+    out.push_str("CN=");
+    for (i, c) in common_name.chars().enumerate() {
+        let edge_space = c == ' ' && (i == 0 || i == last);
+        if ",+\"\\<>;".contains(c) || (c == '#' && i == 0) || edge_space {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]

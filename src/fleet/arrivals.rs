@@ -73,14 +73,23 @@ impl Profile {
         for &(length, r0, r1) in &self.segments {
             let area = (r0 + r1) / 2.0 * length;
             if left <= area {
-                return Duration::from_secs_f64(elapsed + time_to_accumulate(left, r0, r1, length));
+                return saturating_secs(elapsed + time_to_accumulate(left, r0, r1, length));
             }
             left -= area;
             elapsed += length;
         }
-        Duration::from_secs_f64(elapsed + left / self.final_rate())
+        saturating_secs(elapsed + left / self.final_rate())
     }
 }
+
+/// `secs` as a `Duration`, at most [`NEVER`]: a slot that far away is past any run's end, and
+/// still far from overflowing an `Instant`.
+fn saturating_secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).map_or(NEVER, |d| d.min(NEVER))
+}
+
+/// Later than any run ends: twice the longest duration a scenario may write.
+const NEVER: Duration = Duration::from_secs(2 * 36_525 * 86_400);
 
 /// The time τ at which `r0·τ + (r1 − r0)·τ²/(2·length)` reaches `x` (x within the segment).
 fn time_to_accumulate(x: f64, r0: f64, r1: f64, length: f64) -> f64 {
@@ -268,6 +277,7 @@ async fn run_process(
         if due.send(device).is_err() {
             return;
         }
+        crate::inject::panic_at("arrivals");
     }
 }
 
@@ -283,6 +293,8 @@ mod tests {
     fn constant_rate_is_exact_slots() {
         let p = Profile::new(50.0, &[]);
         assert_eq!(p.offset(0), Duration::ZERO);
+        // A rate whose interval is past what a Duration holds saturates instead of panicking.
+        assert_eq!(Profile::new(1e-20, &[]).offset(1), NEVER);
         assert!((ms(p.offset(450)) - 9000.0).abs() < 1e-6);
     }
 

@@ -162,6 +162,8 @@ struct Ended {
     sampling: Sampling,
     roster: Roster,
     interrupted: bool,
+    /// Arrival processes that panicked.
+    arrival_panics: u64,
     ca: Option<CaEmulator>,
     hub: Option<HubEmulator>,
 }
@@ -340,7 +342,17 @@ impl<'a> Run<'a> {
         } = driven;
         self.stop.cancel();
         arrivals.abort_all();
-        while arrivals.join_next().await.is_some() {}
+        let mut arrival_panics = 0;
+        while let Some(joined) = arrivals.join_next().await {
+            if let Err(e) = joined
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "an arrival process panicked");
+                self.recorder
+                    .error(crate::metrics::Phase::ArrivalLate, "panic");
+                arrival_panics += 1;
+            }
+        }
         if let Some(operator) = &mut self.operator {
             operator.finish().await;
         }
@@ -369,6 +381,7 @@ impl<'a> Run<'a> {
             sampling,
             roster,
             interrupted,
+            arrival_panics,
             ca,
             hub,
         }
@@ -393,7 +406,14 @@ impl<'a> Run<'a> {
             keys: &self.services.keys,
             operator: self.operator.as_ref().map(operator::Operator::report),
         };
-        let report = report::build(&sources, snapshot, timeline)?;
+        let mut report = report::build(&sources, snapshot, timeline)?;
+        report.panics = report::panics(
+            &ended.roster,
+            ended.arrival_panics,
+            self.operator.as_ref(),
+            ended.ca.as_ref(),
+            ended.hub.as_ref(),
+        );
         let mut devices = ended.roster.reports;
         devices.sort_by_key(|r| r.id.clone());
         Ok(RunOutcome {

@@ -2,6 +2,8 @@
 //! reading what it needs from the [`Sources`] the run gathered. A new section is one function
 //! here (and one field in `Sources` if it needs something the run does not gather yet).
 
+use std::collections::BTreeMap;
+
 use super::error::FleetError;
 use super::health;
 use super::plan::Fleet;
@@ -113,6 +115,42 @@ fn cohorts(s: &Sources) -> Vec<CohortCounts> {
         }
     }
     cohorts
+}
+
+/// The panics caught at the boundaries of the run's tasks and the embedded emulators' handlers,
+/// by where (see `Report::panics`).
+pub(super) fn panics(
+    roster: &Roster,
+    arrivals: u64,
+    operator: Option<&super::operator::Operator>,
+    ca: Option<&crate::emulator::CaEmulator>,
+    hub: Option<&HubEmulator>,
+) -> BTreeMap<String, u64> {
+    let mut panics = BTreeMap::new();
+    let mut add = |at: String, n: u64| {
+        if n > 0 {
+            *panics.entry(at).or_insert(0) += n;
+        }
+    };
+    for r in &roster.reports {
+        if let Some(phase) = r.panicked_in {
+            add(format!("device/{}", phase.name()), 1);
+        }
+    }
+    add("device".into(), roster.task_panics);
+    add("arrivals".into(), arrivals);
+    for phase in operator.iter().flat_map(|o| &o.panicked) {
+        add(format!("operator/{}", phase.name()), 1);
+    }
+    add(
+        "emulator.ca".into(),
+        ca.map_or(0, |c| c.listener_stats().panics),
+    );
+    add(
+        "emulator.hub".into(),
+        hub.map_or(0, |h| h.listener_stats().panics),
+    );
+    panics
 }
 
 /// The key pool's counters as the report keeps them.

@@ -85,6 +85,7 @@ pub fn open(file: &StateFile) -> Result<Opened, FleetError> {
             .iter()
             .filter_map(|j| serde_json::from_str(j).ok())
             .collect(),
+        ..Restore::default()
     };
     let writer = store.into_writer().map_err(err)?;
     Ok(Opened {

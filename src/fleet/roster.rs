@@ -31,6 +31,8 @@ pub(super) struct Roster {
     pub started_per_cohort: Vec<u64>,
     /// Devices that started more than [`LATE_AFTER`] after their slot.
     pub late: u64,
+    /// Device tasks that panicked outside the device's own catch (they left no report).
+    pub task_panics: u64,
     /// Finished devices' reports, and each one's cohort at the same position.
     pub reports: Vec<DeviceReport>,
     pub report_cohorts: Vec<usize>,
@@ -55,6 +57,7 @@ impl Roster {
             cohort_of: HashMap::new(),
             started_per_cohort: vec![0; cohorts],
             late: 0,
+            task_panics: 0,
             reports: Vec::with_capacity(planned as usize),
             report_cohorts: Vec::with_capacity(planned as usize),
         }
@@ -120,12 +123,20 @@ impl Roster {
         self.tasks.join_next().await
     }
 
-    /// Keeps a finished device's report (a task that panicked or was aborted has none).
+    /// Keeps a finished device's report (a task that panicked or was aborted has none; a
+    /// panic is counted).
     pub fn finished(&mut self, joined: Result<Finished, JoinError>) {
-        if let Ok((index, report)) = joined {
-            self.report_cohorts
-                .push(self.cohort_of.get(&index).copied().unwrap_or(0));
-            self.reports.push(report);
+        match joined {
+            Ok((index, report)) => {
+                self.report_cohorts
+                    .push(self.cohort_of.get(&index).copied().unwrap_or(0));
+                self.reports.push(report);
+            }
+            Err(e) if e.is_panic() => {
+                tracing::error!(error = %e, "a device task panicked");
+                self.task_panics += 1;
+            }
+            Err(_) => {}
         }
     }
 

@@ -91,6 +91,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
     let mut latency = HistogramMap::new();
     let mut uncorrected = HistogramMap::new();
     let mut errors = BTreeMap::new();
+    let mut panics = BTreeMap::new();
     let mut retries = BTreeMap::new();
     let mut devices = DeviceCounts::default();
     let mut messages = MessageCounts::default();
@@ -107,6 +108,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         }
         for (kind, n) in &r.errors {
             *errors.entry(kind.clone()).or_insert(0) += n;
+        }
+        for (at, n) in &r.panics {
+            *panics.entry(at.clone()).or_insert(0) += n;
         }
         for (key, n) in &r.retries {
             *retries.entry(key.clone()).or_insert(0) += n;
@@ -138,6 +142,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         messages,
         phases: stats::phase_stats(&latency, &uncorrected)?,
         errors,
+        panics,
         retries,
         thresholds: Vec::new(),
         hub,

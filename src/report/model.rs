@@ -43,6 +43,10 @@ pub struct Report {
     pub phases: Vec<PhaseStats>,
     /// `phase/kind` → count.
     pub errors: BTreeMap<String, u64>,
+    /// Panics caught at a task's boundary, by where: `device/<phase>` (the phase the device was
+    /// in), `arrivals`, `operator/<phase>`, `emulator.ca`, `emulator.hub`. Any fails the run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub panics: BTreeMap<String, u64>,
     /// `service/endpoint/reason` → retries a client made by itself before its caller saw a
     /// result (EZCA's official 2/4/8 s policy).
     #[serde(default)]
@@ -184,6 +188,7 @@ impl Report {
             },
             phases: stats::phase_stats(&snapshot.latency, &snapshot.uncorrected)?,
             errors: snapshot.errors,
+            panics: BTreeMap::new(),
             retries: snapshot.retries,
             thresholds: Vec::new(),
             hub: None,

@@ -141,6 +141,13 @@ impl Report {
                 let _ = writeln!(s, "  {kind:<40} {n:>8}");
             }
         }
+        if !self.panics.is_empty() {
+            let total: u64 = self.panics.values().sum();
+            let _ = writeln!(s, "PANICS ({total}, the run fails):");
+            for (at, n) in &self.panics {
+                let _ = writeln!(s, "  {at:<40} {n:>8}");
+            }
+        }
         if !self.retries.is_empty() {
             let total: u64 = self.retries.values().sum();
             let _ = writeln!(s, "client retries ({total}):");

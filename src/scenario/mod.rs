@@ -222,6 +222,7 @@ fn key_position(text: &str, key: &str) -> (u64, u64) {
 /// Rules that involve more than one field.
 fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     validate_fleet(s)?;
+    validate_time_scale(s)?;
     if let (Some(scale), Target::Remote(_)) = (&s.time_scale, &s.target.value) {
         return Err((
             scale.referenced,
@@ -289,6 +290,34 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
             format!(
                 "certificate.validity_days ({}) exceeds the embedded CA's max_cert_life_days ({})",
                 s.certificate.validity_days, e.ca.max_cert_life_days
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A compressed day times the longest validity a device asks for is the real lifetime the
+/// embedded CA gives a certificate: it must stay within [`units::MAX_SPAN`] (past it, certificate
+/// dates overflow).
+fn validate_time_scale(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    let Some(scale) = &s.time_scale else {
+        return Ok(());
+    };
+    let days = s
+        .certificate_policies()
+        .iter()
+        .map(|p| p.validity_days.get())
+        .max()
+        .unwrap_or(1);
+    let real = scale.value.as_secs_f64() * f64::from(days);
+    if real > units::MAX_SPAN.as_secs_f64() {
+        return Err((
+            scale.referenced,
+            format!(
+                "time_scale {}s makes a certificate of {days} days last {real:e}s of real time: \
+                 at most {} days (100 years)",
+                scale.value.as_secs_f64(),
+                units::MAX_SPAN.as_secs() / 86_400
             ),
         ));
     }

@@ -1,6 +1,11 @@
 //! Units written in scenarios: durations (`500ms`, `30s`, `5m`, `2h`, `10d`), rates (`50/s`,
 //! `3000/min`) and percentages (`80%`). Each parses in its `Deserialize` impl so that a bad value is
 //! reported by the YAML loader with the line and column it came from.
+//!
+//! Each is bounded so that nothing computed from it later can overflow: a duration lies within
+//! [1 ns, [`MAX_SPAN`]] (a `Duration` holds at most 2^64 s, `Instant + Duration` panics past
+//! the clock's i64 seconds, and certificate dates end in the year 9999); a rate's interval
+//! between two events lies in the same range, so rates lie within [[`MIN_RATE`], [`MAX_RATE`]].
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +25,19 @@ pub struct Rate(pub f64);
 /// A percentage in (0, 100], written as `80%`.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct Percent(pub f64);
+
+/// The longest duration a scenario may write: 100 years (36,525 days). Longer than any run, and
+/// far enough from every overflow that sums of spans, `Instant`s and certificate dates stay exact.
+pub const MAX_SPAN: Duration = Duration::from_secs(36_525 * 86_400);
+
+/// The shortest duration: `Duration`'s resolution. Shorter values would round to zero.
+pub const MIN_SPAN: Duration = Duration::from_nanos(1);
+
+/// The highest rate: one event per nanosecond (the interval would round to zero above it).
+pub const MAX_RATE: f64 = 1e9;
+
+/// The lowest rate: one event per [`MAX_SPAN`].
+pub const MIN_RATE: f64 = 1.0 / (36_525.0 * 86_400.0);
 
 const SPAN_HELP: &str = "a duration such as 500ms, 30s, 5m, 2h or 10d";
 const RATE_HELP: &str = "a rate such as 50/s, 3000/min or 100/h";
@@ -50,7 +68,18 @@ impl FromStr for Span {
         if seconds <= 0.0 {
             return Err(format!("invalid duration {s:?}: must be greater than zero"));
         }
-        Ok(Span(Duration::from_secs_f64(seconds)))
+        if seconds > MAX_SPAN.as_secs_f64() {
+            return Err(format!(
+                "invalid duration {s:?}: at most {} days (100 years)",
+                MAX_SPAN.as_secs() / 86_400
+            ));
+        }
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(d) if d >= MIN_SPAN => Ok(Span(d)),
+            _ => Err(format!(
+                "invalid duration {s:?}: at least 1 ns (the resolution of time here)"
+            )),
+        }
     }
 }
 
@@ -69,7 +98,18 @@ impl FromStr for Rate {
         if count <= 0.0 {
             return Err(format!("invalid rate {s:?}: must be greater than zero"));
         }
-        Ok(Rate(count / seconds))
+        let rate = count / seconds;
+        if rate > MAX_RATE {
+            return Err(format!(
+                "invalid rate {s:?}: at most {MAX_RATE}/s (one event per nanosecond)"
+            ));
+        }
+        if rate < MIN_RATE {
+            return Err(format!(
+                "invalid rate {s:?}: at least one event per 100 years ({MIN_RATE:e}/s)"
+            ));
+        }
+        Ok(Rate(rate))
     }
 }
 
@@ -154,12 +194,51 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_bounded() {
+        assert_eq!("36525d".parse::<Span>().unwrap().0, MAX_SPAN);
+        assert_eq!("0.000001ms".parse::<Span>().unwrap().0, MIN_SPAN);
+        // Past Duration's range (this one used to panic), past 100 years, below 1 ns.
+        for bad in [
+            "18446744073709551615s",
+            "99999999999999999999999999999999d",
+            "36526d",
+            "0.0000001ms",
+            "0.00000000000000000000000001s",
+        ] {
+            let err = bad.parse::<Span>().unwrap_err();
+            assert!(
+                err.contains("at most") || err.contains("at least"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn rates_are_per_second() {
         assert_eq!("50/s".parse::<Rate>().unwrap().0, 50.0);
         assert_eq!("3000/min".parse::<Rate>().unwrap().0, 50.0);
         assert_eq!("3600/h".parse::<Rate>().unwrap().0, 1.0);
         for bad in ["50", "50/fortnight", "0/s", "/s"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn rates_are_bounded_so_intervals_fit() {
+        assert_eq!("1000000000/s".parse::<Rate>().unwrap().0, MAX_RATE);
+        assert!("1/h".parse::<Rate>().unwrap().0 > MIN_RATE);
+        // 1e-20/s would make the interval 1e20 s, past Duration's range (this used to panic in
+        // the arrivals task).
+        for bad in ["0.00000000000000000001/s", "1000000001/s", "0.0000001/h"] {
+            let err = bad.parse::<Rate>().unwrap_err();
+            assert!(
+                err.contains("at most") || err.contains("at least"),
+                "{bad}: {err}"
+            );
+        }
+        for ok in ["0.01/h", "60000000000/min"] {
+            let rate = ok.parse::<Rate>().unwrap().0;
+            assert!(Duration::try_from_secs_f64(1.0 / rate).is_ok(), "{ok}");
         }
     }
 

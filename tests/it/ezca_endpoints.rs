@@ -25,6 +25,9 @@ async fn full_chain_v2_domains_and_admin_revoke() {
     let key = DeviceKey::generate(KeyKind::P256).unwrap();
     owner.register_domain("full-1").await.unwrap();
     owner.register_domain("v2-1").await.unwrap();
+    // Every SAN names a domain the caller owns: an e-mail address its domain, an IP itself.
+    owner.register_domain("example.com").await.unwrap();
+    owner.register_domain("127.0.0.9").await.unwrap();
 
     // RequestFullSSLCertificate: the bare response carries the chain.
     let req = CertificateCreateRequest::for_device(
@@ -116,7 +119,7 @@ async fn full_chain_v2_domains_and_admin_revoke() {
         .map(|d| d.domain)
         .collect();
     domains.sort();
-    assert_eq!(domains, ["full-1", "v2-1"]);
+    assert_eq!(domains, ["127.0.0.9", "example.com", "full-1", "v2-1"]);
     let token = e.ca.mint_token("stranger", "s@example.invalid", 600);
     let stranger = fleetsim::device::adapters::EzcaCa::discover(
         common::ezca_client(&e, &token),
@@ -183,7 +186,13 @@ async fn certificate_authenticated_renew_v3_legacy_and_self_revoke() {
     // Legacy RenewCertificate, the certificate named by x5t alone.
     let legacy = ca
         .client
-        .renew_certificate_legacy(&v3_leaf, &next, next.csr_pem("dev-rsa").unwrap(), 10)
+        .renew_certificate_legacy(
+            &v3_leaf,
+            &next,
+            next.csr_pem_with_sans("dev-rsa", &issued.info.dns_sans)
+                .unwrap(),
+            10,
+        )
         .await
         .unwrap();
     assert_ne!(sha1_thumbprint(&legacy), sha1_thumbprint(&v3_leaf));

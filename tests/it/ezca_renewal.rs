@@ -90,11 +90,11 @@ async fn renewal_with_the_certificate_and_its_refusals() {
     assert_eq!(renew_raw(&e, &token, &leaf, &csr).await.0, 200);
     expect(renew_raw(&e, &token, &leaf, &csr).await, 401, "replay");
 
-    // x5t naming another certificate than the one sent.
+    // x5t naming another certificate than the one sent (the token itself is that one's).
     let token = jwt::sign_claims(
         &sha1_thumbprint(&other.chain[0]),
         &claims(jwt::AUDIENCE, now, now + 600),
-        &key,
+        &other_key,
     )
     .unwrap();
     expect(renew_raw(&e, &token, &leaf, &csr).await, 401, "x5t");
@@ -110,7 +110,6 @@ async fn renewal_with_the_certificate_and_its_refusals() {
         401,
         "signature",
     );
-    let _ = other_key;
 
     // Expired token, wrong audience.
     let x5t = sha1_thumbprint(&leaf);

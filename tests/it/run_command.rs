@@ -1,10 +1,11 @@
-//! `fleetsim run` as a user runs it: Ctrl-C stops the devices and the report is still written.
+//! `fleetsim run` as a user runs it: Ctrl-C stops the devices, the report is still written
+//! (marked interrupted) and the exit status is 130.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
-fn ctrl_c_still_writes_the_report() {
+fn ctrl_c_still_writes_the_report_and_exits_130() {
     let dir = std::env::temp_dir().join(format!("fleetsim-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let scenario = dir.join("long.yaml");
@@ -42,8 +43,10 @@ fn ctrl_c_still_writes_the_report() {
     };
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        status.success(),
+    // Interrupted: neither a pass (0) nor a failed threshold (1), but its own status.
+    assert_eq!(
+        status.code(),
+        Some(130),
         "exit {status:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );

@@ -111,3 +111,57 @@ fn shipped_scenarios_are_valid() {
         }
     }
 }
+
+/// Values that used to pass (or panic in) validation and then panic at run time: each is refused
+/// with its file:line:column and exit status 1, never a panic (101).
+#[test]
+fn out_of_range_units_are_located_not_a_panic() {
+    let cases = [
+        (
+            "huge-duration.yaml",
+            "name: d\nduration: 18446744073709551615s\ntarget:\n  embedded: {}\nfleet:\n  devices: 1\n  arrival_rate: 1/s\n",
+            ":2:11:",
+            "at most 36525 days",
+        ),
+        (
+            "tiny-rate.yaml",
+            "name: r\nduration: 30s\ntarget:\n  embedded: {}\nfleet:\n  devices: 1\n  arrival_rate: 0.00000000000000000001/s\n",
+            ":7:17:",
+            "at least one event per 100 years",
+        ),
+        (
+            "huge-rate.yaml",
+            "name: r\nduration: 30s\ntarget:\n  embedded: {}\nfleet:\n  devices: 1\n  arrival_rate: 2000000000/s\n",
+            ":7:17:",
+            "one event per nanosecond",
+        ),
+        (
+            "time-scale.yaml",
+            "name: t\nduration: 30s\ntime_scale: 5000000000000000000s\ntarget:\n  embedded: {}\nfleet:\n  devices: 1\n  arrival_rate: 1/s\n",
+            ":3:",
+            "at most",
+        ),
+        (
+            "scaled-validity.yaml",
+            "name: t\nduration: 30s\ntime_scale: 2d\ntarget:\n  embedded: {}\nfleet:\n  devices: 1\n  arrival_rate: 1/s\ncertificate:\n  validity_days: 20000\n",
+            ":3:",
+            "makes a certificate of 20000 days last",
+        ),
+    ];
+    for (name, text, at, why) in cases {
+        let path = write(name, text);
+        let out = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{name}: {text}");
+        assert!(
+            text.contains(&format!("{}{at}", path.display())),
+            "{name}: {text}"
+        );
+        assert!(text.contains(why), "{name}: {text}");
+    }
+}

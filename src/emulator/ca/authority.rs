@@ -7,18 +7,18 @@ use std::time::Duration;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, CustomExtension,
     DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType, SerialNumber,
+    SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 
+use super::names::{San, Subject};
 use crate::clock::Clock;
 
-/// What a certificate request asks for, already taken out of its JSON.
+/// What a certificate request asks for, already taken out of its JSON and parsed: the subject
+/// and SANs signed are exactly the ones ownership was checked on.
 pub struct SignRequest<'a> {
-    pub subject_name: &'a str,
-    pub dns_sans: &'a [String],
-    /// E-mail, URI and IP SANs (V2 requests).
-    pub other_sans: &'a [crate::ezca::models::SubjectAltValue],
+    pub subject: &'a Subject,
+    pub sans: &'a [San],
     pub csr_pem: &'a str,
     pub validity_days: i64,
     pub ekus: &'a [String],
@@ -29,6 +29,11 @@ pub struct SignRequest<'a> {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Refusal(pub String);
+
+/// Most EKUs a request may list (the template's own ceiling; EZCA documents none).
+const MAX_EKUS: usize = 16;
+/// There are nine key usages (RFC 5280 §4.2.1.3).
+const MAX_KEY_USAGES: usize = 9;
 
 fn refuse(msg: impl Into<String>) -> Refusal {
     Refusal(msg.into())
@@ -148,26 +153,32 @@ impl Authority {
             .collect()
     }
 
-    /// The CA as it was saved by [`Authority::identity`], serving under `public_base`.
+    /// The CA as it was saved by [`Authority::identity`], serving under `public_base`. Its key
+    /// kind and friendly name are read from its certificate.
     pub fn restore(
         id: &crate::emulator::persist::CaIdentity,
         max_cert_life_days: u32,
         public_base: &str,
         clock: Clock,
     ) -> Result<Self, rcgen::Error> {
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+        let (key, friendly_name) = describe_issuing(&id.issuing_der)
+            .ok_or_else(|| rcgen::Error::X509("stored issuing CA certificate".into()))?;
+        let algorithm = match key {
+            IssuingKey::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            IssuingKey::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
+        };
+        let pair = KeyPair::from_pkcs8_der_and_sign_algo(
             &rustls_pki_types::PrivatePkcs8KeyDer::from(id.issuing_key_pkcs8.clone()),
-            &rcgen::PKCS_ECDSA_P256_SHA256,
+            algorithm,
         )?;
-        let issuer = Issuer::from_ca_cert_der(&id.issuing_der, key)?;
+        let issuer = Issuer::from_ca_cert_der(&id.issuing_der, pair)?;
         Ok(Self {
             ca_issuers_url: format!("{public_base}certs/{}.cer", id.ca_id),
             crl_url: format!("{public_base}crl/{}.crl", id.ca_id),
             ca_id: id.ca_id.clone(),
             template_id: id.template_id.clone(),
-            // Only the default issuing CA is saved (see `CaEmulator::identity`).
-            friendly_name: "fleetsim EZCA ECDSA Issuing CA".into(),
-            key: IssuingKey::EcdsaP256,
+            friendly_name,
+            key,
             max_cert_life_days,
             root_der: id.root_der.clone(),
             issuing_der: id.issuing_der.clone(),
@@ -197,22 +208,23 @@ impl Authority {
                 self.max_cert_life_days
             )));
         }
+        if req.ekus.len() > MAX_EKUS || req.key_usages.len() > MAX_KEY_USAGES {
+            return Err(refuse(format!(
+                "at most {MAX_EKUS} EKUs and {MAX_KEY_USAGES} key usages"
+            )));
+        }
         let csr_der = decode_csr_pem(req.csr_pem)?;
         let csr =
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
                 .map_err(|e| refuse(format!("invalid CSR: {e}")))?;
 
         let mut params = CertificateParams::default();
-        params.distinguished_name = parse_subject(req.subject_name)?;
+        params.distinguished_name = req.subject.to_distinguished_name();
         params.subject_alt_names = req
-            .dns_sans
+            .sans
             .iter()
-            .map(|n| n.clone().try_into().map(SanType::DnsName))
-            .collect::<Result<_, _>>()
-            .map_err(|_| refuse("a subject alternative name is not a valid DNS name"))?;
-        for other in req.other_sans {
-            params.subject_alt_names.push(other_san(other)?);
-        }
+            .map(San::to_san_type)
+            .collect::<Result<_, _>>()?;
         params.extended_key_usages = req.ekus.iter().map(|o| eku(o)).collect::<Result<_, _>>()?;
         params.key_usages = req
             .key_usages
@@ -223,7 +235,12 @@ impl Authority {
         params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now;
-        params.not_after = now + self.clock.days(req.validity_days as f64);
+        // A compressed day times the validity can be past what a certificate date holds.
+        params.not_after = time::Duration::try_from(self.clock.days(req.validity_days as f64))
+            .ok()
+            .and_then(|d| now.checked_add(d))
+            .filter(|t| t.year() <= 9999)
+            .ok_or_else(|| refuse("ValidityInDays is past what a certificate date can hold"))?;
         let mut serial: [u8; 16] = rand::random();
         serial[0] &= 0x7f;
         params.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -239,37 +256,6 @@ impl Authority {
         .signed_by(&self.issuer)
         .map_err(|e| refuse(format!("cannot sign: {e}")))?;
         Ok(signed.der().clone())
-    }
-}
-
-/// An e-mail, URI or IP SAN of a V2 request (GeneralName tags 1, 6, 7).
-fn other_san(v: &crate::ezca::models::SubjectAltValue) -> Result<SanType, Refusal> {
-    use crate::ezca::models::{SAN_EMAIL, SAN_IP, SAN_URI};
-    let invalid = || {
-        refuse(format!(
-            "SubjectAltName {:?} of type {} is not valid",
-            v.value, v.kind
-        ))
-    };
-    match v.kind {
-        SAN_EMAIL => v
-            .value
-            .clone()
-            .try_into()
-            .map(SanType::Rfc822Name)
-            .map_err(|_| invalid()),
-        SAN_URI => v
-            .value
-            .clone()
-            .try_into()
-            .map(SanType::URI)
-            .map_err(|_| invalid()),
-        SAN_IP => v
-            .value
-            .parse()
-            .map(SanType::IpAddress)
-            .map_err(|_| invalid()),
-        other => Err(refuse(format!("SubjectAltType {other} is not supported"))),
     }
 }
 
@@ -302,6 +288,22 @@ impl Authority {
     }
 }
 
+/// The key kind and the friendly name (its CN) of an issuing CA's certificate.
+fn describe_issuing(der: &[u8]) -> Option<(IssuingKey, String)> {
+    use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let algorithm = &cert.public_key().algorithm.algorithm;
+    let key = if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        IssuingKey::EcdsaP256
+    } else if *algorithm == OID_PKCS1_RSAENCRYPTION {
+        IssuingKey::Rsa2048
+    } else {
+        return None;
+    };
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some((key, name.to_string()))
+}
+
 /// Accepts `CERTIFICATE REQUEST` and `NEW CERTIFICATE REQUEST` armour, CRLF or LF, any line width.
 pub fn decode_csr_pem(pem: &str) -> Result<Vec<u8>, Refusal> {
     use base64::Engine;
@@ -318,39 +320,6 @@ pub fn decode_csr_pem(pem: &str) -> Result<Vec<u8>, Refusal> {
     base64::engine::general_purpose::STANDARD
         .decode(body.as_bytes())
         .map_err(|_| refuse("CSR is not valid base64"))
-}
-
-/// `CN=device1` or `CN=device1, O=Contoso`.
-fn parse_subject(subject: &str) -> Result<DistinguishedName, Refusal> {
-    let mut dn = DistinguishedName::new();
-    for part in subject.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| refuse(format!("bad SubjectName part {part:?}")))?;
-        let ty = match k.trim().to_ascii_uppercase().as_str() {
-            "CN" => DnType::CommonName,
-            "O" => DnType::OrganizationName,
-            "OU" => DnType::OrganizationalUnitName,
-            "C" => DnType::CountryName,
-            "L" => DnType::LocalityName,
-            "ST" => DnType::StateOrProvinceName,
-            other => return Err(refuse(format!("unsupported SubjectName attribute {other}"))),
-        };
-        dn.push(ty, v.trim());
-    }
-    if dn.get(&DnType::CommonName).is_none() {
-        return Err(refuse("SubjectName must contain CN="));
-    }
-    Ok(dn)
-}
-
-/// The common name of a `SubjectName` string.
-pub fn subject_cn(subject: &str) -> Option<&str> {
-    subject
-        .split(',')
-        .filter_map(|p| p.trim().split_once('='))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("CN"))
-        .map(|(_, v)| v.trim())
 }
 
 fn eku(oid: &str) -> Result<ExtendedKeyUsagePurpose, Refusal> {
@@ -439,10 +408,11 @@ mod tests {
         let sans = vec!["d1".to_string()];
         let ekus = crate::ezca::models::default_ekus();
         let kus = crate::ezca::models::default_key_usages();
+        let subject = Subject::parse("CN=d1").unwrap();
+        let parsed_sans = vec![San::dns("d1").unwrap()];
         let req = SignRequest {
-            subject_name: "CN=d1",
-            dns_sans: &sans,
-            other_sans: &[],
+            subject: &subject,
+            sans: &parsed_sans,
             csr_pem: &csr,
             validity_days: 10,
             ekus: &ekus,
@@ -471,6 +441,35 @@ mod tests {
                 ..too_long
             })
             .is_err()
+        );
+    }
+
+    #[test]
+    fn a_validity_past_certificate_dates_is_refused_not_a_panic() {
+        crate::crypto::install_crypto_provider();
+        // `emulate --time-scale 5000000000000000000s`: one day is 1.6e11 years of real time.
+        let clock = Clock::compressed(Duration::from_secs(5_000_000_000_000_000_000));
+        let cas = Authority::hierarchy("T", 30, "https://127.0.0.1:1/", clock).unwrap();
+        let key = DeviceKey::generate(KeyKind::P256).unwrap();
+        let csr = key.csr_pem("d1").unwrap();
+        let (ekus, kus) = (
+            crate::ezca::models::default_ekus(),
+            crate::ezca::models::default_key_usages(),
+        );
+        let subject = Subject::parse("CN=d1").unwrap();
+        let sans = vec![San::dns("d1").unwrap()];
+        let req = SignRequest {
+            subject: &subject,
+            sans: &sans,
+            csr_pem: &csr,
+            validity_days: 1,
+            ekus: &ekus,
+            key_usages: &kus,
+        };
+        let err = cas[1].sign(&req).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("past what a certificate date"),
+            "{err:?}"
         );
     }
 }

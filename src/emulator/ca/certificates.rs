@@ -4,14 +4,15 @@
 
 use rustls_pki_types::CertificateDer;
 
-use super::authority::{SignRequest, subject_cn};
+use super::authority::SignRequest;
+use super::issued::IssuedCertificate;
+use super::names::{San, Subject, parse_sans};
 use super::state::CaState;
 use crate::crypto::{cert_to_pem, sha1_thumbprint};
-use crate::emulator::persist::IssuedRecord;
 use crate::emulator::token::Caller;
 use crate::ezca::models::{
     AadObject, CertificateCreateRequest, CertificateCreateRequestV2, CertificateCreatedResponse,
-    DomainInformation, RevokeRequest, SAN_DNS,
+    DomainInformation, RevokeRequest, SubjectAltValue,
 };
 use crate::sync::lock;
 
@@ -22,36 +23,85 @@ pub(super) fn may_request(state: &CaState, caller: &Caller, name: &str) -> bool 
         .is_some_and(|d| d.owners.contains(&caller.oid) || d.requesters.contains(&caller.oid))
 }
 
-/// Checks ownership of every name, signs with issuing CA `ca`, and records the certificate.
+/// A request's names as they will be certified: its subject and every SAN, parsed once.
+struct Names {
+    subject: Subject,
+    sans: Vec<San>,
+}
+
+impl Names {
+    fn parse(
+        subject_name: &str,
+        dns: &[String],
+        typed: &[SubjectAltValue],
+    ) -> Result<Self, String> {
+        Ok(Self {
+            subject: Subject::parse(subject_name).map_err(|r| r.0)?,
+            sans: parse_sans(dns, typed).map_err(|r| r.0)?,
+        })
+    }
+
+    /// Refuses unless `caller` owns or may request for the CN and the name of every SAN.
+    fn check_ownership(&self, state: &CaState, caller: &Caller) -> Result<(), String> {
+        let cn = self.subject.common_name().to_string();
+        for name in std::iter::once(cn).chain(self.sans.iter().map(San::owned_name)) {
+            if !may_request(state, caller, &name) {
+                return Err(format!(
+                    "You are not an owner or requester of domain {name}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the rest of a request asks for, besides its names.
+struct Terms<'a> {
+    csr_pem: &'a str,
+    validity_days: i64,
+    ekus: &'a [String],
+    key_usages: &'a [String],
+}
+
+/// Checks ownership of exactly the names `names` will certify, signs with issuing CA `ca`, and
+/// records the certificate.
 fn issue(
     state: &CaState,
     ca: usize,
     caller: &Caller,
-    sign: &SignRequest,
+    names: &Names,
+    terms: &Terms,
 ) -> Result<CertificateDer<'static>, String> {
-    let cn = subject_cn(sign.subject_name).ok_or("SubjectName must contain CN=")?;
-    for name in std::iter::once(cn).chain(sign.dns_sans.iter().map(String::as_str)) {
-        if !may_request(state, caller, name) {
-            return Err(format!(
-                "You are not an owner or requester of domain {name}"
-            ));
-        }
-    }
-    let der = state.authorities[ca].sign(sign).map_err(|r| r.0)?;
-    let record = IssuedRecord {
-        der: der.clone(),
-        ca,
-        subject_cn: cn.to_string(),
-        requested_by: caller.oid.clone(),
-        revoked: false,
+    names.check_ownership(state, caller)?;
+    let sign = SignRequest {
+        subject: &names.subject,
+        sans: &names.sans,
+        csr_pem: terms.csr_pem,
+        validity_days: terms.validity_days,
+        ekus: terms.ekus,
+        key_usages: terms.key_usages,
     };
-    lock(&state.issued).insert(sha1_thumbprint(&der), record);
+    let der = state.authorities[ca].sign(&sign).map_err(|r| r.0)?;
+    record(state, ca, &caller.oid, &der)?;
+    Ok(der)
+}
+
+/// Journals a certificate just signed (the journal keeps its DER) and remembers it.
+pub(super) fn record(
+    state: &CaState,
+    ca: usize,
+    requested_by: &str,
+    der: &CertificateDer<'static>,
+) -> Result<IssuedCertificate, String> {
+    let entry = IssuedCertificate::from_der(der, ca, requested_by, false)
+        .ok_or("the certificate just signed does not parse")?;
     state.journal(crate::emulator::persist::JournalEvent::Issued {
-        subject_cn: cn.to_string(),
-        requested_by: caller.oid.clone(),
+        subject_cn: entry.subject_cn().to_string(),
+        requested_by: requested_by.to_string(),
         der: der.to_vec(),
     });
-    Ok(der)
+    lock(&state.issued).insert(entry.clone(), state.retention);
+    Ok(entry)
 }
 
 /// `RequestSSLCertificate` and `RequestFullSSLCertificate` (same request, other reply shape).
@@ -60,56 +110,34 @@ pub(super) fn request_v1(
     caller: &Caller,
     req: &CertificateCreateRequest,
 ) -> Result<CertificateDer<'static>, String> {
+    crate::inject::panic_at("emulator.ca");
     let (ca, _) = state.authority(req.ca_id.as_deref(), req.template_id.as_deref())?;
-    issue(
-        state,
-        ca,
-        caller,
-        &SignRequest {
-            subject_name: &req.subject_name,
-            dns_sans: &req.subject_alt_names,
-            other_sans: &[],
-            csr_pem: &req.csr,
-            validity_days: req.validity_in_days,
-            ekus: &req.ekus,
-            key_usages: &req.key_usages,
-        },
-    )
+    let names = Names::parse(&req.subject_name, &req.subject_alt_names, &[])?;
+    let terms = Terms {
+        csr_pem: &req.csr,
+        validity_days: req.validity_in_days,
+        ekus: &req.ekus,
+        key_usages: &req.key_usages,
+    };
+    issue(state, ca, caller, &names, &terms)
 }
 
-/// `RequestSSLCertificateV2`: SANs are typed values (DNS names checked for ownership).
+/// `RequestSSLCertificateV2`: SANs are typed values (DNS, e-mail, URI, IP), each checked for
+/// ownership.
 pub(super) fn request_v2(
     state: &CaState,
     caller: &Caller,
     req: &CertificateCreateRequestV2,
 ) -> Result<CertificateDer<'static>, String> {
     let (ca, _) = state.authority(Some(&req.ca_id), Some(&req.template_id))?;
-    let dns: Vec<String> = req
-        .subject_alt_names
-        .iter()
-        .filter(|s| s.kind == SAN_DNS)
-        .map(|s| s.value.clone())
-        .collect();
-    let other: Vec<_> = req
-        .subject_alt_names
-        .iter()
-        .filter(|s| s.kind != SAN_DNS)
-        .cloned()
-        .collect();
-    issue(
-        state,
-        ca,
-        caller,
-        &SignRequest {
-            subject_name: &req.subject_name,
-            dns_sans: &dns,
-            other_sans: &other,
-            csr_pem: &req.csr,
-            validity_days: req.validity_in_days,
-            ekus: &req.ekus,
-            key_usages: &req.key_usages,
-        },
-    )
+    let names = Names::parse(&req.subject_name, &[], &req.subject_alt_names)?;
+    let terms = Terms {
+        csr_pem: &req.csr,
+        validity_days: req.validity_in_days,
+        ekus: &req.ekus,
+        key_usages: &req.key_usages,
+    };
+    issue(state, ca, caller, &names, &terms)
 }
 
 /// The bare `CertificateCreatedResponse` for a leaf this emulator issued, with its own issuing CA.
@@ -163,7 +191,7 @@ pub(super) fn revoke_v2(
     let thumbprint = req.thumbprint.trim().to_ascii_uppercase();
     let subject = lock(&state.issued)
         .get(&thumbprint)
-        .map(|r| r.subject_cn.clone())
+        .map(|r| r.subject_cn().to_string())
         .ok_or("Certificate not found")?;
     if !may_request(state, caller, &subject) {
         return Err(format!(

@@ -8,18 +8,28 @@
 //! issued the certificate.
 //!
 //! The request handlers (`routes`, `certificates`, `renew`) work on one `state::CaState`
-//! and the plain records it keeps (`Domain`, `IssuedRecord`, defined with the journal in
-//! [`super::persist`]); this file builds it and serves it. When a certificate is revoked
-//! the CA calls its [`RevocationHook`]: it knows nothing of the hub.
+//! and the plain records it keeps (`Domain`, defined with the journal in [`super::persist`], and
+//! [`IssuedCertificate`]); this file builds it and serves it. When a certificate is revoked the CA
+//! calls its [`RevocationHook`]: it knows nothing of the hub.
 //!
-//! State lives in memory: domains with their owners and requesters, and every certificate issued
-//! (by upper-case SHA-1 thumbprint), so tests can check what was issued. Revocations are listed in
-//! the issuing CA's CRL, served at the distribution point written into every leaf.
+//! A request's `SubjectName` and SANs are parsed once ([`names`], over the RFC 4514 reader in
+//! `rfc4514`) into the form both the ownership check and the certificate builder read: the one CN
+//! and every SAN (DNS, e-mail, URI, IP) must be names the caller owns or may request for, and the
+//! certificate carries exactly those. Subjects and SANs are held to the template's sizes.
+//!
+//! State lives in memory: domains with their owners and requesters, and what revocation, renewal
+//! and the CRL need of every certificate issued (by upper-case SHA-1 thumbprint; not the
+//! certificate itself, and a certificate long expired is forgotten, see `issued`), so tests can
+//! check what was issued. Revocations are listed in the issuing CA's CRL, served at the
+//! distribution point written into every leaf.
 
 mod authority;
 pub mod capacity;
 mod certificates;
+mod issued;
+pub mod names;
 mod renew;
+mod rfc4514;
 mod routes;
 mod state;
 
@@ -33,14 +43,16 @@ use tokio::net::TcpListener;
 pub use super::persist::{Domain, IssuedRecord};
 pub use super::token::{Caller, TokenAuthority};
 pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
+pub use issued::IssuedCertificate;
 pub use state::RevocationHook;
 
 use super::error::EmulatorError;
+use super::http::HttpLimits;
 use super::listener::ListenerStats;
-use super::tls::{ServerPki, spawn_https};
+use super::tls::{ServerPki, spawn_https_with};
 use crate::clock::Clock;
 use crate::sync::lock;
-use state::{CaState, revoke, serial_bytes};
+use state::{CaState, Revocation, revoke};
 
 #[derive(Debug, Clone)]
 pub struct CaConfig {
@@ -75,34 +87,52 @@ impl CaEmulator {
         config: &CaConfig,
         identity: Option<&super::persist::CaIdentity>,
     ) -> Result<Self, EmulatorError> {
+        let saved = super::persist::CaSecrets {
+            authorities: identity.into_iter().cloned().collect(),
+            token_secret: None,
+        };
+        Self::from_saved(listener, config, &saved)
+    }
+
+    /// Like [`CaEmulator::new`], with the issuing CAs and token key saved earlier (`fleetsim
+    /// emulate --state`): what it issued chains to the same roots and its tokens stay valid.
+    /// New ones are made for what `saved` lacks.
+    pub fn from_saved(
+        listener: &TcpListener,
+        config: &CaConfig,
+        saved: &super::persist::CaSecrets,
+    ) -> Result<Self, EmulatorError> {
         let addr = listener.local_addr()?;
         let url = format!("https://{addr}/");
-        // A resumed soak restores the one issuing CA its devices used (the default, ECDSA one).
-        let authorities = match identity {
-            Some(id) => vec![Authority::restore(
-                id,
-                config.max_cert_life_days,
-                &url,
-                config.clock,
-            )?],
-            None => Authority::hierarchy(
+        let authorities = match saved.authorities.is_empty() {
+            false => saved
+                .authorities
+                .iter()
+                .map(|id| Authority::restore(id, config.max_cert_life_days, &url, config.clock))
+                .collect::<Result<Vec<_>, _>>()?,
+            true => Authority::hierarchy(
                 "fleetsim EZCA",
                 config.max_cert_life_days,
                 &url,
                 config.clock,
             )?,
         };
-        let tokens = TokenAuthority::new(super::token::EZCA_AUDIENCE)
-            .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
+        let tokens = match saved.token_secret {
+            Some(secret) => TokenAuthority::with_secret(super::token::EZCA_AUDIENCE, secret),
+            None => TokenAuthority::new(super::token::EZCA_AUDIENCE)
+                .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?,
+        };
         Ok(Self {
             state: Arc::new(CaState {
                 authorities,
                 tokens,
                 domains: Mutex::new(HashMap::new()),
-                issued: Mutex::new(HashMap::new()),
+                issued: Mutex::new(issued::IssuedBook::default()),
+                retention: issued::retention(config.clock),
                 seen_jti: Mutex::new(HashMap::new()),
                 capacity: capacity::Capacity::new(config.capacity),
                 revocations: Mutex::new(Vec::new()),
+                crl_number: Default::default(),
                 on_revoke: std::sync::OnceLock::new(),
                 journal: std::sync::OnceLock::new(),
                 listeners: Arc::default(),
@@ -116,16 +146,51 @@ impl CaEmulator {
         })
     }
 
-    /// Serves HTTPS on `listener` with a server certificate from `pki` until `shutdown`.
+    /// What [`CaEmulator::from_saved`] restores: every issuing CA and the token key (secret).
+    pub fn secrets(&self) -> super::persist::CaSecrets {
+        super::persist::CaSecrets {
+            authorities: self
+                .state
+                .authorities
+                .iter()
+                .map(Authority::identity)
+                .collect(),
+            token_secret: Some(self.state.tokens.secret()),
+        }
+    }
+
+    /// Serves HTTPS on `listener` with a server certificate from `pki` until `shutdown`, under
+    /// the default [`HttpLimits`].
     pub fn serve(
         &self,
         listener: TcpListener,
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        self.serve_with(listener, pki, HttpLimits::default(), shutdown)
+    }
+
+    /// Like [`CaEmulator::serve`], with `limits` (timeouts, header size, connection cap); every
+    /// request but the public certificates and CRLs is authenticated before its body is read.
+    pub fn serve_with(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        limits: HttpLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let counters = self.state.listeners.clone();
         let router = routes::router(self.state.clone());
-        spawn_https(listener, pki, &["localhost"], counters, router, shutdown)
+        let options = routes::http_options(self.state.clone(), limits);
+        spawn_https_with(
+            listener,
+            pki,
+            &["localhost"],
+            counters,
+            router,
+            options,
+            shutdown,
+        )
     }
 
     /// What the CA's accept loop saw: connections, failed TLS handshakes, accept errors.
@@ -144,17 +209,39 @@ impl CaEmulator {
         self.state.authorities[0].identity()
     }
 
-    /// Seeds a restarted CA with the certificates and domains it had.
+    /// Seeds a restarted CA with the certificates and domains it had (certificates that do not
+    /// parse, or expired long ago, are skipped).
     pub fn restore(&self, issued: &[IssuedRecord], domains: &[(String, Domain)]) {
-        let mut map = lock(&self.state.issued);
+        let mut book = lock(&self.state.issued);
         let mut revocations = lock(&self.state.revocations);
+        let subjects: Vec<Option<Vec<u8>>> = self
+            .state
+            .authorities
+            .iter()
+            .map(|a| raw_name(&a.issuing_der, false))
+            .collect();
         for r in issued {
-            if r.revoked
-                && let Some(serial) = serial_bytes(&r.der)
-            {
-                revocations.push((r.ca, serial, time::OffsetDateTime::now_utc()));
+            // The CA that signed it is the one whose subject is its issuer (the record's index
+            // is only a fallback: a resumed soak restores one CA).
+            let issuer = raw_name(&r.der, true);
+            let ca = subjects
+                .iter()
+                .position(|s| s.is_some() && *s == issuer)
+                .unwrap_or(r.ca);
+            let Some(cert) = IssuedCertificate::from_der(&r.der, ca, &r.requested_by, r.revoked)
+            else {
+                tracing::warn!(subject = %r.subject_cn, "a stored certificate does not parse: skipped");
+                continue;
+            };
+            if cert.revoked {
+                revocations.push(Revocation {
+                    ca: cert.ca,
+                    serial: cert.serial.clone(),
+                    at: time::OffsetDateTime::now_utc(),
+                    not_after: cert.not_after,
+                });
             }
-            map.insert(crate::crypto::sha1_thumbprint(&r.der), r.clone());
+            book.insert(cert, self.state.retention);
         }
         let mut d = lock(&self.state.domains);
         for (name, domain) in domains {
@@ -191,12 +278,12 @@ impl CaEmulator {
             .map(|a| a.ca_id.clone())
     }
 
-    /// Every certificate issued so far.
-    pub fn issued(&self) -> Vec<IssuedRecord> {
+    /// Every certificate issued so far and not long expired (see [`issued::retention`]).
+    pub fn issued(&self) -> Vec<IssuedCertificate> {
         lock(&self.state.issued).values().cloned().collect()
     }
 
-    /// How many certificates have been issued (renewals included), without copying them.
+    /// How many certificates the CA remembers (renewals included), without copying them.
     pub fn issued_count(&self) -> usize {
         lock(&self.state.issued).len()
     }
@@ -226,4 +313,14 @@ impl CaEmulator {
             .get(&name.to_ascii_lowercase())
             .cloned()
     }
+}
+
+/// The raw DER of a certificate's issuer (`issuer`) or subject name.
+fn raw_name(der: &[u8], issuer: bool) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = match issuer {
+        true => cert.issuer(),
+        false => cert.subject(),
+    };
+    Some(name.as_raw().to_vec())
 }

@@ -17,9 +17,10 @@ use axum::response::{IntoResponse, Response};
 use rustls_pki_types::CertificateDer;
 
 use super::authority::SignRequest;
+use super::issued::IssuedCertificate;
+use super::names::San;
 use super::state::CaState;
-use crate::crypto::{CertInfo, jwt, sha1_thumbprint};
-use crate::emulator::persist::IssuedRecord;
+use crate::crypto::{jwt, sha1_thumbprint};
 use crate::ezca::models::{ApiResult, CertRenewRequest, CertificateAuthenticationPayload};
 use crate::sync::lock;
 
@@ -46,73 +47,35 @@ fn now() -> u64 {
 }
 
 /// Authenticates the certificate-JWT against the certificate it names; returns that
-/// certificate's issuance record.
+/// certificate's record.
 fn authenticate(
     state: &CaState,
     authorization: Option<&str>,
     certificate_pem: Option<&str>,
-) -> Result<(CertificateDer<'static>, IssuedRecord), Refused> {
+) -> Result<IssuedCertificate, Refused> {
     let unauthorized = |why: &str| refuse(StatusCode::UNAUTHORIZED, why);
-    let token = authorization
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("missing bearer token"))?;
-    let parsed = jwt::parse(token).ok_or_else(|| unauthorized("bearer token is not a JWT"))?;
-    if parsed.header.alg != "RS256" {
-        return Err(unauthorized("only RS256 certificate tokens are accepted"));
-    }
-    let x5t = parsed
-        .header
-        .x5t
-        .clone()
-        .ok_or_else(|| unauthorized("token has no x5t"))?
-        .to_ascii_uppercase();
-    let lookup = |thumbprint: &str| lock(&state.issued).get(thumbprint).cloned();
-    let (cert, record) = match certificate_pem {
-        // V2/V3: the certificate travels in the body and must be the one x5t names.
-        Some(pem) => {
-            let cert = crate::crypto::certs_from_pem(pem)
-                .ok()
-                .and_then(|mut c| (!c.is_empty()).then(|| c.swap_remove(0)))
-                .ok_or_else(|| {
-                    refuse(
-                        StatusCode::BAD_REQUEST,
-                        "Certificate is not a PEM certificate",
-                    )
-                })?;
-            if sha1_thumbprint(&cert) != x5t {
-                return Err(unauthorized("x5t does not name the certificate"));
-            }
-            let record = lookup(&x5t)
-                .ok_or_else(|| unauthorized("certificate was not issued by this CA"))?;
-            (cert, record)
+    // V2/V3: the certificate travels in the body and must be the one x5t names.
+    if let Some(pem) = certificate_pem {
+        let cert = crate::crypto::certs_from_pem(pem)
+            .ok()
+            .and_then(|mut c| (!c.is_empty()).then(|| c.swap_remove(0)))
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    "Certificate is not a PEM certificate",
+                )
+            })?;
+        let x5t = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(jwt::parse)
+            .and_then(|p| p.header.x5t);
+        if x5t.is_some_and(|x5t| !x5t.eq_ignore_ascii_case(&sha1_thumbprint(&cert))) {
+            return Err(unauthorized("x5t does not name the certificate"));
         }
-        // Legacy endpoints: x5t alone names the certificate.
-        None => {
-            let record =
-                lookup(&x5t).ok_or_else(|| unauthorized("x5t names no certificate of this CA"))?;
-            (record.der.clone(), record)
-        }
-    };
-    if !jwt::verify_signature(&parsed, &cert) {
-        return Err(unauthorized(
-            "token signature does not verify with the certificate's key",
-        ));
     }
+    let (parsed, record) = verified_token(state, authorization).map_err(&unauthorized)?;
     let c = &parsed.claims;
-    if !c
-        .aud
-        .as_deref()
-        .is_some_and(|a| a == jwt::AUDIENCE || a == jwt::AGENT_AUDIENCE)
-    {
-        return Err(unauthorized("token audience is not EZCA"));
-    }
     let t = now();
-    if c.nbf.is_some_and(|nbf| nbf > t + SKEW_SECS) {
-        return Err(unauthorized("token not yet valid"));
-    }
-    if c.exp.is_none_or(|exp| exp + SKEW_SECS <= t) {
-        return Err(unauthorized("token expired"));
-    }
     let jti = c
         .jti
         .clone()
@@ -124,7 +87,52 @@ fn authenticate(
     if seen.insert(jti, c.exp.unwrap_or(t)).is_some() {
         return Err(unauthorized("token was already used (jti replay)"));
     }
-    Ok((cert, record))
+    Ok(record)
+}
+
+/// Checks a certificate-JWT from the `Authorization` header alone: RS256, `x5t` naming a
+/// certificate this CA issued, signed with that certificate's key, for EZCA, valid now. The
+/// `jti` is not spent here, so this is also the check made before a request body is read.
+pub(super) fn verified_token(
+    state: &CaState,
+    authorization: Option<&str>,
+) -> Result<(jwt::Parsed, IssuedCertificate), &'static str> {
+    let token = authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or("missing bearer token")?;
+    let parsed = jwt::parse(token).ok_or("bearer token is not a JWT")?;
+    if parsed.header.alg != "RS256" {
+        return Err("only RS256 certificate tokens are accepted");
+    }
+    let x5t = parsed
+        .header
+        .x5t
+        .as_deref()
+        .ok_or("token has no x5t")?
+        .to_ascii_uppercase();
+    let record = lock(&state.issued)
+        .get(&x5t)
+        .cloned()
+        .ok_or("x5t names no certificate of this CA")?;
+    if !jwt::verify_signature_spki(&parsed, &record.spki) {
+        return Err("token signature does not verify with the certificate's key");
+    }
+    let c = &parsed.claims;
+    if !c
+        .aud
+        .as_deref()
+        .is_some_and(|a| a == jwt::AUDIENCE || a == jwt::AGENT_AUDIENCE)
+    {
+        return Err("token audience is not EZCA");
+    }
+    let t = now();
+    if c.nbf.is_some_and(|nbf| nbf > t + SKEW_SECS) {
+        return Err("token not yet valid");
+    }
+    if c.exp.is_none_or(|exp| exp + SKEW_SECS <= t) {
+        return Err("token expired");
+    }
+    Ok((parsed, record))
 }
 
 /// Where the authenticated endpoints are; `None` for any other path.
@@ -171,7 +179,7 @@ fn renew_with_body(
             Err(e) => return bad_json(e),
         };
     let renewed = authenticate(state, authorization, Some(&request.certificate))
-        .and_then(|(cert, record)| renew(state, &cert, &record, &request.payload));
+        .and_then(|record| renew(state, &record, &request.payload));
     match (renewed, v3) {
         (Err(refused), _) => refused.into_response(),
         (Ok(der), false) => (
@@ -197,11 +205,11 @@ fn renew_legacy(state: &CaState, authorization: Option<&str>, body: &[u8]) -> Re
         Ok(r) => r,
         Err(e) => return bad_json(e),
     };
-    let (cert, record) = match authenticate(state, authorization, None) {
+    let record = match authenticate(state, authorization, None) {
         Ok(a) => a,
         Err(refused) => return refused.into_response(),
     };
-    let result = match renew(state, &cert, &record, &request) {
+    let result = match renew(state, &record, &request) {
         Ok(der) => ApiResult {
             success: true,
             message: crate::crypto::cert_to_pem(&der),
@@ -216,8 +224,8 @@ fn renew_legacy(state: &CaState, authorization: Option<&str>, body: &[u8]) -> Re
 
 fn revoke(state: &CaState, authorization: Option<&str>) -> Response {
     match authenticate(state, authorization, None) {
-        Ok((cert, _)) => {
-            super::state::revoke(state, &sha1_thumbprint(&cert));
+        Ok(record) => {
+            super::state::revoke(state, &record.thumbprint);
             axum::Json(ApiResult {
                 success: true,
                 message: "Successful".into(),
@@ -228,33 +236,29 @@ fn revoke(state: &CaState, authorization: Option<&str>) -> Response {
     }
 }
 
-/// The renewal rules, then a new certificate with the same identity.
+/// The renewal rules, then a new certificate with the same identity: the subject and every SAN
+/// of the certificate renewed.
 fn renew(
     state: &CaState,
-    cert: &CertificateDer<'static>,
-    record: &IssuedRecord,
+    record: &IssuedCertificate,
     request: &CertRenewRequest,
 ) -> Result<CertificateDer<'static>, Refused> {
     let bad = |why: &str| refuse(StatusCode::BAD_REQUEST, why);
     if record.revoked {
         return Err(bad("certificate is revoked"));
     }
-    let current = CertInfo::parse(cert).map_err(|_| bad("certificate does not parse"))?;
-    if current.not_after < time::OffsetDateTime::now_utc() {
+    if record.not_after < time::OffsetDateTime::now_utc() {
         return Err(bad("certificate is expired"));
     }
-    // The renewal keeps the identity: the CSR must name the same subject and SANs.
     let csr_der = super::authority::decode_csr_pem(&request.csr)
         .map_err(|_| bad("CSR is not a PEM certificate request"))?;
-    let (csr_cn, csr_sans) = csr_names(&csr_der).ok_or_else(|| bad("invalid CSR"))?;
-    if csr_cn != current.subject_cn || (!csr_sans.is_empty() && csr_sans != current.dns_sans) {
+    let csr = csr_names(&csr_der).ok_or_else(|| bad("invalid CSR"))?;
+    if !csr.matches(record) {
         return Err(bad("CSR does not match certificate"));
     }
-    let subject = format!("CN={}", current.subject_cn.clone().unwrap_or_default());
     let sign = SignRequest {
-        subject_name: &subject,
-        dns_sans: &current.dns_sans,
-        other_sans: &[],
+        subject: &record.subject,
+        sans: &record.sans,
         csr_pem: &request.csr,
         validity_days: request.validity_in_days,
         ekus: &crate::ezca::models::default_ekus(),
@@ -264,44 +268,61 @@ fn renew(
         .authority_of(record)
         .sign(&sign)
         .map_err(|refusal| bad(&refusal.0))?;
-    state.journal(crate::emulator::persist::JournalEvent::Issued {
-        subject_cn: record.subject_cn.clone(),
-        requested_by: record.requested_by.clone(),
-        der: der.to_vec(),
-    });
-    let renewed = IssuedRecord {
-        der: der.clone(),
-        ca: record.ca,
-        subject_cn: record.subject_cn.clone(),
-        requested_by: record.requested_by.clone(),
-        revoked: false,
-    };
-    lock(&state.issued).insert(sha1_thumbprint(&der), renewed);
+    super::certificates::record(state, record.ca, &record.requested_by, &der)
+        .map_err(|why| bad(&why))?;
     Ok(der)
 }
 
-/// The subject CN and DNS SANs a CSR asks for.
-fn csr_names(der: &[u8]) -> Option<(Option<String>, Vec<String>)> {
+/// The names a renewal CSR asks for.
+struct CsrNames {
+    common_names: Vec<String>,
+    /// Every SAN it asks for (of the kinds the template has; other kinds make it invalid).
+    sans: Vec<San>,
+}
+
+impl CsrNames {
+    /// The CSR keeps the certificate's identity: its one CN is the certificate's, its DNS SANs
+    /// are exactly the certificate's (none when the certificate has none: a CSR without SANs
+    /// does not renew a certificate with some), and any other SAN it asks for is one the
+    /// certificate has.
+    fn matches(&self, record: &IssuedCertificate) -> bool {
+        let [cn] = self.common_names.as_slice() else {
+            return false;
+        };
+        let has = |set: &[San], san: &San| set.iter().any(|s| s.same_as(san));
+        let dns = |set: &[San]| -> Vec<San> {
+            set.iter()
+                .filter(|s| matches!(s, San::Dns(_)))
+                .cloned()
+                .collect()
+        };
+        let (csr_dns, cert_dns) = (dns(&self.sans), dns(&record.sans));
+        cn == record.subject_cn()
+            && csr_dns.iter().all(|s| has(&cert_dns, s))
+            && cert_dns.iter().all(|s| has(&csr_dns, s))
+            && self.sans.iter().all(|s| has(&record.sans, s))
+    }
+}
+
+/// The subject CNs and SANs a CSR asks for.
+fn csr_names(der: &[u8]) -> Option<CsrNames> {
     use x509_parser::certification_request::X509CertificationRequest;
-    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::extensions::ParsedExtension;
     use x509_parser::prelude::FromDer;
     let (_, csr) = X509CertificationRequest::from_der(der).ok()?;
     let info = &csr.certification_request_info;
-    let cn = info
+    let common_names = info
         .subject
         .iter_common_name()
-        .next()
-        .and_then(|c| c.as_str().ok())
-        .map(str::to_string);
+        .map(|c| c.as_str().ok().map(str::to_string))
+        .collect::<Option<Vec<_>>>()?;
     let mut sans = Vec::new();
     for ext in csr.requested_extensions().into_iter().flatten() {
         if let ParsedExtension::SubjectAlternativeName(san) = ext {
             for name in &san.general_names {
-                if let GeneralName::DNSName(d) = name {
-                    sans.push(d.to_string());
-                }
+                sans.push(San::from_general_name(name)?);
             }
         }
     }
-    Some((cn, sans))
+    Some(CsrNames { common_names, sans })
 }

@@ -20,6 +20,45 @@ pub(super) fn router(state: Arc<CaState>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
 }
 
+/// The largest body a CA request needs: a CSR (an RSA-4096 one is ~2.5 KB of PEM), a subject of
+/// at most 1 KB and at most 100 SANs.
+pub(super) const MAX_BODY: usize = 64 * 1024;
+
+/// How the CA's HTTP server is bounded: every request but the public CA certificates and CRLs
+/// is authenticated from its headers before its body is read (an Azure AD token, or on the
+/// certificate endpoints a certificate-JWT whose `jti` is only spent once the body is read);
+/// bodies up to [`MAX_BODY`] on POST, 1 KiB otherwise.
+pub(super) fn http_options(
+    state: Arc<CaState>,
+    limits: crate::emulator::http::HttpLimits,
+) -> crate::emulator::http::HttpOptions {
+    let gate = move |parts: &axum::http::request::Parts| {
+        let path = parts.uri.path().to_ascii_lowercase();
+        if parts.method == Method::GET && (path.starts_with("/certs/") || path.starts_with("/crl/"))
+        {
+            return Ok(());
+        }
+        let auth = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let checked = match path.starts_with("/api/certificates/") {
+            true => super::renew::verified_token(&state, auth).map(|_| ()),
+            false => state.tokens.verify(auth).map(|_| ()),
+        };
+        checked.map_err(|why| {
+            Box::new((StatusCode::UNAUTHORIZED, format!("Error: {why}")).into_response())
+        })
+    };
+    crate::emulator::http::HttpOptions::default()
+        .with_limits(limits)
+        .with_gate(Arc::new(gate))
+        .with_body_limits(Arc::new(|method, _| match *method {
+            Method::POST => MAX_BODY,
+            _ => 1024,
+        }))
+}
+
 async fn dispatch(
     State(state): State<Arc<CaState>>,
     method: Method,
@@ -249,12 +288,8 @@ fn ca_certificate(state: &CaState, path: &str) -> Response {
     for (index, a) in state.authorities.iter().enumerate() {
         let id = a.ca_id.to_ascii_lowercase();
         if path == format!("/crl/{id}.crl") {
-            let revoked: Vec<_> = lock(&state.revocations)
-                .iter()
-                .filter(|(ca, _, _)| *ca == index)
-                .map(|(_, serial, at)| (serial.clone(), *at))
-                .collect();
-            return match a.crl(&revoked, revoked.len() as u64 + 1) {
+            let revoked = super::state::crl_entries(state, index);
+            return match a.crl(&revoked, super::state::next_crl_number(state)) {
                 Ok(der) => ([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response(),
                 Err(e) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, format!("Error: {e}")).into_response()

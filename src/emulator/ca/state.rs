@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use super::authority::Authority;
 use super::capacity::Capacity;
+use super::issued::{IssuedBook, IssuedCertificate};
 use crate::emulator::listener::ListenerCounters;
-use crate::emulator::persist::{Domain, IssuedRecord};
+use crate::emulator::persist::Domain;
 use crate::emulator::token::TokenAuthority;
 use crate::sync::lock;
 
@@ -21,13 +22,17 @@ pub(crate) struct CaState {
     pub(crate) authorities: Vec<Authority>,
     pub(crate) tokens: TokenAuthority,
     pub(crate) domains: Mutex<HashMap<String, Domain>>,
-    pub(crate) issued: Mutex<HashMap<String, IssuedRecord>>,
+    pub(crate) issued: Mutex<IssuedBook>,
+    /// How long expired certificates are remembered ([`super::issued::retention`]).
+    pub(crate) retention: std::time::Duration,
     /// `jti`s of certificate-JWTs already used, with their expiry, to refuse replays.
     pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
     pub(crate) capacity: Capacity,
     pub(crate) allowed_domains: Vec<String>,
-    /// Issuing CA, serial and time of every revocation, for the CRLs.
-    pub(crate) revocations: Mutex<Vec<(usize, Vec<u8>, time::OffsetDateTime)>>,
+    /// Every revocation of a certificate not long expired, for the CRLs.
+    pub(crate) revocations: Mutex<Vec<Revocation>>,
+    /// The last CRL number given out.
+    pub(crate) crl_number: std::sync::atomic::AtomicU64,
     /// With "disable device on revoke" (EZCA's one-click trust option): told the device id of
     /// every revoked certificate, so the hub's registry can disable it.
     pub(crate) on_revoke: std::sync::OnceLock<RevocationHook>,
@@ -35,6 +40,16 @@ pub(crate) struct CaState {
     pub(crate) journal: std::sync::OnceLock<Arc<dyn crate::emulator::persist::Journal>>,
     /// What its accept loop saw (refused handshakes and the like).
     pub(crate) listeners: Arc<ListenerCounters>,
+}
+
+/// A revoked certificate as its CA's CRL lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct Revocation {
+    pub(crate) ca: usize,
+    pub(crate) serial: Vec<u8>,
+    pub(crate) at: time::OffsetDateTime,
+    /// When the certificate expires: from then on (plus the retention) the CRL may drop it.
+    pub(crate) not_after: time::OffsetDateTime,
 }
 
 impl CaState {
@@ -60,7 +75,7 @@ impl CaState {
     }
 
     /// The issuing CA of a certificate this emulator issued.
-    pub(crate) fn authority_of(&self, record: &IssuedRecord) -> &Authority {
+    pub(crate) fn authority_of(&self, record: &IssuedCertificate) -> &Authority {
         // Records only ever carry indices of `authorities`, which never shrinks.
         &self.authorities[record.ca.min(self.authorities.len() - 1)]
     }
@@ -76,16 +91,18 @@ pub(super) fn revoke(state: &CaState, thumbprint: &str) -> bool {
     if !record.revoked {
         record.revoked = true;
         let now = time::OffsetDateTime::now_utc();
-        if let Some(serial) = serial_bytes(&record.der) {
-            let mut revocations = lock(&state.revocations);
-            revocations.push((record.ca, serial, now));
-        }
+        lock(&state.revocations).push(Revocation {
+            ca: record.ca,
+            serial: record.serial.clone(),
+            at: now,
+            not_after: record.not_after,
+        });
         state.journal(crate::emulator::persist::JournalEvent::Revoked {
             thumbprint: thumbprint.to_ascii_uppercase(),
             at: now.unix_timestamp(),
         });
     }
-    let device = record.subject_cn.clone();
+    let device = record.subject_cn().to_string();
     drop(issued);
     // The device id is the certificate's CN (the IoT Hub rule), so that is the identity to disable.
     if let Some(hook) = state.on_revoke.get() {
@@ -94,8 +111,30 @@ pub(super) fn revoke(state: &CaState, thumbprint: &str) -> bool {
     true
 }
 
-/// The raw serial of a DER certificate, as CRLs list it.
-pub(super) fn serial_bytes(der: &[u8]) -> Option<Vec<u8>> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.tbs_certificate.raw_serial().to_vec())
+/// The revocations `ca`'s CRL lists now (serial, time); revocations of certificates expired for
+/// longer than the retention are dropped for good.
+pub(super) fn crl_entries(state: &CaState, ca: usize) -> Vec<(Vec<u8>, time::OffsetDateTime)> {
+    let cutoff = time::OffsetDateTime::now_utc() - state.retention;
+    let mut revocations = lock(&state.revocations);
+    revocations.retain(|r| r.not_after >= cutoff);
+    revocations
+        .iter()
+        .filter(|r| r.ca == ca)
+        .map(|r| (r.serial.clone(), r.at))
+        .collect()
+}
+
+/// A CRL number above every one given out before, even by this CA before a restart: the time
+/// in microseconds, or one more than the last number if that is later (RFC 5280 §5.2.3 wants
+/// them increasing; entries dropped from the list must not make it go down).
+pub(super) fn next_crl_number(state: &CaState) -> u64 {
+    use std::sync::atomic::Ordering;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+    let now = u64::try_from(now).unwrap_or(0);
+    let previous = state.crl_number.fetch_max(now, Ordering::Relaxed);
+    if previous >= now {
+        state.crl_number.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        now
+    }
 }

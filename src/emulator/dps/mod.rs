@@ -32,6 +32,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use super::error::EmulatorError;
+use super::http::HttpLimits;
 use super::listener::Listener;
 use super::tls::{ServerPki, client_cert_config};
 use crate::iothub::ConnectionString;
@@ -228,9 +229,22 @@ impl DpsEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        self.serve_service_with(listener, pki, HttpLimits::default(), shutdown)
+    }
+
+    /// Like [`DpsEmulator::serve_service`], with `limits`; every request is authorised before its
+    /// body is read.
+    pub fn serve_service_with(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        limits: HttpLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let names = [self.state.config.host_name.as_str(), "localhost"];
         let router = service::router(self.state.clone());
         let counters = self.state.listeners.clone();
-        super::tls::spawn_https(listener, pki, &names, counters, router, shutdown)
+        let options = service::http_options(self.state.clone(), limits);
+        super::tls::spawn_https_with(listener, pki, &names, counters, router, options, shutdown)
     }
 }

@@ -116,6 +116,24 @@ fn admit(
     query: &ApiVersion,
     path: &str,
 ) -> Result<(), Box<Response>> {
+    authorize(state, headers, query, path)?;
+    if let Err(wait) = state.throttles.operation() {
+        let mut r = error_response(&DpsError::throttled());
+        if let Ok(v) = HeaderValue::from_str(&retry_after_secs(wait).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(Box::new(r));
+    }
+    Ok(())
+}
+
+/// Checks api-version and the SAS token for the resource `path`. `Err` is the response.
+fn authorize(
+    state: &DpsState,
+    headers: &HeaderMap,
+    query: &ApiVersion,
+    path: &str,
+) -> Result<(), Box<Response>> {
     if query.api_version.as_deref().is_none_or(str::is_empty) {
         let e = DpsError::bad_request("api-version is required");
         return Err(Box::new(error_response(&e)));
@@ -138,16 +156,30 @@ fn admit(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let resource = format!("{}/{path}", state.config.host_name);
-    sas::verify(&token, &state.policy_key, &resource, now)
-        .map_err(|r| unauthorized(&r.to_string()))?;
-    if let Err(wait) = state.throttles.operation() {
-        let mut r = error_response(&DpsError::throttled());
-        if let Ok(v) = HeaderValue::from_str(&retry_after_secs(wait).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Err(Box::new(r));
-    }
-    Ok(())
+    sas::verify(&token, &state.policy_key, &resource, now).map_err(|r| unauthorized(&r.to_string()))
+}
+
+/// The largest enrolment DPS's API takes: signing certificates, an initial twin (IoT Hub's 32 KB
+/// desired properties and 8 KB tags) and the rest, with room to spare.
+const MAX_BODY: usize = 128 * 1024;
+
+/// How DPS's HTTP server is bounded: every request is authorised from its headers (api-version,
+/// SAS token for the path) before its body is read; bodies up to [`MAX_BODY`].
+pub(super) fn http_options(
+    state: Arc<DpsState>,
+    limits: crate::emulator::http::HttpLimits,
+) -> crate::emulator::http::HttpOptions {
+    let gate = move |parts: &axum::http::request::Parts| {
+        let query = Query::<ApiVersion>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or(ApiVersion { api_version: None });
+        let resource = parts.uri.path().trim_start_matches('/');
+        authorize(&state, &parts.headers, &query, resource)
+    };
+    crate::emulator::http::HttpOptions::default()
+        .with_limits(limits)
+        .with_gate(Arc::new(gate))
+        .with_body_limits(Arc::new(|_, _| MAX_BODY))
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {

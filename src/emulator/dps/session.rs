@@ -19,12 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::registration::{self, Reply};
 use super::state::DpsState;
-use crate::emulator::mqtt_wire::{read_packet, suback, write_packet};
+use crate::emulator::mqtt_wire::{MAX_CONNECT, idle_limit, read_packet, suback, write_packet};
 
 /// DPS's 96 KB message limit plus room for the topic.
 const MAX_PACKET: usize = 96 * 1024 + 1024;
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
-const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1767);
 pub const RESPONSE_FILTER: &str = "$dps/registrations/res/#";
 const REGISTER_TOPIC: &str = "$dps/registrations/PUT/iotdps-register/";
 const POLL_TOPIC: &str = "$dps/registrations/GET/iotdps-get-operationstatus/";
@@ -146,7 +145,7 @@ async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     state: &DpsState,
 ) -> Option<Device> {
     let counters = &state.counters;
-    let read = tokio::time::timeout(CONNECT_WAIT, read_packet(stream, buf, MAX_PACKET));
+    let read = tokio::time::timeout(CONNECT_WAIT, read_packet(stream, buf, MAX_CONNECT));
     let connect = match read.await {
         Ok(Ok(Packet::Connect(c))) => c,
         Ok(Err(rumqttc::mqttbytes::Error::InsufficientBytes(_))) | Err(_) => return None,
@@ -169,10 +168,7 @@ async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     Some(Device {
         registration_id: connect.client_id,
         chain: peer.unwrap_or_default(),
-        keep_alive: match connect.keep_alive {
-            0 => None,
-            s => Some((Duration::from_secs(u64::from(s)) * 3 / 2).min(MAX_KEEP_ALIVE)),
-        },
+        keep_alive: Some(idle_limit(connect.keep_alive)),
         subscribed: false,
     })
 }

@@ -46,8 +46,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::error::EmulatorError;
+use super::http::HttpLimits;
 use super::listener::Listener;
-use super::tls::{ServerPki, spawn_https};
+use super::tls::{ServerPki, spawn_https_with};
 use super::token::TokenAuthority;
 use crate::iothub::ConnectionString;
 use crate::iothub::registry::Device;
@@ -162,20 +163,35 @@ pub struct HubEmulator {
 
 impl HubEmulator {
     pub fn new(config: &HubConfig) -> Result<Self, EmulatorError> {
-        let key: [u8; 32] = rand::random();
+        Self::from_saved(config, None)
+    }
+
+    /// Like [`HubEmulator::new`], with the `iothubowner` key and the token key saved earlier
+    /// (`fleetsim emulate --state`): connection strings and tokens handed out stay valid.
+    pub fn from_saved(
+        config: &HubConfig,
+        saved: Option<&super::persist::HubSecrets>,
+    ) -> Result<Self, EmulatorError> {
+        let policy_key = match saved {
+            Some(s) => s.policy_key.clone(),
+            None => base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()),
+        };
         let disabled_connack = match config.disabled_connack {
             5 => ConnectReturnCode::NotAuthorized,
             _ => ConnectReturnCode::ServiceUnavailable,
         };
-        let tokens = TokenAuthority::new(super::token::IOTHUB_AUDIENCE)
-            .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
+        let tokens = match saved {
+            Some(s) => TokenAuthority::with_secret(super::token::IOTHUB_AUDIENCE, s.token_secret),
+            None => TokenAuthority::new(super::token::IOTHUB_AUDIENCE)
+                .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?,
+        };
         let state = Arc::new_cyclic(|me: &std::sync::Weak<HubState>| {
             let c2d = c2d_queues(config, me.clone());
             HubState {
                 host_name: config.host_name.clone(),
                 disabled_connack,
                 policy_name: "iothubowner".into(),
-                policy_key: base64::engine::general_purpose::STANDARD.encode(key),
+                policy_key,
                 devices: Mutex::new(HashMap::new()),
                 counters: Mutex::new(HashMap::new()),
                 trust: RwLock::new(Trust {
@@ -282,6 +298,18 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        self.serve_registry_with(listener, pki, HttpLimits::default(), shutdown)
+    }
+
+    /// Like [`HubEmulator::serve_registry`], with `limits`; every request is authorised before
+    /// its body is read (see `rest::http_options`).
+    pub fn serve_registry_with(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        limits: HttpLimits,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let names = [self.state.host_name.as_str(), "localhost"];
         let counters = self.state.listeners.clone();
         let router = registry::routes()
@@ -289,7 +317,8 @@ impl HubEmulator {
             .merge(methods::routes())
             .merge(query_api::routes())
             .with_state(self.state.clone());
-        spawn_https(listener, pki, &names, counters, router, shutdown)
+        let options = rest::http_options(self.state.clone(), limits);
+        spawn_https_with(listener, pki, &names, counters, router, options, shutdown)
     }
 
     /// What the hub saw of `device_id` (zeros for a device it never heard from).
@@ -303,6 +332,11 @@ impl HubEmulator {
             drops: c.drops.load(Ordering::Relaxed),
             cert_serials: lock(&c.cert_serials).clone(),
         }
+    }
+
+    /// What the hub's accept loops saw (all its endpoints), panicking handlers included.
+    pub fn listener_stats(&self) -> super::listener::ListenerStats {
+        self.state.listeners.snapshot()
     }
 
     pub fn stats(&self) -> HubStats {
@@ -360,6 +394,14 @@ impl HubEmulator {
     /// Sends every registry change to `journal` from now on (set once).
     pub fn set_journal(&self, journal: Arc<dyn super::persist::Journal>) {
         let _ = self.state.journal.set(journal);
+    }
+
+    /// What [`HubEmulator::from_saved`] restores (secret).
+    pub fn secrets(&self) -> super::persist::HubSecrets {
+        super::persist::HubSecrets {
+            policy_key: self.state.policy_key.clone(),
+            token_secret: self.state.tokens.secret(),
+        }
     }
 
     /// Seeds a restarted hub's registry.

@@ -1,5 +1,7 @@
 //! The hub's MQTT 3.1.1 endpoint (on the emulators' accept loop): CONNECT authorisation, telemetry with PUBACK,
-//! keep-alive at 1.5× the client's value, one live connection per device. A session is named
+//! keep-alive at 1.5× the client's value (a client without one is cut off after IoT Hub's
+//! 1767 s cap, see [`idle_limit`]), one live connection per device. CONNECT is read within 10 s
+//! and 16 KiB ([`MAX_CONNECT`]), before the client is known. A session is named
 //! steps: [`connect`], [`Live::register`], [`Live::serve`] (the device's packets, and what the
 //! cloud side pushes through the connection's [`Outbox`]: desired-property notifications and
 //! direct-method requests), [`Live::end`]. Twin requests go to [`super::device_twin`], method
@@ -29,15 +31,13 @@ use super::device_twin::{self, Outcome};
 use super::outbox::{Outbox, Subscription};
 use super::state::{DeviceCounters, HubState, LiveEntry, bump, now_ms};
 use super::throttle::{Admission, Class};
-use crate::emulator::mqtt_wire::{read_packet, suback, write_packet};
+use crate::emulator::mqtt_wire::{MAX_CONNECT, idle_limit, read_packet, suback, write_packet};
 use crate::iothub::topics;
 use crate::sync::lock;
 
 /// 256 KB of message plus room for the topic and property bag.
 const MAX_PACKET: usize = 256 * 1024 + 4096;
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
-/// IoT Hub caps its server-side keep-alive timeout at 1767 s.
-const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1767);
 const MAX_SUBSCRIPTIONS: usize = 5;
 
 /// One device's MQTT session on `tls`, whatever carries it: CONNECT, then packets until the
@@ -54,10 +54,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     };
     let mut live = Live::register(&state, admitted, &stop, connect.clean_session);
-    let keep_alive = match connect.keep_alive {
-        0 => None,
-        s => Some((Duration::from_secs(u64::from(s)) * 3 / 2).min(MAX_KEEP_ALIVE)),
-    };
+    let keep_alive = Some(idle_limit(connect.keep_alive));
     let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
     let mut clean_exit = false;
     if write_packet(&mut tls, connack).await.is_ok() {
@@ -75,7 +72,7 @@ async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     peer: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
     state: &HubState,
 ) -> Option<(Connect, Admitted)> {
-    let connect = match tokio::time::timeout(CONNECT_WAIT, read_packet(tls, buf, MAX_PACKET)).await
+    let connect = match tokio::time::timeout(CONNECT_WAIT, read_packet(tls, buf, MAX_CONNECT)).await
     {
         Ok(Ok(Packet::Connect(c))) => c,
         _ => return None,

@@ -19,6 +19,14 @@ const KEY: [u8; 32] = [7; 32];
 
 /// A hub with one SAS device `d1`, and that device's session on it, CONNACK read.
 async fn connected(limits: HubLimits) -> (HubEmulator, DuplexStream, BytesMut) {
+    connected_with(limits, 60).await
+}
+
+/// Like [`connected`], the device asking for `keep_alive` seconds.
+async fn connected_with(
+    limits: HubLimits,
+    keep_alive: u16,
+) -> (HubEmulator, DuplexStream, BytesMut) {
     let hub = HubEmulator::new(&HubConfig {
         limits,
         ..HubConfig::default()
@@ -40,7 +48,7 @@ async fn connected(limits: HubLimits) -> (HubEmulator, DuplexStream, BytesMut) {
     let host = hub.host_name().to_string();
     let password = sas::token(&format!("{host}/devices/d1"), &key, None, u64::MAX / 2).unwrap();
     let mut connect = Connect::new("d1");
-    connect.keep_alive = 60;
+    connect.keep_alive = keep_alive;
     connect.set_login(format!("{host}/d1/?api-version=2021-04-12"), password);
     write_packet(&mut client, Packet::Connect(connect))
         .await
@@ -134,4 +142,23 @@ async fn a_basic_hub_closes_the_connection_on_twin_topics() {
         Some(Packet::PubAck(_))
     ));
     assert_eq!(hub.stats().drops, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_without_keep_alive_still_ends_when_silent() {
+    let (_hub, mut client, mut buf) = connected_with(HubLimits::unlimited(), 0).await;
+    // Silent for almost IoT Hub's 1767 s cap: still open.
+    let almost = Duration::from_secs(1760);
+    let read = read_packet(&mut client, &mut buf, 1024);
+    assert!(tokio::time::timeout(almost, read).await.is_err());
+    // Past it: closed.
+    match tokio::time::timeout(
+        Duration::from_secs(20),
+        read_packet(&mut client, &mut buf, 1024),
+    )
+    .await
+    {
+        Ok(Err(_)) => {}
+        other => panic!("a silent session with keep-alive 0 was not closed: {other:?}"),
+    }
 }

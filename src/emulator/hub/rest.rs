@@ -212,3 +212,37 @@ pub(super) fn if_match(headers: &HeaderMap) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().trim_matches('"').to_string())
 }
+
+/// The largest bodies the hub's REST API takes: a bulk import of 100 identities; a direct
+/// method call (IoT Hub's 128 KB payload and its envelope); anything else (an identity, a twin
+/// patch within IoT Hub's 32 KB + 8 KB sections, a query, a CA certificate).
+const MAX_BULK_BODY: usize = 512 * 1024;
+const MAX_METHOD_BODY: usize = 160 * 1024;
+const MAX_BODY: usize = 64 * 1024;
+
+/// How the hub's HTTP server is bounded: every request is authorised from its headers (the
+/// api-version and the SAS or bearer token for the path's resource) before its body is read;
+/// bodies within the limits above.
+pub(super) fn http_options(
+    state: std::sync::Arc<HubState>,
+    limits: crate::emulator::http::HttpLimits,
+) -> crate::emulator::http::HttpOptions {
+    let gate = move |parts: &axum::http::request::Parts| {
+        let query = axum::extract::Query::<ApiVersion>::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .unwrap_or(ApiVersion { api_version: None });
+        let resource = parts.uri.path().trim_start_matches('/');
+        authorize(&state, &parts.headers, &query, resource)
+    };
+    crate::emulator::http::HttpOptions::default()
+        .with_limits(limits)
+        .with_gate(std::sync::Arc::new(gate))
+        .with_body_limits(std::sync::Arc::new(|method, path| {
+            let path = path.trim_end_matches('/');
+            match (method.as_str(), path) {
+                ("POST", "/devices") => MAX_BULK_BODY,
+                ("POST", p) if p.ends_with("/methods") => MAX_METHOD_BODY,
+                _ => MAX_BODY,
+            }
+        }))
+}

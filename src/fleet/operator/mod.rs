@@ -14,6 +14,7 @@ mod desired;
 mod method;
 mod query;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use context::Targets;
 
 use super::target::FleetServices;
 use crate::iothub::service::ServiceClient;
+use crate::metrics::Phase;
 use crate::report::operator::{DesiredCounts, MethodCounts, OperatorReport, QueryCounts};
 use crate::scenario::events::{DesiredEvent, MethodEvent, QueryEvent};
 use crate::sync::lock;
@@ -35,6 +37,10 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub struct Operator {
     ctx: Arc<Context>,
     tasks: JoinSet<()>,
+    /// The phase each task measures, to name where a panic happened.
+    phases: HashMap<tokio::task::Id, Phase>,
+    /// Tasks that panicked, by phase (caught and counted as `phase/panic` errors).
+    pub panicked: Vec<Phase>,
 }
 
 impl Operator {
@@ -55,6 +61,8 @@ impl Operator {
                 rate_share,
             }),
             tasks: JoinSet::new(),
+            phases: HashMap::new(),
+            panicked: Vec::new(),
         }
     }
 
@@ -71,8 +79,10 @@ impl Operator {
         };
         tracing::info!(method = %event.name, "method event");
         let ctx = self.ctx.clone();
-        self.tasks
+        let task = self
+            .tasks
             .spawn(method::run(ctx, event.clone(), targets, slot));
+        self.phases.insert(task.id(), Phase::MethodInvoke);
     }
 
     /// Starts `event` (fired `at` into the run) on `targets`.
@@ -88,8 +98,10 @@ impl Operator {
         };
         tracing::info!(properties = event.patch.len(), "desired event");
         let ctx = self.ctx.clone();
-        self.tasks
+        let task = self
+            .tasks
             .spawn(desired::run(ctx, event.clone(), targets, slot));
+        self.phases.insert(task.id(), Phase::TwinDesired);
     }
 
     /// Starts `event` (fired `at` into the run).
@@ -105,18 +117,39 @@ impl Operator {
             report.queries.len() - 1
         };
         let ctx = self.ctx.clone();
-        self.tasks.spawn(query::run(ctx, event.clone(), slot));
+        let task = self.tasks.spawn(query::run(ctx, event.clone(), slot));
+        self.phases.insert(task.id(), Phase::RegistryQuery);
     }
 
     /// Once the run has stopped: waits up to [`DRAIN`] for the tasks, then aborts the rest.
+    /// A task that panicked is counted as an error of its phase.
     pub async fn finish(&mut self) {
         let drained = tokio::time::timeout(DRAIN, async {
-            while self.tasks.join_next().await.is_some() {}
+            while let Some(joined) = self.tasks.join_next().await {
+                self.count_panic(joined);
+            }
         })
         .await;
         if drained.is_err() {
             self.tasks.abort_all();
-            while self.tasks.join_next().await.is_some() {}
+            while let Some(joined) = self.tasks.join_next().await {
+                self.count_panic(joined);
+            }
+        }
+    }
+
+    fn count_panic(&mut self, joined: Result<(), tokio::task::JoinError>) {
+        if let Err(e) = joined
+            && e.is_panic()
+        {
+            let phase = self
+                .phases
+                .get(&e.id())
+                .copied()
+                .unwrap_or(Phase::MethodInvoke);
+            tracing::error!(phase = phase.name(), error = %e, "an operator task panicked");
+            self.ctx.services.recorder.error(phase, "panic");
+            self.panicked.push(phase);
         }
     }
 
