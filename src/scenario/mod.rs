@@ -9,6 +9,7 @@ pub mod arrival;
 mod certificate;
 pub mod cohort;
 mod device;
+pub mod dps;
 pub mod events;
 mod target;
 pub mod thresholds;
@@ -24,6 +25,7 @@ pub use arrival::{Arrival, Limits};
 pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
 pub use device::{DeviceTransportKind, IdPattern, Qos, Registration, Telemetry};
+pub use dps::{DpsAllocation, DpsLimitsChoice, EmbeddedDps, Provisioning, RemoteDps};
 pub use events::{Event, RevokeMethod, Swap};
 pub use target::*;
 pub use thresholds::Threshold;
@@ -103,6 +105,10 @@ pub struct Fleet {
     /// throttle of 100 operations per minute per unit).
     #[serde(default)]
     pub registration: Registration,
+    /// How a device gets its hub identity: from fleetsim through the registry (`registry`, the
+    /// default) or from DPS, which also assigns its hub (`dps`, see [`dps`]).
+    #[serde(default)]
+    pub provisioning: Option<Spanned<Provisioning>>,
     /// How devices reach the hub: MQTT on TLS (8883) or MQTT over WebSocket (443).
     #[serde(default)]
     pub transport: DeviceTransportKind,
@@ -118,6 +124,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// How the fleet's devices get their hub identity (`registry` unless the scenario says).
+    pub fn provisioning(&self) -> Provisioning {
+        self.provisioning
+            .as_ref()
+            .map_or(Provisioning::Registry, |p| p.value)
+    }
+
     /// The fleet's arrival process, from `arrival` or its short form `arrival_rate`; none when
     /// every cohort has its own.
     pub fn arrival(&self) -> Option<Arrival> {
@@ -219,6 +232,12 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     let c = &s.certificate;
     certificate::validate(c, "", c.renewal.referenced)?;
     validate_events(s)?;
+    dps::validate(
+        s.fleet.provisioning.as_ref(),
+        s.fleet.registration,
+        s.fleet.transport,
+        &s.target.value,
+    )?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
         && r.iothub.host.is_none()
