@@ -3,20 +3,21 @@
 //!
 //! The files import one way, from the bottom up (no cycles):
 //! - leaves: [`backends`] (the service traits and [`Backends`], which names one implementation
-//!   of each for a run), [`adapters`] (EZCA and IoT Hub behind those traits), [`backoff`],
+//!   of each for a run), [`adapters`] (EZCA and IoT Hub behind those traits) and [`dps`] (DPS
+//!   behind [`ProvisioningService`]), [`backoff`],
 //!   [`gate`] (the fleet's limits), [`keys`] (where keys come from), [`control`] (the fleet's
 //!   commands);
 //! - `core`: what every step shares: [`DeviceSpec`], [`Services`], [`DeviceReport`], the
 //!   `Device` the steps are methods of, its timed tries with backoff, and how a life stops;
 //! - the steps, each in its file over the core: `enrol` (a key and a certificate, or the stored
-//!   ones via `resume`), `register`, `connect`, `online` (the connected device's loop), and
+//!   ones via `resume`), `register` or `provision` (DPS, through [`ProvisioningService`]),
+//!   `connect` (to the assigned hub; provisions again when refused), `online` (the connected
+//!   device's loop), and
 //!   what it does from there: [`telemetry`], `renewal` (renew and swap) and `revocation`
 //!   (revoke and cut-off);
 //! - `lifecycle`: [`run_device`], the steps in order.
 //!
-//! Where the next steps go: a provisioning service (DPS) is one more trait in [`backends`]
-//! (an associated type of [`Backends`]) and a step that takes `register`'s place in
-//! `lifecycle`, after the certificate and before the connect; cloud-to-device behaviours
+//! Where the next steps go: cloud-to-device behaviours
 //! (twin, methods, C2D) are one more arm of the online loop (`online`), each handled in its
 //! own step file.
 
@@ -26,11 +27,13 @@ pub mod backoff;
 mod connect;
 pub mod control;
 mod core;
+pub mod dps;
 mod enrol;
 pub mod gate;
 pub mod keys;
 mod lifecycle;
 mod online;
+mod provision;
 mod register;
 mod renewal;
 mod resume;
@@ -42,6 +45,6 @@ pub use self::core::{
 };
 pub use backends::{
     Backends, CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, FailureClass,
-    Issued, ServiceError, Session,
+    Issued, NoProvisioning, Placement, Provisioned, ProvisioningService, ServiceError, Session,
 };
 pub use lifecycle::run_device;

@@ -13,6 +13,7 @@
 pub mod arrivals;
 mod bulk;
 pub mod cohorts;
+pub mod dps;
 mod error;
 mod events;
 mod health;

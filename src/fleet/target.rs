@@ -1,6 +1,8 @@
 //! Turns a scenario's `target` into the services devices use: the embedded emulators started on
 //! loopback, or clients for real EZCA and IoT Hub built from credentials in the environment.
-//! Either way the devices get the same three clients, so both targets run the same code paths.
+//! Either way the devices get the same clients, so both targets run the same code paths. With
+//! `fleet.provisioning: dps` the registry gives way to DPS ([`super::dps`]), and the transport
+//! dials the hub DPS assigns each device.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use crate::crypto::pool::KeyPool;
 use crate::device::Services;
 use crate::device::adapters::{EzcaCa, HubBackends, HubRegistry};
 use crate::device::backoff::Backoff;
+use crate::device::dps::DpsProvisioning;
 use crate::device::gate::Gate;
 use crate::device::keys::KeySource;
 use crate::emulator::ca::IssuingKey;
@@ -27,8 +30,8 @@ use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::metrics::Recorder;
 use crate::scenario::{
-    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, RemoteHub, RemoteTarget,
-    Scenario, Span, Target,
+    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, Provisioning, RemoteHub,
+    RemoteTarget, Scenario, Span, Target,
 };
 
 /// The services the devices of a fleet run share: EZCA and IoT Hub, embedded or real.
@@ -39,10 +42,12 @@ pub struct Resolved {
     pub emulators: Option<Emulators>,
 }
 
-/// The three clients of the target, before they join the services the devices share.
+/// The clients of the target, before they join the services the devices share: the registry
+/// or DPS, as the scenario provisions.
 struct Clients {
     ca: EzcaCa,
-    registry: HubRegistry,
+    registry: Option<HubRegistry>,
+    provisioning: Option<DpsProvisioning>,
     transport: MqttTransport,
 }
 
@@ -67,6 +72,7 @@ pub async fn resolve(
     let services = Services {
         ca: clients.ca,
         registry: clients.registry,
+        provisioning: clients.provisioning,
         transport: clients.transport,
         recorder,
         backoff: Backoff::default(),
@@ -107,11 +113,14 @@ async fn start_emulators(
     let (ca_config, hub_config) = emulator_configs(scenario, target);
     let hub = &target.hub;
     // Read extra CAs before starting anything, so a bad path fails fast.
-    let extra_cas = hub
+    let extra_cas: Vec<_> = hub
         .trusted_cas
         .iter()
         .map(|p| read_pem_roots(p))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     // The embedded emulators accept test credentials: loopback only.
     if let Some(ip) = hub.mqtt_addresses.iter().find(|ip| !ip.is_loopback()) {
         return Err(FleetError::Setup(format!(
@@ -130,8 +139,11 @@ async fn start_emulators(
             .add_mqtt_listener(std::net::SocketAddr::new(extra, 0))
             .await?;
     }
-    for ca in extra_cas.into_iter().flatten() {
-        emulators.hub.trust_ca(ca);
+    for ca in &extra_cas {
+        emulators.hub.trust_ca(ca.clone());
+    }
+    if let Some(dps) = &target.dps {
+        super::dps::start_embedded(&mut emulators, &dps.value, &hub_config, &extra_cas, ip).await?;
     }
     Ok(emulators)
 }
@@ -197,6 +209,15 @@ async fn embedded_clients(
     };
     let ca_id = emulators.ca.ca_id(issuing);
     let ca = EzcaCa::discover(client, ca_id.as_deref()).await?;
+    let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
+    if scenario.fleet.provisioning() == Provisioning::Dps {
+        return Ok(Clients {
+            ca,
+            registry: None,
+            provisioning: Some(super::dps::embedded_client(emulators, websocket)?),
+            transport: embedded_transport(scenario, target, emulators)?,
+        });
+    }
     let registry = RegistryClient::new(
         &emulators.hub_registry_url,
         emulators.hub.connection_string(),
@@ -205,7 +226,8 @@ async fn embedded_clients(
     )?;
     Ok(Clients {
         ca,
-        registry: HubRegistry(registry),
+        registry: Some(HubRegistry(registry)),
+        provisioning: None,
         transport: embedded_transport(scenario, target, emulators)?,
     })
 }
@@ -241,6 +263,13 @@ fn embedded_transport(
                 .iter()
                 .map(|a| (a.ip().to_string(), a.port())),
         );
+    }
+    if emulators.dps.is_some() {
+        let mut first = vec![addr];
+        if !websocket {
+            first.extend(emulators.hub_mqtt_extra.iter().copied());
+        }
+        super::dps::route_hubs(&mut transport, emulators, first);
     }
     Ok(transport)
 }
@@ -391,13 +420,56 @@ async fn remote(
         Some(p) => read_pem_roots(p)?,
         None => Vec::new(),
     };
-    let (host_name, registry) = remote_registry(&target.iothub, &hub_roots)?;
-    let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
+    let dps = match scenario.fleet.provisioning() {
+        Provisioning::Dps => target.dps.as_ref(),
+        Provisioning::Registry => None,
+    };
+    let Some(dps) = dps else {
+        let (host_name, registry) = remote_registry(&target.iothub, &hub_roots)?;
+        let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
+        return Ok(Clients {
+            ca,
+            registry: Some(HubRegistry(registry)),
+            provisioning: None,
+            transport,
+        });
+    };
+    let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
+    let dps_roots = match &dps.value.trust_pem {
+        Some(p) => read_pem_roots(p)?,
+        None => Vec::new(),
+    };
+    let provisioning = super::dps::remote_client(&dps.value, dps_roots, websocket)?;
+    let host_name = remote_hub_name(&target.iothub);
+    let mut transport = remote_transport(scenario, &target.iothub, host_name.clone(), hub_roots)?;
+    // A hub reached at another address (`fleetsim emulate`, a private endpoint): devices DPS
+    // assigns to it dial that address.
+    if let (Some(address), false) = (&target.iothub.address, host_name.is_empty()) {
+        let port = match websocket {
+            true => target.iothub.websocket_port,
+            false => target.iothub.mqtt_port,
+        };
+        transport.route(&host_name, [(address.clone(), port)]);
+    }
     Ok(Clients {
         ca,
-        registry: HubRegistry(registry),
+        registry: None,
+        provisioning: Some(provisioning),
         transport,
     })
+}
+
+/// The hub's host name when DPS assigns hubs: `iothub.host`, else the connection string's
+/// HostName if one is set (it is not needed), else none (empty).
+fn remote_hub_name(hub: &RemoteHub) -> String {
+    if let Some(host) = &hub.host {
+        return host.clone();
+    }
+    std::env::var(&hub.connection_string_env)
+        .ok()
+        .and_then(|cs| ConnectionString::parse(&cs).ok())
+        .map(|cs| cs.host_name)
+        .unwrap_or_default()
 }
 
 /// The hub's registry client and host name. Credentials: an Azure AD token (with the host named

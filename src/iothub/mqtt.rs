@@ -1,10 +1,16 @@
 //! The device's MQTT 3.1.1 transport to IoT Hub, over rumqttc with a per-device rustls client
 //! certificate. One rumqttc client per device; the trust store is shared by all of them.
 //!
+//! A transport connects to its endpoint's hub ([`MqttTransport::connect`]) or to a hub named per
+//! device ([`MqttTransport::connect_to`]: the hub DPS assigned), dialled at the addresses the
+//! transport was given for that name ([`MqttTransport::route`]: the embedded run's hubs on
+//! loopback) or else at the name itself.
+//!
 //! A session keeps one QoS 1 publish in flight and waits for its PUBACK before the next, so a
 //! certificate swap never has an unacknowledged message to lose. A small driver task polls the
 //! rumqttc event loop and forwards PUBACKs and the loss of the connection to the session.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -46,6 +52,15 @@ pub struct MqttTransport {
     /// Further `(host, port)`s of the same endpoint; connections go round-robin over all.
     alternates: Vec<(String, u16)>,
     next: AtomicUsize,
+    /// Where to dial hubs named per device, by host name (lower case).
+    routes: HashMap<String, Vec<(String, u16)>>,
+}
+
+/// Where one connection goes: the address to dial and the hub's name for the username.
+struct Dial<'a> {
+    host: &'a str,
+    port: u16,
+    hub_host: &'a str,
 }
 
 impl MqttTransport {
@@ -57,6 +72,29 @@ impl MqttTransport {
             provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             alternates: Vec::new(),
             next: AtomicUsize::new(0),
+            routes: HashMap::new(),
+        }
+    }
+
+    /// Dials `addresses` (round-robin) for connections to the hub named `hub_host`, instead of
+    /// the name itself.
+    pub fn route(&mut self, hub_host: &str, addresses: impl IntoIterator<Item = (String, u16)>) {
+        self.routes
+            .entry(hub_host.to_ascii_lowercase())
+            .or_default()
+            .extend(addresses);
+    }
+
+    /// The address for the next connection to `hub_host`: a route's, or the name on the
+    /// endpoint's port.
+    fn pick_for<'a>(&'a self, hub_host: &'a str) -> (&'a str, u16) {
+        match self.routes.get(&hub_host.to_ascii_lowercase()) {
+            Some(addresses) if !addresses.is_empty() => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % addresses.len();
+                let (h, p) = &addresses[i];
+                (h, *p)
+            }
+            _ => (hub_host, self.endpoint.port),
         }
     }
 
@@ -91,8 +129,44 @@ impl MqttTransport {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttSession, HubError> {
+        let (host, port) = self.pick();
+        let hub_host = &self.endpoint.hub_host;
+        let dial = Dial {
+            host,
+            port,
+            hub_host,
+        };
+        self.connect_via(dial, device_id, chain, key).await
+    }
+
+    /// Like [`connect`](Self::connect), to the hub named `hub_host` (e.g. the one DPS
+    /// assigned): its name goes in the username; it is dialled (and named in TLS) at its
+    /// route's addresses if it has one, else at the name itself on the endpoint's port.
+    pub async fn connect_to(
+        &self,
+        hub_host: &str,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<MqttSession, HubError> {
+        let (host, port) = self.pick_for(hub_host);
+        let dial = Dial {
+            host,
+            port,
+            hub_host,
+        };
+        self.connect_via(dial, device_id, chain, key).await
+    }
+
+    async fn connect_via(
+        &self,
+        dial: Dial<'_>,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<MqttSession, HubError> {
         let ep = &self.endpoint;
-        let (mut eventloop, client) = self.eventloop(device_id, chain, key)?;
+        let (mut eventloop, client) = self.eventloop(dial, device_id, chain, key)?;
         let connack = async {
             loop {
                 match eventloop.poll().await {
@@ -120,6 +194,7 @@ impl MqttTransport {
     /// The device's MQTT client over TLS (or WebSocket), not yet connected.
     fn eventloop(
         &self,
+        dial: Dial<'_>,
         device_id: &str,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
@@ -135,7 +210,7 @@ impl MqttTransport {
         // resumed session would carry the old identity anyway.
         tls.resumption = rustls::client::Resumption::disabled();
         let ep = &self.endpoint;
-        let (host, port) = self.pick();
+        let (host, port) = (dial.host, dial.port);
         let (broker, transport) = match ep.websocket {
             // rumqttc takes the whole URL as the broker address for WebSocket transports.
             true => (
@@ -151,7 +226,7 @@ impl MqttTransport {
         // One publish in flight (the session waits for each PUBACK), so the window is 1 and the
         // request channel holds a publish and a disconnect.
         opts.set_keep_alive(ep.keep_alive)
-            .set_credentials(Self::username(&ep.hub_host, device_id), "")
+            .set_credentials(Self::username(dial.hub_host, device_id), "")
             .set_clean_session(false)
             .set_inflight(1)
             .set_max_packet_size(256 * 1024 + 4096, 256 * 1024 + 4096)

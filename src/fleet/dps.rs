@@ -1,0 +1,206 @@
+//! DPS for a run with `fleet.provisioning: dps`: the embedded one started with the other
+//! emulators (DPS, `hubs - 1` more hubs like the first, and an enrolment group that admits every
+//! certificate the embedded CA issues, hashed or static over the hubs), the routes that let
+//! devices dial each embedded hub by its name, and the device-side client for the embedded or
+//! the real service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+use super::error::FleetError;
+use crate::device::dps::DpsProvisioning;
+use crate::emulator::dps::DpsLimits;
+use crate::emulator::dps::enrollment::{
+    AllocationPolicy, Attestation, EnrollmentGroup, ProvisioningStatus, Settings, X509Attestation,
+    X509CaReferences,
+};
+use crate::emulator::{DpsAddresses, DpsConfig, EZCA_ROOT_CERTIFICATE, Emulators, HubConfig};
+use crate::iothub::dps::{DpsClient, DpsEndpoint, Polling};
+use crate::iothub::mqtt::MqttTransport;
+use crate::scenario::{DpsAllocation, DpsLimitsChoice, EmbeddedDps, RemoteDps};
+
+/// The enrolment group an embedded DPS run creates.
+pub const ENROLLMENT_GROUP: &str = "fleetsim-fleet";
+
+/// The host name of embedded hub number `n` (from 2): the first hub's with `-n` after its first
+/// label (`fleetsim-hub.azure-devices.net` → `fleetsim-hub-2.azure-devices.net`).
+pub fn hub_host(first: &str, n: u32) -> String {
+    match first.split_once('.') {
+        Some((label, rest)) => format!("{label}-{n}.{rest}"),
+        None => format!("{first}-{n}"),
+    }
+}
+
+/// The embedded DPS's settings from the scenario.
+fn dps_config(dps: &EmbeddedDps) -> DpsConfig {
+    let mut limits = match dps.limits {
+        DpsLimitsChoice::Published => DpsLimits::published(),
+        DpsLimitsChoice::Unlimited => DpsLimits::unlimited(),
+    };
+    if let Some(rate) = dps.registration_rate {
+        limits.registrations_per_minute = Some(rate.0 * 60.0);
+    }
+    DpsConfig {
+        retry_after_secs: dps.retry_after.0.as_secs_f64().ceil().max(1.0) as u64,
+        assignment_delay: dps.assignment_delay.0,
+        limits,
+        ..DpsConfig::default()
+    }
+}
+
+/// Starts DPS on `ip` with `hubs - 1` hubs like the first (`hub`, trusting `extra_cas` too), and
+/// its enrolment group.
+pub async fn start_embedded(
+    emulators: &mut Emulators,
+    dps: &EmbeddedDps,
+    hub: &HubConfig,
+    extra_cas: &[CertificateDer<'static>],
+    ip: std::net::IpAddr,
+) -> Result<(), FleetError> {
+    for n in 2..=dps.hubs {
+        let config = HubConfig {
+            host_name: hub_host(&hub.host_name, n),
+            ..hub.clone()
+        };
+        let added = emulators.add_hub(&config, SocketAddr::new(ip, 0)).await?;
+        for ca in extra_cas {
+            added.hub.trust_ca(ca.clone());
+        }
+    }
+    let running = emulators
+        .start_dps(DpsAddresses::ephemeral(ip), &dps_config(dps))
+        .await?;
+    let first_hub = hub.host_name.clone();
+    running
+        .emulator
+        .put_enrollment_group(enrollment_group(dps.allocation, first_hub))
+        .map_err(|e| FleetError::Setup(format!("DPS enrolment group: {}", e.message)))?;
+    Ok(())
+}
+
+/// The group that admits every certificate chaining to the embedded CA's root.
+fn enrollment_group(allocation: DpsAllocation, first_hub: String) -> EnrollmentGroup {
+    let (policy, iot_hubs) = match allocation {
+        // Over every linked hub.
+        DpsAllocation::Hashed => (AllocationPolicy::Hashed, Vec::new()),
+        DpsAllocation::Static => (AllocationPolicy::Static, vec![first_hub]),
+    };
+    EnrollmentGroup {
+        enrollment_group_id: ENROLLMENT_GROUP.into(),
+        settings: Settings {
+            attestation: Attestation {
+                kind: "x509".into(),
+                x509: Some(X509Attestation {
+                    ca_references: Some(X509CaReferences {
+                        primary: Some(EZCA_ROOT_CERTIFICATE.into()),
+                        secondary: None,
+                    }),
+                    ..Default::default()
+                }),
+            },
+            provisioning_status: ProvisioningStatus::Enabled,
+            reprovision_policy: Default::default(),
+            allocation_policy: Some(policy),
+            iot_hubs,
+            iot_hub_host_name: None,
+            capabilities: None,
+            initial_twin: None,
+            etag: None,
+            created_date_time_utc: None,
+            last_updated_date_time_utc: None,
+        },
+    }
+}
+
+/// Lets devices dial every embedded hub by the name DPS gives them: the first hub at its
+/// listeners (`first`), the others at theirs.
+pub fn route_hubs(transport: &mut MqttTransport, emulators: &Emulators, first: Vec<SocketAddr>) {
+    let dial = |a: &SocketAddr| (a.ip().to_string(), a.port());
+    transport.route(emulators.hub.host_name(), first.iter().map(dial));
+    for extra in &emulators.extra_hubs {
+        transport.route(extra.hub.host_name(), [dial(&extra.mqtt_addr)]);
+    }
+}
+
+/// How long one registration may take, connect to assignment: the Python SDK's 30 s.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn endpoint(host: String, port: u16, id_scope: String, websocket: bool) -> DpsEndpoint {
+    DpsEndpoint {
+        host,
+        port,
+        id_scope,
+        websocket,
+        keep_alive: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(30),
+        timeout: REGISTRATION_TIMEOUT,
+        // DPS's waits are real time, compressed scenario or not (see `device::provision`).
+        polling: Polling::default(),
+    }
+}
+
+/// The client for the embedded DPS (its MQTT/TLS or WebSocket endpoint).
+pub fn embedded_client(
+    emulators: &Emulators,
+    websocket: bool,
+) -> Result<DpsProvisioning, FleetError> {
+    let running = emulators
+        .dps
+        .as_ref()
+        .ok_or_else(|| FleetError::Setup("the embedded DPS is not running".into()))?;
+    let addr = match websocket {
+        true => running.websocket_addr,
+        false => running.mqtt_addr,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(emulators.tls_root.clone())
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
+    let scope = running.emulator.id_scope().to_string();
+    let endpoint = endpoint(addr.ip().to_string(), addr.port(), scope, websocket);
+    Ok(DpsProvisioning(DpsClient::new(endpoint, roots)))
+}
+
+/// The client for a real DPS (or `fleetsim emulate`'s), trusting the system's roots and
+/// `extra_roots`.
+pub fn remote_client(
+    dps: &RemoteDps,
+    extra_roots: Vec<CertificateDer<'static>>,
+    websocket: bool,
+) -> Result<DpsProvisioning, FleetError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots.add_parsable_certificates(extra_roots);
+    if roots.is_empty() {
+        return Err(FleetError::Setup(
+            "no trusted roots for DPS's TLS: install CA certificates or set dps.trust_pem".into(),
+        ));
+    }
+    let port = match websocket {
+        true => dps.websocket_port,
+        false => dps.mqtt_port,
+    };
+    let endpoint = endpoint(
+        dps.global_endpoint.clone(),
+        port,
+        dps.id_scope.trim().to_string(),
+        websocket,
+    );
+    Ok(DpsProvisioning(DpsClient::new(endpoint, roots)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn further_hubs_are_named_after_the_first() {
+        assert_eq!(
+            hub_host("fleetsim-hub.azure-devices.net", 2),
+            "fleetsim-hub-2.azure-devices.net"
+        );
+        assert_eq!(hub_host("hub", 3), "hub-3");
+    }
+}
