@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::{DeviceReport, DeviceSpec};
-use crate::emulator::{CaEmulator, Emulators, HubEmulator};
+use crate::emulator::{CaEmulator, DpsEmulator, Emulators, HubEmulator};
 use crate::metrics::Recorder;
 use crate::report::Report;
 use crate::scenario::{Registration, Scenario};
@@ -71,6 +71,9 @@ pub struct RunOutcome {
     pub devices: Vec<DeviceReport>,
     pub ca: Option<CaEmulator>,
     pub hub: Option<HubEmulator>,
+    /// The further hubs of an embedded DPS run (`target.embedded.dps.hubs`), and its DPS.
+    pub extra_hubs: Vec<HubEmulator>,
+    pub dps: Option<DpsEmulator>,
 }
 
 /// How long devices get to disconnect cleanly once the run ends.
@@ -154,7 +157,9 @@ struct Ended {
     roster: Roster,
     interrupted: bool,
     ca: Option<CaEmulator>,
-    hub: Option<HubEmulator>,
+    /// Every embedded hub, the first one first (the others: DPS runs).
+    hubs: Vec<HubEmulator>,
+    dps: Option<DpsEmulator>,
 }
 
 impl<'a> Run<'a> {
@@ -309,13 +314,17 @@ impl<'a> Run<'a> {
         if let Some(metrics) = self.metrics.take() {
             metrics.stop().await;
         }
-        let (ca, hub) = match self.emulators.take() {
+        let (ca, hubs, dps) = match self.emulators.take() {
             Some(e) => {
-                let handles = (Some(e.ca.clone()), Some(e.hub.clone()));
+                let hubs = std::iter::once(e.hub.clone())
+                    .chain(e.extra_hubs.iter().map(|x| x.hub.clone()))
+                    .collect();
+                let dps = e.dps.as_ref().map(|d| d.emulator.clone());
+                let ca = Some(e.ca.clone());
                 e.shutdown().await;
-                handles
+                (ca, hubs, dps)
             }
-            None => (None, None),
+            None => (None, Vec::new(), None),
         };
         if let Some(soak) = self.soak.take() {
             let elapsed = timing.start.elapsed().min(self.scenario.duration.0);
@@ -329,7 +338,8 @@ impl<'a> Run<'a> {
             roster,
             interrupted,
             ca,
-            hub,
+            hubs,
+            dps,
         }
     }
 
@@ -347,17 +357,21 @@ impl<'a> Run<'a> {
             interrupted: ended.interrupted,
             fleet: &self.fleet,
             roster: &ended.roster,
-            hub: ended.hub.as_ref(),
+            hubs: &ended.hubs,
+            dps: ended.dps.as_ref(),
             keys: &self.services.keys,
         };
         let report = report::build(&sources, snapshot, timeline)?;
         let mut devices = ended.roster.reports;
         devices.sort_by_key(|r| r.id.clone());
+        let mut hubs = ended.hubs.into_iter();
         Ok(RunOutcome {
             report,
             devices,
             ca: ended.ca,
-            hub: ended.hub,
+            hub: hubs.next(),
+            extra_hubs: hubs.collect(),
+            dps: ended.dps,
         })
     }
 }

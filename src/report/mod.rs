@@ -3,7 +3,7 @@
 //! ([`mod@merge`]), an interval log ([`hlog`]), the run over time ([`timeline`], sampled every
 //! `report.interval` whether or not the log is written), a self-contained HTML page ([`html`],
 //! its time charts in [`timecharts`], the charts' shared drawing in `svg`) and the thresholds'
-//! verdicts ([`thresholds`]).
+//! verdicts ([`thresholds`]). Sections of their own: [`certificates`] and [`provisioning`].
 //!
 //! The report's data lives in `model` (re-exported here) and its errors in `error`; the
 //! writers and the merge import those one way, never this file.
@@ -14,6 +14,7 @@ pub mod hlog;
 pub mod html;
 pub mod merge;
 mod model;
+pub mod provisioning;
 pub mod stats;
 mod svg;
 mod text;
