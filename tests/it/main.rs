@@ -11,6 +11,7 @@ mod amqp;
 mod arrivals;
 mod cohorts;
 mod dps;
+mod dps_fleet;
 mod emulate_remote;
 mod ezca_capacity;
 mod ezca_emulator;
