@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::device::{DeviceTransportKind, Registration};
-use super::target::Target;
 use super::units::{Rate, Span};
 
 /// How a device gets its hub identity.
@@ -122,11 +121,20 @@ fn default_websocket_port() -> u16 {
     443
 }
 
-/// Where a DPS block sits in the target, if there is one.
-fn dps_block(target: &Target) -> Option<Location> {
-    match target {
-        Target::Embedded(e) => e.dps.as_ref().map(|d| d.referenced),
-        Target::Remote(r) => r.dps.as_ref().map(|d| d.referenced),
+/// The target's DPS block, if it has one (the target imports this file, not the other way).
+pub(super) enum DpsBlock<'a> {
+    None,
+    Embedded(&'a Spanned<EmbeddedDps>),
+    Remote(&'a Spanned<RemoteDps>),
+}
+
+impl DpsBlock<'_> {
+    fn at(&self) -> Option<Location> {
+        match self {
+            DpsBlock::None => None,
+            DpsBlock::Embedded(d) => Some(d.referenced),
+            DpsBlock::Remote(d) => Some(d.referenced),
+        }
     }
 }
 
@@ -137,11 +145,11 @@ pub(super) fn validate(
     provisioning: Option<&Spanned<Provisioning>>,
     registration: Registration,
     transport: DeviceTransportKind,
-    target: &Target,
+    block: DpsBlock,
 ) -> Result<(), (Location, String)> {
     let chosen = provisioning.map_or(Provisioning::Registry, |p| p.value);
     let at = provisioning.map_or(Location::UNKNOWN, |p| p.referenced);
-    match (chosen, dps_block(target)) {
+    match (chosen, block.at()) {
         (Provisioning::Dps, None) => {
             return Err((
                 at,
@@ -168,17 +176,12 @@ pub(super) fn validate(
                 .into(),
         ));
     }
-    match target {
-        Target::Embedded(e) => match &e.dps {
-            Some(d) => validate_embedded(d, transport),
-            None => Ok(()),
-        },
-        Target::Remote(r) => match &r.dps {
-            Some(d) if d.value.id_scope.trim().is_empty() => {
-                Err((d.referenced, "dps.id_scope is empty".into()))
-            }
-            _ => Ok(()),
-        },
+    match block {
+        DpsBlock::Embedded(d) => validate_embedded(d, transport),
+        DpsBlock::Remote(d) if d.value.id_scope.trim().is_empty() => {
+            Err((d.referenced, "dps.id_scope is empty".into()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -232,12 +232,18 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     let c = &s.certificate;
     certificate::validate(c, "", c.renewal.referenced)?;
     validate_events(s)?;
-    dps::validate(
-        s.fleet.provisioning.as_ref(),
-        s.fleet.registration,
-        s.fleet.transport,
-        &s.target.value,
-    )?;
+    let block = match &s.target.value {
+        Target::Embedded(e) => e
+            .dps
+            .as_ref()
+            .map_or(dps::DpsBlock::None, dps::DpsBlock::Embedded),
+        Target::Remote(r) => r
+            .dps
+            .as_ref()
+            .map_or(dps::DpsBlock::None, dps::DpsBlock::Remote),
+    };
+    let (f, provisioning) = (&s.fleet, s.fleet.provisioning.as_ref());
+    dps::validate(provisioning, f.registration, f.transport, block)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
         && r.iothub.host.is_none()

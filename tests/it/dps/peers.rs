@@ -108,9 +108,9 @@ async fn fleetsim_emulate_serves_dps_with_a_group_for_ezca_devices() {
         let meta = std::fs::metadata(dir.join("dps-connection-string")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
-    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    let target = std::fs::read_to_string(dir.join("target-dps.yaml")).unwrap();
     assert!(
-        target.contains(&format!("#   id_scope: {scope}")),
+        target.contains("    dps:\n") && target.contains(&format!("id_scope: {scope}\n")),
         "{target}"
     );
 
