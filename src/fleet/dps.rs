@@ -1,8 +1,8 @@
 //! DPS for a run with `fleet.provisioning: dps`: the embedded one started with the other
 //! emulators (DPS, `hubs - 1` more hubs like the first, and an enrolment group that admits every
 //! certificate the embedded CA issues, hashed or static over the hubs), the routes that let
-//! devices dial each embedded hub by its name, and the device-side client for the embedded or
-//! the real service.
+//! devices dial each embedded hub by its name (and a remote hub at `iothub.address`), and the
+//! device-side client for the embedded or the real service.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,9 +17,10 @@ use crate::emulator::dps::enrollment::{
     X509CaReferences,
 };
 use crate::emulator::{DpsAddresses, DpsConfig, EZCA_ROOT_CERTIFICATE, Emulators, HubConfig};
+use crate::iothub::ConnectionString;
 use crate::iothub::dps::{DpsClient, DpsEndpoint, Polling};
 use crate::iothub::mqtt::MqttTransport;
-use crate::scenario::{DpsAllocation, DpsLimitsChoice, EmbeddedDps, RemoteDps};
+use crate::scenario::{DpsAllocation, DpsLimitsChoice, EmbeddedDps, RemoteDps, RemoteHub};
 
 /// The enrolment group an embedded DPS run creates.
 pub const ENROLLMENT_GROUP: &str = "fleetsim-fleet";
@@ -122,6 +123,40 @@ pub fn route_hubs(transport: &mut MqttTransport, emulators: &Emulators, first: V
     for extra in &emulators.extra_hubs {
         transport.route(extra.hub.host_name(), [dial(&extra.mqtt_addr)]);
     }
+}
+
+/// The hub's host name in a remote DPS run: `iothub.host`, else the connection string's
+/// HostName if one is set (DPS runs need none), else none (empty).
+pub fn remote_hub_name(hub: &RemoteHub) -> String {
+    if let Some(host) = &hub.host {
+        return host.clone();
+    }
+    std::env::var(&hub.connection_string_env)
+        .ok()
+        .and_then(|cs| ConnectionString::parse(&cs).ok())
+        .map(|cs| cs.host_name)
+        .unwrap_or_default()
+}
+
+/// A hub reached at another address than its name (`fleetsim emulate`, a private endpoint):
+/// devices DPS assigns to `host_name` dial `iothub.address`.
+pub fn route_remote_hub(
+    transport: &mut MqttTransport,
+    hub: &RemoteHub,
+    host_name: &str,
+    websocket: bool,
+) {
+    let Some(address) = &hub.address else {
+        return;
+    };
+    if host_name.is_empty() {
+        return;
+    }
+    let port = match websocket {
+        true => hub.websocket_port,
+        false => hub.mqtt_port,
+    };
+    transport.route(host_name, [(address.clone(), port)]);
 }
 
 /// How long one registration may take, connect to assignment: the Python SDK's 30 s.

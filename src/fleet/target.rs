@@ -440,36 +440,15 @@ async fn remote(
         None => Vec::new(),
     };
     let provisioning = super::dps::remote_client(&dps.value, dps_roots, websocket)?;
-    let host_name = remote_hub_name(&target.iothub);
+    let host_name = super::dps::remote_hub_name(&target.iothub);
     let mut transport = remote_transport(scenario, &target.iothub, host_name.clone(), hub_roots)?;
-    // A hub reached at another address (`fleetsim emulate`, a private endpoint): devices DPS
-    // assigns to it dial that address.
-    if let (Some(address), false) = (&target.iothub.address, host_name.is_empty()) {
-        let port = match websocket {
-            true => target.iothub.websocket_port,
-            false => target.iothub.mqtt_port,
-        };
-        transport.route(&host_name, [(address.clone(), port)]);
-    }
+    super::dps::route_remote_hub(&mut transport, &target.iothub, &host_name, websocket);
     Ok(Clients {
         ca,
         registry: None,
         provisioning: Some(provisioning),
         transport,
     })
-}
-
-/// The hub's host name when DPS assigns hubs: `iothub.host`, else the connection string's
-/// HostName if one is set (it is not needed), else none (empty).
-fn remote_hub_name(hub: &RemoteHub) -> String {
-    if let Some(host) = &hub.host {
-        return host.clone();
-    }
-    std::env::var(&hub.connection_string_env)
-        .ok()
-        .and_then(|cs| ConnectionString::parse(&cs).ok())
-        .map(|cs| cs.host_name)
-        .unwrap_or_default()
 }
 
 /// The hub's registry client and host name. Credentials: an Azure AD token (with the host named
