@@ -1,25 +1,23 @@
 //! One simulated device: its life from enrolment to the end of the run, against services it
-//! reaches only through traits, so other CAs and brokers can be plugged in.
+//! reaches only through traits, so other CAs, brokers and provisioning services can be plugged
+//! in.
 //!
 //! The files import one way, from the bottom up (no cycles):
 //! - leaves: [`backends`] (the service traits and [`Backends`], which names one implementation
 //!   of each for a run), [`adapters`] (EZCA and IoT Hub behind those traits) and [`dps`] (DPS
-//!   behind [`ProvisioningService`]), [`backoff`],
-//!   [`gate`] (the fleet's limits), [`keys`] (where keys come from), [`control`] (the fleet's
-//!   commands);
+//!   behind [`ProvisioningService`]), [`backoff`], [`gate`] (the fleet's limits), [`keys`]
+//!   (where keys come from), [`control`] (the fleet's commands);
 //! - `core`: what every step shares: [`DeviceSpec`], [`Services`], [`DeviceReport`], the
 //!   `Device` the steps are methods of, its timed tries with backoff, and how a life stops;
 //! - the steps, each in its file over the core: `enrol` (a key and a certificate, or the stored
-//!   ones via `resume`), `register` or `provision` (DPS, through [`ProvisioningService`]),
-//!   `connect` (to the assigned hub; provisions again when refused), `online` (the connected
-//!   device's loop), and
-//!   what it does from there: [`telemetry`], `renewal` (renew and swap) and `revocation`
-//!   (revoke and cut-off);
+//!   ones via `resume`), `register` or, in a DPS run, `provision` (the hub DPS assigns),
+//!   `connect` (to that hub; it provisions again when the hub refuses the device), `online` (the
+//!   connected device's loop), and what it does from there: [`telemetry`], `renewal` (renew and
+//!   swap) and `revocation` (revoke and cut-off);
 //! - `lifecycle`: [`run_device`], the steps in order.
 //!
-//! Where the next steps go: cloud-to-device behaviours
-//! (twin, methods, C2D) are one more arm of the online loop (`online`), each handled in its
-//! own step file.
+//! Where the next steps go: cloud-to-device behaviours (twin, methods, C2D) are one more arm of
+//! the online loop (`online`), each handled in its own step file.
 
 pub mod adapters;
 pub mod backends;
