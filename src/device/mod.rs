@@ -5,23 +5,28 @@
 //! The files import one way, from the bottom up (no cycles):
 //! - leaves: [`backends`] (the service traits and [`Backends`], which names one implementation
 //!   of each for a run), [`adapters`] (EZCA and IoT Hub behind those traits) and [`dps`] (DPS
-//!   behind [`ProvisioningService`]), [`backoff`], [`gate`] (the fleet's limits), [`keys`]
-//!   (where keys come from), [`control`] (the fleet's commands);
+//!   behind [`ProvisioningService`]), [`backoff`], [`behaviour`] (how a cohort's devices answer
+//!   the cloud), [`gate`] (the fleet's limits), [`keys`] (where keys come from), [`control`] (the
+//!   fleet's commands);
 //! - `core`: what every step shares: [`DeviceSpec`], [`Services`], [`DeviceReport`], the
 //!   `Device` the steps are methods of, its timed tries with backoff, and how a life stops;
 //! - the steps, each in its file over the core: `enrol` (a key and a certificate, or the stored
 //!   ones via `resume`), `register` or, in a DPS run, `provision` (the hub DPS assigns),
 //!   `connect` (to that hub; it provisions again when the hub refuses the device), `online` (the
 //!   connected device's loop), and what it does from there: [`telemetry`], `renewal` (renew and
-//!   swap) and `revocation` (revoke and cut-off);
+//!   swap), `revocation` (revoke and cut-off) and `cloud` (subscriptions, twin, direct methods,
+//!   desired properties: what the cloud sends, one more arm of the online loop);
 //! - `lifecycle`: [`run_device`], the steps in order.
 //!
-//! Where the next steps go: cloud-to-device behaviours (twin, methods, C2D) are one more arm of
-//! the online loop (`online`), each handled in its own step file.
+//! Where the next steps go: a new kind of cloud-to-device traffic (C2D messages beyond counting
+//! them) is one more case in `cloud`; another provisioning service is one more implementation of
+//! [`ProvisioningService`].
 
 pub mod adapters;
 pub mod backends;
 pub mod backoff;
+pub mod behaviour;
+mod cloud;
 mod connect;
 pub mod control;
 mod core;
@@ -39,10 +44,11 @@ mod revocation;
 pub mod telemetry;
 
 pub use self::core::{
-    DeviceReport, DeviceSpec, RenewalPolicy, RevocationReport, SERIALS_KEPT, Services,
+    CloudReport, DeviceReport, DeviceSpec, RenewalPolicy, RevocationReport, SERIALS_KEPT, Services,
 };
 pub use backends::{
-    Backends, CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, FailureClass,
-    Issued, NoProvisioning, Placement, Provisioned, ProvisioningService, ServiceError, Session,
+    Backends, CertificateAuthority, Delivery, DeviceRegistry, DeviceSession, DeviceTransport,
+    FailureClass, Incoming, Issued, NoProvisioning, Placement, Provisioned, ProvisioningService,
+    ServiceError, Session,
 };
 pub use lifecycle::run_device;

@@ -55,6 +55,8 @@ pub(super) struct Telemetry {
     /// When the device was meant to arrive (`first_telemetry` counts from there).
     intended_start: Instant,
     first: bool,
+    /// The interval between messages: the spec's, until the cloud sets another.
+    every: Option<std::time::Duration>,
 }
 
 impl Telemetry {
@@ -65,7 +67,15 @@ impl Telemetry {
             due: Instant::now(),
             intended_start,
             first: true,
+            every: None,
         }
+    }
+
+    /// Changes the interval between messages from now on (cloud-to-device behaviours): the next
+    /// message is due no later than one new interval from now.
+    pub fn set_interval(&mut self, every: std::time::Duration) {
+        self.every = Some(every);
+        self.due = self.due.min(Instant::now() + every);
     }
 }
 
@@ -107,7 +117,7 @@ impl<B: Backends> Device<'_, B> {
             Ok(()) => self.delivered(telemetry, start),
             Err(e) => self.publish_failed(telemetry, start, &e),
         };
-        telemetry.due += self.spec.telemetry_interval;
+        telemetry.due += telemetry.every.unwrap_or(self.spec.telemetry_interval);
         sent
     }
 

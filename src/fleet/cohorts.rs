@@ -114,6 +114,11 @@ fn template(scenario: &Scenario, cohort: Option<&crate::scenario::Cohort>) -> De
             swap: c.swap,
         },
         control: Default::default(),
+        cloud: crate::device::behaviour::CloudBehaviour::from_scenario(&match cohort {
+            Some(co) => scenario.behaviour.for_cohort(&co.behaviour),
+            None => scenario.behaviour.clone(),
+        })
+        .map(std::sync::Arc::new),
         resume: None,
     }
 }

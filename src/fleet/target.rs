@@ -28,6 +28,7 @@ use crate::ezca::{Client as EzcaClient, RetryObserver, RetryPolicy, StaticToken,
 use crate::iothub::ConnectionString;
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
+use crate::iothub::service::ServiceClient;
 use crate::metrics::Recorder;
 use crate::scenario::{
     DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, Provisioning, RemoteHub,
@@ -40,15 +41,20 @@ pub type FleetServices = Services<HubBackends>;
 pub struct Resolved {
     pub services: Arc<FleetServices>,
     pub emulators: Option<Emulators>,
+    /// The hub's service API, for fleetsim as the operator (the scenario's method, desired and
+    /// query events); none in a remote DPS run without such events.
+    pub service: Option<Arc<ServiceClient>>,
 }
 
 /// The clients of the target, before they join the services the devices share: the registry
-/// or DPS, as the scenario provisions.
+/// or DPS, as the scenario provisions, and the hub's service API when fleetsim can reach it.
 struct Clients {
     ca: EzcaCa,
     registry: Option<HubRegistry>,
     provisioning: Option<DpsProvisioning>,
     transport: MqttTransport,
+    /// None in a remote DPS run without operator events (it may have no hub credentials).
+    service: Option<ServiceClient>,
 }
 
 /// The services every device of the run shares, complete: the clients for the scenario's
@@ -83,6 +89,7 @@ pub async fn resolve(
     Ok(Resolved {
         services: Arc::new(services),
         emulators,
+        service: clients.service.map(Arc::new),
     })
 }
 
@@ -210,12 +217,17 @@ async fn embedded_clients(
     let ca_id = emulators.ca.ca_id(issuing);
     let ca = EzcaCa::discover(client, ca_id.as_deref()).await?;
     let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
+    // The operator talks to the first hub (validation keeps operator events to one hub).
+    let auth = RegistryAuth::Sas(emulators.hub.connection_string());
+    let service = ServiceClient::new(&emulators.hub_registry_url, auth, &roots, true)
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
     if scenario.fleet.provisioning() == Provisioning::Dps {
         return Ok(Clients {
             ca,
             registry: None,
             provisioning: Some(super::dps::embedded_client(emulators, websocket)?),
             transport: embedded_transport(scenario, target, emulators)?,
+            service: Some(service),
         });
     }
     let registry = RegistryClient::new(
@@ -229,6 +241,7 @@ async fn embedded_clients(
         registry: Some(HubRegistry(registry)),
         provisioning: None,
         transport: embedded_transport(scenario, target, emulators)?,
+        service: Some(service),
     })
 }
 
@@ -425,13 +438,14 @@ async fn remote(
         Provisioning::Registry => None,
     };
     let Some(dps) = dps else {
-        let (host_name, registry) = remote_registry(&target.iothub, &hub_roots)?;
+        let (host_name, registry, service) = remote_registry(&target.iothub, &hub_roots)?;
         let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
         return Ok(Clients {
             ca,
             registry: Some(HubRegistry(registry)),
             provisioning: None,
             transport,
+            service: Some(service),
         });
     };
     let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
@@ -440,6 +454,11 @@ async fn remote(
         None => Vec::new(),
     };
     let provisioning = super::dps::remote_client(&dps.value, dps_roots, websocket)?;
+    // A DPS run needs no hub credentials, but the operator's events do: only then are they read.
+    let service = match scenario.has_operator_events() {
+        true => Some(remote_registry(&target.iothub, &hub_roots)?.2),
+        false => None,
+    };
     let host_name = super::dps::remote_hub_name(&target.iothub);
     let mut transport = remote_transport(scenario, &target.iothub, host_name.clone(), hub_roots)?;
     super::dps::route_remote_hub(&mut transport, &target.iothub, &host_name, websocket);
@@ -448,15 +467,16 @@ async fn remote(
         registry: None,
         provisioning: Some(provisioning),
         transport,
+        service,
     })
 }
 
-/// The hub's registry client and host name. Credentials: an Azure AD token (with the host named
-/// in the scenario), or a connection string, whose HostName is the hub's.
+/// The hub's host name, registry client and service client. Credentials: an Azure AD token
+/// (with the host named in the scenario), or a connection string, whose HostName is the hub's.
 fn remote_registry(
     hub: &RemoteHub,
     roots: &[CertificateDer<'static>],
-) -> Result<(String, RegistryClient), FleetError> {
+) -> Result<(String, RegistryClient, ServiceClient), FleetError> {
     let (host_name, auth) = match (&hub.token_env, &hub.host) {
         (Some(env), Some(host)) => (
             host.clone(),
@@ -474,8 +494,10 @@ fn remote_registry(
         .registry_url
         .clone()
         .unwrap_or_else(|| format!("https://{host_name}"));
+    let service = ServiceClient::new(&registry_url, auth.clone(), roots, false)
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
     let registry = RegistryClient::with_auth(&registry_url, auth, roots, false)?;
-    Ok((host_name, registry))
+    Ok((host_name, registry, service))
 }
 
 /// The hub's MQTT (or WebSocket) endpoint, trusted through the system's roots and `roots`.

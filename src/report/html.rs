@@ -52,6 +52,18 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
     if let Some(c) = &report.certificates {
         rows_section(&mut s, "Certificates", c.rows());
     }
+    if let Some(o) = &report.operator {
+        s.push_str("<h2>Operator</h2><table>");
+        for (label, value) in o.rows() {
+            let _ = write!(
+                s,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(&label),
+                escape(&value)
+            );
+        }
+        s.push_str("</table>");
+    }
     errors(&mut s, report);
     let _ = writeln!(
         s,

@@ -215,3 +215,22 @@ fn validate_embedded(
     }
     Ok(())
 }
+
+/// The operator's events (methods, desired patches, queries) go through one hub's service API,
+/// the first hub's: an embedded DPS spreading devices over more hubs would leave most of them
+/// out of reach, so such a run is refused where the first operator event stands.
+pub(super) fn validate_operator(
+    block: &DpsBlock,
+    first_operator_event: Option<Location>,
+) -> Result<(), (Location, String)> {
+    match (block, first_operator_event) {
+        (DpsBlock::Embedded(d), Some(at)) if d.value.hubs > 1 => Err((
+            at,
+            format!(
+                "method, desired and query events reach devices through one hub's service API,                  but dps.hubs is {}: set dps.hubs: 1 for a DPS run with operator events",
+                d.value.hubs
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

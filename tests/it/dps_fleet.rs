@@ -216,6 +216,7 @@ fn spec(id: &str) -> DeviceSpec {
         renewal: RenewalPolicy::default(),
         control: Default::default(),
         resume: None,
+        cloud: None,
     }
 }
 
@@ -358,6 +359,20 @@ fn scenario_rules_name_file_line_and_column() {
         err.contains("dps.yaml:5:") && err.contains("hashed"),
         "{err}"
     );
+
+    // The operator reaches one hub: operator events want one hub in an embedded DPS run.
+    let query = "events:\n  - at: 1s\n    query: {text: \"SELECT * FROM devices\"}\n";
+    let err = invalid(&format!(
+        "{head}{two}{}{query}",
+        fleet("  provisioning: dps\n")
+    ));
+    assert!(
+        err.starts_with("dps.yaml:11:5:") && err.contains("set dps.hubs: 1"),
+        "{err}"
+    );
+    let one = "target:\n  embedded:\n    dps: {hubs: 1}\n";
+    let ok = format!("{head}{one}{}{query}", fleet("  provisioning: dps\n"));
+    fleetsim::scenario::parse(&ok, Path::new("ok.yaml")).expect("one hub: valid");
 
     let remote =
         "target:\n  remote:\n    ezca: {url: 'https://ezca.example/'}\n    dps: {id_scope: ' '}\n";
