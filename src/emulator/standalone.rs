@@ -14,9 +14,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use super::ca::IssuingKey;
-use super::dps::enrollment::{
-    Attestation, EnrollmentGroup, ProvisioningStatus, Settings, X509Attestation, X509CaReferences,
-};
+use super::dps::enrollment::EnrollmentGroup;
 use super::{
     Addresses, CaConfig, DpsAddresses, DpsConfig, EZCA_ROOT_CERTIFICATE, EmulatorError, Emulators,
     HubConfig,
@@ -75,31 +73,7 @@ pub struct Options<'a> {
 }
 
 fn default_group() -> EnrollmentGroup {
-    EnrollmentGroup {
-        enrollment_group_id: DEFAULT_GROUP.into(),
-        settings: Settings {
-            attestation: Attestation {
-                kind: "x509".into(),
-                x509: Some(X509Attestation {
-                    ca_references: Some(X509CaReferences {
-                        primary: Some(EZCA_ROOT_CERTIFICATE.into()),
-                        secondary: None,
-                    }),
-                    ..Default::default()
-                }),
-            },
-            provisioning_status: ProvisioningStatus::Enabled,
-            reprovision_policy: Default::default(),
-            allocation_policy: None,
-            iot_hubs: Vec::new(),
-            iot_hub_host_name: None,
-            capabilities: None,
-            initial_twin: None,
-            etag: None,
-            created_date_time_utc: None,
-            last_updated_date_time_utc: None,
-        },
-    }
+    EnrollmentGroup::for_uploaded_ca(DEFAULT_GROUP, EZCA_ROOT_CERTIFICATE)
 }
 
 /// Starts DPS with its default group and writes its connection string.

@@ -12,10 +12,7 @@ use rustls_pki_types::CertificateDer;
 use super::error::FleetError;
 use crate::device::dps::DpsProvisioning;
 use crate::emulator::dps::DpsLimits;
-use crate::emulator::dps::enrollment::{
-    AllocationPolicy, Attestation, EnrollmentGroup, ProvisioningStatus, Settings, X509Attestation,
-    X509CaReferences,
-};
+use crate::emulator::dps::enrollment::{AllocationPolicy, EnrollmentGroup};
 use crate::emulator::{DpsAddresses, DpsConfig, EZCA_ROOT_CERTIFICATE, Emulators, HubConfig};
 use crate::iothub::ConnectionString;
 use crate::iothub::dps::{DpsClient, DpsEndpoint, Polling};
@@ -88,31 +85,10 @@ fn enrollment_group(allocation: DpsAllocation, first_hub: String) -> EnrollmentG
         DpsAllocation::Hashed => (AllocationPolicy::Hashed, Vec::new()),
         DpsAllocation::Static => (AllocationPolicy::Static, vec![first_hub]),
     };
-    EnrollmentGroup {
-        enrollment_group_id: ENROLLMENT_GROUP.into(),
-        settings: Settings {
-            attestation: Attestation {
-                kind: "x509".into(),
-                x509: Some(X509Attestation {
-                    ca_references: Some(X509CaReferences {
-                        primary: Some(EZCA_ROOT_CERTIFICATE.into()),
-                        secondary: None,
-                    }),
-                    ..Default::default()
-                }),
-            },
-            provisioning_status: ProvisioningStatus::Enabled,
-            reprovision_policy: Default::default(),
-            allocation_policy: Some(policy),
-            iot_hubs,
-            iot_hub_host_name: None,
-            capabilities: None,
-            initial_twin: None,
-            etag: None,
-            created_date_time_utc: None,
-            last_updated_date_time_utc: None,
-        },
-    }
+    let mut group = EnrollmentGroup::for_uploaded_ca(ENROLLMENT_GROUP, EZCA_ROOT_CERTIFICATE);
+    group.settings.allocation_policy = Some(policy);
+    group.settings.iot_hubs = iot_hubs;
+    group
 }
 
 /// Lets devices dial every embedded hub by the name DPS gives them: the first hub at its

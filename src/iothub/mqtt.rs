@@ -15,14 +15,13 @@
 //! allocates only when one does.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -31,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use super::API_VERSION;
 use super::error::HubError;
+use super::tls::{DeviceTls, MqttDial, connack_code};
 
 /// How a device reaches the hub.
 #[derive(Debug, Clone)]
@@ -50,10 +50,7 @@ pub struct MqttEndpoint {
 
 pub struct MqttTransport {
     endpoint: MqttEndpoint,
-    roots: Arc<RootCertStore>,
-    /// One crypto provider for every device's TLS config (it holds the cipher-suite and
-    /// key-exchange tables; building one per connection cost ~1 KiB per device).
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    tls: DeviceTls,
     /// Further `(host, port)`s of the same endpoint; connections go round-robin over all.
     alternates: Vec<(String, u16)>,
     next: AtomicUsize,
@@ -70,11 +67,9 @@ struct Dial<'a> {
 
 impl MqttTransport {
     pub fn new(endpoint: MqttEndpoint, roots: RootCertStore) -> Self {
-        crate::crypto::install_crypto_provider();
         Self {
             endpoint,
-            roots: Arc::new(roots),
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            tls: DeviceTls::new(roots),
             alternates: Vec::new(),
             next: AtomicUsize::new(0),
             routes: HashMap::new(),
@@ -209,38 +204,24 @@ impl MqttTransport {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<(EventLoop, AsyncClient), HubError> {
-        let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HubError::Setup(e.to_string()))?
-            .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| HubError::Setup(format!("client certificate: {e}")))?;
-        // The default session cache preallocates room for 32 servers (several KiB) in every
-        // device's config; a device reconnects after a renewal with a new certificate, where a
-        // resumed session would carry the old identity anyway.
-        tls.resumption = rustls::client::Resumption::disabled();
         let ep = &self.endpoint;
-        let (host, port) = (dial.host, dial.port);
-        let (broker, transport) = match ep.websocket {
-            // rumqttc takes the whole URL as the broker address for WebSocket transports.
-            true => (
-                format!("wss://{}:{}/$iothub/websocket", url_host(host), port),
-                Transport::wss_with_config(TlsConfiguration::Rustls(Arc::new(tls))),
-            ),
-            false => (
-                host.to_string(),
-                Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))),
-            ),
+        let target = MqttDial {
+            client_id: device_id,
+            username: Self::username(dial.hub_host, device_id),
+            host: dial.host,
+            port: dial.port,
+            websocket: ep.websocket,
+            keep_alive: ep.keep_alive,
         };
-        let mut opts = MqttOptions::new(device_id, broker, port);
+        let mut opts = self
+            .tls
+            .mqtt_options(target, chain, key)
+            .map_err(|e| HubError::Setup(e.to_string()))?;
         // One publish in flight (the session waits for each PUBACK), so the window is 1 and the
         // request channel holds a publish and a disconnect.
-        opts.set_keep_alive(ep.keep_alive)
-            .set_credentials(Self::username(dial.hub_host, device_id), "")
-            .set_clean_session(false)
+        opts.set_clean_session(false)
             .set_inflight(1)
-            .set_max_packet_size(256 * 1024 + 4096, 256 * 1024 + 4096)
-            .set_transport(transport);
+            .set_max_packet_size(256 * 1024 + 4096, 256 * 1024 + 4096);
         let (client, mut eventloop) = AsyncClient::new(opts, 2);
         // rumqttc preallocates 100 buffered events (~20 KiB); a device sees one at a time.
         eventloop.state.events = std::collections::VecDeque::new();
@@ -461,14 +442,6 @@ fn connack_error(e: ConnectionError) -> HubError {
     }
 }
 
-/// An IPv6 literal goes in brackets inside a URL.
-fn url_host(host: &str) -> String {
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
-        _ => host.to_string(),
-    }
-}
-
 fn closed_by_peer(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
@@ -479,17 +452,9 @@ fn closed_by_peer(e: &std::io::Error) -> bool {
 
 fn connection_error(e: ConnectionError) -> HubError {
     match e {
-        ConnectionError::ConnectionRefused(code) => HubError::ConnectRefused(
-            match code {
-                ConnectReturnCode::Success => 0,
-                ConnectReturnCode::RefusedProtocolVersion => 1,
-                ConnectReturnCode::BadClientId => 2,
-                ConnectReturnCode::ServiceUnavailable => 3,
-                ConnectReturnCode::BadUserNamePassword => 4,
-                ConnectReturnCode::NotAuthorized => 5,
-            }
-            .to_string(),
-        ),
+        ConnectionError::ConnectionRefused(code) => {
+            HubError::ConnectRefused(connack_code(code).to_string())
+        }
         ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => HubError::Timeout,
         ConnectionError::Tls(e) => HubError::Tls(e.to_string()),
         ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
