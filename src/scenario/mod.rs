@@ -232,6 +232,24 @@ fn key_position(text: &str, key: &str) -> (u64, u64) {
         .map_or((1, 1), |i| (i as u64 + 1, 1))
 }
 
+/// The provisioning rules (`scenario::dps`) over the target's DPS block, the fleet and the events.
+fn validate_provisioning(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    let block = match &s.target.value {
+        Target::Embedded(e) => e
+            .dps
+            .as_ref()
+            .map_or(dps::DpsBlock::None, dps::DpsBlock::Embedded),
+        Target::Remote(r) => r
+            .dps
+            .as_ref()
+            .map_or(dps::DpsBlock::None, dps::DpsBlock::Remote),
+    };
+    let (f, provisioning) = (&s.fleet, s.fleet.provisioning.as_ref());
+    let first_operator_event = s.events.iter().find(|e| e.value.is_operator());
+    dps::validate_operator(&block, first_operator_event.map(|e| e.referenced))?;
+    dps::validate(provisioning, f.registration, f.transport, block)
+}
+
 /// Rules that involve more than one field.
 fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     validate_fleet(s)?;
@@ -246,20 +264,7 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     let c = &s.certificate;
     certificate::validate(c, "", c.renewal.referenced)?;
     validate_events(s)?;
-    let block = match &s.target.value {
-        Target::Embedded(e) => e
-            .dps
-            .as_ref()
-            .map_or(dps::DpsBlock::None, dps::DpsBlock::Embedded),
-        Target::Remote(r) => r
-            .dps
-            .as_ref()
-            .map_or(dps::DpsBlock::None, dps::DpsBlock::Remote),
-    };
-    let (f, provisioning) = (&s.fleet, s.fleet.provisioning.as_ref());
-    let first_operator_event = s.events.iter().find(|e| e.value.is_operator());
-    dps::validate_operator(&block, first_operator_event.map(|e| e.referenced))?;
-    dps::validate(provisioning, f.registration, f.transport, block)?;
+    validate_provisioning(s)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
         && r.iothub.host.is_none()

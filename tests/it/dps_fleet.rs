@@ -399,41 +399,11 @@ fn scenario_rules_name_file_line_and_column() {
 
 #[test]
 fn a_remote_run_provisions_through_fleetsim_emulates_dps() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let limit = Duration::from_secs(30);
     let dir = common::scratch_dir("emulate-dps");
-    let mut emulate = common::Watched::spawn(
-        Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-            .arg("emulate")
-            .args([
-                "--ca-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--websocket-port",
-                "0",
-            ])
-            .args([
-                "--registry-port",
-                "0",
-                "--amqp-port",
-                "0",
-                "--dps-port",
-                "0",
-            ])
-            .args([
-                "--dps-websocket-port",
-                "0",
-                "--dps-service-port",
-                "0",
-                "--dir",
-            ])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
-        "fleetsim emulate",
-    );
+    let mut emulate =
+        common::Watched::spawn(&mut common::emulate_on_free_ports(&dir), "fleetsim emulate");
     let banner = emulate.read_until("ready", limit);
     assert!(banner.contains("with DPS:"), "{banner}");
     let target = std::fs::read_to_string(dir.join("target-dps.yaml")).unwrap();

@@ -47,33 +47,8 @@ impl Drop for Interrupt {
 async fn fleetsim_emulate_serves_dps_with_a_group_for_ezca_devices() {
     use std::io::BufRead;
     let dir = std::env::temp_dir().join(format!("fleetsim-emulate-dps-{}", std::process::id()));
-    let mut emulate = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-        .arg("emulate")
-        .args([
-            "--ca-port",
-            "0",
-            "--mqtt-port",
-            "0",
-            "--websocket-port",
-            "0",
-        ])
-        .args([
-            "--registry-port",
-            "0",
-            "--dps-ip",
-            "127.0.0.1",
-            "--dps-port",
-            "0",
-        ])
-        .args([
-            "--dps-websocket-port",
-            "0",
-            "--dps-service-port",
-            "0",
-            "--dir",
-        ])
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
+    let mut emulate = common::emulate_on_free_ports(&dir)
+        .args(["--dps-ip", "127.0.0.1"])
         .spawn()
         .expect("fleetsim emulate starts");
     let stdout = emulate.stdout.take().unwrap();
