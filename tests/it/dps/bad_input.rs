@@ -55,16 +55,7 @@ async fn bad_input_gets_dps_errors_or_a_closed_connection() {
     let (mut raw, _) = RawDps::connect(&e, "rough", &key, &issued, SCOPE).await;
     raw.write(&[0xff; 64]).await;
     assert!(raw.recv().await.is_none(), "closed after garbage");
-    let dps_addr = e.dps.as_ref().unwrap().mqtt_addr;
-    let mut tcp = tokio::net::TcpStream::connect(dps_addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut rest = Vec::new();
-    let read = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest);
-    let _ = tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("closed");
+    garbage_instead_of_tls(e.dps.as_ref().unwrap().mqtt_addr, b"GET / HTTP/1.0\r\n\r\n").await;
 
     let stats = e.dps.as_ref().unwrap().emulator.stats();
     assert_eq!(stats.malformed, 3);
@@ -73,6 +64,18 @@ async fn bad_input_gets_dps_errors_or_a_closed_connection() {
     let dps = client(&e, fast_polling(), SCOPE, false);
     assert!(register(&dps, "rough", &key, &issued).await.outcome.is_ok());
     e.shutdown().await;
+}
+
+/// Sends `bytes` where a TLS handshake belongs and waits (10 s at most) for DPS to close.
+async fn garbage_instead_of_tls(addr: std::net::SocketAddr, bytes: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut rest = Vec::new();
+    let read = tcp.read_to_end(&mut rest);
+    let _ = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("closed");
 }
 
 /// DPS's error body: the fields every DPS error carries.
@@ -174,15 +177,7 @@ async fn packets_dps_does_not_serve_close_the_connection() {
 
     // Garbage instead of TLS on the WebSocket port too.
     let ws = e.dps.as_ref().unwrap().websocket_addr;
-    let mut tcp = tokio::net::TcpStream::connect(ws).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut tcp, &[0x16, 0x03, 0x01, 0xff, 0xff, 0])
-        .await
-        .unwrap();
-    let mut rest = Vec::new();
-    let read = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest);
-    let _ = tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("closed");
+    garbage_instead_of_tls(ws, &[0x16, 0x03, 0x01, 0xff, 0xff, 0]).await;
 
     let stats = e.dps.as_ref().unwrap().emulator.stats();
     assert_eq!(stats.protocol_errors, 6, "{stats:?}");
