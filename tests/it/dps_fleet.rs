@@ -1,6 +1,7 @@
 //! Fleets provisioned through DPS (`fleet.provisioning: dps`): devices spread over two hubs by
 //! hashed allocation and all connected, each hub receiving exactly what its devices sent;
-//! static allocation on one hub; a device provisioning again when its hub refuses it; DPS's
+//! static allocation on one hub; devices answering the cloud on the hub DPS assigned (and the
+//! operator reaching them on one hub); a device provisioning again when its hub refuses it; DPS's
 //! throttle answered by sending again after `retry-after`; a disabled enrolment counted as a
 //! refusal, not a panic; the scenario's rules with file, line and column; and a remote run
 //! against `fleetsim emulate`'s DPS.
@@ -144,6 +145,49 @@ async fn static_allocation_places_every_device_on_the_first_hub() {
     assert_eq!(second.stats().messages, 0);
     assert_eq!(second.stats().devices_registered, 0);
     assert_hubs_received_what_their_devices_sent(&outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_answer_the_cloud_on_the_hub_dps_assigned() {
+    let behaviour = "behaviour:\n  reported:\n    firmwareVersion: \"2.0.{index}\"\n";
+    let text = scenario(12, "hubs: 2, allocation: hashed") + behaviour;
+    let outcome = run(&text).await;
+    assert_eq!(outcome.report.devices.connected, 12);
+    let hubs: Vec<_> = outcome.hub.iter().chain(&outcome.extra_hubs).collect();
+    for d in &outcome.devices {
+        let assigned = d.assigned_hub.as_deref().expect("assigned");
+        for hub in &hubs {
+            let twin = hub.twin(&d.id);
+            if hub.host_name() == assigned {
+                let twin = twin.expect("a twin in the assigned hub");
+                let index = d.id.trim_start_matches("dps-").trim_start_matches('0');
+                let index = if index.is_empty() { "0" } else { index };
+                assert_eq!(twin.reported["firmwareVersion"], format!("2.0.{index}"));
+            } else {
+                assert!(
+                    twin.is_none(),
+                    "{} has no twin in {}",
+                    d.id,
+                    hub.host_name()
+                );
+            }
+        }
+        assert_eq!(d.cloud.reported_accepted, d.connects, "{}", d.id);
+    }
+
+    // On one hub, fleetsim as the operator reaches every device DPS placed.
+    let method =
+        "events:\n  - at: 3s\n    method: {name: ping, devices: 100%, response_timeout: 5s}\n";
+    let answers = "behaviour:\n  methods:\n    ping: {status: 200}\n";
+    let text = scenario(6, "hubs: 1") + answers + method;
+    let outcome = run(&text).await;
+    let operator = outcome
+        .report
+        .operator
+        .as_ref()
+        .expect("an operator section");
+    let ping = &operator.methods[0];
+    assert_eq!((ping.devices, ping.ok), (6, 6), "{ping:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
