@@ -18,14 +18,15 @@
 //!   desired properties: what the cloud sends, one more arm of the online loop);
 //! - `lifecycle`: [`run_device`], the steps in order.
 //!
-//! Where the next steps go: a new kind of cloud-to-device traffic (C2D messages beyond counting
-//! them) is one more case in `cloud`; another provisioning service is one more implementation of
-//! [`ProvisioningService`].
+//! Where the next steps go: a new kind of cloud-to-device traffic is one more case in `cloud`,
+//! as C2D messages are ([`c2d`]: what the application makes of them, `c2d.delivery`); another
+//! provisioning service is one more implementation of [`ProvisioningService`].
 
 pub mod adapters;
 pub mod backends;
 pub mod backoff;
 pub mod behaviour;
+pub mod c2d;
 mod cloud;
 mod connect;
 pub mod control;
