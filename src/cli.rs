@@ -619,6 +619,12 @@ fn print_ready(w: &crate::emulator::standalone::Written) {
         w.connection_string_file.display()
     );
     println!("scenario target:   {}", w.target_yaml.display());
+    if let Some(d) = &w.dps {
+        println!(
+            "  with DPS:        {} (fleet.provisioning: dps)",
+            d.target_yaml.display()
+        );
+    }
     println!("ready; Ctrl-C stops");
 }
 

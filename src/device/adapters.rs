@@ -1,6 +1,7 @@
 //! The device's service traits implemented for EZCA ([`EzcaCa`]), the IoT Hub registry
-//! ([`HubRegistry`]) and IoT Hub's MQTT endpoint ([`MqttTransport`]); [`HubBackends`] names the
-//! three together, the backends of a run against EZCA and IoT Hub (embedded or real).
+//! ([`HubRegistry`]) and IoT Hub's MQTT endpoint ([`MqttTransport`]); [`HubBackends`] names
+//! them together with DPS ([`super::dps`]), the backends of a run against EZCA and IoT Hub
+//! (embedded or real).
 
 use std::time::Duration;
 
@@ -18,13 +19,14 @@ use crate::iothub::mqtt::{self, MqttSession, MqttTransport};
 use crate::iothub::registry::{Device, RegistryClient};
 use crate::scenario::Renewal;
 
-/// EZCA, IoT Hub's registry and IoT Hub's MQTT endpoint: the backends of a fleet run.
+/// EZCA, IoT Hub's registry (or DPS) and IoT Hub's MQTT endpoint: the backends of a fleet run.
 pub enum HubBackends {}
 
 impl Backends for HubBackends {
     type Ca = EzcaCa;
     type Registry = HubRegistry;
     type Transport = MqttTransport;
+    type Provisioning = super::dps::DpsProvisioning;
 }
 
 /// What a device needs to know of a service's failure to decide what to do about it.
@@ -287,6 +289,17 @@ impl DeviceTransport for MqttTransport {
         key: &DeviceKey,
     ) -> Result<MqttSession, ServiceError> {
         Ok(MqttTransport::connect(self, device_id, chain, key.private_key_der()).await?)
+    }
+
+    async fn connect_to(
+        &self,
+        hub: &str,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: &DeviceKey,
+    ) -> Result<MqttSession, ServiceError> {
+        let key = key.private_key_der();
+        Ok(MqttTransport::connect_to(self, hub, device_id, chain, key).await?)
     }
 }
 

@@ -1,9 +1,9 @@
 //! The seams between a device and the services it uses: the traits a device talks through
-//! ([`CertificateAuthority`], [`DeviceRegistry`], [`DeviceTransport`] with its [`DeviceSession`]),
-//! what they answer with ([`Issued`], [`ServiceError`]), and [`Backends`], which names one
-//! implementation of each for a run. A device is generic over one `Backends`, so a new kind of
-//! service (a provisioning service such as DPS, next to the registry) is one more trait here
-//! and one more associated type, not one more generic parameter on every step.
+//! ([`CertificateAuthority`], [`DeviceRegistry`] or [`ProvisioningService`],
+//! [`DeviceTransport`] with its [`DeviceSession`]), what they answer with ([`Issued`],
+//! [`Placement`], [`ServiceError`]), and [`Backends`], which names one implementation of each
+//! for a run. A device is generic over one `Backends`, so a new kind of service is one more
+//! trait here and one more associated type, not one more generic parameter on every step.
 //!
 //! A leaf: it imports nothing else of `device`.
 
@@ -20,6 +20,9 @@ pub trait Backends: Send + Sync + 'static {
     type Ca: CertificateAuthority;
     type Registry: DeviceRegistry;
     type Transport: DeviceTransport;
+    /// A provisioning service (DPS), for runs whose devices learn their hub from one
+    /// ([`NoProvisioning`] for backends without).
+    type Provisioning: ProvisioningService;
 }
 
 /// The session type a run's transport opens.
@@ -126,6 +129,52 @@ pub trait DeviceRegistry: Send + Sync + 'static {
     fn register(&self, device_id: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
 
+/// Where a provisioning service placed a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The host name of the hub the device is to connect to.
+    pub hub: String,
+    /// The device's id in that hub.
+    pub device_id: String,
+}
+
+/// One registration with a provisioning service: where it placed the device (or why not), and
+/// what it took.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub result: Result<Placement, ServiceError>,
+    /// Status polls sent while the service was assigning.
+    pub polls: u32,
+    /// Requests the service throttled (429) and the client sent again after its `retry-after`.
+    pub throttled: u32,
+}
+
+pub trait ProvisioningService: Send + Sync + 'static {
+    /// Registers `device_id` (its certificate's CN), presenting `chain` and proving possession
+    /// of `key`, until the service has placed it or given a final answer.
+    fn provision(
+        &self,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: &DeviceKey,
+    ) -> impl Future<Output = Provisioned> + Send;
+}
+
+/// The provisioning service of backends that have none: it cannot be built, so a run of such
+/// backends never provisions.
+pub enum NoProvisioning {}
+
+impl ProvisioningService for NoProvisioning {
+    async fn provision(
+        &self,
+        _: &str,
+        _: Vec<CertificateDer<'static>>,
+        _: &DeviceKey,
+    ) -> Provisioned {
+        match *self {}
+    }
+}
+
 pub trait DeviceTransport: Send + Sync + 'static {
     type Session: DeviceSession;
     /// Connects as `device_id` with `chain`, proving possession of `key`.
@@ -135,6 +184,26 @@ pub trait DeviceTransport: Send + Sync + 'static {
         chain: Vec<CertificateDer<'static>>,
         key: &DeviceKey,
     ) -> impl Future<Output = Result<Self::Session, ServiceError>> + Send;
+    /// Like [`connect`](Self::connect), to the hub whose host name is `hub` (the hub a
+    /// provisioning service assigned). Transports bound to one hub refuse.
+    fn connect_to(
+        &self,
+        hub: &str,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: &DeviceKey,
+    ) -> impl Future<Output = Result<Self::Session, ServiceError>> + Send {
+        let _ = (device_id, chain, key);
+        let message = format!("this transport connects to one hub only, not to {hub}");
+        async move {
+            Err(ServiceError {
+                kind: "unsupported".into(),
+                class: FailureClass::Rejected,
+                message,
+                retry_after: None,
+            })
+        }
+    }
 }
 
 /// A message the service sent the device (a twin answer, a desired-properties change, a method

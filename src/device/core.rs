@@ -4,8 +4,9 @@
 //! whose methods the steps are, with what every step needs: [`Device::attempt`] (timed tries,
 //! through the gate, with backoff), the device state the recorder counts, and [`Stop`].
 //!
-//! The steps (`enrol`, `register`, `connect`, `online`, ...) import this file; it imports none
-//! of them, only the leaves (`backends`, `backoff`, `behaviour`, `control`, `gate`, `keys`).
+//! The steps (`enrol`, `register` or `provision`, `connect`, `online`, ...) import this file; it
+//! imports none of them, only the leaves (`backends`, `backoff`, `behaviour`, `control`, `gate`,
+//! `keys`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -82,7 +83,11 @@ impl Default for RenewalPolicy {
 /// starts.
 pub struct Services<B: Backends> {
     pub ca: B::Ca,
-    pub registry: B::Registry,
+    /// The hub's registry, where devices create their identity (`hub.register`); none when a
+    /// provisioning service does.
+    pub registry: Option<B::Registry>,
+    /// The provisioning service (DPS) devices register with instead, learning their hub.
+    pub provisioning: Option<B::Provisioning>,
     pub transport: B::Transport,
     pub recorder: Arc<Recorder>,
     pub backoff: Backoff,
@@ -130,6 +135,14 @@ pub struct DeviceReport {
     pub revocation: Option<RevocationReport>,
     /// Still connected when the run stopped.
     pub online_at_end: bool,
+    /// The hub a provisioning service (DPS) placed the device in, last.
+    pub assigned_hub: Option<String>,
+    /// Times a provisioning service placed the device (more than one: it re-provisioned).
+    pub provisioned: u32,
+    /// Status polls the device sent to the provisioning service.
+    pub provisioning_polls: u64,
+    /// Provisioning requests throttled (429) and sent again.
+    pub provisioning_throttled: u64,
     /// What the device heard from the cloud and did about it (see [`CloudReport`]).
     pub cloud: CloudReport,
     /// The phase the device was in when its task panicked (the panic was caught and counted).

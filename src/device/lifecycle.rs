@@ -2,8 +2,11 @@
 //!
 //! 1. [`obtain_certificate`](super::enrol): keygen → csr → ca.register_domain → ca.issue (or
 //!    the certificate a resumed soak's state holds);
-//! 2. [`register`](super::register): hub.register, unless the fleet registered in bulk;
-//! 3. [`connect`](super::connect): mqtt.connect;
+//! 2. [`register`](super::register): hub.register, unless the fleet registered in bulk; or, in
+//!    a run with a provisioning service, [`provision`](super::provision): dps.register, which
+//!    creates the identity in the hub DPS chooses and tells the device which;
+//! 3. [`connect`](super::connect): mqtt.connect (to the assigned hub, provisioning again if it
+//!    refuses the device);
 //! 4. [`operate`](super::online): telemetry, renewals and swaps ([`super::renewal`]),
 //!    revocation when the fleet says so ([`super::revocation`]), reconnects, until the run
 //!    stops.
@@ -78,13 +81,16 @@ impl<B: Backends> Device<'_, B> {
     /// reconnects) are boxed and their state is freed when they end, instead of being carried
     /// inline by every idle device (≈ 14 KiB per device; BENCHMARKS.md, "Memory per device").
     ///
-    /// A provisioning step (DPS: the device learns its hub and is registered there) would take
-    /// `register`'s place, between the certificate and the connect.
+    /// With a provisioning service (DPS), provisioning takes `register`'s place, between the
+    /// certificate and the connect: the device learns its hub and is registered there.
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
         crate::inject::panic_at("device");
         let (key, issued) = Box::pin(self.obtain_certificate()).await?;
         self.report.enrolled = true;
-        Box::pin(self.register()).await?;
+        match self.services.provisioning.is_some() {
+            true => Box::pin(self.provision(&key, &issued)).await?,
+            false => Box::pin(self.register()).await?,
+        }
 
         self.set_state(DeviceState::Connecting);
         // Enrolled and registered: the next device may take this one's place (closed model).

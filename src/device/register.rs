@@ -1,8 +1,8 @@
 //! The device's hub identity: created as the device arrives (`hub.register`), unless the fleet
 //! registered the whole fleet in bulk before, or a resumed soak's state says it exists.
 //!
-//! A provisioning service (DPS) would be a sibling step: the device, holding its certificate,
-//! asks DPS which hub it belongs to and is registered there, instead of being registered here.
+//! A provisioning service (DPS) is the sibling step, `provision`: the device, holding its
+//! certificate, asks DPS which hub it belongs to and is registered there, instead of here.
 
 use super::backends::{Backends, DeviceRegistry};
 use super::core::{Device, Stop};
@@ -15,7 +15,9 @@ impl<B: Backends> Device<'_, B> {
         if !self.spec.register || registered {
             return Ok(());
         }
-        let registry = &self.services.registry;
+        let Some(registry) = &self.services.registry else {
+            return Ok(());
+        };
         let id = self.spec.id.as_str();
         self.attempt(Phase::HubRegister, || registry.register(id))
             .await?;

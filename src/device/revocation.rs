@@ -11,7 +11,7 @@
 
 use tokio::time::Instant;
 
-use super::backends::{Backends, CertificateAuthority, DeviceTransport, Issued, Session};
+use super::backends::{Backends, CertificateAuthority, Issued, Session};
 use super::core::{Device, RevocationReport, Stop};
 use crate::crypto::DeviceKey;
 use crate::metrics::{DeviceState, Outcome, Phase};
@@ -75,9 +75,11 @@ impl<B: Backends> Device<'_, B> {
             recorder.record(Phase::RevokeCutoff, Outcome::Ok, revoked_at, now);
         }
         let transport = &self.services.transport;
+        // Its hub: the assigned one, if DPS placed it (a revoked device does not re-provision).
+        let hub = self.report.assigned_hub.as_deref();
         let result = tokio::select! {
             _ = self.stop.cancelled() => return Err(Stop::Stopped),
-            r = transport.connect(&self.spec.id, current.chain.clone(), key) => r,
+            r = super::connect::open::<B>(transport, hub, &self.spec.id, current.chain.clone(), key) => r,
         };
         match result {
             Ok(session) => {

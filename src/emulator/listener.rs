@@ -64,7 +64,8 @@ pub struct ListenerCounters {
 pub struct ListenerStats {
     /// TCP connections accepted.
     pub accepted: u64,
-    /// TLS handshakes that failed or timed out (the connection was closed).
+    /// TLS handshakes that failed or timed out (the connection was closed); a client that
+    /// closed the connection mid-handshake without a TLS alert is not counted.
     pub handshakes_failed: u64,
     /// Failed accepts (e.g. out of file descriptors).
     pub accept_errors: u64,
@@ -174,6 +175,9 @@ impl Listener {
                     _ = closing.cancelled() => return,
                     done = handshake => match done {
                         Ok(Ok(stream)) => stream,
+                        // A client that closed or reset before finishing (a run that ended, a
+                        // port probe) sent nothing wrong: not a failed handshake.
+                        Ok(Err(e)) if client_left(&e) => return,
                         Ok(Err(_)) | Err(_) => {
                             counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
                             return;
@@ -220,6 +224,15 @@ async fn drain(
         );
         connections.shutdown().await;
     }
+}
+
+/// The client closed or reset the connection, as opposed to sending bytes TLS refuses.
+fn client_left(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 #[cfg(test)]

@@ -49,6 +49,21 @@ pub async fn read_packet<S: AsyncRead + Unpin>(
     }
 }
 
+/// Whether a failed read means the peer went away (closed without DISCONNECT or TLS
+/// close_notify, or reset the connection) rather than sent something wrong: a device switched
+/// off, or a run that ended, is a close, not a protocol error.
+pub fn is_peer_gone(e: &CodecError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        CodecError::InsufficientBytes(_) => true,
+        CodecError::Io(io) => matches!(
+            io.kind(),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+        ),
+        _ => false,
+    }
+}
+
 /// Writes one packet and flushes it.
 pub async fn write_packet<S: AsyncWrite + Unpin>(
     stream: &mut S,
@@ -89,5 +104,17 @@ mod tests {
         assert_eq!(idle_limit(1177), Duration::from_millis(1_765_500));
         assert_eq!(idle_limit(1200), MAX_KEEP_ALIVE);
         assert_eq!(idle_limit(0), MAX_KEEP_ALIVE);
+    }
+
+    #[test]
+    fn a_peer_that_leaves_is_not_a_protocol_error() {
+        use std::io::{Error, ErrorKind};
+        assert!(is_peer_gone(&CodecError::InsufficientBytes(1)));
+        assert!(is_peer_gone(&Error::from(ErrorKind::UnexpectedEof).into()));
+        assert!(is_peer_gone(
+            &Error::from(ErrorKind::ConnectionReset).into()
+        ));
+        assert!(!is_peer_gone(&Error::from(ErrorKind::InvalidData).into()));
+        assert!(!is_peer_gone(&CodecError::MalformedPacket));
     }
 }

@@ -2,7 +2,8 @@
 //! `fleetsim run` processes with a remote target. It writes what a client needs into a directory
 //! (the TLS trust bundle, a bearer token for EZCA, the hub's and DPS's connection strings, the hub's Event
 //! Hub-compatible connection string, secret
-//! files 0600, and a ready-to-use `target:` block) and serves until shutdown.
+//! files 0600, and ready-to-use `target:` blocks: `target.yaml`, and `target-dps.yaml` for
+//! scenarios with `fleet.provisioning: dps`) and serves until shutdown.
 //!
 //! DPS gets an enrolment group, [`DEFAULT_GROUP`], that admits every certificate EZCA issues and
 //! spreads devices over the linked hubs. Microsoft's SDKs fix port 8883 for DPS as for the hub and
@@ -13,9 +14,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use super::ca::IssuingKey;
-use super::dps::enrollment::{
-    Attestation, EnrollmentGroup, ProvisioningStatus, Settings, X509Attestation, X509CaReferences,
-};
+use super::dps::enrollment::EnrollmentGroup;
 use super::{
     Addresses, CaConfig, DpsAddresses, DpsConfig, EZCA_ROOT_CERTIFICATE, EmulatorError, Emulators,
     HubConfig,
@@ -55,6 +54,8 @@ pub struct WrittenDps {
     pub id_scope: String,
     /// `HostName=…;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=…` (0600).
     pub connection_string_file: PathBuf,
+    /// The `target:` block with DPS, for scenarios with `fleet.provisioning: dps`.
+    pub target_yaml: PathBuf,
 }
 
 /// The enrolment group `fleetsim emulate` creates: EZCA's root, hashed over all linked hubs.
@@ -74,31 +75,7 @@ pub struct Options<'a> {
 }
 
 fn default_group() -> EnrollmentGroup {
-    EnrollmentGroup {
-        enrollment_group_id: DEFAULT_GROUP.into(),
-        settings: Settings {
-            attestation: Attestation {
-                kind: "x509".into(),
-                x509: Some(X509Attestation {
-                    ca_references: Some(X509CaReferences {
-                        primary: Some(EZCA_ROOT_CERTIFICATE.into()),
-                        secondary: None,
-                    }),
-                    ..Default::default()
-                }),
-            },
-            provisioning_status: ProvisioningStatus::Enabled,
-            reprovision_policy: Default::default(),
-            allocation_policy: None,
-            iot_hubs: Vec::new(),
-            iot_hub_host_name: None,
-            capabilities: None,
-            initial_twin: None,
-            etag: None,
-            created_date_time_utc: None,
-            last_updated_date_time_utc: None,
-        },
-    }
+    EnrollmentGroup::for_uploaded_ca(DEFAULT_GROUP, EZCA_ROOT_CERTIFICATE)
 }
 
 /// Starts DPS with its default group and writes its connection string.
@@ -119,6 +96,7 @@ async fn start_dps(
         host: dps.host_name().to_string(),
         id_scope: dps.id_scope().to_string(),
         connection_string_file: dir.join("dps-connection-string"),
+        target_yaml: dir.join("target-dps.yaml"),
     };
     let secret = dps.connection_string().to_secret_string();
     write_secret_file(&written.connection_string_file, secret.as_bytes())?;
@@ -192,7 +170,10 @@ pub async fn run(
         .hub
         .mint_token("fleetsim-emulate", token_lifetime_secs);
     write_secret_file(&written.hub_token_file, hub_token.as_bytes())?;
-    std::fs::write(&written.target_yaml, target_block(&written))?;
+    std::fs::write(&written.target_yaml, target_block(&written, None))?;
+    if let Some(d) = &written.dps {
+        std::fs::write(&d.target_yaml, target_block(&written, Some(d)))?;
+    }
     ready(&written);
     shutdown.await;
     emulators.shutdown().await;
@@ -242,14 +223,22 @@ fn ca_id_lines(w: &Written) -> String {
         .collect()
 }
 
-/// A `target:` block for scenarios that run against these emulators. Secrets are read from the
-/// environment, as for the real services.
-fn target_block(w: &Written) -> String {
+/// A `target:` block for scenarios that run against these emulators, with `dps` for scenarios
+/// with `fleet.provisioning: dps` (the hub is named, so devices DPS assigns to it dial its
+/// address). Secrets are read from the environment, as for the real services.
+fn target_block(w: &Written, dps: Option<&WrittenDps>) -> String {
+    let (hub_host, dps_block) = match dps {
+        Some(d) => (format!("      host: {}\n", w.hub_host), dps_block(d, w)),
+        None => (
+            String::new(),
+            w.dps.as_ref().map(dps_lines).unwrap_or_default(),
+        ),
+    };
     format!(
         "# Export the secrets first:\n\
          #   export EZCA_TOKEN=$(cat {token})\n\
          #   export IOTHUB_CONNECTION_STRING=$(cat {conn})\n\
-         target:\n  remote:\n    ezca:\n      url: {ca}\n{ca_ids}      trust_pem: {trust}\n    iothub:\n      address: {mqtt_ip}\n      mqtt_port: {mqtt_port}\n      websocket_port: {ws_port}\n      registry_url: {registry}\n      trust_pem: {trust}\n{dps}",
+         target:\n  remote:\n    ezca:\n      url: {ca}\n{ca_ids}      trust_pem: {trust}\n    iothub:\n{hub_host}      address: {mqtt_ip}\n      mqtt_port: {mqtt_port}\n      websocket_port: {ws_port}\n      registry_url: {registry}\n      trust_pem: {trust}\n{dps}",
         token = w.token_file.display(),
         conn = w.connection_string_file.display(),
         ca = w.ca_url,
@@ -259,28 +248,35 @@ fn target_block(w: &Written) -> String {
         mqtt_port = w.hub_mqtt.port(),
         ws_port = w.hub_websocket.port(),
         registry = w.hub_registry_url,
-        dps = w.dps.as_ref().map(dps_lines).unwrap_or_default(),
+        dps = dps_block,
     )
 }
 
-/// DPS's part of the target block, as comments until scenarios take `fleet.provisioning: dps`.
+/// DPS's part of `target-dps.yaml`.
+fn dps_block(d: &WrittenDps, w: &Written) -> String {
+    format!(
+        "    dps:\n      global_endpoint: {ip}\n      mqtt_port: {port}\n      websocket_port: {ws}\n      id_scope: {scope}\n      trust_pem: {trust}\n",
+        ip = d.mqtt.ip(),
+        port = d.mqtt.port(),
+        ws = d.websocket.port(),
+        scope = d.id_scope,
+        trust = w.trust_pem.display(),
+    )
+}
+
+/// DPS, as comments in the registry target block: `target-dps.yaml` is the block with DPS.
 fn dps_lines(d: &WrittenDps) -> String {
     format!(
         "    # DPS: enrolment group {DEFAULT_GROUP} admits every certificate EZCA issues, hashed over\n\
          #   the linked hubs. Its service API is {service} (export\n\
          #   DPS_CONNECTION_STRING=$(cat {conn})). SDKs check host names: map\n\
-         #   \"{ip} {host}\" in /etc/hosts.\n\
-         # dps:\n\
-         #   global_endpoint: {ip}\n\
-         #   mqtt_port: {port}\n\
-         #   websocket_port: {ws}\n\
-         #   id_scope: {scope}\n",
+         #   \"{ip} {host}\" in /etc/hosts. For scenarios with fleet.provisioning: dps,\n\
+         #   use {target} (id scope {scope}).\n",
         service = d.service_url,
         conn = d.connection_string_file.display(),
         ip = d.mqtt.ip(),
         host = d.host,
-        port = d.mqtt.port(),
-        ws = d.websocket.port(),
+        target = d.target_yaml.display(),
         scope = d.id_scope,
     )
     .lines()

@@ -20,7 +20,12 @@ pub async fn register_all(
     ids: &[String],
     stop: &CancellationToken,
 ) -> Result<(), FleetError> {
-    let registry = &services.registry.0;
+    let Some(registry) = &services.registry else {
+        return Err(FleetError::Setup(
+            "bulk registration needs the hub's registry".into(),
+        ));
+    };
+    let registry = &registry.0;
     let recorder = &services.recorder;
     let mut rng = rand::rngs::StdRng::seed_from_u64(ids.len() as u64);
     for chunk in ids.chunks(BULK_MAX) {

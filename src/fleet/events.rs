@@ -38,7 +38,7 @@ impl Events {
         let mut events: Vec<Event> = scenario.events.iter().map(|e| e.value.clone()).collect();
         events.sort_by_key(|e| e.at);
         let revokes = scenario.has_revocations();
-        let operates = events.iter().any(is_operator);
+        let operates = events.iter().any(Event::is_operator);
         let (mut outboxes, mut ids) = (HashMap::new(), HashMap::new());
         if revokes || operates {
             for spec in specs {
@@ -64,7 +64,7 @@ impl Events {
 
     /// Whether the scenario has events for an operator.
     pub fn need_operator(&self) -> bool {
-        self.events.iter().any(is_operator)
+        self.events.iter().any(Event::is_operator)
     }
 
     /// When the next event is due, if one is left.
@@ -149,13 +149,6 @@ impl Events {
             (None, None) => Targets::Devices(Vec::new()),
         }
     }
-}
-
-fn is_operator(e: &Event) -> bool {
-    matches!(
-        e.action(),
-        Some(Action::Method(_) | Action::Desired(_) | Action::Query(_))
-    )
 }
 
 fn picked(targets: &Targets) -> usize {

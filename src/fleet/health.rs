@@ -1,15 +1,18 @@
 //! Builds the report's certificate section at the end of a run from the recorder's certificate
-//! health, the devices' own reports and, for the embedded hub, what it received per device; and
-//! the report's hub totals from the embedded hub's counters.
+//! health, the devices' own reports and, for the embedded hubs, what they received per device;
+//! and the report's hub totals (and, in DPS runs, each hub's and DPS's counts) from the embedded
+//! emulators' counters.
 
 use std::time::Duration;
 
 use crate::device::DeviceReport;
 use crate::emulator::HubEmulator;
+use crate::emulator::dps::DpsStats;
 use crate::emulator::hub::HubStats;
 use crate::metrics::Recorder;
 use crate::report::HubCounts;
 use crate::report::certificates::{CertificateReport, RevocationSummary, SwapReport};
+use crate::report::provisioning::{DpsCounts, HubReceived};
 use crate::scenario::{RevokeMethod, Scenario, Target};
 
 /// The report's copy of the embedded hub's totals.
@@ -25,6 +28,49 @@ pub fn hub_counts(h: HubStats) -> HubCounts {
     }
 }
 
+/// The totals of every embedded hub (several in a DPS run); none without an embedded hub.
+pub fn hubs_total(hubs: &[HubEmulator]) -> Option<HubCounts> {
+    let mut hubs = hubs.iter().map(|h| hub_counts(h.stats()));
+    let mut total = hubs.next()?;
+    for h in hubs {
+        total.messages += h.messages;
+        total.bytes += h.bytes;
+        total.connects += h.connects;
+        total.refused += h.refused;
+        total.drops += h.drops;
+        total.devices_registered += h.devices_registered;
+        total.throttled += h.throttled;
+    }
+    Some(total)
+}
+
+/// One embedded hub's counts, for the provisioning section.
+pub fn hub_received(h: HubStats) -> HubReceived {
+    HubReceived {
+        messages: h.messages,
+        bytes: h.bytes,
+        connects: h.connects,
+        refused: h.refused,
+        throttled: h.throttled,
+        devices_registered: h.devices_registered,
+    }
+}
+
+/// The embedded DPS's counts, for the provisioning section.
+pub fn dps_counts(d: DpsStats) -> DpsCounts {
+    DpsCounts {
+        registrations: d.registrations,
+        assigned: d.assigned,
+        polls: d.polls,
+        throttled: d.throttled,
+        refused: d.refused,
+        unauthorized: d.unauthorized,
+        disabled: d.disabled,
+        failed: d.failed,
+        malformed: d.malformed + d.protocol_errors,
+    }
+}
+
 /// The window over which the CA's latency during a renewal storm is reported.
 const STORM_WINDOW: Duration = Duration::from_secs(10);
 
@@ -32,7 +78,7 @@ pub fn certificate_report(
     scenario: &Scenario,
     recorder: &Recorder,
     devices: &[DeviceReport],
-    hub: Option<&HubEmulator>,
+    hubs: &[HubEmulator],
     health: crate::metrics::certs::CertSnapshot,
 ) -> CertificateReport {
     CertificateReport {
@@ -40,15 +86,16 @@ pub fn certificate_report(
         renewal_success_ratio: health.renewal_success_ratio(),
         health,
         storm: recorder.certs().storm(STORM_WINDOW),
-        swap: swaps(scenario, devices, hub),
+        swap: swaps(scenario, devices, hubs),
         revocation: scenario
             .has_revocations()
             .then(|| revocations(scenario, devices)),
     }
 }
 
-/// The swaps, and, against the embedded hub, whether a QoS 1 message was lost or duplicated.
-fn swaps(scenario: &Scenario, devices: &[DeviceReport], hub: Option<&HubEmulator>) -> SwapReport {
+/// The swaps, and, against the embedded hubs, whether a QoS 1 message was lost or duplicated
+/// (a device's messages are counted in every hub, as DPS may have moved it).
+fn swaps(scenario: &Scenario, devices: &[DeviceReport], hubs: &[HubEmulator]) -> SwapReport {
     // Cohorts may swap differently: the report names every mode used.
     let mut modes: Vec<&str> = Vec::new();
     for c in scenario.certificate_policies() {
@@ -61,14 +108,14 @@ fn swaps(scenario: &Scenario, devices: &[DeviceReport], hub: Option<&HubEmulator
         swaps: devices.iter().map(|d| d.swaps).sum(),
         ..Default::default()
     };
-    if let Some(hub) = hub {
+    if !hubs.is_empty() {
         // QoS 1 devices only (cohorts may differ). Revoked devices are cut off mid-stream on
         // purpose; their losses are not the swap's.
         for d in devices
             .iter()
             .filter(|d| d.at_least_once && d.revocation.is_none())
         {
-            let received = hub.device_stats(&d.id).messages;
+            let received: u64 = hubs.iter().map(|h| h.device_stats(&d.id).messages).sum();
             swap.devices_compared += 1;
             swap.qos1_lost += d.messages_sent.saturating_sub(received);
             swap.qos1_duplicated += received.saturating_sub(d.messages_sent);

@@ -15,6 +15,7 @@ pub mod arrivals;
 mod barrier;
 mod bulk;
 pub mod cohorts;
+pub mod dps;
 mod error;
 mod events;
 mod health;
@@ -40,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::{DeviceReport, DeviceSpec};
-use crate::emulator::{CaEmulator, Emulators, HubEmulator};
+use crate::emulator::{CaEmulator, DpsEmulator, Emulators, HubEmulator};
 use crate::metrics::Recorder;
 use crate::report::Report;
 use crate::scenario::{Registration, Scenario};
@@ -76,6 +77,9 @@ pub struct RunOutcome {
     pub devices: Vec<DeviceReport>,
     pub ca: Option<CaEmulator>,
     pub hub: Option<HubEmulator>,
+    /// The further hubs of an embedded DPS run (`target.embedded.dps.hubs`), and its DPS.
+    pub extra_hubs: Vec<HubEmulator>,
+    pub dps: Option<DpsEmulator>,
 }
 
 /// How long devices get to disconnect cleanly once the run ends.
@@ -165,7 +169,9 @@ struct Ended {
     /// Arrival processes that panicked.
     arrival_panics: u64,
     ca: Option<CaEmulator>,
-    hub: Option<HubEmulator>,
+    /// Every embedded hub, the first one first (the others: DPS runs).
+    hubs: Vec<HubEmulator>,
+    dps: Option<DpsEmulator>,
 }
 
 impl<'a> Run<'a> {
@@ -187,15 +193,22 @@ impl<'a> Run<'a> {
         // scenario has events); they pick among the devices started so far.
         let events = events::Events::new(scenario, fleet.specs_mut());
         let stop = CancellationToken::new();
-        let operator = events.need_operator().then(|| {
-            let share = options.shard.rate(1.0);
-            operator::Operator::new(
-                resolved.service.clone(),
+        let operator = match (events.need_operator(), &resolved.service) {
+            (true, Some(service)) => Some(operator::Operator::new(
+                service.clone(),
                 resolved.services.clone(),
-                share,
+                options.shard.rate(1.0),
                 &stop,
-            )
-        });
+            )),
+            // Only a remote DPS run leaves the service API out, and only without such events.
+            (true, None) => {
+                return Err(FleetError::Setup(
+                    "the scenario's method, desired and query events need the hub's service API"
+                        .into(),
+                ));
+            }
+            (false, _) => None,
+        };
         let metrics = match &options.metrics_listener {
             Some(listener) => {
                 let emulators = resolved.emulators.as_ref();
@@ -362,13 +375,17 @@ impl<'a> Run<'a> {
         if let Some(metrics) = self.metrics.take() {
             metrics.stop().await;
         }
-        let (ca, hub) = match self.emulators.take() {
+        let (ca, hubs, dps) = match self.emulators.take() {
             Some(e) => {
-                let handles = (Some(e.ca.clone()), Some(e.hub.clone()));
+                let hubs = std::iter::once(e.hub.clone())
+                    .chain(e.extra_hubs.iter().map(|x| x.hub.clone()))
+                    .collect();
+                let dps = e.dps.as_ref().map(|d| d.emulator.clone());
+                let ca = Some(e.ca.clone());
                 e.shutdown().await;
-                handles
+                (ca, hubs, dps)
             }
-            None => (None, None),
+            None => (None, Vec::new(), None),
         };
         if let Some(soak) = self.soak.take() {
             let elapsed = timing.start.elapsed().min(self.scenario.duration.0);
@@ -383,7 +400,8 @@ impl<'a> Run<'a> {
             interrupted,
             arrival_panics,
             ca,
-            hub,
+            hubs,
+            dps,
         }
     }
 
@@ -402,7 +420,8 @@ impl<'a> Run<'a> {
             interrupted: ended.interrupted,
             fleet: &self.fleet,
             roster: &ended.roster,
-            hub: ended.hub.as_ref(),
+            hubs: &ended.hubs,
+            dps: ended.dps.as_ref(),
             keys: &self.services.keys,
             operator: self.operator.as_ref().map(operator::Operator::report),
         };
@@ -412,15 +431,18 @@ impl<'a> Run<'a> {
             ended.arrival_panics,
             self.operator.as_ref(),
             ended.ca.as_ref(),
-            ended.hub.as_ref(),
+            &ended.hubs,
         );
         let mut devices = ended.roster.reports;
         devices.sort_by_key(|r| r.id.clone());
+        let mut hubs = ended.hubs.into_iter();
         Ok(RunOutcome {
             report,
             devices,
             ca: ended.ca,
-            hub: ended.hub,
+            hub: hubs.next(),
+            extra_hubs: hubs.collect(),
+            dps: ended.dps,
         })
     }
 }

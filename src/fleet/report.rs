@@ -10,11 +10,12 @@ use super::plan::Fleet;
 use super::roster::Roster;
 use super::shard::Shard;
 use crate::device::keys::{KeySource, PoolCounts};
-use crate::emulator::HubEmulator;
+use crate::emulator::{DpsEmulator, HubEmulator};
 use crate::metrics::{Recorder, Snapshot};
+use crate::report::provisioning::{HubShare, ProvisioningReport};
 use crate::report::timeline::Timeline;
 use crate::report::{CohortCounts, DeviceCounts, KeyPoolCounts, Report};
-use crate::scenario::{Scenario, Target};
+use crate::scenario::{Provisioning, Scenario, Target};
 
 /// What the report is made from.
 pub(super) struct Sources<'a> {
@@ -30,8 +31,11 @@ pub(super) struct Sources<'a> {
     pub interrupted: bool,
     pub fleet: &'a Fleet,
     pub roster: &'a Roster,
-    /// The embedded hub, whose own counts the report compares with the devices'.
-    pub hub: Option<&'a HubEmulator>,
+    /// The embedded hubs (one, or DPS's), whose own counts the report compares with the
+    /// devices'.
+    pub hubs: &'a [HubEmulator],
+    /// The embedded DPS, whose own counts the provisioning section shows.
+    pub dps: Option<&'a DpsEmulator>,
     pub keys: &'a KeySource,
     /// What fleetsim as the operator did, if the scenario made it one.
     pub operator: Option<crate::report::operator::OperatorReport>,
@@ -61,12 +65,13 @@ pub(super) fn build(
     report.start_barrier = s.start_barrier.clone();
     report.cohorts = cohorts(s);
     report.messages.failed = s.roster.reports.iter().map(|r| r.messages_failed).sum();
-    report.hub = s.hub.map(|h| health::hub_counts(h.stats()));
+    report.hub = health::hubs_total(s.hubs);
+    report.provisioning = provisioning(s);
     report.certificates = Some(health::certificate_report(
         s.scenario,
         s.recorder,
         &s.roster.reports,
-        s.hub,
+        s.hubs,
         health,
     ));
     report.key_pool = s.keys.counts().map(key_pool);
@@ -124,7 +129,7 @@ pub(super) fn panics(
     arrivals: u64,
     operator: Option<&super::operator::Operator>,
     ca: Option<&crate::emulator::CaEmulator>,
-    hub: Option<&HubEmulator>,
+    hubs: &[HubEmulator],
 ) -> BTreeMap<String, u64> {
     let mut panics = BTreeMap::new();
     let mut add = |at: String, n: u64| {
@@ -148,9 +153,49 @@ pub(super) fn panics(
     );
     add(
         "emulator.hub".into(),
-        hub.map_or(0, |h| h.listener_stats().panics),
+        hubs.iter().map(|h| h.listener_stats().panics).sum(),
     );
     panics
+}
+
+/// DPS's part of the run: the devices' registrations, the devices per assigned hub with each
+/// embedded hub's own counts, and the embedded DPS's; none for a registry run.
+fn provisioning(s: &Sources) -> Option<ProvisioningReport> {
+    if s.scenario.fleet.provisioning() != Provisioning::Dps {
+        return None;
+    }
+    let reports = &s.roster.reports;
+    let mut per_hub: BTreeMap<String, u64> = BTreeMap::new();
+    for r in reports {
+        if let Some(hub) = &r.assigned_hub {
+            *per_hub.entry(hub.clone()).or_default() += 1;
+        }
+    }
+    // Embedded hubs no device went to are shown too.
+    for h in s.hubs {
+        per_hub.entry(h.host_name().to_string()).or_default();
+    }
+    let hubs = per_hub
+        .into_iter()
+        .map(|(host, devices)| HubShare {
+            received: s
+                .hubs
+                .iter()
+                .find(|h| h.host_name() == host)
+                .map(|h| health::hub_received(h.stats())),
+            host,
+            devices,
+        })
+        .collect();
+    Some(ProvisioningReport {
+        service: "dps".into(),
+        provisioned: reports.iter().filter(|r| r.provisioned > 0).count() as u64,
+        reprovisioned: reports.iter().filter(|r| r.provisioned > 1).count() as u64,
+        polls: reports.iter().map(|r| r.provisioning_polls).sum(),
+        throttled: reports.iter().map(|r| r.provisioning_throttled).sum(),
+        hubs,
+        service_counts: s.dps.map(|d| health::dps_counts(d.stats())),
+    })
 }
 
 /// The key pool's counters as the report keeps them.

@@ -1,6 +1,8 @@
 //! Turns a scenario's `target` into the services devices use: the embedded emulators started on
 //! loopback, or clients for real EZCA and IoT Hub built from credentials in the environment.
-//! Either way the devices get the same three clients, so both targets run the same code paths.
+//! Either way the devices get the same clients, so both targets run the same code paths. With
+//! `fleet.provisioning: dps` the registry gives way to DPS ([`super::dps`]), and the transport
+//! dials the hub DPS assigns each device.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use crate::crypto::pool::KeyPool;
 use crate::device::Services;
 use crate::device::adapters::{EzcaCa, HubBackends, HubRegistry};
 use crate::device::backoff::Backoff;
+use crate::device::dps::DpsProvisioning;
 use crate::device::gate::Gate;
 use crate::device::keys::KeySource;
 use crate::emulator::ca::IssuingKey;
@@ -28,8 +31,8 @@ use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::iothub::service::ServiceClient;
 use crate::metrics::Recorder;
 use crate::scenario::{
-    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, RemoteHub, RemoteTarget,
-    Scenario, Span, Target,
+    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, Provisioning, RemoteHub,
+    RemoteTarget, Scenario, Span, Target,
 };
 
 /// The services the devices of a fleet run share: EZCA and IoT Hub, embedded or real.
@@ -39,16 +42,19 @@ pub struct Resolved {
     pub services: Arc<FleetServices>,
     pub emulators: Option<Emulators>,
     /// The hub's service API, for fleetsim as the operator (the scenario's method, desired and
-    /// query events).
-    pub service: Arc<ServiceClient>,
+    /// query events); none in a remote DPS run without such events.
+    pub service: Option<Arc<ServiceClient>>,
 }
 
-/// The clients of the target, before they join the services the devices share.
+/// The clients of the target, before they join the services the devices share: the registry
+/// or DPS, as the scenario provisions, and the hub's service API when fleetsim can reach it.
 struct Clients {
     ca: EzcaCa,
-    registry: HubRegistry,
+    registry: Option<HubRegistry>,
+    provisioning: Option<DpsProvisioning>,
     transport: MqttTransport,
-    service: ServiceClient,
+    /// None in a remote DPS run without operator events (it may have no hub credentials).
+    service: Option<ServiceClient>,
 }
 
 /// The services every device of the run shares, complete: the clients for the scenario's
@@ -72,6 +78,7 @@ pub async fn resolve(
     let services = Services {
         ca: clients.ca,
         registry: clients.registry,
+        provisioning: clients.provisioning,
         transport: clients.transport,
         recorder,
         backoff: Backoff::default(),
@@ -82,7 +89,7 @@ pub async fn resolve(
     Ok(Resolved {
         services: Arc::new(services),
         emulators,
-        service: Arc::new(clients.service),
+        service: clients.service.map(Arc::new),
     })
 }
 
@@ -113,11 +120,14 @@ async fn start_emulators(
     let (ca_config, hub_config) = emulator_configs(scenario, target);
     let hub = &target.hub;
     // Read extra CAs before starting anything, so a bad path fails fast.
-    let extra_cas = hub
+    let extra_cas: Vec<_> = hub
         .trusted_cas
         .iter()
         .map(|p| read_pem_roots(p))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
     // The embedded emulators accept test credentials: loopback only.
     if let Some(ip) = hub.mqtt_addresses.iter().find(|ip| !ip.is_loopback()) {
         return Err(FleetError::Setup(format!(
@@ -136,8 +146,11 @@ async fn start_emulators(
             .add_mqtt_listener(std::net::SocketAddr::new(extra, 0))
             .await?;
     }
-    for ca in extra_cas.into_iter().flatten() {
-        emulators.hub.trust_ca(ca);
+    for ca in &extra_cas {
+        emulators.hub.trust_ca(ca.clone());
+    }
+    if let Some(dps) = &target.dps {
+        super::dps::start_embedded(&mut emulators, &dps.value, &hub_config, &extra_cas, ip).await?;
     }
     Ok(emulators)
 }
@@ -203,20 +216,32 @@ async fn embedded_clients(
     };
     let ca_id = emulators.ca.ca_id(issuing);
     let ca = EzcaCa::discover(client, ca_id.as_deref()).await?;
+    let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
+    // The operator talks to the first hub (validation keeps operator events to one hub).
+    let auth = RegistryAuth::Sas(emulators.hub.connection_string());
+    let service = ServiceClient::new(&emulators.hub_registry_url, auth, &roots, true)
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
+    if scenario.fleet.provisioning() == Provisioning::Dps {
+        return Ok(Clients {
+            ca,
+            registry: None,
+            provisioning: Some(super::dps::embedded_client(emulators, websocket)?),
+            transport: embedded_transport(scenario, target, emulators)?,
+            service: Some(service),
+        });
+    }
     let registry = RegistryClient::new(
         &emulators.hub_registry_url,
         emulators.hub.connection_string(),
         &roots,
         true,
     )?;
-    let auth = RegistryAuth::Sas(emulators.hub.connection_string());
-    let service = ServiceClient::new(&emulators.hub_registry_url, auth, &roots, true)
-        .map_err(|e| FleetError::Setup(e.to_string()))?;
     Ok(Clients {
         ca,
-        registry: HubRegistry(registry),
+        registry: Some(HubRegistry(registry)),
+        provisioning: None,
         transport: embedded_transport(scenario, target, emulators)?,
-        service,
+        service: Some(service),
     })
 }
 
@@ -251,6 +276,13 @@ fn embedded_transport(
                 .iter()
                 .map(|a| (a.ip().to_string(), a.port())),
         );
+    }
+    if emulators.dps.is_some() {
+        let mut first = vec![addr];
+        if !websocket {
+            first.extend(emulators.hub_mqtt_extra.iter().copied());
+        }
+        super::dps::route_hubs(&mut transport, emulators, first);
     }
     Ok(transport)
 }
@@ -401,11 +433,39 @@ async fn remote(
         Some(p) => read_pem_roots(p)?,
         None => Vec::new(),
     };
-    let (host_name, registry, service) = remote_registry(&target.iothub, &hub_roots)?;
-    let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
+    let dps = match scenario.fleet.provisioning() {
+        Provisioning::Dps => target.dps.as_ref(),
+        Provisioning::Registry => None,
+    };
+    let Some(dps) = dps else {
+        let (host_name, registry, service) = remote_registry(&target.iothub, &hub_roots)?;
+        let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
+        return Ok(Clients {
+            ca,
+            registry: Some(HubRegistry(registry)),
+            provisioning: None,
+            transport,
+            service: Some(service),
+        });
+    };
+    let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
+    let dps_roots = match &dps.value.trust_pem {
+        Some(p) => read_pem_roots(p)?,
+        None => Vec::new(),
+    };
+    let provisioning = super::dps::remote_client(&dps.value, dps_roots, websocket)?;
+    // A DPS run needs no hub credentials, but the operator's events do: only then are they read.
+    let service = match scenario.has_operator_events() {
+        true => Some(remote_registry(&target.iothub, &hub_roots)?.2),
+        false => None,
+    };
+    let host_name = super::dps::remote_hub_name(&target.iothub);
+    let mut transport = remote_transport(scenario, &target.iothub, host_name.clone(), hub_roots)?;
+    super::dps::route_remote_hub(&mut transport, &target.iothub, &host_name, websocket);
     Ok(Clients {
         ca,
-        registry: HubRegistry(registry),
+        registry: None,
+        provisioning: Some(provisioning),
         transport,
         service,
     })

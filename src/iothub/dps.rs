@@ -9,17 +9,14 @@
 //! registration on its own short-lived connection. Waits between requests can be scaled or fixed
 //! ([`Polling`]) for compressed runs.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS,
-    TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::time::Instant;
 
+use super::tls::{DeviceTls, MqttDial, connack_code};
 use answer::{Next, Progress, Request, parse_response};
 
 mod answer;
@@ -175,17 +172,14 @@ pub struct Registration {
 /// The device side of DPS, shared by all devices (one trust store, one crypto provider).
 pub struct DpsClient {
     endpoint: DpsEndpoint,
-    roots: Arc<RootCertStore>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    tls: DeviceTls,
 }
 
 impl DpsClient {
     pub fn new(endpoint: DpsEndpoint, roots: RootCertStore) -> Self {
-        crate::crypto::install_crypto_provider();
         Self {
             endpoint,
-            roots: Arc::new(roots),
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            tls: DeviceTls::new(roots),
         }
     }
 
@@ -233,29 +227,22 @@ impl DpsClient {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttOptions, ProvisioningError> {
-        let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ProvisioningError::Setup(e.to_string()))?
-            .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| ProvisioningError::Setup(format!("client certificate: {e}")))?;
-        tls.resumption = rustls::client::Resumption::disabled();
         let ep = &self.endpoint;
-        let tls = TlsConfiguration::Rustls(Arc::new(tls));
-        let (broker, transport) = match ep.websocket {
-            true => (
-                format!("wss://{}:{}/$iothub/websocket", url_host(&ep.host), ep.port),
-                Transport::wss_with_config(tls),
-            ),
-            false => (ep.host.clone(), Transport::tls_with_config(tls)),
+        let dial = MqttDial {
+            client_id: registration_id,
+            username: Self::username(&ep.id_scope, registration_id),
+            host: &ep.host,
+            port: ep.port,
+            websocket: ep.websocket,
+            keep_alive: ep.keep_alive,
         };
-        let mut opts = MqttOptions::new(registration_id, broker, ep.port);
+        let mut opts = self
+            .tls
+            .mqtt_options(dial, chain, key)
+            .map_err(|e| ProvisioningError::Setup(e.to_string()))?;
         // DPS keeps no session state and recommends CleanSession 1.
-        opts.set_keep_alive(ep.keep_alive)
-            .set_credentials(Self::username(&ep.id_scope, registration_id), "")
-            .set_clean_session(true)
-            .set_max_packet_size(128 * 1024, 128 * 1024)
-            .set_transport(transport);
+        opts.set_clean_session(true)
+            .set_max_packet_size(128 * 1024, 128 * 1024);
         Ok(opts)
     }
 
@@ -366,25 +353,12 @@ fn send(
         .map_err(|e| ProvisioningError::Closed(e.to_string()))
 }
 
-/// An IPv6 literal goes in brackets inside a URL.
-fn url_host(host: &str) -> String {
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
-        _ => host.to_string(),
-    }
-}
-
 fn connection_error(e: ConnectionError) -> ProvisioningError {
     use std::io::ErrorKind;
     match e {
-        ConnectionError::ConnectionRefused(code) => ProvisioningError::ConnectRefused(match code {
-            ConnectReturnCode::Success => 0,
-            ConnectReturnCode::RefusedProtocolVersion => 1,
-            ConnectReturnCode::BadClientId => 2,
-            ConnectReturnCode::ServiceUnavailable => 3,
-            ConnectReturnCode::BadUserNamePassword => 4,
-            ConnectReturnCode::NotAuthorized => 5,
-        }),
+        ConnectionError::ConnectionRefused(code) => {
+            ProvisioningError::ConnectRefused(connack_code(code))
+        }
         ConnectionError::Tls(e) => ProvisioningError::Tls(e.to_string()),
         ConnectionError::Io(e)
             if matches!(

@@ -2,8 +2,8 @@
 //! the registry REST client ([`registry`]), the service client of the operator ([`service`]:
 //! twins, direct methods, statistics, queries), both over one HTTPS plumbing (`rest`), topic
 //! names and property bags ([`topics`]), the MQTT device transport over rumqttc ([`mqtt`]), the
-//! device side of DPS ([`dps`]) and the tiers with their published limits ([`quotas`]), which
-//! the hub emulator shares.
+//! device side of DPS ([`dps`]), the TLS and rumqttc setup both MQTT clients share (`tls`), and
+//! the tiers with their published limits ([`quotas`]), which the hub emulator shares.
 
 pub mod dps;
 mod error;
@@ -14,6 +14,7 @@ pub mod registry;
 mod rest;
 pub mod sas;
 pub mod service;
+mod tls;
 pub mod topics;
 
 pub use error::HubError;

@@ -1,6 +1,11 @@
 //! The device's MQTT 3.1.1 transport to IoT Hub, over rumqttc with a per-device rustls client
 //! certificate. One rumqttc client per device; the trust store is shared by all of them.
 //!
+//! A transport connects to its endpoint's hub ([`MqttTransport::connect`]) or to a hub named per
+//! device ([`MqttTransport::connect_to`]: the hub DPS assigned), dialled at the addresses the
+//! transport was given for that name ([`MqttTransport::route`]: the embedded run's hubs on
+//! loopback) or else at the name itself.
+//!
 //! A session keeps one QoS 1 publish in flight and waits for its PUBACK before the next, so a
 //! certificate swap never has an unacknowledged message to lose. A small driver task polls the
 //! rumqttc event loop and forwards PUBACKs, SUBACKs, the messages the hub sends the device
@@ -9,15 +14,14 @@
 //! nothing for them: the queue of messages that arrived while it waited for a PUBACK or SUBACK
 //! allocates only when one does.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -26,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use super::API_VERSION;
 use super::error::HubError;
+use super::tls::{DeviceTls, MqttDial, connack_code};
 
 /// How a device reaches the hub.
 #[derive(Debug, Clone)]
@@ -45,24 +50,51 @@ pub struct MqttEndpoint {
 
 pub struct MqttTransport {
     endpoint: MqttEndpoint,
-    roots: Arc<RootCertStore>,
-    /// One crypto provider for every device's TLS config (it holds the cipher-suite and
-    /// key-exchange tables; building one per connection cost ~1 KiB per device).
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    tls: DeviceTls,
     /// Further `(host, port)`s of the same endpoint; connections go round-robin over all.
     alternates: Vec<(String, u16)>,
     next: AtomicUsize,
+    /// Where to dial hubs named per device, by host name (lower case).
+    routes: HashMap<String, Vec<(String, u16)>>,
+}
+
+/// Where one connection goes: the address to dial and the hub's name for the username.
+struct Dial<'a> {
+    host: &'a str,
+    port: u16,
+    hub_host: &'a str,
 }
 
 impl MqttTransport {
     pub fn new(endpoint: MqttEndpoint, roots: RootCertStore) -> Self {
-        crate::crypto::install_crypto_provider();
         Self {
             endpoint,
-            roots: Arc::new(roots),
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            tls: DeviceTls::new(roots),
             alternates: Vec::new(),
             next: AtomicUsize::new(0),
+            routes: HashMap::new(),
+        }
+    }
+
+    /// Dials `addresses` (round-robin) for connections to the hub named `hub_host`, instead of
+    /// the name itself.
+    pub fn route(&mut self, hub_host: &str, addresses: impl IntoIterator<Item = (String, u16)>) {
+        self.routes
+            .entry(hub_host.to_ascii_lowercase())
+            .or_default()
+            .extend(addresses);
+    }
+
+    /// The address for the next connection to `hub_host`: a route's, or the name on the
+    /// endpoint's port.
+    fn pick_for<'a>(&'a self, hub_host: &'a str) -> (&'a str, u16) {
+        match self.routes.get(&hub_host.to_ascii_lowercase()) {
+            Some(addresses) if !addresses.is_empty() => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % addresses.len();
+                let (h, p) = &addresses[i];
+                (h, *p)
+            }
+            _ => (hub_host, self.endpoint.port),
         }
     }
 
@@ -97,8 +129,44 @@ impl MqttTransport {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttSession, HubError> {
+        let (host, port) = self.pick();
+        let hub_host = &self.endpoint.hub_host;
+        let dial = Dial {
+            host,
+            port,
+            hub_host,
+        };
+        self.connect_via(dial, device_id, chain, key).await
+    }
+
+    /// Like [`connect`](Self::connect), to the hub named `hub_host` (e.g. the one DPS
+    /// assigned): its name goes in the username; it is dialled (and named in TLS) at its
+    /// route's addresses if it has one, else at the name itself on the endpoint's port.
+    pub async fn connect_to(
+        &self,
+        hub_host: &str,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<MqttSession, HubError> {
+        let (host, port) = self.pick_for(hub_host);
+        let dial = Dial {
+            host,
+            port,
+            hub_host,
+        };
+        self.connect_via(dial, device_id, chain, key).await
+    }
+
+    async fn connect_via(
+        &self,
+        dial: Dial<'_>,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<MqttSession, HubError> {
         let ep = &self.endpoint;
-        let (mut eventloop, client) = self.eventloop(device_id, chain, key)?;
+        let (mut eventloop, client) = self.eventloop(dial, device_id, chain, key)?;
         let connack = async {
             loop {
                 match eventloop.poll().await {
@@ -131,42 +199,29 @@ impl MqttTransport {
     /// The device's MQTT client over TLS (or WebSocket), not yet connected.
     fn eventloop(
         &self,
+        dial: Dial<'_>,
         device_id: &str,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<(EventLoop, AsyncClient), HubError> {
-        let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HubError::Setup(e.to_string()))?
-            .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| HubError::Setup(format!("client certificate: {e}")))?;
-        // The default session cache preallocates room for 32 servers (several KiB) in every
-        // device's config; a device reconnects after a renewal with a new certificate, where a
-        // resumed session would carry the old identity anyway.
-        tls.resumption = rustls::client::Resumption::disabled();
         let ep = &self.endpoint;
-        let (host, port) = self.pick();
-        let (broker, transport) = match ep.websocket {
-            // rumqttc takes the whole URL as the broker address for WebSocket transports.
-            true => (
-                format!("wss://{}:{}/$iothub/websocket", url_host(host), port),
-                Transport::wss_with_config(TlsConfiguration::Rustls(Arc::new(tls))),
-            ),
-            false => (
-                host.to_string(),
-                Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))),
-            ),
+        let target = MqttDial {
+            client_id: device_id,
+            username: Self::username(dial.hub_host, device_id),
+            host: dial.host,
+            port: dial.port,
+            websocket: ep.websocket,
+            keep_alive: ep.keep_alive,
         };
-        let mut opts = MqttOptions::new(device_id, broker, port);
+        let mut opts = self
+            .tls
+            .mqtt_options(target, chain, key)
+            .map_err(|e| HubError::Setup(e.to_string()))?;
         // One publish in flight (the session waits for each PUBACK), so the window is 1 and the
         // request channel holds a publish and a disconnect.
-        opts.set_keep_alive(ep.keep_alive)
-            .set_credentials(Self::username(&ep.hub_host, device_id), "")
-            .set_clean_session(false)
+        opts.set_clean_session(false)
             .set_inflight(1)
-            .set_max_packet_size(256 * 1024 + 4096, 256 * 1024 + 4096)
-            .set_transport(transport);
+            .set_max_packet_size(256 * 1024 + 4096, 256 * 1024 + 4096);
         let (client, mut eventloop) = AsyncClient::new(opts, 2);
         // rumqttc preallocates 100 buffered events (~20 KiB); a device sees one at a time.
         eventloop.state.events = std::collections::VecDeque::new();
@@ -387,14 +442,6 @@ fn connack_error(e: ConnectionError) -> HubError {
     }
 }
 
-/// An IPv6 literal goes in brackets inside a URL.
-fn url_host(host: &str) -> String {
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
-        _ => host.to_string(),
-    }
-}
-
 fn closed_by_peer(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
@@ -405,17 +452,9 @@ fn closed_by_peer(e: &std::io::Error) -> bool {
 
 fn connection_error(e: ConnectionError) -> HubError {
     match e {
-        ConnectionError::ConnectionRefused(code) => HubError::ConnectRefused(
-            match code {
-                ConnectReturnCode::Success => 0,
-                ConnectReturnCode::RefusedProtocolVersion => 1,
-                ConnectReturnCode::BadClientId => 2,
-                ConnectReturnCode::ServiceUnavailable => 3,
-                ConnectReturnCode::BadUserNamePassword => 4,
-                ConnectReturnCode::NotAuthorized => 5,
-            }
-            .to_string(),
-        ),
+        ConnectionError::ConnectionRefused(code) => {
+            HubError::ConnectRefused(connack_code(code).to_string())
+        }
         ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => HubError::Timeout,
         ConnectionError::Tls(e) => HubError::Tls(e.to_string()),
         ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

@@ -3,7 +3,8 @@
 //! attached to a ticket. It shows the run's counts, the thresholds, a latency-by-percentile curve
 //! per phase (the HdrHistogram view: the tail spread out on a log scale of 1/(1 − q)), the
 //! run over time ([`super::timecharts`]: throughput, latency, device states, renewal and
-//! revocation events), the phase table, the errors and the scenario as written.
+//! revocation events), the phase table, provisioning (DPS runs), certificates, the errors and
+//! the scenario as written.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -45,17 +46,11 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         s.push_str(&super::timecharts::section(timeline));
     }
     phases(&mut s, report);
+    if let Some(p) = &report.provisioning {
+        rows_section(&mut s, "Provisioning", p.rows());
+    }
     if let Some(c) = &report.certificates {
-        s.push_str("<h2>Certificates</h2><table>");
-        for (label, value) in c.rows() {
-            let _ = write!(
-                s,
-                "<tr><th>{}</th><td>{}</td></tr>",
-                escape(&label),
-                escape(&value)
-            );
-        }
-        s.push_str("</table>");
+        rows_section(&mut s, "Certificates", c.rows());
     }
     if let Some(o) = &report.operator {
         s.push_str("<h2>Operator</h2><table>");
@@ -76,6 +71,20 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         escape(scenario_text)
     );
     Ok(s)
+}
+
+/// A section of (label, value) rows.
+fn rows_section(s: &mut String, title: &str, rows: Vec<(String, String)>) {
+    let _ = write!(s, "<h2>{title}</h2><table>");
+    for (label, value) in rows {
+        let _ = write!(
+            s,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(&label),
+            escape(&value)
+        );
+    }
+    s.push_str("</table>");
 }
 
 /// The document's head and the run's counts.

@@ -146,6 +146,9 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         retries,
         thresholds: Vec::new(),
         hub,
+        provisioning: super::provisioning::merge(
+            reports.iter().filter_map(|r| r.provisioning.as_ref()),
+        ),
         key_pool: merge_key_pools(reports),
         certificates: super::certificates::merge(
             reports.iter().filter_map(|r| r.certificates.as_ref()),

@@ -4,7 +4,7 @@
 //! `report.interval` whether or not the log is written), the operator's counts ([`operator`]:
 //! direct methods, desired properties, queries), a self-contained HTML page ([`html`],
 //! its time charts in [`timecharts`], the charts' shared drawing in `svg`) and the thresholds'
-//! verdicts ([`thresholds`]).
+//! verdicts ([`thresholds`]). Sections of their own: [`certificates`] and [`provisioning`].
 //!
 //! The report's data lives in `model` (re-exported here) and its errors in `error`; the
 //! writers and the merge import those one way, never this file.
@@ -16,6 +16,7 @@ pub mod html;
 pub mod merge;
 mod model;
 pub mod operator;
+pub mod provisioning;
 pub mod stats;
 mod svg;
 mod text;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::certificates::CertificateReport;
 use super::error::{ReportError, SCHEMA};
 use super::operator::OperatorReport;
+use super::provisioning::ProvisioningReport;
 use super::stats::{self, HistogramMap, PhaseStats};
 use super::timeline::Timeline;
 use crate::metrics::Snapshot;
@@ -54,8 +55,11 @@ pub struct Report {
     /// The scenario's thresholds, checked against this report.
     #[serde(default)]
     pub thresholds: Vec<ThresholdResult>,
-    /// What the embedded hub counted, to compare with `messages`.
+    /// What the embedded hub counted (all its hubs, in a DPS run), to compare with `messages`.
     pub hub: Option<HubCounts>,
+    /// How DPS provisioned the devices, and the devices per hub (DPS runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<ProvisioningReport>,
     /// Certificate health, renewals, swaps and revocations ([`super::certificates`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<CertificateReport>,
@@ -192,6 +196,7 @@ impl Report {
             retries: snapshot.retries,
             thresholds: Vec::new(),
             hub: None,
+            provisioning: None,
             certificates: None,
             operator: None,
             key_pool: None,

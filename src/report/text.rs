@@ -15,6 +15,10 @@ impl Report {
         self.write_phases(&mut s);
         let _ = writeln!(s);
         self.write_errors(&mut s);
+        if let Some(p) = &self.provisioning {
+            let _ = writeln!(s);
+            s.push_str(&p.to_text());
+        }
         if let Some(c) = &self.certificates {
             let _ = writeln!(s);
             s.push_str(&c.to_text());

@@ -81,6 +81,15 @@ impl Event {
             _ => None,
         }
     }
+
+    /// Whether fleetsim acts as the operator for it (a direct method, a desired patch, a query),
+    /// through the hub's service API.
+    pub fn is_operator(&self) -> bool {
+        matches!(
+            self.action(),
+            Some(Action::Method(_) | Action::Desired(_) | Action::Query(_))
+        )
+    }
 }
 
 /// `method:` as written: a word with `revoke`, a mapping for a direct method.

@@ -11,6 +11,7 @@ mod certificate;
 pub mod cohort;
 pub mod delay;
 mod device;
+pub mod dps;
 pub mod events;
 pub mod placeholders;
 mod target;
@@ -29,6 +30,7 @@ pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
 pub use delay::Delay;
 pub use device::{DeviceTransportKind, IdPattern, Qos, Registration, Telemetry};
+pub use dps::{DpsAllocation, DpsLimitsChoice, EmbeddedDps, Provisioning, RemoteDps};
 pub use events::{Action, Event, RevokeMethod, Swap};
 pub use target::*;
 pub use thresholds::Threshold;
@@ -113,6 +115,10 @@ pub struct Fleet {
     /// throttle of 100 operations per minute per unit).
     #[serde(default)]
     pub registration: Registration,
+    /// How a device gets its hub identity: from fleetsim through the registry (`registry`, the
+    /// default) or from DPS, which also assigns its hub (`dps`, see [`dps`]).
+    #[serde(default)]
+    pub provisioning: Option<Spanned<Provisioning>>,
     /// How devices reach the hub: MQTT on TLS (8883) or MQTT over WebSocket (443).
     #[serde(default)]
     pub transport: DeviceTransportKind,
@@ -128,6 +134,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// How the fleet's devices get their hub identity (`registry` unless the scenario says).
+    pub fn provisioning(&self) -> Provisioning {
+        self.provisioning
+            .as_ref()
+            .map_or(Provisioning::Registry, |p| p.value)
+    }
+
     /// The fleet's arrival process, from `arrival` or its short form `arrival_rate`; none when
     /// every cohort has its own.
     pub fn arrival(&self) -> Option<Arrival> {
@@ -219,6 +232,24 @@ fn key_position(text: &str, key: &str) -> (u64, u64) {
         .map_or((1, 1), |i| (i as u64 + 1, 1))
 }
 
+/// The provisioning rules (`scenario::dps`) over the target's DPS block, the fleet and the events.
+fn validate_provisioning(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    let block = match &s.target.value {
+        Target::Embedded(e) => e
+            .dps
+            .as_ref()
+            .map_or(dps::DpsBlock::None, dps::DpsBlock::Embedded),
+        Target::Remote(r) => r
+            .dps
+            .as_ref()
+            .map_or(dps::DpsBlock::None, dps::DpsBlock::Remote),
+    };
+    let (f, provisioning) = (&s.fleet, s.fleet.provisioning.as_ref());
+    let first_operator_event = s.events.iter().find(|e| e.value.is_operator());
+    dps::validate_operator(&block, first_operator_event.map(|e| e.referenced))?;
+    dps::validate(provisioning, f.registration, f.transport, block)
+}
+
 /// Rules that involve more than one field.
 fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     validate_fleet(s)?;
@@ -234,6 +265,7 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     let c = &s.certificate;
     certificate::validate(c, "", c.renewal.referenced)?;
     validate_events(s)?;
+    validate_provisioning(s)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
         && r.iothub.host.is_none()
@@ -415,6 +447,12 @@ impl Scenario {
         self.events
             .iter()
             .any(|e| matches!(e.value.action(), Some(Action::Revoke { .. })))
+    }
+
+    /// Whether any event has fleetsim act as the operator (a direct method, a desired patch, a
+    /// query), which needs the hub's service API.
+    pub fn has_operator_events(&self) -> bool {
+        self.events.iter().any(|e| e.value.is_operator())
     }
 
     /// The behaviour of each cohort, in order (one, the top level's, without cohorts).

@@ -1,11 +1,14 @@
 //! Where a scenario's devices enrol and connect: the embedded emulators (with their capacity and
-//! throttling settings) or real services (with where their credentials come from).
+//! throttling settings) or real services (with where their credentials come from); either may
+//! name a DPS ([`super::dps`]).
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
 
+use super::dps::{EmbeddedDps, RemoteDps};
 use super::units::{Percent, Rate, Span};
 use crate::iothub::quotas::Sku;
 
@@ -26,6 +29,9 @@ pub struct EmbeddedTarget {
     pub ca: EmbeddedCa,
     #[serde(default)]
     pub hub: EmbeddedHub,
+    /// The Device Provisioning Service, for `fleet.provisioning: dps`.
+    #[serde(default)]
+    pub dps: Option<Spanned<EmbeddedDps>>,
 }
 
 /// The embedded EZCA emulator.
@@ -174,7 +180,13 @@ fn default_disabled_connack() -> u8 {
 #[serde(deny_unknown_fields)]
 pub struct RemoteTarget {
     pub ezca: RemoteEzca,
+    /// The hub (with `fleet.provisioning: dps`, only its ports, trust and `address`: DPS
+    /// assigns the hub and creates the identities).
+    #[serde(default)]
     pub iothub: RemoteHub,
+    /// The Device Provisioning Service, for `fleet.provisioning: dps`.
+    #[serde(default)]
+    pub dps: Option<Spanned<RemoteDps>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -268,6 +280,21 @@ pub struct RemoteHub {
     /// Extra PEM roots to trust for the hub's TLS (Azure's roots are built in).
     #[serde(default)]
     pub trust_pem: Option<PathBuf>,
+}
+
+impl Default for RemoteHub {
+    fn default() -> Self {
+        Self {
+            connection_string_env: default_hub_conn_env(),
+            token_env: None,
+            host: None,
+            address: None,
+            mqtt_port: default_mqtt_port(),
+            websocket_port: default_websocket_port(),
+            registry_url: None,
+            trust_pem: None,
+        }
+    }
 }
 
 fn default_hub_conn_env() -> String {

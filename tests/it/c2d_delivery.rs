@@ -446,7 +446,8 @@ async fn spawn_device(
     let recorder = Arc::new(Recorder::new());
     let services = Arc::new(Services::<HubBackends> {
         ca: common::ezca(e).await,
-        registry: HubRegistry(common::registry(e)),
+        registry: Some(HubRegistry(common::registry(e))),
+        provisioning: None,
         transport: common::transport(e),
         recorder: recorder.clone(),
         backoff: Default::default(),

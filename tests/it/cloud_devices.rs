@@ -107,7 +107,8 @@ async fn bad_input_from_the_cloud_is_counted_and_the_device_carries_on() {
     let recorder = Arc::new(Recorder::new());
     let services = Arc::new(Services::<HubBackends> {
         ca: common::ezca(&e).await,
-        registry: HubRegistry(common::registry(&e)),
+        registry: Some(HubRegistry(common::registry(&e))),
+        provisioning: None,
         transport: transport_to(&broker),
         recorder: recorder.clone(),
         backoff: Backoff::default(),
@@ -229,7 +230,8 @@ async fn after_a_reconnect_the_device_subscribes_and_reads_its_twin_again() {
     let broker = ScriptedBroker::start().await;
     let services = Arc::new(Services::<HubBackends> {
         ca: common::ezca(&e).await,
-        registry: HubRegistry(common::registry(&e)),
+        registry: Some(HubRegistry(common::registry(&e))),
+        provisioning: None,
         transport: transport_to(&broker),
         recorder: Arc::new(Recorder::new()),
         backoff: Backoff {

@@ -3,7 +3,7 @@
 //! trust bundles from files, the hub reached at an address other than its host name). Every wait
 //! on a child has a hard limit: a silent hang fails the test instead of hanging the suite.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{self, Watched};
@@ -17,31 +17,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 fn a_remote_run_against_fleetsim_emulate() {
     let dir = common::scratch_dir("emulate");
     let mut emulate = Watched::spawn(
-        Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-            .args([
-                "emulate",
-                "--ca-port",
-                "0",
-                "--mqtt-port",
-                "0",
-                "--websocket-port",
-                "0",
-                "--registry-port",
-                "0",
-                "--dps-port",
-                "0",
-                "--dps-websocket-port",
-                "0",
-                "--dps-service-port",
-                "0",
-                "--amqp-port",
-                "0",
-            ])
-            .args(["--time-scale", "1s", "--dir"])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
+        common::emulate_on_free_ports(&dir).args(["--time-scale", "1s"]),
         "fleetsim emulate",
     );
     let banner = emulate.read_until("ready", EMULATE_LIMIT);

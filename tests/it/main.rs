@@ -16,6 +16,7 @@ mod cloud_devices;
 mod cloud_scenarios;
 mod cohorts;
 mod dps;
+mod dps_fleet;
 mod emulate_remote;
 mod emulate_state;
 mod ezca_capacity;

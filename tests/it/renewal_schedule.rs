@@ -115,6 +115,7 @@ impl Backends for FailingBackends {
     type Ca = FailingRenewals;
     type Registry = HubRegistry;
     type Transport = fleetsim::iothub::mqtt::MqttTransport;
+    type Provisioning = fleetsim::device::NoProvisioning;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +129,8 @@ async fn renewals_retry_until_the_deadline_and_expiry_is_counted() {
             ca: common::ezca(&e).await,
             tries: Mutex::new(HashMap::new()),
         },
-        registry: HubRegistry(common::registry(&e)),
+        registry: Some(HubRegistry(common::registry(&e))),
+        provisioning: None,
         transport: common::transport(&e),
         recorder: recorder.clone(),
         backoff: Backoff {

@@ -176,6 +176,39 @@ pub struct EnrollmentGroup {
     pub settings: Settings,
 }
 
+impl EnrollmentGroup {
+    /// An enabled X.509 group admitting every device whose chain reaches the CA certificate
+    /// uploaded to the service as `ca_certificate` (a `caReferences` entry), allocated by the
+    /// service default (`hashed` over every linked hub) until the caller sets otherwise.
+    pub fn for_uploaded_ca(id: &str, ca_certificate: &str) -> Self {
+        EnrollmentGroup {
+            enrollment_group_id: id.into(),
+            settings: Settings {
+                attestation: Attestation {
+                    kind: "x509".into(),
+                    x509: Some(X509Attestation {
+                        ca_references: Some(X509CaReferences {
+                            primary: Some(ca_certificate.into()),
+                            secondary: None,
+                        }),
+                        ..Default::default()
+                    }),
+                },
+                provisioning_status: ProvisioningStatus::Enabled,
+                reprovision_policy: Default::default(),
+                allocation_policy: None,
+                iot_hubs: Vec::new(),
+                iot_hub_host_name: None,
+                capabilities: None,
+                initial_twin: None,
+                etag: None,
+                created_date_time_utc: None,
+                last_updated_date_time_utc: None,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndividualEnrollment {

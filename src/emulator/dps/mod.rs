@@ -65,7 +65,8 @@ pub struct DpsStats {
     pub unauthorized: u64,
     /// Requests answered 400/404: malformed bodies, unknown operation ids.
     pub malformed: u64,
-    /// Connections closed for bad bytes: failed TLS handshakes, malformed or forbidden packets.
+    /// Connections closed for bad bytes: failed TLS handshakes, malformed or forbidden packets
+    /// (a device that merely leaves, without DISCONNECT or TLS close_notify, is not counted).
     pub protocol_errors: u64,
     /// Requests answered 429.
     pub throttled: u64,

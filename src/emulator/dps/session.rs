@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::registration::{self, Reply};
 use super::state::DpsState;
-use crate::emulator::mqtt_wire::{MAX_CONNECT, idle_limit, read_packet, suback, write_packet};
+use crate::emulator::mqtt_wire::{
+    MAX_CONNECT, idle_limit, is_peer_gone, read_packet, suback, write_packet,
+};
 
 /// DPS's 96 KB message limit plus room for the topic.
 const MAX_PACKET: usize = 96 * 1024 + 1024;
@@ -148,7 +150,8 @@ async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let read = tokio::time::timeout(CONNECT_WAIT, read_packet(stream, buf, MAX_CONNECT));
     let connect = match read.await {
         Ok(Ok(Packet::Connect(c))) => c,
-        Ok(Err(rumqttc::mqttbytes::Error::InsufficientBytes(_))) | Err(_) => return None,
+        Ok(Err(e)) if is_peer_gone(&e) => return None,
+        Err(_) => return None,
         Ok(_) => {
             counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -196,7 +199,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 _ = stop.cancelled() => break,
                 p = next => match p {
                     Ok(p) => p,
-                    Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => break,
+                    Err(e) if is_peer_gone(&e) => break,
                     Err(_) => {
                         state.counters.protocol_errors.fetch_add(1, Ordering::Relaxed);
                         break;

@@ -16,6 +16,33 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// `fleetsim emulate` with every listener on a free port (the CA, the hub's MQTT, WebSocket,
+/// registry and AMQP, DPS's MQTT, WebSocket and service), writing its files to `dir`, its banner
+/// piped; callers add what else they need.
+pub fn emulate_on_free_ports(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
+    command.arg("emulate");
+    for listener in [
+        "--ca-port",
+        "--mqtt-port",
+        "--websocket-port",
+        "--registry-port",
+        "--amqp-port",
+        "--dps-port",
+        "--dps-websocket-port",
+        "--dps-service-port",
+    ] {
+        command.args([listener, "0"]);
+    }
+    command
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
 /// The Python of the peers' virtualenv (`target/peers/venv`, made by `./scripts/test`), which has
 /// Microsoft's IoT Hub and Event Hubs SDKs installed.
 pub fn python() -> PathBuf {

@@ -2,10 +2,11 @@
 //! WebSocket) with polling, enrolment groups over the service REST API matched by the most
 //! specific issuer, individual enrolments, disabled enrolments, hashed allocation over two hubs,
 //! DPS's throttles, and bad input (wrong id scope, foreign CA, unknown operation, malformed
-//! bodies, garbage) answered with DPS's errors or a closed connection. Devices get real
-//! certificates from the EZCA emulator. [`peers`] runs `fleetsim emulate` and Microsoft's
-//! unmodified Python SDK against it; [`support`] holds the shared helpers.
+//! bodies, garbage: in [`bad_input`]) answered with DPS's errors or a closed connection. Devices
+//! get real certificates from the EZCA emulator. [`peers`] runs `fleetsim emulate` and
+//! Microsoft's unmodified Python SDK against it; [`support`] holds the shared helpers.
 
+mod bad_input;
 mod peers;
 mod support;
 
@@ -391,64 +392,5 @@ async fn wrong_id_scope_and_foreign_certificates_are_refused() {
             .outcome
             .is_ok()
     );
-    e.shutdown().await;
-}
-
-#[tokio::test]
-async fn bad_input_gets_dps_errors_or_a_closed_connection() {
-    let e = start(DpsLimits::published()).await;
-    let service = Service::new(&e);
-    let root = group("root", fleetsim::emulator::EZCA_ROOT_CERTIFICATE, "enabled");
-    assert_eq!(service.put("enrollmentGroups/root", root).await.0, 200);
-    let ca = common::ezca(&e).await;
-    let (key, issued) = common::enrol(&ca, "rough").await;
-    let (mut raw, _) = RawDps::connect(&e, "rough", &key, &issued, SCOPE).await;
-    raw.subscribe().await;
-
-    let unknown = format!("{POLL}&operationId=4.0000000000000000.nope");
-    let (topic, body) = raw.request(&unknown, &Value::Null).await;
-    assert!(
-        topic.starts_with("$dps/registrations/res/404/?$rid="),
-        "{topic}"
-    );
-    for field in ["errorCode", "trackingId", "message", "timestampUtc"] {
-        assert!(!body[field].is_null(), "{field} in {body}");
-    }
-    assert_eq!(body["errorCode"], 404201);
-    let (topic, body) = raw.request_raw(REGISTER, b"{not json").await;
-    assert!(topic.starts_with("$dps/registrations/res/400/"), "{topic}");
-    assert_eq!(body["errorCode"], 400004);
-    let other = json!({"registrationId": "somebody-else"});
-    let (topic, _) = raw.request(REGISTER, &other).await;
-    assert!(topic.starts_with("$dps/registrations/res/400/"), "{topic}");
-    // The connection survived all that; a foreign topic ends it.
-    let (topic, _) = raw
-        .request(REGISTER, &json!({"registrationId": "rough"}))
-        .await;
-    assert!(topic.starts_with("$dps/registrations/res/202/"), "{topic}");
-    raw.publish("devices/rough/messages/events/", b"{}").await;
-    assert!(raw.recv().await.is_none(), "closed after a foreign topic");
-
-    // Garbage inside TLS, then garbage instead of TLS.
-    let (mut raw, _) = RawDps::connect(&e, "rough", &key, &issued, SCOPE).await;
-    raw.write(&[0xff; 64]).await;
-    assert!(raw.recv().await.is_none(), "closed after garbage");
-    let dps_addr = e.dps.as_ref().unwrap().mqtt_addr;
-    let mut tcp = tokio::net::TcpStream::connect(dps_addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"GET / HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut rest = Vec::new();
-    let read = tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest);
-    let _ = tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("closed");
-
-    let stats = e.dps.as_ref().unwrap().emulator.stats();
-    assert_eq!(stats.malformed, 3);
-    assert!(stats.protocol_errors >= 3, "{stats:?}");
-    // DPS still serves.
-    let dps = client(&e, fast_polling(), SCOPE, false);
-    assert!(register(&dps, "rough", &key, &issued).await.outcome.is_ok());
     e.shutdown().await;
 }

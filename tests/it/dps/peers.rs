@@ -47,35 +47,8 @@ impl Drop for Interrupt {
 async fn fleetsim_emulate_serves_dps_with_a_group_for_ezca_devices() {
     use std::io::BufRead;
     let dir = std::env::temp_dir().join(format!("fleetsim-emulate-dps-{}", std::process::id()));
-    let mut emulate = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-        .arg("emulate")
-        .args([
-            "--ca-port",
-            "0",
-            "--mqtt-port",
-            "0",
-            "--websocket-port",
-            "0",
-        ])
-        .args([
-            "--registry-port",
-            "0",
-            "--dps-ip",
-            "127.0.0.1",
-            "--dps-port",
-            "0",
-        ])
-        .args([
-            "--dps-websocket-port",
-            "0",
-            "--dps-service-port",
-            "0",
-            "--amqp-port",
-            "0",
-            "--dir",
-        ])
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
+    let mut emulate = common::emulate_on_free_ports(&dir)
+        .args(["--dps-ip", "127.0.0.1"])
         .spawn()
         .expect("fleetsim emulate starts");
     let stdout = emulate.stdout.take().unwrap();
@@ -110,9 +83,9 @@ async fn fleetsim_emulate_serves_dps_with_a_group_for_ezca_devices() {
         let meta = std::fs::metadata(dir.join("dps-connection-string")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
-    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    let target = std::fs::read_to_string(dir.join("target-dps.yaml")).unwrap();
     assert!(
-        target.contains(&format!("#   id_scope: {scope}")),
+        target.contains("    dps:\n") && target.contains(&format!("id_scope: {scope}\n")),
         "{target}"
     );
 

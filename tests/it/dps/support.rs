@@ -197,6 +197,19 @@ impl RawDps {
         issued: &Issued,
         scope: &str,
     ) -> (Self, ConnectReturnCode) {
+        let mut raw = Self::tls(e, key, issued).await;
+        let mut connect = rumqttc::mqttbytes::v4::Connect::new(id);
+        connect.keep_alive = 30;
+        connect.set_login(DpsClient::username(scope, id), "");
+        raw.send(Packet::Connect(connect)).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => (raw, ack.code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// A TLS connection to DPS with the device's certificate, before any MQTT.
+    pub async fn tls(e: &Emulators, key: &DeviceKey, issued: &Issued) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(e.tls_root.clone()).unwrap();
         let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
@@ -214,18 +227,10 @@ impl RawDps {
             .connect(name, tcp)
             .await
             .unwrap();
-        let mut raw = Self {
+        Self {
             stream,
             buf: bytes::BytesMut::new(),
             rid: 0,
-        };
-        let mut connect = rumqttc::mqttbytes::v4::Connect::new(id);
-        connect.keep_alive = 30;
-        connect.set_login(DpsClient::username(scope, id), "");
-        raw.send(Packet::Connect(connect)).await;
-        match raw.recv().await {
-            Some(Packet::ConnAck(ack)) => (raw, ack.code),
-            other => panic!("expected CONNACK, got {other:?}"),
         }
     }
 
