@@ -12,6 +12,7 @@
 //! 5. **finish**: the report (`report`).
 
 pub mod arrivals;
+mod backend;
 mod barrier;
 mod bulk;
 pub mod cohorts;
@@ -127,6 +128,8 @@ struct Run<'a> {
     events: events::Events,
     /// fleetsim as the operator, when the scenario has method, desired or query events.
     operator: Option<operator::Operator>,
+    /// fleetsim as the backend, when the scenario has `backend.consume`.
+    backend: Option<backend::Backend>,
     /// Stops the arrival processes, the devices and the operator.
     stop: CancellationToken,
     metrics: Option<prometheus::Endpoint>,
@@ -157,6 +160,7 @@ struct Driven {
 
 /// A run whose devices, endpoint, emulators and state have stopped.
 struct Ended {
+    backend: Option<crate::report::backend::BackendReport>,
     timing: Timing,
     wall: f64,
     sampling: Sampling,
@@ -189,11 +193,17 @@ impl<'a> Run<'a> {
             let share = options.shard.rate(1.0);
             operator::Operator::new(
                 resolved.service.clone(),
+                resolved.c2d.clone(),
                 resolved.services.clone(),
                 share,
                 &stop,
             )
         });
+        // Connected before any device starts: the backend reads from `@latest`.
+        let backend = match resolved.backend.clone() {
+            Some(target) => Some(backend::Backend::start(target, recorder.clone()).await?),
+            None => None,
+        };
         let metrics = match &options.metrics_listener {
             Some(listener) => {
                 let emulators = resolved.emulators.as_ref();
@@ -212,6 +222,7 @@ impl<'a> Run<'a> {
             soak,
             events,
             operator,
+            backend,
             stop,
             metrics,
         })
@@ -347,6 +358,11 @@ impl<'a> Run<'a> {
         roster.drain(DRAIN).await;
         drop(watcher);
         let wall = timing.start.elapsed().as_secs_f64();
+        // After the devices, before the emulators: messages still on their way get `grace`.
+        let backend = match self.backend.take() {
+            Some(b) => Some(b.finish(self.scenario.backend.grace.0).await),
+            None => None,
+        };
         if let Some(metrics) = self.metrics.take() {
             metrics.stop().await;
         }
@@ -364,6 +380,7 @@ impl<'a> Run<'a> {
             resume::close(soak, self.options.state.as_ref()).await;
         }
         Ended {
+            backend,
             timing,
             wall,
             sampling,
@@ -392,6 +409,7 @@ impl<'a> Run<'a> {
             hub: ended.hub.as_ref(),
             keys: &self.services.keys,
             operator: self.operator.as_ref().map(operator::Operator::report),
+            backend: ended.backend,
         };
         let report = report::build(&sources, snapshot, timeline)?;
         let mut devices = ended.roster.reports;

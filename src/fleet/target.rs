@@ -22,7 +22,10 @@ use crate::emulator::ca::capacity::CapacityConfig;
 use crate::emulator::hub::throttle::HubLimits;
 use crate::emulator::{CaConfig, Emulators, HubConfig};
 use crate::ezca::{Client as EzcaClient, RetryObserver, RetryPolicy, StaticToken, TokenSource};
+use super::backend::BackendTarget;
+use super::operator::C2dTarget;
 use crate::iothub::ConnectionString;
+use crate::iothub::amqp::{Endpoint as AmqpEndpoint, EventHubConnectionString};
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::iothub::service::ServiceClient;
@@ -31,6 +34,9 @@ use crate::scenario::{
     DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, RemoteHub, RemoteTarget,
     Scenario, Span, Target,
 };
+
+/// How long an AMQP connection and each of its requests may take.
+const AMQP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The services the devices of a fleet run share: EZCA and IoT Hub, embedded or real.
 pub type FleetServices = Services<HubBackends>;
@@ -41,6 +47,10 @@ pub struct Resolved {
     /// The hub's service API, for fleetsim as the operator (the scenario's method, desired and
     /// query events).
     pub service: Arc<ServiceClient>,
+    /// The hub's AMQP endpoint for the operator's C2D messages (none: no connection string).
+    pub c2d: Option<C2dTarget>,
+    /// Where fleetsim as the backend reads, when the scenario asks it to (`backend.consume`).
+    pub backend: Option<BackendTarget>,
 }
 
 /// The clients of the target, before they join the services the devices share.
@@ -49,6 +59,7 @@ struct Clients {
     registry: HubRegistry,
     transport: MqttTransport,
     service: ServiceClient,
+    c2d: Option<C2dTarget>,
 }
 
 /// The services every device of the run shares, complete: the clients for the scenario's
@@ -69,6 +80,7 @@ pub async fn resolve(
         }
         Target::Remote(r) => (remote(scenario, r, &recorder).await?, None),
     };
+    let backend = backend_target(scenario, emulators.as_ref())?;
     let services = Services {
         ca: clients.ca,
         registry: clients.registry,
@@ -83,7 +95,55 @@ pub async fn resolve(
         services: Arc::new(services),
         emulators,
         service: Arc::new(clients.service),
+        c2d: clients.c2d,
+        backend,
     })
+}
+
+/// The Event Hub-compatible endpoint the backend reads: the embedded hub's (its consumer group
+/// created if need be) or, for a remote target, the one the connection string in
+/// `backend.connection_string_env` names.
+fn backend_target(
+    scenario: &Scenario,
+    emulators: Option<&Emulators>,
+) -> Result<Option<BackendTarget>, FleetError> {
+    let b = &scenario.backend;
+    if !b.consume {
+        return Ok(None);
+    }
+    let bad = |e: crate::iothub::amqp::AmqpError| FleetError::Setup(format!("backend: {e}"));
+    let (credentials, endpoint) = match (emulators, &scenario.target.value) {
+        (Some(e), _) => {
+            let credentials = EventHubConnectionString::parse(&e.event_hub_connection_string())
+                .map_err(bad)?;
+            if b.consumer_group != "$Default" {
+                e.hub.event_log().add_consumer_group(&b.consumer_group);
+            }
+            let endpoint = embedded_amqp(e, &credentials.host)?;
+            (credentials, endpoint)
+        }
+        (None, Target::Remote(r)) => {
+            let cs = env_secret(
+                &b.connection_string_env,
+                "backend.consume needs the hub's Event Hub-compatible connection string",
+            )?;
+            let credentials = EventHubConnectionString::parse(&cs).map_err(bad)?;
+            let roots = match &r.iothub.trust_pem {
+                Some(p) => read_pem_roots(p)?,
+                None => Vec::new(),
+            };
+            let endpoint = remote_amqp(&credentials.host, &roots);
+            (credentials, endpoint)
+        }
+        (None, Target::Embedded(_)) => {
+            return Err(FleetError::Setup("backend: the embedded hub is not running".into()));
+        }
+    };
+    Ok(Some(BackendTarget {
+        endpoint,
+        credentials,
+        consumer_group: b.consumer_group.clone(),
+    }))
 }
 
 fn endpoint(host: String, port: u16, hub_host: String, websocket: bool) -> MqttEndpoint {
@@ -217,7 +277,38 @@ async fn embedded_clients(
         registry: HubRegistry(registry),
         transport: embedded_transport(scenario, target, emulators)?,
         service,
+        c2d: Some(C2dTarget {
+            endpoint: embedded_amqp(emulators, &target.hub.host)?,
+            credentials: emulators.hub.connection_string(),
+        }),
     })
+}
+
+/// The embedded hub's AMQP endpoint, trusted through the emulators' root.
+pub fn embedded_amqp(emulators: &Emulators, host: &str) -> Result<AmqpEndpoint, FleetError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(emulators.tls_root.clone())
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
+    Ok(AmqpEndpoint {
+        host: host.to_string(),
+        address: emulators.amqp_addr.to_string(),
+        roots: Arc::new(roots),
+        timeout: AMQP_TIMEOUT,
+    })
+}
+
+/// A real hub's AMQP endpoint (`{host}:5671`), trusted through the system's roots and `roots`.
+pub fn remote_amqp(host: &str, roots: &[CertificateDer<'static>]) -> AmqpEndpoint {
+    let mut trust = rustls::RootCertStore::empty();
+    trust.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    trust.add_parsable_certificates(roots.iter().cloned());
+    AmqpEndpoint {
+        host: host.to_string(),
+        address: format!("{host}:5671"),
+        roots: Arc::new(trust),
+        timeout: AMQP_TIMEOUT,
+    }
 }
 
 /// The embedded hub's MQTT endpoint (or its WebSocket one), spread over its listeners.
@@ -401,13 +492,22 @@ async fn remote(
         Some(p) => read_pem_roots(p)?,
         None => Vec::new(),
     };
-    let (host_name, registry, service) = remote_registry(&target.iothub, &hub_roots)?;
+    let (host_name, registry, service, auth) = remote_registry(&target.iothub, &hub_roots)?;
+    // C2D goes over AMQP with a service policy's SAS: only with a connection string.
+    let c2d = match auth {
+        RegistryAuth::Sas(credentials) => Some(C2dTarget {
+            endpoint: remote_amqp(&host_name, &hub_roots),
+            credentials,
+        }),
+        _ => None,
+    };
     let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
     Ok(Clients {
         ca,
         registry: HubRegistry(registry),
         transport,
         service,
+        c2d,
     })
 }
 
@@ -416,7 +516,7 @@ async fn remote(
 fn remote_registry(
     hub: &RemoteHub,
     roots: &[CertificateDer<'static>],
-) -> Result<(String, RegistryClient, ServiceClient), FleetError> {
+) -> Result<(String, RegistryClient, ServiceClient, RegistryAuth), FleetError> {
     let (host_name, auth) = match (&hub.token_env, &hub.host) {
         (Some(env), Some(host)) => (
             host.clone(),
@@ -436,8 +536,8 @@ fn remote_registry(
         .unwrap_or_else(|| format!("https://{host_name}"));
     let service = ServiceClient::new(&registry_url, auth.clone(), roots, false)
         .map_err(|e| FleetError::Setup(e.to_string()))?;
-    let registry = RegistryClient::with_auth(&registry_url, auth, roots, false)?;
-    Ok((host_name, registry, service))
+    let registry = RegistryClient::with_auth(&registry_url, auth.clone(), roots, false)?;
+    Ok((host_name, registry, service, auth))
 }
 
 /// The hub's MQTT (or WebSocket) endpoint, trusted through the system's roots and `roots`.

@@ -15,6 +15,7 @@ pub mod hlog;
 pub mod html;
 pub mod merge;
 mod model;
+pub mod backend;
 pub mod operator;
 pub mod stats;
 mod svg;

@@ -8,7 +8,9 @@ mod common;
 
 mod aad_tokens;
 mod amqp;
+mod amqp_clients;
 mod arrivals;
+mod backend_run;
 mod cloud_devices;
 mod cloud_scenarios;
 mod cohorts;
