@@ -11,6 +11,8 @@ mod amqp;
 mod amqp_clients;
 mod arrivals;
 mod backend_run;
+mod c2d_delivery;
+mod c2d_sdk;
 mod cloud_devices;
 mod cloud_scenarios;
 mod cohorts;
