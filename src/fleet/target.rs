@@ -278,7 +278,7 @@ async fn embedded_clients(
         transport: embedded_transport(scenario, target, emulators)?,
         service,
         c2d: Some(C2dTarget {
-            endpoint: embedded_amqp(emulators, &target.hub.host)?,
+            endpoint: embedded_amqp(emulators, emulators.hub.host_name())?,
             credentials: emulators.hub.connection_string(),
         }),
     })

@@ -23,7 +23,7 @@ pub use error::HubError;
 /// The application property fleetsim puts on every message it sends (a device's telemetry, the
 /// operator's cloud-to-device messages): the send time in Unix epoch milliseconds, as a decimal
 /// string. The receiving end measures `d2c.delivery` / `c2d.delivery` from it.
-pub const SENT_AT_PROPERTY: &str = "fleetsim-sent-at";
+pub const SENT_AT_PROPERTY: &str = topics::C2D_SENT_AT;
 
 /// The application property with a fleetsim device's telemetry sequence number (0, 1, 2, … per
 /// device), so the backend can tell a lost or duplicated message exactly.

@@ -150,7 +150,7 @@ async fn the_hubs_c2d_throttle_is_an_outcome() {
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     let pki = ServerPki::new("throttled hub").unwrap();
     let limits = C2dLimits {
-        sends_per_second: Some(1.0),
+        sends_per_minute: Some(1.0),
         ..Default::default()
     };
     let queues = Arc::new(C2dQueues::new(limits, |_| true));

@@ -12,6 +12,7 @@ mod amqp_clients;
 mod arrivals;
 mod backend_run;
 mod c2d_delivery;
+mod c2d_fleetsim_sender;
 mod c2d_sdk;
 mod cloud_devices;
 mod cloud_scenarios;

@@ -65,7 +65,7 @@ impl C2dOutcome {
         let is = |code: &str| description.contains(code);
         if is("DeviceMaximumQueueDepthExceeded") || is("403004") {
             C2dOutcome::QueueFull
-        } else if is("Throttling") || is("429") || condition.contains("throttl") {
+        } else if is("Throttling") || is("429001") || condition.contains("throttl") {
             C2dOutcome::Throttled
         } else if is("MessageTooLarge") || condition == "amqp:link:message-size-exceeded" {
             C2dOutcome::TooLarge
