@@ -185,7 +185,9 @@ mod tests {
         for id in 0..50 {
             let (topic, payload) = next_message("d1", id, 1_700_000_000_000, &mut rng);
             assert!(
-                topic.contains(&format!("fleetsim-seq={id}&fleetsim-sent-at=1700000000000&")),
+                topic.contains(&format!(
+                    "fleetsim-seq={id}&fleetsim-sent-at=1700000000000&"
+                )),
                 "{topic}"
             );
             let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
+use super::backend::BackendTarget;
 use super::error::FleetError;
+use super::operator::C2dTarget;
 use super::resume::Opened;
 use crate::clock::Clock;
 use crate::crypto::pool::KeyPool;
@@ -22,8 +24,6 @@ use crate::emulator::ca::capacity::CapacityConfig;
 use crate::emulator::hub::throttle::HubLimits;
 use crate::emulator::{CaConfig, Emulators, HubConfig};
 use crate::ezca::{Client as EzcaClient, RetryObserver, RetryPolicy, StaticToken, TokenSource};
-use super::backend::BackendTarget;
-use super::operator::C2dTarget;
 use crate::iothub::ConnectionString;
 use crate::iothub::amqp::{Endpoint as AmqpEndpoint, EventHubConnectionString};
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
@@ -114,8 +114,8 @@ fn backend_target(
     let bad = |e: crate::iothub::amqp::AmqpError| FleetError::Setup(format!("backend: {e}"));
     let (credentials, endpoint) = match (emulators, &scenario.target.value) {
         (Some(e), _) => {
-            let credentials = EventHubConnectionString::parse(&e.event_hub_connection_string())
-                .map_err(bad)?;
+            let credentials =
+                EventHubConnectionString::parse(&e.event_hub_connection_string()).map_err(bad)?;
             if b.consumer_group != "$Default" {
                 e.hub.event_log().add_consumer_group(&b.consumer_group);
             }
@@ -136,7 +136,9 @@ fn backend_target(
             (credentials, endpoint)
         }
         (None, Target::Embedded(_)) => {
-            return Err(FleetError::Setup("backend: the embedded hub is not running".into()));
+            return Err(FleetError::Setup(
+                "backend: the embedded hub is not running".into(),
+            ));
         }
     };
     Ok(Some(BackendTarget {

@@ -57,12 +57,7 @@ pub fn token(
 /// A SAS token as Event Hubs (and so an IoT hub's Event Hub-compatible endpoint) signs it:
 /// the HMAC key is the shared key's text itself, not its base64-decoded bytes, and the resource
 /// is usually `sb://{namespace host}/{entity}`.
-pub fn service_bus_token(
-    resource: &str,
-    key: &str,
-    policy: &str,
-    expiry: u64,
-) -> String {
+pub fn service_bus_token(resource: &str, key: &str, policy: &str, expiry: u64) -> String {
     let sr = url_encode(resource);
     let se = expiry.to_string();
     let key = hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes());

@@ -103,7 +103,11 @@ impl DeliveryLedger {
         let mut devices = lock(&self.devices);
         match devices.get_mut(device) {
             Some(d) => d.acked.insert(seq),
-            None => devices.entry(device.to_string()).or_default().acked.insert(seq),
+            None => devices
+                .entry(device.to_string())
+                .or_default()
+                .acked
+                .insert(seq),
         };
     }
 
@@ -178,7 +182,14 @@ mod tests {
         l.foreign();
         let t = l.totals();
         assert_eq!(
-            (t.devices, t.acked, t.received, t.lost, t.duplicated, t.foreign),
+            (
+                t.devices,
+                t.acked,
+                t.received,
+                t.lost,
+                t.duplicated,
+                t.foreign
+            ),
             (2, 100, 100, 1, 1, 1)
         );
     }

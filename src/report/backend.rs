@@ -97,7 +97,12 @@ mod tests {
         let m = merge([&a, &a].into_iter()).unwrap();
         assert_eq!((m.totals.acked, m.totals.duplicated), (20, 2));
         let text = m.to_text();
-        assert!(text.contains("20 acknowledged by the hub from 4 devices, 20 read, 0 lost, 2 duplicated"), "{text}");
+        assert!(
+            text.contains(
+                "20 acknowledged by the hub from 4 devices, 20 read, 0 lost, 2 duplicated"
+            ),
+            "{text}"
+        );
         let json = serde_json::to_value(&a).unwrap();
         assert_eq!(json["lost"], 0);
     }

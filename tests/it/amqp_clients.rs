@@ -19,13 +19,16 @@ use fleetsim::emulator::tls::ServerPki;
 use fleetsim::iothub::ConnectionString;
 use fleetsim::iothub::amqp::eventhub::StartPosition;
 use fleetsim::iothub::amqp::{
-    AmqpError, C2dOutcome, C2dSend, C2dSender, Endpoint, EventHubConnectionString,
-    EventHubConsumer,
+    AmqpError, C2dOutcome, C2dSend, C2dSender, Endpoint, EventHubConnectionString, EventHubConsumer,
 };
 use fleetsim::iothub::identity::Device;
 use tokio::time::Instant;
 
-fn endpoint(host: &str, addr: std::net::SocketAddr, root: &rustls_pki_types::CertificateDer<'static>) -> Endpoint {
+fn endpoint(
+    host: &str,
+    addr: std::net::SocketAddr,
+    root: &rustls_pki_types::CertificateDer<'static>,
+) -> Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     Endpoint {
@@ -173,12 +176,18 @@ async fn the_hubs_c2d_throttle_is_an_outcome() {
     let server = amqp.serve(listener, tls, async move { stopped.cancelled().await });
 
     let credentials = ConnectionString::new(common::HUB_HOST, "service", KEY);
-    let mut sender = C2dSender::connect(&endpoint(common::HUB_HOST, addr, &pki.root_der()), &credentials)
-        .await
-        .unwrap();
+    let mut sender = C2dSender::connect(
+        &endpoint(common::HUB_HOST, addr, &pki.root_der()),
+        &credentials,
+    )
+    .await
+    .unwrap();
     let first = sender.send(&message("d", "1", b"x")).await.unwrap();
     let second = sender.send(&message("d", "2", b"x")).await.unwrap();
-    assert_eq!((first, second), (C2dOutcome::Accepted, C2dOutcome::Throttled));
+    assert_eq!(
+        (first, second),
+        (C2dOutcome::Accepted, C2dOutcome::Throttled)
+    );
     assert_eq!(queues.pending("d"), 1);
     sender.close().await;
     stop.cancel();
@@ -198,7 +207,11 @@ fn append(log: &EventLog, device: &str, i: u32) {
     );
 }
 
-async fn consumer(e: &Emulators, group: &str, start: StartPosition) -> Result<EventHubConsumer, AmqpError> {
+async fn consumer(
+    e: &Emulators,
+    group: &str,
+    start: StartPosition,
+) -> Result<EventHubConsumer, AmqpError> {
     let cs = EventHubConnectionString::parse(&e.event_hub_connection_string()).unwrap();
     EventHubConsumer::connect(&hub_endpoint(e), &cs, group, &start).await
 }
@@ -229,9 +242,13 @@ async fn the_consumer_reads_every_partition_from_its_start_position() {
     for d in devices {
         append(&log, d, 0);
     }
-    let mut earliest = consumer(&e, "$Default", StartPosition::Earliest).await.unwrap();
+    let mut earliest = consumer(&e, "$Default", StartPosition::Earliest)
+        .await
+        .unwrap();
     assert_eq!(earliest.partition_ids(), ["0", "1", "2", "3"]);
-    let mut latest = consumer(&e, "backend", StartPosition::Latest).await.unwrap();
+    let mut latest = consumer(&e, "backend", StartPosition::Latest)
+        .await
+        .unwrap();
     for d in devices {
         append(&log, d, 1);
     }
@@ -243,13 +260,20 @@ async fn the_consumer_reads_every_partition_from_its_start_position() {
         assert!(devices.contains(&device), "{ev:?}");
         assert_eq!(ev.partition, log.partition_of(device).to_string());
         let i = ev.property("seq").unwrap();
-        assert_eq!(ev.message_id.as_deref(), Some(format!("{device}-{i}").as_str()));
+        assert_eq!(
+            ev.message_id.as_deref(),
+            Some(format!("{device}-{i}").as_str())
+        );
         assert_eq!(ev.content_type.as_deref(), Some("application/json"));
         assert_eq!(ev.body, format!("{{\"reading\":{i}}}").into_bytes());
         assert!(ev.sequence_number.is_some() && ev.enqueued_ms.is_some());
     }
     let new_only = read(&mut latest, 5).await;
-    assert_eq!(new_only.len(), 5, "@latest skips what came before: {new_only:?}");
+    assert_eq!(
+        new_only.len(),
+        5,
+        "@latest skips what came before: {new_only:?}"
+    );
     assert!(new_only.iter().all(|ev| ev.property("seq") == Some("1")));
 
     // After a sequence number: what follows it in that partition.
@@ -258,14 +282,27 @@ async fn the_consumer_reads_every_partition_from_its_start_position() {
         .iter()
         .find(|ev| ev.device_id.as_deref() == Some("dev-a") && ev.property("seq") == Some("0"))
         .unwrap();
-    let mut after = consumer(&e, "$Default", StartPosition::AfterSequence(first_a.sequence_number.unwrap()))
-        .await
-        .unwrap();
+    let mut after = consumer(
+        &e,
+        "$Default",
+        StartPosition::AfterSequence(first_a.sequence_number.unwrap()),
+    )
+    .await
+    .unwrap();
     let later = read(&mut after, 1).await;
-    assert!(later.iter().any(|ev| ev.partition == p && ev.device_id.as_deref() == Some("dev-a") && ev.property("seq") == Some("1")));
-    assert!(!later.iter().any(|ev| ev.partition == p && ev.sequence_number <= first_a.sequence_number));
+    assert!(later.iter().any(|ev| ev.partition == p
+        && ev.device_id.as_deref() == Some("dev-a")
+        && ev.property("seq") == Some("1")));
+    assert!(
+        !later
+            .iter()
+            .any(|ev| ev.partition == p && ev.sequence_number <= first_a.sequence_number)
+    );
 
-    let refused = consumer(&e, "nobody", StartPosition::Latest).await.err().unwrap();
+    let refused = consumer(&e, "nobody", StartPosition::Latest)
+        .await
+        .err()
+        .unwrap();
     assert!(
         matches!(&refused, AmqpError::LinkRefused { condition, .. } if condition == "amqp:not-found"),
         "{refused}"

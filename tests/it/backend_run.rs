@@ -1,8 +1,7 @@
 //! fleetsim as its fleet's backend and as the C2D operator, end to end against the embedded hub:
 //! a run with `backend.consume` reads every acknowledged message from the Event Hub-compatible
 //! endpoint (none lost, none duplicated, `d2c.delivery` timed), and a `c2d` event's messages are
-//! settled by the hub and counted by outcome (devices online: accepted; devices not started
-//! yet when it fires: not chosen; devices the hub does not see connected: offline_queued).
+//! settled by the hub, counted by outcome and received by the devices (`c2d.delivery`).
 
 use std::path::Path;
 
@@ -44,6 +43,8 @@ fleet:
 telemetry:
   interval: 1s
   qos: 1
+behaviour:
+  subscriptions: [c2d]
 backend:
   consume: true
   consumer_group: fleetsim
@@ -64,7 +65,10 @@ thresholds:
     assert_eq!((t.lost, t.duplicated), (0, 0), "{backend:?}");
     assert_eq!(t.devices, 20);
     let d2c = phase(&outcome, Phase::D2cDelivery, Outcome::Ok).expect("d2c.delivery");
-    assert_eq!(d2c.latency.count, t.received, "one latency per message read");
+    assert_eq!(
+        d2c.latency.count, t.received,
+        "one latency per message read"
+    );
     assert!(d2c.latency.p99_ms < 5_000.0, "{:?}", d2c.latency);
     let text = report.to_text();
     assert!(text.contains("backend:"), "{text}");
@@ -77,5 +81,14 @@ thresholds:
         phase(&outcome, Phase::C2dSend, Outcome::Ok).map(|p| p.latency.count),
         Some(10)
     );
-    assert!(text.contains("c2d at 3s: 10 devices: 10 accepted"), "{text}");
+    assert!(
+        text.contains("c2d at 3s: 10 devices: 10 accepted"),
+        "{text}"
+    );
+    // The devices received them: fleetsim-sent-at → the device, timed on the device.
+    assert_eq!(
+        phase(&outcome, Phase::C2dDelivery, Outcome::Ok).map(|p| p.latency.count),
+        Some(10),
+        "{text}"
+    );
 }

@@ -25,7 +25,14 @@ fn emulate(dir: &std::path::Path) -> Watched {
         .arg("emulate")
         .args(["--ip", &ip, "--hub-host", HOST, "--no-dps"])
         .args(["--registry-port", "443", "--mqtt-port", "8883"])
-        .args(["--amqp-port", "5671", "--ca-port", "0", "--websocket-port", "0"])
+        .args([
+            "--amqp-port",
+            "5671",
+            "--ca-port",
+            "0",
+            "--websocket-port",
+            "0",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::piped());
@@ -105,5 +112,10 @@ async fn an_sdk_device_receives_what_fleetsims_sender_sent() {
     let sent_at: i64 = custom[SENT_AT_PROPERTY].as_str().unwrap().parse().unwrap();
     assert!(sent_at >= before, "{m}");
     assert_eq!(custom.as_object().unwrap().len(), 3, "{custom}");
-    assert!(m["expiry_time_utc"].as_str().is_some_and(|e| e.ends_with('Z')), "{m}");
+    assert!(
+        m["expiry_time_utc"]
+            .as_str()
+            .is_some_and(|e| e.ends_with('Z')),
+        "{m}"
+    );
 }

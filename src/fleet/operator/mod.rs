@@ -110,7 +110,8 @@ impl Operator {
         };
         tracing::info!("c2d event");
         let ctx = self.ctx.clone();
-        self.tasks.spawn(c2d::run(ctx, event.clone(), targets, slot));
+        self.tasks
+            .spawn(c2d::run(ctx, event.clone(), targets, slot));
     }
 
     /// Starts `event` (fired `at` into the run).

@@ -283,7 +283,10 @@ mod tests {
             m.application_property(SENT_AT_PROPERTY),
             Some(&Value::str("1700000000123"))
         );
-        assert_eq!(m.application_property("iothub-ack"), Some(&Value::str("full")));
+        assert_eq!(
+            m.application_property("iothub-ack"),
+            Some(&Value::str("full"))
+        );
         assert_eq!(m.application_property("k"), Some(&Value::str("v")));
     }
 }

@@ -73,7 +73,9 @@ impl Node {
         };
         let after = conn.timeout();
         let deadline = Instant::now() + after;
-        let delivery = conn.send(self.requests, &message::encode_message(&request)).await?;
+        let delivery = conn
+            .send(self.requests, &message::encode_message(&request))
+            .await?;
         let (node, responses) = (self.name, self.responses);
         let timeout = || AmqpError::Timeout {
             what: "a request to the hub",
@@ -116,10 +118,8 @@ impl Node {
                     };
                 }
                 Event::Detached { error, .. } => {
-                    let (condition, description) = error
-                        .as_ref()
-                        .map(super::error_parts)
-                        .unwrap_or_default();
+                    let (condition, description) =
+                        error.as_ref().map(super::error_parts).unwrap_or_default();
                     return Err(AmqpError::LinkRefused {
                         address: node.to_string(),
                         condition,

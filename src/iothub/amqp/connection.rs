@@ -392,9 +392,11 @@ impl Connection {
         let deadline = Instant::now() + self.timeout;
         loop {
             // A refusal is an attach with a null terminus followed by a detach with the error.
-            if let Some(i) = self.events.iter().position(
-                |e| matches!(e, Event::Detached { handle: h, .. } if *h == handle),
-            ) {
+            if let Some(i) = self
+                .events
+                .iter()
+                .position(|e| matches!(e, Event::Detached { handle: h, .. } if *h == handle))
+            {
                 let error = match self.events.remove(i) {
                     Some(Event::Detached { error, .. }) => error,
                     _ => None,
@@ -444,7 +446,10 @@ impl Connection {
     /// Sends `payload` (an encoded message) on sender link `handle`, unsettled; returns its
     /// delivery id, whose disposition comes as an [`Event::Disposition`]. Waits for credit.
     pub async fn send(&mut self, handle: u32, payload: &[u8]) -> Result<u32, AmqpError> {
-        let chunk = self.max_out_frame.saturating_sub(TRANSFER_OVERHEAD).max(256);
+        let chunk = self
+            .max_out_frame
+            .saturating_sub(TRANSFER_OVERHEAD)
+            .max(256);
         let frames = payload.len().div_ceil(chunk).max(1) as u32;
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -622,10 +627,10 @@ impl Connection {
             .get_mut(&ours)
             .filter(|l| !l.sender)
             .ok_or_else(|| AmqpError::Protocol("transfer on a link where we send".into()))?;
-        let (id, settled, mut bytes) = l
-            .partial
-            .take()
-            .unwrap_or((t.delivery_id, t.settled, Vec::new()));
+        let (id, settled, mut bytes) =
+            l.partial
+                .take()
+                .unwrap_or((t.delivery_id, t.settled, Vec::new()));
         if bytes.len() + payload.len() > MAX_MESSAGE {
             return Err(AmqpError::Protocol(format!(
                 "a message larger than {MAX_MESSAGE} bytes"

@@ -240,7 +240,9 @@ impl EventHubConsumer {
             let expiry = now_secs() + TOKEN_LIFETIME_S;
             let token = self.credentials.token(expiry);
             let audience = self.credentials.audience();
-            self.cbs.put_token(&mut self.conn, &audience, &token).await?;
+            self.cbs
+                .put_token(&mut self.conn, &audience, &token)
+                .await?;
             self.token_expiry = expiry;
         }
         loop {
@@ -290,7 +292,11 @@ async fn partition_ids(
     let reply = management.request(conn, props, Value::Null).await?;
     let body = match &reply.body {
         message::Body::Value(v) => v,
-        _ => return Err(AmqpError::Protocol("$management answered without a map".into())),
+        _ => {
+            return Err(AmqpError::Protocol(
+                "$management answered without a map".into(),
+            ));
+        }
     };
     let ids: Vec<String> = match body.map_get("partition_ids") {
         Some(Value::Array(items) | Value::List(items)) => {
@@ -318,7 +324,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cs.host, "ihsuprod.servicebus.windows.net");
-        assert_eq!((cs.key_name.as_str(), cs.entity.as_str()), ("service", "myhub"));
+        assert_eq!(
+            (cs.key_name.as_str(), cs.entity.as_str()),
+            ("service", "myhub")
+        );
         assert!(!format!("{cs:?}").contains("c2Vj"));
         assert_eq!(cs.audience(), "sb://ihsuprod.servicebus.windows.net/myhub");
         for bad in [
