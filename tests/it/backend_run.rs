@@ -15,11 +15,11 @@ async fn run(text: &str) -> RunOutcome {
         .expect("run completes")
 }
 
-fn phase<'a>(
-    outcome: &'a RunOutcome,
+fn phase(
+    outcome: &RunOutcome,
     phase: Phase,
     result: Outcome,
-) -> Option<&'a fleetsim::report::PhaseStats> {
+) -> Option<&fleetsim::report::PhaseStats> {
     outcome
         .report
         .phases

@@ -174,6 +174,26 @@ fn event_mistakes_are_located() {
         "9:5",
         "not before the end of the run",
     );
+    refused(
+        "events:\n  - at: 2s\n    c2d: {body: hi}\n",
+        "9:5",
+        "c2d needs devices",
+    );
+    refused(
+        "events:\n  - at: 2s\n    c2d: {body: hi, devices: 10%, ack: always}\n",
+        "9:5",
+        "none, positive, negative or full",
+    );
+    refused(
+        "events:\n  - at: 2s\n    c2d: {body: hi, devices: 10%, expiry: 3d}\n",
+        "9:5",
+        "at most 2 days",
+    );
+    refused(
+        "events:\n  - {at: 2s, c2d: {body: hi, devices: 1}, revoke: 5%}\n",
+        "9:5",
+        "one thing",
+    );
 }
 
 #[test]
