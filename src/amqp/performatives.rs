@@ -126,6 +126,28 @@ pub struct Transfer {
 pub struct Detach {
     pub handle: u32,
     pub closed: bool,
+    /// The `amqp:error:list` the peer detached with, if any.
+    pub error: Option<Value>,
+}
+
+/// A disposition (part 2.7.6): which deliveries, from which side, and their outcome.
+#[derive(Debug, Clone)]
+pub struct Disposition {
+    /// true: sent by the receiver of the deliveries.
+    pub role_receiver: bool,
+    pub first: u32,
+    pub last: Option<u32>,
+    pub settled: bool,
+    /// The delivery state (an outcome such as `accepted` or `rejected`), if any.
+    pub state: Option<Value>,
+}
+
+impl Disposition {
+    /// Whether `delivery_id` is in this disposition's range.
+    pub fn covers(&self, delivery_id: u32) -> bool {
+        let last = self.last.unwrap_or(self.first);
+        delivery_id.wrapping_sub(self.first) <= last.wrapping_sub(self.first)
+    }
 }
 
 #[derive(Debug)]
@@ -135,11 +157,11 @@ pub enum Performative {
     Attach(Attach),
     Flow(Flow),
     Transfer(Transfer),
-    /// Dispositions from peers only settle what this server sent; it needs none of their fields.
-    Disposition,
+    Disposition(Disposition),
     Detach(Detach),
-    End,
-    Close,
+    /// With the error the peer ended or closed with, if any.
+    End(Option<Value>),
+    Close(Option<Value>),
 }
 
 /// Decodes the performative at the start of an AMQP frame body; returns it and where the
@@ -200,13 +222,23 @@ pub fn decode_performative(body: &[u8]) -> Result<(Performative, usize), DecodeE
             more: f.bool(5),
             aborted: f.bool(9),
         }),
-        DISPOSITION => Performative::Disposition,
+        DISPOSITION => Performative::Disposition(Disposition {
+            role_receiver: f
+                .get(0)
+                .and_then(Value::as_bool)
+                .ok_or(DecodeError::Invalid("disposition without role"))?,
+            first: f.need_u32(1, "disposition without first")?,
+            last: f.u32(2),
+            settled: f.bool(3),
+            state: f.get(4).cloned(),
+        }),
         DETACH => Performative::Detach(Detach {
             handle: f.need_u32(0, "detach without handle")?,
             closed: f.bool(1),
+            error: f.get(2).cloned(),
         }),
-        END => Performative::End,
-        CLOSE => Performative::Close,
+        END => Performative::End(f.get(0).cloned()),
+        CLOSE => Performative::Close(f.get(0).cloned()),
         _ => return Err(DecodeError::Invalid("unknown performative")),
     };
     Ok((p, d.position()))

@@ -35,6 +35,8 @@ pub enum TrafficClass {
     TwinUpdate,
     /// Twin reads the operator makes (polling for acknowledgements).
     TwinRead,
+    /// Cloud-to-device messages the operator sends.
+    C2d,
 }
 
 impl TrafficClass {
@@ -56,6 +58,7 @@ impl TrafficClass {
             Self::Method => Phase::LimitMethod,
             Self::TwinUpdate => Phase::LimitTwinUpdate,
             Self::TwinRead => Phase::LimitTwinRead,
+            Self::C2d => Phase::LimitC2d,
         }
     }
 
@@ -70,7 +73,7 @@ const BURST_WINDOW: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 pub struct Gate {
-    limiters: [Option<DefaultDirectRateLimiter>; 6],
+    limiters: [Option<DefaultDirectRateLimiter>; 7],
     /// Closed model: the place each enrolling device holds, by device index.
     places: Mutex<HashMap<u64, OwnedSemaphorePermit>>,
 }

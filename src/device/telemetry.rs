@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::backends::{Backends, DeviceSession, ServiceError, Session};
 use super::core::Device;
 use super::gate::TrafficClass;
+use crate::iothub::{SENT_AT_PROPERTY, SEQUENCE_PROPERTY};
 use crate::metrics::{Outcome, Phase};
 
 #[derive(Debug, Serialize)]
@@ -22,8 +23,16 @@ pub struct Sample<'a> {
     pub humidity: f64,
 }
 
-/// The payload bytes and the topic for message `message_id` of `device_id`.
-pub fn next_message(device_id: &str, message_id: u64, rng: &mut StdRng) -> (String, Vec<u8>) {
+/// The payload bytes and the topic for message `message_id` of `device_id`, sent at `sent_ms`
+/// (Unix epoch milliseconds). Besides the sample's properties the topic carries fleetsim's
+/// sequence number and send time, from which a backend measures `d2c.delivery` and finds
+/// lost or duplicated messages.
+pub fn next_message(
+    device_id: &str,
+    message_id: u64,
+    sent_ms: i64,
+    rng: &mut StdRng,
+) -> (String, Vec<u8>) {
     let sample = Sample {
         device_id,
         message_id,
@@ -35,11 +44,14 @@ pub fn next_message(device_id: &str, message_id: u64, rng: &mut StdRng) -> (Stri
     } else {
         "false"
     };
+    let (seq, sent) = (message_id.to_string(), sent_ms.to_string());
     let topic = crate::iothub::topics::telemetry(
         device_id,
         &[
             ("$.ct", "application/json"),
             ("$.ce", "utf-8"),
+            (SEQUENCE_PROPERTY, &seq),
+            (SENT_AT_PROPERTY, &sent),
             ("temperatureAlert", alert),
         ],
     );
@@ -103,7 +115,8 @@ impl<B: Backends> Device<'_, B> {
                 _ = gate.wait(TrafficClass::Publish, &self.services.recorder) => {}
             }
         }
-        let (topic, payload) = next_message(&self.spec.id, telemetry.next_id, &mut self.rng);
+        let seq = telemetry.next_id;
+        let (topic, payload) = next_message(&self.spec.id, seq, epoch_ms(), &mut self.rng);
         telemetry.next_id += 1;
         self.report.messages_sent += 1;
         self.services.recorder.message_sent();
@@ -114,7 +127,7 @@ impl<B: Backends> Device<'_, B> {
             .publish(topic, payload, self.spec.at_least_once)
             .await;
         let sent = match result {
-            Ok(()) => self.delivered(telemetry, start),
+            Ok(()) => self.delivered(telemetry, seq, start),
             Err(e) => self.publish_failed(telemetry, start, &e),
         };
         telemetry.due += telemetry.every.unwrap_or(self.spec.telemetry_interval);
@@ -123,13 +136,14 @@ impl<B: Backends> Device<'_, B> {
 
     /// Records a delivered message: its latency from when it was due (and, uncorrected, from
     /// when the send began), so a late send shows up as latency.
-    fn delivered(&mut self, telemetry: &mut Telemetry, start: Instant) -> Sent {
+    fn delivered(&mut self, telemetry: &mut Telemetry, seq: u64, start: Instant) -> Sent {
         let now = Instant::now();
         let recorder = &self.services.recorder;
         recorder.record_with_actual(Phase::MqttPublish, Outcome::Ok, telemetry.due, start, now);
         if self.spec.at_least_once {
             self.report.messages_acked += 1;
             recorder.message_acked();
+            recorder.telemetry_acked(&self.spec.id, seq);
         }
         if telemetry.first {
             recorder.record(
@@ -154,6 +168,12 @@ impl<B: Backends> Device<'_, B> {
     }
 }
 
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +183,13 @@ mod tests {
     fn sample_matches_the_seed_sample_shape() {
         let mut rng = StdRng::seed_from_u64(7);
         for id in 0..50 {
-            let (topic, payload) = next_message("d1", id, &mut rng);
+            let (topic, payload) = next_message("d1", id, 1_700_000_000_000, &mut rng);
+            assert!(
+                topic.contains(&format!(
+                    "fleetsim-seq={id}&fleetsim-sent-at=1700000000000&"
+                )),
+                "{topic}"
+            );
             let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
             assert_eq!(v["deviceId"], "d1");
             assert_eq!(v["messageId"], id);

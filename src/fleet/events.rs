@@ -2,7 +2,7 @@
 //! - `revoke`: a share of the devices started by then and not yet told to revoke is picked
 //!   (deterministically from the scenario's seed) and each is told to revoke its certificate
 //!   with the event's method, through its command channel;
-//! - `method`, `desired`: the devices are picked the same way from those started by then (or
+//! - `method`, `desired`, `c2d`: the devices are picked the same way from those started by then (or
 //!   left to a query), and the operator ([`super::operator`]) takes the event on;
 //! - `query`: the operator starts running it.
 
@@ -94,6 +94,12 @@ impl Events {
                 let targets = self.targets(started, d.devices, d.query.as_deref());
                 let n = picked(&targets);
                 op.desired(d, at, targets);
+                n
+            }
+            (Some(Action::C2d(c)), Some(op)) => {
+                let targets = self.targets(started, c.devices, c.query.as_deref());
+                let n = picked(&targets);
+                op.c2d(c, at, targets);
                 n
             }
             (Some(Action::Query(q)), Some(op)) => {

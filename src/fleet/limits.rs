@@ -16,6 +16,7 @@ pub fn gate(limits: &Limits, shard: Shard) -> Gate {
         (TrafficClass::Method, limits.methods),
         (TrafficClass::TwinUpdate, limits.twin_updates),
         (TrafficClass::TwinRead, limits.twin_reads),
+        (TrafficClass::C2d, limits.c2d),
     ] {
         if let Some(rate) = rate {
             gate = gate.limit(class, shard.rate(rate.0));

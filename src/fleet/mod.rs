@@ -12,6 +12,7 @@
 //! 5. **finish**: the report (`report`).
 
 pub mod arrivals;
+mod backend;
 mod barrier;
 mod bulk;
 pub mod cohorts;
@@ -131,6 +132,8 @@ struct Run<'a> {
     events: events::Events,
     /// fleetsim as the operator, when the scenario has method, desired or query events.
     operator: Option<operator::Operator>,
+    /// fleetsim as the backend, when the scenario has `backend.consume`.
+    backend: Option<backend::Backend>,
     /// Stops the arrival processes, the devices and the operator.
     stop: CancellationToken,
     metrics: Option<prometheus::Endpoint>,
@@ -161,6 +164,7 @@ struct Driven {
 
 /// A run whose devices, endpoint, emulators and state have stopped.
 struct Ended {
+    backend: Option<crate::report::backend::BackendReport>,
     timing: Timing,
     wall: f64,
     sampling: Sampling,
@@ -196,6 +200,7 @@ impl<'a> Run<'a> {
         let operator = match (events.need_operator(), &resolved.service) {
             (true, Some(service)) => Some(operator::Operator::new(
                 service.clone(),
+                resolved.c2d.clone(),
                 resolved.services.clone(),
                 options.shard.rate(1.0),
                 &stop,
@@ -203,11 +208,16 @@ impl<'a> Run<'a> {
             // Only a remote DPS run leaves the service API out, and only without such events.
             (true, None) => {
                 return Err(FleetError::Setup(
-                    "the scenario's method, desired and query events need the hub's service API"
+                    "the scenario's method, desired, query and c2d events need the hub's service API"
                         .into(),
                 ));
             }
             (false, _) => None,
+        };
+        // Connected before any device starts: the backend reads from `@latest`.
+        let backend = match resolved.backend.clone() {
+            Some(target) => Some(backend::Backend::start(target, recorder.clone()).await?),
+            None => None,
         };
         let metrics = match &options.metrics_listener {
             Some(listener) => {
@@ -227,6 +237,7 @@ impl<'a> Run<'a> {
             soak,
             events,
             operator,
+            backend,
             stop,
             metrics,
         })
@@ -372,6 +383,11 @@ impl<'a> Run<'a> {
         roster.drain(DRAIN).await;
         drop(watcher);
         let wall = timing.start.elapsed().as_secs_f64();
+        // After the devices, before the emulators: messages still on their way get `grace`.
+        let backend = match self.backend.take() {
+            Some(b) => Some(b.finish(self.scenario.backend.grace.0).await),
+            None => None,
+        };
         if let Some(metrics) = self.metrics.take() {
             metrics.stop().await;
         }
@@ -393,6 +409,7 @@ impl<'a> Run<'a> {
             resume::close(soak, self.options.state.as_ref()).await;
         }
         Ended {
+            backend,
             timing,
             wall,
             sampling,
@@ -424,6 +441,7 @@ impl<'a> Run<'a> {
             dps: ended.dps.as_ref(),
             keys: &self.services.keys,
             operator: self.operator.as_ref().map(operator::Operator::report),
+            backend: ended.backend,
         };
         let mut report = report::build(&sources, snapshot, timeline)?;
         report.panics = report::panics(

@@ -39,6 +39,8 @@ pub(super) struct Sources<'a> {
     pub keys: &'a KeySource,
     /// What fleetsim as the operator did, if the scenario made it one.
     pub operator: Option<crate::report::operator::OperatorReport>,
+    /// What fleetsim as the backend read, if the scenario made it one.
+    pub backend: Option<crate::report::backend::BackendReport>,
 }
 
 /// The report of the run, from its final `snapshot` and `timeline`.
@@ -76,6 +78,7 @@ pub(super) fn build(
     ));
     report.key_pool = s.keys.counts().map(key_pool);
     report.operator = s.operator.clone();
+    report.backend = s.backend.clone();
     report.timeline = Some(timeline);
     // Last: the thresholds read the other sections.
     report.thresholds = crate::report::thresholds::evaluate(&s.scenario.thresholds, &report)?;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
+use super::backend::BackendTarget;
 use super::error::FleetError;
+use super::operator::C2dTarget;
 use super::resume::Opened;
 use crate::clock::Clock;
 use crate::crypto::pool::KeyPool;
@@ -26,6 +28,7 @@ use crate::emulator::hub::throttle::HubLimits;
 use crate::emulator::{CaConfig, Emulators, HubConfig};
 use crate::ezca::{Client as EzcaClient, RetryObserver, RetryPolicy, StaticToken, TokenSource};
 use crate::iothub::ConnectionString;
+use crate::iothub::amqp::{Endpoint as AmqpEndpoint, EventHubConnectionString};
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::iothub::service::ServiceClient;
@@ -34,6 +37,9 @@ use crate::scenario::{
     DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, Provisioning, RemoteHub,
     RemoteTarget, Scenario, Span, Target,
 };
+
+/// How long an AMQP connection and each of its requests may take.
+const AMQP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The services the devices of a fleet run share: EZCA and IoT Hub, embedded or real.
 pub type FleetServices = Services<HubBackends>;
@@ -44,6 +50,10 @@ pub struct Resolved {
     /// The hub's service API, for fleetsim as the operator (the scenario's method, desired and
     /// query events); none in a remote DPS run without such events.
     pub service: Option<Arc<ServiceClient>>,
+    /// The hub's AMQP endpoint for the operator's C2D messages (none: no connection string).
+    pub c2d: Option<C2dTarget>,
+    /// Where fleetsim as the backend reads, when the scenario asks it to (`backend.consume`).
+    pub backend: Option<BackendTarget>,
 }
 
 /// The clients of the target, before they join the services the devices share: the registry
@@ -55,6 +65,7 @@ struct Clients {
     transport: MqttTransport,
     /// None in a remote DPS run without operator events (it may have no hub credentials).
     service: Option<ServiceClient>,
+    c2d: Option<C2dTarget>,
 }
 
 /// The services every device of the run shares, complete: the clients for the scenario's
@@ -75,6 +86,7 @@ pub async fn resolve(
         }
         Target::Remote(r) => (remote(scenario, r, &recorder).await?, None),
     };
+    let backend = backend_target(scenario, emulators.as_ref())?;
     let services = Services {
         ca: clients.ca,
         registry: clients.registry,
@@ -90,7 +102,57 @@ pub async fn resolve(
         services: Arc::new(services),
         emulators,
         service: clients.service.map(Arc::new),
+        c2d: clients.c2d,
+        backend,
     })
+}
+
+/// The Event Hub-compatible endpoint the backend reads: the embedded hub's (its consumer group
+/// created if need be) or, for a remote target, the one the connection string in
+/// `backend.connection_string_env` names.
+fn backend_target(
+    scenario: &Scenario,
+    emulators: Option<&Emulators>,
+) -> Result<Option<BackendTarget>, FleetError> {
+    let b = &scenario.backend;
+    if !b.consume {
+        return Ok(None);
+    }
+    let bad = |e: crate::iothub::amqp::AmqpError| FleetError::Setup(format!("backend: {e}"));
+    let (credentials, endpoint) = match (emulators, &scenario.target.value) {
+        (Some(e), _) => {
+            let credentials =
+                EventHubConnectionString::parse(&e.event_hub_connection_string()).map_err(bad)?;
+            if b.consumer_group != "$Default" {
+                e.hub.event_log().add_consumer_group(&b.consumer_group);
+            }
+            let endpoint = embedded_amqp(e, &credentials.host)?;
+            (credentials, endpoint)
+        }
+        (None, Target::Remote(r)) => {
+            let cs = env_secret(
+                &b.connection_string_env,
+                "backend.consume needs the hub's Event Hub-compatible connection string",
+            )?;
+            let credentials = EventHubConnectionString::parse(&cs).map_err(bad)?;
+            let roots = match &r.iothub.trust_pem {
+                Some(p) => read_pem_roots(p)?,
+                None => Vec::new(),
+            };
+            let endpoint = remote_amqp(&credentials.host, &roots);
+            (credentials, endpoint)
+        }
+        (None, Target::Embedded(_)) => {
+            return Err(FleetError::Setup(
+                "backend: the embedded hub is not running".into(),
+            ));
+        }
+    };
+    Ok(Some(BackendTarget {
+        endpoint,
+        credentials,
+        consumer_group: b.consumer_group.clone(),
+    }))
 }
 
 fn endpoint(host: String, port: u16, hub_host: String, websocket: bool) -> MqttEndpoint {
@@ -221,6 +283,10 @@ async fn embedded_clients(
     let auth = RegistryAuth::Sas(emulators.hub.connection_string());
     let service = ServiceClient::new(&emulators.hub_registry_url, auth, &roots, true)
         .map_err(|e| FleetError::Setup(e.to_string()))?;
+    let c2d = Some(C2dTarget {
+        endpoint: embedded_amqp(emulators, emulators.hub.host_name())?,
+        credentials: emulators.hub.connection_string(),
+    });
     if scenario.fleet.provisioning() == Provisioning::Dps {
         return Ok(Clients {
             ca,
@@ -228,6 +294,7 @@ async fn embedded_clients(
             provisioning: Some(super::dps::embedded_client(emulators, websocket)?),
             transport: embedded_transport(scenario, target, emulators)?,
             service: Some(service),
+            c2d,
         });
     }
     let registry = RegistryClient::new(
@@ -242,7 +309,35 @@ async fn embedded_clients(
         provisioning: None,
         transport: embedded_transport(scenario, target, emulators)?,
         service: Some(service),
+        c2d,
     })
+}
+
+/// The embedded hub's AMQP endpoint, trusted through the emulators' root.
+pub fn embedded_amqp(emulators: &Emulators, host: &str) -> Result<AmqpEndpoint, FleetError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(emulators.tls_root.clone())
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
+    Ok(AmqpEndpoint {
+        host: host.to_string(),
+        address: emulators.amqp_addr.to_string(),
+        roots: Arc::new(roots),
+        timeout: AMQP_TIMEOUT,
+    })
+}
+
+/// A real hub's AMQP endpoint (`{host}:5671`), trusted through the system's roots and `roots`.
+pub fn remote_amqp(host: &str, roots: &[CertificateDer<'static>]) -> AmqpEndpoint {
+    let mut trust = rustls::RootCertStore::empty();
+    trust.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    trust.add_parsable_certificates(roots.iter().cloned());
+    AmqpEndpoint {
+        host: host.to_string(),
+        address: format!("{host}:5671"),
+        roots: Arc::new(trust),
+        timeout: AMQP_TIMEOUT,
+    }
 }
 
 /// The embedded hub's MQTT endpoint (or its WebSocket one), spread over its listeners.
@@ -438,7 +533,8 @@ async fn remote(
         Provisioning::Registry => None,
     };
     let Some(dps) = dps else {
-        let (host_name, registry, service) = remote_registry(&target.iothub, &hub_roots)?;
+        let (host_name, registry, service, auth) = remote_registry(&target.iothub, &hub_roots)?;
+        let c2d = remote_c2d(auth, &host_name, &hub_roots);
         let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
         return Ok(Clients {
             ca,
@@ -446,6 +542,7 @@ async fn remote(
             provisioning: None,
             transport,
             service: Some(service),
+            c2d,
         });
     };
     let websocket = scenario.fleet.transport == DeviceTransportKind::Websocket;
@@ -454,12 +551,15 @@ async fn remote(
         None => Vec::new(),
     };
     let provisioning = super::dps::remote_client(&dps.value, dps_roots, websocket)?;
-    // A DPS run needs no hub credentials, but the operator's events do: only then are they read.
-    let service = match scenario.has_operator_events() {
-        true => Some(remote_registry(&target.iothub, &hub_roots)?.2),
-        false => None,
-    };
     let host_name = super::dps::remote_hub_name(&target.iothub);
+    // A DPS run needs no hub credentials, but the operator's events do: only then are they read.
+    let (service, c2d) = match scenario.has_operator_events() {
+        true => {
+            let (_, _, service, auth) = remote_registry(&target.iothub, &hub_roots)?;
+            (Some(service), remote_c2d(auth, &host_name, &hub_roots))
+        }
+        false => (None, None),
+    };
     let mut transport = remote_transport(scenario, &target.iothub, host_name.clone(), hub_roots)?;
     super::dps::route_remote_hub(&mut transport, &target.iothub, &host_name, websocket);
     Ok(Clients {
@@ -468,7 +568,24 @@ async fn remote(
         provisioning: Some(provisioning),
         transport,
         service,
+        c2d,
     })
+}
+
+/// The hub's AMQP endpoint for C2D: it takes a service policy's SAS, so only with a connection
+/// string.
+fn remote_c2d(
+    auth: RegistryAuth,
+    host_name: &str,
+    roots: &[CertificateDer<'static>],
+) -> Option<C2dTarget> {
+    match auth {
+        RegistryAuth::Sas(credentials) => Some(C2dTarget {
+            endpoint: remote_amqp(host_name, roots),
+            credentials,
+        }),
+        _ => None,
+    }
 }
 
 /// The hub's host name, registry client and service client. Credentials: an Azure AD token
@@ -476,7 +593,7 @@ async fn remote(
 fn remote_registry(
     hub: &RemoteHub,
     roots: &[CertificateDer<'static>],
-) -> Result<(String, RegistryClient, ServiceClient), FleetError> {
+) -> Result<(String, RegistryClient, ServiceClient, RegistryAuth), FleetError> {
     let (host_name, auth) = match (&hub.token_env, &hub.host) {
         (Some(env), Some(host)) => (
             host.clone(),
@@ -496,8 +613,8 @@ fn remote_registry(
         .unwrap_or_else(|| format!("https://{host_name}"));
     let service = ServiceClient::new(&registry_url, auth.clone(), roots, false)
         .map_err(|e| FleetError::Setup(e.to_string()))?;
-    let registry = RegistryClient::with_auth(&registry_url, auth, roots, false)?;
-    Ok((host_name, registry, service))
+    let registry = RegistryClient::with_auth(&registry_url, auth.clone(), roots, false)?;
+    Ok((host_name, registry, service, auth))
 }
 
 /// The hub's MQTT (or WebSocket) endpoint, trusted through the system's roots and `roots`.

@@ -2,9 +2,11 @@
 //! the registry REST client ([`registry`]), the service client of the operator ([`service`]:
 //! twins, direct methods, statistics, queries), both over one HTTPS plumbing (`rest`), topic
 //! names and property bags ([`topics`]), the MQTT device transport over rumqttc ([`mqtt`]), the
-//! device side of DPS ([`dps`]), the TLS and rumqttc setup both MQTT clients share (`tls`), and
-//! the tiers with their published limits ([`quotas`]), which the hub emulator shares.
+//! device side of DPS ([`dps`]), the TLS and rumqttc setup both MQTT clients share (`tls`),
+//! fleetsim's AMQP clients ([`amqp`]: the C2D sender and the Event Hub consumer) and the tiers
+//! with their published limits ([`quotas`]), which the hub emulator shares.
 
+pub mod amqp;
 pub mod dps;
 mod error;
 pub mod identity;
@@ -18,6 +20,15 @@ mod tls;
 pub mod topics;
 
 pub use error::HubError;
+
+/// The application property fleetsim puts on every message it sends (a device's telemetry, the
+/// operator's cloud-to-device messages): the send time in Unix epoch milliseconds, as a decimal
+/// string. The receiving end measures `d2c.delivery` / `c2d.delivery` from it.
+pub const SENT_AT_PROPERTY: &str = topics::C2D_SENT_AT;
+
+/// The application property with a fleetsim device's telemetry sequence number (0, 1, 2, … per
+/// device), so the backend can tell a lost or duplicated message exactly.
+pub const SEQUENCE_PROPERTY: &str = "fleetsim-seq";
 
 /// The api-version devices put in their MQTT username and the registry client in its query.
 pub const API_VERSION: &str = "2021-04-12";

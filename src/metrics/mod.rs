@@ -10,9 +10,11 @@
 //! significant figures** (a recorded value is within 0.1% of the true one). One set per process
 //! shard of the recorder, never per device: see [`Recorder`] for how writers avoid a shared lock.
 //!
-//! [`exporter`] serves all of it to Prometheus at `/metrics`.
+//! [`exporter`] serves all of it to Prometheus at `/metrics`. [`delivery`] is the ledger of a
+//! run with a backend: which acknowledged telemetry the backend read, lost or read twice.
 
 pub mod certs;
+pub mod delivery;
 pub mod exporter;
 mod recorder;
 mod vocabulary;

@@ -16,8 +16,8 @@
 //! on first use, per shard and slot) and snapshots cheap.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -52,7 +52,7 @@ thread_local! {
     static THREAD_NUMBER: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What one shard holds. Histograms are boxed and allocated on first use: most of the 144
+/// What one shard holds. Histograms are boxed and allocated on first use: most of the 261
 /// phase × outcome slots stay empty in a run.
 #[derive(Default)]
 struct ShardData {
@@ -88,6 +88,8 @@ pub struct Recorder {
     /// Rare by nature (each waits seconds), so one lock is enough.
     retries: Mutex<BTreeMap<String, u64>>,
     certs: super::certs::CertHealth,
+    /// Set when the run has a backend: devices note their acknowledged telemetry in it.
+    delivery: std::sync::OnceLock<Arc<super::delivery::DeliveryLedger>>,
 }
 
 impl Default for Recorder {
@@ -127,6 +129,7 @@ impl Recorder {
             states: Default::default(),
             retries: Mutex::new(BTreeMap::new()),
             certs: super::certs::CertHealth::new(),
+            delivery: std::sync::OnceLock::new(),
         }
     }
 
@@ -169,6 +172,20 @@ impl Recorder {
         let mut shard = lock(&self.shard().0);
         record_into(&mut shard.corrected, slot, corrected);
         record_into(&mut shard.uncorrected, slot, uncorrected);
+    }
+
+    /// Starts the delivery check (a run with a backend): from now on devices note every
+    /// acknowledged message in the returned ledger.
+    pub fn track_deliveries(&self) -> Arc<super::delivery::DeliveryLedger> {
+        self.delivery.get_or_init(Default::default).clone()
+    }
+
+    /// The hub acknowledged telemetry message `seq` of `device` (noted only when deliveries are
+    /// tracked).
+    pub fn telemetry_acked(&self, device: &str, seq: u64) {
+        if let Some(ledger) = self.delivery.get() {
+            ledger.acked(device, seq);
+        }
     }
 
     /// Counts a failure of `phase` by kind (`tls`, `http_401`, `connack_5`, ...).

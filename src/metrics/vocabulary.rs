@@ -31,6 +31,8 @@ pub enum Phase {
     LimitTwinUpdate,
     /// The operator's waits for the fleet's twin-read limit (`fleet.limits.twin_reads`).
     LimitTwinRead,
+    /// The operator's waits for the fleet's cloud-to-device limit (`fleet.limits.c2d`).
+    LimitC2d,
     /// How long a device had no connection to publish on while it swapped to a renewed
     /// certificate.
     SwapGap,
@@ -51,10 +53,12 @@ pub enum Phase {
     C2dDelivery,
     /// A device-to-cloud message: sent by the device → read by the backend.
     D2cDelivery,
+    /// A cloud-to-device message as the operator sends it: due → the hub's disposition.
+    C2dSend,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 27] = [
+    pub const ALL: [Phase; 29] = [
         Phase::Keygen,
         Phase::Csr,
         Phase::CaRegisterDomain,
@@ -73,6 +77,7 @@ impl Phase {
         Phase::LimitMethod,
         Phase::LimitTwinUpdate,
         Phase::LimitTwinRead,
+        Phase::LimitC2d,
         Phase::SwapGap,
         Phase::DpsRegister,
         Phase::MethodInvoke,
@@ -82,6 +87,7 @@ impl Phase {
         Phase::RegistryQuery,
         Phase::C2dDelivery,
         Phase::D2cDelivery,
+        Phase::C2dSend,
     ];
 
     pub fn name(self) -> &'static str {
@@ -104,6 +110,7 @@ impl Phase {
             Phase::LimitMethod => "limit.method",
             Phase::LimitTwinUpdate => "limit.twin_update",
             Phase::LimitTwinRead => "limit.twin_read",
+            Phase::LimitC2d => "limit.c2d",
             // Not an operation: how long a device had no connection to publish on while it
             // swapped to a renewed certificate.
             Phase::SwapGap => "swap.gap",
@@ -115,6 +122,7 @@ impl Phase {
             Phase::RegistryQuery => "registry.query",
             Phase::C2dDelivery => "c2d.delivery",
             Phase::D2cDelivery => "d2c.delivery",
+            Phase::C2dSend => "c2d.send",
         }
     }
 
@@ -137,16 +145,26 @@ pub enum Outcome {
     Rejected,
     /// The device was not connected (a direct method to an offline device, IoT Hub's 404103).
     Offline,
+    /// A cloud-to-device message the hub refused because the device's queue was full (403004).
+    QueueFull,
+    /// A cloud-to-device message that expired before it could be sent.
+    Expired,
+    /// A cloud-to-device message the hub accepted for a device that was not connected: it
+    /// waits in the device's queue.
+    OfflineQueued,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Ok,
         Outcome::Error,
         Outcome::Timeout,
         Outcome::Throttled,
         Outcome::Rejected,
         Outcome::Offline,
+        Outcome::QueueFull,
+        Outcome::Expired,
+        Outcome::OfflineQueued,
     ];
 
     pub fn name(self) -> &'static str {
@@ -157,6 +175,9 @@ impl Outcome {
             Outcome::Throttled => "throttled",
             Outcome::Rejected => "rejected",
             Outcome::Offline => "offline",
+            Outcome::QueueFull => "queue_full",
+            Outcome::Expired => "expired",
+            Outcome::OfflineQueued => "offline_queued",
         }
     }
 

@@ -64,6 +64,18 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         }
         s.push_str("</table>");
     }
+    if let Some(b) = &report.backend {
+        s.push_str("<h2>Backend</h2><table>");
+        for (label, value) in b.rows() {
+            let _ = write!(
+                s,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(&label),
+                escape(&value)
+            );
+        }
+        s.push_str("</table>");
+    }
     errors(&mut s, report);
     let _ = writeln!(
         s,

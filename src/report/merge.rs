@@ -154,6 +154,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
             reports.iter().filter_map(|r| r.certificates.as_ref()),
         ),
         operator: super::operator::merge(reports.iter().filter_map(|r| r.operator.as_ref())),
+        backend: super::backend::merge(reports.iter().filter_map(|r| r.backend.as_ref())),
         timeline: merge_timelines(reports)?,
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on

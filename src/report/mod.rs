@@ -9,6 +9,7 @@
 //! The report's data lives in `model` (re-exported here) and its errors in `error`; the
 //! writers and the merge import those one way, never this file.
 
+pub mod backend;
 pub mod certificates;
 mod error;
 pub mod hlog;

@@ -67,6 +67,9 @@ pub struct Report {
     /// the scenario has such events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<OperatorReport>,
+    /// What fleetsim as the backend read of the acknowledged telemetry (`backend.consume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<super::backend::BackendReport>,
     /// How the key pool served the run (`certificate.key_source: pool` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pool: Option<KeyPoolCounts>,
@@ -199,6 +202,7 @@ impl Report {
             provisioning: None,
             certificates: None,
             operator: None,
+            backend: None,
             key_pool: None,
             timeline: None,
         })

@@ -1,5 +1,5 @@
 //! The operator's side of a run (fleetsim as IoT Hub's operator, the scenario's `method`,
-//! `desired` and `query` events): per event, what happened to the devices it went to. The
+//! `desired`, `query` and `c2d` events): per event, what happened to the devices it went to. The
 //! latencies are in the phase table (`method.invoke`, `twin.desired`, `registry.query`); these
 //! are the counts behind them: methods by final outcome and by the status the devices answered,
 //! desired patches acknowledged or not, queries run and what they last returned.
@@ -17,6 +17,29 @@ pub struct OperatorReport {
     pub desired: Vec<DesiredCounts>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queries: Vec<QueryCounts>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub c2d: Vec<C2dCounts>,
+}
+
+/// One `c2d` event: each message by how the hub settled it (`c2d.send`'s outcomes).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct C2dCounts {
+    pub at_seconds: f64,
+    /// Devices the message went to.
+    pub devices: u64,
+    /// Accepted for a device connected when the event fired.
+    pub accepted: u64,
+    /// Accepted for a device that was not connected: queued until it connects.
+    pub offline_queued: u64,
+    /// The device's queue was full (IoT Hub: 50 pending).
+    pub queue_full: u64,
+    pub throttled: u64,
+    /// Expired before its turn to be sent: not sent.
+    pub expired: u64,
+    /// Refused otherwise (too large, unknown device).
+    pub rejected: u64,
+    /// The connection to the hub failed.
+    pub error: u64,
 }
 
 /// One `method` event: each device's final outcome (after retries of throttled calls).
@@ -110,7 +133,10 @@ impl QueryCounts {
 
 impl OperatorReport {
     pub fn is_empty(&self) -> bool {
-        self.methods.is_empty() && self.desired.is_empty() && self.queries.is_empty()
+        self.methods.is_empty()
+            && self.desired.is_empty()
+            && self.queries.is_empty()
+            && self.c2d.is_empty()
     }
 
     /// One line per event, for the text and HTML reports.
@@ -137,6 +163,15 @@ impl OperatorReport {
                 format!(
                     "{} devices: {} acknowledged, {} not acknowledged, {} failed; {} patches throttled (429); {} twin reads ({} throttled)",
                     d.devices, d.acknowledged, d.not_acknowledged, d.failed, d.throttled_calls, d.reads, d.reads_throttled
+                ),
+            ));
+        }
+        for c in &self.c2d {
+            rows.push((
+                format!("c2d at {:.0}s", c.at_seconds),
+                format!(
+                    "{} devices: {} accepted, {} offline_queued, {} queue_full, {} throttled, {} expired, {} rejected, {} error",
+                    c.devices, c.accepted, c.offline_queued, c.queue_full, c.throttled, c.expired, c.rejected, c.error
                 ),
             ));
         }
@@ -200,6 +235,16 @@ pub fn merge<'a>(reports: impl Iterator<Item = &'a OperatorReport>) -> Option<Op
             into.throttled_calls += from.throttled_calls;
             into.reads += from.reads;
             into.reads_throttled += from.reads_throttled;
+        }
+        for (into, from) in m.c2d.iter_mut().zip(&r.c2d) {
+            into.devices += from.devices;
+            into.accepted += from.accepted;
+            into.offline_queued += from.offline_queued;
+            into.queue_full += from.queue_full;
+            into.throttled += from.throttled;
+            into.expired += from.expired;
+            into.rejected += from.rejected;
+            into.error += from.error;
         }
         for (into, from) in m.queries.iter_mut().zip(&r.queries) {
             into.runs += from.runs;

@@ -27,6 +27,10 @@ impl Report {
             let _ = writeln!(s);
             s.push_str(&o.to_text());
         }
+        if let Some(b) = &self.backend {
+            let _ = writeln!(s);
+            s.push_str(&b.to_text());
+        }
         if !self.thresholds.is_empty() {
             let _ = writeln!(s);
             let _ = writeln!(s, "thresholds:");

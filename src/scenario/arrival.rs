@@ -79,6 +79,9 @@ pub struct Limits {
     /// Twin reads (the operator's polls for acknowledgements) per unit of time (S1: 100/s).
     #[serde(default)]
     pub twin_reads: Option<Rate>,
+    /// Cloud-to-device messages the operator sends per unit of time (S1: 1.67/s per unit).
+    #[serde(default)]
+    pub c2d: Option<Rate>,
 }
 
 impl Arrival {

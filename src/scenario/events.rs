@@ -11,11 +11,14 @@
 //!   - at: 5s                                         # a registry query, repeated
 //!     query: {text: "SELECT COUNT() AS n FROM devices WHERE connectionState = 'Connected'",
 //!             every: 10s}
+//!   - at: 50s                                        # a cloud-to-device message
+//!     c2d: {body: {command: blink, device: "{deviceId}"}, properties: {kind: command},
+//!           devices: 10%, rate: 50/s, expiry: 10m}
 //! ```
 //!
 //! `method` is either how a revocation is made (a word, with `revoke`) or a direct method (a
-//! mapping); [`Event::action`] says which of the four an event is once the loader has checked it
-//! ([`validate`]). Methods and desired patches go to a share (`devices: 50%`) or a number
+//! mapping); [`Event::action`] says which of the five an event is once the loader has checked it
+//! ([`validate`]). Methods, desired patches and C2D messages go to a share (`devices: 50%`) or a number
 //! (`devices: 100`) of the devices started by then, or to those a query returns (`query:
 //! "SELECT * FROM devices WHERE …"`).
 //!
@@ -49,6 +52,9 @@ pub struct Event {
     /// A registry query to run (once, or every so often).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<QueryEvent>,
+    /// A cloud-to-device message to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c2d: Option<C2dEvent>,
 }
 
 /// What an event does (see [`Event::action`]).
@@ -61,12 +67,20 @@ pub enum Action<'a> {
     Method(&'a MethodEvent),
     Desired(&'a DesiredEvent),
     Query(&'a QueryEvent),
+    C2d(&'a C2dEvent),
 }
 
 impl Event {
     /// What the event does, for an event the loader has checked ([`validate`]); an unchecked
     /// one that names none is read as a query that never runs.
     pub fn action(&self) -> Option<Action<'_>> {
+        if let Some(c) = &self.c2d {
+            let alone = self.revoke.is_none()
+                && self.method.is_none()
+                && self.desired.is_none()
+                && self.query.is_none();
+            return alone.then_some(Action::C2d(c));
+        }
         match (&self.revoke, &self.method, &self.desired, &self.query) {
             (Some(share), m, None, None) => Some(Action::Revoke {
                 share: *share,
@@ -82,12 +96,12 @@ impl Event {
         }
     }
 
-    /// Whether fleetsim acts as the operator for it (a direct method, a desired patch, a query),
-    /// through the hub's service API.
+    /// Whether fleetsim acts as the operator for it (a direct method, a desired patch, a query,
+    /// a C2D message), through the hub's service API or its AMQP endpoint.
     pub fn is_operator(&self) -> bool {
         matches!(
             self.action(),
-            Some(Action::Method(_) | Action::Desired(_) | Action::Query(_))
+            Some(Action::Method(_) | Action::Desired(_) | Action::Query(_) | Action::C2d(_))
         )
     }
 }
@@ -168,6 +182,75 @@ pub struct QueryEvent {
     /// Items per page (`x-ms-max-item-count`; the hub's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_size: Option<NonZeroU32>,
+}
+
+/// A cloud-to-device message the operator sends to each chosen device, through the hub's AMQP
+/// endpoint (`/messages/devicebound`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct C2dEvent {
+    /// The body: a string as it is, anything else as JSON. `{deviceId}` and `{messageId}` are
+    /// replaced by each message's device and message id.
+    #[serde(default)]
+    pub body: Value,
+    /// Application properties (all text).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub properties: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Selection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Messages sent per unit of time (as fast as the hub settles them when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    /// How long each message may wait for its device (the hub's default, one hour, when
+    /// absent); a message whose turn comes after it expired is not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Span>,
+    /// `iothub-ack`: which delivery feedback the hub records (none, positive, negative, full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<String>,
+}
+
+impl C2dEvent {
+    pub fn targets(&self) -> Targets<'_> {
+        Targets {
+            devices: self.devices,
+            query: self.query.as_deref(),
+        }
+    }
+
+    /// The body of the message `message_id` to `device_id`.
+    pub fn body_for(&self, device_id: &str, message_id: &str) -> Vec<u8> {
+        let text = match &self.body {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        text.replace("{deviceId}", device_id)
+            .replace("{messageId}", message_id)
+            .into_bytes()
+    }
+
+    /// The content type the body has: JSON unless it is a plain string.
+    pub fn content_type(&self) -> Option<&'static str> {
+        match &self.body {
+            Value::Null => None,
+            Value::String(_) => Some("text/plain"),
+            _ => Some("application/json"),
+        }
+    }
+
+    /// The application properties as text.
+    pub fn property_pairs(&self) -> Vec<(String, String)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k.clone(), s.clone()),
+                other => (k.clone(), other.to_string()),
+            })
+            .collect()
+    }
 }
 
 /// Which devices: a share of those started by then, or a number of them.
@@ -264,13 +347,14 @@ pub(super) fn validate(e: &Event, at: Location) -> Result<(), (Location, String)
         direct,
         e.desired.is_some(),
         e.query.is_some(),
+        e.c2d.is_some(),
     ];
     match actions.iter().filter(|a| **a).count() {
         1 => {}
         0 if e.method.is_some() => {
             return fail("method: self or admin is how a revocation is made: add revoke (e.g. revoke: 10%), or give a direct method as a mapping (method: {name: reboot, devices: 100%})".into());
         }
-        0 => return fail("an event needs one of revoke, method, desired or query".into()),
+        0 => return fail("an event needs one of revoke, method, desired, query or c2d".into()),
         _ if e.revoke.is_some() && direct => {
             return fail(
                 "revoke takes method: self or admin; a direct method is an event of its own".into(),
@@ -278,7 +362,7 @@ pub(super) fn validate(e: &Event, at: Location) -> Result<(), (Location, String)
         }
         _ => {
             return fail(
-                "an event does one thing: give one of revoke, method, desired or query".into(),
+                "an event does one thing: give one of revoke, method, desired, query or c2d".into(),
             );
         }
     }
@@ -286,6 +370,7 @@ pub(super) fn validate(e: &Event, at: Location) -> Result<(), (Location, String)
         Some(Action::Method(m)) => validate_method(m),
         Some(Action::Desired(d)) => validate_desired(d),
         Some(Action::Query(q)) => validate_query(&q.text, "query.text"),
+        Some(Action::C2d(c)) => validate_c2d(c),
         _ => Ok(()),
     }
     .map_err(|m| (at, m))
@@ -340,6 +425,27 @@ fn validate_desired(d: &DesiredEvent) -> Result<(), String> {
         return Err(format!("desired.patch: {k} is the hub's to set"));
     }
     validate_targets(d.targets(), "desired")
+}
+
+fn validate_c2d(c: &C2dEvent) -> Result<(), String> {
+    validate_targets(c.targets(), "c2d")?;
+    if let Some(ack) = &c.ack
+        && !["none", "positive", "negative", "full"].contains(&ack.as_str())
+    {
+        return Err(format!(
+            "c2d.ack {ack:?}: expected none, positive, negative or full"
+        ));
+    }
+    if let Some(k) = c.properties.keys().find(|k| k.starts_with("iothub-")) {
+        return Err(format!("c2d.properties: {k} is the hub's to set"));
+    }
+    // IoT Hub keeps a C2D message at most two days (maxTimeToLiveAsIso8601: P2D).
+    if let Some(e) = c.expiry
+        && !(e.0.as_secs_f64() > 0.0 && e.0.as_secs() <= 2 * 86_400)
+    {
+        return Err("c2d.expiry: IoT Hub takes more than 0s and at most 2 days (48h)".into());
+    }
+    Ok(())
 }
 
 impl Serialize for Selection {

@@ -6,6 +6,7 @@
 //! [`parse`], so the YAML crate (serde-saphyr) can be swapped without touching the rest.
 
 pub mod arrival;
+pub mod backend;
 pub mod behaviour;
 mod certificate;
 pub mod cohort;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 pub use arrival::{Arrival, Limits};
+pub use backend::Backend;
 pub use behaviour::Behaviour;
 pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
@@ -65,6 +67,10 @@ pub struct Scenario {
     /// desired properties (see [`behaviour`]).
     #[serde(default, skip_serializing_if = "Behaviour::is_empty")]
     pub behaviour: Behaviour,
+    /// fleetsim as the fleet's backend: reading the hub's Event Hub-compatible endpoint (see
+    /// [`backend`]).
+    #[serde(default, skip_serializing_if = "Backend::is_default")]
+    pub backend: Backend,
     /// What the run writes while it runs, besides the final report.
     #[serde(default)]
     pub report: ReportSettings,

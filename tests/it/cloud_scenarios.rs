@@ -44,6 +44,17 @@ fn the_shipped_command_scenarios_load() {
         Some(Selection::Share(fleetsim::scenario::Percent(100.0)))
     );
     assert!(matches!(actions[2], Action::Desired(d) if d.patch["telemetryInterval"] == 5));
+    let Action::C2d(c2d) = actions[3] else {
+        panic!("a c2d event");
+    };
+    assert_eq!(
+        c2d.devices,
+        Some(Selection::Share(fleetsim::scenario::Percent(10.0)))
+    );
+    assert_eq!(
+        c2d.body_for("cmd-0001", "m1"),
+        br#"{"command":"blink","device":"cmd-0001"}"#
+    );
     let spec = &fleetsim::fleet::device_specs(&s)[0];
     let cloud = spec.cloud.as_ref().expect("devices answer the cloud");
     assert_eq!(
@@ -51,7 +62,8 @@ fn the_shipped_command_scenarios_load() {
         vec![
             Subscription::Methods,
             Subscription::Desired,
-            Subscription::Twin
+            Subscription::Twin,
+            Subscription::C2d
         ]
     );
     let answer = cloud.method("reboot").unwrap();
@@ -161,6 +173,26 @@ fn event_mistakes_are_located() {
         "events:\n  - {at: 40s, query: {text: \"SELECT * FROM devices\"}}\n",
         "9:5",
         "not before the end of the run",
+    );
+    refused(
+        "events:\n  - at: 2s\n    c2d: {body: hi}\n",
+        "9:5",
+        "c2d needs devices",
+    );
+    refused(
+        "events:\n  - at: 2s\n    c2d: {body: hi, devices: 10%, ack: always}\n",
+        "9:5",
+        "none, positive, negative or full",
+    );
+    refused(
+        "events:\n  - at: 2s\n    c2d: {body: hi, devices: 10%, expiry: 3d}\n",
+        "9:5",
+        "at most 2 days",
+    );
+    refused(
+        "events:\n  - {at: 2s, c2d: {body: hi, devices: 1}, revoke: 5%}\n",
+        "9:5",
+        "one thing",
     );
 }
 

@@ -8,8 +8,11 @@ mod common;
 
 mod aad_tokens;
 mod amqp;
+mod amqp_clients;
 mod arrivals;
+mod backend_run;
 mod c2d_delivery;
+mod c2d_fleetsim_sender;
 mod c2d_sdk;
 mod ca_ownership;
 mod cloud_devices;

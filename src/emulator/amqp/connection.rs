@@ -267,7 +267,7 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
         let payload = &body[at..];
         let session_scoped = !matches!(
             performative,
-            Performative::Open(_) | Performative::Close | Performative::Begin(_)
+            Performative::Open(_) | Performative::Close(_) | Performative::Begin(_)
         );
         if session_scoped && self.ended.contains(&channel) {
             tracing::debug!(channel, "frame after the peer's end dropped");
@@ -275,7 +275,7 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
         }
         match performative {
             Performative::Open(_) => return Err(ConnError::Protocol("a second open".into())),
-            Performative::Close => {
+            Performative::Close(_) => {
                 self.queue(0, &p::close(None), &[]);
                 return Ok(true);
             }
@@ -283,13 +283,14 @@ impl<W: AsyncRead + AsyncWrite + Unpin> Conn<W> {
             Performative::Attach(a) => self.attach(channel, a)?,
             Performative::Flow(f) => self.flow(channel, &f)?,
             Performative::Transfer(t) => self.transfer(channel, &t, payload)?,
-            Performative::Disposition => {}
+            // Dispositions from peers only settle what this server sent.
+            Performative::Disposition(_) => {}
             Performative::Detach(d) => {
                 if self.session(channel)?.links.remove(&d.handle).is_some() {
                     self.queue(channel, &p::detach(d.handle, None), &[]);
                 }
             }
-            Performative::End => {
+            Performative::End(_) => {
                 if self.sessions.remove(&channel).is_none() {
                     return Err(ConnError::Protocol(format!(
                         "end on channel {channel} without a session"

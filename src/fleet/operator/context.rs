@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::gate::TrafficClass;
 use crate::fleet::target::FleetServices;
+use crate::iothub::ConnectionString;
+use crate::iothub::amqp::Endpoint;
 use crate::iothub::service::{CallError, ServiceClient};
 use crate::metrics::{Outcome, Phase, Recorder};
 use crate::report::operator::OperatorReport;
@@ -25,8 +27,18 @@ const THROTTLED_WAIT: Duration = Duration::from_secs(1);
 /// The most calls of one event in flight at once.
 pub const MAX_IN_FLIGHT: usize = 1000;
 
+/// Where the operator sends cloud-to-device messages: the hub's AMQP endpoint and a service
+/// policy's credentials.
+#[derive(Clone)]
+pub struct C2dTarget {
+    pub endpoint: Endpoint,
+    pub credentials: ConnectionString,
+}
+
 pub struct Context {
     pub client: Arc<ServiceClient>,
+    /// The C2D sender's target (none: `c2d` events count every message as an error).
+    pub c2d: Option<C2dTarget>,
     pub services: Arc<FleetServices>,
     pub report: Mutex<OperatorReport>,
     pub stop: CancellationToken,

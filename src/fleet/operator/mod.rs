@@ -1,14 +1,16 @@
 //! fleetsim as IoT Hub's operator, driven by the scenario's events ([`iothub::service`] is the
 //! client): a `method` event invokes a direct method on its devices ([`method`]), a `desired`
 //! event patches desired properties and waits for the devices' acknowledgements ([`desired`]),
-//! a `query` event runs a registry query, once or on a schedule ([`query`]). Each event runs as
+//! a `query` event runs a registry query, once or on a schedule ([`query`]), a `c2d` event
+//! sends a cloud-to-device message to each of its devices over AMQP ([`c2d`]). Each event runs as
 //! its own task, so a slow one never holds the run or the next event up; all of them stop with
 //! the run. What they did is counted for the report's operator section
 //! ([`crate::report::operator`]); their latencies are the phases `method.invoke`,
-//! `twin.desired` and `registry.query`.
+//! `twin.desired`, `registry.query` and `c2d.send`.
 //!
 //! [`iothub::service`]: crate::iothub::service
 
+mod c2d;
 mod context;
 mod desired;
 mod method;
@@ -22,13 +24,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use context::Context;
-pub use context::Targets;
+pub use context::{C2dTarget, Targets};
 
 use super::target::FleetServices;
 use crate::iothub::service::ServiceClient;
 use crate::metrics::Phase;
-use crate::report::operator::{DesiredCounts, MethodCounts, OperatorReport, QueryCounts};
-use crate::scenario::events::{DesiredEvent, MethodEvent, QueryEvent};
+use crate::report::operator::{
+    C2dCounts, DesiredCounts, MethodCounts, OperatorReport, QueryCounts,
+};
+use crate::scenario::events::{C2dEvent, DesiredEvent, MethodEvent, QueryEvent};
 use crate::sync::lock;
 
 /// How long the operator's tasks get to finish once the run has stopped.
@@ -48,6 +52,7 @@ impl Operator {
     /// `services`, with `rate_share` of each event's rate (1/n with n shards), until `stop`.
     pub fn new(
         client: Arc<ServiceClient>,
+        c2d: Option<C2dTarget>,
         services: Arc<FleetServices>,
         rate_share: f64,
         stop: &CancellationToken,
@@ -55,6 +60,7 @@ impl Operator {
         Self {
             ctx: Arc::new(Context {
                 client,
+                c2d,
                 services,
                 report: Mutex::new(OperatorReport::default()),
                 stop: stop.clone(),
@@ -102,6 +108,24 @@ impl Operator {
             .tasks
             .spawn(desired::run(ctx, event.clone(), targets, slot));
         self.phases.insert(task.id(), Phase::TwinDesired);
+    }
+
+    /// Starts `event` (fired `at` into the run) on `targets`.
+    pub fn c2d(&mut self, event: &C2dEvent, at: Duration, targets: Targets) {
+        let slot = {
+            let mut report = lock(&self.ctx.report);
+            report.c2d.push(C2dCounts {
+                at_seconds: at.as_secs_f64(),
+                ..C2dCounts::default()
+            });
+            report.c2d.len() - 1
+        };
+        tracing::info!("c2d event");
+        let ctx = self.ctx.clone();
+        let task = self
+            .tasks
+            .spawn(c2d::run(ctx, event.clone(), targets, slot));
+        self.phases.insert(task.id(), Phase::C2dSend);
     }
 
     /// Starts `event` (fired `at` into the run).
