@@ -5,12 +5,13 @@
 //! - leaves: [`backends`] (the service traits and [`Backends`], which names one implementation
 //!   of each for a run), [`adapters`] (EZCA and IoT Hub behind those traits), [`backoff`],
 //!   [`gate`] (the fleet's limits), [`keys`] (where keys come from), [`control`] (the fleet's
-//!   commands);
+//!   commands), [`messages`] (what telemetry sends and when: templates, sizes, properties,
+//!   schedules);
 //! - `core`: what every step shares: [`DeviceSpec`], [`Services`], [`DeviceReport`], the
 //!   `Device` the steps are methods of, its timed tries with backoff, and how a life stops;
 //! - the steps, each in its file over the core: `enrol` (a key and a certificate, or the stored
 //!   ones via `resume`), `register`, `connect`, `online` (the connected device's loop), and
-//!   what it does from there: [`telemetry`], `renewal` (renew and swap) and `revocation`
+//!   what it does from there: `telemetry`, `renewal` (renew and swap) and `revocation`
 //!   (revoke and cut-off);
 //! - `lifecycle`: [`run_device`], the steps in order.
 //!
@@ -30,12 +31,13 @@ mod enrol;
 pub mod gate;
 pub mod keys;
 mod lifecycle;
+pub mod messages;
 mod online;
 mod register;
 mod renewal;
 mod resume;
 mod revocation;
-pub mod telemetry;
+mod telemetry;
 
 pub use self::core::{
     DeviceReport, DeviceSpec, RenewalPolicy, RevocationReport, SERIALS_KEPT, Services,

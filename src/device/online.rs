@@ -44,7 +44,7 @@ impl<B: Backends> Device<'_, B> {
             schedule,
         };
         let mut inbox = self.spec.control.clone();
-        let mut telemetry = Telemetry::new(intended_start);
+        let mut telemetry = Telemetry::new(self.spec, intended_start);
         let stop = self.stop;
         loop {
             let wake = online.schedule.wake(telemetry.due).min(telemetry.due);
@@ -75,7 +75,7 @@ impl<B: Backends> Device<'_, B> {
                 .send_telemetry(&mut online.session, &mut telemetry)
                 .await
             {
-                Sent::Delivered => {}
+                Sent::Delivered | Sent::TooLarge => {}
                 Sent::Failed => self.reconnect(&mut online).await?,
                 Sent::Stopped => break,
             }

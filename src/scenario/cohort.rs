@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::arrival::Arrival;
-use super::{IdPattern, Percent, Qos, Renewal, Span, Swap};
+use super::{IdPattern, Percent, Renewal, Swap};
 use crate::crypto::KeyKind;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -64,14 +64,7 @@ pub struct CohortCertificate {
     pub swap: Option<Swap>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CohortTelemetry {
-    #[serde(default)]
-    pub interval: Option<Span>,
-    #[serde(default)]
-    pub qos: Option<Qos>,
-}
+pub use super::telemetry::CohortTelemetry;
 
 /// How many devices each cohort gets, in order. The loader has checked the cohorts with
 /// [`validate`], so shares sum to 100% and counts to `total`.

@@ -9,7 +9,12 @@ pub mod arrival;
 mod certificate;
 pub mod cohort;
 pub mod events;
+mod generators;
+pub mod schedule;
+mod size;
 mod target;
+pub mod telemetry;
+pub mod template;
 pub mod thresholds;
 pub mod units;
 
@@ -24,6 +29,7 @@ pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
 pub use events::{Event, RevokeMethod, Swap};
 pub use target::*;
+pub use telemetry::{Payload, Telemetry, TelemetrySettings};
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
 
@@ -143,29 +149,6 @@ pub enum Registration {
     #[default]
     PerDevice,
     Bulk,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Telemetry {
-    /// Time between two messages of one device.
-    #[serde(default = "default_interval")]
-    pub interval: Span,
-    #[serde(default)]
-    pub qos: Qos,
-}
-
-impl Default for Telemetry {
-    fn default() -> Self {
-        Self {
-            interval: default_interval(),
-            qos: Qos::default(),
-        }
-    }
-}
-
-fn default_interval() -> Span {
-    Span(std::time::Duration::from_secs(30))
 }
 
 /// MQTT QoS for telemetry. IoT Hub closes the connection on QoS 2, so only 0 and 1 exist here.
@@ -369,6 +352,7 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     }
     let c = &s.certificate;
     certificate::validate(c, "", c.renewal.referenced)?;
+    telemetry::validate(&s.telemetry, None, "", serde_saphyr::Location::UNKNOWN)?;
     events::validate(s)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
@@ -431,9 +415,12 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
     cohort::validate(f.devices.get(), &f.cohorts)?;
     for c in &f.cohorts {
         let policy = s.certificate.for_cohort(&c.value.certificate);
-        certificate::validate(
-            &policy,
-            &format!("cohort {:?}: ", c.value.name),
+        let prefix = format!("cohort {:?}: ", c.value.name);
+        certificate::validate(&policy, &prefix, c.referenced)?;
+        telemetry::validate(
+            &s.telemetry,
+            Some(&c.value.telemetry),
+            &prefix,
             c.referenced,
         )?;
     }
@@ -466,6 +453,19 @@ impl Scenario {
             .cohorts
             .iter()
             .map(|c| self.certificate.for_cohort(&c.value.certificate))
+            .collect()
+    }
+
+    /// What each cohort's devices send and when, in order (one, the top level's, without
+    /// cohorts).
+    pub fn telemetry_settings(&self) -> Vec<TelemetrySettings> {
+        if self.fleet.cohorts.is_empty() {
+            return vec![self.telemetry.settings()];
+        }
+        self.fleet
+            .cohorts
+            .iter()
+            .map(|c| self.telemetry.for_cohort(&c.value.telemetry))
             .collect()
     }
 

@@ -1,0 +1,27 @@
+//! What devices send and when, built once per cohort and run per device.
+//!
+//! A cohort's [`TelemetryPlan`] is built from the scenario's resolved settings: its payload
+//! template and properties compiled ([`program`]) and its schedule. Each device then keeps its
+//! own [`MessageBuilder`] (seeded generator, random walks; [`message`], [`eval`]) and
+//! [`MessageSchedule`] ([`schedule`]), so the same scenario seed gives every device the same
+//! payload sequence in every run. The step that sends them is `device::telemetry`.
+//!
+//! A leaf of `device`: it imports no step. Inside, the files import one way: `draw` and `value`
+//! are leaves, `program` compiles, `plan` holds a cohort's compiled program, `eval` runs it,
+//! `message` builds messages with them; `schedule` stands apart.
+
+mod draw;
+pub mod eval;
+pub mod message;
+mod plan;
+pub mod program;
+pub mod schedule;
+pub mod value;
+
+pub use message::{Message, MessageBuilder, SizeProfile, size_profile};
+pub use plan::TelemetryPlan;
+pub use program::Program;
+pub use schedule::MessageSchedule;
+
+#[cfg(test)]
+mod tests;
