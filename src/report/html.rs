@@ -71,7 +71,8 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
     let _ = write!(
         s,
         "<p>{} target, started {}, {:.1} s{}{}</p><p>devices: {} planned, {} started, {} enrolled, \
-         {} connected, {} renewed ({} renewals), {} failed<br>messages: {} sent, {} acked, {} failed</p>",
+         {} connected, {} renewed ({} renewals), {} failed<br>messages: {} sent, {} acked, {} failed; \
+         {} bytes ({}), {} meters of 4 KB{}</p>",
         escape(&report.target),
         escape(&report.started_at),
         report.wall_seconds,
@@ -94,7 +95,14 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         d.failed,
         m.sent,
         m.acked,
-        m.failed
+        m.failed,
+        m.bytes,
+        super::human_bytes(m.bytes),
+        m.meters,
+        report.hub.as_ref().map_or(String::new(), |h| format!(
+            "<br>hub received: {} messages, {} bytes, {} meters",
+            h.messages, h.bytes, h.meters
+        ))
     );
 
     if !report.thresholds.is_empty() {

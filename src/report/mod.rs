@@ -60,6 +60,17 @@ pub enum ReportError {
     NoReports(String),
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_read_as_people_write_them() {
+        assert_eq!(super::human_bytes(812), "812 B");
+        assert_eq!(super::human_bytes(12_595), "12.3 KiB");
+        assert_eq!(super::human_bytes(4_718_592), "4.5 MiB");
+        assert_eq!(super::human_bytes(1_288_490_189), "1.2 GiB");
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Always [`SCHEMA`].
@@ -139,6 +150,9 @@ impl KeyPoolCounts {
 pub struct HubCounts {
     pub messages: u64,
     pub bytes: u64,
+    /// Meters of the daily quota the messages counted for (4 KB each; 0.5 KB on F1).
+    #[serde(default)]
+    pub meters: u64,
     pub connects: u64,
     pub refused: u64,
     pub drops: u64,
@@ -153,6 +167,7 @@ impl From<HubStats> for HubCounts {
         Self {
             messages: h.messages,
             bytes: h.bytes,
+            meters: h.meters,
             connects: h.connects,
             refused: h.refused,
             drops: h.drops,
@@ -193,6 +208,28 @@ pub struct MessageCounts {
     pub sent: u64,
     pub acked: u64,
     pub failed: u64,
+    /// Payload bytes of the messages sent.
+    #[serde(default)]
+    pub bytes: u64,
+    /// IoT Hub's 4 KB meters of the messages sent: what they count against a hub's daily
+    /// quota (size with properties, at least one meter each).
+    #[serde(default)]
+    pub meters: u64,
+}
+
+/// A byte count as people read it: `812 B`, `12.3 KiB`, `4.5 MiB`, `1.2 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 impl Report {
@@ -218,6 +255,8 @@ impl Report {
                 sent: snapshot.messages_sent,
                 acked: snapshot.messages_acked,
                 failed: 0,
+                bytes: snapshot.bytes_sent,
+                meters: snapshot.meters_sent,
             },
             phases: stats::phase_stats(&snapshot.latency, &snapshot.uncorrected)?,
             errors: snapshot.errors,
@@ -291,14 +330,19 @@ impl Report {
         let m = &self.messages;
         let _ = write!(
             s,
-            "messages: {} sent, {} acked, {} failed",
-            m.sent, m.acked, m.failed
+            "messages: {} sent, {} acked, {} failed; {} bytes ({}), {} meters of 4 KB",
+            m.sent,
+            m.acked,
+            m.failed,
+            m.bytes,
+            human_bytes(m.bytes),
+            m.meters
         );
         if let Some(h) = &self.hub {
             let _ = write!(
                 s,
-                "; hub received {} ({} bytes), {} connects, {} refused, {} throttled",
-                h.messages, h.bytes, h.connects, h.refused, h.throttled
+                "; hub received {} ({} bytes, {} meters), {} connects, {} refused, {} throttled",
+                h.messages, h.bytes, h.meters, h.connects, h.refused, h.throttled
             );
         }
         let _ = writeln!(s);

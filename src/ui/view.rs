@@ -38,6 +38,7 @@ struct Counters {
     enrolments: u64,
     connects: u64,
     messages: u64,
+    bytes: u64,
 }
 
 impl Counters {
@@ -47,6 +48,7 @@ impl Counters {
             connects: s.count(Phase::MqttConnect, Outcome::Ok)
                 + s.count(Phase::MqttReconnect, Outcome::Ok),
             messages: s.messages_acked,
+            bytes: s.bytes_sent,
         }
     }
 }
@@ -57,6 +59,7 @@ struct Rates {
     enrolments: f64,
     connects: f64,
     messages: f64,
+    bytes: f64,
 }
 
 pub struct LiveView {
@@ -69,6 +72,8 @@ pub struct LiveView {
     /// `(phase/kind, count)`, largest first.
     errors: Vec<(String, u64)>,
     messages: (u64, u64, u64),
+    /// Payload bytes and IoT Hub 4 KB meters of the messages sent.
+    volume: (u64, u64),
     rates: Rates,
     /// The counters at the last history point.
     mark: Option<(Instant, Counters)>,
@@ -88,6 +93,7 @@ impl LiveView {
             phases: Vec::new(),
             errors: Vec::new(),
             messages: (0, 0, 0),
+            volume: (0, 0),
             rates: Rates::default(),
             mark: None,
             message_history: VecDeque::with_capacity(HISTORY),
@@ -123,6 +129,7 @@ impl LiveView {
         errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         self.errors = errors;
         self.messages = (s.messages_sent, s.messages_acked, s.messages_failed);
+        self.volume = (s.bytes_sent, s.meters_sent);
 
         let counters = Counters::of(s);
         // The first history point counts from the start of the run.
@@ -135,6 +142,7 @@ impl LiveView {
                 enrolments: rate(counters.enrolments, before.enrolments),
                 connects: rate(counters.connects, before.connects),
                 messages: rate(counters.messages, before.messages),
+                bytes: rate(counters.bytes, before.bytes),
             };
             push(
                 &mut self.message_history,
@@ -208,16 +216,18 @@ impl LiveView {
 
     fn render_rates(&self, frame: &mut Frame, area: Rect) {
         let (sent, acked, failed) = self.messages;
-        let total_errors: u64 = self.errors.iter().map(|(_, n)| n).sum();
+        let (bytes, meters) = self.volume;
+        // As many lines as there are device states: the two boxes are as tall.
         let lines = vec![
             kv("enrolments/s", format!("{:.1}", self.rates.enrolments)),
             kv("connects/s", format!("{:.1}", self.rates.connects)),
             kv("msgs/s", format!("{:.1}", self.rates.messages)),
-            Line::raw(""),
+            kv("bytes/s", bytes_text(self.rates.bytes as u64)),
             kv("msgs sent", sent.to_string()),
             kv("msgs acked", acked.to_string()),
             kv("msgs failed", failed.to_string()),
-            kv("errors", total_errors.to_string()),
+            kv("bytes sent", bytes_text(bytes)),
+            kv("4 KB meters", meters.to_string()),
         ];
         let block = Block::bordered().title(" rates (last second) ");
         frame.render_widget(Paragraph::new(lines).block(block), area);
@@ -263,7 +273,10 @@ impl LiveView {
         ];
         let table = Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(" errors by phase and kind "));
+            .block(Block::bordered().title(format!(
+                " errors by phase and kind ({}) ",
+                self.errors.iter().map(|(_, n)| n).sum::<u64>()
+            )));
         frame.render_widget(table, area);
     }
 }
@@ -305,6 +318,16 @@ fn state_color(state: DeviceState) -> Color {
         DeviceState::Backoff => Color::Yellow,
         DeviceState::Done => Color::Gray,
         _ => Color::Blue,
+    }
+}
+
+/// A byte count in the unit that reads best: `812 B`, `12.3 KiB`, `4.5 MiB`.
+pub fn bytes_text(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+        _ => format!("{:.2} GiB", n as f64 / 1_073_741_824.0),
     }
 }
 

@@ -63,6 +63,7 @@ fn fed() -> (Recorder, Instant) {
     recorder.error(Phase::CaIssue, "timeout");
     for _ in 0..120 {
         recorder.message_sent();
+        recorder.message_bytes(1024, 1);
         recorder.message_acked();
     }
     (recorder, end)
@@ -111,6 +112,11 @@ fn the_view_shows_states_latency_errors_and_rates() {
     assert!(row_with(&screen, "enrolments/s ").contains("50.0"));
     assert!(row_with(&screen, "msgs/s ").contains("60.0"));
     assert!(row_with(&screen, "msgs/s, last 60 s").contains("(peak 60)"));
+    // Bytes and meters next to the messages: 120 KiB over two seconds, one meter each.
+    assert!(row_with(&screen, "bytes/s ").contains("60.0 KiB"));
+    assert!(row_with(&screen, "bytes sent ").contains("120.0 KiB"));
+    assert!(row_with(&screen, "4 KB meters ").contains("120"));
+    assert!(row_with(&screen, "errors by phase and kind (4)").contains('┌'));
 }
 
 #[test]
@@ -135,6 +141,13 @@ fn rates_are_per_second_differences_and_history_is_bounded() {
     assert_eq!(view.message_history.len(), HISTORY);
     assert_eq!(view.message_history.back(), Some(&(HISTORY as u64 + 10)));
     assert_eq!(view.message_history.front(), Some(&11));
+}
+
+#[test]
+fn bytes_read_in_their_unit() {
+    assert_eq!(bytes_text(812), "812 B");
+    assert_eq!(bytes_text(12_595), "12.3 KiB");
+    assert_eq!(bytes_text(4_718_592), "4.5 MiB");
 }
 
 #[test]

@@ -3,9 +3,9 @@
 //! ([`registry`]) authorised by SAS or Azure AD tokens; CA upload ([`admin`]); twins ([`twin`]);
 //! and the SKU's throttles and daily quota ([`throttle`]).
 //!
-//! It keeps per-device counters (messages and bytes received, connects, drops, and the serial of
-//! every certificate a device connected with) so a run's "sent/acked" can be checked against what
-//! the hub actually received.
+//! It keeps per-device counters (messages, bytes and 4 KB meters received, connects, drops, the
+//! serial of every certificate a device connected with, and the properties of its last message)
+//! so a run's "sent/acked" can be checked against what the hub actually received.
 
 mod admin;
 mod auth;
@@ -61,10 +61,26 @@ impl Default for HubConfig {
 pub(crate) struct DeviceCounters {
     messages: AtomicU64,
     bytes: AtomicU64,
+    meters: AtomicU64,
+    last_message: Mutex<Option<ReceivedMessage>>,
     connects: AtomicU64,
     refused: AtomicU64,
     drops: AtomicU64,
     cert_serials: Mutex<Vec<String>>,
+}
+
+/// What the hub stored of a telemetry message.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// Its properties, decoded from the topic's property bag, in order (`$.ct`, ..., then the
+    /// application's).
+    pub properties: Vec<(String, String)>,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// Its size as IoT Hub counts it (body and properties).
+    pub size: u64,
+    /// When it arrived, in Unix milliseconds.
+    pub received_at_ms: u64,
 }
 
 /// A copy of one device's counters.
@@ -72,6 +88,10 @@ pub(crate) struct DeviceCounters {
 pub struct DeviceStats {
     pub messages: u64,
     pub bytes: u64,
+    /// Meters of the daily quota its messages counted for (the SKU's meter, 4 KB by default).
+    pub meters: u64,
+    /// The last telemetry message it sent.
+    pub last_message: Option<ReceivedMessage>,
     pub connects: u64,
     pub refused: u64,
     pub drops: u64,
@@ -84,6 +104,8 @@ pub struct DeviceStats {
 pub struct HubStats {
     pub messages: u64,
     pub bytes: u64,
+    /// Meters of the daily quota the messages counted for.
+    pub meters: u64,
     pub connects: u64,
     pub refused: u64,
     pub drops: u64,
@@ -301,6 +323,8 @@ impl HubEmulator {
         DeviceStats {
             messages: c.messages.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
+            meters: c.meters.load(Ordering::Relaxed),
+            last_message: crate::sync::lock(&c.last_message).clone(),
             connects: c.connects.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             drops: c.drops.load(Ordering::Relaxed),
@@ -323,6 +347,7 @@ impl HubEmulator {
         {
             s.messages += c.messages.load(Ordering::Relaxed);
             s.bytes += c.bytes.load(Ordering::Relaxed);
+            s.meters += c.meters.load(Ordering::Relaxed);
             s.connects += c.connects.load(Ordering::Relaxed);
             s.refused += c.refused.load(Ordering::Relaxed);
             s.drops += c.drops.load(Ordering::Relaxed);

@@ -20,9 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::HubState;
 use super::auth::authorize;
 use super::throttle::{Admission, Class};
+use super::{DeviceCounters, HubState};
 use crate::iothub::topics;
 
 /// 256 KB of message plus room for the topic and property bag.
@@ -190,8 +190,10 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 if p.qos == QoS::ExactlyOnce {
                     break;
                 }
-                if topics::parse_telemetry(&p.topic, &device).is_some() {
-                    if !state.throttles.charge_message(p.payload.len()) {
+                if let Some(properties) = topics::parse_telemetry(&p.topic, &device) {
+                    // IoT Hub meters the body and the properties (reference §5).
+                    let size = topics::message_size(p.payload.len(), &properties);
+                    if !state.throttles.charge_message(size as usize) {
                         break; // daily quota spent: the hub severs the connection
                     }
                     match state.throttles.admit(Class::DeviceToCloud) {
@@ -199,10 +201,13 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                         Admission::After(_) => {}
                         Admission::Refuse(_) => break,
                     }
-                    counters.messages.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .bytes
-                        .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                    received(
+                        &counters,
+                        properties,
+                        p.payload.len(),
+                        size,
+                        state.throttles.meter_bytes(),
+                    );
                     (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)))
                 } else if p.topic.starts_with("$iothub/twin/") {
                     let answer = {
@@ -274,6 +279,30 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+}
+
+/// Counts a telemetry message and keeps it as the device's last.
+fn received(
+    counters: &DeviceCounters,
+    properties: Vec<(String, String)>,
+    bytes: usize,
+    size: u64,
+    meter_bytes: u64,
+) {
+    counters.messages.fetch_add(1, Ordering::Relaxed);
+    counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    counters
+        .meters
+        .fetch_add(topics::meters(size, meter_bytes), Ordering::Relaxed);
+    let received_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    *crate::sync::lock(&counters.last_message) = Some(super::ReceivedMessage {
+        properties,
+        bytes: bytes as u64,
+        size,
+        received_at_ms,
+    });
 }
 
 /// The topic filters IoT Hub lets a device subscribe to.
