@@ -12,13 +12,8 @@ use tokio::time::Instant;
 use super::backends::{Backends, DeviceSession, ServiceError, Session};
 use super::core::{Device, DeviceSpec};
 use super::gate::TrafficClass;
-use super::messages::{MessageBuilder, MessageSchedule};
+use super::messages::{MessageBuilder, MessageSchedule, payload_seed, schedule_seed};
 use crate::metrics::{Outcome, Phase};
-
-/// Seeds of a device's telemetry draws, apart from its other draws (backoff jitter), so a retry
-/// elsewhere never changes its payloads.
-const PAYLOAD_SEED: u64 = 0x7061_796c_6f61_6473;
-const SCHEDULE_SEED: u64 = 0x7363_6865_6475_6c65;
 
 /// The wall clock as time since the Unix epoch.
 fn wall_now() -> Duration {
@@ -43,10 +38,10 @@ impl Telemetry {
     /// first aligned tick.
     pub fn new(spec: &DeviceSpec, intended_start: Instant) -> Self {
         let plan = spec.telemetry.clone();
-        let mut schedule = MessageSchedule::new(plan.settings.schedule, spec.seed ^ SCHEDULE_SEED);
+        let mut schedule = MessageSchedule::new(plan.settings.schedule, schedule_seed(spec.seed));
         let due = schedule.first(Instant::now(), wall_now());
         Self {
-            builder: MessageBuilder::new(plan, &spec.id, spec.seed ^ PAYLOAD_SEED),
+            builder: MessageBuilder::new(plan, &spec.id, payload_seed(spec.seed)),
             schedule,
             due,
             intended_start,

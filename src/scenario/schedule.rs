@@ -11,8 +11,9 @@
 //!   apart (`{every: 10m, count: 20, spacing: 100ms}`).
 //!
 //! The first message is due when the device comes online, except with `align`, where it is due
-//! at the first aligned tick. Latency counts from when each message was due (the open model), so
-//! a herd that the hub or the simulator cannot take at once shows up as latency.
+//! at the first aligned tick, and with `poisson`, where it comes after a first exponential gap
+//! (coming online is not an event). Latency counts from when each message was due (the open
+//! model), so a herd that the hub or the simulator cannot take at once shows up as latency.
 
 use std::fmt;
 use std::num::NonZeroU32;

@@ -194,10 +194,10 @@ impl Serialize for Payload {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Properties {
-    /// `$.ct` (default `application/json` for JSON payloads).
+    /// `$.ct` (default `application/json` for JSON payloads; `""` sends none).
     #[serde(default)]
     pub content_type: Option<String>,
-    /// `$.ce` (default `utf-8` for JSON payloads).
+    /// `$.ce` (default `utf-8` for JSON payloads; `""` sends none).
     #[serde(default)]
     pub content_encoding: Option<String>,
     /// `$.mid`, e.g. `$uuid`.
@@ -251,10 +251,12 @@ impl Properties {
     fn resolve(&self, payload: &Payload) -> Vec<Property> {
         let json = matches!(payload, Payload::Json(_));
         let mut out = Vec::new();
+        // An empty value sends none (as an SDK message without a content type).
         let fixed = |name: &str, value: &Option<String>, default: &str| {
             value
                 .clone()
                 .or_else(|| json.then(|| default.to_string()))
+                .filter(|v| !v.is_empty())
                 .map(|v| Property::constant(name, &v))
         };
         out.extend(fixed("$.ct", &self.content_type, "application/json"));

@@ -131,9 +131,13 @@ pub struct SizeProfile {
 pub fn size_profile(plan: &Arc<TelemetryPlan>, samples: u32) -> SizeProfile {
     let id = "probe-device-000000";
     let mut builder = MessageBuilder::new(plan.clone(), id, 0);
+    // Timestamps as long as today's.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let (mut size, mut meters) = (0u64, 0u64);
     for _ in 0..samples.max(1) {
-        let m = builder.build(id, 0, 0);
+        let m = builder.build(id, 0, now_ms);
         size += m.size;
         meters += m.meters;
     }

@@ -23,5 +23,16 @@ pub use plan::TelemetryPlan;
 pub use program::Program;
 pub use schedule::MessageSchedule;
 
+/// The seed of a device's payload draws, from its own seed: apart from its other draws (backoff
+/// jitter), so a retry elsewhere never changes its payloads.
+pub fn payload_seed(device_seed: u64) -> u64 {
+    device_seed ^ 0x7061_796c_6f61_6473
+}
+
+/// The seed of a device's schedule draws (jitter, Poisson gaps), from its own seed.
+pub fn schedule_seed(device_seed: u64) -> u64 {
+    device_seed ^ 0x7363_6865_6475_6c65
+}
+
 #[cfg(test)]
 mod tests;

@@ -72,7 +72,8 @@ impl MessageSchedule {
     }
 
     /// When the first message is due, for a device that came online at `now`, when the wall
-    /// clock read `wall`: at once, or at the first aligned tick.
+    /// clock read `wall`: at once, at the first aligned tick, or (Poisson) after a first
+    /// exponential gap.
     pub fn first(&mut self, now: Instant, wall: Duration) -> Instant {
         self.sent_in_tick = 1;
         self.previous = None;
@@ -82,7 +83,14 @@ impl MessageSchedule {
                 self.tick = at_wall(now, wall, self.tick_wall);
                 self.offset = self.delay(jitter);
             }
-            _ => {
+            Ticks::Poisson { .. } => {
+                // Any moment of a Poisson process is as far from its next event as any other:
+                // coming online is not an event.
+                let gap = draw::exponential(&mut self.rng, self.every.as_secs_f64());
+                self.tick = now + Duration::from_secs_f64(gap);
+                self.offset = Duration::ZERO;
+            }
+            Ticks::Every { .. } => {
                 self.tick = now;
                 self.offset = Duration::ZERO;
             }

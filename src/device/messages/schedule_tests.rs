@@ -71,6 +71,18 @@ fn poisson_gaps_are_exponential() {
     // P(gap > mean) = e^-1.
     let over = g.iter().filter(|&&x| x > 0.5).count() as f64 / g.len() as f64;
     assert!((over - (-1f64).exp()).abs() < 0.01, "{over}");
+    // Coming online is not an event: the first message too waits an exponential gap.
+    let now = Instant::now();
+    let firsts: Vec<f64> = (0..20_000)
+        .map(|seed| {
+            let mut s = MessageSchedule::new(spec("{poisson: 2/s}"), seed);
+            s.first(now, Duration::ZERO)
+                .duration_since(now)
+                .as_secs_f64()
+        })
+        .collect();
+    let (mean, _) = mean_and_deviation(&firsts);
+    assert!((mean - 0.5).abs() < 0.015, "first gap {mean}");
 }
 
 #[test]
