@@ -66,9 +66,23 @@ def nodes_of(folder):
         if f.suffix == ".rs":
             nodes[f.stem] = strip_comments(f.read_text())
         elif f.is_dir() and (f / "mod.rs").exists():
-            text = "\n".join(strip_comments(p.read_text()) for p in sorted(f.rglob("*.rs")))
+            text = "\n".join(as_seen_from_parent(p, f) for p in sorted(f.rglob("*.rs")))
             nodes[f.name + "/"] = text
     return nodes
+
+
+def as_seen_from_parent(path, sub):
+    """A file of sub-folder module `sub`, its `super::` paths rewritten as seen from `sub`'s
+    parent: those that reach the parent become one `super::`, those that stay inside `sub` are
+    its own business and name no sibling."""
+    rel = path.relative_to(sub)
+    depth = len(rel.parts) - 1 + (0 if path.name == "mod.rs" else 1)
+
+    def rewrite(m):
+        n = m.group(0).count("super::")
+        return "super::" if n == depth + 1 else "own::" if n <= depth else m.group(0)
+
+    return re.sub(r"(?:\bsuper::)+", rewrite, strip_comments(path.read_text()))
 
 
 def path_edges(name, text, modules, absolute):

@@ -109,10 +109,12 @@ impl<B: Backends> Device<'_, B> {
         let Some((new_key, cert)) = renewed else {
             return Ok(online);
         };
+        // Counted once the certificate is issued (and, with --state, committed), as the CA and
+        // the state count it, whether or not the run ends during the swap that follows.
+        self.report.renewals += 1;
         let key = new_key.unwrap_or(online.key);
         let session = self.swap(online.session, &key, &cert).await?;
         let schedule = self.schedule(&cert);
-        self.report.renewals += 1;
         Ok(Online {
             session,
             key,

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sync::lock;
+
 /// What a throttle says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -40,8 +42,20 @@ impl Bucket {
         }
     }
 
+    /// `rate` requests per second with a burst of `burst` requests (DPS's "5 polls per 10 s per
+    /// device" is 0.5/s with a burst of 5).
+    pub fn with_burst(rate: f64, burst: f64, shaping: Duration) -> Self {
+        let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+        Self {
+            period,
+            tolerance: period.mul_f64(burst.max(1.0) - 1.0),
+            shaping,
+            tat: Mutex::new(None),
+        }
+    }
+
     pub fn admit(&self, now: Instant) -> Admission {
-        let mut tat = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tat = lock(&self.tat);
         let t = tat.map_or(now, |t| t.max(now));
         let earliest = t.checked_sub(self.tolerance).unwrap_or(now);
         let wait = earliest.saturating_duration_since(now);

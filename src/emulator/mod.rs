@@ -3,41 +3,43 @@
 //! protocol models and `crypto`.
 //!
 //! [`Emulators::start`] starts both on ephemeral loopback ports for an embedded run;
-//! [`Emulators::start_on`] on chosen addresses ([`standalone`] is `fleetsim emulate`). Shared
-//! pieces: [`tls`] (server PKI and the HTTPS accept loop), [`token`] (Azure AD stand-in tokens) and
-//! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the hub's
-//! throttles). [`persist`] is what a resumed soak (`--state`) saves of them: both report durable
-//! changes to a journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
+//! [`Emulators::start_on`] on chosen addresses ([`standalone`] is `fleetsim emulate`). The CA and
+//! the hub do not know each other: the assembly here wires the CA's revocation hook to the hub's
+//! registry ("disable device on revoke"). [`Emulators::start_dps`] adds the Device Provisioning
+//! Service ([`dps`]), linked to the hub (and to further hubs, [`Emulators::add_hub`]) through
+//! [`dps::LinkedHub`]. Shared pieces: [`listener`] (the one accept loop and drain policy of every
+//! server), [`tls`] (server PKI, HTTPS over the listener), [`mqtt_wire`] and [`websocket`] (MQTT
+//! framing and the WebSocket bridge of the hub and DPS), [`token`] (Azure AD stand-in tokens) and
+//! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the throttles).
+//! [`persist`] is what a resumed soak (`--state`) saves of them: both report durable changes to a
+//! journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
 
+pub mod amqp;
 pub mod ca;
+pub mod dps;
+mod error;
 pub mod gcra;
 pub mod hub;
+pub mod listener;
+pub mod mqtt_wire;
 pub mod persist;
 pub mod standalone;
 pub mod tls;
 pub mod token;
+pub mod websocket;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use ca::{CaConfig, CaEmulator};
+pub use dps::{DpsConfig, DpsEmulator};
+pub use error::EmulatorError;
 pub use hub::{HubConfig, HubEmulator};
 pub use tls::ServerPki;
-
-#[derive(Debug, thiserror::Error)]
-pub enum EmulatorError {
-    #[error("cannot listen: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("certificate generation failed: {0}")]
-    Certificate(#[from] rcgen::Error),
-    #[error("TLS setup failed: {0}")]
-    Tls(#[from] rustls::Error),
-    #[error("{0}")]
-    Setup(String),
-}
 
 /// Both emulators, running.
 pub struct Emulators {
@@ -51,6 +53,15 @@ pub struct Emulators {
     pub hub_registry_url: String,
     /// More MQTT/TLS listeners of the hub, on other loopback addresses ([`Emulators::add_mqtt_listener`]).
     pub hub_mqtt_extra: Vec<SocketAddr>,
+    /// DPS, once [`Emulators::start_dps`] started it.
+    pub dps: Option<RunningDps>,
+    /// Further hubs ([`Emulators::add_hub`]), for DPS to spread devices over.
+    pub extra_hubs: Vec<ExtraHub>,
+    /// The hub's AMQP endpoint (C2D sends, Event Hub-compatible reads): `amqps://{amqp_addr}`.
+    pub amqp_addr: SocketAddr,
+    pub amqp: amqp::AmqpEndpoint,
+    /// The hub's C2D queues, fed by the AMQP endpoint.
+    pub c2d: std::sync::Arc<amqp::C2dQueues>,
     pki: ServerPki,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -63,6 +74,7 @@ pub struct Addresses {
     pub hub_mqtt: SocketAddr,
     pub hub_registry: SocketAddr,
     pub hub_websocket: SocketAddr,
+    pub amqp: SocketAddr,
 }
 
 impl Addresses {
@@ -74,6 +86,64 @@ impl Addresses {
             hub_mqtt: any,
             hub_registry: any,
             hub_websocket: any,
+            amqp: any,
+        }
+    }
+}
+
+/// Where DPS's endpoints listen (port 0: any free port).
+#[derive(Debug, Clone, Copy)]
+pub struct DpsAddresses {
+    /// MQTT over TLS (8883 in Azure, fixed in Microsoft's SDKs).
+    pub mqtt: SocketAddr,
+    /// MQTT over WebSocket (443 in Azure).
+    pub websocket: SocketAddr,
+    /// The service REST API.
+    pub service: SocketAddr,
+}
+
+impl DpsAddresses {
+    /// Every endpoint on an ephemeral port of `ip`.
+    pub fn ephemeral(ip: std::net::IpAddr) -> Self {
+        let any = SocketAddr::new(ip, 0);
+        Self {
+            mqtt: any,
+            websocket: any,
+            service: any,
+        }
+    }
+}
+
+/// DPS, running.
+pub struct RunningDps {
+    pub emulator: DpsEmulator,
+    pub mqtt_addr: SocketAddr,
+    /// `wss://{websocket_addr}/$iothub/websocket`.
+    pub websocket_addr: SocketAddr,
+    pub service_url: String,
+}
+
+/// A hub started by [`Emulators::add_hub`].
+pub struct ExtraHub {
+    pub hub: HubEmulator,
+    pub mqtt_addr: SocketAddr,
+}
+
+/// The name under which EZCA's root is uploaded to DPS.
+pub const EZCA_ROOT_CERTIFICATE: &str = "fleetsim-ezca-root";
+/// The name under which EZCA's default (ECDSA) issuing CA is uploaded to DPS.
+pub const EZCA_ISSUING_CERTIFICATE: &str = "fleetsim-ezca-issuing";
+
+/// DPS reaches a hub emulator through its registry, as DPS reaches a linked hub.
+impl dps::LinkedHub for HubEmulator {
+    fn host_name(&self) -> &str {
+        HubEmulator::host_name(self)
+    }
+
+    fn provision_device(&self, device_id: &str) -> Result<(), String> {
+        match self.provision_ca_device(device_id) {
+            true => Ok(()),
+            false => Err(format!("'{device_id}' is not a valid device id")),
         }
     }
 }
@@ -82,6 +152,44 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| EmulatorError::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}"))))
+}
+
+/// The hub's `iothubowner` policy, read back from its connection string, and the hub's name.
+fn owner_policy(hub: &HubEmulator) -> (amqp::AccessPolicy, String) {
+    let cs = hub.connection_string();
+    let secret = cs.to_secret_string();
+    let key = secret
+        .split(';')
+        .find_map(|kv| kv.strip_prefix("SharedAccessKey="))
+        .unwrap_or_default();
+    let policy = amqp::AccessPolicy {
+        name: cs.key_name.clone(),
+        primary_key: key.to_string(),
+        secondary_key: None,
+    };
+    let name = hub
+        .host_name()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (policy, name)
+}
+
+/// The AMQP endpoint of `hub` with its C2D queues (devices must be in the hub's registry).
+fn amqp_endpoint(hub: &HubEmulator) -> (amqp::AmqpEndpoint, std::sync::Arc<amqp::C2dQueues>) {
+    let (policy, entity) = owner_policy(hub);
+    let registry = hub.clone();
+    let c2d = std::sync::Arc::new(amqp::C2dQueues::new(Default::default(), move |id| {
+        registry.device(id).is_some()
+    }));
+    let config = amqp::AmqpConfig {
+        host_name: hub.host_name().to_string(),
+        entity,
+        policies: vec![policy],
+    };
+    let endpoint = amqp::AmqpEndpoint::new(config, c2d.clone(), hub.event_log());
+    (endpoint, c2d)
 }
 
 impl Emulators {
@@ -122,7 +230,11 @@ impl Emulators {
         hub_emulator.restore_devices(&restore.hub_devices);
         hub_emulator.trust_ca(ca_emulator.root_der());
         if ca.disable_devices_on_revoke {
-            ca_emulator.disable_devices_on_revoke(hub_emulator.clone());
+            let hub = hub_emulator.clone();
+            ca_emulator.on_revoke(Arc::new(move |device| {
+                let disabled = hub.disable_device(device);
+                tracing::debug!(%device, disabled, "revocation disabled the device in the hub");
+            }));
         }
 
         let mqtt_listener = bind(addrs.hub_mqtt).await?;
@@ -132,6 +244,15 @@ impl Emulators {
         let hub_mqtt_addr = mqtt_listener.local_addr()?;
         let hub_registry_url = format!("https://{}", registry_listener.local_addr()?);
 
+        let (amqp, c2d) = amqp_endpoint(&hub_emulator);
+        let amqp_listener = bind(addrs.amqp).await?;
+        let amqp_addr = amqp_listener.local_addr()?;
+        let amqp_names = [
+            amqp_addr.ip().to_string(),
+            hub_emulator.host_name().to_string(),
+            "localhost".into(),
+        ];
+        let amqp_tls = amqp::AmqpEndpoint::tls_config(&pki, &amqp_names)?;
         let on_stop = |t: &CancellationToken| {
             let t = t.clone();
             async move { t.cancelled().await }
@@ -141,6 +262,7 @@ impl Emulators {
             hub_emulator.serve_mqtt(mqtt_listener, &pki, on_stop(&stop))?,
             hub_emulator.serve_registry(registry_listener, &pki, on_stop(&stop))?,
             hub_emulator.serve_websocket(websocket_listener, &pki, on_stop(&stop))?,
+            amqp.serve(amqp_listener, amqp_tls, on_stop(&stop)),
         ];
         Ok(Self {
             ca: ca_emulator,
@@ -150,6 +272,11 @@ impl Emulators {
             hub_websocket_addr,
             hub_registry_url,
             hub_mqtt_extra: Vec::new(),
+            dps: None,
+            extra_hubs: Vec::new(),
+            amqp_addr,
+            amqp,
+            c2d,
             pki,
             stop,
             tasks,
@@ -172,6 +299,73 @@ impl Emulators {
         self.tasks.push(task);
         self.hub_mqtt_extra.push(local);
         Ok(local)
+    }
+
+    /// Starts DPS on `addrs`, linked to the hub and to every hub added so far, with EZCA's root
+    /// and issuing CA uploaded as [`EZCA_ROOT_CERTIFICATE`] and [`EZCA_ISSUING_CERTIFICATE`] (for
+    /// enrolment groups' `caReferences`). It has no enrolments yet.
+    pub async fn start_dps(
+        &mut self,
+        addrs: DpsAddresses,
+        config: &DpsConfig,
+    ) -> Result<&RunningDps, EmulatorError> {
+        if self.dps.is_some() {
+            return Err(EmulatorError::Setup("DPS is already running".into()));
+        }
+        let dps = DpsEmulator::new(config);
+        dps.add_certificate(EZCA_ROOT_CERTIFICATE, self.ca.root_der());
+        dps.add_certificate(EZCA_ISSUING_CERTIFICATE, self.ca.issuing_der());
+        dps.link_hub(std::sync::Arc::new(self.hub.clone()));
+        for extra in &self.extra_hubs {
+            dps.link_hub(std::sync::Arc::new(extra.hub.clone()));
+        }
+        let mqtt = bind(addrs.mqtt).await?;
+        let websocket = bind(addrs.websocket).await?;
+        let service = bind(addrs.service).await?;
+        let running = RunningDps {
+            mqtt_addr: mqtt.local_addr()?,
+            websocket_addr: websocket.local_addr()?,
+            service_url: format!("https://{}", service.local_addr()?),
+            emulator: dps.clone(),
+        };
+        let stop = |t: &CancellationToken| {
+            let t = t.clone();
+            async move { t.cancelled().await }
+        };
+        self.tasks.extend([
+            dps.serve_mqtt(mqtt, &self.pki, stop(&self.stop))?,
+            dps.serve_websocket(websocket, &self.pki, stop(&self.stop))?,
+            dps.serve_service(service, &self.pki, stop(&self.stop))?,
+        ]);
+        Ok(self.dps.insert(running))
+    }
+
+    /// Starts one more hub with `config` (its MQTT/TLS endpoint on `mqtt`), trusting EZCA's root
+    /// like the first, and links it to DPS.
+    pub async fn add_hub(
+        &mut self,
+        config: &HubConfig,
+        mqtt: SocketAddr,
+    ) -> Result<&ExtraHub, EmulatorError> {
+        let hub = HubEmulator::new(config)?;
+        hub.trust_ca(self.ca.root_der());
+        let listener = bind(mqtt).await?;
+        let mqtt_addr = listener.local_addr()?;
+        let stop = self.stop.clone();
+        let task = hub.serve_mqtt(listener, &self.pki, async move { stop.cancelled().await })?;
+        self.tasks.push(task);
+        if let Some(dps) = &self.dps {
+            dps.emulator.link_hub(std::sync::Arc::new(hub.clone()));
+        }
+        self.extra_hubs.push(ExtraHub { hub, mqtt_addr });
+        Ok(&self.extra_hubs[self.extra_hubs.len() - 1])
+    }
+
+    /// The Event Hub-compatible connection string of the hub's built-in endpoint (holds the
+    /// `iothubowner` key: never log it).
+    pub fn event_hub_connection_string(&self) -> String {
+        let (policy, _) = owner_policy(&self.hub);
+        self.amqp.event_hub_connection_string(&policy)
     }
 
     /// Stops accepting and waits for the servers to finish.

@@ -1,12 +1,35 @@
 //! What the embedded emulators need to survive a restart of a resumed soak (`--state`): the CA's
-//! identity (certificates and issuing key, ids), the certificates it issued, its domains and
-//! revocations, and the hub's registry. The emulators report every durable change to a
+//! identity (certificates and issuing key, ids), the certificates it issued and its domains (the
+//! CA's own records, defined here so this file imports neither emulator), its revocations, and
+//! the hub's registry. The emulators report every durable change to a
 //! [`Journal`] before they answer the request that caused it, and start from a [`Restore`].
 
 use rustls_pki_types::CertificateDer;
 
-use super::ca::{Domain, IssuedRecord};
 use crate::iothub::registry::Device;
+
+/// A domain registered with `RegisterNewDomain`.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    /// `DomainID` as GetMyDomains reports it.
+    pub id: String,
+    /// The issuing CA it was registered with (index into the CA list). Names are one namespace
+    /// across the emulator's CAs: a device id registered with one CA may be requested from any.
+    pub ca: usize,
+    pub owners: Vec<String>,
+    pub requesters: Vec<String>,
+}
+
+/// A certificate the emulator issued.
+#[derive(Debug, Clone)]
+pub struct IssuedRecord {
+    pub der: CertificateDer<'static>,
+    /// Index of the issuing CA in `CaState::authorities`: renewals are signed by the same CA.
+    pub ca: usize,
+    pub subject_cn: String,
+    pub requested_by: String,
+    pub revoked: bool,
+}
 
 /// A durable change in an emulator.
 #[derive(Debug, Clone)]

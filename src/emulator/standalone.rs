@@ -1,13 +1,25 @@
-//! `fleetsim emulate`: both emulators as a standalone service for other tools and for
+//! `fleetsim emulate`: the emulators as a standalone service for other tools and for
 //! `fleetsim run` processes with a remote target. It writes what a client needs into a directory
-//! (the TLS trust bundle, a bearer token for EZCA, the hub's connection string, both secret files
-//! 0600, and a ready-to-use `target:` block) and serves until shutdown.
+//! (the TLS trust bundle, a bearer token for EZCA, the hub's and DPS's connection strings, the hub's Event
+//! Hub-compatible connection string, secret
+//! files 0600, and a ready-to-use `target:` block) and serves until shutdown.
+//!
+//! DPS gets an enrolment group, [`DEFAULT_GROUP`], that admits every certificate EZCA issues and
+//! spreads devices over the linked hubs. Microsoft's SDKs fix port 8883 for DPS as for the hub and
+//! check host names, so DPS listens on an address of its own (127.0.0.2 by default) and both names
+//! go in `/etc/hosts`.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use super::ca::IssuingKey;
-use super::{Addresses, CaConfig, EmulatorError, Emulators, HubConfig};
+use super::dps::enrollment::{
+    Attestation, EnrollmentGroup, ProvisioningStatus, Settings, X509Attestation, X509CaReferences,
+};
+use super::{
+    Addresses, CaConfig, DpsAddresses, DpsConfig, EZCA_ROOT_CERTIFICATE, EmulatorError, Emulators,
+    HubConfig,
+};
 use crate::crypto::{cert_to_pem, write_secret_file};
 
 /// What the standalone emulators wrote, for the caller to print.
@@ -19,28 +31,119 @@ pub struct Written {
     pub hub_mqtt: std::net::SocketAddr,
     pub hub_websocket: std::net::SocketAddr,
     pub hub_registry_url: String,
+    /// AMQP/TLS: C2D sends and the Event Hub-compatible endpoint.
+    pub hub_amqp: std::net::SocketAddr,
     pub hub_host: String,
     pub trust_pem: PathBuf,
     pub token_file: PathBuf,
     pub connection_string_file: PathBuf,
+    /// The Event Hub-compatible connection string of the hub's built-in endpoint (0600).
+    pub event_hub_connection_string_file: PathBuf,
     /// An Azure AD-style token the hub's registry accepts (alternative to the connection string).
     pub hub_token_file: PathBuf,
     pub target_yaml: PathBuf,
+    pub dps: Option<WrittenDps>,
 }
 
-/// Starts the emulators on `addrs`, writes the client files into `dir`, calls `ready` with what
+/// What `fleetsim emulate` wrote about DPS.
+#[derive(Debug, Clone)]
+pub struct WrittenDps {
+    pub mqtt: std::net::SocketAddr,
+    pub websocket: std::net::SocketAddr,
+    pub service_url: String,
+    pub host: String,
+    pub id_scope: String,
+    /// `HostName=…;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=…` (0600).
+    pub connection_string_file: PathBuf,
+}
+
+/// The enrolment group `fleetsim emulate` creates: EZCA's root, hashed over all linked hubs.
+pub const DEFAULT_GROUP: &str = "fleetsim-ezca";
+
+/// What to start and where to write.
+pub struct Options<'a> {
+    pub addrs: Addresses,
+    pub ca: &'a CaConfig,
+    pub hub: &'a HubConfig,
+    /// DPS's addresses and settings; no DPS when absent.
+    pub dps: Option<(DpsAddresses, DpsConfig)>,
+    pub dir: &'a Path,
+    pub token_lifetime_secs: u64,
+}
+
+fn default_group() -> EnrollmentGroup {
+    EnrollmentGroup {
+        enrollment_group_id: DEFAULT_GROUP.into(),
+        settings: Settings {
+            attestation: Attestation {
+                kind: "x509".into(),
+                x509: Some(X509Attestation {
+                    ca_references: Some(X509CaReferences {
+                        primary: Some(EZCA_ROOT_CERTIFICATE.into()),
+                        secondary: None,
+                    }),
+                    ..Default::default()
+                }),
+            },
+            provisioning_status: ProvisioningStatus::Enabled,
+            reprovision_policy: Default::default(),
+            allocation_policy: None,
+            iot_hubs: Vec::new(),
+            iot_hub_host_name: None,
+            capabilities: None,
+            initial_twin: None,
+            etag: None,
+            created_date_time_utc: None,
+            last_updated_date_time_utc: None,
+        },
+    }
+}
+
+/// Starts DPS with its default group and writes its connection string.
+async fn start_dps(
+    emulators: &mut Emulators,
+    addrs: DpsAddresses,
+    config: &DpsConfig,
+    dir: &Path,
+) -> Result<WrittenDps, EmulatorError> {
+    let running = emulators.start_dps(addrs, config).await?;
+    let dps = &running.emulator;
+    dps.put_enrollment_group(default_group())
+        .map_err(|e| EmulatorError::Setup(format!("default enrolment group: {}", e.message)))?;
+    let written = WrittenDps {
+        mqtt: running.mqtt_addr,
+        websocket: running.websocket_addr,
+        service_url: running.service_url.clone(),
+        host: dps.host_name().to_string(),
+        id_scope: dps.id_scope().to_string(),
+        connection_string_file: dir.join("dps-connection-string"),
+    };
+    let secret = dps.connection_string().to_secret_string();
+    write_secret_file(&written.connection_string_file, secret.as_bytes())?;
+    Ok(written)
+}
+
+/// Starts the emulators, writes the client files into `options.dir`, calls `ready` with what
 /// was written, and serves until `shutdown`.
 pub async fn run(
-    addrs: Addresses,
-    ca: &CaConfig,
-    hub: &HubConfig,
-    dir: &Path,
-    token_lifetime_secs: u64,
+    options: Options<'_>,
     ready: impl FnOnce(&Written),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EmulatorError> {
-    let emulators = Emulators::start_on(addrs, ca, hub).await?;
+    let Options {
+        addrs,
+        ca,
+        hub,
+        dps,
+        dir,
+        token_lifetime_secs,
+    } = options;
+    let mut emulators = Emulators::start_on(addrs, ca, hub).await?;
     std::fs::create_dir_all(dir)?;
+    let dps = match dps {
+        Some((addrs, config)) => Some(start_dps(&mut emulators, addrs, &config, dir).await?),
+        None => None,
+    };
     let written = Written {
         ca_url: emulators.ca.url().to_string(),
         ca_ids: [
@@ -53,12 +156,15 @@ pub async fn run(
         hub_mqtt: emulators.hub_mqtt_addr,
         hub_websocket: emulators.hub_websocket_addr,
         hub_registry_url: emulators.hub_registry_url.clone(),
+        hub_amqp: emulators.amqp_addr,
         hub_host: emulators.hub.host_name().to_string(),
         trust_pem: dir.join("trust.pem"),
         token_file: dir.join("ezca-token"),
         connection_string_file: dir.join("hub-connection-string"),
+        event_hub_connection_string_file: dir.join("eventhub-connection-string"),
         hub_token_file: dir.join("hub-token"),
         target_yaml: dir.join("target.yaml"),
+        dps,
     };
     std::fs::write(&written.trust_pem, cert_to_pem(&emulators.tls_root))?;
     let token = emulators.ca.mint_token(
@@ -74,6 +180,10 @@ pub async fn run(
             .connection_string()
             .to_secret_string()
             .as_bytes(),
+    )?;
+    write_secret_file(
+        &written.event_hub_connection_string_file,
+        emulators.event_hub_connection_string().as_bytes(),
     )?;
     let hub_token = emulators
         .hub
@@ -105,7 +215,7 @@ fn target_block(w: &Written) -> String {
         "# Export the secrets first:\n\
          #   export EZCA_TOKEN=$(cat {token})\n\
          #   export IOTHUB_CONNECTION_STRING=$(cat {conn})\n\
-         target:\n  remote:\n    ezca:\n      url: {ca}\n{ca_ids}      trust_pem: {trust}\n    iothub:\n      address: {mqtt_ip}\n      mqtt_port: {mqtt_port}\n      websocket_port: {ws_port}\n      registry_url: {registry}\n      trust_pem: {trust}\n",
+         target:\n  remote:\n    ezca:\n      url: {ca}\n{ca_ids}      trust_pem: {trust}\n    iothub:\n      address: {mqtt_ip}\n      mqtt_port: {mqtt_port}\n      websocket_port: {ws_port}\n      registry_url: {registry}\n      trust_pem: {trust}\n{dps}",
         token = w.token_file.display(),
         conn = w.connection_string_file.display(),
         ca = w.ca_url,
@@ -115,5 +225,31 @@ fn target_block(w: &Written) -> String {
         mqtt_port = w.hub_mqtt.port(),
         ws_port = w.hub_websocket.port(),
         registry = w.hub_registry_url,
+        dps = w.dps.as_ref().map(dps_lines).unwrap_or_default(),
     )
+}
+
+/// DPS's part of the target block, as comments until scenarios take `fleet.provisioning: dps`.
+fn dps_lines(d: &WrittenDps) -> String {
+    format!(
+        "    # DPS: enrolment group {DEFAULT_GROUP} admits every certificate EZCA issues, hashed over\n\
+         #   the linked hubs. Its service API is {service} (export\n\
+         #   DPS_CONNECTION_STRING=$(cat {conn})). SDKs check host names: map\n\
+         #   \"{ip} {host}\" in /etc/hosts.\n\
+         # dps:\n\
+         #   global_endpoint: {ip}\n\
+         #   mqtt_port: {port}\n\
+         #   websocket_port: {ws}\n\
+         #   id_scope: {scope}\n",
+        service = d.service_url,
+        conn = d.connection_string_file.display(),
+        ip = d.mqtt.ip(),
+        host = d.host,
+        port = d.mqtt.port(),
+        ws = d.websocket.port(),
+        scope = d.id_scope,
+    )
+    .lines()
+    .map(|l| format!("    {}\n", l.trim_start()))
+    .collect()
 }

@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::EzcaError;
 use super::client::TokenSource;
+use super::error::EzcaError;
 
 pub const EZCA_SCOPE: &str = "https://management.core.windows.net/.default";
 const REFRESH_BEFORE: Duration = Duration::from_secs(300);
@@ -185,57 +185,10 @@ impl Provider {
                 header,
                 client_id,
             } => {
-                let resource = self.scope.trim_end_matches("/.default");
-                let mut req = self
-                    .http
-                    .get(endpoint)
-                    .query(&[("api-version", "2019-08-01"), ("resource", resource)]);
-                if let Some(id) = client_id {
-                    req = req.query(&[("client_id", id)]);
-                }
-                req = match header {
-                    Some((name, value)) => req.header(name, value),
-                    None => req.header("Metadata", "true"),
-                };
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| setup(format!("managed identity: {e}")))?;
-                reply_json(resp, "managed identity").await?
+                self.managed_identity(endpoint, header.as_ref(), client_id.as_deref())
+                    .await?
             }
-            Flow::AzureCli { program } => {
-                let out = tokio::process::Command::new(program)
-                    .args([
-                        "account",
-                        "get-access-token",
-                        "--scope",
-                        &self.scope,
-                        "--output",
-                        "json",
-                    ])
-                    .output()
-                    .await
-                    .map_err(|e| setup(format!("cannot run the Azure CLI (az): {e}")))?;
-                if !out.status.success() {
-                    return Err(setup(format!(
-                        "az account get-access-token failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
-                }
-                #[derive(Deserialize)]
-                #[serde(rename_all = "camelCase")]
-                struct Cli {
-                    access_token: String,
-                    #[serde(default)]
-                    expires_on: Option<serde_json::Value>,
-                }
-                let cli: Cli = serde_json::from_slice(&out.stdout)
-                    .map_err(|e| setup(format!("az output: {e}")))?;
-                // `expires_on` is epoch seconds in newer CLIs; older ones only give a local
-                // date string, for which we assume the usual hour.
-                let exp = number(&cli.expires_on).unwrap_or(secs(now) + 3600);
-                return Ok((cli.access_token, UNIX_EPOCH + Duration::from_secs(exp)));
-            }
+            Flow::AzureCli { program } => return self.azure_cli(program, now).await,
         };
         let expires = match (number(&reply.expires_on), number(&reply.expires_in)) {
             (Some(on), _) => UNIX_EPOCH + Duration::from_secs(on),
@@ -243,6 +196,71 @@ impl Provider {
             (None, None) => now + Duration::from_secs(3600),
         };
         Ok((reply.access_token, expires))
+    }
+
+    /// The instance metadata (or App Service) identity endpoint.
+    async fn managed_identity(
+        &self,
+        endpoint: &str,
+        header: Option<&(String, String)>,
+        client_id: Option<&str>,
+    ) -> Result<TokenReply, EzcaError> {
+        let resource = self.scope.trim_end_matches("/.default");
+        let mut req = self
+            .http
+            .get(endpoint)
+            .query(&[("api-version", "2019-08-01"), ("resource", resource)]);
+        if let Some(id) = client_id {
+            req = req.query(&[("client_id", id)]);
+        }
+        req = match header {
+            Some((name, value)) => req.header(name, value),
+            None => req.header("Metadata", "true"),
+        };
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| setup(format!("managed identity: {e}")))?;
+        reply_json(resp, "managed identity").await
+    }
+
+    /// `az account get-access-token`, as the signed-in user of the Azure CLI.
+    async fn azure_cli(
+        &self,
+        program: &std::path::Path,
+        now: SystemTime,
+    ) -> Result<(String, SystemTime), EzcaError> {
+        let out = tokio::process::Command::new(program)
+            .args([
+                "account",
+                "get-access-token",
+                "--scope",
+                &self.scope,
+                "--output",
+                "json",
+            ])
+            .output()
+            .await
+            .map_err(|e| setup(format!("cannot run the Azure CLI (az): {e}")))?;
+        if !out.status.success() {
+            return Err(setup(format!(
+                "az account get-access-token failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Cli {
+            access_token: String,
+            #[serde(default)]
+            expires_on: Option<serde_json::Value>,
+        }
+        let cli: Cli =
+            serde_json::from_slice(&out.stdout).map_err(|e| setup(format!("az output: {e}")))?;
+        // `expires_on` is epoch seconds in newer CLIs; older ones only give a local date string,
+        // for which we assume the usual hour.
+        let exp = number(&cli.expires_on).unwrap_or(secs(now) + 3600);
+        Ok((cli.access_token, UNIX_EPOCH + Duration::from_secs(exp)))
     }
 
     async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<TokenReply, EzcaError> {

@@ -3,8 +3,8 @@
 
 use rustls_pki_types::CertificateDer;
 
-use super::EzcaError;
 use super::client::{Client, retry_after_of, transport};
+use super::error::EzcaError;
 use super::models::{
     ApiResult, CertRenewRequest, CertificateAuthenticationPayload, CertificateCreatedResponse,
 };

@@ -13,12 +13,13 @@ use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::EzcaError;
+use super::error::EzcaError;
 use super::models::{
     AadObject, ApiResult, AvailableCa, CertificateCreateRequest, CertificateCreateRequestV2,
     CertificateCreatedResponse, DomainInformation, NewDomainRequest, RevokeRequest,
 };
 use super::retry::{RetryObserver, RetryPolicy, endpoint_of, with_retries};
+use crate::sync::lock;
 
 /// Supplies the Azure AD bearer token for management calls (see [`super::aad`]).
 pub trait TokenSource: Send + Sync {
@@ -252,12 +253,7 @@ impl Client {
     }
 
     async fn fetch_issuer(&self, url: &str) -> Result<CertificateDer<'static>, EzcaError> {
-        if let Some(c) = self
-            .issuers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(url)
-        {
+        if let Some(c) = lock(&self.issuers).get(url) {
             return Ok(c.clone());
         }
         let resp = self.http.get(url).send().await.map_err(transport)?;
@@ -276,10 +272,7 @@ impl Client {
             Ok(mut v) => v.swap_remove(0),
             Err(_) => CertificateDer::from(body.to_vec()),
         };
-        self.issuers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(url.to_string(), cert.clone());
+        lock(&self.issuers).insert(url.to_string(), cert.clone());
         Ok(cert)
     }
 

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::EzcaError;
+use super::error::EzcaError;
 
 /// Called before each retry with the endpoint (e.g. `RequestSSLCertificate`) and the reason
 /// (the failure's kind, e.g. `http_503`, `timeout`).

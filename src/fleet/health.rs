@@ -1,13 +1,30 @@
 //! Builds the report's certificate section at the end of a run from the recorder's certificate
-//! health, the devices' own reports and, for the embedded hub, what it received per device.
+//! health, the devices' own reports and, for the embedded hub, what it received per device; and
+//! the report's hub totals from the embedded hub's counters.
 
 use std::time::Duration;
 
 use crate::device::DeviceReport;
 use crate::emulator::HubEmulator;
+use crate::emulator::hub::HubStats;
 use crate::metrics::Recorder;
+use crate::report::HubCounts;
 use crate::report::certificates::{CertificateReport, RevocationSummary, SwapReport};
 use crate::scenario::{RevokeMethod, Scenario, Target};
+
+/// The report's copy of the embedded hub's totals.
+pub fn hub_counts(h: HubStats) -> HubCounts {
+    HubCounts {
+        messages: h.messages,
+        bytes: h.bytes,
+        meters: h.meters,
+        connects: h.connects,
+        refused: h.refused,
+        drops: h.drops,
+        devices_registered: h.devices_registered,
+        throttled: h.throttled,
+    }
+}
 
 /// The window over which the CA's latency during a renewal storm is reported.
 const STORM_WINDOW: Duration = Duration::from_secs(10);

@@ -54,7 +54,7 @@ pub(super) fn build(
     report.shard = (!s.shard.is_whole()).then(|| s.shard.to_string());
     report.cohorts = cohorts(s);
     report.messages.failed = s.roster.reports.iter().map(|r| r.messages_failed).sum();
-    report.hub = s.hub.map(|h| h.stats().into());
+    report.hub = s.hub.map(|h| health::hub_counts(h.stats()));
     report.certificates = Some(health::certificate_report(
         s.scenario,
         s.recorder,

@@ -1,74 +1,21 @@
 //! The IoT Hub side of the wire as a device and a service client see it: SAS tokens ([`sas`]),
-//! the registry REST client ([`registry`]), topic names and property bags ([`topics`]) and the
-//! MQTT device transport over rumqttc ([`mqtt`]).
+//! the registry REST client ([`registry`]), topic names and property bags ([`topics`]), the
+//! MQTT device transport over rumqttc ([`mqtt`]), the device side of DPS ([`dps`]) and the tiers
+//! with their published limits ([`quotas`]), which the hub emulator shares.
 
+pub mod dps;
+mod error;
 pub mod identity;
 pub mod mqtt;
+pub mod quotas;
 pub mod registry;
 pub mod sas;
 pub mod topics;
 
+pub use error::HubError;
+
 /// The api-version devices put in their MQTT username and the registry client in its query.
 pub const API_VERSION: &str = "2021-04-12";
-
-/// Why a hub operation failed. `kind()` is the short label counted in metrics.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    #[error("cannot reach the hub: {0}")]
-    Transport(String),
-    #[error("the hub timed out")]
-    Timeout,
-    #[error("the hub answered HTTP {status} ({code}): {body}")]
-    Status {
-        status: u16,
-        code: String,
-        body: String,
-        /// The hub's `Retry-After`, if it sent one.
-        retry_after: Option<std::time::Duration>,
-    },
-    #[error("CONNACK refused the connection: {0}")]
-    ConnectRefused(String),
-    #[error("the hub closed the connection before CONNACK (throttled or quota spent)")]
-    ClosedBeforeConnack,
-    #[error("TLS failed: {0}")]
-    Tls(String),
-    #[error("the hub closed the connection: {0}")]
-    Closed(String),
-    #[error("bad connection string: {0}")]
-    ConnectionString(String),
-    #[error("client setup: {0}")]
-    Setup(String),
-}
-
-impl HubError {
-    pub fn kind(&self) -> String {
-        match self {
-            HubError::Transport(_) => "transport".into(),
-            HubError::Timeout => "timeout".into(),
-            HubError::Status { status, .. } => format!("http_{status}"),
-            HubError::ConnectRefused(code) => format!("connack_{code}"),
-            HubError::Tls(_) => "tls".into(),
-            HubError::ClosedBeforeConnack => "closed_before_connack".into(),
-            HubError::Closed(_) => "closed".into(),
-            HubError::ConnectionString(_) => "connection_string".into(),
-            HubError::Setup(_) => "setup".into(),
-        }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        match self {
-            HubError::Transport(_)
-            | HubError::Timeout
-            | HubError::Closed(_)
-            | HubError::Tls(_)
-            | HubError::ClosedBeforeConnack => true,
-            HubError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            // 3 is "server unavailable" (also a disabled device); 5 "not authorized" is final.
-            HubError::ConnectRefused(code) => code == "3",
-            _ => false,
-        }
-    }
-}
 
 /// `HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`. The key is kept private and out
 /// of `Debug`.

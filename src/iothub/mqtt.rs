@@ -10,15 +10,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
+    Packet, QoS, TlsConfiguration, Transport,
 };
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{API_VERSION, HubError};
+use super::API_VERSION;
+use super::error::HubError;
 
 /// How a device reaches the hub.
 #[derive(Debug, Clone)]
@@ -90,6 +91,39 @@ impl MqttTransport {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttSession, HubError> {
+        let ep = &self.endpoint;
+        let (mut eventloop, client) = self.eventloop(device_id, chain, key)?;
+        let connack = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => continue,
+                    Err(e) => return Err(connack_error(e)),
+                }
+            }
+        };
+        match tokio::time::timeout(ep.connect_timeout, connack).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(HubError::Timeout),
+        }
+        let (events_tx, events) = mpsc::channel(2);
+        let driver = tokio::spawn(drive(eventloop, events_tx));
+        Ok(MqttSession {
+            client,
+            events,
+            driver,
+            ack_timeout: ep.ack_timeout,
+        })
+    }
+
+    /// The device's MQTT client over TLS (or WebSocket), not yet connected.
+    fn eventloop(
+        &self,
+        device_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<(EventLoop, AsyncClient), HubError> {
         let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| HubError::Setup(e.to_string()))?
@@ -130,48 +164,28 @@ impl MqttTransport {
         network.set_tcp_nodelay(true);
         network.set_connection_timeout(ep.connect_timeout.as_secs().max(1));
         eventloop.set_network_options(network);
+        Ok((eventloop, client))
+    }
+}
 
-        let connack = async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
-                    Ok(_) => continue,
-                    Err(e) => return Err(connack_error(e)),
+/// Polls a connected session's event loop, passing PUBACKs on, until it disconnects or fails
+/// (the failure is passed on too).
+async fn drive(mut eventloop: EventLoop, events: mpsc::Sender<SessionEvent>) {
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                if events.send(SessionEvent::PubAck).await.is_err() {
+                    return;
                 }
             }
-        };
-        match tokio::time::timeout(ep.connect_timeout, connack).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(HubError::Timeout),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                let closed = SessionEvent::Closed(connection_error(e).to_string());
+                let _ = events.send(closed).await;
+                return;
+            }
         }
-
-        let (events_tx, events) = mpsc::channel(2);
-        let driver = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        if events_tx.send(SessionEvent::PubAck).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = events_tx
-                            .send(SessionEvent::Closed(connection_error(e).to_string()))
-                            .await;
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(MqttSession {
-            client,
-            events,
-            driver,
-            ack_timeout: ep.ack_timeout,
-        })
     }
 }
 

@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
+use super::error::HubError;
 pub use super::identity::*;
-use super::{API_VERSION, ConnectionString, HubError};
+use super::{API_VERSION, ConnectionString};
 
 /// How the client proves it may use the registry.
 #[derive(Clone)]

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-use super::HubError;
+use super::error::HubError;
 
 /// The characters `encodeURIComponent` leaves alone, as the SDKs encode (upper-case escapes).
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC

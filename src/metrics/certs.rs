@@ -14,6 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sync::lock;
+
 /// Renewal tries kept for the storm analysis; past this the timeline stops growing (memory stays
 /// bounded on long soaks) and the report says it was truncated.
 const MAX_TRIES: usize = 2_000_000;
@@ -47,10 +49,6 @@ impl Default for CertHealth {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl CertHealth {

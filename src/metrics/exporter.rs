@@ -21,7 +21,7 @@ use axum::routing::get;
 use hdrhistogram::Histogram;
 use tokio::net::TcpListener;
 
-use super::{Recorder, Snapshot};
+use super::recorder::{Recorder, Snapshot};
 
 /// The Content-Type of the text exposition format.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -151,8 +151,20 @@ pub fn render(snapshot: &Snapshot, extra: &[Sample]) -> String {
         snapshot.meters_sent
     );
 
+    errors_and_retries(&mut out, snapshot);
+    cert_health(&mut out, &snapshot.certs);
+
+    for s in extra {
+        header(&mut out, s.name, s.help, s.kind.name());
+        let _ = writeln!(out, "{} {}", s.name, number(s.value));
+    }
+    out
+}
+
+/// Failed operations by phase and kind, and the clients' own retries.
+fn errors_and_retries(out: &mut String, snapshot: &Snapshot) {
     header(
-        &mut out,
+        out,
         "fleetsim_errors_total",
         "Failed operations by phase and error kind.",
         "counter",
@@ -169,7 +181,7 @@ pub fn render(snapshot: &Snapshot, extra: &[Sample]) -> String {
     }
 
     header(
-        &mut out,
+        out,
         "fleetsim_retries_total",
         "Retries a service client made by itself (EZCA: 2/4/8 s on 408/5xx and network errors).",
         "counter",
@@ -189,13 +201,6 @@ pub fn render(snapshot: &Snapshot, extra: &[Sample]) -> String {
             escape(reason)
         );
     }
-    cert_health(&mut out, &snapshot.certs);
-
-    for s in extra {
-        header(&mut out, s.name, s.help, s.kind.name());
-        let _ = writeln!(out, "{} {}", s.name, number(s.value));
-    }
-    out
 }
 
 /// The fleet's certificate health: held certificates by status, time to expiry, renewals.

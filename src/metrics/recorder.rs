@@ -16,13 +16,14 @@
 //! on first use, per shard and slot) and snapshots cheap.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
-use super::{DeviceState, Outcome, Phase};
+use super::vocabulary::{DeviceState, Outcome, Phase};
+use crate::sync::lock;
 
 /// Lowest recordable latency, in microseconds.
 pub const LOWEST_US: u64 = 1;
@@ -51,7 +52,7 @@ thread_local! {
     static THREAD_NUMBER: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What one shard holds. Histograms are boxed and allocated on first use: most of the 55
+/// What one shard holds. Histograms are boxed and allocated on first use: most of the 144
 /// phase × outcome slots stay empty in a run.
 #[derive(Default)]
 struct ShardData {
@@ -72,16 +73,10 @@ impl ShardData {
 }
 
 /// Aligned to keep two shards' locks off one cache line, so neighbouring threads don't slow each
-/// other down through false sharing.
+/// other down through false sharing. A panic while holding its lock leaves only counts behind,
+/// which are still valid, so it is taken over ([`crate::sync::lock`]).
 #[repr(align(128))]
 struct Shard(Mutex<ShardData>);
-
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, ShardData> {
-        // A panic while holding the lock leaves only counts behind, which are still valid.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 pub struct Recorder {
     shards: Box<[Shard]>,
@@ -154,7 +149,11 @@ impl Recorder {
         end: impl Into<Instant>,
     ) {
         let us = micros(intended_start.into(), end.into());
-        record_into(&mut self.shard().lock().corrected, slot(phase, outcome), us);
+        record_into(
+            &mut lock(&self.shard().0).corrected,
+            slot(phase, outcome),
+            us,
+        );
     }
 
     /// Records an operation that was due at `intended_start` but only began at `actual_start`
@@ -172,14 +171,14 @@ impl Recorder {
         let corrected = micros(intended_start.into(), end);
         let uncorrected = micros(actual_start.into(), end);
         let slot = slot(phase, outcome);
-        let mut shard = self.shard().lock();
+        let mut shard = lock(&self.shard().0);
         record_into(&mut shard.corrected, slot, corrected);
         record_into(&mut shard.uncorrected, slot, uncorrected);
     }
 
     /// Counts a failure of `phase` by kind (`tls`, `http_401`, `connack_5`, ...).
     pub fn error(&self, phase: Phase, kind: &str) {
-        let mut shard = self.shard().lock();
+        let mut shard = lock(&self.shard().0);
         let by_kind = &mut shard.errors[phase.index()];
         match by_kind.get_mut(kind) {
             Some(n) => *n += 1,
@@ -192,7 +191,7 @@ impl Recorder {
     /// Counts a retry a service client made by itself, e.g. (`ezca`, `RequestSSLCertificate`,
     /// `http_503`).
     pub fn retry(&self, service: &str, endpoint: &str, reason: &str) {
-        let mut retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut retries = lock(&self.retries);
         *retries
             .entry(format!("{service}/{endpoint}/{reason}"))
             .or_insert(0) += 1;
@@ -241,7 +240,7 @@ impl Recorder {
         messages: [u64; 3],
         errors: &BTreeMap<String, u64>,
     ) {
-        let mut shard = self.shards[0].lock();
+        let mut shard = lock(&self.shards[0].0);
         for (into, from) in [(0, latency), (1, uncorrected)] {
             for ((phase, outcome), h) in from {
                 let slots = match into {
@@ -278,7 +277,7 @@ impl Recorder {
         let mut uncorrected: Vec<Option<Histogram<u64>>> = (0..SLOTS).map(|_| None).collect();
         let mut errors = BTreeMap::new();
         for shard in self.shards.iter() {
-            let data = shard.lock();
+            let data = lock(&shard.0);
             merge_slots(&mut corrected, &data.corrected);
             merge_slots(&mut uncorrected, &data.uncorrected);
             for (phase, by_kind) in Phase::ALL.iter().zip(&data.errors) {
@@ -302,11 +301,7 @@ impl Recorder {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             meters_sent: self.meters_sent.load(Ordering::Relaxed),
             errors,
-            retries: self
-                .retries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            retries: lock(&self.retries).clone(),
             devices,
             certs: self.certs.snapshot(),
         }

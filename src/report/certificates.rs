@@ -97,62 +97,89 @@ impl CertificateReport {
             self.renewal_success_ratio,
             h.expired_before_renewal
         );
-        let st = &self.storm;
-        if st.window_tries > 0 {
-            let l = &st.window_ca_latency_ms;
-            let _ = writeln!(
-                s,
-                "  storm: peak {} renewal requests/s (started in one second, later answered with a certificate) at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
-                st.peak_renewals_per_second,
-                st.peak_at_second,
-                st.window_seconds,
-                st.window_start_second,
-                st.window_tries,
-                st.window_failed_tries,
-                l.p50,
-                l.p99,
-                l.max,
-                if st.truncated {
-                    " (timeline truncated)"
-                } else {
-                    ""
-                }
-            );
-        }
+        self.write_storm(&mut s);
         let w = &self.swap;
         let _ = writeln!(
             s,
             "swaps: {} {}; QoS 1 across {} devices: {} lost, {} duplicated (see swap.gap above)",
             w.swaps, w.mode, w.devices_compared, w.qos1_lost, w.qos1_duplicated
         );
-        if let Some(r) = &self.revocation {
-            let _ = writeln!(
-                s,
-                "revocation ({}): {} requested, {} revoked ({} self, {} admin), {} failed; {} cut off, {} reconnects refused, {} still online (see revoke.cutoff above)",
-                match (r.remote, r.disable_device_on_revoke) {
-                    (true, _) => "remote CA and hub, as the devices saw it",
-                    (false, true) => "disable device on revoke",
-                    (false, false) => "hub not told",
-                },
-                r.requested,
-                r.revoked,
-                r.by_self,
-                r.by_admin,
-                r.failed,
-                r.cut_off,
-                r.reconnects_refused,
-                r.still_online
-            );
-        }
+        self.write_revocation(&mut s);
         s
     }
 
+    /// The renewal storm, when the run had renewals.
+    fn write_storm(&self, s: &mut String) {
+        if self.storm.window_tries > 0 {
+            let _ = writeln!(s, "  storm: {}", self.storm_summary());
+        }
+    }
+
+    /// The renewal storm in one line: its peak, and the CA's latency over its busiest window.
+    fn storm_summary(&self) -> String {
+        let st = &self.storm;
+        let l = &st.window_ca_latency_ms;
+        format!(
+            "peak {} renewal requests/s (started in one second, later answered with a certificate) at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+            st.peak_renewals_per_second,
+            st.peak_at_second,
+            st.window_seconds,
+            st.window_start_second,
+            st.window_tries,
+            st.window_failed_tries,
+            l.p50,
+            l.p99,
+            l.max,
+            if st.truncated {
+                " (timeline truncated)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn write_revocation(&self, s: &mut String) {
+        if let Some(r) = &self.revocation {
+            let _ = writeln!(
+                s,
+                "revocation ({}): {} (see revoke.cutoff above)",
+                r.mode(),
+                r.summary()
+            );
+        }
+    }
+}
+
+impl RevocationSummary {
+    /// Who was told of the revocations and how the cut-off was seen.
+    fn mode(&self) -> &'static str {
+        match (self.remote, self.disable_device_on_revoke) {
+            (true, _) => "remote CA and hub, as the devices saw it",
+            (false, true) => "disable device on revoke",
+            (false, false) => "hub not told",
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} requested, {} revoked ({} self, {} admin), {} failed; {} cut off, {} reconnects refused, {} still online",
+            self.requested,
+            self.revoked,
+            self.by_self,
+            self.by_admin,
+            self.failed,
+            self.cut_off,
+            self.reconnects_refused,
+            self.still_online
+        )
+    }
+}
+
+impl CertificateReport {
     /// The section as HTML rows (label, value) for the report page.
     pub fn rows(&self) -> Vec<(String, String)> {
         let h = &self.health;
         let t = &h.time_to_expiry_seconds;
-        let st = &self.storm;
-        let l = &st.window_ca_latency_ms;
         let w = &self.swap;
         let mut rows = vec![
             (
@@ -183,21 +210,7 @@ impl CertificateReport {
                 "expired before renewal".into(),
                 h.expired_before_renewal.to_string(),
             ),
-            (
-                "renewal storm".into(),
-                format!(
-                    "peak {} renewal requests/s at {} s; busiest {} s from {} s: {} tries ({} failed), ca.renew p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                    st.peak_renewals_per_second,
-                    st.peak_at_second,
-                    st.window_seconds,
-                    st.window_start_second,
-                    st.window_tries,
-                    st.window_failed_tries,
-                    l.p50,
-                    l.p99,
-                    l.max
-                ),
-            ),
+            ("renewal storm".into(), self.storm_summary()),
             (
                 "swaps".into(),
                 format!(
@@ -207,20 +220,8 @@ impl CertificateReport {
             ),
         ];
         if let Some(r) = &self.revocation {
-            rows.push((
-                "revocation".into(),
-                format!(
-                    "{} revoked ({} self, {} admin), {} failed, {} cut off, {} reconnects refused, {} still online; disable device on revoke: {}",
-                    r.revoked,
-                    r.by_self,
-                    r.by_admin,
-                    r.failed,
-                    r.cut_off,
-                    r.reconnects_refused,
-                    r.still_online,
-                    r.disable_device_on_revoke
-                ),
-            ));
+            let row = format!("{}; {}", r.summary(), r.mode());
+            rows.push(("revocation".into(), row));
         }
         rows
     }

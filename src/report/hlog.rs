@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
-use super::ReportError;
+use super::error::ReportError;
 use super::stats::HistogramMap;
 use crate::metrics::Snapshot;
 

@@ -10,16 +10,12 @@ use std::path::Path;
 
 use hdrhistogram::Histogram;
 
-use super::{Report, ReportError};
+use super::error::ReportError;
+use super::model::Report;
+use super::stats::LatencyStats;
+use super::svg::{BOTTOM, H, LEFT, RIGHT, TOP, W, escape, nice_ceiling, y_axis};
 use crate::metrics::Outcome;
 
-/// Chart size and margins, in SVG user units.
-pub(super) const W: f64 = 560.0;
-pub(super) const H: f64 = 220.0;
-pub(super) const LEFT: f64 = 60.0;
-pub(super) const BOTTOM: f64 = 30.0;
-pub(super) const TOP: f64 = 10.0;
-pub(super) const RIGHT: f64 = 10.0;
 /// The curve runs to the 99.99th percentile: 10^-4 of the samples beyond it.
 const NINES: f64 = 4.0;
 
@@ -30,22 +26,6 @@ text-align:right}td:first-child,th:first-child{text-align:left}.pass{color:#1769
 figure{margin:0}figcaption{font-weight:bold}pre{background:#f5f5f5;padding:1em;overflow:auto}\
 svg text{font-size:11px;fill:#444}";
 
-/// Escapes text for HTML element content and attribute values.
-pub(super) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Writes the HTML report of `report` (with `scenario_text`, the YAML as written) to `path`.
 pub fn write_html(report: &Report, scenario_text: &str, path: &Path) -> Result<(), ReportError> {
     let html = render(report, scenario_text)?;
@@ -55,9 +35,39 @@ pub fn write_html(report: &Report, scenario_text: &str, path: &Path) -> Result<(
     })
 }
 
+/// The page: a summary, then one section after another.
 pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportError> {
-    let (latency, uncorrected) = report.histograms()?;
     let mut s = String::new();
+    summary(&mut s, report);
+    thresholds(&mut s, report);
+    percentile_charts(&mut s, report)?;
+    if let Some(timeline) = &report.timeline {
+        s.push_str(&super::timecharts::section(timeline));
+    }
+    phases(&mut s, report);
+    if let Some(c) = &report.certificates {
+        s.push_str("<h2>Certificates</h2><table>");
+        for (label, value) in c.rows() {
+            let _ = write!(
+                s,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(&label),
+                escape(&value)
+            );
+        }
+        s.push_str("</table>");
+    }
+    errors(&mut s, report);
+    let _ = writeln!(
+        s,
+        "<h2>Scenario</h2><pre>{}</pre></body></html>",
+        escape(scenario_text)
+    );
+    Ok(s)
+}
+
+/// The document's head and the run's counts.
+fn summary(s: &mut String, report: &Report) {
     let title = format!("fleetsim report: {}", report.scenario);
     let _ = write!(
         s,
@@ -68,24 +78,23 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
     );
     let d = &report.devices;
     let m = &report.messages;
+    let interrupted = if report.interrupted {
+        ", interrupted"
+    } else {
+        ""
+    };
+    let merged = match report.merged_from.len() {
+        0 => String::new(),
+        n => format!(", merged from {n} reports"),
+    };
     let _ = write!(
         s,
-        "<p>{} target, started {}, {:.1} s{}{}</p><p>devices: {} planned, {} started, {} enrolled, \
-         {} connected, {} renewed ({} renewals), {} failed<br>messages: {} sent, {} acked, {} failed; \
-         {} bytes ({}), {} meters of 4 KB{}</p>",
+        "<p>{} target, started {}, {:.1} s{interrupted}{merged}</p><p>devices: {} planned, {} \
+         started, {} enrolled, {} connected, {} renewed ({} renewals), {} failed<br>messages: {} \
+         sent, {} acked, {} failed; {} bytes ({}), {} meters of 4 KB{}</p>",
         escape(&report.target),
         escape(&report.started_at),
         report.wall_seconds,
-        if report.interrupted {
-            ", interrupted"
-        } else {
-            ""
-        },
-        if report.merged_from.is_empty() {
-            String::new()
-        } else {
-            format!(", merged from {} reports", report.merged_from.len())
-        },
         d.planned,
         d.started,
         d.enrolled,
@@ -97,34 +106,41 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         m.acked,
         m.failed,
         m.bytes,
-        super::human_bytes(m.bytes),
+        super::text::human_bytes(m.bytes),
         m.meters,
         report.hub.as_ref().map_or(String::new(), |h| format!(
             "<br>hub received: {} messages, {} bytes, {} meters",
             h.messages, h.bytes, h.meters
         ))
     );
+}
 
-    if !report.thresholds.is_empty() {
-        s.push_str(
-            "<h2>Thresholds</h2><table><tr><th>threshold</th><th>result</th><th>actual</th></tr>",
-        );
-        for t in &report.thresholds {
-            let (class, word) = if t.pass {
-                ("pass", "PASS")
-            } else {
-                ("fail", "FAIL")
-            };
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td class=\"{class}\">{word}</td><td>{}</td></tr>",
-                escape(&t.threshold),
-                escape(&t.actual)
-            );
-        }
-        s.push_str("</table>");
+fn thresholds(s: &mut String, report: &Report) {
+    if report.thresholds.is_empty() {
+        return;
     }
+    s.push_str(
+        "<h2>Thresholds</h2><table><tr><th>threshold</th><th>result</th><th>actual</th></tr>",
+    );
+    for t in &report.thresholds {
+        let (class, word) = if t.pass {
+            ("pass", "PASS")
+        } else {
+            ("fail", "FAIL")
+        };
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td class=\"{class}\">{word}</td><td>{}</td></tr>",
+            escape(&t.threshold),
+            escape(&t.actual)
+        );
+    }
+    s.push_str("</table>");
+}
 
+/// One latency-by-percentile chart per phase with successes.
+fn percentile_charts(s: &mut String, report: &Report) -> Result<(), ReportError> {
+    let (latency, uncorrected) = report.histograms()?;
     s.push_str(
         "<h2>Latency by percentile</h2><p>Successful operations, from when each was due; \
          dashed: from when it actually began (uncorrected).</p><div class=\"charts\">",
@@ -140,16 +156,16 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         );
     }
     s.push_str("</div>");
-    if let Some(timeline) = &report.timeline {
-        s.push_str(&super::timecharts::section(timeline));
-    }
+    Ok(())
+}
 
+fn phases(s: &mut String, report: &Report) {
     s.push_str(
         "<h2>Phases</h2><table><tr><th>phase</th><th>outcome</th><th>count</th><th>p50 ms</th>\
          <th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>",
     );
     for p in &report.phases {
-        let mut row = |name: &str, l: &super::LatencyStats| {
+        let mut row = |name: &str, l: &LatencyStats| {
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td>\
@@ -170,18 +186,9 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         }
     }
     s.push_str("</table>");
-    if let Some(c) = &report.certificates {
-        s.push_str("<h2>Certificates</h2><table>");
-        for (label, value) in c.rows() {
-            let _ = write!(
-                s,
-                "<tr><th>{}</th><td>{}</td></tr>",
-                escape(&label),
-                escape(&value)
-            );
-        }
-        s.push_str("</table>");
-    }
+}
+
+fn errors(s: &mut String, report: &Report) {
     s.push_str("<h2>Errors</h2>");
     if report.errors.is_empty() {
         s.push_str("<p>none</p>");
@@ -201,12 +208,6 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         }
         s.push_str("</table>");
     }
-    let _ = writeln!(
-        s,
-        "<h2>Scenario</h2><pre>{}</pre></body></html>",
-        escape(scenario_text)
-    );
-    Ok(s)
 }
 
 /// Points (nines, ms) of a histogram's percentile curve: x = −log10(1 − q), from the median out.
@@ -218,17 +219,6 @@ fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
             (x, h.value_at_quantile(q) as f64 / 1000.0)
         })
         .collect()
-}
-
-/// An upper bound for the y axis: 1, 2 or 5 × a power of ten, at least `max`.
-pub(super) fn nice_ceiling(max: f64) -> f64 {
-    let max = max.max(0.001);
-    let power = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * power)
-        .find(|v| *v >= max)
-        .unwrap_or(10.0 * power)
 }
 
 fn chart(h: &Histogram<u64>, uncorrected: Option<&Histogram<u64>>) -> String {
@@ -288,31 +278,6 @@ fn chart(h: &Histogram<u64>, uncorrected: Option<&Histogram<u64>>) -> String {
     s
 }
 
-/// A tick label without needless decimals.
-/// Five horizontal grid lines from 0 to `y_max`, labelled with their value and `suffix` (e.g.
-/// `" ms"`, `"/s"`). `sy` maps a value to its y coordinate.
-pub(super) fn y_axis(s: &mut String, y_max: f64, sy: impl Fn(f64) -> f64, suffix: &str) {
-    let pw = W - LEFT - RIGHT;
-    for i in 0..=4 {
-        let v = y_max * f64::from(i) / 4.0;
-        let y = sy(v);
-        let _ = write!(
-            s,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}{suffix}</text>",
-            LEFT + pw,
-            LEFT - 4.0,
-            y + 4.0,
-            trim(v)
-        );
-    }
-}
-
-pub(super) fn trim(v: f64) -> String {
-    let text = format!("{v:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,15 +327,5 @@ mod tests {
         assert!(html.contains("http_&lt;500&gt;"));
         assert!(html.contains("note: &quot;a &lt; b&quot;"));
         assert!(html.contains("class=\"fail\">FAIL</td>"));
-    }
-
-    #[test]
-    fn axis_ceilings_are_round() {
-        assert_eq!(nice_ceiling(0.7), 1.0);
-        assert_eq!(nice_ceiling(1.2), 2.0);
-        assert_eq!(nice_ceiling(37.0), 50.0);
-        assert_eq!(nice_ceiling(500.0), 500.0);
-        assert_eq!(trim(12.5), "12.5");
-        assert_eq!(trim(250.0), "250");
     }
 }

@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::error::{ReportError, SCHEMA};
+use super::model::{CohortCounts, DeviceCounts, HubCounts, KeyPoolCounts, MessageCounts, Report};
 use super::stats::{self, HistogramMap};
 use super::thresholds;
-use super::{CohortCounts, DeviceCounts, HubCounts, MessageCounts, Report, ReportError, SCHEMA};
+use super::timeline::Timeline;
 use crate::scenario::Threshold;
 
 /// Reads one JSON report and checks its schema.
@@ -138,14 +140,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         retries,
         thresholds: Vec::new(),
         hub,
-        key_pool: reports.iter().filter_map(|r| r.key_pool.as_ref()).fold(
-            None,
-            |acc: Option<super::KeyPoolCounts>, k| {
-                let mut acc = acc.unwrap_or_default();
-                acc.add(k);
-                Some(acc)
-            },
-        ),
+        key_pool: merge_key_pools(reports),
         certificates: super::certificates::merge(
             reports.iter().filter_map(|r| r.certificates.as_ref()),
         ),
@@ -153,25 +148,40 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on
     // every shard can still fail on the whole.
+    merged.thresholds = thresholds::evaluate(&thresholds_of(reports)?, &merged)?;
+    Ok(merged)
+}
+
+/// The thresholds the reports were checked against, each once.
+fn thresholds_of(reports: &[Report]) -> Result<Vec<Threshold>, ReportError> {
     let mut texts: Vec<&str> = Vec::new();
     for t in reports.iter().flat_map(|r| &r.thresholds) {
         if !texts.contains(&t.threshold.as_str()) {
             texts.push(&t.threshold);
         }
     }
-    let parsed = texts
+    texts
         .iter()
         .map(|t| t.parse::<Threshold>().map_err(ReportError::Threshold))
-        .collect::<Result<Vec<_>, _>>()?;
-    merged.thresholds = thresholds::evaluate(&parsed, &merged)?;
-    Ok(merged)
+        .collect()
+}
+
+/// The key pool counts of the reports that used the pool, added; none if none did.
+fn merge_key_pools(reports: &[Report]) -> Option<KeyPoolCounts> {
+    reports.iter().filter_map(|r| r.key_pool.as_ref()).fold(
+        None,
+        |acc: Option<KeyPoolCounts>, k| {
+            let mut acc = acc.unwrap_or_default();
+            acc.add(k);
+            Some(acc)
+        },
+    )
 }
 
 /// The shards' timelines merged by interval index (see [`super::timeline::merge`]); none when a
 /// shard has none or the intervals differ.
-fn merge_timelines(reports: &[Report]) -> Result<Option<super::Timeline>, ReportError> {
-    let timelines: Option<Vec<&super::Timeline>> =
-        reports.iter().map(|r| r.timeline.as_ref()).collect();
+fn merge_timelines(reports: &[Report]) -> Result<Option<Timeline>, ReportError> {
+    let timelines: Option<Vec<&Timeline>> = reports.iter().map(|r| r.timeline.as_ref()).collect();
     match timelines {
         Some(t) => super::timeline::merge(&t),
         None => Ok(None),

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
-use super::ReportError;
+use super::error::ReportError;
 use crate::metrics::{Outcome, Phase, new_histogram};
 
 /// Histograms keyed by phase × outcome, in microseconds.

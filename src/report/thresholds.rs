@@ -2,20 +2,12 @@
 //! FAIL with the value it saw. A latency threshold on a phase with no samples fails: a run that
 //! never issued a certificate has not shown that issuance is fast.
 
-use serde::{Deserialize, Serialize};
-
-use super::{Report, ReportError};
+use super::error::ReportError;
+use super::model::Report;
+pub use super::model::ThresholdResult;
+use super::stats::HistogramMap;
 use crate::metrics::Outcome;
 use crate::scenario::thresholds::{Metric, Stat, Threshold};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ThresholdResult {
-    /// As written in the scenario.
-    pub threshold: String,
-    pub pass: bool,
-    /// The value seen, with its unit (`3.68 ms`, `0.02%`, `0`), or why there was none.
-    pub actual: String,
-}
 
 /// Checks every threshold against `report`.
 pub fn evaluate(
@@ -29,76 +21,84 @@ pub fn evaluate(
         .filter(|((_, outcome), _)| *outcome != Outcome::Ok)
         .map(|(_, h)| h.len())
         .sum();
+    let figures = Figures {
+        report,
+        latency: &latency,
+        operations,
+        failures,
+    };
     let results = thresholds
         .iter()
-        .map(|t| {
-            let seen: Option<(f64, String)> = match t.metric {
-                Metric::Latency {
-                    phase,
-                    outcome,
-                    stat,
-                } => latency.get(&(phase, outcome)).map(|h| {
-                    let ms = match stat {
-                        Stat::Quantile(q) => h.value_at_quantile(q) as f64 / 1000.0,
-                        Stat::Max => h.highest_equivalent(h.max()) as f64 / 1000.0,
-                        Stat::Mean => h.mean() / 1000.0,
-                    };
-                    (ms, format!("{ms:.2} ms"))
-                }),
-                Metric::ErrorRate => (operations > 0).then(|| {
-                    let rate = failures as f64 / operations as f64;
-                    (
-                        rate,
-                        format!("{:.3}% ({failures} of {operations})", rate * 100.0),
-                    )
-                }),
-                Metric::Errors => Some((failures as f64, failures.to_string())),
-                Metric::FailedDevices => {
-                    let n = report.devices.failed;
-                    Some((n as f64, n.to_string()))
-                }
-                Metric::MessagesFailed => {
-                    let n = report.messages.failed;
-                    Some((n as f64, n.to_string()))
-                }
-                Metric::ExpiredBeforeRenewal => report.certificates.as_ref().map(|c| {
-                    let n = c.health.expired_before_renewal;
-                    (n as f64, n.to_string())
-                }),
-                Metric::MessagesLost => report
-                    .certificates
-                    .as_ref()
-                    .filter(|c| c.swap.devices_compared > 0)
-                    .map(|c| {
-                        let n = c.swap.qos1_lost;
-                        (
-                            n as f64,
-                            format!("{n} (over {} devices)", c.swap.devices_compared),
-                        )
-                    }),
-                Metric::RevokedOnline => report.certificates.as_ref().map(|c| {
-                    let n = c.revocation.as_ref().map_or(0, |r| r.still_online);
-                    (n as f64, n.to_string())
-                }),
-            };
-            match seen {
-                Some((value, shown)) => ThresholdResult {
-                    threshold: t.text().into(),
-                    pass: t.op.holds(value, t.limit),
-                    actual: shown,
+        .map(|t| match figures.seen(&t.metric) {
+            Some((value, shown)) => ThresholdResult {
+                threshold: t.text().into(),
+                pass: t.op.holds(value, t.limit),
+                actual: shown,
+            },
+            None => ThresholdResult {
+                threshold: t.text().into(),
+                pass: false,
+                actual: match t.metric {
+                    Metric::ErrorRate => "no operations".into(),
+                    _ => "no samples".into(),
                 },
-                None => ThresholdResult {
-                    threshold: t.text().into(),
-                    pass: false,
-                    actual: match t.metric {
-                        Metric::ErrorRate => "no operations".into(),
-                        _ => "no samples".into(),
-                    },
-                },
-            }
+            },
         })
         .collect();
     Ok(results)
+}
+
+/// What thresholds are checked against.
+struct Figures<'a> {
+    report: &'a Report,
+    latency: &'a HistogramMap,
+    /// Operations recorded, and those that did not end `ok`.
+    operations: u64,
+    failures: u64,
+}
+
+impl Figures<'_> {
+    /// The value a metric has in the report, with how to show it; `None` when there is none.
+    fn seen(&self, metric: &Metric) -> Option<(f64, String)> {
+        let count = |n: u64| (n as f64, n.to_string());
+        let certificates = self.report.certificates.as_ref();
+        match *metric {
+            Metric::Latency {
+                phase,
+                outcome,
+                stat,
+            } => self.latency.get(&(phase, outcome)).map(|h| {
+                let ms = match stat {
+                    Stat::Quantile(q) => h.value_at_quantile(q) as f64 / 1000.0,
+                    Stat::Max => h.highest_equivalent(h.max()) as f64 / 1000.0,
+                    Stat::Mean => h.mean() / 1000.0,
+                };
+                (ms, format!("{ms:.2} ms"))
+            }),
+            Metric::ErrorRate => (self.operations > 0).then(|| {
+                let (failures, operations) = (self.failures, self.operations);
+                let rate = failures as f64 / operations as f64;
+                let shown = format!("{:.3}% ({failures} of {operations})", rate * 100.0);
+                (rate, shown)
+            }),
+            Metric::Errors => Some(count(self.failures)),
+            Metric::FailedDevices => Some(count(self.report.devices.failed)),
+            Metric::MessagesFailed => Some(count(self.report.messages.failed)),
+            Metric::ExpiredBeforeRenewal => {
+                certificates.map(|c| count(c.health.expired_before_renewal))
+            }
+            Metric::MessagesLost => certificates
+                .filter(|c| c.swap.devices_compared > 0)
+                .map(|c| {
+                    let n = c.swap.qos1_lost;
+                    let shown = format!("{n} (over {} devices)", c.swap.devices_compared);
+                    (n as f64, shown)
+                }),
+            Metric::RevokedOnline => {
+                certificates.map(|c| count(c.revocation.as_ref().map_or(0, |r| r.still_online)))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

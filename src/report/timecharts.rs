@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::html::{BOTTOM, H, LEFT, RIGHT, TOP, W, escape, nice_ceiling, trim, y_axis};
+use super::svg::{BOTTOM, H, LEFT, RIGHT, TOP, W, escape, nice_ceiling, trim, y_axis};
 use super::timeline::{IntervalPhase, Timeline, TimelinePoint};
 use crate::metrics::DeviceState;
 
@@ -41,37 +41,7 @@ pub fn section(timeline: &Timeline) -> String {
     }
     s.push_str("<div class=\"charts\">");
     let t_max = points.last().map_or(0.0, |p| p.t);
-    let rate = |f: &dyn Fn(&TimelinePoint, Option<&TimelinePoint>) -> f64| {
-        steps(points, |p, prev, dt| Some(f(p, prev) / dt))
-    };
-    let ok = |phase: &'static str| {
-        move |p: &TimelinePoint, _: Option<&TimelinePoint>| {
-            p.phases.get(phase).map_or(0.0, |i| i.ok as f64)
-        }
-    };
-    let throughput = vec![
-        Series {
-            label: "messages acked/s".into(),
-            color: PALETTE[0],
-            dashed: false,
-            pieces: rate(&|p, prev| {
-                p.messages_acked
-                    .saturating_sub(prev.map_or(0, |q| q.messages_acked)) as f64
-            }),
-        },
-        Series {
-            label: "enrolments/s (ca.issue ok)".into(),
-            color: PALETTE[1],
-            dashed: false,
-            pieces: rate(&ok("ca.issue")),
-        },
-        Series {
-            label: "connects/s (mqtt.connect ok)".into(),
-            color: PALETTE[2],
-            dashed: false,
-            pieces: rate(&ok("mqtt.connect")),
-        },
-    ];
+    let throughput = throughput(points);
     figure(
         &mut s,
         "timeline-throughput",
@@ -80,50 +50,8 @@ pub fn section(timeline: &Timeline) -> String {
         t_max,
         "/s",
     );
-
-    let mut phases: Vec<&String> = points.iter().flat_map(|p| p.phases.keys()).collect();
-    phases.sort();
-    phases.dedup();
-    for phase in phases {
-        let pick = |f: fn(&IntervalPhase) -> Option<f64>| {
-            steps(points, move |p, _, _| p.phases.get(phase).and_then(f))
-        };
-        let series = vec![
-            Series {
-                label: "p99".into(),
-                color: PALETTE[3],
-                dashed: false,
-                pieces: pick(|i| i.p99_ms),
-            },
-            Series {
-                label: "p50".into(),
-                color: PALETTE[0],
-                dashed: true,
-                pieces: pick(|i| i.p50_ms),
-            },
-        ];
-        if series.iter().any(|s| !s.pieces.is_empty()) {
-            let id = format!("timeline-latency-{phase}");
-            let title = format!("{phase} latency");
-            figure(&mut s, &id, &title, &series, t_max, "ms");
-        }
-    }
-
-    let states: Vec<Series> = DeviceState::ALL
-        .iter()
-        .enumerate()
-        .filter(|(_, st)| points.iter().any(|p| state(p, st.name()) != 0))
-        .map(|(i, st)| Series {
-            label: st.name().into(),
-            color: PALETTE[i % PALETTE.len()],
-            dashed: false,
-            pieces: vec![
-                std::iter::once((0.0, 0.0))
-                    .chain(points.iter().map(|p| (p.t, state(p, st.name()) as f64)))
-                    .collect(),
-            ],
-        })
-        .collect();
+    latencies(&mut s, points, t_max);
+    let states = states(points);
     if states.is_empty() {
         s.push_str("<p>no device changed state</p>");
     } else {
@@ -136,8 +64,102 @@ pub fn section(timeline: &Timeline) -> String {
             "",
         );
     }
+    figure(
+        &mut s,
+        "timeline-events",
+        "Renewal and revocation events per interval",
+        &events(points),
+        t_max,
+        "",
+    );
+    s.push_str("</div>");
+    s
+}
 
-    // Renewals always (a flat zero says "none"), revocation phases when the run had any.
+fn line(
+    label: impl Into<String>,
+    color: &'static str,
+    dashed: bool,
+    pieces: Vec<Vec<(f64, f64)>>,
+) -> Series {
+    Series {
+        label: label.into(),
+        color,
+        dashed,
+        pieces,
+    }
+}
+
+/// Messages acked, enrolments and connects per second.
+fn throughput(points: &[TimelinePoint]) -> Vec<Series> {
+    let rate = |f: &dyn Fn(&TimelinePoint, Option<&TimelinePoint>) -> f64| {
+        steps(points, |p, prev, dt| Some(f(p, prev) / dt))
+    };
+    let ok = |phase: &'static str| {
+        move |p: &TimelinePoint, _: Option<&TimelinePoint>| {
+            p.phases.get(phase).map_or(0.0, |i| i.ok as f64)
+        }
+    };
+    let acked = rate(&|p, prev| {
+        p.messages_acked
+            .saturating_sub(prev.map_or(0, |q| q.messages_acked)) as f64
+    });
+    vec![
+        line("messages acked/s", PALETTE[0], false, acked),
+        line(
+            "enrolments/s (ca.issue ok)",
+            PALETTE[1],
+            false,
+            rate(&ok("ca.issue")),
+        ),
+        line(
+            "connects/s (mqtt.connect ok)",
+            PALETTE[2],
+            false,
+            rate(&ok("mqtt.connect")),
+        ),
+    ]
+}
+
+/// One chart per phase with latencies: each interval's p99 and p50.
+fn latencies(s: &mut String, points: &[TimelinePoint], t_max: f64) {
+    let mut phases: Vec<&String> = points.iter().flat_map(|p| p.phases.keys()).collect();
+    phases.sort();
+    phases.dedup();
+    for phase in phases {
+        let pick = |f: fn(&IntervalPhase) -> Option<f64>| {
+            steps(points, move |p, _, _| p.phases.get(phase).and_then(f))
+        };
+        let series = vec![
+            line("p99", PALETTE[3], false, pick(|i| i.p99_ms)),
+            line("p50", PALETTE[0], true, pick(|i| i.p50_ms)),
+        ];
+        if series.iter().any(|s| !s.pieces.is_empty()) {
+            let id = format!("timeline-latency-{phase}");
+            let title = format!("{phase} latency");
+            figure(s, &id, &title, &series, t_max, "ms");
+        }
+    }
+}
+
+/// Devices per state, for the states any device was ever in.
+fn states(points: &[TimelinePoint]) -> Vec<Series> {
+    DeviceState::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| points.iter().any(|p| state(p, st.name()) != 0))
+        .map(|(i, st)| {
+            let gauge = std::iter::once((0.0, 0.0))
+                .chain(points.iter().map(|p| (p.t, state(p, st.name()) as f64)))
+                .collect();
+            line(st.name(), PALETTE[i % PALETTE.len()], false, vec![gauge])
+        })
+        .collect()
+}
+
+/// Renewals always (a flat zero says "none"), revocation phases when the run had any; ok and
+/// failed per interval.
+fn events(points: &[TimelinePoint]) -> Vec<Series> {
     let mut event_phases = vec!["ca.renew".to_string()];
     let mut revokes: Vec<&String> = points
         .iter()
@@ -150,27 +172,15 @@ pub fn section(timeline: &Timeline) -> String {
     let mut events = Vec::new();
     for (i, phase) in event_phases.iter().enumerate() {
         for (kind, not_ok) in [("ok", false), ("failed", true)] {
-            events.push(Series {
-                label: format!("{phase} {kind}"),
-                color: PALETTE[(2 * i + usize::from(not_ok)) % PALETTE.len()],
-                dashed: not_ok,
-                pieces: steps(points, |p, _, _| {
-                    let i = p.phases.get(phase.as_str());
-                    Some(i.map_or(0, |i| if not_ok { i.not_ok } else { i.ok }) as f64)
-                }),
+            let pieces = steps(points, |p, _, _| {
+                let i = p.phases.get(phase.as_str());
+                Some(i.map_or(0, |i| if not_ok { i.not_ok } else { i.ok }) as f64)
             });
+            let color = PALETTE[(2 * i + usize::from(not_ok)) % PALETTE.len()];
+            events.push(line(format!("{phase} {kind}"), color, not_ok, pieces));
         }
     }
-    figure(
-        &mut s,
-        "timeline-events",
-        "Renewal and revocation events per interval",
-        &events,
-        t_max,
-        "",
-    );
-    s.push_str("</div>");
-    s
+    events
 }
 
 fn state(p: &TimelinePoint, name: &str) -> i64 {

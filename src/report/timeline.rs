@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::ReportError;
+use super::error::ReportError;
 use super::stats::{self, HistogramMap};
 use crate::metrics::{Outcome, Snapshot};
 

@@ -14,7 +14,7 @@ use std::num::NonZeroU32;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
-use super::{Rate, Span};
+use super::units::{Rate, Span};
 
 /// `fleet.arrival`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -8,8 +8,8 @@ use std::num::NonZeroU32;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
-use super::cohort::CohortCertificate;
-use super::{Percent, Swap};
+use super::events::Swap;
+use super::units::Percent;
 use crate::crypto::KeyKind;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -160,4 +160,27 @@ pub(super) fn validate(
         ));
     }
     Ok(())
+}
+
+/// The certificate settings a cohort may change: all of `certificate` but `key_source` (the pool
+/// is the run's). Each one left out is the top level's.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortCertificate {
+    #[serde(default)]
+    pub key: Option<KeyKind>,
+    #[serde(default)]
+    pub validity_days: Option<NonZeroU32>,
+    #[serde(default)]
+    pub renew_at: Option<Percent>,
+    #[serde(default)]
+    pub renewal: Option<Spanned<Renewal>>,
+    #[serde(default)]
+    pub renew_jitter: Option<Percent>,
+    #[serde(default)]
+    pub renew_deadline: Option<Percent>,
+    #[serde(default)]
+    pub rekey: Option<bool>,
+    #[serde(default)]
+    pub swap: Option<Swap>,
 }

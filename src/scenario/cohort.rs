@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::arrival::Arrival;
-use super::{IdPattern, Percent, Renewal, Swap};
-use crate::crypto::KeyKind;
+pub use super::certificate::CohortCertificate;
+use super::device::IdPattern;
+pub use super::telemetry::CohortTelemetry;
+use super::units::Percent;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -40,31 +42,6 @@ pub struct Cohort {
     #[serde(default)]
     pub arrival: Option<Spanned<Arrival>>,
 }
-
-/// The certificate settings a cohort may change: all of `certificate` but `key_source` (the pool
-/// is the run's). Each one left out is the top level's.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CohortCertificate {
-    #[serde(default)]
-    pub key: Option<KeyKind>,
-    #[serde(default)]
-    pub validity_days: Option<NonZeroU32>,
-    #[serde(default)]
-    pub renew_at: Option<Percent>,
-    #[serde(default)]
-    pub renewal: Option<Spanned<Renewal>>,
-    #[serde(default)]
-    pub renew_jitter: Option<Percent>,
-    #[serde(default)]
-    pub renew_deadline: Option<Percent>,
-    #[serde(default)]
-    pub rekey: Option<bool>,
-    #[serde(default)]
-    pub swap: Option<Swap>,
-}
-
-pub use super::telemetry::CohortTelemetry;
 
 /// How many devices each cohort gets, in order. The loader has checked the cohorts with
 /// [`validate`], so shares sum to 100% and counts to `total`.

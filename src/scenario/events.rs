@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Percent, Span};
+use super::units::{Percent, Span};
 
 /// One thing that happens to the fleet at a point of the run.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -60,33 +60,4 @@ impl Swap {
             Swap::MakeBeforeBreak => "make-before-break",
         }
     }
-}
-
-/// Rules for events: each event's `at` falls inside the duration, and self-revocation has an RSA
-/// key to sign with.
-pub(super) fn validate(s: &super::Scenario) -> Result<(), (serde_saphyr::Location, String)> {
-    let rsa = s.certificate_policies().iter().all(|c| c.signs_jwt());
-    if let Some(e) = s
-        .events
-        .iter()
-        .find(|e| e.value.method == RevokeMethod::SelfRevoke)
-        && !rsa
-    {
-        return Err((
-            e.referenced,
-            "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key (of every cohort) must be rsa-2048, rsa-3072 or rsa-4096".into(),
-        ));
-    }
-    for e in &s.events {
-        if e.value.at.0 >= s.duration.0 {
-            return Err((
-                e.referenced,
-                format!(
-                    "event at {:?} is not before the end of the run ({:?})",
-                    e.value.at.0, s.duration.0
-                ),
-            ));
-        }
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod arrival;
 mod certificate;
 pub mod cohort;
+mod device;
 pub mod events;
 mod generators;
 pub mod schedule;
@@ -27,13 +28,12 @@ use serde_saphyr::Spanned;
 pub use arrival::{Arrival, Limits};
 pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
+pub use device::{DeviceTransportKind, IdPattern, Qos, Registration};
 pub use events::{Event, RevokeMethod, Swap};
 pub use target::*;
 pub use telemetry::{Payload, Telemetry, TelemetrySettings};
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
-
-pub use crate::emulator::hub::throttle::Sku;
 
 /// A scenario file, as written.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -135,134 +135,6 @@ impl Fleet {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeviceTransportKind {
-    #[default]
-    Mqtt,
-    Websocket,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Registration {
-    #[default]
-    PerDevice,
-    Bulk,
-}
-
-/// MQTT QoS for telemetry. IoT Hub closes the connection on QoS 2, so only 0 and 1 exist here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub enum Qos {
-    AtMostOnce,
-    #[default]
-    AtLeastOnce,
-}
-
-impl<'de> Deserialize<'de> for Qos {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match u8::deserialize(d)? {
-            0 => Ok(Qos::AtMostOnce),
-            1 => Ok(Qos::AtLeastOnce),
-            n => Err(serde::de::Error::custom(format!(
-                "qos {n} is not allowed: expected 0 or 1 (IoT Hub closes the connection on QoS 2)"
-            ))),
-        }
-    }
-}
-
-/// A device-id pattern, checked when loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IdPattern(String);
-
-impl IdPattern {
-    fn default_pattern() -> Self {
-        IdPattern("sim-{index:06}".into())
-    }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let mut rest = s;
-        let mut has_unique = false;
-        let mut literal_len = 0;
-        while let Some(open) = rest.find('{') {
-            check_literal(&rest[..open])?;
-            literal_len += open;
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("id pattern {s:?}: unclosed '{{'"))?;
-            let field = &rest[open + 1..open + close];
-            match field {
-                "uuid" | "index" => {}
-                f if f
-                    .strip_prefix("index:0")
-                    .is_some_and(|w| w.parse::<u8>().is_ok_and(|w| w <= 20)) => {}
-                other => {
-                    return Err(format!(
-                        "id pattern {s:?}: unknown placeholder {{{other}}}; expected {{index}}, {{index:06}} or {{uuid}}"
-                    ));
-                }
-            }
-            has_unique = true;
-            rest = &rest[open + close + 1..];
-        }
-        check_literal(rest)?;
-        literal_len += rest.len();
-        if !has_unique {
-            return Err(format!(
-                "id pattern {s:?} gives every device the same id: include {{index}}, {{index:06}} or {{uuid}}"
-            ));
-        }
-        if literal_len > 64 {
-            return Err(format!(
-                "id pattern {s:?}: the fixed text is longer than 64 characters"
-            ));
-        }
-        Ok(IdPattern(s.to_string()))
-    }
-
-    /// The id of device `index`; `uuid` is that device's seeded UUID.
-    pub fn render(&self, index: u64, uuid: &uuid::Uuid) -> String {
-        let mut out = String::with_capacity(self.0.len() + 36);
-        let mut rest = self.0.as_str();
-        while let Some(open) = rest.find('{') {
-            out.push_str(&rest[..open]);
-            let close = open + rest[open..].find('}').unwrap_or(rest.len() - open);
-            let field = &rest[open + 1..close];
-            if field == "uuid" {
-                out.push_str(&uuid.hyphenated().to_string());
-            } else if let Some(width) = field.strip_prefix("index:0") {
-                let width: usize = width.parse().unwrap_or(0);
-                out.push_str(&format!("{index:0width$}"));
-            } else {
-                out.push_str(&index.to_string());
-            }
-            rest = rest.get(close + 1..).unwrap_or("");
-        }
-        out.push_str(rest);
-        out
-    }
-}
-
-/// Device ids become IoT Hub device ids and DNS SANs: keep the fixed text to what both accept.
-fn check_literal(text: &str) -> Result<(), String> {
-    match text
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-._".contains(*c)))
-    {
-        Some(c) => Err(format!(
-            "id pattern: character {c:?} is not allowed; use letters, digits, '-', '.' and '_'"
-        )),
-        None => Ok(()),
-    }
-}
-
-impl<'de> Deserialize<'de> for IdPattern {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        IdPattern::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 /// Why a scenario could not be loaded. Every variant names the file; parse and validation errors
 /// also name the line and column.
 #[derive(Debug, thiserror::Error)]
@@ -353,7 +225,7 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     let c = &s.certificate;
     certificate::validate(c, "", c.renewal.referenced)?;
     telemetry::validate(&s.telemetry, None, "", serde_saphyr::Location::UNKNOWN)?;
-    events::validate(s)?;
+    validate_events(s)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()
         && r.iothub.host.is_none()
@@ -375,6 +247,19 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
         ));
     }
     if let Target::Embedded(e) = &s.target.value
+        && let Some(sku) = e.hub.sku
+        && e.hub.units.get() > sku.limits().max_units
+    {
+        return Err((
+            s.target.referenced,
+            format!(
+                "hub.units is {}: an IoT Hub of tier {sku} has at most {} units",
+                e.hub.units,
+                sku.limits().max_units
+            ),
+        ));
+    }
+    if let Target::Embedded(e) = &s.target.value
         && s.certificate.validity_days.get() > e.ca.max_cert_life_days
     {
         return Err((
@@ -384,6 +269,35 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
                 s.certificate.validity_days, e.ca.max_cert_life_days
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Rules for events: each event's `at` falls inside the duration, and self-revocation has an RSA
+/// key to sign with.
+fn validate_events(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    let rsa = s.certificate_policies().iter().all(|c| c.signs_jwt());
+    if let Some(e) = s
+        .events
+        .iter()
+        .find(|e| e.value.method == RevokeMethod::SelfRevoke)
+        && !rsa
+    {
+        return Err((
+            e.referenced,
+            "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key (of every cohort) must be rsa-2048, rsa-3072 or rsa-4096".into(),
+        ));
+    }
+    for e in &s.events {
+        if e.value.at.0 >= s.duration.0 {
+            return Err((
+                e.referenced,
+                format!(
+                    "event at {:?} is not before the end of the run ({:?})",
+                    e.value.at.0, s.duration.0
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -483,20 +397,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn id_patterns_render_and_reject() {
-        let u = uuid::Uuid::nil();
-        assert_eq!(
-            IdPattern::parse("sim-{index:06}").unwrap().render(7, &u),
-            "sim-000007"
+    fn hub_units_are_bounded_by_the_tier() {
+        let scenario = |sku: &str, units: u32| {
+            format!(
+                "name: u\nduration: 30s\ntarget:\n  embedded:\n    hub: {{sku: {sku}, units: {units}}}\n\
+                 fleet: {{devices: 1, arrival_rate: 1/s}}\n"
+            )
+        };
+        let path = Path::new("units.yaml");
+        assert!(parse(&scenario("S1", 200), path).is_ok());
+        assert!(parse(&scenario("B3", 10), path).is_ok());
+        let err = parse(&scenario("S3", 11), path).unwrap_err().to_string();
+        assert!(
+            err.contains("units.yaml:4:3") && err.contains("at most 10 units"),
+            "{err}"
         );
-        assert_eq!(IdPattern::parse("d{index}").unwrap().render(12, &u), "d12");
-        assert_eq!(
-            IdPattern::parse("{uuid}").unwrap().render(1, &u),
-            "00000000-0000-0000-0000-000000000000"
-        );
-        assert!(IdPattern::parse("sim").is_err());
-        assert!(IdPattern::parse("sim-{name}").is_err());
-        assert!(IdPattern::parse("sim/{index}").is_err());
-        assert!(IdPattern::parse("sim-{index").is_err());
+        let err = parse(&scenario("F1", 2), path).unwrap_err().to_string();
+        assert!(err.contains("at most 1 units"), "{err}");
     }
 }

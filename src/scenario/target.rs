@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Percent, Rate, Sku, Span};
+use super::units::{Percent, Rate, Span};
+use crate::iothub::quotas::Sku;
 
 /// Where the devices enrol and connect.
 #[derive(Debug, Clone, Deserialize, Serialize)]

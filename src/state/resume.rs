@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, params};
 use rustls_pki_types::CertificateDer;
 
+use super::rows::{StateError, key_from_row};
+use super::store::Store;
 use super::writer::store_certificate;
-use super::{StateError, Store, key_from_row};
 use crate::crypto::DeviceKey;
 
 /// One device as the state holds it.

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::StateError;
+use super::rows::StateError;
 
 /// Bump when a table changes; older files are then refused rather than misread.
 pub const VERSION: i64 = 1;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::crypto::{CertInfo, DeviceKey, KeyKind};
+use std::path::{Path, PathBuf};
 
 fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fleetsim-state-{}-{name}", std::process::id()));

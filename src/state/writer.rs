@@ -11,7 +11,7 @@ use rusqlite::{Connection, Transaction, params};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CaDomainRow, StateError, key_kind_name, now_unix};
+use super::rows::{CaDomainRow, CaIdentityRow, StateError, key_kind_name, now_unix};
 use crate::crypto::{CertInfo, DeviceKey};
 
 /// Most changes committed in one transaction.
@@ -57,7 +57,7 @@ pub enum Op {
     },
     CaDomain(CaDomainRow),
     /// The embedded CA's identity, saved once when a new state's CA is created.
-    CaIdentity(super::CaIdentityRow),
+    CaIdentity(CaIdentityRow),
     CaRevoked {
         thumbprint: String,
         at: i64,
@@ -308,22 +308,7 @@ fn apply(tx: &Transaction, op: &Op) -> Result<(), StateError> {
             subject_cn,
             requested_by,
             der,
-        } => {
-            let (serial, spki) = serial_and_spki(der)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO ca_issued (thumbprint, serial, subject_cn, requested_by, \
-                 spki, der, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    crate::crypto::sha1_thumbprint(der),
-                    serial,
-                    subject_cn,
-                    requested_by,
-                    spki,
-                    der,
-                    now_unix()
-                ],
-            )?;
-        }
+        } => store_ca_issued(tx, subject_cn, requested_by, der)?,
         Op::CaDomain(d) => {
             tx.execute(
                 "INSERT OR REPLACE INTO ca_domains (name, id, owners, requesters) \
@@ -331,66 +316,112 @@ fn apply(tx: &Transaction, op: &Op) -> Result<(), StateError> {
                 params![d.name, d.id, d.owners.join("\n"), d.requesters.join("\n")],
             )?;
         }
-        Op::CaIdentity(ca) => {
-            tx.execute(
-                "INSERT OR REPLACE INTO ca_identity (id, ca_id, template_id, root_der, \
-                 issuing_der, issuing_key, caller_oid) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    ca.ca_id,
-                    ca.template_id,
-                    ca.root_der,
-                    ca.issuing_der,
-                    ca.issuing_key_pkcs8,
-                    ca.caller_oid
-                ],
-            )?;
-        }
+        Op::CaIdentity(ca) => store_ca_identity(tx, ca)?,
         Op::CaRevoked { thumbprint, at } => {
             tx.execute(
                 "UPDATE ca_issued SET revoked_at = ?2 WHERE thumbprint = ?1 AND revoked_at IS NULL",
                 params![thumbprint.to_ascii_uppercase(), at],
             )?;
         }
-        Op::HubDevice { id, json } => match json {
-            Some(json) => {
-                tx.execute(
-                    "INSERT INTO hub_devices (id, json) VALUES (?1, ?2) \
-                     ON CONFLICT(id) DO UPDATE SET json = excluded.json",
-                    params![id, json],
-                )?;
-            }
-            None => {
-                tx.execute("DELETE FROM hub_devices WHERE id = ?1", params![id])?;
-            }
-        },
+        Op::HubDevice { id, json } => store_hub_device(tx, id, json.as_deref())?,
         Op::Checkpoint {
             elapsed_ms,
             report_json,
             new_segment,
             timeline_json,
-        } => {
-            tx.execute(
-                "INSERT INTO checkpoint (id, elapsed_ms, report_json, segments, written_at) \
-                 VALUES (1, ?1, ?2, 1, ?3) ON CONFLICT(id) DO UPDATE SET \
-                 elapsed_ms = excluded.elapsed_ms, report_json = excluded.report_json, \
-                 written_at = excluded.written_at, segments = segments + ?4",
-                params![
-                    *elapsed_ms as i64,
-                    report_json,
-                    now_unix(),
-                    i64::from(*new_segment)
-                ],
-            )?;
-            if let Some(timeline) = timeline_json {
-                tx.execute(
-                    "INSERT INTO timeline (id, timeline_json, base_json) VALUES (1, ?1, ?2) \
-                     ON CONFLICT(id) DO UPDATE SET timeline_json = excluded.timeline_json, \
-                     base_json = excluded.base_json",
-                    params![timeline, report_json],
-                )?;
-            }
-        }
+        } => store_checkpoint(
+            tx,
+            *elapsed_ms,
+            report_json,
+            *new_segment,
+            timeline_json.as_deref(),
+        )?,
         Op::Flush => {}
+    }
+    Ok(())
+}
+
+fn store_ca_identity(tx: &Transaction, ca: &CaIdentityRow) -> Result<(), StateError> {
+    tx.execute(
+        "INSERT OR REPLACE INTO ca_identity (id, ca_id, template_id, root_der, \
+         issuing_der, issuing_key, caller_oid) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            ca.ca_id,
+            ca.template_id,
+            ca.root_der,
+            ca.issuing_der,
+            ca.issuing_key_pkcs8,
+            ca.caller_oid
+        ],
+    )?;
+    Ok(())
+}
+
+/// The embedded hub's registry entry for `id` (`None`: deleted).
+fn store_hub_device(tx: &Transaction, id: &str, json: Option<&str>) -> Result<(), StateError> {
+    match json {
+        Some(json) => tx.execute(
+            "INSERT INTO hub_devices (id, json) VALUES (?1, ?2) \
+             ON CONFLICT(id) DO UPDATE SET json = excluded.json",
+            params![id, json],
+        )?,
+        None => tx.execute("DELETE FROM hub_devices WHERE id = ?1", params![id])?,
+    };
+    Ok(())
+}
+
+/// Records a certificate the embedded CA issued, by thumbprint (once).
+fn store_ca_issued(
+    tx: &Transaction,
+    subject_cn: &str,
+    requested_by: &str,
+    der: &[u8],
+) -> Result<(), StateError> {
+    let (serial, spki) = serial_and_spki(der)?;
+    tx.execute(
+        "INSERT OR IGNORE INTO ca_issued (thumbprint, serial, subject_cn, requested_by, \
+         spki, der, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            crate::crypto::sha1_thumbprint(der),
+            serial,
+            subject_cn,
+            requested_by,
+            spki,
+            der,
+            now_unix()
+        ],
+    )?;
+    Ok(())
+}
+
+/// The run's progress (one row, a new segment counted on resume) and, when given, the timeline
+/// with the report it was taken with as its base.
+fn store_checkpoint(
+    tx: &Transaction,
+    elapsed_ms: u64,
+    report_json: &str,
+    new_segment: bool,
+    timeline_json: Option<&str>,
+) -> Result<(), StateError> {
+    tx.execute(
+        "INSERT INTO checkpoint (id, elapsed_ms, report_json, segments, written_at) \
+         VALUES (1, ?1, ?2, 1, ?3) ON CONFLICT(id) DO UPDATE SET \
+         elapsed_ms = excluded.elapsed_ms, report_json = excluded.report_json, \
+         written_at = excluded.written_at, segments = segments + ?4",
+        params![
+            elapsed_ms as i64,
+            report_json,
+            now_unix(),
+            i64::from(new_segment)
+        ],
+    )?;
+    if let Some(timeline) = timeline_json {
+        tx.execute(
+            "INSERT INTO timeline (id, timeline_json, base_json) VALUES (1, ?1, ?2) \
+             ON CONFLICT(id) DO UPDATE SET timeline_json = excluded.timeline_json, \
+             base_json = excluded.base_json",
+            params![timeline, report_json],
+        )?;
     }
     Ok(())
 }

@@ -5,15 +5,18 @@
 use rustls_pki_types::CertificateDer;
 
 use super::authority::{SignRequest, subject_cn};
-use super::{CaState, Caller, IssuedRecord};
+use super::state::CaState;
 use crate::crypto::{cert_to_pem, sha1_thumbprint};
+use crate::emulator::persist::IssuedRecord;
+use crate::emulator::token::Caller;
 use crate::ezca::models::{
     AadObject, CertificateCreateRequest, CertificateCreateRequestV2, CertificateCreatedResponse,
     DomainInformation, RevokeRequest, SAN_DNS,
 };
+use crate::sync::lock;
 
 pub(super) fn may_request(state: &CaState, caller: &Caller, name: &str) -> bool {
-    let domains = state.domains.lock().unwrap_or_else(|p| p.into_inner());
+    let domains = lock(&state.domains);
     domains
         .get(&name.to_ascii_lowercase())
         .is_some_and(|d| d.owners.contains(&caller.oid) || d.requesters.contains(&caller.oid))
@@ -42,11 +45,7 @@ fn issue(
         requested_by: caller.oid.clone(),
         revoked: false,
     };
-    state
-        .issued
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(sha1_thumbprint(&der), record);
+    lock(&state.issued).insert(sha1_thumbprint(&der), record);
     state.journal(crate::emulator::persist::JournalEvent::Issued {
         subject_cn: cn.to_string(),
         requested_by: caller.oid.clone(),
@@ -118,10 +117,7 @@ pub(super) fn created(
     state: &CaState,
     leaf: &CertificateDer<'static>,
 ) -> CertificateCreatedResponse {
-    let ca = state
-        .issued
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let ca = lock(&state.issued)
         .get(&sha1_thumbprint(leaf))
         .map_or(0, |r| r.ca);
     let a = &state.authorities[ca];
@@ -134,7 +130,7 @@ pub(super) fn created(
 
 /// `GetMyDomains`: `Message` carries the JSON array of the caller's domains.
 pub(super) fn my_domains(state: &CaState, caller: &Caller) -> Result<String, String> {
-    let domains = state.domains.lock().unwrap_or_else(|p| p.into_inner());
+    let domains = lock(&state.domains);
     let user = |oid: &String| AadObject::user(oid, None);
     let mine: Vec<DomainInformation> = domains
         .iter()
@@ -165,10 +161,7 @@ pub(super) fn revoke_v2(
 ) -> Result<String, String> {
     state.authority(Some(&req.ca_id), Some(&req.template_id))?;
     let thumbprint = req.thumbprint.trim().to_ascii_uppercase();
-    let subject = state
-        .issued
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let subject = lock(&state.issued)
         .get(&thumbprint)
         .map(|r| r.subject_cn.clone())
         .ok_or("Certificate not found")?;
@@ -177,6 +170,6 @@ pub(super) fn revoke_v2(
             "You are not an owner or requester of domain {subject}"
         ));
     }
-    super::revoke(state, &thumbprint);
+    super::state::revoke(state, &thumbprint);
     Ok("Successful".into())
 }

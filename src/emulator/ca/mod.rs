@@ -3,9 +3,14 @@
 //! names and wrapping, bearer tokens required, CSR signatures verified, and the issuing CA's
 //! certificate served at the AIA URL written into every leaf.
 //!
-//! Two issuing CAs (ECDSA P-256 and RSA-2048, see [`authority`]) sit under one root, as a tenant
+//! Two issuing CAs (ECDSA P-256 and RSA-2048, see `authority`) sit under one root, as a tenant
 //! with several SSL CAs; requests name theirs by CaID/TemplateID and renewals stay with the CA that
 //! issued the certificate.
+//!
+//! The request handlers (`routes`, `certificates`, `renew`) work on one `state::CaState`
+//! and the plain records it keeps (`Domain`, `IssuedRecord`, defined with the journal in
+//! [`super::persist`]); this file builds it and serves it. When a certificate is revoked
+//! the CA calls its [`RevocationHook`]: it knows nothing of the hub.
 //!
 //! State lives in memory: domains with their owners and requesters, and every certificate issued
 //! (by upper-case SHA-1 thumbprint), so tests can check what was issued. Revocations are listed in
@@ -16,6 +21,7 @@ pub mod capacity;
 mod certificates;
 mod renew;
 mod routes;
+mod state;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,12 +30,17 @@ use std::sync::{Arc, Mutex};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
+pub use super::persist::{Domain, IssuedRecord};
 pub use super::token::{Caller, TokenAuthority};
 pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
+pub use state::RevocationHook;
 
-use super::EmulatorError;
-use super::tls::{ServerPki, https_config, serve_https};
+use super::error::EmulatorError;
+use super::listener::ListenerStats;
+use super::tls::{ServerPki, spawn_https};
 use crate::clock::Clock;
+use crate::sync::lock;
+use state::{CaState, revoke, serial_bytes};
 
 #[derive(Debug, Clone)]
 pub struct CaConfig {
@@ -43,109 +54,6 @@ pub struct CaConfig {
     /// EZCA's "disable device on revoke" (one-click trust with IoT Hub): revoking a certificate
     /// disables its device in the hub, which drops it and refuses it from then on.
     pub disable_devices_on_revoke: bool,
-}
-
-/// A domain registered with `RegisterNewDomain`.
-#[derive(Debug, Clone)]
-pub struct Domain {
-    /// `DomainID` as GetMyDomains reports it.
-    pub id: String,
-    /// The issuing CA it was registered with (index into the CA list). Names are one namespace
-    /// across the emulator's CAs: a device id registered with one CA may be requested from any.
-    pub ca: usize,
-    pub owners: Vec<String>,
-    pub requesters: Vec<String>,
-}
-
-/// A certificate the emulator issued.
-#[derive(Debug, Clone)]
-pub struct IssuedRecord {
-    pub der: CertificateDer<'static>,
-    /// Index of the issuing CA in [`CaState::authorities`]: renewals are signed by the same CA.
-    pub ca: usize,
-    pub subject_cn: String,
-    pub requested_by: String,
-    pub revoked: bool,
-}
-
-pub(crate) struct CaState {
-    /// The issuing CAs, all under one root; requests name theirs by CaID and TemplateID.
-    pub(crate) authorities: Vec<Authority>,
-    pub(crate) tokens: TokenAuthority,
-    pub(crate) domains: Mutex<HashMap<String, Domain>>,
-    pub(crate) issued: Mutex<HashMap<String, IssuedRecord>>,
-    /// `jti`s of certificate-JWTs already used, with their expiry, to refuse replays.
-    pub(crate) seen_jti: Mutex<HashMap<String, u64>>,
-    pub(crate) capacity: capacity::Capacity,
-    pub(crate) allowed_domains: Vec<String>,
-    /// Issuing CA, serial and time of every revocation, for the CRLs.
-    pub(crate) revocations: Mutex<Vec<(usize, Vec<u8>, time::OffsetDateTime)>>,
-    /// With "disable device on revoke" (EZCA's one-click trust option): the hub whose registry
-    /// disables a certificate's device when the certificate is revoked.
-    pub(crate) disable_on_revoke: std::sync::OnceLock<super::hub::HubEmulator>,
-    /// Where durable changes go in a resumable soak.
-    pub(crate) journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
-}
-
-impl CaState {
-    pub(crate) fn journal(&self, event: super::persist::JournalEvent) {
-        if let Some(j) = self.journal.get() {
-            j.record(event);
-        }
-    }
-
-    /// The issuing CA a request names (CaID and TemplateID, any case), with its index.
-    pub(crate) fn authority(
-        &self,
-        ca_id: Option<&str>,
-        template_id: Option<&str>,
-    ) -> Result<(usize, &Authority), String> {
-        let same =
-            |got: Option<&str>, want: &str| got.is_some_and(|g| g.eq_ignore_ascii_case(want));
-        self.authorities
-            .iter()
-            .enumerate()
-            .find(|(_, a)| same(ca_id, &a.ca_id) && same(template_id, &a.template_id))
-            .ok_or_else(|| "CA or template not found".to_string())
-    }
-
-    /// The issuing CA of a certificate this emulator issued.
-    pub(crate) fn authority_of(&self, record: &IssuedRecord) -> &Authority {
-        // Records only ever carry indices of `authorities`, which never shrinks.
-        &self.authorities[record.ca.min(self.authorities.len() - 1)]
-    }
-}
-
-fn revoke(state: &CaState, thumbprint: &str) -> bool {
-    let mut issued = state.issued.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(record) = issued.get_mut(&thumbprint.to_ascii_uppercase()) else {
-        return false;
-    };
-    if !record.revoked {
-        record.revoked = true;
-        let now = time::OffsetDateTime::now_utc();
-        if let Some(serial) = serial_bytes(&record.der) {
-            let mut revocations = state.revocations.lock().unwrap_or_else(|p| p.into_inner());
-            revocations.push((record.ca, serial, now));
-        }
-        state.journal(super::persist::JournalEvent::Revoked {
-            thumbprint: thumbprint.to_ascii_uppercase(),
-            at: now.unix_timestamp(),
-        });
-    }
-    let device = record.subject_cn.clone();
-    drop(issued);
-    // The device id is the certificate's CN (the IoT Hub rule), so that is the identity to disable.
-    if let Some(hub) = state.disable_on_revoke.get() {
-        let disabled = hub.disable_device(&device);
-        tracing::debug!(%device, disabled, "revocation disabled the device in the hub");
-    }
-    true
-}
-
-fn serial_bytes(der: &[u8]) -> Option<Vec<u8>> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.tbs_certificate.raw_serial().to_vec())
 }
 
 /// A running (or ready to run) CA emulator. Cheap to clone.
@@ -195,8 +103,9 @@ impl CaEmulator {
                 seen_jti: Mutex::new(HashMap::new()),
                 capacity: capacity::Capacity::new(config.capacity),
                 revocations: Mutex::new(Vec::new()),
-                disable_on_revoke: std::sync::OnceLock::new(),
+                on_revoke: std::sync::OnceLock::new(),
                 journal: std::sync::OnceLock::new(),
+                listeners: Arc::default(),
                 allowed_domains: config
                     .allowed_domains
                     .iter()
@@ -214,13 +123,14 @@ impl CaEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        let addr = listener.local_addr()?;
-        let identity = pki.issue_server(&[addr.ip().to_string(), "localhost".into()])?;
-        let config = https_config(identity)?;
+        let counters = self.state.listeners.clone();
         let router = routes::router(self.state.clone());
-        Ok(tokio::spawn(serve_https(
-            listener, config, router, shutdown,
-        )))
+        spawn_https(listener, pki, &["localhost"], counters, router, shutdown)
+    }
+
+    /// What the CA's accept loop saw: connections, failed TLS handshakes, accept errors.
+    pub fn listener_stats(&self) -> ListenerStats {
+        self.state.listeners.snapshot()
     }
 
     /// Sends every durable change to `journal` from now on (set once).
@@ -236,12 +146,8 @@ impl CaEmulator {
 
     /// Seeds a restarted CA with the certificates and domains it had.
     pub fn restore(&self, issued: &[IssuedRecord], domains: &[(String, Domain)]) {
-        let mut map = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
-        let mut revocations = self
-            .state
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.state.issued);
+        let mut revocations = lock(&self.state.revocations);
         for r in issued {
             if r.revoked
                 && let Some(serial) = serial_bytes(&r.der)
@@ -250,7 +156,7 @@ impl CaEmulator {
             }
             map.insert(crate::crypto::sha1_thumbprint(&r.der), r.clone());
         }
-        let mut d = self.state.domains.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = lock(&self.state.domains);
         for (name, domain) in domains {
             d.insert(name.clone(), domain.clone());
         }
@@ -287,22 +193,12 @@ impl CaEmulator {
 
     /// Every certificate issued so far.
     pub fn issued(&self) -> Vec<IssuedRecord> {
-        self.state
-            .issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.state.issued).values().cloned().collect()
     }
 
     /// How many certificates have been issued (renewals included), without copying them.
     pub fn issued_count(&self) -> usize {
-        self.state
-            .issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        lock(&self.state.issued).len()
     }
 
     /// Marks a certificate (by SHA-1 thumbprint, any case) revoked; false if unknown.
@@ -310,25 +206,23 @@ impl CaEmulator {
         revoke(&self.state, thumbprint)
     }
 
-    /// From now on, revoking a certificate disables its device in `hub` (EZCA's one-click trust
-    /// with "disable device on revoke"). Only the first hub given is used.
-    pub fn disable_devices_on_revoke(&self, hub: super::hub::HubEmulator) {
-        let _ = self.state.disable_on_revoke.set(hub);
+    /// From now on, revoking a certificate calls `hook` with its device id (the certificate's
+    /// CN): EZCA's one-click trust with "disable device on revoke" disables that device in the
+    /// hub. Set once; later hooks are ignored.
+    pub fn on_revoke(&self, hook: RevocationHook) {
+        let _ = self.state.on_revoke.set(hook);
     }
 
     /// Whether the certificate with this thumbprint is revoked (`None`: not issued here).
     pub fn is_revoked(&self, thumbprint: &str) -> Option<bool> {
-        let issued = self.state.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let issued = lock(&self.state.issued);
         issued
             .get(&thumbprint.to_ascii_uppercase())
             .map(|r| r.revoked)
     }
 
     pub fn domain(&self, name: &str) -> Option<Domain> {
-        self.state
-            .domains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.state.domains)
             .get(&name.to_ascii_lowercase())
             .cloned()
     }

@@ -17,9 +17,11 @@ use axum::response::{IntoResponse, Response};
 use rustls_pki_types::CertificateDer;
 
 use super::authority::SignRequest;
-use super::{CaState, IssuedRecord};
+use super::state::CaState;
 use crate::crypto::{CertInfo, jwt, sha1_thumbprint};
+use crate::emulator::persist::IssuedRecord;
 use crate::ezca::models::{ApiResult, CertRenewRequest, CertificateAuthenticationPayload};
+use crate::sync::lock;
 
 /// Clock skew allowed on `nbf`/`exp`.
 const SKEW_SECS: u64 = 300;
@@ -64,14 +66,7 @@ fn authenticate(
         .clone()
         .ok_or_else(|| unauthorized("token has no x5t"))?
         .to_ascii_uppercase();
-    let lookup = |thumbprint: &str| {
-        state
-            .issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(thumbprint)
-            .cloned()
-    };
+    let lookup = |thumbprint: &str| lock(&state.issued).get(thumbprint).cloned();
     let (cert, record) = match certificate_pem {
         // V2/V3: the certificate travels in the body and must be the one x5t names.
         Some(pem) => {
@@ -122,7 +117,7 @@ fn authenticate(
         .jti
         .clone()
         .ok_or_else(|| unauthorized("token has no jti"))?;
-    let mut seen = state.seen_jti.lock().unwrap_or_else(|p| p.into_inner());
+    let mut seen = lock(&state.seen_jti);
     if seen.len() > 100_000 {
         seen.retain(|_, exp| *exp + SKEW_SECS > t);
     }
@@ -222,7 +217,7 @@ fn renew_legacy(state: &CaState, authorization: Option<&str>, body: &[u8]) -> Re
 fn revoke(state: &CaState, authorization: Option<&str>) -> Response {
     match authenticate(state, authorization, None) {
         Ok((cert, _)) => {
-            super::revoke(state, &sha1_thumbprint(&cert));
+            super::state::revoke(state, &sha1_thumbprint(&cert));
             axum::Json(ApiResult {
                 success: true,
                 message: "Successful".into(),
@@ -281,11 +276,7 @@ fn renew(
         requested_by: record.requested_by.clone(),
         revoked: false,
     };
-    state
-        .issued
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(sha1_thumbprint(&der), renewed);
+    lock(&state.issued).insert(sha1_thumbprint(&der), renewed);
     Ok(der)
 }
 

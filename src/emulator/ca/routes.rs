@@ -10,8 +10,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::capacity::Verdict;
 use super::certificates;
-use super::{CaState, Caller, Domain};
+use super::state::CaState;
+use crate::emulator::persist::Domain;
+use crate::emulator::token::Caller;
 use crate::ezca::models::{ApiResult, AvailableCa, NewDomainRequest};
+use crate::sync::lock;
 
 pub(super) fn router(state: Arc<CaState>) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
@@ -49,60 +52,80 @@ async fn dispatch(
         Ok(c) => c,
         Err(why) => return (StatusCode::UNAUTHORIZED, format!("Error: {why}")).into_response(),
     };
-    match (method, path.trim_end_matches('/')) {
+    management(&state, &caller, &method, route, &body).await
+}
+
+/// The management endpoints, for a caller Azure AD authenticated.
+async fn management(
+    state: &CaState,
+    caller: &Caller,
+    method: &Method,
+    route: &str,
+    body: &[u8],
+) -> Response {
+    match (method.clone(), route) {
         (Method::GET, "/api/ca/getavailablesslcas") => {
             let cas: Vec<AvailableCa> = state
                 .authorities
                 .iter()
-                .map(|a| available_ca(&state, a))
+                .map(|a| available_ca(state, a))
                 .collect();
             axum::Json(cas).into_response()
         }
-        (Method::POST, "/api/ca/registernewdomain") => match serde_json::from_slice(&body) {
-            Ok(req) => api_result(register_domain(&state, &caller, req)),
+        (Method::POST, "/api/ca/registernewdomain") => match serde_json::from_slice(body) {
+            Ok(req) => api_result(register_domain(state, caller, req)),
             Err(e) => bad_json(e),
         },
-        // The three issuance endpoints go through the capacity model.
-        (Method::POST, "/api/ca/requestsslcertificate") => match serde_json::from_slice(&body) {
+        (Method::POST, "/api/ca/requestsslcertificate")
+        | (Method::POST, "/api/ca/requestfullsslcertificate")
+        | (Method::POST, "/api/ca/requestsslcertificatev2") => {
+            issuance(state, caller, route, body).await
+        }
+        (Method::GET, "/api/ca/getmydomains") => {
+            api_result(certificates::my_domains(state, caller))
+        }
+        (Method::POST, "/api/ca/revokecertificatev2") => match serde_json::from_slice(body) {
+            Ok(req) => api_result(certificates::revoke_v2(state, caller, &req)),
+            Err(e) => bad_json(e),
+        },
+        _ => (StatusCode::NOT_FOUND, "Error: no such endpoint").into_response(),
+    }
+}
+
+/// The three issuance endpoints, through the capacity model: V1 answers the PEM wrapped in an
+/// APIResult, the "full" V1 and V2 answer the created certificate bare.
+async fn issuance(state: &CaState, caller: &Caller, route: &str, body: &[u8]) -> Response {
+    match route {
+        "/api/ca/requestsslcertificate" => match serde_json::from_slice(body) {
             Ok(req) => {
-                let issue = || certificates::request_v1(&state, &caller, &req);
-                limited(&state, || {
+                let issue = || certificates::request_v1(state, caller, &req);
+                limited(state, || {
                     api_result(issue().map(|c| crate::crypto::cert_to_pem(&c)))
                 })
                 .await
             }
             Err(e) => bad_json(e),
         },
-        (Method::POST, "/api/ca/requestfullsslcertificate") => {
-            match serde_json::from_slice(&body) {
-                Ok(req) => {
-                    let issue = || certificates::request_v1(&state, &caller, &req);
-                    limited(&state, || {
-                        bare(issue().map(|c| certificates::created(&state, &c)))
-                    })
-                    .await
-                }
-                Err(e) => bad_json(e),
-            }
-        }
-        (Method::POST, "/api/ca/requestsslcertificatev2") => match serde_json::from_slice(&body) {
+        "/api/ca/requestfullsslcertificate" => match serde_json::from_slice(body) {
             Ok(req) => {
-                let issue = || certificates::request_v2(&state, &caller, &req);
-                limited(&state, || {
-                    bare(issue().map(|c| certificates::created(&state, &c)))
+                let issue = || certificates::request_v1(state, caller, &req);
+                limited(state, || {
+                    bare(issue().map(|c| certificates::created(state, &c)))
                 })
                 .await
             }
             Err(e) => bad_json(e),
         },
-        (Method::GET, "/api/ca/getmydomains") => {
-            api_result(certificates::my_domains(&state, &caller))
-        }
-        (Method::POST, "/api/ca/revokecertificatev2") => match serde_json::from_slice(&body) {
-            Ok(req) => api_result(certificates::revoke_v2(&state, &caller, &req)),
+        _ => match serde_json::from_slice(body) {
+            Ok(req) => {
+                let issue = || certificates::request_v2(state, caller, &req);
+                limited(state, || {
+                    bare(issue().map(|c| certificates::created(state, &c)))
+                })
+                .await
+            }
             Err(e) => bad_json(e),
         },
-        _ => (StatusCode::NOT_FOUND, "Error: no such endpoint").into_response(),
     }
 }
 
@@ -153,7 +176,7 @@ fn api_result(outcome: Result<String, String>) -> Response {
     axum::Json(ApiResult { success, message }).into_response()
 }
 
-fn available_ca(state: &CaState, a: &super::Authority) -> AvailableCa {
+fn available_ca(state: &CaState, a: &super::authority::Authority) -> AvailableCa {
     AvailableCa {
         ca_id: Some(a.ca_id.clone()),
         friendly_name: Some(a.friendly_name.clone()),
@@ -195,7 +218,7 @@ fn register_domain(
             "Domain {domain} is not allowed by this CA's domain restrictions"
         ));
     }
-    let mut domains = state.domains.lock().unwrap_or_else(|p| p.into_inner());
+    let mut domains = lock(&state.domains);
     if let Some(existing) = domains.get(&domain) {
         return match existing.owners.contains(&caller.oid) {
             true => Ok("Domain already registered".into()),
@@ -214,7 +237,7 @@ fn register_domain(
         owners,
         requesters,
     };
-    state.journal(super::super::persist::JournalEvent::Domain {
+    state.journal(crate::emulator::persist::JournalEvent::Domain {
         name: domain.clone(),
         domain: entry.clone(),
     });
@@ -226,10 +249,7 @@ fn ca_certificate(state: &CaState, path: &str) -> Response {
     for (index, a) in state.authorities.iter().enumerate() {
         let id = a.ca_id.to_ascii_lowercase();
         if path == format!("/crl/{id}.crl") {
-            let revoked: Vec<_> = state
-                .revocations
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            let revoked: Vec<_> = lock(&state.revocations)
                 .iter()
                 .filter(|(ca, _, _)| *ca == index)
                 .map(|(_, serial, at)| (serial.clone(), *at))

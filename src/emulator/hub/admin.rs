@@ -8,12 +8,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::HubState;
-use super::registry::{ApiVersion, authorize, error};
+use super::auth::trust;
+use super::rest::{ApiVersion, argument_invalid, authorize};
+use super::state::HubState;
 
 #[derive(Deserialize)]
 struct Upload {
@@ -41,39 +42,24 @@ pub(super) async fn upload_ca(
     let upload: Upload = match serde_json::from_slice(&body) {
         Ok(u) => u,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                400001,
-                "ArgumentInvalid",
-                &format!("certificate body: {e}"),
-            );
+            return argument_invalid(&format!("certificate body: {e}"));
         }
     };
     let certs = match crate::crypto::certs_from_pem(&upload.properties.certificate) {
         Ok(c) => c,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                400001,
-                "ArgumentInvalid",
-                &format!("certificate: {e}"),
-            );
+            return argument_invalid(&format!("certificate: {e}"));
         }
     };
     let Some(info) = certs
         .first()
         .and_then(|c| crate::crypto::CertInfo::parse(c).ok())
     else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            400001,
-            "ArgumentInvalid",
-            "certificate does not parse",
-        );
+        return argument_invalid("certificate does not parse");
     };
     if upload.properties.is_verified {
         for c in certs.iter().cloned() {
-            super::trust(&state, c);
+            trust(&state, c);
         }
     }
     Json(serde_json::json!({

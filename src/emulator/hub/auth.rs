@@ -1,72 +1,24 @@
 //! Who may connect, decided at CONNECT as IoT Hub does (reference §1.3, §2): the TLS layer only
-//! asks for a client certificate and checks the handshake signature (proof of key possession);
-//! the chain, the common name and the registry are checked against the CONNECT packet.
+//! asks for a client certificate and checks the handshake signature (proof of key possession,
+//! [`crate::emulator::tls::RequestClientCert`]); the chain, the common name and the registry are
+//! checked against the CONNECT packet.
 
 use std::sync::Arc;
 
 use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-use super::HubState;
-use crate::iothub::registry::{AuthenticationType, DeviceStatus};
+use super::state::HubState;
+use crate::iothub::registry::{AuthenticationType, DeviceStatus, SymmetricKey, X509Thumbprint};
+use crate::sync::{lock, read, write};
 
-/// Requests a client certificate and verifies the handshake signature made with its key, but
-/// accepts any chain: trust is decided later, at CONNECT, so a refusal is a CONNACK rather than a
-/// TLS alert.
-#[derive(Debug)]
-pub(super) struct RequestClientCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl RequestClientCert {
-    pub(super) fn new() -> Self {
-        Self {
-            algorithms: rustls::crypto::aws_lc_rs::default_provider()
-                .signature_verification_algorithms,
-        }
-    }
-}
-
-impl ClientCertVerifier for RequestClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+/// Adds a verified CA to the hub's trust.
+pub(super) fn trust(state: &HubState, der: CertificateDer<'static>) {
+    let mut trust = write(&state.trust);
+    if !trust.roots.contains(&der) {
+        trust.roots.push(der);
+        trust.verifier = verifier_for(&trust.roots);
     }
 }
 
@@ -103,7 +55,7 @@ pub(super) fn authorize(
     check_username(&state.host_name, id, &login.username)?;
 
     let (status, auth) = {
-        let devices = state.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let devices = lock(&state.devices);
         let device = devices.get(id).ok_or(refuse("device not registered"))?;
         (device.status, device.authentication.clone())
     };
@@ -114,79 +66,97 @@ pub(super) fn authorize(
         });
     }
     match auth.kind {
-        AuthenticationType::CertificateAuthority => {
-            let certs = peer
-                .filter(|c| !c.is_empty())
-                .ok_or(refuse("no client certificate"))?;
-            let verifier = state
-                .trust
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .verifier
-                .clone();
-            let verifier = verifier.ok_or(refuse("no CA uploaded"))?;
-            verifier
-                .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
-                .map_err(|_| refuse("certificate chain not trusted or not valid now"))?;
-            let info = crate::crypto::CertInfo::parse(&certs[0])
-                .map_err(|_| refuse("unreadable certificate"))?;
-            if info.subject_cn.as_deref() != Some(id) {
-                return Err(refuse("certificate CN differs from the client id"));
-            }
-            Ok(Admitted {
-                device_id: id.into(),
-                cert_serial: Some(info.serial_hex),
-            })
-        }
-        AuthenticationType::SelfSigned => {
-            let certs = peer
-                .filter(|c| !c.is_empty())
-                .ok_or(refuse("no client certificate"))?;
-            let sha1 = crate::crypto::sha1_thumbprint(&certs[0]);
-            let sha256 = crate::crypto::hex_upper(
-                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certs[0]).as_ref(),
-            );
-            let t = &auth.x509_thumbprint;
-            let matches = [&t.primary_thumbprint, &t.secondary_thumbprint]
-                .into_iter()
-                .flatten()
-                .any(|p| p.eq_ignore_ascii_case(&sha1) || p.eq_ignore_ascii_case(&sha256));
-            if !matches {
-                return Err(refuse("thumbprint does not match"));
-            }
-            let serial = crate::crypto::CertInfo::parse(&certs[0])
-                .ok()
-                .map(|i| i.serial_hex);
-            Ok(Admitted {
-                device_id: id.into(),
-                cert_serial: serial,
-            })
-        }
-        AuthenticationType::Sas => {
-            let token = crate::iothub::sas::parse(&login.password)
-                .ok_or(refuse("password is not a SAS token"))?;
-            let resource = format!("{}/devices/{id}", state.host_name);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let keys = [
-                &auth.symmetric_key.primary_key,
-                &auth.symmetric_key.secondary_key,
-            ];
-            let ok = keys
-                .into_iter()
-                .flatten()
-                .any(|k| crate::iothub::sas::verify(&token, k, &resource, now).is_ok());
-            if !ok {
-                return Err(refuse("SAS token refused"));
-            }
-            Ok(Admitted {
-                device_id: id.into(),
-                cert_serial: None,
-            })
-        }
+        AuthenticationType::CertificateAuthority => certificate_authority(state, id, peer),
+        AuthenticationType::SelfSigned => self_signed(&auth.x509_thumbprint, id, peer),
+        AuthenticationType::Sas => sas(state, id, &auth.symmetric_key, &login.password),
         AuthenticationType::None => Err(refuse("device has no authentication")),
     }
+}
+
+/// The chain the client presented in the TLS handshake (leaf first).
+fn client_chain<'a>(
+    peer: Option<&'a [CertificateDer<'static>]>,
+) -> Result<&'a [CertificateDer<'static>], Refused> {
+    peer.filter(|c| !c.is_empty())
+        .ok_or(refuse("no client certificate"))
+}
+
+/// A CA-signed device: its chain ends at an uploaded (verified) CA and its CN is the device id.
+fn certificate_authority(
+    state: &HubState,
+    id: &str,
+    peer: Option<&[CertificateDer<'static>]>,
+) -> Result<Admitted, Refused> {
+    let certs = client_chain(peer)?;
+    let verifier = read(&state.trust).verifier.clone();
+    let verifier = verifier.ok_or(refuse("no CA uploaded"))?;
+    verifier
+        .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
+        .map_err(|_| refuse("certificate chain not trusted or not valid now"))?;
+    let info =
+        crate::crypto::CertInfo::parse(&certs[0]).map_err(|_| refuse("unreadable certificate"))?;
+    if info.subject_cn.as_deref() != Some(id) {
+        return Err(refuse("certificate CN differs from the client id"));
+    }
+    Ok(Admitted {
+        device_id: id.into(),
+        cert_serial: Some(info.serial_hex),
+    })
+}
+
+/// A self-signed device: its certificate's SHA-1 or SHA-256 thumbprint is one the registry holds.
+fn self_signed(
+    thumbprints: &X509Thumbprint,
+    id: &str,
+    peer: Option<&[CertificateDer<'static>]>,
+) -> Result<Admitted, Refused> {
+    let certs = client_chain(peer)?;
+    let sha1 = crate::crypto::sha1_thumbprint(&certs[0]);
+    let sha256 = crate::crypto::hex_upper(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &certs[0]).as_ref(),
+    );
+    let matches = [
+        &thumbprints.primary_thumbprint,
+        &thumbprints.secondary_thumbprint,
+    ]
+    .into_iter()
+    .flatten()
+    .any(|p| p.eq_ignore_ascii_case(&sha1) || p.eq_ignore_ascii_case(&sha256));
+    if !matches {
+        return Err(refuse("thumbprint does not match"));
+    }
+    let serial = crate::crypto::CertInfo::parse(&certs[0])
+        .ok()
+        .map(|i| i.serial_hex);
+    Ok(Admitted {
+        device_id: id.into(),
+        cert_serial: serial,
+    })
+}
+
+/// A SAS device: the password is a token for `{host}/devices/{id}` signed with one of its keys.
+fn sas(
+    state: &HubState,
+    id: &str,
+    keys: &SymmetricKey,
+    password: &str,
+) -> Result<Admitted, Refused> {
+    let token = crate::iothub::sas::parse(password).ok_or(refuse("password is not a SAS token"))?;
+    let resource = format!("{}/devices/{id}", state.host_name);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ok = [&keys.primary_key, &keys.secondary_key]
+        .into_iter()
+        .flatten()
+        .any(|k| crate::iothub::sas::verify(&token, k, &resource, now).is_ok());
+    if !ok {
+        return Err(refuse("SAS token refused"));
+    }
+    Ok(Admitted {
+        device_id: id.into(),
+        cert_serial: None,
+    })
 }
 
 /// `{host}/{id}/?api-version=...`; other query parameters are ignored.
@@ -213,9 +183,7 @@ fn check_username(host: &str, id: &str, username: &str) -> Result<(), Refused> {
 }
 
 /// Builds the chain verifier for the uploaded CAs.
-pub(super) fn verifier_for(
-    roots: &[CertificateDer<'static>],
-) -> Option<Arc<dyn ClientCertVerifier>> {
+fn verifier_for(roots: &[CertificateDer<'static>]) -> Option<Arc<dyn ClientCertVerifier>> {
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store.add(r.clone()).ok()?;

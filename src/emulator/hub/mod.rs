@@ -1,7 +1,10 @@
-//! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS ([`mqtt`]) and over
-//! WebSocket ([`websocket`]) written on tokio-rustls and rumqttc's codec; the registry REST API
-//! ([`registry`]) authorised by SAS or Azure AD tokens; CA upload ([`admin`]); twins ([`twin`]);
-//! and the SKU's throttles and daily quota ([`throttle`]).
+//! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS (`mqtt`) and over
+//! WebSocket ([`crate::emulator::websocket`]) written on tokio-rustls and rumqttc's codec; the registry REST API
+//! (`registry`) authorised by SAS or Azure AD tokens (shared REST pieces in `rest`); CA
+//! upload (`admin`); twins ([`twin`]); and the SKU's throttles and daily quota ([`throttle`]).
+//! The endpoints work on one `state::HubState`; this file builds it and serves the endpoints on
+//! the emulators' accept loop ([`crate::emulator::listener`]). Files import one way: the
+//! endpoints use `state`, `auth` and `rest`, never this file.
 //!
 //! It keeps per-device counters (messages, bytes and 4 KB meters received, connects, drops, the
 //! serial of every certificate a device connected with, and the properties of its last message)
@@ -11,9 +14,10 @@ mod admin;
 mod auth;
 mod mqtt;
 mod registry;
+mod rest;
+mod state;
 pub mod throttle;
 pub mod twin;
-mod websocket;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,19 +26,23 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use rumqttc::mqttbytes::v4::ConnectReturnCode;
-use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::EmulatorError;
-use super::tls::{ServerPki, https_config};
+use super::error::EmulatorError;
+use super::listener::Listener;
+use super::tls::{ServerPki, spawn_https};
 use super::token::TokenAuthority;
 use crate::iothub::ConnectionString;
 use crate::iothub::registry::Device;
+use crate::sync::lock;
 
 pub use auth::Refused;
+pub use state::ReceivedMessage;
+use state::{HubState, Trust};
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -54,33 +62,6 @@ impl Default for HubConfig {
             limits: throttle::HubLimits::unlimited(),
         }
     }
-}
-
-/// What the hub saw of one device.
-#[derive(Debug, Default)]
-pub(crate) struct DeviceCounters {
-    messages: AtomicU64,
-    bytes: AtomicU64,
-    meters: AtomicU64,
-    last_message: Mutex<Option<ReceivedMessage>>,
-    connects: AtomicU64,
-    refused: AtomicU64,
-    drops: AtomicU64,
-    cert_serials: Mutex<Vec<String>>,
-}
-
-/// What the hub stored of a telemetry message.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct ReceivedMessage {
-    /// Its properties, decoded from the topic's property bag, in order (`$.ct`, ..., then the
-    /// application's).
-    pub properties: Vec<(String, String)>,
-    /// Payload bytes.
-    pub bytes: u64,
-    /// Its size as IoT Hub counts it (body and properties).
-    pub size: u64,
-    /// When it arrived, in Unix milliseconds.
-    pub received_at_ms: u64,
 }
 
 /// A copy of one device's counters.
@@ -112,76 +93,8 @@ pub struct HubStats {
     pub devices_registered: u64,
     /// Requests refused by a throttle (connections closed, 429s).
     pub throttled: u64,
-}
-
-pub(crate) struct Trust {
-    roots: Vec<CertificateDer<'static>>,
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
-}
-
-pub(crate) struct HubState {
-    host_name: String,
-    disabled_connack: ConnectReturnCode,
-    policy_name: String,
-    policy_key: String,
-    devices: Mutex<HashMap<String, Device>>,
-    counters: Mutex<HashMap<String, Arc<DeviceCounters>>>,
-    trust: RwLock<Trust>,
-    /// The live connection of each device, so a new one (or disabling the device) can drop it.
-    live: Mutex<HashMap<String, (u64, CancellationToken)>>,
-    next_connection: AtomicU64,
-    etag_counter: AtomicU64,
-    /// Azure AD stand-in for service calls in emulator mode.
-    tokens: TokenAuthority,
-    twins: Mutex<HashMap<String, twin::Twin>>,
-    throttles: throttle::Throttles,
-    /// Where registry changes go in a resumable soak.
-    journal: std::sync::OnceLock<Arc<dyn super::persist::Journal>>,
-}
-
-/// Adds a verified CA to the hub's trust.
-fn trust(state: &HubState, der: CertificateDer<'static>) {
-    let mut trust = state.trust.write().unwrap_or_else(|p| p.into_inner());
-    if !trust.roots.contains(&der) {
-        trust.roots.push(der);
-        trust.verifier = auth::verifier_for(&trust.roots);
-    }
-}
-
-impl HubState {
-    /// Journals the registry entry of `id` as it is now.
-    fn journal_device(&self, id: &str) {
-        if let Some(j) = self.journal.get() {
-            let device = self
-                .devices
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(id)
-                .cloned()
-                .map(Box::new);
-            j.record(super::persist::JournalEvent::HubDevice {
-                id: id.to_string(),
-                device,
-            });
-        }
-    }
-
-    fn counters(&self, device_id: &str) -> Arc<DeviceCounters> {
-        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(device_id.to_string()).or_default().clone()
-    }
-
-    /// Drops the device's live connection, if any.
-    fn drop_connection(&self, device_id: &str) {
-        if let Some((_, token)) = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(device_id)
-        {
-            token.cancel();
-        }
-    }
+    /// TLS handshakes that failed or timed out, on any of the hub's endpoints.
+    pub tls_handshakes_failed: u64,
 }
 
 /// A hub emulator. Cheap to clone; serve it with [`HubEmulator::serve_mqtt`] and
@@ -219,6 +132,8 @@ impl HubEmulator {
                 twins: Mutex::new(HashMap::new()),
                 throttles: throttle::Throttles::new(config.limits),
                 journal: std::sync::OnceLock::new(),
+                listeners: Arc::default(),
+                events: Arc::new(super::amqp::EventLog::new(Default::default())),
             }),
         })
     }
@@ -243,9 +158,14 @@ impl HubEmulator {
         )
     }
 
+    /// The hub's telemetry as its Event Hub-compatible endpoint serves it.
+    pub fn event_log(&self) -> Arc<super::amqp::EventLog> {
+        self.state.events.clone()
+    }
+
     /// Uploads a (verified) CA certificate: devices whose chains end at it may connect.
     pub fn trust_ca(&self, der: CertificateDer<'static>) {
-        trust(&self.state, der);
+        auth::trust(&self.state, der);
     }
 
     /// Serves MQTT over TLS on `listener` until `shutdown`.
@@ -255,7 +175,7 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        self.serve_device_endpoint(listener, pki, mqtt::Framing::Tls, shutdown)
+        self.serve_device_endpoint(listener, pki, Framing::Tls, shutdown)
     }
 
     /// Serves MQTT over WebSocket (`wss://.../$iothub/websocket`, subprotocol `mqtt`) on
@@ -266,35 +186,30 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        self.serve_device_endpoint(listener, pki, mqtt::Framing::WebSocket, shutdown)
+        self.serve_device_endpoint(listener, pki, Framing::WebSocket, shutdown)
     }
 
     fn serve_device_endpoint(
         &self,
         listener: TcpListener,
         pki: &ServerPki,
-        framing: mqtt::Framing,
+        framing: Framing,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        let addr = listener.local_addr()?;
-        let names = [
-            addr.ip().to_string(),
-            self.state.host_name.clone(),
-            "localhost".into(),
-        ];
-        let identity = pki.issue_server(&names)?;
+        let identity = pki.issue_for(&listener, &[self.state.host_name.as_str(), "localhost"])?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(Arc::new(auth::RequestClientCert::new()))
+            .with_client_cert_verifier(Arc::new(crate::emulator::tls::RequestClientCert::new()))
             .with_single_cert(identity.chain, identity.key)?;
-        Ok(tokio::spawn(mqtt::serve(
-            listener,
-            Arc::new(config),
-            self.state.clone(),
-            framing,
-            shutdown,
-        )))
+        let listener =
+            Listener::new(listener, Arc::new(config)).counting(self.state.listeners.clone());
+        let state = self.state.clone();
+        Ok(tokio::spawn(
+            listener.serve(shutdown, move |tls, closing| {
+                connection(tls, state.clone(), framing, closing)
+            }),
+        ))
     }
 
     /// Serves the registry REST API over HTTPS on `listener` until `shutdown`.
@@ -304,17 +219,10 @@ impl HubEmulator {
         pki: &ServerPki,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
-        let addr = listener.local_addr()?;
-        let identity = pki.issue_server(&[
-            addr.ip().to_string(),
-            self.state.host_name.clone(),
-            "localhost".into(),
-        ])?;
-        let config = https_config(identity)?;
+        let names = [self.state.host_name.as_str(), "localhost"];
+        let counters = self.state.listeners.clone();
         let router = registry::router(self.state.clone());
-        Ok(tokio::spawn(super::tls::serve_https(
-            listener, config, router, shutdown,
-        )))
+        spawn_https(listener, pki, &names, counters, router, shutdown)
     }
 
     /// What the hub saw of `device_id` (zeros for a device it never heard from).
@@ -324,27 +232,17 @@ impl HubEmulator {
             messages: c.messages.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
             meters: c.meters.load(Ordering::Relaxed),
-            last_message: crate::sync::lock(&c.last_message).clone(),
+            last_message: lock(&c.last_message).clone(),
             connects: c.connects.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             drops: c.drops.load(Ordering::Relaxed),
-            cert_serials: c
-                .cert_serials
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            cert_serials: lock(&c.cert_serials).clone(),
         }
     }
 
     pub fn stats(&self) -> HubStats {
         let mut s = HubStats::default();
-        for c in self
-            .state
-            .counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
+        for c in lock(&self.state.counters).values() {
             s.messages += c.messages.load(Ordering::Relaxed);
             s.bytes += c.bytes.load(Ordering::Relaxed);
             s.meters += c.meters.load(Ordering::Relaxed);
@@ -353,12 +251,8 @@ impl HubEmulator {
             s.drops += c.drops.load(Ordering::Relaxed);
         }
         s.throttled = self.state.throttles.throttled.load(Ordering::Relaxed);
-        s.devices_registered = self
-            .state
-            .devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len() as u64;
+        s.tls_handshakes_failed = self.state.listeners.snapshot().handshakes_failed;
+        s.devices_registered = lock(&self.state.devices).len() as u64;
         s
     }
 
@@ -369,7 +263,7 @@ impl HubEmulator {
 
     /// Seeds a restarted hub's registry.
     pub fn restore_devices(&self, devices: &[Device]) {
-        let mut map = self.state.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.state.devices);
         for d in devices {
             map.insert(d.device_id.clone(), d.clone());
         }
@@ -377,12 +271,7 @@ impl HubEmulator {
 
     /// The twin of `device_id` as the hub holds it.
     pub fn twin(&self, device_id: &str) -> Option<twin::Twin> {
-        self.state
-            .twins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(device_id)
-            .cloned()
+        lock(&self.state.twins).get(device_id).cloned()
     }
 
     /// Disables `device_id` in the registry, as a `PUT` with `status: disabled` does: its live
@@ -391,22 +280,46 @@ impl HubEmulator {
         registry::disable(&self.state, device_id)
     }
 
+    /// Creates `device_id` as an enabled CA-authenticated device, or makes the existing identity
+    /// one, as DPS does on assignment. False if `device_id` is not a valid device id.
+    pub fn provision_ca_device(&self, device_id: &str) -> bool {
+        registry::provision_ca_device(&self.state, device_id)
+    }
+
     /// Whether `device_id` has a live MQTT connection right now.
     pub fn is_connected(&self, device_id: &str) -> bool {
-        self.state
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(device_id)
+        lock(&self.state.live).contains_key(device_id)
     }
 
     /// The registry entry of `device_id`.
     pub fn device(&self, device_id: &str) -> Option<Device> {
-        self.state
-            .devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(device_id)
-            .cloned()
+        lock(&self.state.devices).get(device_id).cloned()
+    }
+}
+
+/// How MQTT packets travel inside the TLS connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Directly on TLS (port 8883).
+    Tls,
+    /// In binary WebSocket messages on `/$iothub/websocket` with subprotocol `mqtt` (port 443).
+    WebSocket,
+}
+
+/// One device connection, its TLS handshake done: MQTT directly or inside a WebSocket. `stop`
+/// is cancelled when the endpoint shuts down.
+async fn connection(
+    tls: TlsStream<TcpStream>,
+    state: Arc<HubState>,
+    framing: Framing,
+    stop: CancellationToken,
+) {
+    let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
+    match framing {
+        Framing::Tls => mqtt::session(tls, peer, state, stop).await,
+        Framing::WebSocket => {
+            let session = move |stream| mqtt::session(stream, peer, state, stop);
+            crate::emulator::websocket::bridge(tls, session).await;
+        }
     }
 }

@@ -1,29 +1,30 @@
-//! The hub's MQTT 3.1.1 endpoint: TLS accept, CONNECT authorisation, telemetry with PUBACK,
+//! The hub's MQTT 3.1.1 endpoint (on the emulators' accept loop): CONNECT authorisation, telemetry with PUBACK,
 //! keep-alive at 1.5× the client's value, one live connection per device.
 //!
 //! IoT Hub answers protocol violations by closing the connection (MQTT 3.1.1 has no server-side
 //! DISCONNECT): QoS 2, a topic that is not the device's own, and packets over 256 KB all do that.
+//! A basic-tier hub (no twins, methods or cloud-to-device messages) treats those topics the same
+//! way; the reference documents only that the tiers lack them, so closing is our inference.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, SubscribeReasonCode,
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe,
+    SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{Error as CodecError, QoS};
-use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::auth::authorize;
+use super::auth::{Admitted, authorize};
+use super::state::{DeviceCounters, HubState};
 use super::throttle::{Admission, Class};
-use super::{DeviceCounters, HubState};
+use crate::emulator::mqtt_wire::{read_packet, write_packet};
 use crate::iothub::topics;
+use crate::sync::lock;
 
 /// 256 KB of message plus room for the topic and property bag.
 const MAX_PACKET: usize = 256 * 1024 + 4096;
@@ -32,67 +33,9 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(1767);
 const MAX_SUBSCRIPTIONS: usize = 5;
 
-pub(super) async fn serve(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    state: Arc<HubState>,
-    framing: Framing,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let acceptor = TlsAcceptor::from(config);
-    let stop = CancellationToken::new();
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "mqtt accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(
-            tcp,
-            acceptor.clone(),
-            state.clone(),
-            framing,
-            stop.child_token(),
-        ));
-    }
-    stop.cancel();
-}
-
-/// How MQTT packets travel inside the TLS connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
-    /// Directly on TLS (port 8883).
-    Tls,
-    /// In binary WebSocket messages on `/$iothub/websocket` with subprotocol `mqtt` (port 443).
-    WebSocket,
-}
-
-async fn connection(
-    tcp: TcpStream,
-    acceptor: TlsAcceptor,
-    state: Arc<HubState>,
-    framing: Framing,
-    stop: CancellationToken,
-) {
-    let Ok(Ok(tls)) = tokio::time::timeout(CONNECT_WAIT, acceptor.accept(tcp)).await else {
-        return;
-    };
-    let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
-    match framing {
-        Framing::Tls => session(tls, peer, state, stop).await,
-        Framing::WebSocket => super::websocket::upgrade(tls, peer, state, stop).await,
-    }
-}
-
-/// One device's MQTT session on `tls`, whatever carries it.
+/// One device's MQTT session on `tls`, whatever carries it: CONNECT, then packets until the
+/// device disconnects, breaks a rule, goes silent, or is dropped (a newer connection, disabling,
+/// shutdown).
 pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     mut tls: S,
     peer: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
@@ -100,244 +43,286 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     stop: CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(1024);
-    let connect = match tokio::time::timeout(CONNECT_WAIT, read_packet(&mut tls, &mut buf)).await {
-        Ok(Ok(Packet::Connect(c))) => c,
-        _ => return,
+    let Some((connect, admitted)) = connect(&mut tls, &mut buf, peer, &state).await else {
+        return;
     };
-    let admitted = match authorize(&state, &connect, peer.as_deref()) {
+    let mut live = Live::register(&state, admitted, &stop);
+    let keep_alive = match connect.keep_alive {
+        0 => None,
+        s => Some((Duration::from_secs(u64::from(s)) * 3 / 2).min(MAX_KEEP_ALIVE)),
+    };
+    let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
+    let mut clean_exit = false;
+    if write_packet(&mut tls, connack).await.is_ok() {
+        clean_exit = live.serve(&mut tls, &mut buf, keep_alive).await;
+    }
+    live.end(clean_exit);
+    let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+}
+
+/// Reads and authorises CONNECT, then passes the throttles and the daily quota. `None` when the
+/// connection is to be closed (a refusal's CONNACK is already sent).
+async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    tls: &mut S,
+    buf: &mut BytesMut,
+    peer: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+    state: &HubState,
+) -> Option<(Connect, Admitted)> {
+    let connect = match tokio::time::timeout(CONNECT_WAIT, read_packet(tls, buf, MAX_PACKET)).await
+    {
+        Ok(Ok(Packet::Connect(c))) => c,
+        _ => return None,
+    };
+    let admitted = match authorize(state, &connect, peer.as_deref()) {
         Ok(a) => a,
         Err(refused) => {
-            state
-                .counters(&connect.client_id)
-                .refused
-                .fetch_add(1, Ordering::Relaxed);
+            let counters = state.counters(&connect.client_id);
+            counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(device = %connect.client_id, reason = refused.reason, "CONNECT refused");
-            let _ =
-                write_packet(&mut tls, Packet::ConnAck(ConnAck::new(refused.code, false))).await;
+            let _ = write_packet(tls, Packet::ConnAck(ConnAck::new(refused.code, false))).await;
             let _ = tls.shutdown().await;
-            return;
+            return None;
         }
     };
-    let device = admitted.device_id;
-    let counters = state.counters(&device);
-
     // Throttles apply to authorised connections: CONNACK is delayed while the hub shapes traffic,
     // and past that (or with the daily quota spent) the connection is closed without one.
     let admission = match state.throttles.quota_spent() {
         true => Admission::Refuse(Duration::ZERO),
         false => state.throttles.admit(Class::Connect),
     };
+    if !wait_for(admission).await {
+        let counters = state.counters(&admitted.device_id);
+        counters.refused.fetch_add(1, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+        return None;
+    }
+    Some((connect, admitted))
+}
+
+/// Waits out a shaped admission; false if it was refused.
+async fn wait_for(admission: Admission) -> bool {
     match admission {
-        Admission::After(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
-        Admission::After(_) => {}
-        Admission::Refuse(_) => {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
-            return;
+        Admission::After(wait) => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            true
+        }
+        Admission::Refuse(_) => false,
+    }
+}
+
+/// What a packet from the device leads to.
+enum Step {
+    /// Answer with these packets (none, a PUBACK, a PUBACK and a response...).
+    Reply(Vec<Packet>),
+    /// The device broke a rule, or the hub severs it: close without a word.
+    Close,
+    /// The device sent DISCONNECT.
+    Disconnect,
+}
+
+/// An admitted device's live connection.
+struct Live<'a> {
+    state: &'a HubState,
+    device: String,
+    counters: Arc<DeviceCounters>,
+    conn_id: u64,
+    /// Cancelled when this connection is dropped: by a newer one, disabling or shutdown.
+    dropped: CancellationToken,
+    subscriptions: usize,
+    twin_subscribed: bool,
+}
+
+impl<'a> Live<'a> {
+    /// Makes this the device's one live connection: a newer one drops the older (IoT Hub's 400027).
+    fn register(state: &'a HubState, admitted: Admitted, stop: &CancellationToken) -> Self {
+        let device = admitted.device_id;
+        let counters = state.counters(&device);
+        let conn_id = state.next_connection.fetch_add(1, Ordering::Relaxed);
+        let dropped = stop.child_token();
+        let previous = lock(&state.live).insert(device.clone(), (conn_id, dropped.clone()));
+        if let Some((_, previous)) = previous {
+            previous.cancel();
+        }
+        counters.connects.fetch_add(1, Ordering::Relaxed);
+        if let Some(serial) = admitted.cert_serial {
+            lock(&counters.cert_serials).push(serial);
+        }
+        Self {
+            state,
+            device,
+            counters,
+            conn_id,
+            dropped,
+            subscriptions: 0,
+            twin_subscribed: false,
         }
     }
 
-    // One live connection per device: a new one drops the old (IoT Hub's 400027).
-    let conn_id = state.next_connection.fetch_add(1, Ordering::Relaxed);
-    let dropped = stop.child_token();
-    if let Some((_, previous)) = state
-        .live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(device.clone(), (conn_id, dropped.clone()))
-    {
-        previous.cancel();
-    }
-    counters.connects.fetch_add(1, Ordering::Relaxed);
-    if let Some(serial) = admitted.cert_serial {
-        counters
-            .cert_serials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(serial);
+    /// Answers packets until the connection ends; true if the device disconnected cleanly.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        tls: &mut S,
+        buf: &mut BytesMut,
+        keep_alive: Option<Duration>,
+    ) -> bool {
+        loop {
+            let next = async {
+                match keep_alive {
+                    Some(limit) => tokio::time::timeout(limit, read_packet(tls, buf, MAX_PACKET))
+                        .await
+                        .unwrap_or(Err(CodecError::InsufficientBytes(0))),
+                    None => read_packet(tls, buf, MAX_PACKET).await,
+                }
+            };
+            let packet = tokio::select! {
+                _ = self.dropped.cancelled() => return false,
+                p = next => match p {
+                    Ok(p) => p,
+                    Err(_) => return false,
+                },
+            };
+            let replies = match self.handle(packet).await {
+                Step::Reply(replies) => replies,
+                Step::Close => return false,
+                Step::Disconnect => return true,
+            };
+            for reply in replies {
+                if write_packet(tls, reply).await.is_err() {
+                    return false;
+                }
+            }
+        }
     }
 
-    let keep_alive = match connect.keep_alive {
-        0 => None,
-        s => Some((Duration::from_secs(u64::from(s)) * 3 / 2).min(MAX_KEEP_ALIVE)),
-    };
-    let ok = write_packet(
-        &mut tls,
-        Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
-    )
-    .await;
-    let mut subscriptions = 0usize;
-    let mut twin_subscribed = false;
-    let mut clean_exit = false;
-    while ok.is_ok() {
-        let next = async {
-            match keep_alive {
-                Some(limit) => tokio::time::timeout(limit, read_packet(&mut tls, &mut buf))
-                    .await
-                    .unwrap_or(Err(CodecError::InsufficientBytes(0))),
-                None => read_packet(&mut tls, &mut buf).await,
-            }
-        };
-        let packet = tokio::select! {
-            _ = dropped.cancelled() => break,
-            p = next => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let reply = match packet {
-            Packet::Publish(p) => {
-                if p.qos == QoS::ExactlyOnce {
-                    break;
-                }
-                if let Some(properties) = topics::parse_telemetry(&p.topic, &device) {
-                    // IoT Hub meters the body and the properties (reference §5).
-                    let size = topics::message_size(p.payload.len(), &properties);
-                    if !state.throttles.charge_message(size as usize) {
-                        break; // daily quota spent: the hub severs the connection
-                    }
-                    match state.throttles.admit(Class::DeviceToCloud) {
-                        Admission::After(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
-                        Admission::After(_) => {}
-                        Admission::Refuse(_) => break,
-                    }
-                    received(
-                        &counters,
-                        properties,
-                        p.payload.len(),
-                        size,
-                        state.throttles.meter_bytes(),
-                    );
-                    (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)))
-                } else if p.topic.starts_with("$iothub/twin/") {
-                    let answer = {
-                        let mut twins = state.twins.lock().unwrap_or_else(|p| p.into_inner());
-                        super::twin::handle(&mut twins, &device, &p.topic, &p.payload)
-                    };
-                    let Some((topic, body)) = answer else { break };
-                    if p.qos == QoS::AtLeastOnce
-                        && write_packet(&mut tls, Packet::PubAck(PubAck::new(p.pkid)))
-                            .await
-                            .is_err()
-                    {
-                        break;
-                    }
-                    // IoT Hub only answers devices that subscribed to the response topic.
-                    twin_subscribed
-                        .then(|| Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body)))
-                } else if p.topic.starts_with("$iothub/methods/res/") {
-                    (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)))
-                } else {
-                    tracing::debug!(%device, topic = %p.topic, "publish to a topic the device may not use");
-                    break;
-                }
-            }
-            Packet::Subscribe(s) => {
-                subscriptions += s.filters.len();
-                let allowed = s
-                    .filters
-                    .iter()
-                    .all(|f| subscription_allowed(&f.path, &device));
-                if !allowed || subscriptions > MAX_SUBSCRIPTIONS {
-                    break;
-                }
-                twin_subscribed |= s.filters.iter().any(|f| f.path == "$iothub/twin/res/#");
-                let codes = s
-                    .filters
-                    .iter()
-                    .map(|f| {
-                        SubscribeReasonCode::Success(if f.qos == QoS::AtMostOnce {
-                            QoS::AtMostOnce
-                        } else {
-                            QoS::AtLeastOnce
-                        })
-                    })
-                    .collect();
-                Some(Packet::SubAck(SubAck::new(s.pkid, codes)))
-            }
-            Packet::PingReq => Some(Packet::PingResp),
-            Packet::PubAck(_) => None,
-            Packet::Disconnect => {
-                clean_exit = true;
-                break;
-            }
-            _ => break,
-        };
-        if let Some(reply) = reply
-            && write_packet(&mut tls, reply).await.is_err()
+    async fn handle(&mut self, packet: Packet) -> Step {
+        match packet {
+            Packet::Publish(p) => self.publish(p).await,
+            Packet::Subscribe(s) => self.subscribe(&s),
+            Packet::PingReq => Step::Reply(vec![Packet::PingResp]),
+            Packet::PubAck(_) => Step::Reply(Vec::new()),
+            Packet::Disconnect => Step::Disconnect,
+            _ => Step::Close,
+        }
+    }
+
+    async fn publish(&mut self, p: Publish) -> Step {
+        if p.qos == QoS::ExactlyOnce {
+            return Step::Close;
+        }
+        let puback = (p.qos == QoS::AtLeastOnce).then(|| Packet::PubAck(PubAck::new(p.pkid)));
+        if let Some(properties) = topics::parse_telemetry(&p.topic, &self.device) {
+            return self.telemetry(&p, properties, puback).await;
+        }
+        let cloud_to_device = self.state.throttles.limits.cloud_to_device;
+        if cloud_to_device && p.topic.starts_with("$iothub/twin/") {
+            let answer = {
+                let mut twins = lock(&self.state.twins);
+                super::twin::handle(&mut twins, &self.device, &p.topic, &p.payload)
+            };
+            let Some((topic, body)) = answer else {
+                return Step::Close;
+            };
+            // IoT Hub only answers devices that subscribed to the response topic.
+            let response = self
+                .twin_subscribed
+                .then(|| Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body)));
+            return Step::Reply(puback.into_iter().chain(response).collect());
+        }
+        if cloud_to_device && p.topic.starts_with("$iothub/methods/res/") {
+            return Step::Reply(puback.into_iter().collect());
+        }
+        tracing::debug!(device = %self.device, topic = %p.topic, "publish to a topic the device may not use");
+        Step::Close
+    }
+
+    /// Device-to-cloud telemetry: charged to the daily quota by IoT Hub's size (spent: the hub
+    /// severs the connection), shaped by the D2C throttle, counted (messages, bytes, meters, the
+    /// last one kept), appended to the Event Hub-compatible endpoint's log with its properties,
+    /// acknowledged.
+    async fn telemetry(
+        &mut self,
+        p: &Publish,
+        properties: Vec<(String, String)>,
+        puback: Option<Packet>,
+    ) -> Step {
+        let throttles = &self.state.throttles;
+        // IoT Hub meters the body and the properties (reference §5).
+        let size = topics::message_size(p.payload.len(), &properties);
+        if !throttles.charge_message(size as usize) {
+            return Step::Close;
+        }
+        if !wait_for(throttles.admit(Class::DeviceToCloud)).await {
+            return Step::Close;
+        }
+        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        let bytes = p.payload.len() as u64;
+        self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let meters = topics::meters(size, throttles.meter_bytes());
+        self.counters.meters.fetch_add(meters, Ordering::Relaxed);
+        let received_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        *lock(&self.counters.last_message) = Some(super::state::ReceivedMessage {
+            properties: properties.clone(),
+            bytes,
+            size,
+            received_at_ms,
+        });
+        let events = &self.state.events;
+        events.append(&self.device, properties, p.payload.clone());
+        Step::Reply(puback.into_iter().collect())
+    }
+
+    fn subscribe(&mut self, s: &Subscribe) -> Step {
+        self.subscriptions += s.filters.len();
+        let cloud_to_device = self.state.throttles.limits.cloud_to_device;
+        let allowed = s
+            .filters
+            .iter()
+            .all(|f| subscription_allowed(&f.path, &self.device, cloud_to_device));
+        if !allowed || self.subscriptions > MAX_SUBSCRIPTIONS {
+            return Step::Close;
+        }
+        self.twin_subscribed |= s.filters.iter().any(|f| f.path == "$iothub/twin/res/#");
+        // IoT Hub grants QoS 0 or 1, never 2.
+        let codes = s
+            .filters
+            .iter()
+            .map(|f| match f.qos {
+                QoS::AtMostOnce => SubscribeReasonCode::Success(QoS::AtMostOnce),
+                _ => SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            })
+            .collect();
+        Step::Reply(vec![Packet::SubAck(SubAck::new(s.pkid, codes))])
+    }
+
+    /// Counts a drop unless the device left cleanly, and gives up the live slot if still ours.
+    fn end(self, clean_exit: bool) {
+        if !clean_exit {
+            self.counters.drops.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut live = lock(&self.state.live);
+        if live
+            .get(&self.device)
+            .is_some_and(|(id, _)| *id == self.conn_id)
         {
-            break;
-        }
-    }
-    if !clean_exit {
-        counters.drops.fetch_add(1, Ordering::Relaxed);
-    }
-    {
-        let mut live = state.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.get(&device).is_some_and(|(id, _)| *id == conn_id) {
-            live.remove(&device);
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
-}
-
-/// Counts a telemetry message and keeps it as the device's last.
-fn received(
-    counters: &DeviceCounters,
-    properties: Vec<(String, String)>,
-    bytes: usize,
-    size: u64,
-    meter_bytes: u64,
-) {
-    counters.messages.fetch_add(1, Ordering::Relaxed);
-    counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-    counters
-        .meters
-        .fetch_add(topics::meters(size, meter_bytes), Ordering::Relaxed);
-    let received_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    *crate::sync::lock(&counters.last_message) = Some(super::ReceivedMessage {
-        properties,
-        bytes: bytes as u64,
-        size,
-        received_at_ms,
-    });
-}
-
-/// The topic filters IoT Hub lets a device subscribe to.
-fn subscription_allowed(filter: &str, device: &str) -> bool {
-    filter == format!("devices/{device}/messages/devicebound/#")
-        || filter == "$iothub/twin/res/#"
-        || filter == "$iothub/methods/POST/#"
-        || filter == "$iothub/twin/PATCH/properties/desired/#"
-}
-
-async fn read_packet<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-) -> Result<Packet, CodecError> {
-    loop {
-        match Packet::read(buf, MAX_PACKET) {
-            Err(CodecError::InsufficientBytes(_)) => {}
-            other => return other,
-        }
-        if stream.read_buf(buf).await? == 0 {
-            return Err(CodecError::InsufficientBytes(1));
+            live.remove(&self.device);
         }
     }
 }
 
-async fn write_packet<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    packet: Packet,
-) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(16);
-    match packet {
-        Packet::PingResp => PingResp.write(&mut out),
-        other => other.write(&mut out, MAX_PACKET),
-    }
-    .map_err(|e| std::io::Error::other(e.to_string()))?;
-    stream.write_all(&out).await?;
-    stream.flush().await
+/// The topic filters IoT Hub lets a device subscribe to: all of them cloud-to-device features,
+/// which basic tiers lack (their hub closes the connection instead).
+fn subscription_allowed(filter: &str, device: &str, cloud_to_device: bool) -> bool {
+    cloud_to_device
+        && (filter == format!("devices/{device}/messages/devicebound/#")
+            || filter == "$iothub/twin/res/#"
+            || filter == "$iothub/methods/POST/#"
+            || filter == "$iothub/twin/PATCH/properties/desired/#")
 }
+
+#[cfg(test)]
+#[path = "mqtt_tests.rs"]
+mod tests;

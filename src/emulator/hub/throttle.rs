@@ -1,4 +1,5 @@
-//! IoT Hub's throttles and daily quota (reference §5), per SKU and unit count.
+//! IoT Hub's throttles and daily quota (reference §5), per SKU and unit count, built from the
+//! published table in [`crate::iothub::quotas`].
 //!
 //! Each throttled operation class (new connections, device-to-cloud sends, registry operations)
 //! is a GCRA bucket with *reservations*: a request within the burst tolerance passes at once; past
@@ -13,19 +14,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 pub use crate::emulator::gcra::{Admission, Bucket};
-
-/// IoT Hub tiers with their published limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sku {
-    F1,
-    S1,
-    S2,
-    S3,
-}
+use crate::iothub::quotas::Sku;
 
 /// The limits of a hub; `None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +30,9 @@ pub struct HubLimits {
     pub meter_bytes: u64,
     /// The longest a request may be held back before it is refused instead.
     pub shaping: Duration,
+    /// Whether devices may use twins, direct methods and cloud-to-device messages (basic tiers
+    /// have none: subscribing to or publishing on their topics closes the connection).
+    pub cloud_to_device: bool,
 }
 
 impl HubLimits {
@@ -49,49 +44,22 @@ impl HubLimits {
             daily_messages: None,
             meter_bytes: 4096,
             shaping: Duration::from_millis(500),
+            cloud_to_device: true,
         }
     }
 
-    /// Reference §5.1 and §5.2.
+    /// The published limits of `sku` with `units` units (clamped to what the tier allows).
     pub fn for_sku(sku: Sku, units: u32, shaping: Duration) -> Self {
-        let u = f64::from(units.max(1));
-        let (conn, d2c, registry_per_min, daily, meter) = match sku {
-            Sku::F1 => (
-                100f64.max(12.0 * u),
-                100f64.max(12.0 * u),
-                100.0 * u,
-                8_000,
-                512,
-            ),
-            Sku::S1 => (
-                100f64.max(12.0 * u),
-                100f64.max(12.0 * u),
-                100.0 * u,
-                400_000 * u64::from(units.max(1)),
-                4096,
-            ),
-            Sku::S2 => (
-                120.0 * u,
-                120.0 * u,
-                100.0 * u,
-                6_000_000 * u64::from(units.max(1)),
-                4096,
-            ),
-            Sku::S3 => (
-                6_000.0 * u,
-                6_000.0 * u,
-                5_000.0 * u,
-                300_000_000 * u64::from(units.max(1)),
-                4096,
-            ),
-        };
+        let tier = sku.limits();
+        let units = units.clamp(1, tier.max_units);
         Self {
-            connections_per_sec: Some(conn),
-            d2c_per_sec: Some(d2c),
-            registry_per_sec: Some(registry_per_min / 60.0),
-            daily_messages: Some(daily),
-            meter_bytes: meter,
+            connections_per_sec: Some(tier.new_connections_per_sec.for_units(units)),
+            d2c_per_sec: Some(tier.d2c_per_sec.for_units(units)),
+            registry_per_sec: Some(tier.registry_ops_per_min.for_units(units) / 60.0),
+            daily_messages: Some(tier.daily_messages(units)),
+            meter_bytes: tier.meter_bytes,
             shaping,
+            cloud_to_device: tier.has_cloud_to_device(),
         }
     }
 }
@@ -199,6 +167,17 @@ mod tests {
         assert_eq!(s3.d2c_per_sec, Some(12_000.0));
         let f1 = HubLimits::for_sku(Sku::F1, 1, Duration::ZERO);
         assert_eq!((f1.daily_messages, f1.meter_bytes), (Some(8_000), 512));
+        assert!(f1.cloud_to_device);
+        let b2 = HubLimits::for_sku(Sku::B2, 2, Duration::ZERO);
+        assert_eq!((b2.d2c_per_sec, b2.cloud_to_device), (Some(240.0), false));
+    }
+
+    #[test]
+    fn units_past_the_tiers_maximum_count_as_the_maximum() {
+        let f1 = HubLimits::for_sku(Sku::F1, 5, Duration::ZERO);
+        assert_eq!(f1.registry_per_sec, Some(100.0 / 60.0));
+        let s3 = HubLimits::for_sku(Sku::S3, 50, Duration::ZERO);
+        assert_eq!(s3.connections_per_sec, Some(60_000.0));
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! The hub's AMQP 1.0 endpoint (port 5671, TLS first, no AMQP TLS header), as Microsoft's
+//! service SDKs use it: SASL `MSSBCBS`/`PLAIN`/`ANONYMOUS` ([`sasl`]), the `$cbs` put-token
+//! ([`cbs`]), C2D sends to `/messages/devicebound` handed to a [`C2dSink`] ([`c2d`]), and the
+//! Event Hub-compatible endpoint over the hub's telemetry ([`eventlog`], [`eventhub`]).
+//!
+//! The protocol is our own subset on our own codec ([`codec`], [`frames`], [`performatives`],
+//! [`message`]; the engine in `connection`). fe2o3-amqp's `acceptor` was evaluated and not
+//! taken: its codec (serde_amqp 0.18) decodes nested values with unbounded recursion, and a
+//! 50 KB frame of nested lists (inside the frame sizes C2D needs) overflows the stack and aborts
+//! the whole process, which no `catch_unwind` stops; it also brings ~45k lines (fe2o3-amqp,
+//! serde_amqp, fe2o3-amqp-types) from a single maintainer, a task per connection, session and
+//! link, and no hook to refuse a link before it is attached. This subset is ~2k lines, bounded
+//! by construction (frame size, nesting depth, counts checked against bytes, links per session,
+//! pending replies) and panic-free on any input.
+
+pub mod c2d;
+pub mod cbs;
+pub mod codec;
+mod connection;
+pub mod eventhub;
+pub mod eventlog;
+pub mod frames;
+mod links;
+pub mod message;
+pub mod performatives;
+pub mod sasl;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+pub use c2d::{C2dMessage, C2dQueues, C2dRefusal, C2dSink};
+pub use cbs::AccessPolicy;
+pub use eventlog::{EventLog, EventLogConfig};
+
+use super::EmulatorError;
+use super::tls::ServerPki;
+
+/// Connections served at once; more wait in the listener's backlog.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// Who the endpoint is and whom it trusts.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// The hub's host name (addresses without a host are on it).
+    pub host_name: String,
+    /// The Event Hub-compatible entity (IoT Hub: the hub's name).
+    pub entity: String,
+    /// Shared access policies with ServiceConnect.
+    pub policies: Vec<AccessPolicy>,
+}
+
+/// What every connection of the endpoint shares.
+pub struct Shared {
+    pub host: String,
+    pub entity: String,
+    pub policies: Vec<AccessPolicy>,
+    pub c2d: Arc<dyn C2dSink>,
+    pub events: Arc<EventLog>,
+}
+
+/// The AMQP endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct AmqpEndpoint {
+    shared: Arc<Shared>,
+}
+
+impl AmqpEndpoint {
+    pub fn new(config: AmqpConfig, c2d: Arc<dyn C2dSink>, events: Arc<EventLog>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                host: config.host_name.to_ascii_lowercase(),
+                entity: config.entity,
+                policies: config.policies,
+                c2d,
+                events,
+            }),
+        }
+    }
+
+    /// A TLS server config whose certificate names `names` (the host names clients dial).
+    pub fn tls_config(
+        pki: &ServerPki,
+        names: &[String],
+    ) -> Result<Arc<ServerConfig>, EmulatorError> {
+        let identity = pki.issue_server(names)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(identity.chain, identity.key)?;
+        Ok(Arc::new(cfg))
+    }
+
+    /// The Event Hub-compatible connection string for `policy`, as the hub's portal shows it.
+    /// Holds the key: never log it.
+    pub fn event_hub_connection_string(&self, policy: &AccessPolicy) -> String {
+        format!(
+            "Endpoint=sb://{}/;SharedAccessKeyName={};SharedAccessKey={};EntityPath={}",
+            self.shared.host, policy.name, policy.primary_key, self.shared.entity
+        )
+    }
+
+    pub fn entity(&self) -> &str {
+        &self.shared.entity
+    }
+
+    /// Serves AMQP over TLS on `listener` until `shutdown`.
+    pub fn serve(
+        &self,
+        listener: TcpListener,
+        tls: Arc<ServerConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(serve(listener, tls, self.shared.clone(), shutdown))
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let stop = CancellationToken::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "amqp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, shared, stop) = (acceptor.clone(), shared.clone(), stop.child_token());
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => connection::run(tls, peer, shared, stop).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "AMQP connection closed: TLS handshake failed")
+                }
+                Err(_) => tracing::warn!(%peer, "AMQP connection closed: TLS handshake timed out"),
+            }
+        });
+    }
+    stop.cancel();
+}

@@ -1,0 +1,224 @@
+//! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
+//! child processes bounded in time ([`process`]).
+
+mod hosts;
+mod process;
+
+pub use hosts::map_host;
+pub use process::{Watched, output_within, python, scratch_dir};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetsim::clock::Clock;
+use fleetsim::crypto::{DeviceKey, KeyKind};
+use fleetsim::device::adapters::EzcaCa;
+use fleetsim::device::{CertificateAuthority, Issued};
+use fleetsim::emulator::{CaConfig, Emulators, HubConfig};
+use fleetsim::ezca::{Client as EzcaClient, StaticToken};
+use fleetsim::iothub::mqtt::{MqttEndpoint, MqttTransport};
+use fleetsim::iothub::registry::RegistryClient;
+
+pub const HUB_HOST: &str = "test-hub.azure-devices.net";
+
+pub async fn start_emulators(clock: Clock) -> Emulators {
+    start_emulators_with(clock, HubConfig::default()).await
+}
+
+/// Emulators whose hub has `hub`'s settings (its host name is always [`HUB_HOST`]).
+pub async fn start_emulators_with(clock: Clock, hub: HubConfig) -> Emulators {
+    let ca = CaConfig {
+        clock,
+        max_cert_life_days: 30,
+        capacity: Default::default(),
+        allowed_domains: Vec::new(),
+        disable_devices_on_revoke: false,
+    };
+    let hub = HubConfig {
+        host_name: HUB_HOST.into(),
+        ..hub
+    };
+    Emulators::start([127, 0, 0, 1].into(), &ca, &hub)
+        .await
+        .expect("emulators start")
+}
+
+pub fn ezca_client(e: &Emulators, token: &str) -> EzcaClient {
+    EzcaClient::new(
+        e.ca.url(),
+        Arc::new(StaticToken::new(token)),
+        std::slice::from_ref(&e.tls_root),
+        true,
+    )
+    .expect("ezca client")
+}
+
+pub async fn ezca(e: &Emulators) -> EzcaCa {
+    let token = e.ca.mint_token(
+        "11111111-2222-3333-4444-555555555555",
+        "tester@example.invalid",
+        3600,
+    );
+    EzcaCa::discover(ezca_client(e, &token), ecdsa_ca(e).as_deref())
+        .await
+        .expect("discover CA")
+}
+
+pub fn registry(e: &Emulators) -> RegistryClient {
+    RegistryClient::new(
+        &e.hub_registry_url,
+        e.hub.connection_string(),
+        std::slice::from_ref(&e.tls_root),
+        true,
+    )
+    .expect("registry client")
+}
+
+pub fn transport(e: &Emulators) -> MqttTransport {
+    transport_over(e, false)
+}
+
+/// The device transport, over WebSocket when `websocket`.
+pub fn transport_over(e: &Emulators, websocket: bool) -> MqttTransport {
+    let addr = if websocket {
+        e.hub_websocket_addr
+    } else {
+        e.hub_mqtt_addr
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(e.tls_root.clone()).expect("root");
+    MqttTransport::new(
+        MqttEndpoint {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            hub_host: HUB_HOST.into(),
+            keep_alive: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(10),
+            websocket,
+        },
+        roots,
+    )
+}
+
+/// A key and a certificate for `id` from the emulated EZCA (domain registered first).
+pub async fn enrol(ca: &EzcaCa, id: &str) -> (DeviceKey, Issued) {
+    let key = DeviceKey::generate(KeyKind::P256).expect("keygen");
+    ca.register_domain(id).await.expect("register domain");
+    let issued = ca
+        .issue(id, key.csr_pem(id).expect("csr"), 10)
+        .await
+        .expect("issue");
+    (key, issued)
+}
+
+/// A bare MQTT 3.1.1 client over TLS, for tests that must send what a well-behaved client would
+/// not (QoS 2, foreign topics, oversize packets, silence past the keep-alive).
+pub struct RawMqtt {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    buf: bytes::BytesMut,
+}
+
+impl RawMqtt {
+    /// Connects with `chain`/`key` and sends CONNECT; returns the client and the CONNACK code.
+    pub async fn connect(
+        e: &Emulators,
+        id: &str,
+        issued: &Issued,
+        key: &DeviceKey,
+        keep_alive: u16,
+    ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
+        Self::connect_with(
+            e,
+            id,
+            Some((issued.chain.clone(), key.private_key_der())),
+            "",
+            keep_alive,
+        )
+        .await
+    }
+
+    /// Like [`RawMqtt::connect`], with an optional client certificate and a password.
+    pub async fn connect_with(
+        e: &Emulators,
+        id: &str,
+        identity: Option<(
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        )>,
+        password: &str,
+        keep_alive: u16,
+    ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
+        use rumqttc::mqttbytes::v4::{Connect, Packet};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(e.tls_root.clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = tokio::net::TcpStream::connect(e.hub_mqtt_addr)
+            .await
+            .unwrap();
+        let name =
+            rustls_pki_types::ServerName::try_from(e.hub_mqtt_addr.ip().to_string()).unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let mut client = Self {
+            stream,
+            buf: bytes::BytesMut::new(),
+        };
+        let mut connect = Connect::new(id);
+        connect.keep_alive = keep_alive;
+        connect.set_login(
+            fleetsim::iothub::mqtt::MqttTransport::username(HUB_HOST, id),
+            password,
+        );
+        client.send(Packet::Connect(connect)).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(ack)) => (client, ack.code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, packet: rumqttc::mqttbytes::v4::Packet) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        packet.write(&mut out, 1 << 20).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// The next packet, or `None` once the server has closed the connection (10 s at most).
+    pub async fn recv(&mut self) -> Option<rumqttc::mqttbytes::v4::Packet> {
+        use rumqttc::mqttbytes::{Error, v4::Packet};
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Packet::read(&mut self.buf, 1 << 20) {
+                Ok(p) => return Some(p),
+                Err(Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("bad packet from server: {e}"),
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("server answered or closed within 10 s");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// CaID of the emulator's ECDSA issuing CA (it also runs an RSA one).
+pub fn ecdsa_ca(e: &Emulators) -> Option<String> {
+    e.ca.ca_id(fleetsim::emulator::ca::IssuingKey::EcdsaP256)
+}

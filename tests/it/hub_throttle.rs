@@ -1,0 +1,189 @@
+//! IoT Hub's throttles and daily quota in the emulator: requests over a throttle are first held
+//! back (traffic shaping), then refused (the connection closed without CONNACK over MQTT, 429 with
+//! `Retry-After` over REST); with the daily quota spent, connections are severed and refused and
+//! REST answers 403002.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use fleetsim::clock::Clock;
+use fleetsim::device::DeviceRegistry;
+use fleetsim::device::adapters::HubRegistry;
+use fleetsim::emulator::HubConfig;
+use fleetsim::emulator::hub::throttle::HubLimits;
+use fleetsim::iothub::HubError;
+
+fn limits(f: impl FnOnce(&mut HubLimits)) -> HubConfig {
+    let mut limits = HubLimits::unlimited();
+    f(&mut limits);
+    HubConfig {
+        limits,
+        ..HubConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_rate_are_shaped_then_refused() {
+    // 5 connections/s: a burst of 5, then one every 200 ms, held back at most 300 ms.
+    let e = common::start_emulators_with(
+        Clock::real(),
+        limits(|l| {
+            l.connections_per_sec = Some(5.0);
+            l.shaping = Duration::from_millis(300);
+        }),
+    )
+    .await;
+    let ca = common::ezca(&e).await;
+    let registry = HubRegistry(common::registry(&e));
+    let transport = std::sync::Arc::new(common::transport(&e));
+    let mut devices = Vec::new();
+    for i in 0..12 {
+        let id = format!("burst-{i}");
+        registry.register(&id).await.unwrap();
+        devices.push((id.clone(), common::enrol(&ca, &id).await));
+    }
+
+    let attempts = devices.iter().map(|(id, (key, issued))| {
+        let transport = transport.clone();
+        let (id, chain, key) = (id.clone(), issued.chain.clone(), key.private_key_der());
+        async move {
+            let t = Instant::now();
+            let r = transport.connect(&id, chain, key).await;
+            (r, t.elapsed())
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let accepted: Vec<Duration> = results
+        .iter()
+        .filter(|(r, _)| r.is_ok())
+        .map(|(_, t)| *t)
+        .collect();
+    let refused = results
+        .iter()
+        .filter(|(r, _)| matches!(r, Err(HubError::ClosedBeforeConnack)))
+        .count();
+    assert_eq!(
+        accepted.len() + refused,
+        12,
+        "every attempt was accepted or throttled: {results:?}",
+        results = results
+            .iter()
+            .map(|(r, t)| (r.as_ref().err().map(|e| e.to_string()), *t))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        accepted.len() >= 5,
+        "the burst passes: {} accepted",
+        accepted.len()
+    );
+    assert!(
+        refused >= 4,
+        "past the shaping window connections are closed: {refused} refused"
+    );
+    assert!(
+        accepted.iter().any(|t| *t >= Duration::from_millis(150)),
+        "some CONNACKs were held back: {accepted:?}"
+    );
+    assert_eq!(e.hub.stats().throttled as usize, refused);
+
+    // Those refused get in once the rate allows.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for ((id, (key, issued)), (r, _)) in devices.iter().zip(&results) {
+        if r.is_err() {
+            transport
+                .connect(id, issued.chain.clone(), key.private_key_der())
+                .await
+                .expect("retry connects");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    e.shutdown().await;
+}
+
+#[tokio::test]
+async fn registry_over_the_rate_answers_429_with_retry_after() {
+    let e = common::start_emulators_with(
+        Clock::real(),
+        limits(|l| {
+            l.registry_per_sec = Some(1.0);
+            l.shaping = Duration::ZERO;
+        }),
+    )
+    .await;
+    let registry = common::registry(&e);
+    let device = fleetsim::iothub::registry::Device::certificate_authority("r-1");
+    registry.create(&device).await.expect("first call passes");
+    match registry.get("r-1").await {
+        Err(HubError::Status {
+            status: 429,
+            code,
+            retry_after,
+            ..
+        }) => {
+            assert_eq!(code, "ThrottlingException");
+            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    registry
+        .get("r-1")
+        .await
+        .expect("after Retry-After the call passes");
+    e.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_spent_daily_quota_severs_and_refuses() {
+    let e = common::start_emulators_with(
+        Clock::real(),
+        limits(|l| {
+            l.daily_messages = Some(3);
+            l.meter_bytes = 4096;
+        }),
+    )
+    .await;
+    let ca = common::ezca(&e).await;
+    HubRegistry(common::registry(&e))
+        .register("quota")
+        .await
+        .unwrap();
+    let (key, issued) = common::enrol(&ca, "quota").await;
+    let transport = common::transport(&e);
+    let mut session = transport
+        .connect("quota", issued.chain.clone(), key.private_key_der())
+        .await
+        .unwrap();
+    let topic = || "devices/quota/messages/events/".to_string();
+    session
+        .publish(topic(), vec![b'x'; 100], true)
+        .await
+        .expect("1 meter");
+    session
+        .publish(topic(), vec![b'x'; 5000], true)
+        .await
+        .expect("2 meters");
+    let over = session.publish(topic(), vec![b'x'; 10], true).await;
+    assert!(
+        matches!(over, Err(HubError::Closed(_))),
+        "over the quota: severed, got {over:?}"
+    );
+    assert_eq!(e.hub.device_stats("quota").messages, 2);
+
+    match transport
+        .connect("quota", issued.chain.clone(), key.private_key_der())
+        .await
+    {
+        Err(HubError::ClosedBeforeConnack) => {}
+        Err(other) => panic!("expected a close before CONNACK, got {other}"),
+        Ok(_) => panic!("connected with the quota spent"),
+    }
+    match common::registry(&e).get("quota").await {
+        Err(HubError::Status {
+            status: 403, code, ..
+        }) => assert_eq!(code, "IotHubQuotaExceeded"),
+        other => panic!("expected 403002, got {other:?}"),
+    }
+    e.shutdown().await;
+}

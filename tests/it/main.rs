@@ -1,0 +1,41 @@
+//! Every integration test in one binary, one module per feature, so the suite links once instead
+//! of once per file. Tests run in parallel threads of this one process: none may change
+//! process-wide state (environment, working directory, resource limits, a global subscriber);
+//! a test that needs that runs the `fleetsim` binary as a child process with its own settings.
+//! Helpers shared by the modules live in [`common`]; fixtures stay in `tests/fixtures`.
+
+mod common;
+
+mod aad_tokens;
+mod amqp;
+mod arrivals;
+mod cohorts;
+mod dps;
+mod emulate_remote;
+mod ezca_capacity;
+mod ezca_emulator;
+mod ezca_endpoints;
+mod ezca_renewal;
+mod ezca_wire;
+mod html_report;
+mod hub_connect;
+mod hub_registry;
+mod hub_throttle;
+mod hub_topics;
+mod hub_websocket;
+mod interop_mosquitto;
+mod key_pool;
+mod keys_command;
+mod lifecycle;
+mod limits;
+mod peers;
+mod progress_lines;
+mod prometheus;
+mod renewal_schedule;
+mod renewal_swap;
+mod report_merge;
+mod resume;
+mod revocation;
+mod run_command;
+mod shard;
+mod validate;

@@ -1,0 +1,209 @@
+//! The renewal scheduler: jitter spreads a cohort's renewals; failed renewals are retried until
+//! the deadline, and a device whose renewals keep failing until its certificate expires is
+//! counted as expired before renewal.
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleetsim::clock::Clock;
+use fleetsim::crypto::{DeviceKey, KeyKind};
+use fleetsim::device::adapters::{EzcaCa, HubRegistry};
+use fleetsim::device::backoff::Backoff;
+use fleetsim::device::{
+    Backends, CertificateAuthority, DeviceSpec, FailureClass, Issued, RenewalPolicy, ServiceError,
+    Services, run_device,
+};
+use fleetsim::fleet::{self, RunOptions};
+use fleetsim::metrics::Recorder;
+use tokio_util::sync::CancellationToken;
+
+fn cohort(jitter: &str) -> String {
+    format!(
+        r#"
+name: jitter-test
+seed: 9
+duration: 8s
+time_scale: 1s
+target:
+  embedded: {{}}
+fleet:
+  devices: 30
+  id_pattern: "j-{{index:03}}"
+  arrival_rate: 1000/s
+certificate:
+  key: p256
+  validity_days: 10
+  renew_at: 50%
+  {jitter}
+telemetry:
+  interval: 1s
+"#
+    )
+}
+
+async fn peak(text: &str) -> (u64, u64) {
+    let scenario = fleetsim::scenario::parse(text, Path::new("jitter.yaml")).expect("parses");
+    let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
+        .await
+        .expect("run");
+    let c = outcome.report.certificates.unwrap();
+    (c.storm.peak_renewals_per_second, c.health.renewals_ok)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_spreads_a_cohorts_renewals() {
+    // Issued within the same 30 ms: without jitter all 30 renew at the same instant (at most
+    // two one-second buckets), with ±20% of a 10 s life they spread over 4 s.
+    let (together, n) = peak(&cohort("")).await;
+    assert_eq!(n, 30);
+    assert!(together >= 15, "without jitter, peak {together}/s");
+    // Some renew at 30% of the life, so twice within the run.
+    let (spread, n) = peak(&cohort("renew_jitter: 20%")).await;
+    assert!(n >= 30, "{n} renewals");
+    assert!(spread < 15, "with jitter, peak {spread}/s");
+}
+
+/// EZCA, except that renewals fail: always for devices named `never-*`, the first two tries for
+/// the others.
+struct FailingRenewals {
+    ca: EzcaCa,
+    tries: Mutex<HashMap<String, u32>>,
+}
+
+impl CertificateAuthority for FailingRenewals {
+    async fn register_domain(&self, id: &str) -> Result<(), ServiceError> {
+        self.ca.register_domain(id).await
+    }
+    async fn issue(&self, id: &str, csr: String, days: u32) -> Result<Issued, ServiceError> {
+        self.ca.issue(id, csr, days).await
+    }
+    async fn renew(
+        &self,
+        id: &str,
+        current: &Issued,
+        key: &DeviceKey,
+        csr: String,
+        days: u32,
+        path: fleetsim::scenario::Renewal,
+    ) -> Result<Issued, ServiceError> {
+        let tries = {
+            let mut t = self.tries.lock().unwrap();
+            let n = t.entry(id.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        if id.starts_with("never-") || tries <= 2 {
+            return Err(ServiceError {
+                kind: "http_503".into(),
+                class: FailureClass::Transient,
+                message: "unavailable".into(),
+                retry_after: None,
+            });
+        }
+        self.ca.renew(id, current, key, csr, days, path).await
+    }
+}
+
+/// The embedded hub, with a CA whose renewals fail.
+enum FailingBackends {}
+
+impl Backends for FailingBackends {
+    type Ca = FailingRenewals;
+    type Registry = HubRegistry;
+    type Transport = fleetsim::iothub::mqtt::MqttTransport;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_retry_until_the_deadline_and_expiry_is_counted() {
+    // A scenario day is a second: a 4-day certificate renews at 2 s, retries until 3.4 s and
+    // expires at 4 s.
+    let e = common::start_emulators(Clock::compressed(Duration::from_secs(1))).await;
+    let recorder = Arc::new(Recorder::new());
+    let services = Arc::new(Services::<FailingBackends> {
+        ca: FailingRenewals {
+            ca: common::ezca(&e).await,
+            tries: Mutex::new(HashMap::new()),
+        },
+        registry: HubRegistry(common::registry(&e)),
+        transport: common::transport(&e),
+        recorder: recorder.clone(),
+        backoff: Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(300),
+            max_attempts: 3,
+        },
+        gate: Default::default(),
+        keys: fleetsim::device::keys::KeySource::fresh(),
+        state: None,
+    });
+    let spec = |index: u64, id: &str| DeviceSpec {
+        index,
+        id: id.into(),
+        key_kind: KeyKind::P256,
+        validity_days: 4,
+        renew_fraction: 0.5,
+        telemetry: fleetsim::device::messages::TelemetryPlan::every(Duration::from_millis(200)),
+        at_least_once: true,
+        register: true,
+        seed: index,
+        renewal: RenewalPolicy {
+            deadline: 0.85,
+            ..RenewalPolicy::default()
+        },
+        control: Default::default(),
+        resume: None,
+    };
+    let stop = CancellationToken::new();
+    let start = tokio::time::Instant::now();
+    let never = tokio::spawn(run_device(
+        spec(0, "never-1"),
+        services.clone(),
+        start,
+        stop.child_token(),
+    ));
+    let flaky = tokio::spawn(run_device(
+        spec(1, "flaky-1"),
+        services.clone(),
+        start,
+        stop.child_token(),
+    ));
+    let never = tokio::time::timeout(Duration::from_secs(15), never)
+        .await
+        .expect("the device whose certificate expired stops by itself")
+        .unwrap();
+    stop.cancel();
+    let flaky = flaky.await.unwrap();
+
+    assert!(never.expired_before_renewal, "{never:?}");
+    assert_eq!(never.renewals_given_up, 1);
+    assert_eq!(never.renewals, 0);
+    assert!(
+        never
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("expired")),
+        "{:?}",
+        never.failure
+    );
+    // It kept sending telemetry while its renewal was failing.
+    assert!(never.messages_acked >= 10, "{} acked", never.messages_acked);
+
+    assert!(
+        !flaky.expired_before_renewal && flaky.failure.is_none(),
+        "{flaky:?}"
+    );
+    assert!(
+        flaky.renewals >= 1,
+        "the flaky device renewed after retrying"
+    );
+
+    let health = recorder.snapshot().certs;
+    assert_eq!(health.expired_before_renewal, 1);
+    assert_eq!(health.renewals_given_up, 1);
+    assert!(health.renewal_tries_failed >= 4, "{health:?}");
+    e.shutdown().await;
+}
