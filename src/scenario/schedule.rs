@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{Rate, Span};
+use super::units::{Rate, Span};
 
 /// A checked schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]

@@ -18,8 +18,9 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_saphyr::{Location, Spanned};
 
+use super::device::Qos;
 use super::template::{Above, FieldRef, Generator, Node, Uniform};
-use super::{Qos, Span};
+use super::units::Span;
 
 pub use super::schedule::{Jitter, Schedule, Ticks};
 pub use super::size::{MAX_MESSAGE_BYTES, SizeModel, lognormal_parameters, parse_bytes};
