@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod distributed;
 mod keys;
+
+pub use distributed::DistributedRun;
 
 use crate::fleet::{self, RunOptions};
 use crate::{report, scenario};
@@ -49,7 +52,25 @@ pub enum Command {
         /// and resume from it if it exists: a killed soak carries on where it stopped.
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
+        /// Start the arrival clock at this time (RFC 3339, e.g. 2026-12-01T10:00:00Z), so the
+        /// shards of a distributed run start together; a shard ready only later starts from it
+        /// anyway and reports how late it was.
+        #[arg(long, value_name = "RFC3339", value_parser = distributed::parse_start_at)]
+        start_at: Option<std::time::SystemTime>,
+        /// POST the JSON report (or, if the run fails, the failure) to this `fleetsim collect`
+        /// URL (e.g. http://fleetsim-collector:8080/reports); the exit status then says whether
+        /// it arrived, and the collector judges the thresholds on the merged report.
+        #[arg(long, value_name = "URL")]
+        report_to: Option<String>,
     },
+    /// Receive the shards' reports of a distributed run, merge them and give one verdict.
+    ///
+    /// Exits 0 when every shard reported, none failed and the thresholds pass on the merged
+    /// report; 1 otherwise, naming every shard that never reported or failed.
+    Collect(distributed::CollectArgs),
+    /// How many pods (shards) a scenario needs and what each needs: memory, CPU, open files,
+    /// source ports; with a patch for the Kubernetes overlay.
+    PlanShards(distributed::PlanShardsArgs),
     /// Run the EZCA and IoT Hub emulators standalone.
     ///
     /// For `fleetsim run` processes with a remote target and for other tools: writes the trust
@@ -74,6 +95,15 @@ pub enum Command {
         /// Also write the merged report as JSON.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The run had this many shards: each must be there once (missing ones fail the verdict).
+        #[arg(long, value_name = "N")]
+        expect: Option<u32>,
+        /// Check this scenario file's thresholds on the merged report (instead of the inputs').
+        #[arg(long, value_name = "SCENARIO")]
+        thresholds: Option<PathBuf>,
+        /// Wait up to this long (e.g. 10m) for --expect reports to appear in the inputs.
+        #[arg(long, value_parser = distributed::parse_span)]
+        wait: Option<std::time::Duration>,
     },
 }
 
@@ -94,7 +124,8 @@ pub struct EmulateArgs {
     /// IoT Hub AMQP/TLS port (C2D sends and the Event Hub-compatible endpoint).
     #[arg(long, default_value_t = 5671)]
     pub amqp_port: u16,
-    /// IoT Hub registry REST port.
+    /// IoT Hub service REST port: the registry, twins, direct methods, statistics and queries
+    /// (443 in Azure, fixed in Microsoft's service SDKs).
     #[arg(long, default_value_t = 8445)]
     pub registry_port: u16,
     /// The hub's host name (in device usernames and SAS tokens).
@@ -160,13 +191,26 @@ pub async fn main(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Report { inputs, out } => match merge_reports(&inputs, out.as_deref()) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {}", describe(&e));
-                ExitCode::FAILURE
-            }
-        },
+        Command::Report {
+            inputs,
+            out,
+            expect,
+            thresholds,
+            wait,
+        } => {
+            let judged = expect.is_some() || thresholds.is_some() || wait.is_some();
+            let result = match judged {
+                true => {
+                    let thresholds = thresholds.as_deref();
+                    distributed::judge_reports(&inputs, out.as_deref(), expect, thresholds, wait)
+                        .await
+                }
+                false => merge_reports(&inputs, out.as_deref()),
+            };
+            exit_code(result)
+        }
+        Command::Collect(args) => exit_code(distributed::collect(args).await),
+        Command::PlanShards(args) => exit_code(distributed::plan_shards(&args)),
         Command::Run {
             scenario,
             report,
@@ -175,22 +219,41 @@ pub async fn main(cli: Cli) -> ExitCode {
             metrics_addr,
             shard,
             state,
-        } => match run(
-            &scenario,
-            &report,
-            crate::ui::Progress::choose(quiet, no_tui),
-            metrics_addr,
-            shard.unwrap_or_default(),
-            state.as_deref(),
-        )
-        .await
-        {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {}", describe(&e));
-                ExitCode::FAILURE
+            start_at,
+            report_to,
+        } => {
+            let shard = shard.unwrap_or_default();
+            let distributed = DistributedRun {
+                start_at,
+                report_to,
+            };
+            let progress = crate::ui::Progress::choose(quiet, no_tui);
+            let result = run(
+                &scenario,
+                &report,
+                progress,
+                metrics_addr,
+                shard,
+                state.as_deref(),
+                &distributed,
+            )
+            .await;
+            if let (Err(e), Some(url)) = (&result, &distributed.report_to) {
+                distributed::tell_failure(url, shard, &describe(e)).await;
             }
-        },
+            exit_code(result)
+        }
+    }
+}
+
+/// The command's own status, or 1 after printing its error.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -244,6 +307,7 @@ pub async fn run(
     metrics_addr: Option<std::net::SocketAddr>,
     shard: fleet::Shard,
     state_path: Option<&Path>,
+    distributed: &DistributedRun,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;
     check_open_files(&scenario);
@@ -279,9 +343,7 @@ pub async fn run(
         scenario.duration.as_secs_f64()
     );
     let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        distributed::stop_signal().await;
         eprintln!("fleetsim: interrupted, stopping devices and writing the report");
     };
     let options = RunOptions {
@@ -290,6 +352,7 @@ pub async fn run(
         metrics_listener,
         shard,
         state,
+        start_at: distributed.start_at,
     };
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());
@@ -303,6 +366,9 @@ pub async fn run(
         report_path.display(),
         html_path.display()
     );
+    if let Some(url) = &distributed.report_to {
+        return distributed::deliver(url, &outcome.report).await;
+    }
     Ok(threshold_verdict(&outcome.report))
 }
 
@@ -494,7 +560,10 @@ fn print_ready(w: &crate::emulator::standalone::Written) {
         "IoT Hub WebSocket: wss://{}/$iothub/websocket",
         w.hub_websocket
     );
-    println!("IoT Hub registry:  {}", w.hub_registry_url);
+    println!(
+        "IoT Hub registry:  {}  (devices, twins, methods, statistics, query)",
+        w.hub_registry_url
+    );
     if let Some(d) = &w.dps {
         println!(
             "DPS MQTT:          mqtts://{}  (host name {}, id scope {})",

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod crypto;
 pub mod device;
+pub mod distributed;
 pub mod emulator;
 pub mod ezca;
 pub mod fleet;

@@ -7,14 +7,14 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 
 use super::backends::{
-    Backends, CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, FailureClass,
-    Issued, ServiceError,
+    Backends, CertificateAuthority, Delivery, DeviceRegistry, DeviceSession, DeviceTransport,
+    FailureClass, Incoming, Issued, ServiceError,
 };
 use crate::crypto::{CertInfo, DeviceKey};
 use crate::ezca::models::{AadObject, AvailableCa, CertificateCreateRequest};
 use crate::ezca::{Client as EzcaClient, EzcaError};
 use crate::iothub::HubError;
-use crate::iothub::mqtt::{MqttSession, MqttTransport};
+use crate::iothub::mqtt::{self, MqttSession, MqttTransport};
 use crate::iothub::registry::{Device, RegistryClient};
 use crate::scenario::Renewal;
 
@@ -306,5 +306,19 @@ impl DeviceSession for MqttSession {
 
     async fn closed(&mut self) -> String {
         MqttSession::closed(self).await
+    }
+
+    async fn subscribe(&mut self, filters: Vec<(String, bool)>) -> Result<(), ServiceError> {
+        Ok(MqttSession::subscribe(self, filters).await?)
+    }
+
+    async fn incoming(&mut self) -> Incoming {
+        match MqttSession::incoming(self).await {
+            mqtt::Incoming::Message(m) => Incoming::Message(Delivery {
+                topic: m.topic,
+                payload: m.payload,
+            }),
+            mqtt::Incoming::Closed(reason) => Incoming::Closed(reason),
+        }
     }
 }

@@ -137,6 +137,22 @@ pub trait DeviceTransport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Session, ServiceError>> + Send;
 }
 
+/// A message the service sent the device (a twin answer, a desired-properties change, a method
+/// request, a cloud-to-device message): its topic and body as they arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+}
+
+/// What a session hears between the device's own requests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Message(Delivery),
+    /// The connection was lost, with why.
+    Closed(String),
+}
+
 pub trait DeviceSession: Send + 'static {
     /// Publishes; for at-least-once, returns when the broker acknowledged.
     fn publish(
@@ -147,9 +163,32 @@ pub trait DeviceSession: Send + 'static {
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
     /// Disconnects cleanly.
     fn close(self) -> impl Future<Output = ()> + Send;
-    /// Completes when the connection is lost (the hub dropped it, or the network did), with why.
-    /// Call it only between publishes. Sessions that cannot tell never complete.
+    /// Completes when the connection is lost (the hub dropped it, or the network did), with why;
+    /// messages from the service are dropped meanwhile. Call it only between publishes.
+    /// Sessions that cannot tell never complete.
     fn closed(&mut self) -> impl Future<Output = String> + Send {
         std::future::pending()
+    }
+    /// Subscribes to topic `filters` (each at least once when `true`) and returns once the
+    /// service has granted them. Sessions without cloud-to-device traffic refuse.
+    fn subscribe(
+        &mut self,
+        filters: Vec<(String, bool)>,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
+        let _ = filters;
+        async {
+            Err(ServiceError {
+                kind: "unsupported".into(),
+                class: FailureClass::Rejected,
+                message: "this transport carries no cloud-to-device traffic".into(),
+                retry_after: None,
+            })
+        }
+    }
+    /// The next message from the service, or the loss of the connection. Call it only between
+    /// the device's own requests (as [`closed`](Self::closed)); messages that arrive during a
+    /// publish are kept for it.
+    fn incoming(&mut self) -> impl Future<Output = Incoming> + Send {
+        async { Incoming::Closed(self.closed().await) }
     }
 }

@@ -5,7 +5,8 @@
 //! through the gate, with backoff), the device state the recorder counts, and [`Stop`].
 //!
 //! The steps (`enrol`, `register`, `connect`, `online`, ...) import this file; it imports none
-//! of them, only the leaves (`backends`, `backoff`, `control`, `gate`, `keys`, `messages`).
+//! of them, only the leaves (`backends`, `backoff`, `behaviour`, `control`, `gate`, `keys`,
+//! `messages`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backends::{Backends, FailureClass, Issued, ServiceError};
 use super::backoff::Backoff;
+use super::behaviour::CloudBehaviour;
 use super::control::Inbox;
 use super::gate::{Gate, TrafficClass};
 use super::keys::KeySource;
@@ -47,6 +49,8 @@ pub struct DeviceSpec {
     pub renewal: RenewalPolicy,
     /// Commands from the fleet (revocation events); none by default.
     pub control: Inbox,
+    /// How it answers the cloud (shared by its cohort); `None`: telemetry only.
+    pub cloud: Option<Arc<CloudBehaviour>>,
     /// What a resumed soak's state holds for this device (`--state`).
     pub resume: Option<Arc<crate::state::StoredDevice>>,
 }
@@ -133,6 +137,25 @@ pub struct DeviceReport {
     pub revocation: Option<RevocationReport>,
     /// Still connected when the run stopped.
     pub online_at_end: bool,
+    /// What the device heard from the cloud and did about it (see [`CloudReport`]).
+    pub cloud: CloudReport,
+}
+
+/// A device's cloud-to-device traffic (all zero for a telemetry-only device).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CloudReport {
+    /// Direct methods answered (any status).
+    pub methods_answered: u64,
+    /// Desired-property changes applied (each property of each patch).
+    pub desired_applied: u64,
+    /// Reported-property patches the hub accepted.
+    pub reported_accepted: u64,
+    /// Cloud-to-device messages received.
+    pub c2d_received: u64,
+    /// Messages from the cloud it could not use (malformed, unknown topic).
+    pub malformed: u64,
+    /// The telemetry interval the cloud last set, if it set one.
+    pub interval_set: Option<std::time::Duration>,
 }
 
 impl DeviceReport {

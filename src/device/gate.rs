@@ -4,8 +4,9 @@
 //! back when they have finished enrolling.
 //!
 //! A limit is a ceiling, not a schedule, so a GCRA limiter fits: work over it waits, and every
-//! wait is timed under its own phase (`limit.enrolment`, `limit.connect`, `limit.publish`), so a
-//! limit never hides inside a service's latency.
+//! wait is timed under its own phase (`limit.enrolment`, `limit.connect`, `limit.publish`, and
+//! for the operator `limit.method`, `limit.twin_update`, `limit.twin_read`), so a limit never
+//! hides inside a service's latency.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -28,6 +29,12 @@ pub enum TrafficClass {
     Connect,
     /// Telemetry messages.
     Publish,
+    /// Direct methods the operator invokes.
+    Method,
+    /// Twin updates the operator makes (desired properties).
+    TwinUpdate,
+    /// Twin reads the operator makes (polling for acknowledgements).
+    TwinRead,
 }
 
 impl TrafficClass {
@@ -46,6 +53,9 @@ impl TrafficClass {
             Self::Enrolment => Phase::LimitEnrolment,
             Self::Connect => Phase::LimitConnect,
             Self::Publish => Phase::LimitPublish,
+            Self::Method => Phase::LimitMethod,
+            Self::TwinUpdate => Phase::LimitTwinUpdate,
+            Self::TwinRead => Phase::LimitTwinRead,
         }
     }
 
@@ -60,7 +70,7 @@ const BURST_WINDOW: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 pub struct Gate {
-    limiters: [Option<DefaultDirectRateLimiter>; 3],
+    limiters: [Option<DefaultDirectRateLimiter>; 6],
     /// Closed model: the place each enrolling device holds, by device index.
     places: Mutex<HashMap<u64, OwnedSemaphorePermit>>,
 }
@@ -92,16 +102,18 @@ impl Gate {
     }
 
     /// Waits until `class` may go ahead; a wait is recorded under the class's `limit.*` phase.
-    pub async fn wait(&self, class: TrafficClass, recorder: &Recorder) {
+    /// Returns whether it had to wait.
+    pub async fn wait(&self, class: TrafficClass, recorder: &Recorder) -> bool {
         let Some(limiter) = &self.limiters[class.index()] else {
-            return;
+            return false;
         };
         if limiter.check().is_ok() {
-            return;
+            return false;
         }
         let start = Instant::now();
         limiter.until_ready().await;
         recorder.record(class.wait_phase(), Outcome::Ok, start, Instant::now());
+        true
     }
 
     /// The scheduler hands device `index` its place among the enrolments in flight.

@@ -4,6 +4,7 @@
 //! The files import one way, from the bottom up (no cycles):
 //! - leaves: [`backends`] (the service traits and [`Backends`], which names one implementation
 //!   of each for a run), [`adapters`] (EZCA and IoT Hub behind those traits), [`backoff`],
+//!   [`behaviour`] (how a cohort's devices answer the cloud),
 //!   [`gate`] (the fleet's limits), [`keys`] (where keys come from), [`control`] (the fleet's
 //!   commands), [`messages`] (what telemetry sends and when: templates, sizes, properties,
 //!   schedules);
@@ -11,19 +12,21 @@
 //!   `Device` the steps are methods of, its timed tries with backoff, and how a life stops;
 //! - the steps, each in its file over the core: `enrol` (a key and a certificate, or the stored
 //!   ones via `resume`), `register`, `connect`, `online` (the connected device's loop), and
-//!   what it does from there: `telemetry`, `renewal` (renew and swap) and `revocation`
-//!   (revoke and cut-off);
+//!   what it does from there: `telemetry`, `renewal` (renew and swap), `revocation`
+//!   (revoke and cut-off) and `cloud` (subscriptions, twin, direct methods, desired properties:
+//!   what the cloud sends, one more arm of the online loop);
 //! - `lifecycle`: [`run_device`], the steps in order.
 //!
 //! Where the next steps go: a provisioning service (DPS) is one more trait in [`backends`]
 //! (an associated type of [`Backends`]) and a step that takes `register`'s place in
-//! `lifecycle`, after the certificate and before the connect; cloud-to-device behaviours
-//! (twin, methods, C2D) are one more arm of the online loop (`online`), each handled in its
-//! own step file.
+//! `lifecycle`, after the certificate and before the connect; a new kind of cloud-to-device
+//! traffic (C2D messages beyond counting them) is one more case in `cloud`.
 
 pub mod adapters;
 pub mod backends;
 pub mod backoff;
+pub mod behaviour;
+mod cloud;
 mod connect;
 pub mod control;
 mod core;
@@ -40,10 +43,10 @@ mod revocation;
 mod telemetry;
 
 pub use self::core::{
-    DeviceReport, DeviceSpec, RenewalPolicy, RevocationReport, SERIALS_KEPT, Services,
+    CloudReport, DeviceReport, DeviceSpec, RenewalPolicy, RevocationReport, SERIALS_KEPT, Services,
 };
 pub use backends::{
-    Backends, CertificateAuthority, DeviceRegistry, DeviceSession, DeviceTransport, FailureClass,
-    Issued, ServiceError, Session,
+    Backends, CertificateAuthority, Delivery, DeviceRegistry, DeviceSession, DeviceTransport,
+    FailureClass, Incoming, Issued, ServiceError, Session,
 };
 pub use lifecycle::run_device;

@@ -49,6 +49,13 @@ impl Schedule {
         self.expires = None;
     }
 
+    /// Renew at `now` (a command from the cloud), unless renewal is off (revoked).
+    pub fn renew_now(&mut self, now: Instant) {
+        if self.expires.is_some() {
+            self.next_try = Some(now);
+        }
+    }
+
     /// Whether a renewal try is due at `now`.
     pub fn renewal_due(&self, now: Instant) -> bool {
         self.next_try.is_some_and(|at| now >= at)

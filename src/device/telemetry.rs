@@ -50,7 +50,6 @@ impl Telemetry {
     }
 
     /// Changes the interval between messages from now on (cloud-to-device behaviours).
-    #[allow(dead_code)]
     pub fn set_interval(&mut self, every: Duration) {
         self.due = self
             .schedule

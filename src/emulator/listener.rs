@@ -32,6 +32,9 @@ pub struct Policy {
     pub grace: Duration,
     /// The pause after a failed accept (EMFILE and the like) before accepting again.
     pub accept_backoff: Duration,
+    /// Connections served at once; past it, new ones wait in the kernel's backlog until one
+    /// ends (a flood of idle connections cannot take every file descriptor).
+    pub max_connections: usize,
 }
 
 impl Default for Policy {
@@ -40,6 +43,9 @@ impl Default for Policy {
             handshake_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(3),
             accept_backoff: Duration::from_millis(50),
+            // Above the ~28k devices one loopback address can carry (several hub addresses
+            // each have their own listener), below the process's 20k..1M descriptor limits.
+            max_connections: 65_536,
         }
     }
 }
@@ -126,13 +132,14 @@ impl Listener {
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
+            let at_cap = connections.len() >= policy.max_connections;
             let stream = tokio::select! {
                 _ = &mut shutdown => break,
                 Some(done) = connections.join_next(), if !connections.is_empty() => {
                     count_panic(&counters, done);
                     continue;
                 }
-                accepted = tcp.accept() => match accepted {
+                accepted = tcp.accept(), if !at_cap => match accepted {
                     Ok((stream, _peer)) => stream,
                     Err(e) => {
                         counters.accept_errors.fetch_add(1, Ordering::Relaxed);

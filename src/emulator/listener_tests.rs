@@ -1,5 +1,5 @@
 //! The accept loop against real TLS clients on loopback: serving, draining, refused handshakes,
-//! panicking handlers.
+//! panicking handlers, the connection cap.
 
 use super::*;
 use crate::emulator::tls::{ServerPki, https_config};
@@ -60,14 +60,21 @@ async fn echo(mut tls: TlsStream<TcpStream>, closing: CancellationToken) {
 }
 
 async fn connect(s: &Server) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_connect(s.addr, s.root.clone()).await
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    root: CertificateDer<'static>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(s.root.clone()).unwrap();
+    roots.add(root).unwrap();
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(s.addr.ip().into()), tcp)
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await
         .unwrap()
 }
@@ -162,4 +169,33 @@ async fn a_panicking_connection_is_counted_and_the_server_carries_on() {
     s.stop.cancel();
     s.task.await.unwrap();
     assert_eq!(s.counters.snapshot().panics, 1);
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_new_clients_wait_until_one_ends() {
+    let policy = Policy {
+        max_connections: 2,
+        ..Policy::default()
+    };
+    let s = start(policy, echo).await;
+    let mut first = connect(&s).await;
+    round_trip(&mut first).await;
+    let mut second = connect(&s).await;
+    round_trip(&mut second).await;
+    // The third TCP connection lands in the backlog: its TLS handshake waits for a free place.
+    let third = tokio::spawn({
+        let (addr, root) = (s.addr, s.root.clone());
+        async move { tls_connect(addr, root).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served past the cap");
+    assert_eq!(s.counters.snapshot().accepted, 2);
+    drop(first);
+    let mut third = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a place is free")
+        .unwrap();
+    round_trip(&mut third).await;
+    s.stop.cancel();
+    s.task.await.unwrap();
 }

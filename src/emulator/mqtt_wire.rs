@@ -3,7 +3,8 @@
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::Error as CodecError;
-use rumqttc::mqttbytes::v4::{Packet, PingResp};
+use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::v4::{Packet, PingResp, SubAck, Subscribe, SubscribeReasonCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest packet the emulators send; what they accept is each endpoint's own limit.
@@ -41,4 +42,18 @@ pub async fn write_packet<S: AsyncWrite + Unpin>(
     .map_err(|e| std::io::Error::other(e.to_string()))?;
     stream.write_all(&out).await?;
     stream.flush().await
+}
+
+/// The SUBACK IoT Hub and DPS answer an allowed SUBSCRIBE with: each filter granted the QoS it
+/// asked for, but never 2 (they have no QoS 2).
+pub fn suback(subscribe: &Subscribe) -> Packet {
+    let codes = subscribe
+        .filters
+        .iter()
+        .map(|f| match f.qos {
+            QoS::AtMostOnce => SubscribeReasonCode::Success(QoS::AtMostOnce),
+            _ => SubscribeReasonCode::Success(QoS::AtLeastOnce),
+        })
+        .collect();
+    Packet::SubAck(SubAck::new(subscribe.pkid, codes))
 }

@@ -125,6 +125,11 @@ fn template(
             swap: c.swap,
         },
         control: Default::default(),
+        cloud: crate::device::behaviour::CloudBehaviour::from_scenario(&match cohort {
+            Some(co) => scenario.behaviour.for_cohort(&co.behaviour),
+            None => scenario.behaviour.clone(),
+        })
+        .map(std::sync::Arc::new),
         resume: None,
     }
 }

@@ -1,6 +1,10 @@
-//! The scenario's timed events during a run. At each event's `at`, a share of the devices started
-//! by then and not yet told to revoke is picked (deterministically from the scenario's seed) and
-//! each is told to revoke its certificate with the event's method.
+//! The scenario's timed events during a run. At each event's `at`:
+//! - `revoke`: a share of the devices started by then and not yet told to revoke is picked
+//!   (deterministically from the scenario's seed) and each is told to revoke its certificate
+//!   with the event's method, through its command channel;
+//! - `method`, `desired`: the devices are picked the same way from those started by then (or
+//!   left to a query), and the operator ([`super::operator`]) takes the event on;
+//! - `query`: the operator starts running it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,42 +13,58 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use tokio::time::Instant;
 
+use super::operator::{Operator, Targets};
 use crate::device::DeviceSpec;
 use crate::device::control::{Command, Outbox, channel};
-use crate::scenario::{Event, Scenario};
+use crate::scenario::events::Selection;
+use crate::scenario::{Action, Event, RevokeMethod, Scenario};
 
 pub struct Events {
     /// By time.
     events: Vec<Event>,
     next: usize,
-    /// One per device, by device index (empty when the scenario has no events).
+    /// One per device, by device index (only when the scenario revokes).
     outboxes: HashMap<u64, Outbox>,
+    /// Device ids by index (only when the operator has events).
+    ids: HashMap<u64, String>,
     told: HashSet<u64>,
     rng: StdRng,
 }
 
 impl Events {
-    /// The events of `scenario`, with a command channel given to every device of `specs`.
+    /// The events of `scenario`, with a command channel given to every device of `specs` when
+    /// the scenario revokes.
     pub fn new<'a>(scenario: &Scenario, specs: impl Iterator<Item = &'a mut DeviceSpec>) -> Self {
         let mut events: Vec<Event> = scenario.events.iter().map(|e| e.value.clone()).collect();
         events.sort_by_key(|e| e.at);
-        let outboxes = match events.is_empty() {
-            true => HashMap::new(),
-            false => specs
-                .map(|spec| {
+        let revokes = scenario.has_revocations();
+        let operates = events.iter().any(is_operator);
+        let (mut outboxes, mut ids) = (HashMap::new(), HashMap::new());
+        if revokes || operates {
+            for spec in specs {
+                if revokes {
                     let (outbox, inbox) = channel();
                     spec.control = inbox;
-                    (spec.index, outbox)
-                })
-                .collect(),
-        };
+                    outboxes.insert(spec.index, outbox);
+                }
+                if operates {
+                    ids.insert(spec.index, spec.id.clone());
+                }
+            }
+        }
         Self {
             told: HashSet::new(),
             events,
             next: 0,
             outboxes,
+            ids,
             rng: StdRng::seed_from_u64(scenario.seed ^ 0x7265_766f_6b65),
         }
+    }
+
+    /// Whether the scenario has events for an operator.
+    pub fn need_operator(&self) -> bool {
+        self.events.iter().any(is_operator)
     }
 
     /// When the next event is due, if one is left.
@@ -53,12 +73,39 @@ impl Events {
     }
 
     /// Applies the next event to the devices started so far (indices, in start order); returns
-    /// how many were told.
-    pub fn fire(&mut self, started: &[u64]) -> usize {
-        let Some(event) = self.events.get(self.next) else {
+    /// how many devices were picked (0 for a query, or a query choosing them).
+    pub fn fire(&mut self, started: &[u64], operator: Option<&mut Operator>) -> usize {
+        let Some(event) = self.events.get(self.next).cloned() else {
             return 0;
         };
         self.next += 1;
+        let at = event.at.0;
+        match (event.action(), operator) {
+            (Some(Action::Revoke { share, method }), _) => {
+                self.revoke(started, Selection::Share(share), method)
+            }
+            (Some(Action::Method(m)), Some(op)) => {
+                let targets = self.targets(started, m.devices, m.query.as_deref());
+                let n = picked(&targets);
+                op.method(m, at, targets);
+                n
+            }
+            (Some(Action::Desired(d)), Some(op)) => {
+                let targets = self.targets(started, d.devices, d.query.as_deref());
+                let n = picked(&targets);
+                op.desired(d, at, targets);
+                n
+            }
+            (Some(Action::Query(q)), Some(op)) => {
+                op.query(q, at);
+                0
+            }
+            _ => 0,
+        }
+    }
+
+    /// Tells a share of the started devices not told before to revoke with `method`.
+    fn revoke(&mut self, started: &[u64], share: Selection, method: RevokeMethod) -> usize {
         let mut candidates: Vec<u64> = started
             .iter()
             .copied()
@@ -66,19 +113,54 @@ impl Events {
             .collect();
         candidates.shuffle(&mut self.rng);
         // The share is of the devices started by now, rounded up so a small fleet still gets one.
-        let count = ((event.revoke.fraction() * started.len() as f64).ceil() as usize)
-            .min(candidates.len());
+        let count = share.of(started.len()).min(candidates.len());
         for i in &candidates[..count] {
             self.told.insert(*i);
             if let Some(outbox) = self.outboxes.get(i) {
-                outbox.send(Command::Revoke(event.method));
+                outbox.send(Command::Revoke(method));
             }
         }
-        tracing::info!(
-            devices = count,
-            method = event.method.name(),
-            "revocation event"
-        );
+        tracing::info!(devices = count, method = method.name(), "revocation event");
         count
+    }
+
+    /// The devices an operator event goes to: a selection of the started devices (seeded), or
+    /// a query's, limited to the started devices.
+    fn targets(
+        &mut self,
+        started: &[u64],
+        devices: Option<Selection>,
+        query: Option<&str>,
+    ) -> Targets {
+        let ids = |indices: &[u64], all: &HashMap<u64, String>| -> Vec<String> {
+            indices.iter().filter_map(|i| all.get(i).cloned()).collect()
+        };
+        match (devices, query) {
+            (_, Some(text)) => Targets::Query {
+                text: text.to_string(),
+                own: ids(started, &self.ids).into_iter().collect(),
+            },
+            (Some(selection), None) => {
+                let mut chosen = started.to_vec();
+                chosen.shuffle(&mut self.rng);
+                chosen.truncate(selection.of(started.len()));
+                Targets::Devices(ids(&chosen, &self.ids))
+            }
+            (None, None) => Targets::Devices(Vec::new()),
+        }
+    }
+}
+
+fn is_operator(e: &Event) -> bool {
+    matches!(
+        e.action(),
+        Some(Action::Method(_) | Action::Desired(_) | Action::Query(_))
+    )
+}
+
+fn picked(targets: &Targets) -> usize {
+    match targets {
+        Targets::Devices(ids) => ids.len(),
+        Targets::Query { .. } => 0,
     }
 }

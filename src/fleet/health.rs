@@ -42,7 +42,9 @@ pub fn certificate_report(
         health,
         storm: recorder.certs().storm(STORM_WINDOW),
         swap: swaps(scenario, devices, hub),
-        revocation: (!scenario.events.is_empty()).then(|| revocations(scenario, devices)),
+        revocation: scenario
+            .has_revocations()
+            .then(|| revocations(scenario, devices)),
     }
 }
 

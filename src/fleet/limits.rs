@@ -13,6 +13,9 @@ pub fn gate(limits: &Limits, shard: Shard) -> Gate {
         (TrafficClass::Enrolment, limits.enrolments),
         (TrafficClass::Connect, limits.connects),
         (TrafficClass::Publish, limits.publishes),
+        (TrafficClass::Method, limits.methods),
+        (TrafficClass::TwinUpdate, limits.twin_updates),
+        (TrafficClass::TwinRead, limits.twin_reads),
     ] {
         if let Some(rate) = rate {
             gate = gate.limit(class, shard.rate(rate.0));

@@ -5,18 +5,21 @@
 //!    [`target`]) with the fleet's limits (`limits`), and start the Prometheus endpoint;
 //! 2. **register** the fleet's identities in bulk, if the scenario says so (`bulk`);
 //! 3. **drive**: start devices as the arrival processes say ([`arrivals`], `roster`), fire the
-//!    scenario's events (`events`) and write the timeline, interval log and checkpoints as they
+//!    scenario's events (`events`; fleetsim as the operator takes on the method, desired and
+//!    query events, `operator`) and write the timeline, interval log and checkpoints as they
 //!    fall due (`sampling`), until the duration has passed or the shutdown signal (e.g. Ctrl-C);
 //! 4. **wind down**: stop the devices cleanly, then the endpoint, the emulators and the state;
 //! 5. **finish**: the report (`report`).
 
 pub mod arrivals;
+mod barrier;
 mod bulk;
 pub mod cohorts;
 mod error;
 mod events;
 mod health;
 mod limits;
+mod operator;
 mod plan;
 mod prometheus;
 mod report;
@@ -61,6 +64,9 @@ pub struct RunOptions {
     pub shard: Shard,
     /// Keep (and resume from) the soak's state in this SQLite file (`--state`).
     pub state: Option<crate::state::StateFile>,
+    /// Start the arrival clock at this wall-clock time (`--start-at`), so the shards of a
+    /// distributed run start together ([`barrier`]).
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// Everything a run produced. The embedded emulators have stopped serving, but their state can
@@ -119,7 +125,9 @@ struct Run<'a> {
     /// The soak state (`--state`), if the run keeps one.
     soak: Option<resume::Opened>,
     events: events::Events,
-    /// Stops the arrival processes and the devices.
+    /// fleetsim as the operator, when the scenario has method, desired or query events.
+    operator: Option<operator::Operator>,
+    /// Stops the arrival processes, the devices and the operator.
     stop: CancellationToken,
     metrics: Option<prometheus::Endpoint>,
 }
@@ -132,6 +140,8 @@ struct Timing {
     end: Instant,
     /// When this part began, as wall-clock time (RFC 3339), for the report.
     started_at: String,
+    /// The start barrier and how late this process reached it (`--start-at`).
+    barrier: Option<crate::report::StartBarrier>,
 }
 
 /// A run whose devices have been driven until the end (or the shutdown signal).
@@ -174,6 +184,16 @@ impl<'a> Run<'a> {
         // Revocation events reach devices through a command channel each (only when the
         // scenario has events); they pick among the devices started so far.
         let events = events::Events::new(scenario, fleet.specs_mut());
+        let stop = CancellationToken::new();
+        let operator = events.need_operator().then(|| {
+            let share = options.shard.rate(1.0);
+            operator::Operator::new(
+                resolved.service.clone(),
+                resolved.services.clone(),
+                share,
+                &stop,
+            )
+        });
         let metrics = match &options.metrics_listener {
             Some(listener) => {
                 let emulators = resolved.emulators.as_ref();
@@ -191,7 +211,8 @@ impl<'a> Run<'a> {
             emulators: resolved.emulators,
             soak,
             events,
-            stop: CancellationToken::new(),
+            operator,
+            stop,
             metrics,
         })
     }
@@ -229,11 +250,29 @@ impl<'a> Run<'a> {
             .soak
             .as_ref()
             .map_or(Duration::ZERO, |o| o.elapsed_before());
-        let timing = Timing::new(elapsed_before, self.scenario.duration.0);
+        let duration = self.scenario.duration.0;
+        let timing = match self.options.start_at {
+            None => Timing::new(elapsed_before, duration),
+            Some(at) => match barrier::wait(at, self.options.shard, shutdown.as_mut()).await {
+                Some(reached) => {
+                    let left = duration.saturating_sub(elapsed_before);
+                    if let Some(missed) = barrier::missed(&reached, left) {
+                        return Err(FleetError::Setup(missed));
+                    }
+                    Timing::at_barrier(reached, elapsed_before, duration)
+                }
+                // Stopped while waiting: no device starts, the report says it was interrupted.
+                None => {
+                    self.stop.cancel();
+                    Timing::new(elapsed_before, duration)
+                }
+            },
+        };
         let watcher = self.watch(&timing, quit);
         let log = self.options.interval_log.as_deref();
         let soak = self.soak.as_mut();
-        let mut sampling = Sampling::start(self.scenario, log, timing.start, elapsed_before, soak)?;
+        let elapsed = timing.begun.saturating_duration_since(timing.start);
+        let mut sampling = Sampling::start(self.scenario, log, timing.start, elapsed, soak)?;
         let journal = self.soak.as_ref().map(|o| o.journal());
         let (services, cohorts) = (self.services.clone(), self.fleet.names.len());
         let mut roster = Roster::new(services, &self.stop, journal, cohorts, self.fleet.planned);
@@ -255,7 +294,7 @@ impl<'a> Run<'a> {
                 _ = tokio::time::sleep_until(timing.end) => break,
                 _ = tokio::time::sleep_until(next_event.unwrap_or(timing.end)),
                     if next_event.is_some() => {
-                    self.events.fire(roster.started());
+                    self.events.fire(roster.started(), self.operator.as_mut());
                 }
                 tick = sampling.next() => sampling.take(tick, &self.recorder),
                 Some(done) = roster.next_finished(), if roster.is_running() => roster.finished(done),
@@ -302,6 +341,9 @@ impl<'a> Run<'a> {
         self.stop.cancel();
         arrivals.abort_all();
         while arrivals.join_next().await.is_some() {}
+        if let Some(operator) = &mut self.operator {
+            operator.finish().await;
+        }
         roster.drain(DRAIN).await;
         drop(watcher);
         let wall = timing.start.elapsed().as_secs_f64();
@@ -342,12 +384,14 @@ impl<'a> Run<'a> {
             shard: self.options.shard,
             recorder: &self.recorder,
             started_at: ended.timing.started_at,
+            start_barrier: ended.timing.barrier,
             wall: ended.wall,
             interrupted: ended.interrupted,
             fleet: &self.fleet,
             roster: &ended.roster,
             hub: ended.hub.as_ref(),
             keys: &self.services.keys,
+            operator: self.operator.as_ref().map(operator::Operator::report),
         };
         let report = report::build(&sources, snapshot, timeline)?;
         let mut devices = ended.roster.reports;
@@ -375,6 +419,23 @@ impl Timing {
             start,
             end: start + duration,
             started_at,
+            barrier: None,
+        }
+    }
+
+    /// Starts the clock at a start barrier this process `reached` (now, or earlier when it
+    /// came late): arrival slots and the end count from the barrier, whenever this began.
+    fn at_barrier(reached: barrier::Reached, elapsed_before: Duration, duration: Duration) -> Self {
+        let start = reached
+            .instant
+            .checked_sub(elapsed_before)
+            .unwrap_or(reached.instant);
+        Self {
+            begun: Instant::now(),
+            start,
+            end: start + duration,
+            started_at: reached.report.at.clone(),
+            barrier: Some(reached.report),
         }
     }
 }

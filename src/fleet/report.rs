@@ -21,6 +21,8 @@ pub(super) struct Sources<'a> {
     pub recorder: &'a Recorder,
     /// When the run started (RFC 3339) and how long it took (seconds).
     pub started_at: String,
+    /// The start barrier (`--start-at`) and this process's lateness, if it had one.
+    pub start_barrier: Option<crate::report::StartBarrier>,
     pub wall: f64,
     /// Stopped by the shutdown signal before its duration.
     pub interrupted: bool,
@@ -29,6 +31,8 @@ pub(super) struct Sources<'a> {
     /// The embedded hub, whose own counts the report compares with the devices'.
     pub hub: Option<&'a HubEmulator>,
     pub keys: &'a KeySource,
+    /// What fleetsim as the operator did, if the scenario made it one.
+    pub operator: Option<crate::report::operator::OperatorReport>,
 }
 
 /// The report of the run, from its final `snapshot` and `timeline`.
@@ -52,6 +56,7 @@ pub(super) fn build(
     report.interrupted = s.interrupted;
     report.devices = devices(s);
     report.shard = (!s.shard.is_whole()).then(|| s.shard.to_string());
+    report.start_barrier = s.start_barrier.clone();
     report.cohorts = cohorts(s);
     report.messages.failed = s.roster.reports.iter().map(|r| r.messages_failed).sum();
     report.hub = s.hub.map(|h| health::hub_counts(h.stats()));
@@ -63,6 +68,7 @@ pub(super) fn build(
         health,
     ));
     report.key_pool = s.keys.counts().map(key_pool);
+    report.operator = s.operator.clone();
     report.timeline = Some(timeline);
     // Last: the thresholds read the other sections.
     report.thresholds = crate::report::thresholds::evaluate(&s.scenario.thresholds, &report)?;

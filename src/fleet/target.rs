@@ -25,6 +25,7 @@ use crate::ezca::{Client as EzcaClient, RetryObserver, RetryPolicy, StaticToken,
 use crate::iothub::ConnectionString;
 use crate::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
+use crate::iothub::service::ServiceClient;
 use crate::metrics::Recorder;
 use crate::scenario::{
     DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, KeySourceKind, RemoteHub, RemoteTarget,
@@ -37,13 +38,17 @@ pub type FleetServices = Services<HubBackends>;
 pub struct Resolved {
     pub services: Arc<FleetServices>,
     pub emulators: Option<Emulators>,
+    /// The hub's service API, for fleetsim as the operator (the scenario's method, desired and
+    /// query events).
+    pub service: Arc<ServiceClient>,
 }
 
-/// The three clients of the target, before they join the services the devices share.
+/// The clients of the target, before they join the services the devices share.
 struct Clients {
     ca: EzcaCa,
     registry: HubRegistry,
     transport: MqttTransport,
+    service: ServiceClient,
 }
 
 /// The services every device of the run shares, complete: the clients for the scenario's
@@ -77,6 +82,7 @@ pub async fn resolve(
     Ok(Resolved {
         services: Arc::new(services),
         emulators,
+        service: Arc::new(clients.service),
     })
 }
 
@@ -203,10 +209,14 @@ async fn embedded_clients(
         &roots,
         true,
     )?;
+    let auth = RegistryAuth::Sas(emulators.hub.connection_string());
+    let service = ServiceClient::new(&emulators.hub_registry_url, auth, &roots, true)
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
     Ok(Clients {
         ca,
         registry: HubRegistry(registry),
         transport: embedded_transport(scenario, target, emulators)?,
+        service,
     })
 }
 
@@ -391,21 +401,22 @@ async fn remote(
         Some(p) => read_pem_roots(p)?,
         None => Vec::new(),
     };
-    let (host_name, registry) = remote_registry(&target.iothub, &hub_roots)?;
+    let (host_name, registry, service) = remote_registry(&target.iothub, &hub_roots)?;
     let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
     Ok(Clients {
         ca,
         registry: HubRegistry(registry),
         transport,
+        service,
     })
 }
 
-/// The hub's registry client and host name. Credentials: an Azure AD token (with the host named
-/// in the scenario), or a connection string, whose HostName is the hub's.
+/// The hub's host name, registry client and service client. Credentials: an Azure AD token
+/// (with the host named in the scenario), or a connection string, whose HostName is the hub's.
 fn remote_registry(
     hub: &RemoteHub,
     roots: &[CertificateDer<'static>],
-) -> Result<(String, RegistryClient), FleetError> {
+) -> Result<(String, RegistryClient, ServiceClient), FleetError> {
     let (host_name, auth) = match (&hub.token_env, &hub.host) {
         (Some(env), Some(host)) => (
             host.clone(),
@@ -423,8 +434,10 @@ fn remote_registry(
         .registry_url
         .clone()
         .unwrap_or_else(|| format!("https://{host_name}"));
+    let service = ServiceClient::new(&registry_url, auth.clone(), roots, false)
+        .map_err(|e| FleetError::Setup(e.to_string()))?;
     let registry = RegistryClient::with_auth(&registry_url, auth, roots, false)?;
-    Ok((host_name, registry))
+    Ok((host_name, registry, service))
 }
 
 /// The hub's MQTT (or WebSocket) endpoint, trusted through the system's roots and `roots`.

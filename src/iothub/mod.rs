@@ -1,7 +1,9 @@
 //! The IoT Hub side of the wire as a device and a service client see it: SAS tokens ([`sas`]),
-//! the registry REST client ([`registry`]), topic names and property bags ([`topics`]), the
-//! MQTT device transport over rumqttc ([`mqtt`]), the device side of DPS ([`dps`]) and the tiers
-//! with their published limits ([`quotas`]), which the hub emulator shares.
+//! the registry REST client ([`registry`]), the service client of the operator ([`service`]:
+//! twins, direct methods, statistics, queries), both over one HTTPS plumbing (`rest`), topic
+//! names and property bags ([`topics`]), the MQTT device transport over rumqttc ([`mqtt`]), the
+//! device side of DPS ([`dps`]) and the tiers with their published limits ([`quotas`]), which
+//! the hub emulator shares.
 
 pub mod dps;
 mod error;
@@ -9,7 +11,9 @@ pub mod identity;
 pub mod mqtt;
 pub mod quotas;
 pub mod registry;
+mod rest;
 pub mod sas;
+pub mod service;
 pub mod topics;
 
 pub use error::HubError;

@@ -3,15 +3,21 @@
 //!
 //! A session keeps one QoS 1 publish in flight and waits for its PUBACK before the next, so a
 //! certificate swap never has an unacknowledged message to lose. A small driver task polls the
-//! rumqttc event loop and forwards PUBACKs and the loss of the connection to the session.
+//! rumqttc event loop and forwards PUBACKs, SUBACKs, the messages the hub sends the device
+//! (twin answers, desired properties, method requests, cloud-to-device messages) and the loss of
+//! the connection to the session. A device that never subscribes gets no messages and holds
+//! nothing for them: the queue of messages that arrived while it waited for a PUBACK or SUBACK
+//! allocates only when one does.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, QoS, TlsConfiguration, Transport,
+    Packet, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -107,13 +113,18 @@ impl MqttTransport {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(HubError::Timeout),
         }
-        let (events_tx, events) = mpsc::channel(2);
+        // Unbounded, so the driver never waits on the device: a device that is itself waiting
+        // for room in the request channel (publishing answers) while the hub sends it more
+        // would otherwise wait for a driver that waits for it. What the hub may send is bounded
+        // by its own limits; an idle session's channel costs what a bounded one does.
+        let (events_tx, events) = mpsc::unbounded_channel();
         let driver = tokio::spawn(drive(eventloop, events_tx));
         Ok(MqttSession {
             client,
             events,
             driver,
             ack_timeout: ep.ack_timeout,
+            held: VecDeque::new(),
         })
     }
 
@@ -168,38 +179,72 @@ impl MqttTransport {
     }
 }
 
-/// Polls a connected session's event loop, passing PUBACKs on, until it disconnects or fails
-/// (the failure is passed on too).
-async fn drive(mut eventloop: EventLoop, events: mpsc::Sender<SessionEvent>) {
+/// Polls a connected session's event loop, passing PUBACKs, SUBACKs and the hub's messages on,
+/// until it disconnects or fails (the failure is passed on too).
+async fn drive(mut eventloop: EventLoop, events: mpsc::UnboundedSender<SessionEvent>) {
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                if events.send(SessionEvent::PubAck).await.is_err() {
-                    return;
-                }
-            }
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => SessionEvent::PubAck,
+            Ok(Event::Incoming(Packet::SubAck(ack))) => SessionEvent::SubAck(
+                ack.return_codes
+                    .iter()
+                    .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
+            ),
+            Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Message(Box::new(Message {
+                topic: p.topic,
+                payload: p.payload,
+            })),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => {}
+            Ok(_) => continue,
             Err(e) => {
                 let closed = SessionEvent::Closed(connection_error(e).to_string());
-                let _ = events.send(closed).await;
+                let _ = events.send(closed);
                 return;
             }
+        };
+        if events.send(event).is_err() {
+            return;
         }
     }
 }
 
 enum SessionEvent {
     PubAck,
+    /// A SUBACK: whether every filter was granted.
+    SubAck(bool),
+    /// Boxed, so a session's channel of events stays as small as it was without messages.
+    Message(Box<Message>),
     Closed(String),
 }
+
+/// A message the hub sent the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+}
+
+/// What a session hears from the hub between its own requests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Message(Message),
+    /// The connection was lost, with why.
+    Closed(String),
+}
+
+/// How many of the hub's messages a session keeps while it waits for an acknowledgement; beyond
+/// that the oldest are dropped (the hub sends method requests and desired patches at QoS 0
+/// anyway: a device that cannot take them loses them).
+const HELD_MAX: usize = 256;
 
 /// A live connection of one device.
 pub struct MqttSession {
     client: AsyncClient,
-    events: mpsc::Receiver<SessionEvent>,
+    events: mpsc::UnboundedReceiver<SessionEvent>,
     driver: JoinHandle<()>,
     ack_timeout: Duration,
+    /// Messages that arrived while the session waited for a PUBACK or SUBACK, oldest first.
+    held: VecDeque<Message>,
 }
 
 impl MqttSession {
@@ -222,22 +267,81 @@ impl MqttSession {
         if !at_least_once {
             return Ok(());
         }
-        match tokio::time::timeout(self.ack_timeout, self.events.recv()).await {
-            Ok(Some(SessionEvent::PubAck)) => Ok(()),
-            Ok(Some(SessionEvent::Closed(reason))) => Err(HubError::Closed(reason)),
-            Ok(None) => Err(HubError::Closed("connection driver stopped".into())),
+        let acked = async {
+            loop {
+                match self.events.recv().await {
+                    Some(SessionEvent::PubAck) => return Ok(()),
+                    Some(SessionEvent::SubAck(_)) => continue,
+                    Some(SessionEvent::Message(m)) => hold(&mut self.held, *m),
+                    Some(SessionEvent::Closed(reason)) => return Err(HubError::Closed(reason)),
+                    None => return Err(HubError::Closed("connection driver stopped".into())),
+                }
+            }
+        };
+        match tokio::time::timeout(self.ack_timeout, acked).await {
+            Ok(result) => result,
             Err(_) => Err(HubError::Timeout),
         }
     }
 
-    /// Completes when the connection is lost, with the reason. Between publishes no PUBACK is
-    /// awaited, so a late one (after an ack timeout) is skipped here.
-    pub async fn closed(&mut self) -> String {
+    /// Subscribes to `filters` (each with QoS 1 when `true`, else 0) and waits for the SUBACK.
+    /// A refused filter is an error (IoT Hub closes the connection instead, which is one too).
+    pub async fn subscribe(&mut self, filters: Vec<(String, bool)>) -> Result<(), HubError> {
+        let filters = filters.into_iter().map(|(path, at_least_once)| {
+            let qos = match at_least_once {
+                true => QoS::AtLeastOnce,
+                false => QoS::AtMostOnce,
+            };
+            SubscribeFilter::new(path, qos)
+        });
+        self.client
+            .subscribe_many(filters)
+            .await
+            .map_err(|e| HubError::Closed(e.to_string()))?;
+        let granted = async {
+            loop {
+                match self.events.recv().await {
+                    Some(SessionEvent::SubAck(true)) => return Ok(()),
+                    Some(SessionEvent::SubAck(false)) => {
+                        return Err(HubError::Closed("the hub refused a subscription".into()));
+                    }
+                    // A late PUBACK, after its publish timed out.
+                    Some(SessionEvent::PubAck) => continue,
+                    Some(SessionEvent::Message(m)) => hold(&mut self.held, *m),
+                    Some(SessionEvent::Closed(reason)) => return Err(HubError::Closed(reason)),
+                    None => return Err(HubError::Closed("connection driver stopped".into())),
+                }
+            }
+        };
+        match tokio::time::timeout(self.ack_timeout, granted).await {
+            Ok(result) => result,
+            Err(_) => Err(HubError::Timeout),
+        }
+    }
+
+    /// The next message from the hub, or the loss of the connection. Between requests no
+    /// acknowledgement is awaited, so a late one (after a timeout) is skipped here.
+    pub async fn incoming(&mut self) -> Incoming {
+        if let Some(m) = self.held.pop_front() {
+            return Incoming::Message(m);
+        }
         loop {
             match self.events.recv().await {
-                Some(SessionEvent::PubAck) => continue,
-                Some(SessionEvent::Closed(reason)) => return reason,
-                None => return "connection driver stopped".into(),
+                Some(SessionEvent::PubAck | SessionEvent::SubAck(_)) => continue,
+                Some(SessionEvent::Message(m)) => return Incoming::Message(*m),
+                Some(SessionEvent::Closed(reason)) => return Incoming::Closed(reason),
+                None => return Incoming::Closed("connection driver stopped".into()),
+            }
+        }
+    }
+
+    /// Completes when the connection is lost, with the reason; messages from the hub are
+    /// dropped meanwhile (for a session on its way out, e.g. the old one of a swap).
+    pub async fn closed(&mut self) -> String {
+        self.held.clear();
+        loop {
+            if let Incoming::Closed(reason) = self.incoming().await {
+                return reason;
             }
         }
     }
@@ -248,6 +352,16 @@ impl MqttSession {
         // Dropping `self` aborts the driver if it has not finished by then.
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.driver).await;
     }
+}
+
+/// Keeps `m` for the session's next [`MqttSession::incoming`], dropping the oldest beyond
+/// [`HELD_MAX`].
+fn hold(held: &mut VecDeque<Message>, m: Message) {
+    if held.len() == HELD_MAX {
+        held.pop_front();
+        tracing::debug!("a session dropped a message from the hub it had no room for");
+    }
+    held.push_back(m);
 }
 
 impl Drop for MqttSession {

@@ -1,42 +1,19 @@
 //! The registry REST client (`/devices/{id}?api-version=2021-04-12`, reference §4), authorised
 //! by a service SAS token from a connection string or by an Azure AD bearer token.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
+use super::ConnectionString;
 use super::error::HubError;
 pub use super::identity::*;
-use super::{API_VERSION, ConnectionString};
-
-/// How the client proves it may use the registry.
-#[derive(Clone)]
-pub enum RegistryAuth {
-    /// Service SAS tokens signed with the connection string's key, one per request.
-    Sas(ConnectionString),
-    /// An Azure AD access token for `https://iothubs.azure.net/.default`.
-    Bearer(String),
-}
-
-impl std::fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RegistryAuth::Sas(c) => write!(f, "Sas({c:?})"),
-            RegistryAuth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
-        }
-    }
-}
+pub use super::rest::RegistryAuth;
+use super::rest::{Rest, RestFailure};
 
 /// Registry client. One per run, shared by all devices.
 pub struct RegistryClient {
-    base: String,
-    auth: RegistryAuth,
-    http: reqwest::Client,
+    rest: Rest,
 }
-
-/// How long each SAS token the client signs is valid.
-const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 impl RegistryClient {
     /// `base_url` is `https://{HostName}` for Azure; the emulator's registry URL otherwise.
@@ -60,53 +37,20 @@ impl RegistryClient {
         extra_roots: &[CertificateDer<'static>],
         only_extra_roots: bool,
     ) -> Result<Self, HubError> {
-        crate::crypto::install_crypto_provider();
-        let roots = extra_roots
-            .iter()
-            .map(|c| reqwest::Certificate::from_der(c))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| HubError::Setup(e.to_string()))?;
-        let builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(15));
-        let builder = if only_extra_roots {
-            builder.tls_certs_only(roots)
-        } else {
-            builder.tls_certs_merge(roots)
-        };
-        Ok(Self {
-            base: base_url.trim_end_matches('/').to_string(),
-            auth,
-            http: builder
-                .build()
-                .map_err(|e| HubError::Setup(e.to_string()))?,
-        })
-    }
-
-    fn authorization(&self) -> Result<String, HubError> {
-        match &self.auth {
-            RegistryAuth::Sas(c) => {
-                let expiry = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    + TOKEN_LIFETIME;
-                c.sas_token(expiry.as_secs())
-            }
-            RegistryAuth::Bearer(t) => Ok(format!("Bearer {t}")),
-        }
+        let rest =
+            Rest::new(base_url, auth, extra_roots, only_extra_roots).map_err(HubError::Setup)?;
+        Ok(Self { rest })
     }
 
     fn device_url(&self, device_id: &str) -> String {
-        format!(
-            "{}/devices/{}?api-version={API_VERSION}",
-            self.base,
-            super::sas::url_encode(device_id)
-        )
+        self.rest
+            .url(&format!("/devices/{}", super::sas::url_encode(device_id)))
     }
 
     /// Creates `device` (no `If-Match`, so an existing id answers 409 `DeviceAlreadyExists`).
     pub async fn create(&self, device: &Device) -> Result<Device, HubError> {
         let req = self
+            .rest
             .http
             .put(self.device_url(&device.device_id))
             .json(device);
@@ -116,6 +60,7 @@ impl RegistryClient {
     /// Replaces `device`; `etag` is `None` for an unconditional update (`If-Match: "*"`).
     pub async fn update(&self, device: &Device, etag: Option<&str>) -> Result<Device, HubError> {
         let req = self
+            .rest
             .http
             .put(self.device_url(&device.device_id))
             .header("If-Match", format!("\"{}\"", etag.unwrap_or("*")))
@@ -124,7 +69,7 @@ impl RegistryClient {
     }
 
     pub async fn get(&self, device_id: &str) -> Result<Device, HubError> {
-        let req = self.http.get(self.device_url(device_id));
+        let req = self.rest.http.get(self.device_url(device_id));
         self.send_json(req).await
     }
 
@@ -143,6 +88,7 @@ impl RegistryClient {
     /// Deletes a device; `etag` is `None` for an unconditional delete.
     pub async fn delete(&self, device_id: &str, etag: Option<&str>) -> Result<(), HubError> {
         let req = self
+            .rest
             .http
             .delete(self.device_url(device_id))
             .header("If-Match", format!("\"{}\"", etag.unwrap_or("*")));
@@ -165,10 +111,7 @@ impl RegistryClient {
                 }),
             })
             .collect();
-        let req = self
-            .http
-            .post(format!("{}/devices?api-version={API_VERSION}", self.base))
-            .json(&body);
+        let req = self.rest.http.post(self.rest.url("/devices")).json(&body);
         match self.send_json::<BulkResult>(req).await {
             Err(HubError::Status {
                 status: 400, body, ..
@@ -200,37 +143,17 @@ impl RegistryClient {
     /// Sends with authorisation; a non-2xx answer becomes [`HubError::Status`] carrying IoT Hub's
     /// error name and any `Retry-After`.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), HubError> {
-        let resp = req
-            .header("Authorization", self.authorization()?)
-            .send()
-            .await
-            .map_err(|e| match e.is_timeout() {
-                true => HubError::Timeout,
-                false => HubError::Transport(e.to_string()),
-            })?;
-        let status = resp.status();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let code = header("iothub-errorcode").unwrap_or_default();
-        let retry_after = header("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| HubError::Transport(e.to_string()))?;
-        if !status.is_success() {
-            return Err(HubError::Status {
-                status: status.as_u16(),
-                code,
-                body: body.chars().take(2000).collect(),
-                retry_after,
-            });
+        match self.rest.send(req).await {
+            Ok(answer) => Ok((answer.status, answer.body)),
+            Err(RestFailure::Transport(e)) => Err(HubError::Transport(e)),
+            Err(RestFailure::Timeout) => Err(HubError::Timeout),
+            Err(RestFailure::Credentials(e)) => Err(HubError::ConnectionString(e)),
+            Err(RestFailure::Refused(r)) => Err(HubError::Status {
+                status: r.status,
+                code: r.code,
+                body: r.body,
+                retry_after: r.retry_after,
+            }),
         }
-        Ok((status.as_u16(), body))
     }
 }

@@ -2,6 +2,10 @@
 //! `key=value&key2=value2`; system properties start with `$.`, which SDKs send as `%24.`.
 //! Also how IoT Hub sizes a message ([`message_size`]) and meters it against the daily quota
 //! ([`meters`]).
+//!
+//! The cloud-to-device side too: the topic filters a device may subscribe to ([`Subscription`]),
+//! the twin and method topics it publishes to, and what a message the hub sends it is
+//! ([`parse_cloud_message`]).
 
 use percent_encoding::percent_decode_str;
 
@@ -96,9 +100,164 @@ pub fn parse_telemetry(topic: &str, device_id: &str) -> Option<Vec<(String, Stri
     parse_property_bag(bag)
 }
 
+/// The topic filters IoT Hub lets a device subscribe to (reference §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subscription {
+    /// Direct-method requests: `$iothub/methods/POST/#`.
+    Methods,
+    /// Desired-property changes: `$iothub/twin/PATCH/properties/desired/#`.
+    Desired,
+    /// Answers to the device's twin requests: `$iothub/twin/res/#`.
+    Twin,
+    /// Cloud-to-device messages: `devices/{id}/messages/devicebound/#`.
+    C2d,
+}
+
+impl Subscription {
+    /// The topic filter, for device `device_id`.
+    pub fn filter(self, device_id: &str) -> String {
+        match self {
+            Subscription::Methods => "$iothub/methods/POST/#".into(),
+            Subscription::Desired => "$iothub/twin/PATCH/properties/desired/#".into(),
+            Subscription::Twin => "$iothub/twin/res/#".into(),
+            Subscription::C2d => format!("devices/{device_id}/messages/devicebound/#"),
+        }
+    }
+
+    /// The QoS the SDKs subscribe with: 1 for cloud-to-device messages, 0 for the rest.
+    pub fn at_least_once(self) -> bool {
+        self == Subscription::C2d
+    }
+}
+
+/// `$iothub/twin/GET/?$rid={rid}` (empty body).
+pub fn twin_get(rid: u64) -> String {
+    format!("$iothub/twin/GET/?$rid={rid}")
+}
+
+/// `$iothub/twin/PATCH/properties/reported/?$rid={rid}` (the patch as the body).
+pub fn twin_patch_reported(rid: u64) -> String {
+    format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}")
+}
+
+/// `$iothub/methods/res/{status}/?$rid={rid}` (the answer's payload as the body).
+pub fn method_response(status: i64, rid: &str) -> String {
+    format!("$iothub/methods/res/{status}/?$rid={rid}")
+}
+
+/// What a message the hub sends a device is, from its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudMessage {
+    /// `$iothub/twin/res/{status}/?$rid={rid}[&$version=N]`: the answer to a twin request.
+    TwinResponse {
+        status: u16,
+        rid: String,
+        version: Option<u64>,
+    },
+    /// `$iothub/twin/PATCH/properties/desired/?$version=N`: desired properties changed.
+    DesiredPatch { version: Option<u64> },
+    /// `$iothub/methods/POST/{name}/?$rid={rid}`: a direct method to answer.
+    MethodRequest { name: String, rid: String },
+    /// `devices/{id}/messages/devicebound/{property_bag}`: a cloud-to-device message.
+    C2d { properties: Vec<(String, String)> },
+}
+
+/// The `$rid`, `$version`, ... of a topic's query part (`?a=1&b=2`), URL-decoded.
+fn query_value(query: &str, key: &str) -> Option<String> {
+    parse_property_bag(query)?
+        .into_iter()
+        .find_map(|(k, v)| (k == key).then_some(v))
+}
+
+/// What `topic`, received by device `device_id`, is; `None` for a topic no IoT Hub feature sends
+/// (or one it sends malformed: a twin answer or method request without a `$rid`).
+pub fn parse_cloud_message(topic: &str, device_id: &str) -> Option<CloudMessage> {
+    if let Some(rest) = topic.strip_prefix("$iothub/twin/res/") {
+        let (status, query) = rest.split_once("/?")?;
+        return Some(CloudMessage::TwinResponse {
+            status: status.parse().ok()?,
+            rid: query_value(query, "$rid").filter(|r| !r.is_empty())?,
+            version: query_value(query, "$version").and_then(|v| v.parse().ok()),
+        });
+    }
+    if let Some(query) = topic.strip_prefix("$iothub/twin/PATCH/properties/desired/") {
+        let query = query.strip_prefix('?').unwrap_or(query);
+        return Some(CloudMessage::DesiredPatch {
+            version: query_value(query, "$version").and_then(|v| v.parse().ok()),
+        });
+    }
+    if let Some(rest) = topic.strip_prefix("$iothub/methods/POST/") {
+        let (name, query) = rest.split_once("/?")?;
+        return Some(CloudMessage::MethodRequest {
+            name: percent_decode_str(name).decode_utf8().ok()?.into_owned(),
+            rid: query_value(query, "$rid").filter(|r| !r.is_empty())?,
+        });
+    }
+    let bag = topic
+        .strip_prefix("devices/")?
+        .strip_prefix(device_id)?
+        .strip_prefix("/messages/devicebound/")?;
+    Some(CloudMessage::C2d {
+        properties: parse_property_bag(bag)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_messages_are_told_apart_by_topic() {
+        use CloudMessage::*;
+        assert_eq!(
+            parse_cloud_message("$iothub/twin/res/204/?$rid=7&$version=12", "d"),
+            Some(TwinResponse {
+                status: 204,
+                rid: "7".into(),
+                version: Some(12)
+            })
+        );
+        assert_eq!(
+            parse_cloud_message("$iothub/twin/res/200/?$rid=1", "d"),
+            Some(TwinResponse {
+                status: 200,
+                rid: "1".into(),
+                version: None
+            })
+        );
+        assert_eq!(
+            parse_cloud_message("$iothub/twin/PATCH/properties/desired/?$version=3", "d"),
+            Some(DesiredPatch { version: Some(3) })
+        );
+        assert_eq!(
+            parse_cloud_message("$iothub/methods/POST/reboot/?$rid=ab1", "d"),
+            Some(MethodRequest {
+                name: "reboot".into(),
+                rid: "ab1".into()
+            })
+        );
+        assert_eq!(
+            parse_cloud_message("devices/d/messages/devicebound/%24.mid=1&k=v", "d"),
+            Some(C2d {
+                properties: vec![("$.mid".into(), "1".into()), ("k".into(), "v".into())]
+            })
+        );
+        for bad in [
+            "$iothub/twin/res/abc/?$rid=1",
+            "$iothub/twin/res/200/?$version=1",
+            "$iothub/methods/POST/reboot/?$rid=",
+            "$iothub/methods/POST/reboot",
+            "devices/other/messages/devicebound/",
+            "elsewhere",
+        ] {
+            assert_eq!(parse_cloud_message(bad, "d"), None, "{bad}");
+        }
+        assert_eq!(
+            Subscription::C2d.filter("d"),
+            "devices/d/messages/devicebound/#"
+        );
+        assert_eq!(method_response(200, "x"), "$iothub/methods/res/200/?$rid=x");
+    }
 
     #[test]
     fn telemetry_topic_encodes_and_parses_back() {

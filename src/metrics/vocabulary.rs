@@ -25,6 +25,12 @@ pub enum Phase {
     LimitConnect,
     /// Waits for the fleet's publish limit (`fleet.limits.publishes`).
     LimitPublish,
+    /// The operator's waits for the fleet's method limit (`fleet.limits.methods`).
+    LimitMethod,
+    /// The operator's waits for the fleet's twin-update limit (`fleet.limits.twin_updates`).
+    LimitTwinUpdate,
+    /// The operator's waits for the fleet's twin-read limit (`fleet.limits.twin_reads`).
+    LimitTwinRead,
     /// How long a device had no connection to publish on while it swapped to a renewed
     /// certificate.
     SwapGap,
@@ -48,7 +54,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 24] = [
+    pub const ALL: [Phase; 27] = [
         Phase::Keygen,
         Phase::Csr,
         Phase::CaRegisterDomain,
@@ -64,6 +70,9 @@ impl Phase {
         Phase::LimitEnrolment,
         Phase::LimitConnect,
         Phase::LimitPublish,
+        Phase::LimitMethod,
+        Phase::LimitTwinUpdate,
+        Phase::LimitTwinRead,
         Phase::SwapGap,
         Phase::DpsRegister,
         Phase::MethodInvoke,
@@ -92,6 +101,9 @@ impl Phase {
             Phase::LimitEnrolment => "limit.enrolment",
             Phase::LimitConnect => "limit.connect",
             Phase::LimitPublish => "limit.publish",
+            Phase::LimitMethod => "limit.method",
+            Phase::LimitTwinUpdate => "limit.twin_update",
+            Phase::LimitTwinRead => "limit.twin_read",
             // Not an operation: how long a device had no connection to publish on while it
             // swapped to a renewed certificate.
             Phase::SwapGap => "swap.gap",

@@ -57,6 +57,18 @@ pub fn render(report: &Report, scenario_text: &str) -> Result<String, ReportErro
         }
         s.push_str("</table>");
     }
+    if let Some(o) = &report.operator {
+        s.push_str("<h2>Operator</h2><table>");
+        for (label, value) in o.rows() {
+            let _ = write!(
+                s,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(&label),
+                escape(&value)
+            );
+        }
+        s.push_str("</table>");
+    }
     errors(&mut s, report);
     let _ = writeln!(
         s,

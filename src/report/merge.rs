@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{ReportError, SCHEMA};
-use super::model::{CohortCounts, DeviceCounts, HubCounts, KeyPoolCounts, MessageCounts, Report};
+use super::model::{
+    CohortCounts, DeviceCounts, HubCounts, KeyPoolCounts, MessageCounts, Report, StartBarrier,
+};
 use super::stats::{self, HistogramMap};
 use super::thresholds;
 use super::timeline::Timeline;
@@ -132,6 +134,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         interrupted: reports.iter().any(|r| r.interrupted),
         merged_from: Vec::new(),
         shard: None,
+        start_barrier: merge_barriers(reports),
         devices,
         cohorts,
         messages,
@@ -144,6 +147,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         certificates: super::certificates::merge(
             reports.iter().filter_map(|r| r.certificates.as_ref()),
         ),
+        operator: super::operator::merge(reports.iter().filter_map(|r| r.operator.as_ref())),
         timeline: merge_timelines(reports)?,
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on
@@ -176,6 +180,26 @@ fn merge_key_pools(reports: &[Report]) -> Option<KeyPoolCounts> {
             Some(acc)
         },
     )
+}
+
+/// The shards' start barrier: their barrier times (one when they agree), the latest shard's
+/// lateness and every late shard; none when no shard had a barrier.
+fn merge_barriers(reports: &[Report]) -> Option<StartBarrier> {
+    let barriers: Vec<&StartBarrier> = reports
+        .iter()
+        .filter_map(|r| r.start_barrier.as_ref())
+        .collect();
+    if barriers.is_empty() {
+        return None;
+    }
+    Some(StartBarrier {
+        at: distinct(barriers.iter().map(|b| b.at.as_str())),
+        late_seconds: barriers.iter().map(|b| b.late_seconds).fold(0.0, f64::max),
+        late_shards: barriers
+            .iter()
+            .flat_map(|b| b.late_shards.iter().cloned())
+            .collect(),
+    })
 }
 
 /// The shards' timelines merged by interval index (see [`super::timeline::merge`]); none when a

@@ -1,7 +1,8 @@
 //! The run's results: a text table for the terminal (`text`), a versioned JSON file for machines
 //! that carries every histogram losslessly, so the reports of several shards merge exactly
 //! ([`mod@merge`]), an interval log ([`hlog`]), the run over time ([`timeline`], sampled every
-//! `report.interval` whether or not the log is written), a self-contained HTML page ([`html`],
+//! `report.interval` whether or not the log is written), the operator's counts ([`operator`]:
+//! direct methods, desired properties, queries), a self-contained HTML page ([`html`],
 //! its time charts in [`timecharts`], the charts' shared drawing in `svg`) and the thresholds'
 //! verdicts ([`thresholds`]).
 //!
@@ -14,6 +15,7 @@ pub mod hlog;
 pub mod html;
 pub mod merge;
 mod model;
+pub mod operator;
 pub mod stats;
 mod svg;
 mod text;
@@ -24,7 +26,8 @@ pub mod timeline;
 pub use error::{ReportError, SCHEMA};
 pub use merge::{merge, merge_files, read_json};
 pub use model::{
-    CohortCounts, DeviceCounts, HubCounts, KeyPoolCounts, MessageCounts, Report, ThresholdResult,
+    CohortCounts, DeviceCounts, HubCounts, KeyPoolCounts, MessageCounts, Report, StartBarrier,
+    ThresholdResult,
 };
 pub use stats::{HistogramMap, LatencyStats, PhaseStats};
 pub use timeline::Timeline;

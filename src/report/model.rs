@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certificates::CertificateReport;
 use super::error::{ReportError, SCHEMA};
+use super::operator::OperatorReport;
 use super::stats::{self, HistogramMap, PhaseStats};
 use super::timeline::Timeline;
 use crate::metrics::Snapshot;
@@ -31,6 +32,9 @@ pub struct Report {
     /// run and for a merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// The start barrier the run waited for (`fleetsim run --start-at`), absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_barrier: Option<StartBarrier>,
     pub devices: DeviceCounts,
     /// Devices per cohort (one, `default`, for a scenario without cohorts).
     #[serde(default)]
@@ -51,12 +55,31 @@ pub struct Report {
     /// Certificate health, renewals, swaps and revocations ([`super::certificates`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<CertificateReport>,
+    /// What fleetsim as the operator did (direct methods, desired properties, queries), when
+    /// the scenario has such events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorReport>,
     /// How the key pool served the run (`certificate.key_source: pool` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_pool: Option<KeyPoolCounts>,
     /// The run over time, one point per `report.interval` (absent in older reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+}
+
+/// The shared start of a distributed run (`fleetsim run --start-at`): every shard's arrival
+/// clock starts at `at`. A shard that was ready only after it starts anyway from `at`, so its
+/// devices whose slots have passed start late (counted in `devices.late` and `arrival.late`),
+/// and it says by how much here instead of shifting its clock.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StartBarrier {
+    /// The barrier, RFC 3339 (merged: the shards' barriers, `+`-joined when they differ).
+    pub at: String,
+    /// How long after `at` this shard was ready to start, 0 when it waited (merged: the latest).
+    pub late_seconds: f64,
+    /// The shards that were ready only after `at` (this one, or the merged report's).
+    #[serde(default)]
+    pub late_shards: Vec<String>,
 }
 
 /// The key pool's side of a run: keys that were ready on disk, and the keys devices had to wait
@@ -161,6 +184,7 @@ impl Report {
             interrupted: false,
             merged_from: Vec::new(),
             shard: None,
+            start_barrier: None,
             devices: DeviceCounts::default(),
             cohorts: Vec::new(),
             messages: MessageCounts {
@@ -176,6 +200,7 @@ impl Report {
             thresholds: Vec::new(),
             hub: None,
             certificates: None,
+            operator: None,
             key_pool: None,
             timeline: None,
         })

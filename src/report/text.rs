@@ -1,5 +1,5 @@
 //! The table printed at the end of a run (and by `fleetsim report`): counts, the phase table,
-//! errors and retries, the certificate section and the thresholds' verdicts.
+//! errors and retries, the certificate and operator sections and the thresholds' verdicts.
 
 use std::fmt::Write as _;
 
@@ -18,6 +18,10 @@ impl Report {
         if let Some(c) = &self.certificates {
             let _ = writeln!(s);
             s.push_str(&c.to_text());
+        }
+        if let Some(o) = &self.operator {
+            let _ = writeln!(s);
+            s.push_str(&o.to_text());
         }
         if !self.thresholds.is_empty() {
             let _ = writeln!(s);
@@ -47,6 +51,18 @@ impl Report {
         }
         if let Some(shard) = &self.shard {
             let _ = writeln!(s, "shard {shard} of the fleet");
+        }
+        if let Some(b) = &self.start_barrier {
+            let _ = match b.late_shards.is_empty() {
+                true => writeln!(s, "start barrier {}: on time", b.at),
+                false => writeln!(
+                    s,
+                    "start barrier {}: {} late by up to {:.3} s (their devices count as late)",
+                    b.at,
+                    b.late_shards.join(", "),
+                    b.late_seconds
+                ),
+            };
         }
         let d = &self.devices;
         let _ = writeln!(

@@ -55,7 +55,8 @@ pub enum Step {
 
 /// `fleet.limits`: ceilings for the whole fleet (divided among shards), e.g. to stay under a
 /// hub's quota. A limit never schedules anything: work over it waits, and the wait is timed as
-/// `limit.enrolment`, `limit.connect` or `limit.publish`.
+/// `limit.enrolment`, `limit.connect`, `limit.publish`, `limit.method`, `limit.twin_update` or
+/// `limit.twin_read`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -68,6 +69,16 @@ pub struct Limits {
     /// Telemetry messages per unit of time.
     #[serde(default)]
     pub publishes: Option<Rate>,
+    /// Direct methods the operator invokes per unit of time (S1: 160 KB/s per unit, 4 KB a
+    /// call, so 40/s).
+    #[serde(default)]
+    pub methods: Option<Rate>,
+    /// Twin updates (desired-property patches) per unit of time (S1: 50/s).
+    #[serde(default)]
+    pub twin_updates: Option<Rate>,
+    /// Twin reads (the operator's polls for acknowledgements) per unit of time (S1: 100/s).
+    #[serde(default)]
+    pub twin_reads: Option<Rate>,
 }
 
 impl Arrival {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::arrival::Arrival;
+use super::behaviour::Behaviour;
 pub use super::certificate::CohortCertificate;
 use super::device::IdPattern;
 pub use super::telemetry::CohortTelemetry;
@@ -37,6 +38,9 @@ pub struct Cohort {
     pub certificate: CohortCertificate,
     #[serde(default)]
     pub telemetry: CohortTelemetry,
+    /// How this cohort's devices answer the cloud: each field given replaces the top level's.
+    #[serde(default, skip_serializing_if = "Behaviour::is_empty")]
+    pub behaviour: Behaviour,
     /// This cohort's own arrival process; without it, the cohort's devices arrive through the
     /// fleet's, interleaved with the other cohorts that have none.
     #[serde(default)]
@@ -171,6 +175,7 @@ mod tests {
                 id_pattern: None,
                 certificate: CohortCertificate::default(),
                 telemetry: CohortTelemetry::default(),
+                behaviour: Behaviour::default(),
                 arrival: None,
             },
             unknown,

@@ -6,11 +6,14 @@
 //! [`parse`], so the YAML crate (serde-saphyr) can be swapped without touching the rest.
 
 pub mod arrival;
+pub mod behaviour;
 mod certificate;
 pub mod cohort;
+pub mod delay;
 mod device;
 pub mod events;
 mod generators;
+pub mod placeholders;
 pub mod schedule;
 mod size;
 mod target;
@@ -26,10 +29,12 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 pub use arrival::{Arrival, Limits};
+pub use behaviour::Behaviour;
 pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
+pub use delay::Delay;
 pub use device::{DeviceTransportKind, IdPattern, Qos, Registration};
-pub use events::{Event, RevokeMethod, Swap};
+pub use events::{Action, Event, RevokeMethod, Swap};
 pub use target::*;
 pub use telemetry::{Payload, Telemetry, TelemetrySettings};
 pub use thresholds::Threshold;
@@ -60,6 +65,10 @@ pub struct Scenario {
     pub certificate: CertificatePolicy,
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// How devices answer the cloud: subscriptions, reported properties, direct methods,
+    /// desired properties (see [`behaviour`]).
+    #[serde(default, skip_serializing_if = "Behaviour::is_empty")]
+    pub behaviour: Behaviour,
     /// What the run writes while it runs, besides the final report.
     #[serde(default)]
     pub report: ReportSettings,
@@ -67,7 +76,8 @@ pub struct Scenario {
     /// run` exits with status 1.
     #[serde(default)]
     pub thresholds: Vec<Threshold>,
-    /// Timed events, such as revoking a share of the fleet (see [`events`]).
+    /// Timed events: revoking a share of the fleet, direct methods, desired properties, queries
+    /// (see [`events`]).
     #[serde(default)]
     pub events: Vec<Spanned<Event>>,
 }
@@ -178,8 +188,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
     })?;
     validate(&scenario).map_err(|(at, message)| {
         // Errors about something missing have no location of their own: point at its parent key.
+        let parent = match message.starts_with("behaviour") {
+            true => "behaviour",
+            false => "fleet",
+        };
         let (line, column) = match at == serde_saphyr::Location::UNKNOWN {
-            true => key_position(text, "fleet"),
+            true => key_position(text, parent),
             false => (at.line(), at.column()),
         };
         ScenarioError::Invalid {
@@ -260,6 +274,21 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
         ));
     }
     if let Target::Embedded(e) = &s.target.value
+        && let Some(sku) = e.hub.sku
+        && !sku.limits().has_cloud_to_device()
+        && (s.behaviours().iter().any(|b| !b.is_empty())
+            || s.events
+                .iter()
+                .any(|e| !matches!(e.value.action(), Some(Action::Revoke { .. }))))
+    {
+        return Err((
+            s.target.referenced,
+            format!(
+                "hub.sku {sku} is a basic tier: it has no twins, direct methods or cloud-to-device messages, so behaviour and method, desired and query events need a standard tier (S1, S2, S3) or F1"
+            ),
+        ));
+    }
+    if let Target::Embedded(e) = &s.target.value
         && s.certificate.validity_days.get() > e.ca.max_cert_life_days
     {
         return Err((
@@ -273,22 +302,23 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     Ok(())
 }
 
-/// Rules for events: each event's `at` falls inside the duration, and self-revocation has an RSA
-/// key to sign with.
+/// Rules for events: each is one thing, well formed ([`events::validate`]), falls inside the
+/// duration, and self-revocation has an RSA key to sign with.
 fn validate_events(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     let rsa = s.certificate_policies().iter().all(|c| c.signs_jwt());
-    if let Some(e) = s
-        .events
-        .iter()
-        .find(|e| e.value.method == RevokeMethod::SelfRevoke)
-        && !rsa
-    {
-        return Err((
-            e.referenced,
-            "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key (of every cohort) must be rsa-2048, rsa-3072 or rsa-4096".into(),
-        ));
-    }
     for e in &s.events {
+        events::validate(&e.value, e.referenced)?;
+        if let Some(Action::Revoke {
+            method: RevokeMethod::SelfRevoke,
+            ..
+        }) = e.value.action()
+            && !rsa
+        {
+            return Err((
+                e.referenced,
+                "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key (of every cohort) must be rsa-2048, rsa-3072 or rsa-4096".into(),
+            ));
+        }
         if e.value.at.0 >= s.duration.0 {
             return Err((
                 e.referenced,
@@ -327,9 +357,12 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
         }
     }
     cohort::validate(f.devices.get(), &f.cohorts)?;
+    behaviour::validate(&s.behaviour, "", serde_saphyr::Location::UNKNOWN)?;
     for c in &f.cohorts {
-        let policy = s.certificate.for_cohort(&c.value.certificate);
         let prefix = format!("cohort {:?}: ", c.value.name);
+        let b = s.behaviour.for_cohort(&c.value.behaviour);
+        behaviour::validate(&b, &prefix, c.referenced)?;
+        let policy = s.certificate.for_cohort(&c.value.certificate);
         certificate::validate(&policy, &prefix, c.referenced)?;
         telemetry::validate(
             &s.telemetry,
@@ -358,6 +391,25 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
 }
 
 impl Scenario {
+    /// Whether any event revokes certificates.
+    pub fn has_revocations(&self) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e.value.action(), Some(Action::Revoke { .. })))
+    }
+
+    /// The behaviour of each cohort, in order (one, the top level's, without cohorts).
+    pub fn behaviours(&self) -> Vec<Behaviour> {
+        if self.fleet.cohorts.is_empty() {
+            return vec![self.behaviour.clone()];
+        }
+        self.fleet
+            .cohorts
+            .iter()
+            .map(|c| self.behaviour.for_cohort(&c.value.behaviour))
+            .collect()
+    }
+
     /// The certificate policy of each cohort, in order (one, the top level's, without cohorts).
     pub fn certificate_policies(&self) -> Vec<CertificatePolicy> {
         if self.fleet.cohorts.is_empty() {

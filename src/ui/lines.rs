@@ -9,15 +9,17 @@ use crate::metrics::{DeviceState, Snapshot};
 pub const EVERY: Duration = Duration::from_secs(5);
 
 /// One progress line: elapsed time, devices per state (revoked ones only once there are some),
-/// messages, errors.
+/// messages, the operator's direct methods by outcome (once there are some), errors.
 pub fn progress_line(snapshot: &Snapshot, elapsed: Duration, planned: u64) -> String {
+    let operator =
+        super::view::operator_summary(snapshot).map_or(String::new(), |o| format!(" | {o}"));
     let state = |st: DeviceState| snapshot.devices.get(st.name()).copied().unwrap_or(0);
     let revoked = match state(DeviceState::Revoked) {
         0 => String::new(),
         n => format!(", {n} revoked"),
     };
     format!(
-        "[{:>6.1}s] devices {}/{} started: {} enrolling, {} connecting, {} online, {} renewing, {} backoff, {} failed{} | msgs {} sent {} acked, {} in {} meters | errors {}",
+        "[{:>6.1}s] devices {}/{} started: {} enrolling, {} connecting, {} online, {} renewing, {} backoff, {} failed{} | msgs {} sent {} acked, {} in {} meters{operator} | errors {}",
         elapsed.as_secs_f64(),
         snapshot.devices.values().sum::<i64>(),
         planned,
@@ -39,7 +41,7 @@ pub fn progress_line(snapshot: &Snapshot, elapsed: Duration, planned: u64) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Phase, Recorder};
+    use crate::metrics::{Outcome, Phase, Recorder};
 
     #[test]
     fn the_line_counts_states_messages_and_errors() {
@@ -63,6 +65,16 @@ mod tests {
         let line = progress_line(&recorder.snapshot(), Duration::from_secs(13), 10);
         assert!(
             line.contains(", 0 online, 0 renewing, 0 backoff, 0 failed, 1 revoked | msgs"),
+            "{line}"
+        );
+        // Once the operator invokes methods, their outcomes join the line.
+        let now = std::time::Instant::now();
+        for outcome in [Outcome::Ok, Outcome::Ok, Outcome::Offline] {
+            recorder.record(Phase::MethodInvoke, outcome, now, now);
+        }
+        let line = progress_line(&recorder.snapshot(), Duration::from_secs(14), 10);
+        assert!(
+            line.contains("2 meters | methods 2 ok, 1 offline | errors 1"),
             "{line}"
         );
     }

@@ -79,6 +79,8 @@ pub struct LiveView {
     mark: Option<(Instant, Counters)>,
     message_history: VecDeque<u64>,
     enrolment_history: VecDeque<u64>,
+    /// The operator's direct methods by outcome, once there are any (see [`operator_summary`]).
+    operator: Option<String>,
 }
 
 impl LiveView {
@@ -98,6 +100,7 @@ impl LiveView {
             mark: None,
             message_history: VecDeque::with_capacity(HISTORY),
             enrolment_history: VecDeque::with_capacity(HISTORY),
+            operator: None,
         }
     }
 
@@ -130,6 +133,7 @@ impl LiveView {
         self.errors = errors;
         self.messages = (s.messages_sent, s.messages_acked, s.messages_failed);
         self.volume = (s.bytes_sent, s.meters_sent);
+        self.operator = operator_summary(s);
 
         let counters = Counters::of(s);
         // The first history point counts from the start of the run.
@@ -183,10 +187,14 @@ impl LiveView {
 
     fn render_header(&self, frame: &mut Frame, area: Rect) {
         let started: i64 = self.states.iter().map(|(_, n)| n).sum();
+        let operator = self
+            .operator
+            .as_ref()
+            .map_or(String::new(), |o| format!("{o}   "));
         let line = Line::from(vec![
             Span::styled(" fleetsim ", Style::new().bold().reversed()),
             Span::raw(format!(
-                " {}   {:.1} s of {:.0} s   {started}/{} devices started   ",
+                " {}   {:.1} s of {:.0} s   {started}/{} devices started   {operator}",
                 self.title,
                 self.elapsed.as_secs_f64(),
                 self.duration.as_secs_f64(),
@@ -279,6 +287,21 @@ impl LiveView {
             )));
         frame.render_widget(table, area);
     }
+}
+
+/// The operator's direct methods by outcome (`methods 20 ok, 3 offline, …`), once any was
+/// invoked; outcomes that did not happen are left out.
+pub fn operator_summary(s: &Snapshot) -> Option<String> {
+    let counts: Vec<String> = Outcome::ALL
+        .iter()
+        .map(|&o| (o, s.count(Phase::MethodInvoke, o)))
+        .filter(|(o, n)| *n > 0 || *o == Outcome::Ok)
+        .map(|(o, n)| format!("{n} {}", o.name()))
+        .collect();
+    let any = Outcome::ALL
+        .iter()
+        .any(|&o| s.count(Phase::MethodInvoke, o) > 0);
+    any.then(|| format!("methods {}", counts.join(", ")))
 }
 
 fn push(history: &mut VecDeque<u64>, value: u64) {

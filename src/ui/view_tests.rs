@@ -156,3 +156,28 @@ fn latencies_read_in_their_unit() {
     assert_eq!(latency(12_345), "12.3ms");
     assert_eq!(latency(1_200_000), "1.20s");
 }
+
+#[test]
+fn the_header_counts_the_operators_methods_by_outcome() {
+    let (recorder, now) = fed();
+    let mut view = LiveView::new("commands", Duration::from_secs(60), 10);
+    view.update(&recorder.snapshot(), now, Duration::from_secs(2));
+    let mut terminal = Terminal::new(TestBackend::new(160, 36)).unwrap();
+    terminal.draw(|frame| view.render(frame)).unwrap();
+    assert!(!row_with(&screen(&terminal), "commands").contains("methods"));
+    for outcome in [
+        Outcome::Ok,
+        Outcome::Ok,
+        Outcome::Timeout,
+        Outcome::Throttled,
+    ] {
+        recorder.record(Phase::MethodInvoke, outcome, now, now);
+    }
+    view.update(&recorder.snapshot(), now, Duration::from_secs(3));
+    terminal.draw(|frame| view.render(frame)).unwrap();
+    let header = screen(&terminal)[0].clone();
+    assert!(
+        header.contains("methods 2 ok, 1 timeout, 1 throttled"),
+        "{header}"
+    );
+}

@@ -49,20 +49,23 @@ async fn a_burst_over_capacity_queues_throttles_and_still_enrols_everyone() {
 async fn client_retries_of_503s_are_counted_and_can_be_turned_off() {
     // Without client retries a device enrols on its own backoff alone (0.5 s doubling, full
     // jitter), and five 503s in a row outlast the 8 s run: at 30% errors one of 40 devices draws
-    // that in roughly one run in ten (40 × 0.3⁵); at 10% it is negligible, and 503s still reach
-    // the devices in practically every run.
-    for (retry, error_rate, expect_retries) in
-        [("[50ms, 100ms, 200ms]", "30%", true), ("[]", "10%", false)]
-    {
+    // that in roughly one run in ten (40 × 0.3⁵). So that case runs 400 devices at 5%: five in a
+    // row happens about once in 8,000 runs (400 × 0.05⁵), and a run in which none of the 400
+    // issue requests meets a 503 once in 10⁹ (0.95⁴⁰⁰). (Only ca.issue goes through the CA's
+    // capacity model, so there is one chance per device.)
+    for (retry, error_rate, devices, expect_retries) in [
+        ("[50ms, 100ms, 200ms]", "30%", 40, true),
+        ("[]", "5%", 400, false),
+    ] {
         let text = format!(
-            "name: retries\nduration: 8s\ntarget:\n  embedded:\n    ca:\n      error_rate: {error_rate}\n      client_retry: {retry}\nfleet:\n  devices: 40\n  arrival_rate: 100/s\ntelemetry:\n  interval: 5s\n"
+            "name: retries\nduration: 8s\ntarget:\n  embedded:\n    ca:\n      error_rate: {error_rate}\n      client_retry: {retry}\nfleet:\n  devices: {devices}\n  arrival_rate: 200/s\ntelemetry:\n  interval: 5s\n"
         );
         let scenario = fleetsim::scenario::parse(&text, Path::new("retries.yaml")).unwrap();
         let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
             .await
             .unwrap();
         let r = &outcome.report;
-        assert_eq!(r.devices.enrolled, 40, "{retry}: {:?}", r.errors);
+        assert_eq!(r.devices.enrolled, devices, "{retry}: {:?}", r.errors);
         let retried: u64 = r
             .retries
             .iter()

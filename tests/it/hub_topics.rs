@@ -179,7 +179,8 @@ async fn twin_get_and_reported_patch_answer_on_the_response_topic() {
     ))
     .await;
     match c.recv().await {
-        Some(Packet::Publish(p)) => assert_eq!(p.topic, "$iothub/twin/res/204/?$rid=41&$version=1"),
+        // A new twin's reported properties are at version 1; the first patch makes them 2.
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "$iothub/twin/res/204/?$rid=41&$version=2"),
         other => panic!("expected the PATCH response, got {other:?}"),
     }
     c.send(publish(
@@ -193,7 +194,7 @@ async fn twin_get_and_reported_patch_answer_on_the_response_topic() {
             assert_eq!(p.topic, "$iothub/twin/res/200/?$rid=42");
             let doc: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
             assert_eq!(doc["reported"]["firmware"], "2.1");
-            assert_eq!(doc["reported"]["$version"], 1);
+            assert_eq!(doc["reported"]["$version"], 2);
         }
         other => panic!("expected the GET response, got {other:?}"),
     }

@@ -155,6 +155,7 @@ async fn renewals_retry_until_the_deadline_and_expiry_is_counted() {
             ..RenewalPolicy::default()
         },
         control: Default::default(),
+        cloud: None,
         resume: None,
     };
     let stop = CancellationToken::new();

@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
 use super::cbs::Grants;
 use super::codec::{DecodeError, Value};
 use super::eventhub::event_message;
@@ -26,6 +25,7 @@ use super::performatives::{
     self as p, Attach, Flow, Performative, Transfer, decode_performative, encode_value,
 };
 use super::sasl;
+use super::shared::Shared;
 
 /// Our maximum frame size (the peer's may lower what we send).
 pub const MAX_FRAME: u32 = 64 * 1024;

@@ -3,13 +3,13 @@
 //! Event Hub partitions (needs a grant for the entity). Deciding an attach and answering one
 //! delivery live here; the connection engine does the framing and flow control.
 
-use super::Shared;
 use super::c2d::C2dMessage;
 use super::cbs::{self, Grants, resource_of};
 use super::codec::Value;
 use super::eventhub::{self, parse_partition_address};
 use super::message::{self, Message};
 use super::performatives::{Attach, error, terminus_address};
+use super::shared::Shared;
 
 /// What a link is attached to.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,21 +24,21 @@ mod links;
 pub mod message;
 pub mod performatives;
 pub mod sasl;
+mod shared;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
 pub use c2d::{C2dMessage, C2dQueues, C2dRefusal, C2dSink};
 pub use cbs::AccessPolicy;
 pub use eventlog::{EventLog, EventLogConfig};
+pub use shared::Shared;
 
-use super::EmulatorError;
+use super::error::EmulatorError;
+use super::listener::{Listener, Policy};
 use super::tls::ServerPki;
 
 /// Connections served at once; more wait in the listener's backlog.
@@ -53,15 +53,6 @@ pub struct AmqpConfig {
     pub entity: String,
     /// Shared access policies with ServiceConnect.
     pub policies: Vec<AccessPolicy>,
-}
-
-/// What every connection of the endpoint shares.
-pub struct Shared {
-    pub host: String,
-    pub entity: String,
-    pub policies: Vec<AccessPolicy>,
-    pub c2d: Arc<dyn C2dSink>,
-    pub events: Arc<EventLog>,
 }
 
 /// The AMQP endpoint. Cheap to clone.
@@ -110,54 +101,26 @@ impl AmqpEndpoint {
         &self.shared.entity
     }
 
-    /// Serves AMQP over TLS on `listener` until `shutdown`.
+    /// Serves AMQP over TLS on `listener` until `shutdown`, on the emulators' one accept loop.
     pub fn serve(
         &self,
         listener: TcpListener,
         tls: Arc<ServerConfig>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(serve(listener, tls, self.shared.clone(), shutdown))
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    shared: Arc<Shared>,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let acceptor = TlsAcceptor::from(tls);
-    let stop = CancellationToken::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
+        let policy = Policy {
+            max_connections: MAX_CONNECTIONS,
+            ..Policy::default()
         };
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "amqp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, shared, stop) = (acceptor.clone(), shared.clone(), stop.child_token());
-        tokio::spawn(async move {
-            let _slot = slot;
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => connection::run(tls, peer, shared, stop).await,
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "AMQP connection closed: TLS handshake failed")
-                }
-                Err(_) => tracing::warn!(%peer, "AMQP connection closed: TLS handshake timed out"),
-            }
-        });
+        let listener = Listener::new(listener, tls).with_policy(policy);
+        let shared = self.shared.clone();
+        tokio::spawn(listener.serve(shutdown, move |tls, closing| {
+            let peer = tls
+                .get_ref()
+                .0
+                .peer_addr()
+                .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+            connection::run(tls, peer, shared.clone(), closing)
+        }))
     }
-    stop.cancel();
 }

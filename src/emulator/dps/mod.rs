@@ -31,7 +31,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use super::EmulatorError;
+use super::error::EmulatorError;
 use super::listener::Listener;
 use super::tls::{ServerPki, client_cert_config};
 use crate::iothub::ConnectionString;

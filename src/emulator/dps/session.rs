@@ -10,9 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use percent_encoding::percent_decode_str;
 use rumqttc::mqttbytes::QoS;
-use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode,
-};
+use rumqttc::mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish};
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registration::{self, Reply};
 use super::state::DpsState;
-use crate::emulator::mqtt_wire::{read_packet, write_packet};
+use crate::emulator::mqtt_wire::{read_packet, suback, write_packet};
 
 /// DPS's 96 KB message limit plus room for the topic.
 const MAX_PACKET: usize = 96 * 1024 + 1024;
@@ -228,15 +226,7 @@ fn answer(state: &Arc<DpsState>, device: &mut Device, packet: Packet) -> Option<
     let replies = match packet {
         Packet::Subscribe(s) if s.filters.iter().all(|f| f.path == RESPONSE_FILTER) => {
             device.subscribed = true;
-            let codes = s
-                .filters
-                .iter()
-                .map(|f| match f.qos {
-                    QoS::AtMostOnce => SubscribeReasonCode::Success(QoS::AtMostOnce),
-                    _ => SubscribeReasonCode::Success(QoS::AtLeastOnce),
-                })
-                .collect();
-            vec![Packet::SubAck(SubAck::new(s.pkid, codes))]
+            vec![suback(&s)]
         }
         Packet::Publish(p) if p.qos != QoS::ExactlyOnce => {
             let Some(request) = parse_request(&p.topic) else {

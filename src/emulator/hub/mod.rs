@@ -1,23 +1,36 @@
 //! The embedded IoT Hub emulator: an MQTT 3.1.1 device endpoint over TLS (`mqtt`) and over
-//! WebSocket ([`crate::emulator::websocket`]) written on tokio-rustls and rumqttc's codec; the registry REST API
-//! (`registry`) authorised by SAS or Azure AD tokens (shared REST pieces in `rest`); CA
-//! upload (`admin`); twins ([`twin`]); and the SKU's throttles and daily quota ([`throttle`]).
-//! The endpoints work on one `state::HubState`; this file builds it and serves the endpoints on
-//! the emulators' accept loop ([`crate::emulator::listener`]). Files import one way: the
-//! endpoints use `state`, `auth` and `rest`, never this file.
+//! WebSocket ([`crate::emulator::websocket`]) written on tokio-rustls and rumqttc's codec; the
+//! registry REST API (`registry`) authorised by SAS or Azure AD tokens (shared REST pieces in
+//! `rest`); CA upload (`admin`); the service side: twins and statistics (`service`), direct
+//! methods (`methods`, waiting calls in `pending`), queries (`query_api` over the query language
+//! in [`query`]); twins ([`twin`], the device's side in `device_twin`); and the SKU's throttles
+//! and daily quota ([`throttle`]). The endpoints work on one `state::HubState`; what the cloud
+//! side pushes to a live connection goes through its `outbox`. This file builds the state and
+//! serves the endpoints on the emulators' accept loop ([`crate::emulator::listener`]). Files
+//! import one way: the endpoints use `state`, `auth` and `rest`, never this file.
 //!
 //! It keeps per-device counters (messages, bytes and 4 KB meters received, connects, drops, the
 //! serial of every certificate a device connected with, and the properties of its last message)
-//! so a run's "sent/acked" can be checked against what the hub actually received.
+//! so a run's "sent/acked" can be checked against what the hub actually received, and
+//! service-side counters (methods, desired pushes, queries, throttled requests per class) in
+//! [`HubStats`].
 
 mod admin;
 mod auth;
+mod device_twin;
+mod methods;
 mod mqtt;
+mod outbox;
+mod pending;
+pub mod query;
+mod query_api;
 mod registry;
 mod rest;
+mod service;
 mod state;
 pub mod throttle;
 pub mod twin;
+mod twin_view;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -95,6 +108,43 @@ pub struct HubStats {
     pub throttled: u64,
     /// TLS handshakes that failed or timed out, on any of the hub's endpoints.
     pub tls_handshakes_failed: u64,
+    /// Devices connected right now.
+    pub connected: u64,
+    /// Direct-method calls past validation and throttling.
+    pub methods_invoked: u64,
+    /// Calls the device answered (200 to the service, whatever the device's status).
+    pub methods_answered: u64,
+    /// Calls the device did not answer in time (504101).
+    pub methods_timed_out: u64,
+    /// Calls to a device not connected and subscribed within the connect timeout (404103).
+    pub methods_offline: u64,
+    /// Device answers the hub could not pass on (502: not JSON, bad status, too large).
+    pub method_responses_malformed: u64,
+    /// Device answers for no waiting call (unknown, late or another device's request id).
+    pub method_responses_unmatched: u64,
+    /// Calls waiting for their device's answer right now.
+    pub methods_waiting: u64,
+    /// Desired-property notifications sent to connected devices.
+    pub desired_pushed: u64,
+    /// Notifications and method requests not delivered: the connection's queue was full.
+    pub pushes_dropped: u64,
+    /// Twin reads served (service GET, device GET).
+    pub twin_reads: u64,
+    /// Twin updates applied (service PATCH/PUT, device reported PATCH).
+    pub twin_updates: u64,
+    /// Queries answered.
+    pub queries: u64,
+    /// Queries refused with 400 (syntax, paging headers, body).
+    pub queries_invalid: u64,
+    /// Requests refused for IoT Hub's size limits (method payloads, twin sections).
+    pub too_large: u64,
+    /// Twin updates refused as malformed (not JSON, not an object, bad keys, too deep).
+    pub invalid_updates: u64,
+    /// Requests refused by each throttle (all included in `throttled`).
+    pub throttled_twin_reads: u64,
+    pub throttled_twin_updates: u64,
+    pub throttled_methods: u64,
+    pub throttled_queries: u64,
 }
 
 /// A hub emulator. Cheap to clone; serve it with [`HubEmulator::serve_mqtt`] and
@@ -126,6 +176,9 @@ impl HubEmulator {
                     verifier: None,
                 }),
                 live: Mutex::new(HashMap::new()),
+                presence: tokio::sync::Notify::new(),
+                methods: pending::Pending::default(),
+                service: state::ServiceCounters::default(),
                 next_connection: AtomicU64::new(1),
                 etag_counter: AtomicU64::new(1),
                 tokens,
@@ -197,13 +250,8 @@ impl HubEmulator {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let identity = pki.issue_for(&listener, &[self.state.host_name.as_str(), "localhost"])?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(Arc::new(crate::emulator::tls::RequestClientCert::new()))
-            .with_single_cert(identity.chain, identity.key)?;
-        let listener =
-            Listener::new(listener, Arc::new(config)).counting(self.state.listeners.clone());
+        let config = crate::emulator::tls::client_cert_config(identity)?;
+        let listener = Listener::new(listener, config).counting(self.state.listeners.clone());
         let state = self.state.clone();
         Ok(tokio::spawn(
             listener.serve(shutdown, move |tls, closing| {
@@ -221,7 +269,11 @@ impl HubEmulator {
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let names = [self.state.host_name.as_str(), "localhost"];
         let counters = self.state.listeners.clone();
-        let router = registry::router(self.state.clone());
+        let router = registry::routes()
+            .merge(service::routes())
+            .merge(methods::routes())
+            .merge(query_api::routes())
+            .with_state(self.state.clone());
         spawn_https(listener, pki, &names, counters, router, shutdown)
     }
 
@@ -250,10 +302,37 @@ impl HubEmulator {
             s.refused += c.refused.load(Ordering::Relaxed);
             s.drops += c.drops.load(Ordering::Relaxed);
         }
-        s.throttled = self.state.throttles.throttled.load(Ordering::Relaxed);
+        let throttles = &self.state.throttles;
+        s.throttled = throttles.throttled.load(Ordering::Relaxed);
+        s.throttled_twin_reads = throttles.throttled(throttle::Class::TwinRead);
+        s.throttled_twin_updates = throttles.throttled(throttle::Class::TwinUpdate);
+        s.throttled_methods = throttles.throttled(throttle::Class::DirectMethod);
+        s.throttled_queries = throttles.throttled(throttle::Class::Query);
         s.tls_handshakes_failed = self.state.listeners.snapshot().handshakes_failed;
         s.devices_registered = lock(&self.state.devices).len() as u64;
+        s.connected = lock(&self.state.live).len() as u64;
+        self.service_stats(&mut s);
         s
+    }
+
+    fn service_stats(&self, s: &mut HubStats) {
+        let c = &self.state.service;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        s.methods_invoked = get(&c.methods_invoked);
+        s.methods_answered = get(&c.methods_answered);
+        s.methods_timed_out = get(&c.methods_timed_out);
+        s.methods_offline = get(&c.methods_offline);
+        s.method_responses_malformed = get(&c.method_responses_malformed);
+        s.method_responses_unmatched = get(&c.method_responses_unmatched);
+        s.methods_waiting = self.state.methods.len() as u64;
+        s.desired_pushed = get(&c.desired_pushed);
+        s.pushes_dropped = get(&c.pushes_dropped);
+        s.twin_reads = get(&c.twin_reads);
+        s.twin_updates = get(&c.twin_updates);
+        s.queries = get(&c.queries);
+        s.queries_invalid = get(&c.queries_invalid);
+        s.too_large = get(&c.too_large);
+        s.invalid_updates = get(&c.invalid_updates);
     }
 
     /// Sends every registry change to `journal` from now on (set once).
@@ -291,9 +370,10 @@ impl HubEmulator {
         lock(&self.state.live).contains_key(device_id)
     }
 
-    /// The registry entry of `device_id`.
+    /// The registry entry of `device_id`, with its connection state as the REST API shows it.
     pub fn device(&self, device_id: &str) -> Option<Device> {
-        lock(&self.state.devices).get(device_id).cloned()
+        let device = lock(&self.state.devices).get(device_id).cloned()?;
+        Some(self.state.device_view(&device))
     }
 }
 

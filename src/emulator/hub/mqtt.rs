@@ -1,5 +1,9 @@
 //! The hub's MQTT 3.1.1 endpoint (on the emulators' accept loop): CONNECT authorisation, telemetry with PUBACK,
-//! keep-alive at 1.5× the client's value, one live connection per device.
+//! keep-alive at 1.5× the client's value, one live connection per device. A session is named
+//! steps: [`connect`], [`Live::register`], [`Live::serve`] (the device's packets, and what the
+//! cloud side pushes through the connection's [`Outbox`]: desired-property notifications and
+//! direct-method requests), [`Live::end`]. Twin requests go to [`super::device_twin`], method
+//! answers to [`super::methods`].
 //!
 //! IoT Hub answers protocol violations by closing the connection (MQTT 3.1.1 has no server-side
 //! DISCONNECT): QoS 2, a topic that is not the device's own, and packets over 256 KB all do that.
@@ -11,18 +15,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, SubAck, Subscribe,
-    SubscribeReasonCode,
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, Publish, Subscribe,
 };
-use rumqttc::mqttbytes::{Error as CodecError, QoS};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Admitted, authorize};
-use super::state::{DeviceCounters, HubState};
+use super::device_twin::{self, Outcome};
+use super::outbox::{Outbox, Subscription};
+use super::state::{DeviceCounters, HubState, LiveEntry, bump, now_ms};
 use super::throttle::{Admission, Class};
-use crate::emulator::mqtt_wire::{read_packet, write_packet};
+use crate::emulator::mqtt_wire::{read_packet, suback, write_packet};
 use crate::iothub::topics;
 use crate::sync::lock;
 
@@ -130,6 +135,7 @@ struct Live<'a> {
     conn_id: u64,
     /// Cancelled when this connection is dropped: by a newer one, disabling or shutdown.
     dropped: CancellationToken,
+    outbox: Arc<Outbox>,
     subscriptions: usize,
     twin_subscribed: bool,
 }
@@ -141,11 +147,19 @@ impl<'a> Live<'a> {
         let counters = state.counters(&device);
         let conn_id = state.next_connection.fetch_add(1, Ordering::Relaxed);
         let dropped = stop.child_token();
-        let previous = lock(&state.live).insert(device.clone(), (conn_id, dropped.clone()));
-        if let Some((_, previous)) = previous {
-            previous.cancel();
+        let outbox = Arc::new(Outbox::default());
+        let entry = LiveEntry {
+            conn_id,
+            dropped: dropped.clone(),
+            outbox: outbox.clone(),
+        };
+        let previous = lock(&state.live).insert(device.clone(), entry);
+        if let Some(previous) = previous {
+            previous.dropped.cancel();
         }
         counters.connects.fetch_add(1, Ordering::Relaxed);
+        counters.state_changed_ms.store(now_ms(), Ordering::Relaxed);
+        counters.touch();
         if let Some(serial) = admitted.cert_serial {
             lock(&counters.cert_serials).push(serial);
         }
@@ -155,34 +169,40 @@ impl<'a> Live<'a> {
             counters,
             conn_id,
             dropped,
+            outbox,
             subscriptions: 0,
             twin_subscribed: false,
         }
     }
 
     /// Answers packets until the connection ends; true if the device disconnected cleanly.
+    /// Between packets it writes what the cloud side pushed. Keep-alive counts only the
+    /// device's packets.
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         tls: &mut S,
         buf: &mut BytesMut,
         keep_alive: Option<Duration>,
     ) -> bool {
+        let far = Duration::from_secs(86_400 * 365);
+        let mut deadline = tokio::time::Instant::now() + keep_alive.unwrap_or(far);
         loop {
-            let next = async {
-                match keep_alive {
-                    Some(limit) => tokio::time::timeout(limit, read_packet(tls, buf, MAX_PACKET))
-                        .await
-                        .unwrap_or(Err(CodecError::InsufficientBytes(0))),
-                    None => read_packet(tls, buf, MAX_PACKET).await,
-                }
-            };
             let packet = tokio::select! {
                 _ = self.dropped.cancelled() => return false,
-                p = next => match p {
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = self.outbox.ready() => {
+                    if !self.write_pushed(tls).await {
+                        return false;
+                    }
+                    continue;
+                }
+                // Cancel-safe: a partly read packet stays in `buf` for the next round.
+                p = read_packet(tls, buf, MAX_PACKET) => match p {
                     Ok(p) => p,
                     Err(_) => return false,
                 },
             };
+            deadline = tokio::time::Instant::now() + keep_alive.unwrap_or(far);
             let replies = match self.handle(packet).await {
                 Step::Reply(replies) => replies,
                 Step::Close => return false,
@@ -194,6 +214,16 @@ impl<'a> Live<'a> {
                 }
             }
         }
+    }
+
+    /// Writes what the cloud side queued (QoS 0, as IoT Hub sends methods and notifications).
+    async fn write_pushed<S: AsyncWrite + Unpin>(&mut self, tls: &mut S) -> bool {
+        for publish in self.outbox.take() {
+            if write_packet(tls, Packet::Publish(publish)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     async fn handle(&mut self, packet: Packet) -> Step {
@@ -217,24 +247,51 @@ impl<'a> Live<'a> {
         }
         let cloud_to_device = self.state.throttles.limits.cloud_to_device;
         if cloud_to_device && p.topic.starts_with("$iothub/twin/") {
-            let answer = {
-                let mut twins = lock(&self.state.twins);
-                super::twin::handle(&mut twins, &self.device, &p.topic, &p.payload)
-            };
-            let Some((topic, body)) = answer else {
+            let Some(request) = device_twin::parse(&p.topic) else {
                 return Step::Close;
             };
-            // IoT Hub only answers devices that subscribed to the response topic.
-            let response = self
-                .twin_subscribed
-                .then(|| Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body)));
+            let response = self.twin(request, &p.payload).await;
             return Step::Reply(puback.into_iter().chain(response).collect());
         }
-        if cloud_to_device && p.topic.starts_with("$iothub/methods/res/") {
+        if cloud_to_device && p.topic.starts_with(super::methods::RESPONSE_PREFIX) {
+            self.counters.touch();
+            super::methods::device_answered(self.state, &self.device, &p.topic, &p.payload);
             return Step::Reply(puback.into_iter().collect());
         }
         tracing::debug!(device = %self.device, topic = %p.topic, "publish to a topic the device may not use");
         Step::Close
+    }
+
+    /// A twin GET or reported PATCH: through its throttle (held back, or answered 429), then
+    /// answered from the twin store. IoT Hub only answers devices subscribed to the response
+    /// topic.
+    async fn twin(&mut self, request: device_twin::Request<'_>, payload: &[u8]) -> Option<Packet> {
+        self.counters.touch();
+        let class = match request {
+            device_twin::Request::Get { .. } => Class::TwinRead,
+            device_twin::Request::PatchReported { .. } => Class::TwinUpdate,
+        };
+        let (topic, body) = if wait_for(self.state.throttles.admit(class)).await {
+            let (topic, body, outcome) = {
+                let mut twins = lock(&self.state.twins);
+                device_twin::answer(&mut twins, &self.device, request, payload)
+            };
+            let counters = &self.state.service;
+            match outcome {
+                Outcome::Read => bump(&counters.twin_reads),
+                Outcome::Updated => bump(&counters.twin_updates),
+                Outcome::InvalidJson => bump(&counters.invalid_updates),
+                Outcome::Refused(super::twin::TwinError::TooLarge { .. }) => {
+                    bump(&counters.too_large)
+                }
+                Outcome::Refused(_) => bump(&counters.invalid_updates),
+            }
+            (topic, body)
+        } else {
+            (device_twin::response_topic(429, request.rid()), Vec::new())
+        };
+        self.twin_subscribed
+            .then(|| Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body)))
     }
 
     /// Device-to-cloud telemetry: charged to the daily quota by IoT Hub's size (spent: the hub
@@ -257,6 +314,7 @@ impl<'a> Live<'a> {
             return Step::Close;
         }
         self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        self.counters.touch();
         let bytes = p.payload.len() as u64;
         self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
         let meters = topics::meters(size, throttles.meter_bytes());
@@ -285,17 +343,21 @@ impl<'a> Live<'a> {
         if !allowed || self.subscriptions > MAX_SUBSCRIPTIONS {
             return Step::Close;
         }
-        self.twin_subscribed |= s.filters.iter().any(|f| f.path == "$iothub/twin/res/#");
-        // IoT Hub grants QoS 0 or 1, never 2.
-        let codes = s
-            .filters
-            .iter()
-            .map(|f| match f.qos {
-                QoS::AtMostOnce => SubscribeReasonCode::Success(QoS::AtMostOnce),
-                _ => SubscribeReasonCode::Success(QoS::AtLeastOnce),
-            })
-            .collect();
-        Step::Reply(vec![Packet::SubAck(SubAck::new(s.pkid, codes))])
+        for f in &s.filters {
+            match f.path.as_str() {
+                "$iothub/twin/res/#" => self.twin_subscribed = true,
+                "$iothub/twin/PATCH/properties/desired/#" => {
+                    self.outbox.subscribe(Subscription::Desired)
+                }
+                "$iothub/methods/POST/#" => {
+                    self.outbox.subscribe(Subscription::Methods);
+                    // Calls waiting for this device to come online look again.
+                    self.state.presence.notify_waiters();
+                }
+                _ => {}
+            }
+        }
+        Step::Reply(vec![suback(s)])
     }
 
     /// Counts a drop unless the device left cleanly, and gives up the live slot if still ours.
@@ -304,11 +366,17 @@ impl<'a> Live<'a> {
             self.counters.drops.fetch_add(1, Ordering::Relaxed);
         }
         let mut live = lock(&self.state.live);
-        if live
-            .get(&self.device)
-            .is_some_and(|(id, _)| *id == self.conn_id)
-        {
-            live.remove(&self.device);
+        let disconnected = match live.get(&self.device) {
+            Some(e) if e.conn_id == self.conn_id => live.remove(&self.device).is_some(),
+            // A newer connection took over: the device stays connected.
+            Some(_) => false,
+            // Dropped by disabling or deleting the device.
+            None => true,
+        };
+        drop(live);
+        if disconnected {
+            let now = now_ms();
+            self.counters.state_changed_ms.store(now, Ordering::Relaxed);
         }
     }
 }

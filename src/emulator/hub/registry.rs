@@ -9,19 +9,21 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use base64::Engine;
 
-use super::rest::{ApiVersion, admit, argument_invalid, error};
+use super::rest::{
+    ApiVersion, admit, argument_invalid, device_not_found, error, etag_mismatch, if_match,
+};
 use super::state::HubState;
 use crate::iothub::identity::{
     BULK_MAX, BulkError, BulkResult, Device, DeviceStatus, ExportImportDevice, ImportMode,
 };
 use crate::sync::lock;
 
-pub(super) fn router(state: Arc<HubState>) -> axum::Router {
+pub(super) fn routes() -> axum::Router<Arc<HubState>> {
     axum::Router::new()
         .route(
             "/devices/{id}",
@@ -29,36 +31,9 @@ pub(super) fn router(state: Arc<HubState>) -> axum::Router {
         )
         .route("/devices", post(bulk))
         .route("/certificates/{name}", put(super::admin::upload_ca))
-        .with_state(state)
 }
 
-fn device_not_found(id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        404001,
-        "DeviceNotFound",
-        &format!("Device {id} not found."),
-    )
-}
-
-fn etag_mismatch() -> Response {
-    error(
-        StatusCode::PRECONDITION_FAILED,
-        412001,
-        "PreconditionFailed",
-        "ETag mismatch",
-    )
-}
-
-/// The `If-Match` header's etag, without quotes.
-fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().trim_matches('"').to_string())
-}
-
-fn valid_device_id(id: &str) -> bool {
+pub(super) fn valid_device_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
             .chars()
@@ -120,7 +95,7 @@ async fn put_device(
         // Disabling a connected device drops it, as IoT Hub does.
         state.drop_connection(&id);
     }
-    Json(device).into_response()
+    Json(state.device_view(&device)).into_response()
 }
 
 /// Creates `id` as an enabled CA-authenticated device, or makes the existing identity one (as
@@ -164,8 +139,9 @@ async fn get_device(
     if let Err(r) = admit(&state, &headers, &query, &format!("devices/{id}")).await {
         return *r;
     }
-    match lock(&state.devices).get(&id) {
-        Some(d) => Json(d.clone()).into_response(),
+    let device = lock(&state.devices).get(&id).cloned();
+    match device {
+        Some(d) => Json(state.device_view(&d)).into_response(),
         None => device_not_found(&id),
     }
 }
@@ -191,6 +167,8 @@ async fn delete_device(
     }
     devices.remove(&id);
     drop(devices);
+    // The twin goes with the identity: a device created again under this id starts afresh.
+    lock(&state.twins).remove(&id);
     state.journal_device(&id);
     state.drop_connection(&id);
     StatusCode::NO_CONTENT.into_response()
@@ -228,6 +206,9 @@ async fn bulk(
         state.journal_device(id);
     }
     for id in dropped {
+        if !lock(&state.devices).contains_key(&id) {
+            lock(&state.twins).remove(&id);
+        }
         state.drop_connection(&id);
     }
     let result = BulkResult {

@@ -1,11 +1,16 @@
 //! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
 //! child processes bounded in time ([`process`]).
 
+mod broker;
 mod hosts;
+pub mod kube;
 mod process;
+mod service;
 
+pub use broker::{BrokerSession, ScriptedBroker};
 pub use hosts::map_host;
 pub use process::{Watched, output_within, python, scratch_dir};
+pub use service::{Answer, Service};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -216,6 +221,68 @@ impl RawMqtt {
             }
         }
     }
+}
+
+impl RawMqtt {
+    /// Subscribes to `filters` (QoS 0) and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filters: &[&str]) {
+        use rumqttc::mqttbytes::QoS;
+        use rumqttc::mqttbytes::v4::{Packet, Subscribe, SubscribeFilter};
+        let filters: Vec<_> = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtMostOnce))
+            .collect();
+        let mut sub = Subscribe::new_many(filters);
+        sub.pkid = 1;
+        self.send(Packet::Subscribe(sub)).await;
+        match self.recv().await {
+            Some(Packet::SubAck(_)) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Publishes `payload` on `topic` at QoS 0.
+    pub async fn publish(&mut self, topic: &str, payload: &[u8]) {
+        use rumqttc::mqttbytes::QoS;
+        use rumqttc::mqttbytes::v4::{Packet, Publish};
+        let p = Publish::new(topic, QoS::AtMostOnce, payload.to_vec());
+        self.send(Packet::Publish(p)).await;
+    }
+
+    /// The next PUBLISH from the hub (other packets skipped); fails the test on a close or after
+    /// 10 s.
+    pub async fn next_publish(&mut self) -> rumqttc::mqttbytes::v4::Publish {
+        use rumqttc::mqttbytes::v4::Packet;
+        loop {
+            match self.recv().await {
+                Some(Packet::Publish(p)) => return p,
+                Some(_) => continue,
+                None => panic!("the hub closed the connection"),
+            }
+        }
+    }
+
+    /// Whether a packet arrives within `limit` (`Some(None)`: the hub closed the connection).
+    pub async fn recv_within(
+        &mut self,
+        limit: Duration,
+    ) -> Option<Option<rumqttc::mqttbytes::v4::Packet>> {
+        tokio::time::timeout(limit, self.recv()).await.ok()
+    }
+}
+
+/// A registered, enrolled device connected over a bare MQTT client (keep-alive 60 s).
+pub async fn online(e: &Emulators, id: &str) -> RawMqtt {
+    use fleetsim::device::DeviceRegistry;
+    let ca = ezca(e).await;
+    fleetsim::device::adapters::HubRegistry(registry(e))
+        .register(id)
+        .await
+        .expect("register");
+    let (key, issued) = enrol(&ca, id).await;
+    let (client, code) = RawMqtt::connect(e, id, &issued, &key, 60).await;
+    assert_eq!(code, rumqttc::mqttbytes::v4::ConnectReturnCode::Success);
+    client
 }
 
 /// CaID of the emulator's ECDSA issuing CA (it also runs an RSA one).

@@ -1,0 +1,120 @@
+//! Microsoft's unmodified Python SDKs against `fleetsim emulate`'s hub: azure-iot-hub 2.7 as the
+//! operator and azure-iot-device 2.14 as the device (`tests/peers/hub_service.py`). Twin reported
+//! and desired round trip, a direct method answered by the SDK device, service and registry
+//! statistics, a query, and the device's connection state. The SDKs fix ports 443 (REST) and 8883
+//! (MQTT) and check the host name, so the emulator runs on a loopback address of its own under a
+//! host name of its own, mapped in /etc/hosts.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{self, Watched};
+
+const HOST: &str = "fleetsim-c2d-test.azure-devices.net";
+const IP: [u8; 4] = [127, 0, 15, 1];
+
+/// `fleetsim emulate` serving the hub on IP:443 (REST) and IP:8883 (MQTT) as HOST.
+fn emulate(dir: &std::path::Path) -> Watched {
+    let ip = format!("{}.{}.{}.{}", IP[0], IP[1], IP[2], IP[3]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
+    command
+        .arg("emulate")
+        .args(["--ip", &ip, "--hub-host", HOST, "--no-dps"])
+        .args(["--registry-port", "443", "--mqtt-port", "8883"])
+        .args([
+            "--ca-port",
+            "0",
+            "--websocket-port",
+            "0",
+            "--amqp-port",
+            "0",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped());
+    let mut child = Watched::spawn(&mut command, "fleetsim emulate");
+    child.read_until("ready", Duration::from_secs(60));
+    child
+}
+
+/// What the driver printed, by step.
+fn steps(stdout: &str) -> HashMap<String, Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_str()?.to_string(), v)))
+        .collect()
+}
+
+#[test]
+fn microsofts_sdks_drive_twins_methods_statistics_and_queries() {
+    let python = common::python();
+    common::map_host(HOST, IP);
+    let dir = common::scratch_dir("hub-service-sdk");
+    let _emulate = emulate(&dir);
+    let hub_cs = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
+    let driver =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/hub_service.py");
+    let out = common::output_within(
+        Command::new(python)
+            .arg(driver)
+            .arg("sdk-device-1")
+            .env("FLEETSIM_HUB_CS", hub_cs.trim())
+            .env("FLEETSIM_CA_BUNDLE", dir.join("trust.pem")),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the driver failed:\n{stdout}\n{stderr}"
+    );
+    let s = steps(&stdout);
+    let step = |name: &str| {
+        s.get(name)
+            .unwrap_or_else(|| panic!("no step {name} in:\n{stdout}\n{stderr}"))
+    };
+
+    let twin = step("twin");
+    assert_eq!(twin["connection_state"], "Connected");
+    assert_eq!(twin["reported"]["firmware"], "1.2.3");
+    assert!(twin["status_update_time"].is_string(), "{twin}");
+
+    assert_eq!(step("desired_patched")["desired"]["telemetryInterval"], 5);
+    let round_trip = step("desired_round_trip");
+    assert_eq!(round_trip["device_saw"][0]["telemetryInterval"], 5);
+    assert_eq!(round_trip["device_saw"][0]["$version"], 2);
+    assert_eq!(round_trip["reported"]["telemetryInterval"], 5);
+    assert_eq!(round_trip["reported"]["firmware"], "1.2.3");
+    let device_twin = &step("device_twin")["twin"];
+    assert_eq!(device_twin["desired"]["telemetryInterval"], 5);
+    assert_eq!(device_twin["reported"]["telemetryInterval"], 5);
+
+    let method = step("method");
+    assert_eq!(method["status"], 200);
+    assert_eq!(
+        method["payload"],
+        json!({"echo": {"delay": 2}, "method": "reboot"})
+    );
+
+    let stats = step("statistics");
+    assert_eq!(
+        (stats["connected"].as_u64(), stats["total"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (stats["enabled"].as_u64(), stats["disabled"].as_u64()),
+        (Some(1), Some(0))
+    );
+
+    let query = step("query");
+    assert_eq!(query["type"], "twin");
+    assert_eq!(query["ids"], json!(["sdk-device-1"]));
+    assert!(query["continuation"].is_null(), "{query}");
+
+    assert_eq!(step("device_connected_state")["state"], "Connected");
+    assert_eq!(step("device_disconnected")["state"], "Disconnected");
+}
