@@ -118,7 +118,7 @@ fn summary(s: &mut String, report: &Report) {
         m.acked,
         m.failed,
         m.bytes,
-        super::text::human_bytes(m.bytes),
+        crate::metrics::human_bytes(m.bytes),
         m.meters,
         report.hub.as_ref().map_or(String::new(), |h| format!(
             "<br>hub received: {} messages, {} bytes, {} meters",

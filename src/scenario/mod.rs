@@ -11,6 +11,7 @@ mod certificate;
 pub mod cohort;
 pub mod delay;
 mod device;
+pub mod draw;
 pub mod events;
 mod generators;
 pub mod placeholders;

@@ -23,22 +23,13 @@ impl SizeModel {
         match *self {
             SizeModel::Fixed(n) => n as f64,
             SizeModel::LogNormal { p50, p99 } => {
-                let (mu, sigma) = lognormal_parameters(p50, p99);
+                let (mu, sigma) = super::draw::lognormal_parameters(p50 as f64, p99 as f64);
                 (mu + sigma * sigma / 2.0)
                     .exp()
                     .min(MAX_MESSAGE_BYTES as f64)
             }
         }
     }
-}
-
-/// z of the standard normal's 99th percentile.
-pub const Z99: f64 = 2.326_347_874_040_841;
-
-/// μ and σ of the log-normal whose median is `p50` and 99th percentile `p99`.
-pub fn lognormal_parameters(p50: u64, p99: u64) -> (f64, f64) {
-    let mu = (p50 as f64).ln();
-    (mu, ((p99 as f64).ln() - mu) / Z99)
 }
 
 /// Parses `4KB`, `512B`, `1.5 KB`, `16KiB`, `1MB` or a plain number of bytes.

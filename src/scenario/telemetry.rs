@@ -23,7 +23,7 @@ use super::template::{Above, FieldRef, Generator, Node, Uniform};
 use super::units::Span;
 
 pub use super::schedule::{Jitter, Schedule, Ticks};
-pub use super::size::{MAX_MESSAGE_BYTES, SizeModel, lognormal_parameters, parse_bytes};
+pub use super::size::{MAX_MESSAGE_BYTES, SizeModel, parse_bytes};
 
 /// The top-level `telemetry` section.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -32,7 +32,7 @@ pub fn progress_line(snapshot: &Snapshot, elapsed: Duration, planned: u64) -> St
         revoked,
         snapshot.messages_sent,
         snapshot.messages_acked,
-        super::view::bytes_text(snapshot.bytes_sent),
+        crate::metrics::human_bytes(snapshot.bytes_sent),
         snapshot.meters_sent,
         snapshot.total_errors(),
     )

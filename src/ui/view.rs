@@ -15,7 +15,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, LineGauge, Paragraph, Row, Sparkline, Table};
 
-use crate::metrics::{DeviceState, Outcome, Phase, Snapshot};
+use crate::metrics::{DeviceState, Outcome, Phase, Snapshot, human_bytes};
 
 /// How much history the sparklines keep: one point per second.
 const HISTORY: usize = 60;
@@ -230,11 +230,11 @@ impl LiveView {
             kv("enrolments/s", format!("{:.1}", self.rates.enrolments)),
             kv("connects/s", format!("{:.1}", self.rates.connects)),
             kv("msgs/s", format!("{:.1}", self.rates.messages)),
-            kv("bytes/s", bytes_text(self.rates.bytes as u64)),
+            kv("bytes/s", human_bytes(self.rates.bytes as u64)),
             kv("msgs sent", sent.to_string()),
             kv("msgs acked", acked.to_string()),
             kv("msgs failed", failed.to_string()),
-            kv("bytes sent", bytes_text(bytes)),
+            kv("bytes sent", human_bytes(bytes)),
             kv("4 KB meters", meters.to_string()),
         ];
         let block = Block::bordered().title(" rates (last second) ");
@@ -341,16 +341,6 @@ fn state_color(state: DeviceState) -> Color {
         DeviceState::Backoff => Color::Yellow,
         DeviceState::Done => Color::Gray,
         _ => Color::Blue,
-    }
-}
-
-/// A byte count in the unit that reads best: `812 B`, `12.3 KiB`, `4.5 MiB`.
-pub fn bytes_text(n: u64) -> String {
-    match n {
-        0..1024 => format!("{n} B"),
-        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
-        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
-        _ => format!("{:.2} GiB", n as f64 / 1_073_741_824.0),
     }
 }
 

@@ -144,13 +144,6 @@ fn rates_are_per_second_differences_and_history_is_bounded() {
 }
 
 #[test]
-fn bytes_read_in_their_unit() {
-    assert_eq!(bytes_text(812), "812 B");
-    assert_eq!(bytes_text(12_595), "12.3 KiB");
-    assert_eq!(bytes_text(4_718_592), "4.5 MiB");
-}
-
-#[test]
 fn latencies_read_in_their_unit() {
     assert_eq!(latency(850), "850µs");
     assert_eq!(latency(12_345), "12.3ms");

@@ -9,6 +9,8 @@ use std::path::Path;
 use fleetsim::device::messages::{MessageBuilder, payload_seed};
 use fleetsim::fleet::{self, RunOptions};
 
+use crate::validate::validate;
+
 const FLEET: &str = r#"
 name: telemetry-test
 seed: 11
@@ -177,18 +179,6 @@ async fn an_aligned_schedule_makes_the_herd() {
     // one came, the one before).
     assert!(ticks.len() <= 2, "{ticks:?}");
     assert!(ticks.values().max() >= Some(&20), "{ticks:?}");
-}
-
-fn validate(path: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetsim"))
-        .arg("validate")
-        .arg(path)
-        .output()
-        .expect("runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 #[test]

@@ -7,9 +7,9 @@ use std::borrow::Cow;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
-use super::draw;
 use super::program::{Gen, Op, Program};
 use super::value::{Value, number, write_json};
+use crate::scenario::draw;
 
 /// What one device keeps between its messages.
 pub struct State {

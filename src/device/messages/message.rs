@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use rand::RngCore;
 
-use super::draw;
 use super::eval::{self, Context, State};
 use super::plan::TelemetryPlan;
 use super::program::PropertyValue;
 use super::value;
 use crate::iothub::topics;
 use crate::scenario::Payload;
-use crate::scenario::telemetry::{MAX_MESSAGE_BYTES, SizeModel, lognormal_parameters};
+use crate::scenario::draw::{self, lognormal_parameters};
+use crate::scenario::telemetry::{MAX_MESSAGE_BYTES, SizeModel};
 
 /// A message ready to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +108,7 @@ fn raw(model: &SizeModel, state: &mut State) -> Vec<u8> {
     let len = match *model {
         SizeModel::Fixed(n) => n,
         SizeModel::LogNormal { p50, p99 } => {
-            let (mu, sigma) = lognormal_parameters(p50, p99);
+            let (mu, sigma) = lognormal_parameters(p50 as f64, p99 as f64);
             let x = draw::lognormal(&mut state.rng, mu, sigma).round();
             x.clamp(0.0, MAX_MESSAGE_BYTES as f64) as u64
         }

@@ -6,11 +6,10 @@
 //! [`MessageSchedule`] ([`schedule`]), so the same scenario seed gives every device the same
 //! payload sequence in every run. The step that sends them is `device::telemetry`.
 //!
-//! A leaf of `device`: it imports no step. Inside, the files import one way: `draw` and `value`
-//! are leaves, `program` compiles, `plan` holds a cohort's compiled program, `eval` runs it,
+//! A leaf of `device`: it imports no step. Inside, the files import one way: `value` is a leaf
+//! (random draws come from [`crate::scenario::draw`]), `program` compiles, `plan` holds a cohort's compiled program, `eval` runs it,
 //! `message` builds messages with them; `schedule` stands apart.
 
-mod draw;
 pub mod eval;
 pub mod message;
 mod plan;

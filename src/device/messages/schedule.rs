@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
-use super::draw;
+use crate::scenario::draw;
 use crate::scenario::schedule::{Jitter, Schedule, Ticks};
 
 /// One device's message schedule.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::scenario::draw::mean_and_deviation;
 
 fn spec(yaml: &str) -> Schedule {
     serde_saphyr::from_str(yaml).unwrap()
@@ -18,13 +19,6 @@ fn gaps(s: &mut MessageSchedule, n: usize) -> Vec<f64> {
             gap
         })
         .collect()
-}
-
-fn mean_and_deviation(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, var.sqrt())
 }
 
 #[test]

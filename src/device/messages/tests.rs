@@ -6,6 +6,7 @@ use serde_json::Value as Json;
 
 use super::*;
 use crate::iothub::topics;
+use crate::scenario::draw::mean_and_deviation;
 use crate::scenario::telemetry::{self as section, Telemetry};
 
 /// The plan of a `telemetry:` section written in YAML, checked as `validate` checks it.
@@ -32,13 +33,6 @@ fn column(plan: &Arc<TelemetryPlan>, field: &str, n: usize) -> Vec<f64> {
         .iter()
         .map(|m| json(m)[field].as_f64().unwrap())
         .collect()
-}
-
-fn mean_and_deviation(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, var.sqrt())
 }
 
 const SENSOR: &str = r#"
