@@ -11,8 +11,9 @@
 //!
 //! Layout (see `DESIGN.md` in the shared docs for the full map):
 //! `scenario` → `fleet` → `device` (through the traits in [`device`]) → `ezca`/`iothub` clients;
-//! `emulator` is the other side of the wire; `crypto` and `clock` are shared leaves.
+//! `emulator` is the other side of the wire; `crypto`, `amqp` and `clock` are shared leaves.
 
+pub mod amqp;
 pub mod cli;
 pub mod clock;
 pub mod crypto;

@@ -28,6 +28,9 @@ pub struct CloudBehaviour {
     pub methods: BTreeMap<String, MethodAnswer>,
     /// What the device does with each desired property it knows.
     pub desired: BTreeMap<String, DesiredAction>,
+    /// The shares of C2D messages its application rejects and abandons (fractions).
+    pub c2d_reject: f64,
+    pub c2d_abandon: f64,
 }
 
 /// How the device answers one method.
@@ -66,7 +69,10 @@ impl CloudBehaviour {
             .flatten()
             .map(|(name, m)| (name.clone(), answer(&m.value)))
             .collect();
+        let (c2d_reject, c2d_abandon) = b.c2d.as_ref().map_or((0.0, 0.0), |c| c.value.fractions());
         Some(Self {
+            c2d_reject,
+            c2d_abandon,
             subscriptions,
             reported: b.reported.as_ref().map(|r| Value::Object(r.value.clone())),
             methods,

@@ -10,7 +10,8 @@
 //!   as `method.device` (request received → answer sent), then its effect (reconnect, renew,
 //!   set the interval), which `online` carries out ([`Applied`]);
 //! - a twin answer: a reported patch's `204` closes its `twin.reported` timing (reported PATCH →
-//!   the hub's answer).
+//!   the hub's answer);
+//! - a cloud-to-device message: acknowledged, timed and judged in [`super::c2d`].
 //!
 //! Bad input from the cloud (a topic no feature sends, a request without `$rid`, a payload or
 //! patch that is not JSON, a value it cannot use) is counted under the phase it concerns
@@ -171,8 +172,11 @@ impl<B: Backends> Device<'_, B> {
                 self.twin_response(session, cloud, status, &rid, &delivery.payload)
                     .await
             }
-            Some(CloudMessage::C2d { .. }) => {
-                self.report.cloud.c2d_received += 1;
+            Some(CloudMessage::C2d { properties }) => {
+                let b = &cloud.behaviour;
+                if let Some(kind) = self.c2d_message(properties, b.c2d_reject, b.c2d_abandon) {
+                    self.malformed(Phase::C2dDelivery, kind);
+                }
                 Vec::new()
             }
             None => {
@@ -470,7 +474,9 @@ fn twin_outcome(status: u16) -> Outcome {
 
 /// The phase bad input on `topic` is counted under.
 fn phase_of(topic: &str) -> Phase {
-    if topic.starts_with("$iothub/twin/res/") {
+    if topic.starts_with("devices/") {
+        Phase::C2dDelivery
+    } else if topic.starts_with("$iothub/twin/res/") {
         Phase::TwinReported
     } else if topic.starts_with("$iothub/twin/") {
         Phase::TwinDesired
@@ -502,6 +508,10 @@ mod tests {
         assert_eq!(phase_of("$iothub/twin/res/x"), Phase::TwinReported);
         assert_eq!(phase_of("$iothub/twin/PATCH/x"), Phase::TwinDesired);
         assert_eq!(phase_of("$iothub/methods/POST/x"), Phase::MethodDevice);
+        assert_eq!(
+            phase_of("devices/d/messages/devicebound/%FF"),
+            Phase::C2dDelivery
+        );
     }
 
     #[test]
@@ -511,6 +521,8 @@ mod tests {
             reported: None,
             methods: Default::default(),
             desired: Default::default(),
+            c2d_reject: 0.0,
+            c2d_abandon: 0.0,
         });
         let mut cloud = Cloud::new(behaviour);
         let t0 = Instant::now();

@@ -150,8 +150,12 @@ pub struct CloudReport {
     pub desired_applied: u64,
     /// Reported-property patches the hub accepted.
     pub reported_accepted: u64,
-    /// Cloud-to-device messages received.
+    /// Cloud-to-device messages received (each acknowledged: MQTT cannot refuse one).
     pub c2d_received: u64,
+    /// Of those, the ones the application rejected (`behaviour.c2d.reject`).
+    pub c2d_rejected: u64,
+    /// Of those, the ones the application abandoned (`behaviour.c2d.abandon`).
+    pub c2d_abandoned: u64,
     /// Messages from the cloud it could not use (malformed, unknown topic).
     pub malformed: u64,
     /// The telemetry interval the cloud last set, if it set one.

@@ -20,12 +20,14 @@
 //! Where the next steps go: a provisioning service (DPS) is one more trait in [`backends`]
 //! (an associated type of [`Backends`]) and a step that takes `register`'s place in
 //! `lifecycle`, after the certificate and before the connect; a new kind of cloud-to-device
-//! traffic (C2D messages beyond counting them) is one more case in `cloud`.
+//! traffic is one more case in `cloud`, as C2D messages are ([`c2d`]: what the application makes
+//! of them, `c2d.delivery`).
 
 pub mod adapters;
 pub mod backends;
 pub mod backoff;
 pub mod behaviour;
+pub mod c2d;
 mod cloud;
 mod connect;
 pub mod control;

@@ -176,13 +176,10 @@ fn owner_policy(hub: &HubEmulator) -> (amqp::AccessPolicy, String) {
     (policy, name)
 }
 
-/// The AMQP endpoint of `hub` with its C2D queues (devices must be in the hub's registry).
+/// The AMQP endpoint of `hub`, filling the hub's C2D queues (which its MQTT endpoint delivers).
 fn amqp_endpoint(hub: &HubEmulator) -> (amqp::AmqpEndpoint, std::sync::Arc<amqp::C2dQueues>) {
     let (policy, entity) = owner_policy(hub);
-    let registry = hub.clone();
-    let c2d = std::sync::Arc::new(amqp::C2dQueues::new(Default::default(), move |id| {
-        registry.device(id).is_some()
-    }));
+    let c2d = hub.c2d();
     let config = amqp::AmqpConfig {
         host_name: hub.host_name().to_string(),
         entity,

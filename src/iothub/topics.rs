@@ -7,7 +7,7 @@
 //! the twin and method topics it publishes to, and what a message the hub sends it is
 //! ([`parse_cloud_message`]).
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 use super::sas::push_url_encoded;
 
@@ -90,6 +90,68 @@ pub fn parse_property_bag(bag: &str) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
+/// The application property fleetsim's C2D sender stamps its send time in: Unix epoch
+/// milliseconds as a decimal string. A fleetsim device that receives it records `c2d.delivery`.
+pub const C2D_SENT_AT: &str = "fleetsim-sent-at";
+
+/// What IoT Hub leaves unescaped in a C2D property bag: RFC 3986's unreserved characters (as
+/// Python's `quote(…, safe="")`, which the reference cites).
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `devices/{id}/messages/devicebound/{property_bag}`, as IoT Hub delivers a cloud-to-device
+/// message: keys and values percent-encoded, `$.` of system properties as `%24.`, and a value
+/// rendered `key` (none), `key=` (empty) or `key=value`.
+pub fn c2d_delivery(device_id: &str, properties: &[(&str, Option<&str>)]) -> String {
+    let mut topic = format!("devices/{device_id}/messages/devicebound/");
+    for (i, (k, v)) in properties.iter().enumerate() {
+        if i > 0 {
+            topic.push('&');
+        }
+        match k.strip_prefix("$.") {
+            Some(system) => {
+                topic.push_str("%24.");
+                topic.extend(utf8_percent_encode(system, UNRESERVED));
+            }
+            None => topic.extend(utf8_percent_encode(k, UNRESERVED)),
+        }
+        if let Some(v) = v {
+            topic.push('=');
+            topic.extend(utf8_percent_encode(v, UNRESERVED));
+        }
+    }
+    topic
+}
+
+/// Decodes a C2D property bag, keeping `key` (`None`) apart from `key=` (`Some("")`); `%24.`
+/// and `$.` both come back as `$.`. `None` when an escape is not valid UTF-8 or a key is empty.
+pub fn parse_c2d_properties(bag: &str) -> Option<Vec<(String, Option<String>)>> {
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    bag.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = match pair.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (pair, None),
+            };
+            let key = decode(k).filter(|k| !k.is_empty())?;
+            let value = match v {
+                Some(v) => Some(decode(v)?),
+                None => None,
+            };
+            Some((key, value))
+        })
+        .collect()
+}
+
 /// If `topic` is telemetry from `device_id`, its decoded properties.
 pub fn parse_telemetry(topic: &str, device_id: &str) -> Option<Vec<(String, String)>> {
     let rest = topic.strip_prefix("devices/")?.strip_prefix(device_id)?;
@@ -158,8 +220,11 @@ pub enum CloudMessage {
     DesiredPatch { version: Option<u64> },
     /// `$iothub/methods/POST/{name}/?$rid={rid}`: a direct method to answer.
     MethodRequest { name: String, rid: String },
-    /// `devices/{id}/messages/devicebound/{property_bag}`: a cloud-to-device message.
-    C2d { properties: Vec<(String, String)> },
+    /// `devices/{id}/messages/devicebound/{property_bag}`: a cloud-to-device message, its
+    /// properties decoded (`None`: a property without a value).
+    C2d {
+        properties: Vec<(String, Option<String>)>,
+    },
 }
 
 /// The `$rid`, `$version`, ... of a topic's query part (`?a=1&b=2`), URL-decoded.
@@ -198,7 +263,7 @@ pub fn parse_cloud_message(topic: &str, device_id: &str) -> Option<CloudMessage>
         .strip_prefix(device_id)?
         .strip_prefix("/messages/devicebound/")?;
     Some(CloudMessage::C2d {
-        properties: parse_property_bag(bag)?,
+        properties: parse_c2d_properties(bag)?,
     })
 }
 
@@ -239,7 +304,10 @@ mod tests {
         assert_eq!(
             parse_cloud_message("devices/d/messages/devicebound/%24.mid=1&k=v", "d"),
             Some(C2d {
-                properties: vec![("$.mid".into(), "1".into()), ("k".into(), "v".into())]
+                properties: vec![
+                    ("$.mid".into(), Some("1".into())),
+                    ("k".into(), Some("v".into()))
+                ]
             })
         );
         for bad in [
@@ -257,6 +325,40 @@ mod tests {
             "devices/d/messages/devicebound/#"
         );
         assert_eq!(method_response(200, "x"), "$iothub/methods/res/200/?$rid=x");
+    }
+
+    #[test]
+    fn c2d_property_bags_round_trip_as_iot_hub_writes_them() {
+        let props = [
+            ("$.mid", Some("2c2d/1")),
+            ("$.to", Some("/devices/d 1/messages/devicebound")),
+            ("flag", None),
+            ("empty", Some("")),
+            ("a&b=c", Some("x+y%z é")),
+        ];
+        let topic = c2d_delivery("d1", &props);
+        assert_eq!(
+            topic,
+            "devices/d1/messages/devicebound/%24.mid=2c2d%2F1\
+             &%24.to=%2Fdevices%2Fd%201%2Fmessages%2Fdevicebound&flag&empty=\
+             &a%26b%3Dc=x%2By%25z%20%C3%A9"
+        );
+        let bag = topic
+            .strip_prefix("devices/d1/messages/devicebound/")
+            .unwrap();
+        let parsed = parse_c2d_properties(bag).unwrap();
+        let want: Vec<(String, Option<String>)> = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect();
+        assert_eq!(parsed, want);
+        assert_eq!(parse_c2d_properties("").unwrap(), vec![]);
+        assert_eq!(parse_c2d_properties("k=%FF"), None, "not UTF-8");
+        assert_eq!(parse_c2d_properties("=v"), None, "no key");
+        assert_eq!(
+            parse_cloud_message("devices/d1/messages/devicebound/", "d1"),
+            Some(CloudMessage::C2d { properties: vec![] })
+        );
     }
 
     #[test]

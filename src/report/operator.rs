@@ -40,6 +40,22 @@ pub struct MethodCounts {
     /// The statuses the devices answered with, and how often.
     #[serde(default)]
     pub statuses: BTreeMap<String, u64>,
+    /// From the event firing to its last call's end: `devices / seconds` is the rate of methods
+    /// the hub and the fleet sustained.
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+impl MethodCounts {
+    /// Calls ended per second over the event's span (0 before any ended).
+    pub fn per_second(&self) -> f64 {
+        let ended = self.ok + self.offline + self.timeout + self.throttled + self.error;
+        if self.seconds > 0.0 {
+            ended as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
 }
 
 /// One `desired` event.
@@ -109,8 +125,8 @@ impl OperatorReport {
             rows.push((
                 format!("method {} at {:.0}s", m.name, m.at_seconds),
                 format!(
-                    "{} devices: {} ok, {} offline, {} timeout, {} throttled, {} error; {} calls throttled (429); device status {}",
-                    m.devices, m.ok, m.offline, m.timeout, m.throttled, m.error, m.throttled_calls,
+                    "{} devices: {} ok, {} offline, {} timeout, {} throttled, {} error in {:.1}s ({:.0}/s); {} calls throttled (429); device status {}",
+                    m.devices, m.ok, m.offline, m.timeout, m.throttled, m.error, m.seconds, m.per_second(), m.throttled_calls,
                     if statuses.is_empty() { "-".to_string() } else { statuses.join(", ") }
                 ),
             ));
@@ -170,6 +186,8 @@ pub fn merge<'a>(reports: impl Iterator<Item = &'a OperatorReport>) -> Option<Op
             into.throttled += from.throttled;
             into.error += from.error;
             into.throttled_calls += from.throttled_calls;
+            // Shards fire together: the merged span is the longest.
+            into.seconds = into.seconds.max(from.seconds);
             for (status, n) in &from.statuses {
                 *into.statuses.entry(status.clone()).or_insert(0) += n;
             }
@@ -204,6 +222,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_method_event_reports_its_rate_over_its_span() {
+        let m = MethodCounts {
+            devices: 1000,
+            ok: 990,
+            offline: 10,
+            seconds: 2.0,
+            ..Default::default()
+        };
+        assert_eq!(m.per_second(), 500.0);
+        assert_eq!(MethodCounts::default().per_second(), 0.0);
+        let r = OperatorReport {
+            methods: vec![m],
+            ..Default::default()
+        };
+        assert!(r.to_text().contains("in 2.0s (500/s)"), "{}", r.to_text());
+    }
+
+    #[test]
     fn shards_add_up_event_by_event() {
         let mut a = OperatorReport::default();
         a.methods.push(MethodCounts {
@@ -212,6 +248,7 @@ mod tests {
             ok: 2,
             offline: 1,
             statuses: [("200".to_string(), 2)].into(),
+            seconds: 1.5,
             ..Default::default()
         });
         let mut q = QueryCounts {
@@ -224,9 +261,14 @@ mod tests {
         a.queries.push(q);
         let mut b = a.clone();
         b.queries[0].returned(7);
+        b.methods[0].seconds = 2.5;
         let m = merge([&a, &b].into_iter()).unwrap();
         assert_eq!(m.methods[0].devices, 6);
         assert_eq!(m.methods[0].statuses["200"], 4);
+        assert_eq!(
+            m.methods[0].seconds, 2.5,
+            "shards fire together: the longest span"
+        );
         assert_eq!(m.queries[0].runs, 2);
         assert_eq!(
             (m.queries[0].min, m.queries[0].max, m.queries[0].last),

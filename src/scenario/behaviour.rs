@@ -15,7 +15,15 @@
 //!   desired:
 //!     telemetryInterval: set_interval         # applied, then acknowledged
 //!     logLevel: ack                           # acknowledged only
+//!   c2d:                                      # cloud-to-device messages (subscribes to c2d)
+//!     reject: 5%                              # the application rejects this share
+//!     abandon: 5%                             # and abandons this one
 //! ```
+//!
+//! MQTT has no reject or abandon: a device on MQTT acknowledges every C2D message it receives
+//! (PUBACK), which completes it in IoT Hub, whatever its application makes of it, as Microsoft's
+//! Python device SDK does (the C# SDK refuses reject and abandon over MQTT). The `c2d` shares are
+//! what the application *would* have refused: counted by the device, never sent to the hub.
 //!
 //! Subscriptions are IoT Hub's topic filters (reference §3): `methods`, `desired`, `twin`
 //! (answers to the device's own twin requests) and `c2d`; a device may hold at most 5.
@@ -30,7 +38,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::delay::Delay;
 use super::placeholders::{Scope, check};
-use super::units::Span;
+use super::units::{Percent, Span};
 
 /// IoT Hub lets a device hold this many subscriptions.
 pub const MAX_SUBSCRIPTIONS: usize = 5;
@@ -51,6 +59,28 @@ pub struct Behaviour {
     /// The desired properties the device applies, by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<Spanned<BTreeMap<String, DesiredAction>>>,
+    /// What the device's application makes of cloud-to-device messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c2d: Option<Spanned<C2dHandling>>,
+}
+
+/// The shares of cloud-to-device messages the application rejects or abandons (the rest it
+/// completes). Over MQTT the device acknowledges them all (see the module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct C2dHandling {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reject: Option<Percent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandon: Option<Percent>,
+}
+
+impl C2dHandling {
+    /// The shares as fractions: (reject, abandon).
+    pub fn fractions(&self) -> (f64, f64) {
+        let f = |p: Option<Percent>| p.map_or(0.0, |p| p.fraction());
+        (f(self.reject), f(self.abandon))
+    }
 }
 
 /// A topic filter of IoT Hub's, by name.
@@ -135,6 +165,7 @@ impl Behaviour {
             reported: cohort.reported.clone().or_else(|| self.reported.clone()),
             methods: cohort.methods.clone().or_else(|| self.methods.clone()),
             desired: cohort.desired.clone().or_else(|| self.desired.clone()),
+            c2d: cohort.c2d.clone().or_else(|| self.c2d.clone()),
         }
     }
 
@@ -144,6 +175,7 @@ impl Behaviour {
             && self.reported.is_none()
             && self.methods.is_none()
             && self.desired.is_none()
+            && self.c2d.is_none()
     }
 
     /// The subscriptions a device makes: as written, or what the rest needs (in a fixed order).
@@ -160,6 +192,9 @@ impl Behaviour {
         }
         if self.desired.is_some() || self.reported.is_some() {
             needed.push(SubscriptionName::Twin);
+        }
+        if self.c2d.is_some() {
+            needed.push(SubscriptionName::C2d);
         }
         needed
     }
@@ -215,6 +250,16 @@ pub(super) fn validate(b: &Behaviour, whose: &str, at: Location) -> Result<(), (
         needs("desired", SubscriptionName::Desired, d.referenced)?;
         needs("desired", SubscriptionName::Twin, d.referenced)?;
     }
+    if let Some(c) = &b.c2d {
+        needs("c2d", SubscriptionName::C2d, c.referenced)?;
+        let (reject, abandon) = c.value.fractions();
+        if reject + abandon > 1.0 {
+            return Err((
+                here(c.referenced),
+                format!("{whose}behaviour.c2d: reject and abandon add up to more than 100%"),
+            ));
+        }
+    }
     for (name, m) in b.methods.iter().flatten() {
         needs("methods", SubscriptionName::Methods, m.referenced)?;
         validate_method(name, &m.value).map_err(|e| {
@@ -259,6 +304,9 @@ mod tests {
             vec![SubscriptionName::Desired, SubscriptionName::Twin]
         );
         assert!(parse("").unwrap().is_empty());
+        let b = parse("c2d: {reject: 10%}\n").unwrap();
+        assert_eq!(b.subscriptions(), vec![SubscriptionName::C2d]);
+        assert_eq!(b.c2d.unwrap().value.fractions(), (0.1, 0.0));
     }
 
     #[test]
@@ -282,6 +330,12 @@ mod tests {
             ("desired: {a: apply}\n", "apply"),
             ("subscriptions: [telemetry]\n", "telemetry"),
             ("method: {}\n", "method"),
+            (
+                "subscriptions: [twin]\nc2d: {reject: 5%}\n",
+                "needs the c2d subscription",
+            ),
+            ("c2d: {reject: 60%, abandon: 50%}\n", "more than 100%"),
+            ("c2d: {complete: 5%}\n", "complete"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(expect), "{text}: {err}");

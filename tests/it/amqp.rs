@@ -8,14 +8,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetsim::amqp::codec::{Decoder, Value, encode};
+use fleetsim::amqp::frames::{AMQP_HEADER, FrameReader, SASL_HEADER, TYPE_AMQP, TYPE_SASL, frame};
+use fleetsim::amqp::message::{Body, Message, Properties, decode, encode_message};
 use fleetsim::clock::Clock;
 use fleetsim::emulator::Emulators;
 use fleetsim::emulator::amqp::EventLog;
-use fleetsim::emulator::amqp::codec::{Decoder, Value, encode};
-use fleetsim::emulator::amqp::frames::{
-    AMQP_HEADER, FrameReader, SASL_HEADER, TYPE_AMQP, TYPE_SASL, frame,
-};
-use fleetsim::emulator::amqp::message::{Body, Message, Properties, decode, encode_message};
 use fleetsim::iothub::identity::Device;
 use fleetsim::iothub::sas;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};

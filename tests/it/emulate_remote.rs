@@ -34,6 +34,8 @@ fn a_remote_run_against_fleetsim_emulate() {
                 "0",
                 "--dps-service-port",
                 "0",
+                "--amqp-port",
+                "0",
             ])
             .args(["--time-scale", "1s", "--dir"])
             .arg(&dir)

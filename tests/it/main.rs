@@ -9,6 +9,8 @@ mod common;
 mod aad_tokens;
 mod amqp;
 mod arrivals;
+mod c2d_delivery;
+mod c2d_sdk;
 mod cloud_devices;
 mod cloud_scenarios;
 mod cohorts;

@@ -1,17 +1,24 @@
 //! Cloud-to-device messages as the hub holds them: [`C2dMessage`] (what a service sent to
 //! `/messages/devicebound`), the [`C2dSink`] the AMQP endpoint hands them to, and [`C2dQueues`],
 //! the in-memory per-device queues with IoT Hub's limits (reference §3: 50 pending per device,
-//! 64 KB per message; TTL from the message's expiry or the hub default of one hour) and the
-//! feedback records `iothub-ack` asks for.
+//! 64 KB per message; TTL from the message's expiry or the hub default of one hour), the C2D
+//! throttle (reference §5.1, per minute: a minute's worth of burst, as the hub's other
+//! per-minute throttles) and the feedback records `iothub-ack` asks for.
+//!
+//! The hub owns the queues; the AMQP endpoint fills them and the hub's MQTT endpoint delivers
+//! from them. A message out for delivery is *in flight* to one connection (its owner), so a
+//! connection that goes away puts back only what it held ([`C2dQueues::release`]) and never a
+//! message a newer connection of the same device holds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::codec::Value;
-use super::message::Message;
+use crate::amqp::codec::Value;
+use crate::amqp::message::Message;
 use crate::emulator::gcra::{Admission, Bucket};
 use crate::sync::lock;
 
@@ -20,6 +27,9 @@ pub const MAX_PENDING: usize = 50;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The hub's default time to live for C2D messages (`defaultTtlAsIso8601: PT1H`).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// How often a message is delivered before the hub gives up on it (IoT Hub's
+/// `maxDeliveryCount` default): a message put back this many times is dead-lettered.
+pub const MAX_DELIVERIES: u32 = 10;
 
 /// Which feedback the sender asked for (`iothub-ack`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -180,6 +190,8 @@ pub trait C2dSink: Send + Sync {
 pub enum FeedbackStatus {
     Success,
     Expired,
+    /// Put back unacknowledged `max_deliveries` times (IoT Hub's `DeliveryCountExceeded`).
+    DeliveryCountExceeded,
     Rejected,
     Purged,
 }
@@ -195,9 +207,67 @@ pub struct Feedback {
 
 struct Queued {
     msg: C2dMessage,
+    /// Names the message among the hub's (its lock token, in IoT Hub's terms).
+    token: u64,
     enqueued_ms: i64,
     expires_ms: i64,
-    in_flight: bool,
+    /// The connection the message is out to, if it is out for delivery.
+    in_flight: Option<u64>,
+    /// How many times it went out (first delivery included).
+    deliveries: u32,
+}
+
+/// The owner [`C2dQueues::next_for_delivery`] takes messages for (no connection in particular).
+const ANY_OWNER: u64 = 0;
+
+/// A message handed out for delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutForDelivery {
+    pub msg: C2dMessage,
+    /// How many times it has gone out, this time included (more than 1: a redelivery).
+    pub deliveries: u32,
+    /// What [`C2dQueues::settle_token`] takes to end this delivery.
+    pub token: u64,
+}
+
+/// What the queues did so far, for the hub's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct C2dStats {
+    /// Messages accepted into a queue.
+    pub enqueued: u64,
+    /// Messages the device acknowledged (PUBACK).
+    pub completed: u64,
+    /// Messages dropped at their expiry, never delivered or never acknowledged.
+    pub expired: u64,
+    /// Messages dropped by a CleanSession 1 connect.
+    pub purged: u64,
+    /// Sends refused: the device's queue was full.
+    pub queue_full: u64,
+    /// Sends refused: over the size limit.
+    pub too_large: u64,
+    /// Sends refused by the C2D throttle.
+    pub throttled: u64,
+    /// Deliveries started (first deliveries and redeliveries).
+    pub deliveries: u64,
+    /// Messages dropped after `max_deliveries` deliveries without an acknowledgement.
+    pub dead_lettered: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    enqueued: AtomicU64,
+    completed: AtomicU64,
+    expired: AtomicU64,
+    purged: AtomicU64,
+    queue_full: AtomicU64,
+    too_large: AtomicU64,
+    throttled: AtomicU64,
+    deliveries: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// How [`C2dQueues`] behaves.
@@ -205,8 +275,10 @@ pub struct C2dLimits {
     pub max_pending: usize,
     pub max_bytes: usize,
     pub default_ttl: Duration,
-    /// C2D sends per second for the whole hub (reference §5.1), `None`: unlimited.
-    pub sends_per_second: Option<f64>,
+    /// Deliveries after which a message put back is dead-lettered.
+    pub max_deliveries: u32,
+    /// C2D sends per minute for the whole hub (reference §5.1), `None`: unlimited.
+    pub sends_per_minute: Option<f64>,
 }
 
 impl Default for C2dLimits {
@@ -215,18 +287,26 @@ impl Default for C2dLimits {
             max_pending: MAX_PENDING,
             max_bytes: MAX_MESSAGE_BYTES,
             default_ttl: DEFAULT_TTL,
-            sends_per_second: None,
+            max_deliveries: MAX_DELIVERIES,
+            sends_per_minute: None,
         }
     }
 }
 
-/// Per-device C2D queues in memory. `device_exists` asks the hub's registry.
+/// Something to call with a device id.
+type DeviceHook = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Per-device C2D queues in memory. `device_exists` asks the hub's registry; `ready` (see
+/// [`C2dQueues::on_ready`]) tells the hub a device has a message it could deliver.
 pub struct C2dQueues {
     limits: C2dLimits,
     device_exists: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    ready: std::sync::OnceLock<DeviceHook>,
     queues: Mutex<HashMap<String, VecDeque<Queued>>>,
     feedback: Mutex<VecDeque<Feedback>>,
     throttle: Option<Bucket>,
+    counters: Counters,
+    next_token: AtomicU64,
 }
 
 /// Feedback records kept until someone drains them (oldest dropped past this).
@@ -243,19 +323,59 @@ impl C2dQueues {
         limits: C2dLimits,
         device_exists: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> Self {
+        // Published per minute and applied in minute ranges: a minute's worth of burst.
         let throttle = limits
-            .sends_per_second
-            .map(|r| Bucket::new(r, Duration::ZERO));
+            .sends_per_minute
+            .map(|m| Bucket::with_burst(m / 60.0, m, Duration::ZERO));
         Self {
             limits,
             device_exists: Box::new(device_exists),
+            ready: std::sync::OnceLock::new(),
             queues: Mutex::new(HashMap::new()),
             feedback: Mutex::new(VecDeque::new()),
             throttle,
+            counters: Counters::default(),
+            next_token: AtomicU64::new(1),
+        }
+    }
+
+    /// Calls `hook` with a device's id whenever that device has a message it could be given
+    /// (a new one queued, one put back). Set once; later calls are ignored.
+    pub fn on_ready(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.ready.set(Box::new(hook));
+    }
+
+    fn notify(&self, device_id: &str) {
+        if let Some(hook) = self.ready.get() {
+            hook(device_id);
+        }
+    }
+
+    /// What the queues did so far.
+    pub fn stats(&self) -> C2dStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        C2dStats {
+            enqueued: get(&c.enqueued),
+            completed: get(&c.completed),
+            expired: get(&c.expired),
+            purged: get(&c.purged),
+            queue_full: get(&c.queue_full),
+            too_large: get(&c.too_large),
+            throttled: get(&c.throttled),
+            deliveries: get(&c.deliveries),
+            dead_lettered: get(&c.dead_lettered),
         }
     }
 
     fn record(&self, q: &Queued, status: FeedbackStatus) {
+        match status {
+            FeedbackStatus::Success => bump(&self.counters.completed),
+            FeedbackStatus::Expired => bump(&self.counters.expired),
+            FeedbackStatus::Purged => bump(&self.counters.purged),
+            FeedbackStatus::DeliveryCountExceeded => bump(&self.counters.dead_lettered),
+            FeedbackStatus::Rejected => {}
+        }
         if q.msg.ack.wants(status) {
             let mut f = lock(&self.feedback);
             if f.len() >= MAX_FEEDBACK {
@@ -295,12 +415,23 @@ impl C2dQueues {
 
     /// The oldest live message of `device_id` not already out for delivery, marked in flight.
     pub fn next_for_delivery(&self, device_id: &str) -> Option<C2dMessage> {
+        self.next_for(device_id, ANY_OWNER).map(|out| out.msg)
+    }
+
+    /// Like [`C2dQueues::next_for_delivery`], in flight to connection `owner` (never 0).
+    pub fn next_for(&self, device_id: &str, owner: u64) -> Option<OutForDelivery> {
         let mut queues = lock(&self.queues);
         let q = queues.get_mut(device_id)?;
         self.expire(q, now_ms());
-        let next = q.iter_mut().find(|m| !m.in_flight)?;
-        next.in_flight = true;
-        Some(next.msg.clone())
+        let next = q.iter_mut().find(|m| m.in_flight.is_none())?;
+        next.in_flight = Some(owner);
+        next.deliveries += 1;
+        bump(&self.counters.deliveries);
+        Some(OutForDelivery {
+            msg: next.msg.clone(),
+            deliveries: next.deliveries,
+            token: next.token,
+        })
     }
 
     /// Ends the delivery of `message_id`: `Success` completes it, `Rejected` dead-letters it;
@@ -317,7 +448,7 @@ impl C2dQueues {
         };
         let Some(i) = q
             .iter()
-            .position(|m| m.in_flight && m.msg.message_id.as_deref() == message_id)
+            .position(|m| m.in_flight.is_some() && m.msg.message_id.as_deref() == message_id)
         else {
             return false;
         };
@@ -327,10 +458,59 @@ impl C2dQueues {
         true
     }
 
+    /// Ends the delivery of the message `token` names with `status`, whichever connection it is
+    /// out to now (the device has it: a late acknowledgement counts); the message, or `None` if
+    /// it is no longer queued (it expired meanwhile, or a CleanSession 1 connect purged it).
+    pub fn settle_token(
+        &self,
+        device_id: &str,
+        token: u64,
+        status: FeedbackStatus,
+    ) -> Option<C2dMessage> {
+        let mut queues = lock(&self.queues);
+        let q = queues.get_mut(device_id)?;
+        let i = q.iter().position(|m| m.token == token)?;
+        let done = q.remove(i)?;
+        if q.is_empty() {
+            queues.remove(device_id);
+        }
+        drop(queues);
+        self.record(&done, status);
+        Some(done.msg)
+    }
+
     /// Puts every in-flight message of `device_id` back for redelivery (the device went away).
     pub fn abandon_in_flight(&self, device_id: &str) {
+        self.put_back(device_id, |_| true);
+    }
+
+    /// Puts back for redelivery what connection `owner` of `device_id` held (it went away
+    /// before acknowledging).
+    pub fn release(&self, device_id: &str, owner: u64) {
+        self.put_back(device_id, |o| o == owner);
+    }
+
+    /// Puts back the in-flight messages `owned` picks; one that has gone out `max_deliveries`
+    /// times is dead-lettered instead.
+    fn put_back(&self, device_id: &str, owned: impl Fn(u64) -> bool) {
+        let mut released = false;
         if let Some(q) = lock(&self.queues).get_mut(device_id) {
-            q.iter_mut().for_each(|m| m.in_flight = false);
+            let max = self.limits.max_deliveries;
+            q.retain_mut(|m| {
+                if !m.in_flight.is_some_and(&owned) {
+                    return true;
+                }
+                if m.deliveries >= max {
+                    self.record(m, FeedbackStatus::DeliveryCountExceeded);
+                    return false;
+                }
+                m.in_flight = None;
+                released = true;
+                true
+            });
+        }
+        if released {
+            self.notify(device_id);
         }
     }
 
@@ -342,8 +522,16 @@ impl C2dQueues {
         }
     }
 
-    /// Takes the feedback records gathered so far.
+    /// Takes the feedback records gathered so far, after dropping what expired meanwhile (so an
+    /// expiry is reported even for a device that never comes back).
     pub fn drain_feedback(&self) -> Vec<Feedback> {
+        let now = now_ms();
+        let mut queues = lock(&self.queues);
+        for q in queues.values_mut() {
+            self.expire(q, now);
+        }
+        queues.retain(|_, q| !q.is_empty());
+        drop(queues);
         lock(&self.feedback).drain(..).collect()
     }
 }
@@ -351,6 +539,7 @@ impl C2dQueues {
 impl C2dSink for C2dQueues {
     fn enqueue(&self, msg: C2dMessage) -> Result<(), C2dRefusal> {
         if msg.size() > self.limits.max_bytes {
+            bump(&self.counters.too_large);
             return Err(C2dRefusal::TooLarge(msg.size()));
         }
         if !(self.device_exists)(&msg.device_id) {
@@ -361,6 +550,7 @@ impl C2dSink for C2dQueues {
         let queue = queues.entry(msg.device_id.clone()).or_default();
         self.expire(queue, now);
         if queue.len() >= self.limits.max_pending {
+            bump(&self.counters.queue_full);
             return Err(C2dRefusal::QueueFull(msg.device_id));
         }
         if let Some(bucket) = &self.throttle
@@ -369,134 +559,27 @@ impl C2dSink for C2dQueues {
                 Admission::Refuse(_)
             )
         {
+            bump(&self.counters.throttled);
             return Err(C2dRefusal::Throttled);
         }
         let ttl = self.limits.default_ttl.as_millis() as i64;
         let expires_ms = msg.expiry_ms.unwrap_or(now.saturating_add(ttl));
+        let device_id = msg.device_id.clone();
         queue.push_back(Queued {
             msg,
+            token: self.next_token.fetch_add(1, Ordering::Relaxed),
             enqueued_ms: now,
             expires_ms,
-            in_flight: false,
+            in_flight: None,
+            deliveries: 0,
         });
+        drop(queues);
+        bump(&self.counters.enqueued);
+        self.notify(&device_id);
         Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(device: &str, id: &str, ack: Ack) -> C2dMessage {
-        C2dMessage {
-            device_id: device.into(),
-            message_id: Some(id.into()),
-            correlation_id: None,
-            user_id: None,
-            content_type: None,
-            content_encoding: None,
-            expiry_ms: None,
-            ack,
-            properties: vec![("k".into(), Some("v".into())), ("flag".into(), None)],
-            body: Bytes::from_static(b"body"),
-        }
-    }
-
-    fn queues() -> C2dQueues {
-        C2dQueues::new(C2dLimits::default(), |id| id.starts_with("dev"))
-    }
-
-    #[test]
-    fn limits_are_the_hubs() {
-        let q = queues();
-        for i in 0..MAX_PENDING {
-            q.enqueue(msg("dev1", &i.to_string(), Ack::None)).unwrap();
-        }
-        assert_eq!(q.pending("dev1"), 50);
-        assert_eq!(
-            q.enqueue(msg("dev1", "51", Ack::None)),
-            Err(C2dRefusal::QueueFull("dev1".into()))
-        );
-        assert!(q.enqueue(msg("dev2", "other device", Ack::None)).is_ok());
-        assert_eq!(
-            q.enqueue(msg("nobody", "x", Ack::None)),
-            Err(C2dRefusal::DeviceNotFound("nobody".into()))
-        );
-        let mut big = msg("dev2", "big", Ack::None);
-        big.body = Bytes::from(vec![0; MAX_MESSAGE_BYTES]);
-        assert!(matches!(q.enqueue(big), Err(C2dRefusal::TooLarge(_))));
-    }
-
-    #[test]
-    fn expiry_delivery_and_feedback() {
-        let q = queues();
-        let mut old = msg("dev1", "old", Ack::Negative);
-        old.expiry_ms = Some(now_ms() - 1);
-        q.enqueue(old).unwrap();
-        q.enqueue(msg("dev1", "a", Ack::Positive)).unwrap();
-        q.enqueue(msg("dev1", "b", Ack::Full)).unwrap();
-        assert_eq!(q.pending("dev1"), 2, "the expired one is gone");
-
-        let a = q.next_for_delivery("dev1").unwrap();
-        assert_eq!(a.message_id.as_deref(), Some("a"));
-        assert_eq!(a.properties[1], ("flag".into(), None));
-        let b = q.next_for_delivery("dev1").unwrap();
-        assert!(q.next_for_delivery("dev1").is_none(), "both in flight");
-        q.abandon_in_flight("dev1");
-        assert_eq!(
-            q.next_for_delivery("dev1").unwrap().message_id,
-            a.message_id
-        );
-        q.next_for_delivery("dev1");
-        assert!(q.settle("dev1", Some("a"), FeedbackStatus::Success));
-        assert!(q.settle("dev1", b.message_id.as_deref(), FeedbackStatus::Rejected));
-        assert!(!q.settle("dev1", Some("a"), FeedbackStatus::Success));
-        assert_eq!(q.pending("dev1"), 0);
-
-        let statuses: Vec<_> = q
-            .drain_feedback()
-            .into_iter()
-            .map(|f| (f.original_message_id.unwrap(), f.status))
-            .collect();
-        assert_eq!(
-            statuses,
-            [
-                ("old".to_string(), FeedbackStatus::Expired),
-                ("a".to_string(), FeedbackStatus::Success),
-                ("b".to_string(), FeedbackStatus::Rejected),
-            ]
-        );
-    }
-
-    #[test]
-    fn purge_and_throttle() {
-        let q = C2dQueues::new(
-            C2dLimits {
-                sends_per_second: Some(1.0),
-                ..Default::default()
-            },
-            |_| true,
-        );
-        q.enqueue(msg("d", "1", Ack::Full)).unwrap();
-        assert_eq!(
-            q.enqueue(msg("d", "2", Ack::None)),
-            Err(C2dRefusal::Throttled)
-        );
-        q.purge("d");
-        assert_eq!(q.pending("d"), 0);
-        assert_eq!(q.drain_feedback()[0].status, FeedbackStatus::Purged);
-    }
-
-    #[test]
-    fn refusals_carry_the_hubs_conditions() {
-        assert_eq!(
-            C2dRefusal::QueueFull("d".into()).condition(),
-            "amqp:resource-limit-exceeded"
-        );
-        assert!(
-            C2dRefusal::QueueFull("d".into())
-                .description()
-                .starts_with("DeviceMaximumQueueDepthExceeded")
-        );
-    }
-}
+#[path = "c2d_tests.rs"]
+mod tests;

@@ -4,8 +4,8 @@
 //! unexpired grant covers its address, by path segment as IoT Hub compares SAS resources (for
 //! the Event Hub-compatible endpoint ignoring case, as Event Hubs compares entity paths).
 
-use super::codec::Value;
-use super::message::{Body, Message, Properties};
+use crate::amqp::codec::Value;
+use crate::amqp::message::{Body, Message, Properties};
 use crate::iothub::sas::{self, SasRefusal};
 
 /// The token type the SDKs put for SAS tokens.

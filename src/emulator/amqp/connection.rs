@@ -13,19 +13,19 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 
 use super::cbs::Grants;
-use super::codec::{DecodeError, Value};
 use super::eventhub::event_message;
 use super::eventlog::ReaderGuard;
-use super::frames::{
-    AMQP_HEADER, FrameError, FrameReader, SASL_HEADER, TYPE_AMQP, frame, heartbeat,
-};
 use super::links::{self, Handled, Node};
-use super::message::encode_message;
-use super::performatives::{
-    self as p, Attach, Flow, Performative, Transfer, decode_performative, encode_value,
-};
 use super::sasl;
 use super::shared::Shared;
+use crate::amqp::codec::{DecodeError, Value};
+use crate::amqp::frames::{
+    AMQP_HEADER, FrameError, FrameReader, SASL_HEADER, TYPE_AMQP, frame, heartbeat,
+};
+use crate::amqp::message::encode_message;
+use crate::amqp::performatives::{
+    self as p, Attach, Flow, Performative, Transfer, decode_performative, encode_value,
+};
 
 /// Our maximum frame size (the peer's may lower what we send).
 pub const MAX_FRAME: u32 = 64 * 1024;

@@ -3,10 +3,10 @@
 //! start positions, events as AMQP messages with IoT Hub's annotations, and the `$management`
 //! READs of `com.microsoft:eventhub` and `com.microsoft:partition`.
 
-use super::codec::Value;
 use super::eventlog::{Event, EventLog, StartAt};
-use super::message::{Body, Message, Properties};
-use super::performatives::source_filter;
+use crate::amqp::codec::Value;
+use crate::amqp::message::{Body, Message, Properties};
+use crate::amqp::performatives::source_filter;
 
 pub const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
 

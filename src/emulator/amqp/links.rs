@@ -5,11 +5,11 @@
 
 use super::c2d::C2dMessage;
 use super::cbs::{self, Grants, resource_of};
-use super::codec::Value;
 use super::eventhub::{self, parse_partition_address};
-use super::message::{self, Message};
-use super::performatives::{Attach, error, terminus_address};
 use super::shared::Shared;
+use crate::amqp::codec::Value;
+use crate::amqp::message::{self, Message};
+use crate::amqp::performatives::{Attach, error, terminus_address};
 
 /// What a link is attached to.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,8 +3,8 @@
 //! ([`cbs`]), C2D sends to `/messages/devicebound` handed to a [`C2dSink`] ([`c2d`]), and the
 //! Event Hub-compatible endpoint over the hub's telemetry ([`eventlog`], [`eventhub`]).
 //!
-//! The protocol is our own subset on our own codec ([`codec`], [`frames`], [`performatives`],
-//! [`message`]; the engine in `connection`). fe2o3-amqp's `acceptor` was evaluated and not
+//! The protocol is our own subset on our own codec ([`crate::amqp`], shared with fleetsim's own
+//! AMQP clients in [`crate::iothub::amqp`]; the server engine in `connection`). fe2o3-amqp's `acceptor` was evaluated and not
 //! taken: its codec (serde_amqp 0.18) decodes nested values with unbounded recursion, and a
 //! 50 KB frame of nested lists (inside the frame sizes C2D needs) overflows the stack and aborts
 //! the whole process, which no `catch_unwind` stops; it also brings ~45k lines (fe2o3-amqp,
@@ -15,14 +15,10 @@
 
 pub mod c2d;
 pub mod cbs;
-pub mod codec;
 mod connection;
 pub mod eventhub;
 pub mod eventlog;
-pub mod frames;
 mod links;
-pub mod message;
-pub mod performatives;
 pub mod sasl;
 mod shared;
 

@@ -3,9 +3,9 @@
 //! (CBS as well). Any other mechanism gets outcome `auth` and the connection closes.
 
 use super::cbs::{AccessPolicy, check_token, resource_of};
-use super::codec::{Decoder, Value};
-use super::frames::{Frame, TYPE_SASL, frame};
-use super::performatives::{SASL_INIT, SASL_MECHANISMS, SASL_OUTCOME, encode_value};
+use crate::amqp::codec::{Decoder, Value};
+use crate::amqp::frames::{Frame, TYPE_SASL, frame};
+use crate::amqp::performatives::{SASL_INIT, SASL_MECHANISMS, SASL_OUTCOME, encode_value};
 
 pub const MECHANISMS: [&str; 3] = ["MSSBCBS", "PLAIN", "ANONYMOUS"];
 

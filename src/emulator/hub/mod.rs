@@ -17,6 +17,7 @@
 
 mod admin;
 mod auth;
+mod c2d_delivery;
 mod device_twin;
 mod methods;
 mod mqtt;
@@ -145,6 +146,19 @@ pub struct HubStats {
     pub throttled_twin_updates: u64,
     pub throttled_methods: u64,
     pub throttled_queries: u64,
+    /// Cloud-to-device sends refused by the C2D throttle (included in `throttled`).
+    pub throttled_c2d: u64,
+    /// Cloud-to-device messages queued, delivered (each try, redeliveries included), completed
+    /// by the device's PUBACK, expired, purged by a CleanSession 1 connect; sends refused for a
+    /// full queue.
+    pub c2d_enqueued: u64,
+    pub c2d_deliveries: u64,
+    pub c2d_completed: u64,
+    pub c2d_expired: u64,
+    pub c2d_purged: u64,
+    pub c2d_queue_full: u64,
+    /// Messages dropped after 10 deliveries without a PUBACK.
+    pub c2d_dead_lettered: u64,
 }
 
 /// A hub emulator. Cheap to clone; serve it with [`HubEmulator::serve_mqtt`] and
@@ -163,8 +177,9 @@ impl HubEmulator {
         };
         let tokens = TokenAuthority::new(super::token::IOTHUB_AUDIENCE)
             .map_err(|_| EmulatorError::Setup("no randomness for the token key".into()))?;
-        Ok(Self {
-            state: Arc::new(HubState {
+        let state = Arc::new_cyclic(|me: &std::sync::Weak<HubState>| {
+            let c2d = c2d_queues(config, me.clone());
+            HubState {
                 host_name: config.host_name.clone(),
                 disabled_connack,
                 policy_name: "iothubowner".into(),
@@ -187,8 +202,16 @@ impl HubEmulator {
                 journal: std::sync::OnceLock::new(),
                 listeners: Arc::default(),
                 events: Arc::new(super::amqp::EventLog::new(Default::default())),
-            }),
-        })
+                c2d,
+                c2d_sessions: Mutex::new(Default::default()),
+            }
+        });
+        Ok(Self { state })
+    }
+
+    /// The hub's cloud-to-device queues (what its AMQP endpoint fills).
+    pub fn c2d(&self) -> Arc<super::amqp::C2dQueues> {
+        self.state.c2d.clone()
     }
 
     /// An Azure AD-style bearer token the registry accepts in emulator mode.
@@ -312,6 +335,16 @@ impl HubEmulator {
         s.devices_registered = lock(&self.state.devices).len() as u64;
         s.connected = lock(&self.state.live).len() as u64;
         self.service_stats(&mut s);
+        let c2d = self.state.c2d.stats();
+        s.throttled_c2d = c2d.throttled;
+        s.throttled += c2d.throttled;
+        s.c2d_enqueued = c2d.enqueued;
+        s.c2d_deliveries = c2d.deliveries;
+        s.c2d_completed = c2d.completed;
+        s.c2d_expired = c2d.expired;
+        s.c2d_purged = c2d.purged;
+        s.c2d_queue_full = c2d.queue_full;
+        s.c2d_dead_lettered = c2d.dead_lettered;
         s
     }
 
@@ -375,6 +408,28 @@ impl HubEmulator {
         let device = lock(&self.state.devices).get(device_id).cloned()?;
         Some(self.state.device_view(&device))
     }
+}
+
+/// The hub's C2D queues: for registered devices, with the SKU's C2D throttle; a device that
+/// gets a message wakes its live connection. `hub` is the state being built (weak: the state
+/// owns the queues).
+fn c2d_queues(config: &HubConfig, hub: std::sync::Weak<HubState>) -> Arc<super::amqp::C2dQueues> {
+    let limits = super::amqp::c2d::C2dLimits {
+        sends_per_minute: config.limits.c2d_per_min,
+        ..Default::default()
+    };
+    let registry = hub.clone();
+    let queues = super::amqp::C2dQueues::new(limits, move |id| {
+        registry
+            .upgrade()
+            .is_some_and(|s| lock(&s.devices).contains_key(id))
+    });
+    queues.on_ready(move |id| {
+        if let Some(outbox) = hub.upgrade().and_then(|s| s.outbox(id)) {
+            outbox.wake();
+        }
+    });
+    Arc::new(queues)
 }
 
 /// How MQTT packets travel inside the TLS connection.

@@ -3,7 +3,8 @@
 //! steps: [`connect`], [`Live::register`], [`Live::serve`] (the device's packets, and what the
 //! cloud side pushes through the connection's [`Outbox`]: desired-property notifications and
 //! direct-method requests), [`Live::end`]. Twin requests go to [`super::device_twin`], method
-//! answers to [`super::methods`].
+//! answers to [`super::methods`], cloud-to-device messages and their PUBACKs to
+//! [`super::c2d_delivery`].
 //!
 //! IoT Hub answers protocol violations by closing the connection (MQTT 3.1.1 has no server-side
 //! DISCONNECT): QoS 2, a topic that is not the device's own, and packets over 256 KB all do that.
@@ -23,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Admitted, authorize};
+use super::c2d_delivery::C2dDelivery;
 use super::device_twin::{self, Outcome};
 use super::outbox::{Outbox, Subscription};
 use super::state::{DeviceCounters, HubState, LiveEntry, bump, now_ms};
@@ -51,7 +53,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     let Some((connect, admitted)) = connect(&mut tls, &mut buf, peer, &state).await else {
         return;
     };
-    let mut live = Live::register(&state, admitted, &stop);
+    let mut live = Live::register(&state, admitted, &stop, connect.clean_session);
     let keep_alive = match connect.keep_alive {
         0 => None,
         s => Some((Duration::from_secs(u64::from(s)) * 3 / 2).min(MAX_KEEP_ALIVE)),
@@ -138,12 +140,19 @@ struct Live<'a> {
     outbox: Arc<Outbox>,
     subscriptions: usize,
     twin_subscribed: bool,
+    c2d: C2dDelivery,
 }
 
 impl<'a> Live<'a> {
     /// Makes this the device's one live connection: a newer one drops the older (IoT Hub's 400027).
-    fn register(state: &'a HubState, admitted: Admitted, stop: &CancellationToken) -> Self {
+    fn register(
+        state: &'a HubState,
+        admitted: Admitted,
+        stop: &CancellationToken,
+        clean_session: bool,
+    ) -> Self {
         let device = admitted.device_id;
+        let c2d = C2dDelivery::connected(state, &device, clean_session);
         let counters = state.counters(&device);
         let conn_id = state.next_connection.fetch_add(1, Ordering::Relaxed);
         let dropped = stop.child_token();
@@ -163,6 +172,10 @@ impl<'a> Live<'a> {
         if let Some(serial) = admitted.cert_serial {
             lock(&counters.cert_serials).push(serial);
         }
+        if c2d.subscribed() {
+            // A remembered subscription: what is queued flows once the session serves.
+            outbox.wake();
+        }
         Self {
             state,
             device,
@@ -172,6 +185,7 @@ impl<'a> Live<'a> {
             outbox,
             subscriptions: 0,
             twin_subscribed: false,
+            c2d,
         }
     }
 
@@ -216,9 +230,11 @@ impl<'a> Live<'a> {
         }
     }
 
-    /// Writes what the cloud side queued (QoS 0, as IoT Hub sends methods and notifications).
+    /// Writes what the cloud side queued (QoS 0, as IoT Hub sends methods and notifications),
+    /// then the next cloud-to-device message if one may go out.
     async fn write_pushed<S: AsyncWrite + Unpin>(&mut self, tls: &mut S) -> bool {
-        for publish in self.outbox.take() {
+        let c2d = self.next_c2d();
+        for publish in self.outbox.take().into_iter().chain(c2d) {
             if write_packet(tls, Packet::Publish(publish)).await.is_err() {
                 return false;
             }
@@ -226,12 +242,21 @@ impl<'a> Live<'a> {
         true
     }
 
+    fn next_c2d(&mut self) -> Vec<Publish> {
+        self.c2d.next(self.state, &self.device, self.conn_id)
+    }
+
     async fn handle(&mut self, packet: Packet) -> Step {
         match packet {
             Packet::Publish(p) => self.publish(p).await,
             Packet::Subscribe(s) => self.subscribe(&s),
             Packet::PingReq => Step::Reply(vec![Packet::PingResp]),
-            Packet::PubAck(_) => Step::Reply(Vec::new()),
+            Packet::PubAck(ack) => {
+                if self.c2d.acked(self.state, &self.device, ack.pkid) {
+                    self.counters.touch();
+                }
+                Step::Reply(self.next_c2d().into_iter().map(Packet::Publish).collect())
+            }
             Packet::Disconnect => Step::Disconnect,
             _ => Step::Close,
         }
@@ -343,6 +368,7 @@ impl<'a> Live<'a> {
         if !allowed || self.subscriptions > MAX_SUBSCRIPTIONS {
             return Step::Close;
         }
+        let mut c2d = Vec::new();
         for f in &s.filters {
             match f.path.as_str() {
                 "$iothub/twin/res/#" => self.twin_subscribed = true,
@@ -354,10 +380,15 @@ impl<'a> Live<'a> {
                     // Calls waiting for this device to come online look again.
                     self.state.presence.notify_waiters();
                 }
-                _ => {}
+                // The only other allowed filter: the device's devicebound one.
+                _ => {
+                    self.c2d.subscribe(self.state, &self.device);
+                    c2d.extend(self.next_c2d());
+                }
             }
         }
-        Step::Reply(vec![suback(s)])
+        let suback = std::iter::once(suback(s));
+        Step::Reply(suback.chain(c2d.into_iter().map(Packet::Publish)).collect())
     }
 
     /// Counts a drop unless the device left cleanly, and gives up the live slot if still ours.
@@ -365,6 +396,7 @@ impl<'a> Live<'a> {
         if !clean_exit {
             self.counters.drops.fetch_add(1, Ordering::Relaxed);
         }
+        self.c2d.ended(self.state, &self.device, self.conn_id);
         let mut live = lock(&self.state.live);
         let disconnected = match live.get(&self.device) {
             Some(e) if e.conn_id == self.conn_id => live.remove(&self.device).is_some(),

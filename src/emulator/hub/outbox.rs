@@ -50,6 +50,12 @@ impl Outbox {
         true
     }
 
+    /// Wakes the session without a publish: a cloud-to-device message is waiting for it in the
+    /// hub's queues, which the session takes from itself.
+    pub(super) fn wake(&self) {
+        self.ready.notify_one();
+    }
+
     /// Everything queued so far, oldest first.
     pub(super) fn take(&self) -> VecDeque<Publish> {
         std::mem::take(&mut *lock(&self.queue))

@@ -169,6 +169,9 @@ async fn delete_device(
     drop(devices);
     // The twin goes with the identity: a device created again under this id starts afresh.
     lock(&state.twins).remove(&id);
+    // So do its cloud-to-device messages and its C2D session.
+    state.c2d.purge(&id);
+    lock(&state.c2d_sessions).remove(&id);
     state.journal_device(&id);
     state.drop_connection(&id);
     StatusCode::NO_CONTENT.into_response()

@@ -136,6 +136,11 @@ pub(super) struct HubState {
     pub(super) listeners: Arc<ListenerCounters>,
     /// Every accepted telemetry message, for the Event Hub-compatible endpoint.
     pub(super) events: Arc<crate::emulator::amqp::EventLog>,
+    /// Cloud-to-device messages waiting for their devices (filled by the AMQP endpoint).
+    pub(super) c2d: Arc<crate::emulator::amqp::C2dQueues>,
+    /// Devices whose C2D subscription outlives their connection (made on a CleanSession 0
+    /// connection): their queued messages flow as soon as they reconnect with CleanSession 0.
+    pub(super) c2d_sessions: Mutex<std::collections::HashSet<String>>,
 }
 
 impl HubState {

@@ -38,6 +38,8 @@ pub struct HubLimits {
     pub method_kb_per_sec: Option<f64>,
     /// Registry queries per minute.
     pub queries_per_min: Option<f64>,
+    /// Cloud-to-device sends per minute (the hub's C2D queues apply it to AMQP sends).
+    pub c2d_per_min: Option<f64>,
     /// Messages per UTC day, counted in meters of `meter_bytes`.
     pub daily_messages: Option<u64>,
     pub meter_bytes: u64,
@@ -58,6 +60,7 @@ impl HubLimits {
             twin_updates_per_sec: None,
             method_kb_per_sec: None,
             queries_per_min: None,
+            c2d_per_min: None,
             daily_messages: None,
             meter_bytes: 4096,
             shaping: Duration::from_millis(500),
@@ -77,6 +80,7 @@ impl HubLimits {
             twin_updates_per_sec: tier.twin_updates_per_sec.map(|t| t.for_units(units)),
             method_kb_per_sec: tier.direct_method_kb_per_sec.map(|t| t.for_units(units)),
             queries_per_min: Some(tier.queries_per_min.for_units(units)),
+            c2d_per_min: tier.c2d_per_min.map(|t| t.for_units(units)),
             daily_messages: Some(tier.daily_messages(units)),
             meter_bytes: tier.meter_bytes,
             shaping,

@@ -2,7 +2,7 @@
 //! rate and the fleet's `methods` limit, at most [`MAX_IN_FLIGHT`] at once, each timed as
 //! `method.invoke` from when it was due to the device's answer (or the hub's refusal: offline,
 //! timeout, throttled after retries), and counted for the report by final outcome and by the
-//! status the device answered with.
+//! status the device answered with, and the event's span (first due → last answer).
 
 use std::sync::Arc;
 
@@ -35,10 +35,10 @@ pub async fn run(ctx: Arc<Context>, event: MethodEvent, targets: Targets, slot: 
     for (i, id) in ids.into_iter().enumerate() {
         let slot_at = ctx.slot(start, event.rate.map(|r| r.0), i);
         let Some(intended) = ctx.wait_turn(slot_at, Some(TrafficClass::Method)).await else {
-            return;
+            break;
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
+            break;
         };
         let (ctx, call) = (ctx.clone(), call.clone());
         calls.spawn(async move {
@@ -47,6 +47,7 @@ pub async fn run(ctx: Arc<Context>, event: MethodEvent, targets: Targets, slot: 
         });
     }
     while calls.join_next().await.is_some() {}
+    lock(&ctx.report).methods[slot].seconds = start.elapsed().as_secs_f64();
 }
 
 /// IoT Hub takes whole seconds: a span is rounded up.

@@ -154,6 +154,21 @@ impl RawMqtt {
         password: &str,
         keep_alive: u16,
     ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
+        Self::connect_session(e, id, identity, password, keep_alive, true).await
+    }
+
+    /// Like [`RawMqtt::connect_with`], with CleanSession as given.
+    pub async fn connect_session(
+        e: &Emulators,
+        id: &str,
+        identity: Option<(
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        )>,
+        password: &str,
+        keep_alive: u16,
+        clean_session: bool,
+    ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
         use rumqttc::mqttbytes::v4::{Connect, Packet};
         let mut roots = rustls::RootCertStore::empty();
         roots.add(e.tls_root.clone()).unwrap();
@@ -182,6 +197,7 @@ impl RawMqtt {
         };
         let mut connect = Connect::new(id);
         connect.keep_alive = keep_alive;
+        connect.clean_session = clean_session;
         connect.set_login(
             fleetsim::iothub::mqtt::MqttTransport::username(HUB_HOST, id),
             password,

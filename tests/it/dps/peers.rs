@@ -70,6 +70,8 @@ async fn fleetsim_emulate_serves_dps_with_a_group_for_ezca_devices() {
             "0",
             "--dps-service-port",
             "0",
+            "--amqp-port",
+            "0",
             "--dir",
         ])
         .arg(&dir)

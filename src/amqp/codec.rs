@@ -3,7 +3,7 @@
 //! an encoder. Nothing here trusts the peer: a length past the end, a count larger than the bytes
 //! that could hold it or an unknown format code is a [`DecodeError`], never a panic or a large
 //! allocation. (serde_amqp, the codec of fe2o3-amqp, has no depth limit: a 50 KB list of lists
-//! overflows the stack and aborts the process; see the module doc of `super`.)
+//! overflows the stack and aborts the process; see [`crate::emulator::amqp`].)
 
 use std::fmt;
 
