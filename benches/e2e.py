@@ -20,6 +20,9 @@ Usage: python3 benches/e2e.py [--bin target/release/fleetsim] [--sizes 1000,5000
                               [--runs 3] [--rate 1000] [--interval 0.2] [--steady 20]
        --bin may be given several times (e.g. a baseline build): the binaries then alternate run by
        run, so their ratios are measured side by side on the same (noisy) machine.
+       --payload FILE (a file of `telemetry` keys: payload, properties; e.g.
+       benches/payload-1kb.yaml) sets what devices send; `sample` is the default message. Given
+       several times, the payloads alternate run by run like the binaries.
 """
 
 import argparse
@@ -57,13 +60,15 @@ def scrape():
             text = r.read().decode()
     except OSError:
         return None
-    online = acked = 0
+    online = acked = sent_bytes = 0
     for line in text.splitlines():
         if line.startswith('fleetsim_devices{state="online"}'):
             online = int(float(line.split()[-1]))
         elif line.startswith('fleetsim_messages_total{result="acked"}'):
             acked = int(float(line.split()[-1]))
-    return online, acked
+        elif line.startswith("fleetsim_message_bytes_total "):
+            sent_bytes = int(float(line.split()[-1]))
+    return online, acked, sent_bytes
 
 
 def start_emulate(binary, work):
@@ -79,7 +84,15 @@ def start_emulate(binary, work):
     raise RuntimeError("fleetsim emulate did not start")
 
 
-def scenario(n, rate, interval, emu_dir):
+def telemetry_keys(payload):
+    """The `telemetry` keys of a --payload file, indented for the scenario ('' for the sample)."""
+    if payload == "sample":
+        return ""
+    with open(payload) as f:
+        return "".join("  " + l if l.strip() else l for l in f)
+
+
+def scenario(n, rate, interval, emu_dir, payload="sample"):
     # The emulator's own target.yaml (addresses, trust, the ECDSA CA's id), without its comments.
     with open(os.path.join(emu_dir, "target.yaml")) as f:
         target = "".join(l for l in f if not l.lstrip().startswith("#"))
@@ -95,15 +108,15 @@ certificate:
 telemetry:
   interval: {int(interval * 1000)}ms
   qos: 1
-"""
+{telemetry_keys(payload)}"""
 
 
-def one_run(binary, n, args, work):
+def one_run(binary, n, args, work, payload="sample"):
     emulate, emu_dir = start_emulate(binary, work)
     try:
         path = os.path.join(work, f"e2e-{n}.yaml")
         with open(path, "w") as f:
-            f.write(scenario(n, args.rate, args.interval, emu_dir))
+            f.write(scenario(n, args.rate, args.interval, emu_dir, payload))
         env = dict(os.environ)
         env["EZCA_TOKEN"] = open(os.path.join(emu_dir, "ezca-token")).read().strip()
         env["IOTHUB_CONNECTION_STRING"] = open(
@@ -114,7 +127,7 @@ def one_run(binary, n, args, work):
             [binary, "run", "--quiet", "--metrics-addr", f"127.0.0.1:{PORTS['metrics']}",
              "--report", report, path],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        result = dict(devices=n, binary=binary)
+        result = dict(devices=n, binary=binary, payload=payload)
         all_online = None
         tenth = ninetieth = None
         window = None
@@ -125,7 +138,7 @@ def one_run(binary, n, args, work):
             sample = scrape()
             if sample is None:
                 continue
-            online, acked = sample
+            online, acked, sent_bytes = sample
             if tenth is None and online >= n * 0.1:
                 tenth = (now, online)
             if ninetieth is None and online >= n * 0.9 and tenth is not None:
@@ -138,7 +151,7 @@ def one_run(binary, n, args, work):
                 result["enrol_connect_s"] = now - launched
                 result["devices_per_s"] = n / (now - launched)
             if all_online is not None and window is None and now >= all_online + args.warmup:
-                window = (now, acked, cpu_seconds(run.pid), cpu_seconds(emulate.pid))
+                window = (now, acked, cpu_seconds(run.pid), cpu_seconds(emulate.pid), sent_bytes)
             if window is not None and now >= window[0] + args.steady:
                 dt = now - window[0]
                 msgs = acked - window[1]
@@ -146,6 +159,7 @@ def one_run(binary, n, args, work):
                 result["msgs_per_s"] = msgs / dt
                 result["offered_msgs_per_s"] = n / args.interval
                 result["cpu_us_per_msg"] = cpu * 1e6 / max(msgs, 1)
+                result["bytes_per_msg"] = (sent_bytes - window[4]) / max(msgs, 1)
                 result["run_cpu_share"] = cpu / dt
                 result["emulate_cpu_share"] = (cpu_seconds(emulate.pid) - window[3]) / dt
                 result["rss_kib"] = rss_kib(run.pid)
@@ -179,12 +193,13 @@ def one_run(binary, n, args, work):
 
 
 KEYS = ["devices_per_s", "sustained_devices_per_s", "enrol_connect_s", "msgs_per_s", "cpu_us_per_msg", "rss_kib",
-        "rss_kib_per_device", "run_cpu_share", "emulate_cpu_share"]
+        "rss_kib_per_device", "run_cpu_share", "emulate_cpu_share", "bytes_per_msg"]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--bin", action="append")
+    p.add_argument("--payload", action="append")
     p.add_argument("--sizes", default="1000,5000,10000")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rate", type=float, default=1000.0)
@@ -195,25 +210,30 @@ def main():
     p.add_argument("--out", default="e2e-results.json")
     args = p.parse_args()
     binaries = args.bin or ["target/release/fleetsim"]
+    payloads = args.payload or ["sample"]
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="fleetsim-e2e-") as work:
         for n in sizes:
             for i in range(args.runs):
                 for b in binaries:
-                    r = one_run(os.path.abspath(b), n, args, work)
-                    r["run"] = i
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
+                    for payload in payloads:
+                        r = one_run(os.path.abspath(b), n, args, work, payload)
+                        r["run"] = i
+                        results.append(r)
+                        print(json.dumps(r), flush=True)
     summary = []
     for n in sizes:
         for b in binaries:
-            rs = [r for r in results if r["devices"] == n and r["binary"] == os.path.abspath(b)]
-            med = {k: statistics.median([r[k] for r in rs if k in r]) for k in KEYS
-                   if any(k in r for r in rs)}
-            spread = {k: [round(r[k], 2) for r in rs if k in r] for k in KEYS}
-            summary.append(dict(devices=n, binary=b, median=med, runs=spread))
-            print(f"N={n} {b}: " + ", ".join(f"{k}={v:.2f}" for k, v in med.items()), flush=True)
+            for payload in payloads:
+                rs = [r for r in results if r["devices"] == n and r["binary"] == os.path.abspath(b)
+                      and r["payload"] == payload]
+                med = {k: statistics.median([r[k] for r in rs if k in r]) for k in KEYS
+                       if any(k in r for r in rs)}
+                spread = {k: [round(r[k], 2) for r in rs if k in r] for k in KEYS}
+                summary.append(dict(devices=n, binary=b, payload=payload, median=med, runs=spread))
+                print(f"N={n} {b} {payload}: " + ", ".join(f"{k}={v:.2f}" for k, v in med.items()),
+                      flush=True)
     with open(args.out, "w") as f:
         json.dump(dict(args=vars(args), results=results, summary=summary), f, indent=1)
     return 0

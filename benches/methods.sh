@@ -16,13 +16,13 @@
 #              method limit is off, and the emulator's hub has no tier, so no throttle).
 # It prints, per wave, the devices, the outcome counts, the span and the methods per second (the
 # report's operator section), and per run the peak RSS of the run and of the emulator. Runs use
-# target/release/fleetsim.
+# target/release/fleetsim (or $BIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000)
-bin=target/release/fleetsim
+bin=${BIN:-target/release/fleetsim}
 [ -x "$bin" ] || { echo "benches/methods.sh: build first: cargo build --release" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || { echo "benches/methods.sh: needs GNU time (apt-get install time)" >&2; exit 1; }
 work=$(mktemp -d)

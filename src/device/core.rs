@@ -6,7 +6,7 @@
 //!
 //! The steps (`enrol`, `register` or `provision`, `connect`, `online`, ...) import this file; it
 //! imports none of them, only the leaves (`backends`, `backoff`, `behaviour`, `control`, `gate`,
-//! `keys`).
+//! `keys`, `messages`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use super::behaviour::CloudBehaviour;
 use super::control::Inbox;
 use super::gate::{Gate, TrafficClass};
 use super::keys::KeySource;
+use super::messages::TelemetryPlan;
 use crate::crypto::KeyKind;
 use crate::metrics::{DeviceState, Outcome, Phase, Recorder};
 use crate::scenario::{Renewal, RevokeMethod, Swap};
@@ -37,7 +38,8 @@ pub struct DeviceSpec {
     pub validity_days: u32,
     /// Share of the certificate's lifetime after which it renews (0.8 for 80%).
     pub renew_fraction: f64,
-    pub telemetry_interval: Duration,
+    /// What its cohort's devices send and when (shared by the cohort).
+    pub telemetry: Arc<TelemetryPlan>,
     pub at_least_once: bool,
     /// Create the hub identity as the device arrives (false when the fleet registered in bulk).
     pub register: bool,
@@ -113,6 +115,10 @@ pub struct DeviceReport {
     pub messages_sent: u64,
     pub messages_acked: u64,
     pub messages_failed: u64,
+    /// Payload bytes of the messages sent.
+    pub bytes_sent: u64,
+    /// IoT Hub's 4 KB meters of the messages sent (size with properties, at least one each).
+    pub meters_sent: u64,
     pub renewals: u64,
     pub connects: u64,
     /// How many certificates the device was issued (enrolment and renewals, this run and, on

@@ -7,13 +7,14 @@
 //!   of each for a run), [`adapters`] (EZCA and IoT Hub behind those traits) and [`dps`] (DPS
 //!   behind [`ProvisioningService`]), [`backoff`], [`behaviour`] (how a cohort's devices answer
 //!   the cloud), [`gate`] (the fleet's limits), [`keys`] (where keys come from), [`control`] (the
-//!   fleet's commands);
+//!   fleet's commands), [`messages`] (what telemetry sends and when: templates, sizes,
+//!   properties, schedules);
 //! - `core`: what every step shares: [`DeviceSpec`], [`Services`], [`DeviceReport`], the
 //!   `Device` the steps are methods of, its timed tries with backoff, and how a life stops;
 //! - the steps, each in its file over the core: `enrol` (a key and a certificate, or the stored
 //!   ones via `resume`), `register` or, in a DPS run, `provision` (the hub DPS assigns),
 //!   `connect` (to that hub; it provisions again when the hub refuses the device), `online` (the
-//!   connected device's loop), and what it does from there: [`telemetry`], `renewal` (renew and
+//!   connected device's loop), and what it does from there: `telemetry`, `renewal` (renew and
 //!   swap), `revocation` (revoke and cut-off) and `cloud` (subscriptions, twin, direct methods,
 //!   desired properties: what the cloud sends, one more arm of the online loop);
 //! - `lifecycle`: [`run_device`], the steps in order.
@@ -36,13 +37,14 @@ mod enrol;
 pub mod gate;
 pub mod keys;
 mod lifecycle;
+pub mod messages;
 mod online;
 mod provision;
 mod register;
 mod renewal;
 mod resume;
 mod revocation;
-pub mod telemetry;
+mod telemetry;
 
 pub use self::core::{
     CloudReport, DeviceReport, DeviceSpec, RenewalPolicy, RevocationReport, SERIALS_KEPT, Services,

@@ -53,7 +53,7 @@ impl<B: Backends> Device<'_, B> {
         };
         Box::pin(self.attach(&mut online)).await?;
         let mut inbox = self.spec.control.clone();
-        let mut telemetry = Telemetry::new(intended_start);
+        let mut telemetry = Telemetry::new(self.spec, intended_start);
         let stop = self.stop;
         loop {
             let wake = online.schedule.wake(telemetry.due).min(telemetry.due);
@@ -90,7 +90,7 @@ impl<B: Backends> Device<'_, B> {
                 .send_telemetry(&mut online.session, &mut telemetry)
                 .await
             {
-                Sent::Delivered => {}
+                Sent::Delivered | Sent::TooLarge => {}
                 Sent::Failed => self.reconnect(&mut online).await?,
                 Sent::Stopped => break,
             }

@@ -16,6 +16,10 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
+use crate::device::messages::{SizeProfile, TelemetryPlan, size_profile};
+use crate::iothub::quotas::Sku;
 use crate::scenario::{Scenario, Target};
 
 pub const MIB_FIXED: f64 = 64.0;
@@ -24,6 +28,8 @@ pub const LIMIT_OVER_REQUEST: f64 = 1.5;
 pub const CPU_US_PER_MESSAGE: f64 = 36.0;
 pub const CPU_US_PER_ENROLMENT: f64 = 1000.0;
 pub const PORTS_PER_ADDRESS: u64 = 60999 - 32768 + 1;
+/// Messages built per cohort to size its telemetry (random sizes and texts average out).
+const SIZE_SAMPLES: u32 = 200;
 
 /// What a scenario needs, split into pods.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +43,11 @@ pub struct ShardPlan {
     /// Cores (millicores in the manifest).
     pub cpu_millis: u64,
     pub messages_per_second: f64,
+    /// Bytes per second as IoT Hub sizes messages (body and properties), and its 4 KB meters a
+    /// day, by the size model a run uses ([`crate::device::messages::size_profile`]): what
+    /// decides a hub's daily quota.
+    pub bytes_per_second: f64,
+    pub meters_per_day: f64,
     pub peak_arrivals_per_second: Option<f64>,
     pub open_files: u64,
     /// Connections each pod opens to the hub's MQTT address.
@@ -51,10 +62,8 @@ pub fn plan(scenario: &Scenario, per_pod: u64) -> ShardPlan {
     let pods = devices.div_ceil(per_pod) as u32;
     let largest = devices.div_ceil(u64::from(pods));
     let embedded = matches!(scenario.target.value, Target::Embedded(_));
-    let messages: f64 = crate::fleet::device_specs(scenario)
-        .iter()
-        .map(|d| 1.0 / d.telemetry_interval.as_secs_f64().max(1e-3))
-        .sum();
+    let traffic = telemetry_traffic(scenario);
+    let messages = traffic.messages_per_second;
     let messages_per_pod = messages / f64::from(pods);
     let peak = peak_arrivals(scenario);
     let enrolments_per_pod = peak.map_or(0.0, |p| p / f64::from(pods));
@@ -69,10 +78,41 @@ pub fn plan(scenario: &Scenario, per_pod: u64) -> ShardPlan {
         memory_limit_mib: round_up(request * LIMIT_OVER_REQUEST, 16.0),
         cpu_millis: round_up(cores * 1000.0, 50.0).max(250),
         messages_per_second: messages,
+        bytes_per_second: traffic.messages_per_second * traffic.mean_bytes,
+        meters_per_day: traffic.messages_per_second * traffic.mean_meters * 86_400.0,
         peak_arrivals_per_second: peak,
         open_files: crate::rlimit::descriptors_needed(largest, embedded),
         hub_connections: largest,
         embedded,
+    }
+}
+
+/// The fleet's telemetry on average: messages per second, and the mean bytes and meters of a
+/// message, each cohort's plan sized by messages built as its devices build them.
+fn telemetry_traffic(scenario: &Scenario) -> SizeProfile {
+    let mut cohorts: Vec<(Arc<TelemetryPlan>, u64)> = Vec::new();
+    for d in crate::fleet::device_specs(scenario) {
+        match cohorts
+            .iter_mut()
+            .find(|(p, _)| Arc::ptr_eq(p, &d.telemetry))
+        {
+            Some((_, n)) => *n += 1,
+            None => cohorts.push((d.telemetry, 1)),
+        }
+    }
+    let (mut messages, mut bytes, mut meters) = (0.0, 0.0, 0.0);
+    for (plan, devices) in &cohorts {
+        let profile = size_profile(plan, SIZE_SAMPLES);
+        let rate = profile.messages_per_second * *devices as f64;
+        messages += rate;
+        bytes += rate * profile.mean_bytes;
+        meters += rate * profile.mean_meters;
+    }
+    let per_message = |x: f64| if messages > 0.0 { x / messages } else { 0.0 };
+    SizeProfile {
+        mean_bytes: per_message(bytes),
+        mean_meters: per_message(meters),
+        messages_per_second: messages,
     }
 }
 
@@ -118,6 +158,13 @@ impl ShardPlan {
                 None => "closed model (as fast as the CA admits)".into(),
             }
         );
+        let _ = writeln!(
+            s,
+            "hub: {} a second (as IoT Hub sizes messages), {:.0} meters of 4 KB a day ({})",
+            crate::metrics::human_bytes(self.bytes_per_second as u64),
+            self.meters_per_day,
+            self.units_text()
+        );
         let _ = writeln!(s, "each pod needs:");
         let _ = writeln!(
             s,
@@ -154,6 +201,23 @@ impl ShardPlan {
         s.push('\n');
         s.push_str(&self.overlay_patch());
         s
+    }
+
+    /// How many units of each standard tier the daily quota takes (`S1: 3 units, ...`).
+    fn units_text(&self) -> String {
+        [Sku::S1, Sku::S2, Sku::S3]
+            .iter()
+            .map(|sku| {
+                let per_unit = sku.limits().daily_messages_per_unit as f64;
+                let units = (self.meters_per_day / per_unit).ceil().max(1.0);
+                format!(
+                    "{}: {units:.0} unit{}",
+                    sku.name(),
+                    if units > 1.0 { "s" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// A patch for `deploy/kubernetes` overlays: the shard count and each pod's resources.
@@ -198,9 +262,45 @@ mod tests {
         assert_eq!(plan.cpu_millis, 250);
         assert_eq!(plan.open_files, 2 * 5_000 + 512);
         assert!(plan.embedded);
+        // The EZCA sample (~128 bytes with its properties): one 4 KB meter a message, 4,000 ×
+        // 86,400 a day.
+        assert!((plan.meters_per_day - 345_600_000.0).abs() < 1.0);
+        assert!(
+            plan.bytes_per_second > 4_000.0 * 100.0 && plan.bytes_per_second < 4_000.0 * 160.0,
+            "{plan:?}"
+        );
         let text = plan.to_text("sizing");
+        assert!(
+            text.contains(
+                "345600000 meters of 4 KB a day (S1: 864 units, S2: 58 units, S3: 2 units)"
+            ),
+            "{text}"
+        );
         assert!(text.contains("completions: 4"), "{text}");
         assert!(text.contains("target is embedded"), "{text}");
+    }
+
+    #[test]
+    fn the_hub_quota_follows_each_cohorts_size_model() {
+        // 900 devices send the sample every 5 s; 100 send raw 9 KB (three meters) every 10 s.
+        let cohorts = "  cohorts:\n    - {name: small, share: 90%}\n    - name: big\n      share: 10%\n      telemetry: {interval: 10s, payload: {size: 9KB}}\n";
+        let s = crate::scenario::parse(
+            &format!("name: sizing\nduration: 60s\ntarget:\n  embedded: {{}}\nfleet:\n  devices: 1000\n  arrival_rate: 400/s\n{cohorts}telemetry:\n  interval: 5s\n"),
+            std::path::Path::new("sizing.yaml"),
+        )
+        .unwrap();
+        let plan = plan(&s, 1_000);
+        assert!((plan.messages_per_second - (180.0 + 10.0)).abs() < 1e-6);
+        // 180/s × 1 meter + 10/s × 3 meters, a day.
+        assert!(
+            (plan.meters_per_day - 210.0 * 86_400.0).abs() < 1.0,
+            "{plan:?}"
+        );
+        assert!(plan.bytes_per_second > 10.0 * 9216.0);
+        assert!(
+            plan.to_text("s")
+                .contains("(S1: 46 units, S2: 4 units, S3: 1 unit)")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use rand::{RngCore, SeedableRng};
 
 use crate::device::DeviceSpec;
+use crate::device::messages::TelemetryPlan;
 use crate::scenario::{Arrival, IdPattern, Qos, Registration, Scenario, cohort};
 
 /// The name of the implicit cohort of a scenario without `fleet.cohorts`.
@@ -35,7 +36,10 @@ pub fn plan(scenario: &Scenario) -> FleetPlan {
     let members = interleave(&sizes);
     // One spec template per cohort: the top-level settings with the cohort's changes.
     let templates: Vec<(IdPattern, DeviceSpec)> = match fleet.cohorts.is_empty() {
-        true => vec![(fleet.id_pattern.clone(), template(scenario, None))],
+        true => vec![(
+            fleet.id_pattern.clone(),
+            template(scenario, None, DEFAULT_COHORT),
+        )],
         false => fleet
             .cohorts
             .iter()
@@ -45,7 +49,7 @@ pub fn plan(scenario: &Scenario) -> FleetPlan {
                     .id_pattern
                     .clone()
                     .unwrap_or_else(|| fleet.id_pattern.clone());
-                (pattern, template(scenario, Some(co)))
+                (pattern, template(scenario, Some(co), &co.name))
             })
             .collect(),
     };
@@ -87,22 +91,31 @@ pub fn plan(scenario: &Scenario) -> FleetPlan {
     }
 }
 
-/// A device of `cohort` (or of the scenario's top level), without index, id and seed.
-fn template(scenario: &Scenario, cohort: Option<&crate::scenario::Cohort>) -> DeviceSpec {
+/// A device of `cohort` (or of the scenario's top level), called `name`, without index, id and
+/// seed.
+fn template(
+    scenario: &Scenario,
+    cohort: Option<&crate::scenario::Cohort>,
+    name: &str,
+) -> DeviceSpec {
     let c = match cohort {
         Some(co) => scenario.certificate.for_cohort(&co.certificate),
         None => scenario.certificate.clone(),
     };
-    let t = &scenario.telemetry;
-    let ct = cohort.map(|co| &co.telemetry);
-    let qos = ct.and_then(|own| own.qos).unwrap_or(t.qos);
+    let telemetry = match cohort {
+        Some(co) => scenario.telemetry.for_cohort(&co.telemetry),
+        None => scenario.telemetry.settings(),
+    };
+    let qos = telemetry.qos;
     DeviceSpec {
         index: 0,
         id: String::new(),
         key_kind: c.key,
         validity_days: c.validity_days.get(),
         renew_fraction: c.renew_at.fraction(),
-        telemetry_interval: ct.and_then(|own| own.interval).unwrap_or(t.interval).0,
+        telemetry: std::sync::Arc::new(
+            TelemetryPlan::new(telemetry, name).stamped(scenario.backend.consume),
+        ),
         at_least_once: qos == Qos::AtLeastOnce,
         register: scenario.fleet.registration == Registration::PerDevice,
         seed: 0,

@@ -20,6 +20,7 @@ pub fn hub_counts(h: HubStats) -> HubCounts {
     HubCounts {
         messages: h.messages,
         bytes: h.bytes,
+        meters: h.meters,
         connects: h.connects,
         refused: h.refused,
         drops: h.drops,

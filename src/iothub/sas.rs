@@ -27,6 +27,11 @@ pub fn url_encode(s: &str) -> String {
     utf8_percent_encode(s, URI_COMPONENT).to_string()
 }
 
+/// Appends `s`, URL-encoded as [`url_encode`] does, to `out` (no intermediate string).
+pub fn push_url_encoded(out: &mut String, s: &str) {
+    out.extend(utf8_percent_encode(s, URI_COMPONENT));
+}
+
 fn signature(encoded_resource: &str, expiry: &str, key_b64: &str) -> Result<String, HubError> {
     let key = STANDARD
         .decode(key_b64)

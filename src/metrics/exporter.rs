@@ -132,6 +132,24 @@ pub fn render(snapshot: &Snapshot, extra: &[Sample]) -> String {
     ] {
         let _ = writeln!(out, "fleetsim_messages_total{{result=\"{result}\"}} {n}");
     }
+    header(
+        &mut out,
+        "fleetsim_message_bytes_total",
+        "Payload bytes of the telemetry messages sent.",
+        "counter",
+    );
+    let _ = writeln!(out, "fleetsim_message_bytes_total {}", snapshot.bytes_sent);
+    header(
+        &mut out,
+        "fleetsim_message_meters_total",
+        "IoT Hub 4 KB meters of the telemetry messages sent (what they count against the daily quota).",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "fleetsim_message_meters_total {}",
+        snapshot.meters_sent
+    );
 
     errors_and_retries(&mut out, snapshot);
     cert_health(&mut out, &snapshot.certs);

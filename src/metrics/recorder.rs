@@ -83,6 +83,9 @@ pub struct Recorder {
     messages_sent: AtomicU64,
     messages_acked: AtomicU64,
     messages_failed: AtomicU64,
+    /// Payload bytes and IoT Hub 4 KB meters of the messages sent.
+    bytes_sent: AtomicU64,
+    meters_sent: AtomicU64,
     states: [AtomicI64; DeviceState::ALL.len()],
     /// `service/endpoint/reason` → retries a client made on its own (EZCA's 2/4/8 s policy).
     /// Rare by nature (each waits seconds), so one lock is enough.
@@ -126,6 +129,8 @@ impl Recorder {
             messages_sent: AtomicU64::new(0),
             messages_acked: AtomicU64::new(0),
             messages_failed: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            meters_sent: AtomicU64::new(0),
             states: Default::default(),
             retries: Mutex::new(BTreeMap::new()),
             certs: super::certs::CertHealth::new(),
@@ -217,6 +222,14 @@ impl Recorder {
         self.messages_acked.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts the payload bytes and IoT Hub meters of a message sent (with [`message_sent`]).
+    ///
+    /// [`message_sent`]: Self::message_sent
+    pub fn message_bytes(&self, bytes: u64, meters: u64) {
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+        self.meters_sent.fetch_add(meters, Ordering::Relaxed);
+    }
+
     /// Counts a telemetry message that was not delivered (publish error or missing PUBACK).
     pub fn message_failed(&self) {
         self.messages_failed.fetch_add(1, Ordering::Relaxed);
@@ -302,6 +315,8 @@ impl Recorder {
             messages_sent: self.messages_sent.load(Ordering::Relaxed),
             messages_acked: self.messages_acked.load(Ordering::Relaxed),
             messages_failed: self.messages_failed.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            meters_sent: self.meters_sent.load(Ordering::Relaxed),
             errors,
             retries: lock(&self.retries).clone(),
             devices,
@@ -348,6 +363,10 @@ pub struct Snapshot {
     pub messages_acked: u64,
     /// Telemetry messages whose publish failed.
     pub messages_failed: u64,
+    /// Payload bytes of the messages sent.
+    pub bytes_sent: u64,
+    /// IoT Hub's 4 KB meters of the messages sent.
+    pub meters_sent: u64,
     /// `phase/kind` → count.
     pub errors: BTreeMap<String, u64>,
     /// `service/endpoint/reason` → retries made inside a service client.

@@ -124,7 +124,7 @@ fn summary(s: &mut String, report: &Report) {
         s,
         "<p>{} target, started {}, {:.1} s{interrupted}{merged}</p><p>devices: {} planned, {} \
          started, {} enrolled, {} connected, {} renewed ({} renewals), {} failed<br>messages: {} \
-         sent, {} acked, {} failed</p>",
+         sent, {} acked, {} failed; {} bytes ({}), {} meters of 4 KB{}</p>",
         escape(&report.target),
         escape(&report.started_at),
         report.wall_seconds,
@@ -137,7 +137,14 @@ fn summary(s: &mut String, report: &Report) {
         d.failed,
         m.sent,
         m.acked,
-        m.failed
+        m.failed,
+        m.bytes,
+        crate::metrics::human_bytes(m.bytes),
+        m.meters,
+        report.hub.as_ref().map_or(String::new(), |h| format!(
+            "<br>hub received: {} messages, {} bytes, {} meters",
+            h.messages, h.bytes, h.meters
+        ))
     );
 }
 

@@ -119,6 +119,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         messages.sent += r.messages.sent;
         messages.acked += r.messages.acked;
         messages.failed += r.messages.failed;
+        messages.bytes += r.messages.bytes;
+        messages.meters += r.messages.meters;
         if let Some(h) = &r.hub {
             add_hub(hub.get_or_insert_with(HubCounts::default), h);
         }
@@ -266,6 +268,7 @@ fn add_cohorts(into: &mut Vec<CohortCounts>, cohorts: &[CohortCounts]) {
 fn add_hub(into: &mut HubCounts, h: &HubCounts) {
     into.messages += h.messages;
     into.bytes += h.bytes;
+    into.meters += h.meters;
     into.connects += h.connects;
     into.refused += h.refused;
     into.drops += h.drops;

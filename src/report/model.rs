@@ -126,6 +126,9 @@ impl KeyPoolCounts {
 pub struct HubCounts {
     pub messages: u64,
     pub bytes: u64,
+    /// Meters of the daily quota the messages counted for (4 KB each; 0.5 KB on F1).
+    #[serde(default)]
+    pub meters: u64,
     pub connects: u64,
     pub refused: u64,
     pub drops: u64,
@@ -166,6 +169,13 @@ pub struct MessageCounts {
     pub sent: u64,
     pub acked: u64,
     pub failed: u64,
+    /// Payload bytes of the messages sent.
+    #[serde(default)]
+    pub bytes: u64,
+    /// IoT Hub's 4 KB meters of the messages sent: what they count against a hub's daily
+    /// quota (size with properties, at least one meter each).
+    #[serde(default)]
+    pub meters: u64,
 }
 
 impl Report {
@@ -192,6 +202,8 @@ impl Report {
                 sent: snapshot.messages_sent,
                 acked: snapshot.messages_acked,
                 failed: 0,
+                bytes: snapshot.bytes_sent,
+                meters: snapshot.meters_sent,
             },
             phases: stats::phase_stats(&snapshot.latency, &snapshot.uncorrected)?,
             errors: snapshot.errors,

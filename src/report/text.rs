@@ -90,14 +90,19 @@ impl Report {
         let m = &self.messages;
         let _ = write!(
             s,
-            "messages: {} sent, {} acked, {} failed",
-            m.sent, m.acked, m.failed
+            "messages: {} sent, {} acked, {} failed; {} bytes ({}), {} meters of 4 KB",
+            m.sent,
+            m.acked,
+            m.failed,
+            m.bytes,
+            crate::metrics::human_bytes(m.bytes),
+            m.meters
         );
         if let Some(h) = &self.hub {
             let _ = write!(
                 s,
-                "; hub received {} ({} bytes), {} connects, {} refused, {} throttled",
-                h.messages, h.bytes, h.connects, h.refused, h.throttled
+                "; hub received {} ({} bytes, {} meters), {} connects, {} refused, {} throttled",
+                h.messages, h.bytes, h.meters, h.connects, h.refused, h.throttled
             );
         }
         let _ = writeln!(s);

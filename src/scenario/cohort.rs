@@ -15,8 +15,9 @@ use serde_saphyr::{Location, Spanned};
 use super::arrival::Arrival;
 use super::behaviour::Behaviour;
 pub use super::certificate::CohortCertificate;
-use super::device::{IdPattern, Qos};
-use super::units::{Percent, Span};
+use super::device::IdPattern;
+pub use super::telemetry::CohortTelemetry;
+use super::units::Percent;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -44,15 +45,6 @@ pub struct Cohort {
     /// fleet's, interleaved with the other cohorts that have none.
     #[serde(default)]
     pub arrival: Option<Spanned<Arrival>>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CohortTelemetry {
-    #[serde(default)]
-    pub interval: Option<Span>,
-    #[serde(default)]
-    pub qos: Option<Qos>,
 }
 
 /// How many devices each cohort gets, in order. The loader has checked the cohorts with

@@ -16,6 +16,7 @@ use rand::Rng;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::draw;
 use super::units::Span;
 
 /// A distribution of durations.
@@ -27,9 +28,6 @@ pub enum Delay {
     LogNormal { p50: Duration, p99: Duration },
 }
 
-/// The standard normal's 99th percentile.
-const Z_99: f64 = 2.326_347_874;
-
 /// The longest delay a draw returns (a log-normal's tail is unbounded).
 const MAX_DRAW: Duration = Duration::from_secs(3600);
 
@@ -39,19 +37,11 @@ impl Delay {
         let secs = match *self {
             Delay::Fixed(d) => return d,
             Delay::Uniform { min, max } => rng.random_range(min.as_secs_f64()..=max.as_secs_f64()),
-            Delay::Exponential { mean } => {
-                // 1 - u is in (0, 1], so the log is finite.
-                let u: f64 = rng.random();
-                -mean.as_secs_f64() * (1.0 - u).ln()
-            }
+            Delay::Exponential { mean } => draw::exponential(rng, mean.as_secs_f64()),
             Delay::LogNormal { p50, p99 } => {
                 let median = p50.as_secs_f64().max(1e-9);
-                let sigma = (p99.as_secs_f64().max(median) / median).ln() / Z_99;
-                // Box-Muller for a standard normal sample.
-                let u1: f64 = 1.0 - rng.random::<f64>();
-                let u2: f64 = rng.random();
-                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-                median * (sigma * z).exp()
+                let (mu, sigma) = draw::lognormal_parameters(median, p99.as_secs_f64().max(median));
+                draw::lognormal(rng, mu, sigma)
             }
         };
         Duration::try_from_secs_f64(secs)

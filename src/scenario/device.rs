@@ -1,9 +1,7 @@
 //! What each device is: its id (`fleet.id_pattern`), how it reaches the hub (transport and
-//! registration) and what it sends (`telemetry`: interval and QoS).
+//! registration), and its telemetry's QoS (what it sends and when is [`super::telemetry`]).
 
 use serde::{Deserialize, Serialize};
-
-use super::units::Span;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -19,29 +17,6 @@ pub enum Registration {
     #[default]
     PerDevice,
     Bulk,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Telemetry {
-    /// Time between two messages of one device.
-    #[serde(default = "default_interval")]
-    pub interval: Span,
-    #[serde(default)]
-    pub qos: Qos,
-}
-
-impl Default for Telemetry {
-    fn default() -> Self {
-        Self {
-            interval: default_interval(),
-            qos: Qos::default(),
-        }
-    }
-}
-
-fn default_interval() -> Span {
-    Span(std::time::Duration::from_secs(30))
 }
 
 /// MQTT QoS for telemetry. IoT Hub closes the connection on QoS 2, so only 0 and 1 exist here.

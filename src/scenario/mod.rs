@@ -13,9 +13,15 @@ pub mod cohort;
 pub mod delay;
 mod device;
 pub mod dps;
+pub mod draw;
 pub mod events;
+mod generators;
 pub mod placeholders;
+pub mod schedule;
+mod size;
 mod target;
+pub mod telemetry;
+pub mod template;
 pub mod thresholds;
 pub mod units;
 
@@ -31,10 +37,11 @@ pub use behaviour::Behaviour;
 pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
 pub use delay::Delay;
-pub use device::{DeviceTransportKind, IdPattern, Qos, Registration, Telemetry};
+pub use device::{DeviceTransportKind, IdPattern, Qos, Registration};
 pub use dps::{DpsAllocation, DpsLimitsChoice, EmbeddedDps, Provisioning, RemoteDps};
 pub use events::{Action, Event, RevokeMethod, Swap};
 pub use target::*;
+pub use telemetry::{Payload, Telemetry, TelemetrySettings};
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
 
@@ -270,6 +277,7 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     }
     let c = &s.certificate;
     certificate::validate(c, "", c.renewal.referenced)?;
+    telemetry::validate(&s.telemetry, None, "", serde_saphyr::Location::UNKNOWN)?;
     validate_events(s)?;
     validate_provisioning(s)?;
     if let Target::Remote(r) = &s.target.value
@@ -419,12 +427,15 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
     cohort::validate(f.devices.get(), &f.cohorts)?;
     behaviour::validate(&s.behaviour, "", serde_saphyr::Location::UNKNOWN)?;
     for c in &f.cohorts {
+        let prefix = format!("cohort {:?}: ", c.value.name);
         let b = s.behaviour.for_cohort(&c.value.behaviour);
-        behaviour::validate(&b, &format!("cohort {:?}: ", c.value.name), c.referenced)?;
+        behaviour::validate(&b, &prefix, c.referenced)?;
         let policy = s.certificate.for_cohort(&c.value.certificate);
-        certificate::validate(
-            &policy,
-            &format!("cohort {:?}: ", c.value.name),
+        certificate::validate(&policy, &prefix, c.referenced)?;
+        telemetry::validate(
+            &s.telemetry,
+            Some(&c.value.telemetry),
+            &prefix,
             c.referenced,
         )?;
     }
@@ -482,6 +493,19 @@ impl Scenario {
             .cohorts
             .iter()
             .map(|c| self.certificate.for_cohort(&c.value.certificate))
+            .collect()
+    }
+
+    /// What each cohort's devices send and when, in order (one, the top level's, without
+    /// cohorts).
+    pub fn telemetry_settings(&self) -> Vec<TelemetrySettings> {
+        if self.fleet.cohorts.is_empty() {
+            return vec![self.telemetry.settings()];
+        }
+        self.fleet
+            .cohorts
+            .iter()
+            .map(|c| self.telemetry.for_cohort(&c.value.telemetry))
             .collect()
     }
 

@@ -19,7 +19,7 @@ pub fn progress_line(snapshot: &Snapshot, elapsed: Duration, planned: u64) -> St
         n => format!(", {n} revoked"),
     };
     format!(
-        "[{:>6.1}s] devices {}/{} started: {} enrolling, {} connecting, {} online, {} renewing, {} backoff, {} failed{} | msgs {} sent {} acked{operator} | errors {}",
+        "[{:>6.1}s] devices {}/{} started: {} enrolling, {} connecting, {} online, {} renewing, {} backoff, {} failed{} | msgs {} sent {} acked, {} in {} meters{operator} | errors {}",
         elapsed.as_secs_f64(),
         snapshot.devices.values().sum::<i64>(),
         planned,
@@ -32,6 +32,8 @@ pub fn progress_line(snapshot: &Snapshot, elapsed: Duration, planned: u64) -> St
         revoked,
         snapshot.messages_sent,
         snapshot.messages_acked,
+        crate::metrics::human_bytes(snapshot.bytes_sent),
+        snapshot.meters_sent,
         snapshot.total_errors(),
     )
 }
@@ -51,12 +53,13 @@ mod tests {
         recorder.transition(Some(DeviceState::Pending), DeviceState::Enrolling);
         recorder.message_sent();
         recorder.message_sent();
+        recorder.message_bytes(2048, 2);
         recorder.message_acked();
         recorder.error(Phase::CaIssue, "http_503");
         let line = progress_line(&recorder.snapshot(), Duration::from_millis(12_340), 10);
         assert_eq!(
             line,
-            "[  12.3s] devices 3/10 started: 1 enrolling, 0 connecting, 1 online, 0 renewing, 0 backoff, 0 failed | msgs 2 sent 1 acked | errors 1"
+            "[  12.3s] devices 3/10 started: 1 enrolling, 0 connecting, 1 online, 0 renewing, 0 backoff, 0 failed | msgs 2 sent 1 acked, 2.0 KiB in 2 meters | errors 1"
         );
         recorder.transition(Some(DeviceState::Online), DeviceState::Revoked);
         let line = progress_line(&recorder.snapshot(), Duration::from_secs(13), 10);
@@ -71,7 +74,7 @@ mod tests {
         }
         let line = progress_line(&recorder.snapshot(), Duration::from_secs(14), 10);
         assert!(
-            line.contains("1 acked | methods 2 ok, 1 offline | errors 1"),
+            line.contains("2 meters | methods 2 ok, 1 offline | errors 1"),
             "{line}"
         );
     }

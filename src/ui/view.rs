@@ -15,7 +15,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, LineGauge, Paragraph, Row, Sparkline, Table};
 
-use crate::metrics::{DeviceState, Outcome, Phase, Snapshot};
+use crate::metrics::{DeviceState, Outcome, Phase, Snapshot, human_bytes};
 
 /// How much history the sparklines keep: one point per second.
 const HISTORY: usize = 60;
@@ -38,6 +38,7 @@ struct Counters {
     enrolments: u64,
     connects: u64,
     messages: u64,
+    bytes: u64,
 }
 
 impl Counters {
@@ -47,6 +48,7 @@ impl Counters {
             connects: s.count(Phase::MqttConnect, Outcome::Ok)
                 + s.count(Phase::MqttReconnect, Outcome::Ok),
             messages: s.messages_acked,
+            bytes: s.bytes_sent,
         }
     }
 }
@@ -57,6 +59,7 @@ struct Rates {
     enrolments: f64,
     connects: f64,
     messages: f64,
+    bytes: f64,
 }
 
 pub struct LiveView {
@@ -69,6 +72,8 @@ pub struct LiveView {
     /// `(phase/kind, count)`, largest first.
     errors: Vec<(String, u64)>,
     messages: (u64, u64, u64),
+    /// Payload bytes and IoT Hub 4 KB meters of the messages sent.
+    volume: (u64, u64),
     rates: Rates,
     /// The counters at the last history point.
     mark: Option<(Instant, Counters)>,
@@ -90,6 +95,7 @@ impl LiveView {
             phases: Vec::new(),
             errors: Vec::new(),
             messages: (0, 0, 0),
+            volume: (0, 0),
             rates: Rates::default(),
             mark: None,
             message_history: VecDeque::with_capacity(HISTORY),
@@ -126,6 +132,7 @@ impl LiveView {
         errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         self.errors = errors;
         self.messages = (s.messages_sent, s.messages_acked, s.messages_failed);
+        self.volume = (s.bytes_sent, s.meters_sent);
         self.operator = operator_summary(s);
 
         let counters = Counters::of(s);
@@ -139,6 +146,7 @@ impl LiveView {
                 enrolments: rate(counters.enrolments, before.enrolments),
                 connects: rate(counters.connects, before.connects),
                 messages: rate(counters.messages, before.messages),
+                bytes: rate(counters.bytes, before.bytes),
             };
             push(
                 &mut self.message_history,
@@ -216,16 +224,18 @@ impl LiveView {
 
     fn render_rates(&self, frame: &mut Frame, area: Rect) {
         let (sent, acked, failed) = self.messages;
-        let total_errors: u64 = self.errors.iter().map(|(_, n)| n).sum();
+        let (bytes, meters) = self.volume;
+        // As many lines as there are device states: the two boxes are as tall.
         let lines = vec![
             kv("enrolments/s", format!("{:.1}", self.rates.enrolments)),
             kv("connects/s", format!("{:.1}", self.rates.connects)),
             kv("msgs/s", format!("{:.1}", self.rates.messages)),
-            Line::raw(""),
+            kv("bytes/s", human_bytes(self.rates.bytes as u64)),
             kv("msgs sent", sent.to_string()),
             kv("msgs acked", acked.to_string()),
             kv("msgs failed", failed.to_string()),
-            kv("errors", total_errors.to_string()),
+            kv("bytes sent", human_bytes(bytes)),
+            kv("4 KB meters", meters.to_string()),
         ];
         let block = Block::bordered().title(" rates (last second) ");
         frame.render_widget(Paragraph::new(lines).block(block), area);
@@ -271,7 +281,10 @@ impl LiveView {
         ];
         let table = Table::new(rows, widths)
             .header(header)
-            .block(Block::bordered().title(" errors by phase and kind "));
+            .block(Block::bordered().title(format!(
+                " errors by phase and kind ({}) ",
+                self.errors.iter().map(|(_, n)| n).sum::<u64>()
+            )));
         frame.render_widget(table, area);
     }
 }

@@ -63,6 +63,7 @@ fn fed() -> (Recorder, Instant) {
     recorder.error(Phase::CaIssue, "timeout");
     for _ in 0..120 {
         recorder.message_sent();
+        recorder.message_bytes(1024, 1);
         recorder.message_acked();
     }
     (recorder, end)
@@ -111,6 +112,11 @@ fn the_view_shows_states_latency_errors_and_rates() {
     assert!(row_with(&screen, "enrolments/s ").contains("50.0"));
     assert!(row_with(&screen, "msgs/s ").contains("60.0"));
     assert!(row_with(&screen, "msgs/s, last 60 s").contains("(peak 60)"));
+    // Bytes and meters next to the messages: 120 KiB over two seconds, one meter each.
+    assert!(row_with(&screen, "bytes/s ").contains("60.0 KiB"));
+    assert!(row_with(&screen, "bytes sent ").contains("120.0 KiB"));
+    assert!(row_with(&screen, "4 KB meters ").contains("120"));
+    assert!(row_with(&screen, "errors by phase and kind (4)").contains('┌'));
 }
 
 #[test]

@@ -463,7 +463,7 @@ async fn spawn_device(
         key_kind: fleetsim::crypto::KeyKind::P256,
         validity_days: 10,
         renew_fraction: 0.8,
-        telemetry_interval: Duration::from_secs(60),
+        telemetry: fleetsim::device::messages::TelemetryPlan::every(Duration::from_secs(60)),
         at_least_once: true,
         register: true,
         seed: 11,

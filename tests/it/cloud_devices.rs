@@ -32,7 +32,7 @@ fn spec(id: &str, cloud: Arc<CloudBehaviour>, telemetry: Duration) -> DeviceSpec
         key_kind: KeyKind::P256,
         validity_days: 10,
         renew_fraction: 0.8,
-        telemetry_interval: telemetry,
+        telemetry: fleetsim::device::messages::TelemetryPlan::every(telemetry),
         at_least_once: true,
         register: false,
         seed: 7,

@@ -253,7 +253,7 @@ fn spec(id: &str) -> DeviceSpec {
         key_kind: fleetsim::crypto::KeyKind::P256,
         validity_days: 10,
         renew_fraction: 0.8,
-        telemetry_interval: Duration::from_millis(300),
+        telemetry: fleetsim::device::messages::TelemetryPlan::every(Duration::from_millis(300)),
         at_least_once: true,
         register: true,
         seed: 1,

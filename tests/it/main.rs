@@ -60,4 +60,5 @@ mod run_command;
 mod server_limits;
 mod service_client;
 mod shard;
+mod telemetry;
 mod validate;

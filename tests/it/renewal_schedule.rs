@@ -148,7 +148,7 @@ async fn renewals_retry_until_the_deadline_and_expiry_is_counted() {
         key_kind: KeyKind::P256,
         validity_days: 4,
         renew_fraction: 0.5,
-        telemetry_interval: Duration::from_millis(200),
+        telemetry: fleetsim::device::messages::TelemetryPlan::every(Duration::from_millis(200)),
         at_least_once: true,
         register: true,
         seed: index,

@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-fn validate(path: &std::path::Path) -> (bool, String) {
+/// Runs `fleetsim validate PATH`: whether it passed, and what it printed.
+pub(crate) fn validate(path: &std::path::Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_fleetsim"))
         .arg("validate")
         .arg(path)

@@ -9,10 +9,11 @@
 //! serves the endpoints on the emulators' accept loop ([`crate::emulator::listener`]). Files
 //! import one way: the endpoints use `state`, `auth` and `rest`, never this file.
 //!
-//! It keeps per-device counters (messages and bytes received, connects, drops, and the serial of
-//! every certificate a device connected with) so a run's "sent/acked" can be checked against what
-//! the hub actually received, and service-side counters (methods, desired pushes, queries,
-//! throttled requests per class) in [`HubStats`].
+//! It keeps per-device counters (messages, bytes and 4 KB meters received, connects, drops, the
+//! serial of every certificate a device connected with, and the properties of its last message)
+//! so a run's "sent/acked" can be checked against what the hub actually received, and
+//! service-side counters (methods, desired pushes, queries, throttled requests per class) in
+//! [`HubStats`].
 
 mod admin;
 mod auth;
@@ -55,6 +56,7 @@ use crate::iothub::registry::Device;
 use crate::sync::lock;
 
 pub use auth::Refused;
+pub use state::ReceivedMessage;
 use state::{HubState, Trust};
 
 #[derive(Debug, Clone)]
@@ -82,6 +84,10 @@ impl Default for HubConfig {
 pub struct DeviceStats {
     pub messages: u64,
     pub bytes: u64,
+    /// Meters of the daily quota its messages counted for (the SKU's meter, 4 KB by default).
+    pub meters: u64,
+    /// The last telemetry message it sent.
+    pub last_message: Option<ReceivedMessage>,
     pub connects: u64,
     pub refused: u64,
     pub drops: u64,
@@ -94,6 +100,8 @@ pub struct DeviceStats {
 pub struct HubStats {
     pub messages: u64,
     pub bytes: u64,
+    /// Meters of the daily quota the messages counted for.
+    pub meters: u64,
     pub connects: u64,
     pub refused: u64,
     pub drops: u64,
@@ -327,6 +335,8 @@ impl HubEmulator {
         DeviceStats {
             messages: c.messages.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
+            meters: c.meters.load(Ordering::Relaxed),
+            last_message: lock(&c.last_message).clone(),
             connects: c.connects.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             drops: c.drops.load(Ordering::Relaxed),
@@ -344,6 +354,7 @@ impl HubEmulator {
         for c in lock(&self.state.counters).values() {
             s.messages += c.messages.load(Ordering::Relaxed);
             s.bytes += c.bytes.load(Ordering::Relaxed);
+            s.meters += c.meters.load(Ordering::Relaxed);
             s.connects += c.connects.load(Ordering::Relaxed);
             s.refused += c.refused.load(Ordering::Relaxed);
             s.drops += c.drops.load(Ordering::Relaxed);

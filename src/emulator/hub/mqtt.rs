@@ -316,9 +316,10 @@ impl<'a> Live<'a> {
             .then(|| Packet::Publish(Publish::new(topic, QoS::AtMostOnce, body)))
     }
 
-    /// Device-to-cloud telemetry: charged to the daily quota (spent: the hub severs the
-    /// connection), shaped by the D2C throttle, counted, appended to the Event Hub-compatible
-    /// endpoint's log with its properties, acknowledged.
+    /// Device-to-cloud telemetry: charged to the daily quota by IoT Hub's size (spent: the hub
+    /// severs the connection), shaped by the D2C throttle, counted (messages, bytes, meters, the
+    /// last one kept), appended to the Event Hub-compatible endpoint's log with its properties,
+    /// acknowledged.
     async fn telemetry(
         &mut self,
         p: &Publish,
@@ -326,7 +327,9 @@ impl<'a> Live<'a> {
         puback: Option<Packet>,
     ) -> Step {
         let throttles = &self.state.throttles;
-        if !throttles.charge_message(p.payload.len()) {
+        // IoT Hub meters the body and the properties (reference §5).
+        let size = topics::message_size(p.payload.len(), &properties);
+        if !throttles.charge_message(size as usize) {
             return Step::Close;
         }
         if !wait_for(throttles.admit(Class::DeviceToCloud)).await {
@@ -336,6 +339,17 @@ impl<'a> Live<'a> {
         self.counters.touch();
         let bytes = p.payload.len() as u64;
         self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let meters = topics::meters(size, throttles.meter_bytes());
+        self.counters.meters.fetch_add(meters, Ordering::Relaxed);
+        let received_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        *lock(&self.counters.last_message) = Some(super::state::ReceivedMessage {
+            properties: properties.clone(),
+            bytes,
+            size,
+            received_at_ms,
+        });
         let events = &self.state.events;
         events.append(&self.device, properties, p.payload.clone());
         Step::Reply(puback.into_iter().collect())

@@ -27,6 +27,9 @@ use crate::sync::lock;
 pub(super) struct DeviceCounters {
     pub(super) messages: AtomicU64,
     pub(super) bytes: AtomicU64,
+    /// Meters of the daily quota its messages counted for.
+    pub(super) meters: AtomicU64,
+    pub(super) last_message: Mutex<Option<ReceivedMessage>>,
     pub(super) connects: AtomicU64,
     pub(super) refused: AtomicU64,
     pub(super) drops: AtomicU64,
@@ -85,6 +88,20 @@ pub(super) struct ServiceCounters {
 /// Adds one to a counter.
 pub(super) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What the hub stored of a telemetry message.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// Its properties, decoded from the topic's property bag, in order (`$.ct`, ..., then the
+    /// application's).
+    pub properties: Vec<(String, String)>,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// Its size as IoT Hub counts it (body and properties).
+    pub size: u64,
+    /// When it arrived, in Unix milliseconds.
+    pub received_at_ms: u64,
 }
 
 pub(super) struct Trust {

@@ -199,6 +199,11 @@ impl Throttles {
             .is_some_and(|max| self.meters_today.load(Ordering::Relaxed) >= max)
     }
 
+    /// The size of one meter of the daily quota (4 KB; 0.5 KB on F1).
+    pub fn meter_bytes(&self) -> u64 {
+        self.limits.meter_bytes
+    }
+
     /// Counts a message of `bytes` against the quota; false if it does not fit.
     pub fn charge_message(&self, bytes: usize) -> bool {
         self.roll_day();
