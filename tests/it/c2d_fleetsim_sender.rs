@@ -18,29 +18,6 @@ use crate::common::{self, Watched};
 const HOST: &str = "fleetsim-c2d-sender.azure-devices.net";
 const IP: [u8; 4] = [127, 0, 16, 3];
 
-fn emulate(dir: &std::path::Path) -> Watched {
-    let ip = format!("{}.{}.{}.{}", IP[0], IP[1], IP[2], IP[3]);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
-    command
-        .arg("emulate")
-        .args(["--ip", &ip, "--hub-host", HOST, "--no-dps"])
-        .args(["--registry-port", "443", "--mqtt-port", "8883"])
-        .args([
-            "--amqp-port",
-            "5671",
-            "--ca-port",
-            "0",
-            "--websocket-port",
-            "0",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::piped());
-    let mut child = Watched::spawn(&mut command, "fleetsim emulate");
-    child.read_until("ready", Duration::from_secs(60));
-    child
-}
-
 fn endpoint(dir: &std::path::Path) -> Endpoint {
     let pem = std::fs::read(dir.join("trust.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
@@ -60,7 +37,7 @@ async fn an_sdk_device_receives_what_fleetsims_sender_sent() {
     let python = common::python();
     common::map_host(HOST, IP);
     let dir = common::scratch_dir("c2d-fleetsim-sender");
-    let _emulate = emulate(&dir);
+    let _emulate = common::emulate_for_sdks(&dir, IP, HOST, true);
     let hub_cs = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
     let driver =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/c2d_receive.py");

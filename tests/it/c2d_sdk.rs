@@ -7,7 +7,7 @@
 //! check host names, so each test's hub runs on a loopback address of its own under a host name
 //! of its own, mapped in /etc/hosts.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use fleetsim::clock::Clock;
@@ -20,42 +20,17 @@ use fleetsim::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use fleetsim::iothub::topics::{self, CloudMessage};
 use serde_json::Value;
 
-use crate::common::{self, Watched};
+use crate::common;
 
 const HOST: &str = "fleetsim-c2d-sdk.azure-devices.net";
 const IP: [u8; 4] = [127, 0, 16, 1];
-
-/// `fleetsim emulate` serving the hub on IP:443 (REST), IP:8883 (MQTT) and IP:5671 (AMQP) as
-/// HOST.
-fn emulate(dir: &std::path::Path) -> Watched {
-    let ip = format!("{}.{}.{}.{}", IP[0], IP[1], IP[2], IP[3]);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
-    command
-        .arg("emulate")
-        .args(["--ip", &ip, "--hub-host", HOST, "--no-dps"])
-        .args(["--registry-port", "443", "--mqtt-port", "8883"])
-        .args([
-            "--amqp-port",
-            "5671",
-            "--ca-port",
-            "0",
-            "--websocket-port",
-            "0",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::piped());
-    let mut child = Watched::spawn(&mut command, "fleetsim emulate");
-    child.read_until("ready", Duration::from_secs(60));
-    child
-}
 
 #[test]
 fn azure_iot_hub_sends_to_an_azure_iot_device_with_properties_intact() {
     let python = common::python();
     common::map_host(HOST, IP);
     let dir = common::scratch_dir("c2d-sdk");
-    let _emulate = emulate(&dir);
+    let _emulate = common::emulate_for_sdks(&dir, IP, HOST, true);
     let hub_cs = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
     let driver = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/c2d_device.py");
     let out = common::output_within(

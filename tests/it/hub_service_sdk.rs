@@ -6,39 +6,15 @@
 //! host name of its own, mapped in /etc/hosts.
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{self, Watched};
+use crate::common;
 
 const HOST: &str = "fleetsim-c2d-test.azure-devices.net";
 const IP: [u8; 4] = [127, 0, 15, 1];
-
-/// `fleetsim emulate` serving the hub on IP:443 (REST) and IP:8883 (MQTT) as HOST.
-fn emulate(dir: &std::path::Path) -> Watched {
-    let ip = format!("{}.{}.{}.{}", IP[0], IP[1], IP[2], IP[3]);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
-    command
-        .arg("emulate")
-        .args(["--ip", &ip, "--hub-host", HOST, "--no-dps"])
-        .args(["--registry-port", "443", "--mqtt-port", "8883"])
-        .args([
-            "--ca-port",
-            "0",
-            "--websocket-port",
-            "0",
-            "--amqp-port",
-            "0",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::piped());
-    let mut child = Watched::spawn(&mut command, "fleetsim emulate");
-    child.read_until("ready", Duration::from_secs(60));
-    child
-}
 
 /// What the driver printed, by step.
 fn steps(stdout: &str) -> HashMap<String, Value> {
@@ -54,7 +30,7 @@ fn microsofts_sdks_drive_twins_methods_statistics_and_queries() {
     let python = common::python();
     common::map_host(HOST, IP);
     let dir = common::scratch_dir("hub-service-sdk");
-    let _emulate = emulate(&dir);
+    let _emulate = common::emulate_for_sdks(&dir, IP, HOST, false);
     let hub_cs = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
     let driver =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/hub_service.py");

@@ -9,7 +9,9 @@ mod service;
 
 pub use broker::{BrokerSession, ScriptedBroker};
 pub use hosts::map_host;
-pub use process::{Watched, emulate_on_free_ports, output_within, python, scratch_dir};
+pub use process::{
+    Watched, emulate_for_sdks, emulate_on_free_ports, output_within, python, scratch_dir,
+};
 pub use service::{Answer, Service};
 
 use std::sync::Arc;

@@ -43,6 +43,26 @@ pub fn emulate_on_free_ports(dir: &Path) -> Command {
     command
 }
 
+/// `fleetsim emulate` as Microsoft's SDKs need it (they fix the ports and check the host name):
+/// the hub named `host` on `ip`, its REST on 443, MQTT on 8883 and, with `amqp`, AMQP on 5671;
+/// the CA and WebSocket on free ports, no DPS. Returns once it is ready.
+pub fn emulate_for_sdks(dir: &Path, ip: [u8; 4], host: &str, amqp: bool) -> Watched {
+    let ip = format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
+    command
+        .arg("emulate")
+        .args(["--ip", &ip, "--hub-host", host, "--no-dps"])
+        .args(["--registry-port", "443", "--mqtt-port", "8883"])
+        .args(["--amqp-port", if amqp { "5671" } else { "0" }])
+        .args(["--ca-port", "0", "--websocket-port", "0"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped());
+    let mut child = Watched::spawn(&mut command, "fleetsim emulate");
+    child.read_until("ready", Duration::from_secs(60));
+    child
+}
+
 /// The Python of the peers' virtualenv (`target/peers/venv`, made by `./scripts/test`), which has
 /// Microsoft's IoT Hub and Event Hubs SDKs installed.
 pub fn python() -> PathBuf {
