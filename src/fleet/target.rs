@@ -12,7 +12,6 @@ use rustls_pki_types::CertificateDer;
 
 use super::backend::BackendTarget;
 use super::error::FleetError;
-use super::operator::C2dTarget;
 use super::resume::Opened;
 use crate::clock::Clock;
 use crate::crypto::pool::KeyPool;
@@ -43,6 +42,14 @@ const AMQP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The services the devices of a fleet run share: EZCA and IoT Hub, embedded or real.
 pub type FleetServices = Services<HubBackends>;
+
+/// Where the operator sends cloud-to-device messages: the hub's AMQP endpoint and a service
+/// policy's credentials.
+#[derive(Clone)]
+pub struct C2dTarget {
+    pub endpoint: AmqpEndpoint,
+    pub credentials: ConnectionString,
+}
 
 pub struct Resolved {
     pub services: Arc<FleetServices>,

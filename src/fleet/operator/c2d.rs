@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::context::{C2dTarget, Context, Targets};
+use super::context::{Context, Targets};
 use crate::device::gate::TrafficClass;
+use crate::fleet::target::C2dTarget;
 use crate::iothub::amqp::{C2dOutcome, C2dSend, C2dSender, now_ms};
 use crate::metrics::{Outcome, Phase};
 use crate::report::operator::C2dCounts;

@@ -12,9 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::gate::TrafficClass;
-use crate::fleet::target::FleetServices;
-use crate::iothub::ConnectionString;
-use crate::iothub::amqp::Endpoint;
+use crate::fleet::target::{C2dTarget, FleetServices};
 use crate::iothub::service::{CallError, ServiceClient};
 use crate::metrics::{Outcome, Phase, Recorder};
 use crate::report::operator::OperatorReport;
@@ -26,14 +24,6 @@ const THROTTLED_WAIT: Duration = Duration::from_secs(1);
 
 /// The most calls of one event in flight at once.
 pub const MAX_IN_FLIGHT: usize = 1000;
-
-/// Where the operator sends cloud-to-device messages: the hub's AMQP endpoint and a service
-/// policy's credentials.
-#[derive(Clone)]
-pub struct C2dTarget {
-    pub endpoint: Endpoint,
-    pub credentials: ConnectionString,
-}
 
 pub struct Context {
     pub client: Arc<ServiceClient>,

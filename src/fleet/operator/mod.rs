@@ -24,9 +24,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use context::Context;
-pub use context::{C2dTarget, Targets};
+pub use context::Targets;
 
-use super::target::FleetServices;
+use super::target::{C2dTarget, FleetServices};
 use crate::iothub::service::ServiceClient;
 use crate::metrics::Phase;
 use crate::report::operator::{

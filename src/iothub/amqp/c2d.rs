@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::cbs::Node;
 use super::connection::{Connection, Endpoint, Event};
-use super::{AmqpError, error_parts, now_ms, now_secs};
+use super::error::{AmqpError, error_parts, now_ms, now_secs};
 use crate::amqp::codec::Value;
 use crate::amqp::message::{self, Body, Message, Properties};
 use crate::amqp::performatives::{ACCEPTED, REJECTED};

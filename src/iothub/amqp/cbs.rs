@@ -5,8 +5,8 @@
 
 use tokio::time::Instant;
 
-use super::AmqpError;
 use super::connection::{Connection, Event};
+use super::error::{AmqpError, error_parts};
 use crate::amqp::codec::Value;
 use crate::amqp::message::{self, Body, Message, Properties};
 use crate::amqp::performatives::ACCEPTED;
@@ -119,7 +119,7 @@ impl Node {
                 }
                 Event::Detached { error, .. } => {
                     let (condition, description) =
-                        error.as_ref().map(super::error_parts).unwrap_or_default();
+                        error.as_ref().map(error_parts).unwrap_or_default();
                     return Err(AmqpError::LinkRefused {
                         address: node.to_string(),
                         condition,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{AmqpError, error_parts};
+use super::error::{AmqpError, error_parts};
 use crate::amqp::codec::Value;
 use crate::amqp::frames::{FrameReader, TYPE_AMQP, frame, heartbeat};
 use crate::amqp::performatives::{

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::cbs::Node;
 use super::connection::{Connection, Endpoint, Event};
-use super::{AmqpError, now_secs};
+use super::error::{AmqpError, error_parts, now_secs};
 use crate::amqp::codec::Value;
 use crate::amqp::message;
 use crate::iothub::sas;
@@ -259,7 +259,7 @@ impl EventHubConsumer {
                 }
                 Event::Detached { handle, error } if self.partitions.contains_key(&handle) => {
                     let (condition, description) =
-                        error.as_ref().map(super::error_parts).unwrap_or_default();
+                        error.as_ref().map(error_parts).unwrap_or_default();
                     return Err(AmqpError::LinkRefused {
                         address: format!("partition {}", self.partitions[&handle]),
                         condition,
