@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod distributed;
 mod keys;
+mod smoke;
 
 pub use distributed::DistributedRun;
 
@@ -62,6 +63,8 @@ pub enum Command {
         /// it arrived, and the collector judges the thresholds on the merged report.
         #[arg(long, value_name = "URL")]
         report_to: Option<String>,
+        #[command(flatten)]
+        smoke: smoke::SmokeArgs,
     },
     /// Receive the shards' reports of a distributed run, merge them and give one verdict.
     ///
@@ -226,11 +229,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             state,
             start_at,
             report_to,
+            smoke,
         } => {
             let shard = shard.unwrap_or_default();
             let distributed = DistributedRun {
                 start_at,
                 report_to,
+                smoke,
             };
             let progress = crate::ui::Progress::choose(quiet, no_tui);
             let result = run(
@@ -314,7 +319,7 @@ pub async fn run(
     state_path: Option<&Path>,
     distributed: &DistributedRun,
 ) -> anyhow::Result<ExitCode> {
-    let scenario = scenario::load(scenario_path)?;
+    let scenario = smoke::apply(scenario::load(scenario_path)?, &distributed.smoke)?;
     check_open_files(&scenario);
     let state = match state_path {
         Some(path) => Some(crate::state::StateFile {
