@@ -2,8 +2,9 @@
 //! scenario with fewer devices and a shorter run, its shape kept. Devices shrink by a factor `f`
 //! (cohorts with fixed counts with them, shares unchanged) and time by a factor `g`: the
 //! duration, every event's instant and repeat, the arrival stages and `time_scale` (so a
-//! certificate renews as many times in the shorter run) are multiplied by `g`, and arrival rates
-//! by `f / g` (the fleet still arrives over the same share of the run). Telemetry schedules,
+//! certificate renews as many times in the shorter run, though no certificate lives less than
+//! [`MIN_CERT_LIFE`]) are multiplied by `g`, and arrival rates by `f / g` (the fleet still
+//! arrives over the same share of the run). Cohorts by share keep at least one device each. Telemetry schedules,
 //! timeouts, fleet limits and the emulators' capacities stay as written: they describe the
 //! services, which a smaller fleet loads less. The result is validated again like a file.
 
@@ -15,6 +16,9 @@ use super::{Scenario, Target};
 /// Defaults of `--smoke`.
 pub const SMOKE_DEVICES: u32 = 10;
 pub const SMOKE_DURATION: Duration = Duration::from_secs(10);
+
+/// The shortest real lifetime a smoke form gives certificates (see [`shrink_time`]).
+pub const MIN_CERT_LIFE: Duration = Duration::from_secs(10);
 
 /// The ceilings of a smoke run; `None` leaves that dimension as written.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -71,16 +75,32 @@ pub fn shrink(scenario: &Scenario, limits: Shrink) -> Result<(Scenario, Option<S
     Ok((s, Some(note)))
 }
 
-/// Fleet and fixed cohort counts times `f`, each at least 1.
+/// Fleet and fixed cohort counts times `f`, each at least 1 (the fleet then is their sum); with
+/// shares, at least enough devices that every cohort gets one.
 fn shrink_devices(s: &mut Scenario, f: f64) {
     let scaled = |n: u32| ((f64::from(n) * f).round() as u32).max(1);
-    if let Some(n) = std::num::NonZeroU32::new(scaled(s.fleet.devices.get())) {
-        s.fleet.devices = n;
-    }
-    for c in &mut s.fleet.cohorts {
-        if let Some(n) = c.value.devices {
-            c.value.devices = std::num::NonZeroU32::new(scaled(n.get()));
+    let mut devices = scaled(s.fleet.devices.get());
+    let cohorts = &mut s.fleet.cohorts;
+    if cohorts.iter().any(|c| c.value.devices.is_some()) {
+        for c in cohorts.iter_mut() {
+            c.value.devices = c
+                .value
+                .devices
+                .and_then(|n| std::num::NonZeroU32::new(scaled(n.get())));
         }
+        devices = cohorts
+            .iter()
+            .filter_map(|c| c.value.devices)
+            .map(|n| n.get())
+            .sum();
+    } else if !cohorts.is_empty() {
+        let written = s.fleet.devices.get();
+        while devices < written && super::cohort::sizes(devices, cohorts).contains(&0) {
+            devices += 1;
+        }
+    }
+    if let Some(n) = std::num::NonZeroU32::new(devices) {
+        s.fleet.devices = n;
     }
     if let Some(a) = &mut s.fleet.arrival
         && let Some(n) = a.value.max_in_flight
@@ -93,8 +113,18 @@ fn shrink_devices(s: &mut Scenario, f: f64) {
 fn shrink_time(s: &mut Scenario, g: f64) {
     let scaled = |d: Duration| d.mul_f64(g);
     s.duration = Span(scaled(s.duration.0));
-    if let Some(scale) = &mut s.time_scale {
-        scale.value = Span(scaled(scale.value.0));
+    let shortest = s
+        .certificate_policies()
+        .iter()
+        .map(|p| p.validity_days.get())
+        .min();
+    if let (Some(scale), Some(days)) = (&mut s.time_scale, shortest) {
+        // Certificates live no less than MIN_CERT_LIFE: shorter, a renewal's key generation and
+        // CA round trip (RSA on a loaded machine) take a share of the lifetime the written
+        // scenario never asked for. Already shorter ones stay as written.
+        let life = scale.value.0.as_secs_f64() * f64::from(days);
+        let floor = MIN_CERT_LIFE.as_secs_f64() / life;
+        scale.value = Span(scale.value.0.mul_f64(g.max(floor).min(1.0)));
     }
     for e in &mut s.events {
         e.value.at = Span(scaled(e.value.at.0));
