@@ -504,6 +504,19 @@ impl Timing {
     }
 }
 
+/// The embedded issuing CA the scenario's devices get certificates from.
+fn issuing_key(scenario: &Scenario) -> crate::emulator::ca::IssuingKey {
+    use crate::emulator::ca::IssuingKey;
+    match &scenario.target.value {
+        crate::scenario::Target::Embedded(e)
+            if e.ca.issuing_ca == crate::scenario::IssuingCaChoice::Rsa =>
+        {
+            IssuingKey::Rsa2048
+        }
+        _ => IssuingKey::EcdsaP256,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,18 +546,5 @@ fleet:
         assert_eq!(outcome.report.devices.planned, 300);
         assert_eq!(outcome.report.devices.started, 0);
         assert!(outcome.devices.is_empty());
-    }
-}
-
-/// The embedded issuing CA the scenario's devices get certificates from.
-fn issuing_key(scenario: &Scenario) -> crate::emulator::ca::IssuingKey {
-    use crate::emulator::ca::IssuingKey;
-    match &scenario.target.value {
-        crate::scenario::Target::Embedded(e)
-            if e.ca.issuing_ca == crate::scenario::IssuingCaChoice::Rsa =>
-        {
-            IssuingKey::Rsa2048
-        }
-        _ => IssuingKey::EcdsaP256,
     }
 }

@@ -47,7 +47,7 @@ pub fn shrink(scenario: &Scenario, limits: Shrink) -> Result<(Scenario, Option<S
     let mut s = scenario.clone();
     let devices = s.fleet.devices.get();
     let f = match limits.max_devices {
-        Some(max) if max == 0 => return Err("--max-devices must be at least 1".into()),
+        Some(0) => return Err("--max-devices must be at least 1".into()),
         Some(max) if max < devices => f64::from(max) / f64::from(devices),
         _ => 1.0,
     };

@@ -396,17 +396,19 @@ fn soak_state(dir: &Path) -> Result<(), String> {
             .env("FLEETSIM_KEY_DIR", dir.join("keys"));
         c
     };
+    let log = dir.join("first.log");
     let mut first = command("first.json");
     first
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(std::fs::File::create(&log).unwrap());
     let mut child = Watched::spawn(&mut first, "the first soak run");
     let deadline = Instant::now() + RUN_LIMIT;
     while !(db.exists() && state_ready(&db).unwrap_or(false)) {
         if child.has_exited() {
-            return Err(
-                "the first soak run ended before saving a checkpoint (see its report)".into(),
-            );
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!(
+                "the first soak run ended before saving a checkpoint:\n{said}"
+            ));
         }
         if Instant::now() > deadline {
             return Err("the first soak run saved no checkpoint in time".into());
