@@ -9,6 +9,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fleetsim::scenario::Scenario;
+use fleetsim::scenario::thresholds::Metric;
+
 use crate::common;
 
 /// A smoke run lasts 10 s plus setup and drain; RSA keys and a loaded 2-core machine add slack.
@@ -62,24 +65,49 @@ fn smoke_run(file: &Path, dir: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr)
         )
     };
-    if !out.status.success() {
+    // Exit status 1 is a failed threshold, judged below; anything else is a failed run.
+    if !out.status.success() && out.status.code() != Some(1) {
         return Err(format!("{name}: {} in smoke form:\n{}", out.status, says()));
     }
     let json: serde_json::Value = std::fs::read(&report)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| format!("{name}: report {}: {e}", report.display()))?;
-    let written = fleetsim::scenario::load(file).unwrap().thresholds.len();
-    let judged = json["thresholds"].as_array().map_or(0, Vec::len);
-    if judged != written {
-        return Err(format!(
-            "{name}: {judged} thresholds judged of {written} written"
-        ));
-    }
+    let scenario = fleetsim::scenario::load(file).unwrap();
+    judge(&json, &scenario).map_err(|e| format!("{name}: {e}\n{}", says()))?;
     if json["devices"]["connected"].as_u64().unwrap_or(0) == 0 {
         return Err(format!("{name}: no device connected:\n{}", says()));
     }
     Ok(())
+}
+
+/// Every threshold of `scenario` was judged in `report`; all pass, except that a latency
+/// threshold may miss its limit (with samples): latencies are performance, measured on a quiet
+/// machine (BENCHMARKS.md), not asserted on a shared 2-core one. A latency threshold without
+/// samples fails: then the smoke form did not do what the scenario measures.
+pub fn judge(report: &serde_json::Value, scenario: &Scenario) -> Result<(), String> {
+    let judged = report["thresholds"].as_array().cloned().unwrap_or_default();
+    if judged.len() != scenario.thresholds.len() {
+        return Err(format!(
+            "{} thresholds judged of {} written",
+            judged.len(),
+            scenario.thresholds.len()
+        ));
+    }
+    let mut failed = Vec::new();
+    for (t, result) in scenario.thresholds.iter().zip(&judged) {
+        let actual = result["actual"].as_str().unwrap_or_default();
+        let latency = matches!(t.metric, Metric::Latency { .. });
+        match (result["pass"] == true, latency && actual != "no samples") {
+            (true, _) => {}
+            (false, true) => eprintln!("latency over its limit (not a failure here): {result}"),
+            (false, false) => failed.push(result.to_string()),
+        }
+    }
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(format!("thresholds failed: {}", failed.join(", "))),
+    }
 }
 
 /// `fleetsim keys generate --kind KIND --count N` into the pool at `keys`.
