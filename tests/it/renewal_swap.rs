@@ -69,8 +69,13 @@ fn check(outcome: &RunOutcome) {
             "{}: every message acked",
             d.id
         );
-        // The hub saw the device connect once with each certificate it was issued.
-        assert_eq!(stats.cert_serials, d.certificate_serials, "{}", d.id);
+        // The hub saw the device connect once with each certificate it was issued, but for a
+        // last one whose swap the end of the run cut off (seen on a loaded machine).
+        let used = match d.swaps == d.renewals {
+            true => &d.certificate_serials[..],
+            false => &d.certificate_serials[..d.certificate_serials.len() - 1],
+        };
+        assert_eq!(stats.cert_serials, used, "{}", d.id);
     }
     let report = &outcome.report;
     let gap = report
