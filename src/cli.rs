@@ -11,6 +11,7 @@ mod distributed;
 mod emulate;
 mod keys;
 mod run;
+mod smoke;
 
 pub use distributed::DistributedRun;
 pub use emulate::{EmulateArgs, emulate};
@@ -66,6 +67,8 @@ pub enum Command {
         /// it arrived, and the collector judges the thresholds on the merged report.
         #[arg(long, value_name = "URL")]
         report_to: Option<String>,
+        #[command(flatten)]
+        smoke: smoke::SmokeArgs,
     },
     /// Receive the shards' reports of a distributed run, merge them and give one verdict.
     ///
@@ -158,11 +161,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             state,
             start_at,
             report_to,
+            smoke,
         } => {
             let shard = shard.unwrap_or_default();
             let distributed = DistributedRun {
                 start_at,
                 report_to,
+                smoke,
             };
             let progress = crate::ui::Progress::choose(quiet, no_tui);
             let result = run(

@@ -81,11 +81,38 @@ pub fn shortfall_warning(
 mod tests {
     use super::*;
 
+    /// The limits as the kernel has them now: (soft, hard).
+    #[allow(clippy::unnecessary_cast)]
+    fn read_back() -> (u64, u64) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct we pass.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        (lim.rlim_cur as u64, lim.rlim_max as u64)
+    }
+
     #[test]
+    #[allow(clippy::unnecessary_cast)]
     fn raising_reaches_the_hard_limit() {
+        // Lower the soft limit first (to half the hard one, plenty for the other tests in this
+        // process), so there is something to raise whatever the machine's defaults are.
+        let (_, hard) = read_back();
+        let lowered = libc::rlimit {
+            rlim_cur: (hard / 2) as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
         let l = raise_nofile().unwrap();
-        assert_eq!(l.soft, l.hard);
-        assert!(l.before <= l.soft);
+        assert_eq!(l.before, hard / 2, "the limit before raising, as read");
+        assert_eq!(
+            read_back(),
+            (hard, hard),
+            "the kernel's limit after raising"
+        );
+        assert_eq!((l.soft, l.hard), (hard, hard));
     }
 
     #[test]

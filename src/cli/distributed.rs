@@ -20,6 +20,9 @@ pub struct DistributedRun {
     pub start_at: Option<SystemTime>,
     /// POST the report (or the failure) to this collector URL.
     pub report_to: Option<String>,
+    /// Run the scenario's smoke form (`--smoke`, `--max-devices`, `--max-duration`): CI runs
+    /// shards of smoke forms too.
+    pub smoke: super::smoke::SmokeArgs,
 }
 
 /// Parses `--start-at` (RFC 3339, e.g. 2026-12-01T10:00:00Z).

@@ -19,7 +19,7 @@ pub async fn run(
     state_path: Option<&Path>,
     distributed: &DistributedRun,
 ) -> anyhow::Result<ExitCode> {
-    let scenario = scenario::load(scenario_path)?;
+    let scenario = super::smoke::apply(scenario::load(scenario_path)?, &distributed.smoke)?;
     check_open_files(&scenario);
     let state = match state_path {
         Some(path) => Some(crate::state::StateFile {

@@ -91,6 +91,7 @@ pub fn certificate_report(
         revocation: scenario
             .has_revocations()
             .then(|| revocations(scenario, devices)),
+        merge_note: None,
     }
 }
 

@@ -185,7 +185,11 @@ impl<'a> Run<'a> {
         let mut fleet = Fleet::plan(scenario, options.shard)?;
         let recorder = Arc::new(Recorder::new());
         let soak = match &options.state {
-            Some(file) => Some(resume::open_for_run(file, &recorder, options.progress)?),
+            Some(file) => {
+                let mut opened = resume::open_for_run(file, &recorder, options.progress)?;
+                opened.issuing = issuing_key(scenario);
+                Some(opened)
+            }
             None => None,
         };
         let gate = limits::gate(&scenario.fleet.limits, options.shard);
@@ -497,6 +501,19 @@ impl Timing {
             started_at: reached.report.at.clone(),
             barrier: Some(reached.report),
         }
+    }
+}
+
+/// The embedded issuing CA the scenario's devices get certificates from.
+fn issuing_key(scenario: &Scenario) -> crate::emulator::ca::IssuingKey {
+    use crate::emulator::ca::IssuingKey;
+    match &scenario.target.value {
+        crate::scenario::Target::Embedded(e)
+            if e.ca.issuing_ca == crate::scenario::IssuingCaChoice::Rsa =>
+        {
+            IssuingKey::Rsa2048
+        }
+        _ => IssuingKey::EcdsaP256,
     }
 }
 

@@ -27,6 +27,9 @@ pub struct Opened {
     pub resumed: bool,
     /// The timeline of the runs before, and the recorder's histograms at its last point.
     pub timeline: Option<(Timeline, HistogramMap)>,
+    /// The embedded issuing CA the fleet uses (`target.embedded.ca.issuing_ca`): the one a new
+    /// state saves, so a resumed soak's certificates chain to it whichever it is.
+    pub issuing: crate::emulator::ca::IssuingKey,
 }
 
 fn err(e: crate::state::StateError) -> FleetError {
@@ -97,6 +100,7 @@ pub fn open(file: &StateFile) -> Result<Opened, FleetError> {
         intents,
         resumed,
         timeline,
+        issuing: crate::emulator::ca::IssuingKey::EcdsaP256,
     })
 }
 
@@ -155,7 +159,7 @@ impl Opened {
             Some(oid) => oid.clone(),
             None => {
                 let oid = uuid::Uuid::new_v4().to_string();
-                let id = emulators.ca.identity();
+                let id = emulators.ca.identity_of(self.issuing);
                 self.journal().send(Op::CaIdentity(CaIdentityRow {
                     ca_id: id.ca_id,
                     template_id: id.template_id,

@@ -321,3 +321,58 @@ async fn serves_metrics_over_http_until_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn certificate_health_is_served_as_written() {
+    let mut snap = crate::metrics::certs::CertSnapshot {
+        valid: 7,
+        expiring: 2,
+        expired: 1,
+        revoked: 3,
+        renewals_ok: 9,
+        renewals_given_up: 1,
+        renewal_tries_failed: 4,
+        expired_before_renewal: 1,
+        ..Default::default()
+    };
+    snap.time_to_expiry_seconds.count = 9;
+    snap.time_to_expiry_seconds.min = 1.5;
+    snap.time_to_expiry_seconds.p50 = 20.0;
+    snap.time_to_expiry_seconds.max = 40.0;
+    let mut out = String::new();
+    cert_health(&mut out, &snap);
+    let (_, samples) = parse(&out);
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        samples
+            .iter()
+            .find(|l| {
+                l.name == name
+                    && label.is_none_or(|(k, v)| l.labels.get(k).map(String::as_str) == Some(v))
+            })
+            .unwrap_or_else(|| panic!("{name} {label:?} in:\n{out}"))
+            .value
+    };
+    for (status, n) in [
+        ("valid", 7.0),
+        ("expiring", 2.0),
+        ("expired", 1.0),
+        ("revoked", 3.0),
+    ] {
+        assert_eq!(value("fleetsim_certificates", Some(("status", status))), n);
+    }
+    let expiry = "fleetsim_certificate_time_to_expiry_seconds";
+    assert_eq!(value(expiry, Some(("quantile", "0"))), 1.5);
+    assert_eq!(value(expiry, Some(("quantile", "0.5"))), 20.0);
+    assert_eq!(value(expiry, Some(("quantile", "1"))), 40.0);
+    assert_eq!(
+        value("fleetsim_renewals_total", Some(("result", "ok"))),
+        9.0
+    );
+    assert_eq!(
+        value("fleetsim_renewals_total", Some(("result", "given_up"))),
+        1.0
+    );
+    assert_eq!(value("fleetsim_renewal_tries_failed_total", None), 4.0);
+    assert_eq!(value("fleetsim_expired_before_renewal_total", None), 1.0);
+    assert_eq!(value("fleetsim_renewal_success_ratio", None), 0.9);
+}

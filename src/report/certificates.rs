@@ -22,7 +22,15 @@ pub struct CertificateReport {
     pub swap: SwapReport,
     /// Present when the scenario revoked certificates.
     pub revocation: Option<RevocationSummary>,
+    /// On a report merged from shards: which of these figures are not exact (see [`merge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_note: Option<String>,
 }
+
+/// What [`merge`] cannot combine exactly, said in the merged report.
+pub const MERGE_NOTE: &str = "merged from shards: time-to-expiry count, min and max are exact; its \
+    p10-p99 are the shard's with the most certificates and the renewal storm the busiest \
+    shard's (shards keep neither per-certificate samples nor aligned per-second counts)";
 
 /// Certificate swaps and what the hub received compared with what the devices sent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -75,6 +83,9 @@ impl CertificateReport {
             "certificates: {} valid, {} expiring, {} expired, {} revoked at the end",
             h.valid, h.expiring, h.expired, h.revoked
         );
+        if let Some(note) = &self.merge_note {
+            let _ = writeln!(s, "  ({note})");
+        }
         let t = &h.time_to_expiry_seconds;
         if t.count > 0 {
             let _ = writeln!(
@@ -223,6 +234,9 @@ impl CertificateReport {
             let row = format!("{}; {}", r.summary(), r.mode());
             rows.push(("revocation".into(), row));
         }
+        if let Some(note) = &self.merge_note {
+            rows.push(("merged".into(), note.clone()));
+        }
         rows
     }
 }
@@ -239,9 +253,18 @@ pub fn merge<'a>(
             merged = Some(c.clone());
             continue;
         };
+        m.merge_note = Some(MERGE_NOTE.into());
         let (h, o) = (&mut m.health, &c.health);
-        if o.time_to_expiry_seconds.count > h.time_to_expiry_seconds.count {
-            h.time_to_expiry_seconds = o.time_to_expiry_seconds;
+        let (mine, theirs) = (h.time_to_expiry_seconds, o.time_to_expiry_seconds);
+        if theirs.count > mine.count {
+            h.time_to_expiry_seconds = theirs;
+        }
+        let t = &mut h.time_to_expiry_seconds;
+        t.count = mine.count + theirs.count;
+        // An empty side's zeros are no samples.
+        match (mine.count, theirs.count) {
+            (0, _) | (_, 0) => {}
+            _ => (t.min, t.max) = (mine.min.min(theirs.min), mine.max.max(theirs.max)),
         }
         h.valid += o.valid;
         h.expiring += o.expiring;
@@ -276,4 +299,45 @@ pub fn merge<'a>(
         }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::certs::Quantiles;
+
+    fn shard(count: u64, min: f64, p50: f64, max: f64) -> CertificateReport {
+        let mut r = CertificateReport::default();
+        r.health.valid = count;
+        r.health.time_to_expiry_seconds = Quantiles {
+            count,
+            min,
+            p50,
+            max,
+            ..Quantiles::default()
+        };
+        r
+    }
+
+    #[test]
+    fn a_merge_is_exact_where_it_can_be_and_says_where_not() {
+        let (a, b) = (shard(3, 5.0, 8.0, 9.0), shard(5, 2.0, 4.0, 7.0));
+        let m = merge([&a, &b].into_iter()).unwrap();
+        let t = m.health.time_to_expiry_seconds;
+        assert_eq!((t.count, t.min, t.max), (8, 2.0, 9.0));
+        assert_eq!(t.p50, 4.0, "the larger shard's");
+        assert_eq!(m.health.valid, 8);
+        assert_eq!(m.merge_note.as_deref(), Some(MERGE_NOTE));
+        assert!(m.to_text_note_shown());
+        // One report alone is not a merge.
+        assert_eq!(merge([&a].into_iter()).unwrap().merge_note, None);
+    }
+
+    impl CertificateReport {
+        fn to_text_note_shown(&self) -> bool {
+            self.rows()
+                .iter()
+                .any(|(k, v)| k == "merged" && v == MERGE_NOTE)
+        }
+    }
 }

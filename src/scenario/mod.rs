@@ -19,6 +19,7 @@ mod generators;
 pub mod placeholders;
 pub mod schedule;
 mod size;
+pub mod smoke;
 mod target;
 pub mod telemetry;
 pub mod template;

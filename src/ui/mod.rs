@@ -44,9 +44,14 @@ pub enum Progress {
 impl Progress {
     /// The live view when stdout is a terminal, unless `no_tui`; `quiet` silences both.
     pub fn choose(quiet: bool, no_tui: bool) -> Progress {
+        Self::choose_for(quiet, no_tui, std::io::stdout().is_terminal())
+    }
+
+    /// [`Progress::choose`] for a stdout that is a terminal or not (tests run without one).
+    fn choose_for(quiet: bool, no_tui: bool, terminal: bool) -> Progress {
         if quiet {
             Progress::Off
-        } else if no_tui || !std::io::stdout().is_terminal() {
+        } else if no_tui || !terminal {
             Progress::Lines
         } else {
             Progress::Live
@@ -197,6 +202,27 @@ fn wants_quit(event: &Event) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_live_view_only_on_a_terminal_and_only_when_asked() {
+        use super::Progress::{self, Lines, Live, Off};
+        for quiet in [false, true] {
+            for no_tui in [false, true] {
+                for terminal in [false, true] {
+                    let want = match (quiet, no_tui, terminal) {
+                        (true, _, _) => Off,
+                        (false, false, true) => Live,
+                        _ => Lines,
+                    };
+                    let got = Progress::choose_for(quiet, no_tui, terminal);
+                    assert_eq!(
+                        got, want,
+                        "quiet {quiet}, no_tui {no_tui}, terminal {terminal}"
+                    );
+                }
+            }
+        }
+    }
+
     use super::*;
     use ratatui::crossterm::event::KeyEvent;
 

@@ -36,11 +36,12 @@ async fn the_open_model_keeps_its_schedule_when_the_ca_is_slow() {
     assert_eq!((d.planned, d.started), (20, 20), "{d:?}");
     // Starting on time does not wait for the CA: whatever lateness this (shared, busy) machine
     // caused is counted and recorded, and is far below the CA's delay (a closed loop behind the
-    // CA would be seconds late).
+    // CA would start the last device ~3 s late). The margin is one a loaded 2-core machine keeps
+    // (150 ms was not always).
     match phase(&report, "arrival.late") {
         Some(late) => {
             assert_eq!(late.count, d.late);
-            assert!(late.max_ms < 150.0, "late by up to {} ms", late.max_ms);
+            assert!(late.max_ms < 1000.0, "late by up to {} ms", late.max_ms);
         }
         None => assert_eq!(d.late, 0),
     }

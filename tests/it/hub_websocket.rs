@@ -207,7 +207,11 @@ async fn a_fleet_runs_over_websocket() {
     for d in &outcome.devices {
         assert!(d.failure.is_none(), "{}: {:?}", d.id, d.failure);
         assert!(d.renewals >= 1 && d.messages_acked >= 3, "{d:?}");
-        assert_eq!(hub.device_stats(&d.id).messages, d.messages_acked);
+        let stats = hub.device_stats(&d.id);
+        assert_eq!(stats.messages, d.messages_acked);
+        // Every connection (the first and the one after renewal) came inside a WebSocket.
+        assert!(stats.connects >= 2, "{}: {stats:?}", d.id);
+        assert_eq!(stats.websocket_connects, stats.connects, "{}", d.id);
     }
     assert_eq!(
         outcome.report.total_errors(),

@@ -69,8 +69,16 @@ fn check(outcome: &RunOutcome) {
             "{}: every message acked",
             d.id
         );
-        // The hub saw the device connect once with each certificate it was issued.
-        assert_eq!(stats.cert_serials, d.certificate_serials, "{}", d.id);
+        // The hub saw the device connect once with each certificate it was issued, but perhaps
+        // not with a last one whose swap the end of the run cut off (seen on a loaded machine).
+        let all = &d.certificate_serials[..];
+        let cut = d.swaps < d.renewals && stats.cert_serials[..] == all[..all.len() - 1];
+        assert!(
+            stats.cert_serials[..] == *all || cut,
+            "{}: hub {:?}, device {all:?}",
+            d.id,
+            stats.cert_serials
+        );
     }
     let report = &outcome.report;
     let gap = report

@@ -204,10 +204,20 @@ impl CaEmulator {
         let _ = self.state.journal.set(journal);
     }
 
-    /// The default (ECDSA) issuing CA's identity, to restore it after a restart: a resumed
-    /// soak's devices hold certificates of that CA (`--state` requires `issuing_ca: ecdsa`).
+    /// The default (ECDSA) issuing CA's identity, to restore it after a restart.
     pub fn identity(&self) -> super::persist::CaIdentity {
         self.state.authorities[0].identity()
+    }
+
+    /// The identity of the issuing CA with `key` (what a resumed soak's devices hold
+    /// certificates of), or the default one if there is none with that key.
+    pub fn identity_of(&self, key: IssuingKey) -> super::persist::CaIdentity {
+        let authorities = &self.state.authorities;
+        authorities
+            .iter()
+            .find(|a| a.key == key)
+            .unwrap_or(&authorities[0])
+            .identity()
     }
 
     /// Seeds a restarted CA with the certificates and domains it had (certificates that do not

@@ -89,6 +89,8 @@ pub struct DeviceStats {
     /// The last telemetry message it sent.
     pub last_message: Option<ReceivedMessage>,
     pub connects: u64,
+    /// Of `connects`, those that came over MQTT-over-WebSocket.
+    pub websocket_connects: u64,
     pub refused: u64,
     pub drops: u64,
     /// Serial (hex) of the client certificate of each accepted connection, in order.
@@ -376,6 +378,7 @@ impl HubEmulator {
                 peer.certificates,
                 state.clone(),
                 stop,
+                true,
             ))
         })
     }
@@ -389,6 +392,7 @@ impl HubEmulator {
             meters: c.meters.load(Ordering::Relaxed),
             last_message: lock(&c.last_message).clone(),
             connects: c.connects.load(Ordering::Relaxed),
+            websocket_connects: c.websocket_connects.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
             drops: c.drops.load(Ordering::Relaxed),
             cert_serials: lock(&c.cert_serials).clone(),
@@ -544,9 +548,9 @@ async fn connection(
 ) {
     let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
     match framing {
-        Framing::Tls => mqtt::session(tls, peer, state, stop).await,
+        Framing::Tls => mqtt::session(tls, peer, state, stop, false).await,
         Framing::WebSocket => {
-            let session = move |stream| mqtt::session(stream, peer, state, stop);
+            let session = move |stream| mqtt::session(stream, peer, state, stop, true);
             crate::emulator::websocket::bridge(tls, session).await;
         }
     }

@@ -42,18 +42,24 @@ const MAX_SUBSCRIPTIONS: usize = 5;
 
 /// One device's MQTT session on `tls`, whatever carries it: CONNECT, then packets until the
 /// device disconnects, breaks a rule, goes silent, or is dropped (a newer connection, disabling,
-/// shutdown).
+/// shutdown). `websocket` says whether the session came inside a WebSocket (counted per device).
 pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     mut tls: S,
     peer: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
     state: Arc<HubState>,
     stop: CancellationToken,
+    websocket: bool,
 ) {
     let mut buf = BytesMut::with_capacity(1024);
     let Some((connect, admitted)) = connect(&mut tls, &mut buf, peer, &state).await else {
         return;
     };
     let mut live = Live::register(&state, admitted, &stop, connect.clean_session);
+    if websocket {
+        live.counters
+            .websocket_connects
+            .fetch_add(1, Ordering::Relaxed);
+    }
     let keep_alive = Some(idle_limit(connect.keep_alive));
     let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
     let mut clean_exit = false;

@@ -44,6 +44,7 @@ async fn connected_with(
         None,
         hub.state.clone(),
         CancellationToken::new(),
+        false,
     ));
     let host = hub.host_name().to_string();
     let password = sas::token(&format!("{host}/devices/d1"), &key, None, u64::MAX / 2).unwrap();

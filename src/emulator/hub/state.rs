@@ -31,6 +31,8 @@ pub(super) struct DeviceCounters {
     pub(super) meters: AtomicU64,
     pub(super) last_message: Mutex<Option<ReceivedMessage>>,
     pub(super) connects: AtomicU64,
+    /// Of `connects`, those inside a WebSocket.
+    pub(super) websocket_connects: AtomicU64,
     pub(super) refused: AtomicU64,
     pub(super) drops: AtomicU64,
     pub(super) cert_serials: Mutex<Vec<String>>,

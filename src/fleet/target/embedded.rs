@@ -32,11 +32,6 @@ pub(super) async fn start_emulators(
     target: &EmbeddedTarget,
     state: Option<&Opened>,
 ) -> Result<Emulators, FleetError> {
-    if state.is_some() && target.ca.issuing_ca != IssuingCaChoice::Ecdsa {
-        return Err(FleetError::Setup(
-            "--state restores the emulator's ECDSA issuing CA only: set target.embedded.ca.issuing_ca: ecdsa".into(),
-        ));
-    }
     let (ca_config, hub_config) = emulator_configs(scenario, target);
     let hub = &target.hub;
     // Read extra CAs before starting anything, so a bad path fails fast.
