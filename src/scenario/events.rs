@@ -24,9 +24,11 @@
 //!
 //! Also here: how a renewed certificate replaces the old connection (`certificate.swap`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::num::NonZeroU32;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -35,7 +37,7 @@ use serde_saphyr::Location;
 use super::units::{Percent, Rate, Span};
 
 /// One thing that happens to the fleet at a point of the run.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     /// When, from the first arrival (real time).
@@ -114,13 +116,15 @@ pub enum MethodField {
 }
 
 /// A direct method the operator invokes on each chosen device.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MethodEvent {
+    /// The method's name, as the devices' `behaviour.methods` know it.
     pub name: String,
     /// Any JSON (`null` when absent).
     #[serde(default)]
     pub payload: Value,
+    /// A share (`100%`) or a number (`100`) of the devices started by then; or give `query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Selection>,
     /// Or the devices this query returns (`SELECT * FROM devices WHERE …`).
@@ -143,13 +147,15 @@ fn default_response_timeout() -> Span {
 
 /// Desired properties the operator sets on each chosen device, then waits for each device to
 /// acknowledge (reading its twin, as an operator would).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredEvent {
     /// Merged into the desired properties (`null` deletes one).
     pub patch: Map<String, Value>,
+    /// A share (`50%`) or a number (`100`) of the devices started by then; or give `query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Selection>,
+    /// Or the devices this query returns (`SELECT * FROM devices WHERE …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// Patches sent per unit of time (all at once when absent).
@@ -171,7 +177,7 @@ fn default_poll() -> Span {
 }
 
 /// A registry query the operator runs, timed as `registry.query` (all pages).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryEvent {
     /// IoT Hub's query language: `SELECT * FROM devices WHERE …`, `SELECT COUNT() AS n …`.
@@ -186,7 +192,7 @@ pub struct QueryEvent {
 
 /// A cloud-to-device message the operator sends to each chosen device, through the hub's AMQP
 /// endpoint (`/messages/devicebound`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct C2dEvent {
     /// The body: a string as it is, anything else as JSON. `{deviceId}` and `{messageId}` are
@@ -196,8 +202,10 @@ pub struct C2dEvent {
     /// Application properties (all text).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub properties: Map<String, Value>,
+    /// A share (`10%`) or a number (`100`) of the devices started by then; or give `query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Selection>,
+    /// Or the devices this query returns (`SELECT * FROM devices WHERE …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// Messages sent per unit of time (as fast as the hub settles them when absent).
@@ -296,7 +304,7 @@ impl DesiredEvent {
 }
 
 /// How a certificate is revoked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RevokeMethod {
     /// The device revokes its own certificate (`RevokeCertificate` with the certificate-JWT, so
@@ -318,7 +326,7 @@ impl RevokeMethod {
 }
 
 /// How a device moves from its old certificate's connection to the renewed one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Swap {
     /// Close the old connection, then connect with the new certificate.
@@ -488,6 +496,22 @@ impl Visitor<'_> for SelectionVisitor {
     }
 }
 
+impl JsonSchema for Selection {
+    fn schema_name() -> Cow<'static, str> {
+        "Selection".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Which devices: a share of those started by then (such as 50%, \
+                            rounded up) or a number of them (such as 100).",
+            "anyOf": [
+                generator.subschema_for::<Percent>(),
+                {"type": "integer", "minimum": 1, "maximum": u32::MAX},
+            ],
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Selection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(SelectionVisitor)
@@ -524,6 +548,22 @@ impl<'de> Visitor<'de> for MethodFieldVisitor {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MethodField, A::Error> {
         let m = MethodEvent::deserialize(de::value::MapAccessDeserializer::new(map))?;
         Ok(MethodField::Invoke(Box::new(m)))
+    }
+}
+
+impl JsonSchema for MethodField {
+    fn schema_name() -> Cow<'static, str> {
+        "MethodField".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "With revoke: who revokes, self or admin; alone: a direct method to \
+                            invoke, such as {name: reboot, devices: 100%}.",
+            "anyOf": [
+                generator.subschema_for::<RevokeMethod>(),
+                generator.subschema_for::<MethodEvent>(),
+            ],
+        })
     }
 }
 
