@@ -23,6 +23,7 @@ mod size;
 mod target;
 pub mod telemetry;
 pub mod template;
+pub mod templates;
 pub mod thresholds;
 pub mod units;
 

@@ -57,6 +57,7 @@ mod report_merge;
 mod resume;
 mod revocation;
 mod run_command;
+mod schema;
 mod server_limits;
 mod service_client;
 mod shard;
