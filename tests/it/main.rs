@@ -39,6 +39,7 @@ mod hub_throttle;
 mod hub_topics;
 mod hub_twins;
 mod hub_websocket;
+mod init_command;
 mod interop_mosquitto;
 mod key_pool;
 mod keys_command;
