@@ -174,3 +174,24 @@ fn the_schema_flags_a_misspelt_key_a_wrong_unit_and_a_wrong_enum_value() {
         assert!(parsed.is_err(), "{name}: fleetsim accepted it");
     }
 }
+
+#[test]
+fn the_gallery_has_a_line_for_every_shipped_scenario_and_template() {
+    let gallery = std::fs::read_to_string(repo().join("scenarios/README.md")).unwrap();
+    for path in shipped_scenarios() {
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let stem = file.trim_end_matches(".yaml");
+        assert!(
+            gallery.contains(&format!("| [{stem}]({file}) |")),
+            "scenarios/README.md has no line for {file}: add one (the question it answers, how \
+             long it runs)"
+        );
+    }
+    for t in TEMPLATES {
+        assert!(
+            gallery.contains(t.name),
+            "scenarios/README.md: template {}",
+            t.name
+        );
+    }
+}
