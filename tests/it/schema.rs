@@ -195,3 +195,75 @@ fn the_gallery_has_a_line_for_every_shipped_scenario_and_template() {
         );
     }
 }
+
+/// The unit patterns against the parsers, value by value: what fleetsim accepts the schema
+/// accepts, and what is malformed (not merely out of bounds) it flags.
+#[test]
+fn the_unit_patterns_agree_with_the_parsers() {
+    let scenario = |duration: &str, rate: &str, renew_at: &str, size: &str| {
+        format!(
+            "name: u\nduration: '{duration}'\ntarget:\n  embedded: {{}}\nfleet:\n  devices: 1\n  \
+             arrival_rate: '{rate}'\ncertificate:\n  renew_at: '{renew_at}'\ntelemetry:\n  \
+             payload: {{size: {size}}}\n"
+        )
+    };
+    let ok = ("30s", "5/s", "80%", "4KB");
+    let mut cases = Vec::new();
+    for d in [
+        "30s",
+        "500ms",
+        " 5 m",
+        "1.5h",
+        ".5d",
+        "2min",
+        "30",
+        "30 parsecs",
+        "5 s s",
+        "1e3s",
+    ] {
+        cases.push(scenario(d, ok.1, ok.2, ok.3));
+    }
+    for r in [
+        "50/s",
+        "3000/min",
+        "1 / h",
+        "2.5/m",
+        "50",
+        "50/fortnight",
+        "/s",
+        "50/s/s",
+    ] {
+        cases.push(scenario(ok.0, r, ok.2, ok.3));
+    }
+    for p in ["80%", "0.5 %", "90%", "80", "80 percent", "%"] {
+        cases.push(scenario(ok.0, ok.1, p, ok.3));
+    }
+    // Unquoted 512 is a number of bytes; the others are text.
+    for s in [
+        "'4KB'",
+        "512",
+        "'512'",
+        "'512B'",
+        "'1.5 kib'",
+        "'0.2M'",
+        "'4GB'",
+        "'4 bytes'",
+        "'KB'",
+    ] {
+        cases.push(scenario(ok.0, ok.1, ok.2, s));
+    }
+    let documents: Vec<(String, String)> = cases
+        .iter()
+        .map(|yaml| (yaml.lines().skip(1).take(1).collect(), yaml.clone()))
+        .collect();
+    let verdicts = validate("schema-units", &documents);
+    for ((yaml, (_, errors)), (name, _)) in cases.iter().zip(verdicts).zip(&documents) {
+        let parsed = fleetsim::scenario::parse(yaml, Path::new("u.yaml"));
+        assert_eq!(
+            parsed.is_ok(),
+            errors.is_empty(),
+            "{name}: fleetsim says {:?}, the schema {errors:?}\n{yaml}",
+            parsed.err().map(|e| e.to_string())
+        );
+    }
+}
