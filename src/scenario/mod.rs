@@ -48,7 +48,8 @@ pub use telemetry::{Payload, Telemetry, TelemetrySettings};
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
 
-/// A scenario file, as written.
+/// A fleetsim scenario, as written: what a run does (the fleet, its certificates and telemetry,
+/// timed events) and against what (the embedded emulators or real EZCA and IoT Hub).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
