@@ -92,7 +92,12 @@ mod tests {
                 }
             }
         }
-        assert!(undocumented.is_empty(), "no description: {undocumented:#?}");
+        assert!(
+            undocumented.is_empty(),
+            "give these scenario fields a /// doc comment (editors show it on hover), then \
+             regenerate the schema (cargo run -q -- schema --out scenarios/fleetsim.schema.json): \
+             {undocumented:#?}"
+        );
     }
 
     #[test]
