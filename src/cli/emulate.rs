@@ -16,9 +16,10 @@ pub struct EmulateArgs {
     /// IoT Hub MQTT/TLS port.
     #[arg(long, default_value_t = 8883)]
     pub mqtt_port: u16,
-    /// IoT Hub MQTT-over-WebSocket port.
-    #[arg(long, default_value_t = 8444)]
-    pub websocket_port: u16,
+    /// IoT Hub MQTT over WebSocket on a port of its own as well. It is always served on the
+    /// registry's port (`/$iothub/websocket`), as IoT Hub serves both on 443.
+    #[arg(long)]
+    pub websocket_port: Option<u16>,
     /// IoT Hub AMQP/TLS port (C2D sends and the Event Hub-compatible endpoint).
     #[arg(long, default_value_t = 5671)]
     pub amqp_port: u16,
@@ -26,6 +27,11 @@ pub struct EmulateArgs {
     /// (443 in Azure, fixed in Microsoft's service SDKs).
     #[arg(long, default_value_t = 8445)]
     pub registry_port: u16,
+    /// Bind the ports Microsoft's SDKs dial, as in Azure: the hub's 443 (REST, MQTT and AMQP
+    /// over WebSocket), 8883 (MQTT) and 5671 (AMQP); DPS's 443 and 8883 on --dps-ip. Ports
+    /// below 1024 need root or CAP_NET_BIND_SERVICE.
+    #[arg(long, conflicts_with_all = ["registry_port", "mqtt_port", "amqp_port", "dps_port", "dps_service_port"])]
+    pub azure_ports: bool,
     /// The hub's host name (in device usernames and SAS tokens).
     #[arg(long, default_value = "fleetsim-hub.azure-devices.net")]
     pub hub_host: String,
@@ -55,9 +61,10 @@ pub struct EmulateArgs {
     /// DPS MQTT/TLS port.
     #[arg(long, default_value_t = 8883)]
     pub dps_port: u16,
-    /// DPS MQTT-over-WebSocket port.
-    #[arg(long, default_value_t = 8444)]
-    pub dps_websocket_port: u16,
+    /// DPS MQTT over WebSocket on a port of its own as well. It is always served on DPS's
+    /// service port (`/$iothub/websocket`), as DPS serves both on 443.
+    #[arg(long)]
+    pub dps_websocket_port: Option<u16>,
     /// DPS service REST API port (enrolment groups, registration records).
     #[arg(long, default_value_t = 8446)]
     pub dps_service_port: u16,
@@ -78,7 +85,7 @@ pub struct EmulateArgs {
 }
 
 /// `fleetsim emulate`.
-pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
+pub async fn emulate(mut args: EmulateArgs) -> anyhow::Result<()> {
     use crate::emulator::{Addresses, HubConfig};
 
     if let Err(e) = crate::rlimit::raise_nofile() {
@@ -90,12 +97,16 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
             args.ip
         );
     }
+    if args.azure_ports {
+        (args.registry_port, args.mqtt_port, args.amqp_port) = (443, 8883, 5671);
+        (args.dps_service_port, args.dps_port) = (443, 8883);
+    }
     let at = |port| std::net::SocketAddr::new(args.ip, port);
     let addrs = Addresses {
         ca: at(args.ca_port),
         hub_mqtt: at(args.mqtt_port),
         hub_registry: at(args.registry_port),
-        hub_websocket: at(args.websocket_port),
+        hub_websocket: args.websocket_port.map(at),
         amqp: at(args.amqp_port),
     };
     let ca = emulated_ca(&args)?;
@@ -174,7 +185,7 @@ fn dps_setup(
     let at = |port| std::net::SocketAddr::new(args.dps_ip, port);
     let addrs = crate::emulator::DpsAddresses {
         mqtt: at(args.dps_port),
-        websocket: at(args.dps_websocket_port),
+        websocket: args.dps_websocket_port.map(at),
         service: at(args.dps_service_port),
     };
     let config = crate::emulator::DpsConfig {
@@ -196,7 +207,7 @@ fn print_ready(w: &crate::emulator::standalone::Written) {
         w.hub_mqtt, w.hub_host
     );
     println!(
-        "IoT Hub WebSocket: wss://{}/$iothub/websocket",
+        "IoT Hub WebSocket: wss://{}/$iothub/websocket  (subprotocol mqtt, or AMQPWSB10 for AMQP)",
         w.hub_websocket
     );
     println!(
@@ -236,5 +247,19 @@ fn print_ready(w: &crate::emulator::standalone::Written) {
             d.target_yaml.display()
         );
     }
+    print_hosts(w);
     println!("ready; Ctrl-C stops");
+}
+
+/// The /etc/hosts lines Microsoft's SDKs need: they dial the hub's and DPS's names (and check
+/// the server certificate against them) on fixed ports.
+fn print_hosts(w: &crate::emulator::standalone::Written) {
+    println!(
+        "for the SDKs:      add to /etc/hosts: {} {}",
+        w.hub_mqtt.ip(),
+        w.hub_host
+    );
+    if let Some(d) = &w.dps {
+        println!("                   and: {} {}", d.mqtt.ip(), d.host);
+    }
 }

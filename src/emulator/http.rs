@@ -149,6 +149,26 @@ pub async fn serve(
         .await;
 }
 
+/// Serves one connection another server accepted and found to be HTTP (the hub's shared REST
+/// and WebSocket port, [`super::shared_port`]), as [`serve`] serves each of its own.
+pub(super) async fn serve_accepted<S>(
+    io: S,
+    h2: bool,
+    router: axum::Router,
+    options: Arc<HttpOptions>,
+    counters: Arc<ListenerCounters>,
+    closing: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let served = Served {
+        router,
+        options,
+        counters,
+    };
+    serve_connection(io, h2, served, closing).await;
+}
+
 /// What each connection of one server is served with.
 struct Served {
     router: axum::Router,

@@ -10,7 +10,8 @@
 //! [`dps::LinkedHub`]. Shared pieces: [`listener`] (the one accept loop and drain policy of every
 //! server), [`tls`] (server PKI, HTTPS over the listener), [`http`] (the bounded HTTP serving of
 //! every REST endpoint: authentication before bodies, body limits, timeouts), [`mqtt_wire`] and [`websocket`] (MQTT
-//! framing and the WebSocket bridge of the hub and DPS), [`token`] (Azure AD stand-in tokens) and
+//! framing and the WebSocket bridge of the hub and DPS), [`shared_port`] (the hub's and DPS's one
+//! HTTPS port, REST and WebSocket upgrades together, as IoT Hub's 443), [`token`] (Azure AD stand-in tokens) and
 //! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the throttles).
 //! [`persist`] is what a resumed soak (`--state`) saves of them: both report durable changes to a
 //! journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
@@ -25,6 +26,7 @@ pub mod hub;
 pub mod listener;
 pub mod mqtt_wire;
 pub mod persist;
+pub mod shared_port;
 pub mod standalone;
 pub mod state_file;
 pub mod tls;
@@ -51,7 +53,8 @@ pub struct Emulators {
     /// Root of the emulators' TLS server certificates: clients trust it.
     pub tls_root: CertificateDer<'static>,
     pub hub_mqtt_addr: SocketAddr,
-    /// MQTT over WebSocket: `wss://{hub_websocket_addr}/$iothub/websocket`.
+    /// MQTT over WebSocket: `wss://{hub_websocket_addr}/$iothub/websocket` (the registry's
+    /// port unless a port of its own was asked for).
     pub hub_websocket_addr: SocketAddr,
     pub hub_registry_url: String,
     /// More MQTT/TLS listeners of the hub, on other loopback addresses ([`Emulators::add_mqtt_listener`]).
@@ -77,8 +80,10 @@ pub struct Emulators {
 pub struct Addresses {
     pub ca: SocketAddr,
     pub hub_mqtt: SocketAddr,
+    /// The hub's HTTPS port: REST, and MQTT and AMQP over WebSocket (IoT Hub's 443).
     pub hub_registry: SocketAddr,
-    pub hub_websocket: SocketAddr,
+    /// MQTT over WebSocket on a port of its own too (the registry's port serves it anyway).
+    pub hub_websocket: Option<SocketAddr>,
     pub amqp: SocketAddr,
 }
 
@@ -90,7 +95,7 @@ impl Addresses {
             ca: any,
             hub_mqtt: any,
             hub_registry: any,
-            hub_websocket: any,
+            hub_websocket: None,
             amqp: any,
         }
     }
@@ -110,8 +115,9 @@ pub struct Servers {
 pub struct DpsAddresses {
     /// MQTT over TLS (8883 in Azure, fixed in Microsoft's SDKs).
     pub mqtt: SocketAddr,
-    /// MQTT over WebSocket (443 in Azure).
-    pub websocket: SocketAddr,
+    /// MQTT over WebSocket on a port of its own too (the service port serves it anyway, as
+    /// DPS's 443 does).
+    pub websocket: Option<SocketAddr>,
     /// The service REST API.
     pub service: SocketAddr,
 }
@@ -122,7 +128,7 @@ impl DpsAddresses {
         let any = SocketAddr::new(ip, 0);
         Self {
             mqtt: any,
-            websocket: any,
+            websocket: None,
             service: any,
         }
     }
@@ -163,9 +169,26 @@ impl dps::LinkedHub for HubEmulator {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| EmulatorError::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}"))))
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = bind_hint(addr, &e);
+        EmulatorError::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}{hint}")))
+    })
+}
+
+/// What to do about a failed bind, when we can tell: a port below 1024 needs a privilege.
+pub fn bind_hint(addr: SocketAddr, e: &std::io::Error) -> String {
+    match (e.kind(), addr.port()) {
+        (std::io::ErrorKind::PermissionDenied, 1..1024) => format!(
+            " (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability: run as root, \
+             or `sudo setcap cap_net_bind_service=+ep <path to fleetsim>`, or lower \
+             net.ipv4.ip_unprivileged_port_start to {} or below)",
+            addr.port()
+        ),
+        (std::io::ErrorKind::AddrInUse, _) => {
+            " (another process listens there: stop it or choose another port)".into()
+        }
+        _ => String::new(),
+    }
 }
 
 /// The hub's `iothubowner` policy, read back from its connection string, and the hub's name.
@@ -272,8 +295,14 @@ impl Emulators {
 
         let mqtt_listener = bind(addrs.hub_mqtt).await?;
         let registry_listener = bind(addrs.hub_registry).await?;
-        let websocket_listener = bind(addrs.hub_websocket).await?;
-        let hub_websocket_addr = websocket_listener.local_addr()?;
+        let websocket_listener = match addrs.hub_websocket {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let hub_websocket_addr = match &websocket_listener {
+            Some(l) => l.local_addr()?,
+            None => registry_listener.local_addr()?,
+        };
         let hub_mqtt_addr = mqtt_listener.local_addr()?;
         let hub_registry_url = format!("https://{}", registry_listener.local_addr()?);
 
@@ -290,18 +319,21 @@ impl Emulators {
             let t = t.clone();
             async move { t.cancelled().await }
         };
-        let tasks = vec![
+        let mut tasks = vec![
             ca_emulator.serve_with(ca_listener, &pki, http_limits, on_stop(&stop))?,
             hub_emulator.serve_mqtt(mqtt_listener, &pki, on_stop(&stop))?,
-            hub_emulator.serve_registry_with(
+            hub_emulator.serve_shared(
                 registry_listener,
                 &pki,
                 http_limits,
+                Some(amqp.websocket_session()),
                 on_stop(&stop),
             )?,
-            hub_emulator.serve_websocket(websocket_listener, &pki, on_stop(&stop))?,
             amqp.serve(amqp_listener, amqp_tls, on_stop(&stop)),
         ];
+        if let Some(listener) = websocket_listener {
+            tasks.push(hub_emulator.serve_websocket(listener, &pki, on_stop(&stop))?);
+        }
         Ok(Self {
             ca: ca_emulator,
             hub: hub_emulator,
@@ -359,11 +391,17 @@ impl Emulators {
             dps.link_hub(std::sync::Arc::new(extra.hub.clone()));
         }
         let mqtt = bind(addrs.mqtt).await?;
-        let websocket = bind(addrs.websocket).await?;
+        let websocket = match addrs.websocket {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let service = bind(addrs.service).await?;
         let running = RunningDps {
             mqtt_addr: mqtt.local_addr()?,
-            websocket_addr: websocket.local_addr()?,
+            websocket_addr: match &websocket {
+                Some(l) => l.local_addr()?,
+                None => service.local_addr()?,
+            },
             service_url: format!("https://{}", service.local_addr()?),
             emulator: dps.clone(),
         };
@@ -373,9 +411,12 @@ impl Emulators {
         };
         self.tasks.extend([
             dps.serve_mqtt(mqtt, &self.pki, stop(&self.stop))?,
-            dps.serve_websocket(websocket, &self.pki, stop(&self.stop))?,
             dps.serve_service_with(service, &self.pki, self.http_limits, stop(&self.stop))?,
         ]);
+        if let Some(listener) = websocket {
+            let task = dps.serve_websocket(listener, &self.pki, stop(&self.stop))?;
+            self.tasks.push(task);
+        }
         Ok(self.dps.insert(running))
     }
 
@@ -413,5 +454,23 @@ impl Emulators {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::bind_hint;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_refused_low_port_names_the_privilege_and_a_taken_port_says_so() {
+        let at = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let denied = Error::from(ErrorKind::PermissionDenied);
+        assert!(bind_hint(at(443), &denied).contains("CAP_NET_BIND_SERVICE"));
+        assert!(bind_hint(at(443), &denied).contains("ip_unprivileged_port_start to 443"));
+        // Above 1024 a refusal is something else (a security module): no guess.
+        assert_eq!(bind_hint(at(8883), &denied), "");
+        let taken = Error::from(ErrorKind::AddrInUse);
+        assert!(bind_hint(at(8883), &taken).contains("another process"));
     }
 }

@@ -39,6 +39,7 @@ mod hub_throttle;
 mod hub_topics;
 mod hub_twins;
 mod hub_websocket;
+mod hub_websocket_sdk;
 mod init_command;
 mod interop_mosquitto;
 mod key_pool;

@@ -106,6 +106,8 @@ pub enum StartAt {
 
 pub struct EventLog {
     config: EventLogConfig,
+    /// Events kept per partition: the retention's count, or less ([`EventLog::keep_at_most`]).
+    kept_events: std::sync::atomic::AtomicUsize,
     consumer_groups: RwLock<Vec<String>>,
     partitions: Vec<Mutex<Partition>>,
     /// Bumped on every append; readers wait on it.
@@ -140,6 +142,7 @@ impl EventLog {
         Self {
             partitions: (0..n).map(|_| Mutex::new(Partition::default())).collect(),
             consumer_groups: RwLock::new(config.consumer_groups.clone()),
+            kept_events: std::sync::atomic::AtomicUsize::new(config.retention.max_events),
             config: EventLogConfig {
                 partitions: n,
                 ..config
@@ -225,11 +228,20 @@ impl EventLog {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Keeps at most `events` per partition from now on (fewer than the retention's count): an
+    /// embedded run that nobody reads from needs only the latest few, not a day of telemetry.
+    pub fn keep_at_most(&self, events: usize) {
+        let kept = events.min(self.config.retention.max_events);
+        self.kept_events
+            .store(kept, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn trim(&self, part: &mut Partition, now: i64) {
         let r = self.config.retention;
+        let max_events = self.kept_events.load(std::sync::atomic::Ordering::Relaxed);
         let oldest_kept = now - r.max_age.as_millis() as i64;
         while let Some(first) = part.events.front() {
-            let over = part.events.len() > r.max_events
+            let over = part.events.len() > max_events
                 || part.bytes > r.max_bytes
                 || first.enqueued_ms < oldest_kept;
             if !over {
@@ -437,5 +449,28 @@ mod tests {
             by_bytes.append("d", vec![], Bytes::from(vec![0; 30]));
         }
         assert_eq!(by_bytes.read(p, 0, usize::MAX).len(), 3);
+    }
+
+    #[test]
+    fn an_unread_log_keeps_only_the_latest_and_never_more_than_retention() {
+        let l = log(Retention {
+            max_events: 100,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(60),
+        });
+        let p = l.partition_of("d");
+        l.keep_at_most(5);
+        for _ in 0..50 {
+            l.append("d", vec![], Bytes::from_static(b"x"));
+        }
+        let kept = l.read(p, 0, usize::MAX);
+        assert_eq!(kept.len(), 5);
+        assert_eq!(kept[0].sequence_number, 45);
+        // A larger cap than the retention's is the retention's.
+        l.keep_at_most(1_000_000);
+        for _ in 0..200 {
+            l.append("d", vec![], Bytes::from_static(b"x"));
+        }
+        assert_eq!(l.read(p, 0, usize::MAX).len(), 100);
     }
 }

@@ -97,6 +97,15 @@ impl AmqpEndpoint {
         &self.shared.entity
     }
 
+    /// The AMQP session for a WebSocket's byte stream (subprotocol `AMQPWSB10` on the hub's
+    /// shared port), as [`AmqpEndpoint::serve`] runs one per TLS connection.
+    pub fn websocket_session(&self) -> crate::emulator::shared_port::Session {
+        let shared = self.shared.clone();
+        Arc::new(move |stream, peer, closing| {
+            Box::pin(connection::run(stream, peer.addr, shared.clone(), closing))
+        })
+    }
+
     /// Serves AMQP over TLS on `listener` until `shutdown`, on the emulators' one accept loop.
     pub fn serve(
         &self,

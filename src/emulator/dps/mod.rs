@@ -246,6 +246,22 @@ impl DpsEmulator {
         let router = service::router(self.state.clone());
         let counters = self.state.listeners.clone();
         let options = service::http_options(self.state.clone(), limits);
-        super::tls::spawn_https_with(listener, pki, &names, counters, router, options, shutdown)
+        // One HTTPS port like DPS's 443: the service API, and the device endpoint over WebSocket.
+        let state = self.state.clone();
+        let upgrades = crate::emulator::shared_port::Upgrades {
+            mqtt: Some(std::sync::Arc::new(move |stream, peer, stop| {
+                Box::pin(session::session(
+                    stream,
+                    peer.certificates,
+                    state.clone(),
+                    stop,
+                ))
+            })),
+            amqp: None,
+        };
+        let service = (router, options);
+        crate::emulator::shared_port::spawn(
+            listener, pki, &names, counters, service, upgrades, shutdown,
+        )
     }
 }

@@ -320,13 +320,64 @@ impl HubEmulator {
     ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
         let names = [self.state.host_name.as_str(), "localhost"];
         let counters = self.state.listeners.clone();
-        let router = registry::routes()
+        let options = rest::http_options(self.state.clone(), limits);
+        spawn_https_with(
+            listener,
+            pki,
+            &names,
+            counters,
+            self.rest_router(),
+            options,
+            shutdown,
+        )
+    }
+
+    /// Serves IoT Hub's one HTTPS port on `listener` until `shutdown`, as Azure serves 443: the
+    /// REST API by path and WebSocket upgrades on `/$iothub/websocket` by subprotocol, `mqtt` to
+    /// the MQTT session and `AMQPWSB10` to `amqp` when given (see [`crate::emulator::shared_port`]).
+    pub fn serve_shared(
+        &self,
+        listener: TcpListener,
+        pki: &ServerPki,
+        limits: HttpLimits,
+        amqp: Option<crate::emulator::shared_port::Session>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>, EmulatorError> {
+        let names = [self.state.host_name.as_str(), "localhost"];
+        let upgrades = crate::emulator::shared_port::Upgrades {
+            mqtt: Some(self.mqtt_session()),
+            amqp,
+        };
+        let service = (
+            self.rest_router(),
+            rest::http_options(self.state.clone(), limits),
+        );
+        let counters = self.state.listeners.clone();
+        crate::emulator::shared_port::spawn(
+            listener, pki, &names, counters, service, upgrades, shutdown,
+        )
+    }
+
+    /// The hub's REST API: registry, twins, methods, statistics, query.
+    fn rest_router(&self) -> axum::Router {
+        registry::routes()
             .merge(service::routes())
             .merge(methods::routes())
             .merge(query_api::routes())
-            .with_state(self.state.clone());
-        let options = rest::http_options(self.state.clone(), limits);
-        spawn_https_with(listener, pki, &names, counters, router, options, shutdown)
+            .with_state(self.state.clone())
+    }
+
+    /// The device MQTT session, for a WebSocket's byte stream.
+    fn mqtt_session(&self) -> crate::emulator::shared_port::Session {
+        let state = self.state.clone();
+        std::sync::Arc::new(move |stream, peer, stop| {
+            Box::pin(mqtt::session(
+                stream,
+                peer.certificates,
+                state.clone(),
+                stop,
+            ))
+        })
     }
 
     /// What the hub saw of `device_id` (zeros for a device it never heard from).

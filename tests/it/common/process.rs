@@ -54,7 +54,7 @@ pub fn emulate_for_sdks(dir: &Path, ip: [u8; 4], host: &str, amqp: bool) -> Watc
         .args(["--ip", &ip, "--hub-host", host, "--no-dps"])
         .args(["--registry-port", "443", "--mqtt-port", "8883"])
         .args(["--amqp-port", if amqp { "5671" } else { "0" }])
-        .args(["--ca-port", "0", "--websocket-port", "0"])
+        .args(["--ca-port", "0"])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::piped());

@@ -168,7 +168,7 @@ async fn microsofts_python_sdk_provisions_through_dps_and_sends_to_the_assigned_
         ca: any,
         hub_mqtt: ip(SDK_HUB.1),
         hub_registry: any,
-        hub_websocket: any,
+        hub_websocket: None,
         amqp: any,
     };
     let mut e = Emulators::start_on(addrs, &ca, &hub)
@@ -176,7 +176,7 @@ async fn microsofts_python_sdk_provisions_through_dps_and_sends_to_the_assigned_
         .expect("emulators on 127.0.14.2:8883");
     let dps_addrs = DpsAddresses {
         mqtt: ip(SDK_DPS.1),
-        websocket: any,
+        websocket: None,
         service: any,
     };
     let config = DpsConfig {
