@@ -9,8 +9,10 @@ use clap::{Parser, Subcommand};
 
 mod distributed;
 mod emulate;
+mod init;
 mod keys;
 mod run;
+mod schema;
 mod smoke;
 
 pub use distributed::DistributedRun;
@@ -89,6 +91,10 @@ pub enum Command {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
+    /// Write a commented starting scenario (and the JSON Schema beside it, for editors).
+    Init(init::InitArgs),
+    /// Print the JSON Schema of scenario files, for editors (scenarios/fleetsim.schema.json).
+    Schema(schema::SchemaArgs),
     /// Fill or list the on-disk key pool (for `certificate.key_source: pool`).
     Keys {
         #[command(subcommand)]
@@ -124,6 +130,8 @@ pub async fn main(cli: Cli) -> ExitCode {
             }
         },
         Command::Validate { scenarios } => validate(&scenarios),
+        Command::Init(args) => exit_code(init::main(&args).map(|()| ExitCode::SUCCESS)),
+        Command::Schema(args) => exit_code(schema::main(&args).map(|()| ExitCode::SUCCESS)),
         Command::Keys { command } => match keys::main(command) {
             Ok(code) => code,
             Err(e) => {

@@ -36,7 +36,9 @@ pub enum CryptoError {
 
 /// The key kinds a device may use. P-256 is the default because it is ~2,000× cheaper to generate
 /// than RSA-2048 (see DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 pub enum KeyKind {
     #[default]
     #[serde(rename = "p256")]

@@ -11,13 +11,14 @@
 
 use std::num::NonZeroU32;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::units::{Rate, Span};
 
 /// `fleet.arrival`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Arrival {
     /// Open model: devices started per unit of time at the start.
@@ -25,6 +26,7 @@ pub struct Arrival {
     pub rate: Option<Rate>,
     /// How the rate changes after the start, in order.
     #[serde(default)]
+    #[schemars(with = "Vec<Stage>")]
     pub stages: Vec<Spanned<Stage>>,
     /// Enrolments in flight at most: the closed model alone, a cap on the open model with `rate`.
     #[serde(default)]
@@ -32,7 +34,7 @@ pub struct Arrival {
 }
 
 /// One stage of an open model: `{ramp_to: 200/s, over: 30s}` or `{hold: 1m}`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     /// The rate reached, linearly, at the end of the stage.
@@ -57,7 +59,7 @@ pub enum Step {
 /// hub's quota. A limit never schedules anything: work over it waits, and the wait is timed as
 /// `limit.enrolment`, `limit.connect`, `limit.publish`, `limit.method`, `limit.twin_update` or
 /// `limit.twin_read`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Certificate requests (`ca.issue` and `ca.renew`) per unit of time.

@@ -12,15 +12,19 @@
 //! The backend records `d2c.delivery` (a device's send → the backend's read) and counts every
 //! QoS 1 message the hub acknowledged that it never read (lost) or read twice (duplicated).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::units::Span;
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
+    /// Read every partition of the Event Hub-compatible endpoint from @latest at the run's start,
+    /// recording `d2c.delivery`.
     #[serde(default)]
     pub consume: bool,
+    /// The consumer group to read with (embedded: created if it is another name than `$Default`).
     #[serde(default = "default_group")]
     pub consumer_group: String,
     /// For a remote target: the variable holding the Event Hub-compatible connection string

@@ -32,6 +32,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use serde_saphyr::{Location, Spanned};
@@ -43,34 +44,41 @@ use super::units::{Percent, Span};
 /// IoT Hub lets a device hold this many subscriptions.
 pub const MAX_SUBSCRIPTIONS: usize = 5;
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Behaviour {
     /// The topic filters a device subscribes to after every connect (default: those the
     /// methods, desired properties and reported properties below need).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<SubscriptionName>>")]
     pub subscriptions: Option<Spanned<Vec<SubscriptionName>>>,
     /// Reported properties the device sends after every connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub reported: Option<Spanned<Map<String, Value>>>,
     /// How the device answers each direct method, by name (`"*"`: any other).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, MethodAnswer>>")]
     pub methods: Option<BTreeMap<String, Spanned<MethodAnswer>>>,
     /// The desired properties the device applies, by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<BTreeMap<String, DesiredAction>>")]
     pub desired: Option<Spanned<BTreeMap<String, DesiredAction>>>,
     /// What the device's application makes of cloud-to-device messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<C2dHandling>")]
     pub c2d: Option<Spanned<C2dHandling>>,
 }
 
 /// The shares of cloud-to-device messages the application rejects or abandons (the rest it
 /// completes). Over MQTT the device acknowledges them all (see the module doc).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct C2dHandling {
+    /// Share of messages the application rejects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reject: Option<Percent>,
+    /// Share of messages the application abandons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandon: Option<Percent>,
 }
@@ -84,7 +92,9 @@ impl C2dHandling {
 }
 
 /// A topic filter of IoT Hub's, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionName {
     Methods,
@@ -105,7 +115,7 @@ impl SubscriptionName {
 }
 
 /// How a device answers one direct method.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MethodAnswer {
     /// The status it answers with.
@@ -131,7 +141,7 @@ fn ok_status() -> i64 {
 }
 
 /// What a method makes the device do after it has answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// Disconnect and connect again (after `downtime`), as after a reboot.
@@ -144,7 +154,7 @@ pub enum Effect {
 }
 
 /// What a device does with a desired property.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DesiredAction {
     /// The value is the telemetry interval (seconds, or a duration such as `"5s"`): applied at

@@ -5,6 +5,7 @@
 
 use std::num::NonZeroU32;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
@@ -12,9 +13,11 @@ use super::events::Swap;
 use super::units::Percent;
 use crate::crypto::KeyKind;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePolicy {
+    /// The device key's kind: p256 (default), p384, rsa-2048, rsa-3072 or rsa-4096 (renewal:
+    /// certificate and revoke method: self need RSA).
     #[serde(default)]
     pub key: KeyKind,
     /// Requested validity (`ValidityInDays`).
@@ -27,6 +30,7 @@ pub struct CertificatePolicy {
     /// `certificate` authenticates with the current certificate (RSA keys, certificate-JWT,
     /// RenewCertificateV2), as EZCA's renewal client does on a device.
     #[serde(default = "default_renewal")]
+    #[schemars(with = "Renewal")]
     pub renewal: Spanned<Renewal>,
     /// Spreads renewal points: each certificate renews at `renew_at` ± up to this share of its
     /// lifetime, drawn per certificate (none when absent).
@@ -57,7 +61,7 @@ fn default_rekey() -> bool {
 
 /// Fresh is the default: for the ECDSA kinds generation costs ~0.05 ms and is part of what a
 /// device does; for RSA, choose `pool` so the simulator's CPU is not what is measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeySourceKind {
     #[default]
@@ -65,7 +69,7 @@ pub enum KeySourceKind {
     Pool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Renewal {
     #[default]
@@ -164,23 +168,33 @@ pub(super) fn validate(
 
 /// The certificate settings a cohort may change: all of `certificate` but `key_source` (the pool
 /// is the run's). Each one left out is the top level's.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CohortCertificate {
+    /// The device key's kind (default: `certificate.key`).
     #[serde(default)]
     pub key: Option<KeyKind>,
+    /// Requested validity in days (default: `certificate.validity_days`).
     #[serde(default)]
     pub validity_days: Option<NonZeroU32>,
+    /// When to renew, as a share of the lifetime (default: `certificate.renew_at`).
     #[serde(default)]
     pub renew_at: Option<Percent>,
+    /// How to renew: `enrollment-agent` or `certificate` (default: `certificate.renewal`).
     #[serde(default)]
+    #[schemars(with = "Option<Renewal>")]
     pub renewal: Option<Spanned<Renewal>>,
+    /// Spread of the renewal points (default: `certificate.renew_jitter`).
     #[serde(default)]
     pub renew_jitter: Option<Percent>,
+    /// Share of the lifetime after which a failed renewal is no longer retried (default:
+    /// `certificate.renew_deadline`).
     #[serde(default)]
     pub renew_deadline: Option<Percent>,
+    /// A new key for every renewal (default: `certificate.rekey`).
     #[serde(default)]
     pub rekey: Option<bool>,
+    /// How the renewed certificate's connection replaces the old one (default: `certificate.swap`).
     #[serde(default)]
     pub swap: Option<Swap>,
 }

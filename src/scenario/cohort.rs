@@ -9,6 +9,7 @@
 
 use std::num::NonZeroU32;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
@@ -19,7 +20,7 @@ use super::device::IdPattern;
 pub use super::telemetry::CohortTelemetry;
 use super::units::Percent;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cohort {
     /// Shown in the report's per-cohort counts.
@@ -34,8 +35,10 @@ pub struct Cohort {
     /// cohorts sharing a pattern still get distinct ids.
     #[serde(default)]
     pub id_pattern: Option<IdPattern>,
+    /// This cohort's certificate settings: each one given replaces the top level's.
     #[serde(default)]
     pub certificate: CohortCertificate,
+    /// This cohort's telemetry: each part given replaces the top level's.
     #[serde(default)]
     pub telemetry: CohortTelemetry,
     /// How this cohort's devices answer the cloud: each field given replaces the top level's.
@@ -44,6 +47,7 @@ pub struct Cohort {
     /// This cohort's own arrival process; without it, the cohort's devices arrive through the
     /// fleet's, interleaved with the other cohorts that have none.
     #[serde(default)]
+    #[schemars(with = "Option<Arrival>")]
     pub arrival: Option<Spanned<Arrival>>,
 }
 

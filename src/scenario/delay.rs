@@ -9,12 +9,15 @@
 //!
 //! Parsed in its own `Deserialize`, so a bad one is reported with its line and column.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
 use rand::Rng;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::json;
 
 use super::draw;
 use super::units::Span;
@@ -117,6 +120,40 @@ impl<'de> Visitor<'de> for DelayVisitor {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Delay, A::Error> {
         let shape = Shape::deserialize(de::value::MapAccessDeserializer::new(map))?;
         shape.delay().map_err(de::Error::custom)
+    }
+}
+
+impl JsonSchema for Delay {
+    fn schema_name() -> Cow<'static, str> {
+        "Delay".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let span = generator.subschema_for::<Span>();
+        let shape = |keys: &[(&str, &str)]| {
+            let properties: serde_json::Map<String, serde_json::Value> = keys
+                .iter()
+                .map(|(k, d)| (k.to_string(), json!({"allOf": [span], "description": d})))
+                .collect();
+            let required: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+            json_schema!({
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "additionalProperties": false,
+            })
+        };
+        json_schema!({
+            "description": HELP,
+            "anyOf": [
+                span.clone(),
+                shape(&[("min", "Uniform: the shortest delay."), ("max", "Uniform: the longest.")]),
+                shape(&[("mean", "Exponential (memoryless) with this mean.")]),
+                shape(&[
+                    ("p50", "Log-normal through this median…"),
+                    ("p99", "…and this 99th percentile."),
+                ]),
+            ],
+        })
     }
 }
 

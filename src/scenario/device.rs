@@ -1,9 +1,11 @@
 //! What each device is: its id (`fleet.id_pattern`), how it reaches the hub (transport and
 //! registration), and its telemetry's QoS (what it sends and when is [`super::telemetry`]).
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceTransportKind {
     #[default]
@@ -11,7 +13,7 @@ pub enum DeviceTransportKind {
     Websocket,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Registration {
     #[default]
@@ -25,6 +27,19 @@ pub enum Qos {
     AtMostOnce,
     #[default]
     AtLeastOnce,
+}
+
+impl JsonSchema for Qos {
+    fn schema_name() -> Cow<'static, str> {
+        "Qos".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "MQTT QoS of telemetry: 0 (at most once) or 1 (at least once, the \
+                            default); IoT Hub closes the connection on QoS 2.",
+            "enum": [0, 1],
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for Qos {
@@ -121,6 +136,21 @@ fn check_literal(text: &str) -> Result<(), String> {
             "id pattern: character {c:?} is not allowed; use letters, digits, '-', '.' and '_'"
         )),
         None => Ok(()),
+    }
+}
+
+impl JsonSchema for IdPattern {
+    fn schema_name() -> Cow<'static, str> {
+        "IdPattern".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A device-id pattern: letters, digits, '-', '.' and '_' with at least \
+                            one of {index}, {index:06} (zero-padded to that width) or {uuid}, \
+                            such as sim-{index:06}.",
+            "type": "string",
+            "pattern": r"^[A-Za-z0-9._-]*(\{(index|uuid|index:0[0-9]{1,2})\}[A-Za-z0-9._-]*)+$",
+        })
     }
 }
 

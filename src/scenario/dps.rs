@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
@@ -12,7 +13,7 @@ use super::device::{DeviceTransportKind, Registration};
 use super::units::{Rate, Span};
 
 /// How a device gets its hub identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provisioning {
     /// fleetsim creates each identity in the hub's registry (`fleet.registration`).
@@ -27,7 +28,7 @@ pub const MAX_LINKED_HUBS: u32 = 50;
 
 /// The embedded DPS: started with the CA and the hub, linked to the hub and to `hubs - 1` more,
 /// with one enrolment group that admits every certificate the embedded CA issues.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedDps {
     /// Hubs DPS assigns devices to: the embedded hub and `hubs - 1` more like it.
@@ -75,7 +76,7 @@ fn default_assignment_delay() -> Span {
     Span(std::time::Duration::from_millis(500))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DpsAllocation {
     #[default]
@@ -83,7 +84,7 @@ pub enum DpsAllocation {
     Static,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DpsLimitsChoice {
     #[default]
@@ -92,7 +93,7 @@ pub enum DpsLimitsChoice {
 }
 
 /// A real DPS (or `fleetsim emulate`'s).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteDps {
     /// The device endpoint: a host name or an IP address, also the TLS server name.

@@ -25,8 +25,10 @@
 //! Also here: how a renewed certificate replaces the old connection (`certificate.swap`). The
 //! operator events' own types and rules live in `events/operator.rs`.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_saphyr::Location;
@@ -39,7 +41,7 @@ pub use operator::{C2dEvent, DesiredEvent, MethodEvent, QueryEvent, Selection, T
 use operator::{validate_c2d, validate_desired, validate_method, validate_query};
 
 /// One thing that happens to the fleet at a point of the run.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     /// When, from the first arrival (real time).
@@ -118,7 +120,7 @@ pub enum MethodField {
 }
 
 /// How a certificate is revoked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RevokeMethod {
     /// The device revokes its own certificate (`RevokeCertificate` with the certificate-JWT, so
@@ -140,7 +142,7 @@ impl RevokeMethod {
 }
 
 /// How a device moves from its old certificate's connection to the renewed one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Swap {
     /// Close the old connection, then connect with the new certificate.
@@ -228,6 +230,22 @@ impl<'de> Visitor<'de> for MethodFieldVisitor {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MethodField, A::Error> {
         let m = MethodEvent::deserialize(de::value::MapAccessDeserializer::new(map))?;
         Ok(MethodField::Invoke(Box::new(m)))
+    }
+}
+
+impl JsonSchema for MethodField {
+    fn schema_name() -> Cow<'static, str> {
+        "MethodField".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "With revoke: who revokes, self or admin; alone: a direct method to \
+                            invoke, such as {name: reboot, devices: 100%}.",
+            "anyOf": [
+                generator.subschema_for::<RevokeMethod>(),
+                generator.subschema_for::<MethodEvent>(),
+            ],
+        })
     }
 }
 

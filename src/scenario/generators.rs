@@ -2,8 +2,10 @@
 //! checked as it is read ([`Check`], [`Checked`]), so a bad one is an error located at its
 //! value. The template itself is [`super::template`].
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -15,11 +17,13 @@ pub trait Check {
 }
 
 /// `{$counter: {start, step}}`: `start + step × n` for message `n`.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Counter {
+    /// The first message's value (0 by default).
     #[serde(default)]
     pub start: i64,
+    /// Added for each message (1 by default).
     #[serde(default = "one")]
     pub step: i64,
 }
@@ -56,11 +60,14 @@ fn check_range(what: &str, min: f64, max: f64) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Uniform {
+    /// Lowest value (included).
     pub min: f64,
+    /// Highest value (excluded).
     pub max: f64,
+    /// Rounds to this many decimals (0: an integer).
     #[serde(default)]
     pub decimals: Option<u8>,
 }
@@ -72,15 +79,20 @@ impl Check for Uniform {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Normal {
+    /// The mean.
     pub mean: f64,
+    /// The standard deviation.
     pub stddev: f64,
+    /// Draws below are clamped to this.
     #[serde(default)]
     pub min: Option<f64>,
+    /// Draws above are clamped to this.
     #[serde(default)]
     pub max: Option<f64>,
+    /// Rounds to this many decimals (0: an integer).
     #[serde(default)]
     pub decimals: Option<u8>,
 }
@@ -98,10 +110,12 @@ impl Check for Normal {
 }
 
 /// A bounded random walk, one per device and template position.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Walk {
+    /// The walk is kept at or above this.
     pub min: f64,
+    /// The walk is kept at or below this.
     pub max: f64,
     /// Standard deviation of one message's step.
     pub step: f64,
@@ -111,6 +125,7 @@ pub struct Walk {
     /// Where every device starts; a uniform draw in [min, max] per device when absent.
     #[serde(default)]
     pub start: Option<f64>,
+    /// Rounds to this many decimals (0: an integer).
     #[serde(default)]
     pub decimals: Option<u8>,
 }
@@ -184,9 +199,42 @@ impl Serialize for Choice {
     }
 }
 
+impl JsonSchema for Choice {
+    fn schema_name() -> Cow<'static, str> {
+        "Choice".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Values and their weights (above 0): each value is drawn with its \
+                            weight's share of the odds, such as {open: 1, closed: 9}.",
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
+        })
+    }
+}
+
 /// A probability, written `5%` or `0.05`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Probability(pub f64);
+
+impl JsonSchema for Probability {
+    fn schema_name() -> Cow<'static, str> {
+        "Probability".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A probability: a percentage such as 5%, or a number from 0 to 1.",
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {
+                    "type": "string",
+                    "pattern": format!(r"^\s*{}\s*%\s*$", super::units::NUMBER_PATTERN),
+                },
+            ],
+        })
+    }
+}
 
 impl Check for Probability {
     fn check(&self) -> Result<(), String> {
@@ -238,7 +286,7 @@ impl Serialize for Probability {
 pub const MAX_TEXT: u32 = 256 * 1024;
 
 /// `{$text: N}`: N random lowercase letters.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Text(pub u32);
 
@@ -268,10 +316,12 @@ pub struct Above {
     pub threshold: f64,
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AboveSpec {
+    /// A dotted path to a number in the payload, such as `sensors.temperature`.
     pub field: String,
+    /// True when the field is above this.
     pub threshold: f64,
 }
 
@@ -285,7 +335,7 @@ impl Check for AboveSpec {
     }
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct PathSpec(pub String);
 

@@ -18,17 +18,20 @@ pub mod events;
 mod generators;
 pub mod placeholders;
 pub mod schedule;
+pub mod schema;
 mod size;
 pub mod smoke;
 mod target;
 pub mod telemetry;
 pub mod template;
+pub mod templates;
 pub mod thresholds;
 pub mod units;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -46,12 +49,14 @@ pub use telemetry::{Payload, Telemetry, TelemetrySettings};
 pub use thresholds::Threshold;
 pub use units::{Percent, Rate, Span};
 
-/// A scenario file, as written.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A fleetsim scenario, as written: what a run does (the fleet, its certificates and telemetry,
+/// timed events) and against what (the embedded emulators or real EZCA and IoT Hub).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Short name, used in reports.
     pub name: String,
+    /// Free text shown in reports: what the scenario is for.
     #[serde(default)]
     pub description: String,
     /// Seeds every random choice (device ids from `{uuid}`, telemetry values, jitter), so two runs of
@@ -64,11 +69,18 @@ pub struct Scenario {
     /// The embedded CA issues certificates whose real validity is scaled the same way, so the
     /// devices only ever read lifetimes from their certificates.
     #[serde(default)]
+    #[schemars(with = "Option<Span>")]
     pub time_scale: Option<Spanned<Span>>,
+    /// Where the devices enrol and connect: `embedded` (the emulators, in-process) or `remote`
+    /// (real services).
+    #[schemars(with = "Target")]
     pub target: Spanned<Target>,
+    /// How many devices, their ids, how they arrive, register and connect.
     pub fleet: Fleet,
+    /// The devices' certificates: key kind, validity, renewal and swap.
     #[serde(default)]
     pub certificate: CertificatePolicy,
+    /// What each device sends and when (interval or schedule, QoS, payload, properties).
     #[serde(default)]
     pub telemetry: Telemetry,
     /// How devices answer the cloud: subscriptions, reported properties, direct methods,
@@ -89,10 +101,11 @@ pub struct Scenario {
     /// Timed events: revoking a share of the fleet, direct methods, desired properties, queries
     /// (see [`events`]).
     #[serde(default)]
+    #[schemars(with = "Vec<Event>")]
     pub events: Vec<Spanned<Event>>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSettings {
     /// How often the interval log (`<report>.hlog`) gets the histograms of the last interval and
@@ -113,7 +126,7 @@ fn default_report_interval() -> Span {
     Span(std::time::Duration::from_secs(5))
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fleet {
     /// How many devices the run starts.
@@ -123,6 +136,7 @@ pub struct Fleet {
     pub id_pattern: IdPattern,
     /// Devices started per unit of time (constant arrivals): the short form of `arrival`.
     #[serde(default)]
+    #[schemars(with = "Option<Rate>")]
     pub arrival_rate: Option<Spanned<Rate>>,
     /// How devices are created in the hub's registry: one `PUT` per device as it arrives, or in
     /// bulk calls of up to 100 before the first arrival (the way to stay under a SKU's registry
@@ -132,18 +146,21 @@ pub struct Fleet {
     /// How a device gets its hub identity: from fleetsim through the registry (`registry`, the
     /// default) or from DPS, which also assigns its hub (`dps`, see [`dps`]).
     #[serde(default)]
+    #[schemars(with = "Option<Provisioning>")]
     pub provisioning: Option<Spanned<Provisioning>>,
     /// How devices reach the hub: MQTT on TLS (8883) or MQTT over WebSocket (443).
     #[serde(default)]
     pub transport: DeviceTransportKind,
     /// How devices arrive: open model with stages, or closed (see [`arrival`]).
     #[serde(default)]
+    #[schemars(with = "Option<Arrival>")]
     pub arrival: Option<Spanned<Arrival>>,
     /// Ceilings per traffic class for the whole fleet.
     #[serde(default)]
     pub limits: Limits,
     /// Device groups with their own settings (see [`cohort`]); none means one group.
     #[serde(default)]
+    #[schemars(with = "Vec<Cohort>")]
     pub cohorts: Vec<Spanned<Cohort>>,
 }
 

@@ -15,17 +15,19 @@
 //! (coming online is not an event). Latency counts from when each message was due (the open
 //! model), so a herd that the hub or the simulator cannot take at once shows up as latency.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::units::{Rate, Span};
 
 /// A checked schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(try_from = "ScheduleFields", into = "ScheduleFields")]
 pub struct Schedule {
     pub ticks: Ticks,
@@ -99,19 +101,27 @@ impl Schedule {
 }
 
 /// `schedule` as written.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ScheduleFields {
+    /// A fixed interval between ticks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     every: Option<Span>,
+    /// Or ticks as a Poisson process at this rate (exponential gaps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     poisson: Option<Rate>,
+    /// Each gap is the interval ± up to this (with `align`: each message is delayed by up to this),
+    /// as a share (`10%`) or a duration (`2s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     jitter: Option<Jitter>,
+    /// Ticks on the wall clock: the first at the next multiple of this, so the whole fleet sends
+    /// together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     align: Option<Span>,
+    /// Messages per tick: a burst (needs `spacing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     count: Option<NonZeroU32>,
+    /// Time between the messages of a burst.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     spacing: Option<Span>,
 }
@@ -207,6 +217,25 @@ impl From<Schedule> for ScheduleFields {
             Ticks::Poisson { mean } => f.poisson = Some(Rate(1.0 / mean.as_secs_f64())),
         }
         f
+    }
+}
+
+impl JsonSchema for Jitter {
+    fn schema_name() -> Cow<'static, str> {
+        "Jitter".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "How far a tick may move: a share of the interval (between 0% and \
+                            100%, such as 10%) or a duration (such as 2s).",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": format!(r"^\s*{}\s*%\s*$", super::units::NUMBER_PATTERN),
+                },
+                generator.subschema_for::<Span>(),
+            ],
+        })
     }
 }
 

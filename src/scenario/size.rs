@@ -1,8 +1,10 @@
 //! Payload sizes: `4KB`, `512B`, `1.5KB` (1 KB = 1024 bytes, as IoT Hub's 4 KB meter counts),
 //! and the raw payload's size model: fixed, or log-normal by its median and 99th percentile.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -53,6 +55,51 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(bytes as u64)
+}
+
+/// A size as the parser reads it: a number with B, KB (KiB, K) or MB (MiB, M), any case.
+fn byte_size_schema() -> Schema {
+    json_schema!({
+        "anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": MAX_MESSAGE_BYTES},
+            {
+                "type": "string",
+                "pattern": format!(
+                    r"^\s*{}\s*([bB]|[kKmM]([iI]?[bB])?)?\s*$",
+                    super::units::NUMBER_PATTERN
+                ),
+            },
+        ],
+    })
+}
+
+impl JsonSchema for SizeModel {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A payload size (1 KB = 1024 bytes, at most 256 KB): fixed, such as \
+                            4KB, 512B or 1.5KB, or log-normal through its median and 99th \
+                            percentile, such as {dist: lognormal, p50: 1KB, p99: 16KB}.",
+            "anyOf": [
+                byte_size_schema(),
+                {
+                    "type": "object",
+                    "properties": {
+                        "dist": {"enum": ["lognormal"], "description": "The distribution."},
+                        "p50": {"allOf": [byte_size_schema()], "description": "The median size."},
+                        "p99": {
+                            "allOf": [byte_size_schema()],
+                            "description": "The 99th percentile (above p50).",
+                        },
+                    },
+                    "required": ["dist", "p50", "p99"],
+                    "additionalProperties": false,
+                },
+            ],
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for SizeModel {

@@ -5,6 +5,7 @@
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -13,7 +14,7 @@ use super::units::{Percent, Rate, Span};
 use crate::iothub::quotas::Sku;
 
 /// Where the devices enrol and connect.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
     /// The EZCA and IoT Hub emulators, started in-process on loopback.
@@ -22,20 +23,23 @@ pub enum Target {
     Remote(RemoteTarget),
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedTarget {
+    /// The embedded EZCA emulator: capacity, latency, errors, issuing CA.
     #[serde(default)]
     pub ca: EmbeddedCa,
+    /// The embedded IoT Hub emulator: tier, units, throttling.
     #[serde(default)]
     pub hub: EmbeddedHub,
     /// The Device Provisioning Service, for `fleet.provisioning: dps`.
     #[serde(default)]
+    #[schemars(with = "Option<EmbeddedDps>")]
     pub dps: Option<Spanned<EmbeddedDps>>,
 }
 
 /// The embedded EZCA emulator.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedCa {
     /// The CA's `MaxCertLifeDays`.
@@ -75,7 +79,7 @@ pub struct EmbeddedCa {
     pub disable_device_on_revoke: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum IssuingCaChoice {
     #[default]
@@ -90,10 +94,12 @@ pub fn default_client_retry() -> Vec<Span> {
         .to_vec()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyModel {
+    /// Median service time.
     pub p50: Span,
+    /// 99th percentile of the service time.
     pub p99: Span,
 }
 
@@ -119,7 +125,7 @@ fn default_ca_queue() -> Span {
 }
 
 /// The embedded IoT Hub emulator.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedHub {
     /// The hub's host name as devices put it in their MQTT username.
@@ -128,6 +134,7 @@ pub struct EmbeddedHub {
     /// Throttles and daily quota of this tier (reference §5); unlimited when absent.
     #[serde(default)]
     pub sku: Option<Sku>,
+    /// Units of the tier: its throttles and daily quota scale with them (1 by default).
     #[serde(default = "default_units")]
     pub units: NonZeroU32,
     /// How long the hub holds back a request over its throttle (delayed CONNACK, PUBACK or
@@ -176,9 +183,10 @@ fn default_disabled_connack() -> u8 {
     3
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteTarget {
+    /// The EZCA instance: URL, SSL CA and where Azure AD tokens come from.
     pub ezca: RemoteEzca,
     /// The hub (with `fleet.provisioning: dps`, only its ports, trust and `address`: DPS
     /// assigns the hub and creates the identities).
@@ -186,10 +194,11 @@ pub struct RemoteTarget {
     pub iothub: RemoteHub,
     /// The Device Provisioning Service, for `fleet.provisioning: dps`.
     #[serde(default)]
+    #[schemars(with = "Option<RemoteDps>")]
     pub dps: Option<Spanned<RemoteDps>>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteEzca {
     /// Base URL, e.g. `https://portal.ezca.io/`.
@@ -216,7 +225,7 @@ pub struct RemoteEzca {
 }
 
 /// Azure AD token sources for the real EZCA (scope `https://management.core.windows.net/.default`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum EzcaAuth {
     /// A token in this environment variable.
@@ -225,10 +234,13 @@ pub enum EzcaAuth {
     File(PathBuf),
     /// An app registration's client secret (client-credentials grant).
     ClientSecret {
+        /// The Azure AD tenant (directory) id.
         tenant: String,
+        /// The app registration's client (application) id.
         client_id: String,
         /// Environment variable holding the secret.
         secret_env: String,
+        /// Azure AD's host (default: `login.microsoftonline.com`).
         #[serde(default)]
         authority_host: Option<String>,
     },
@@ -236,6 +248,7 @@ pub enum EzcaAuth {
     WorkloadIdentity {},
     /// The VM's or app's managed identity.
     ManagedIdentity {
+        /// A user-assigned identity's client id (default: the system-assigned one).
         #[serde(default)]
         client_id: Option<String>,
         /// Token endpoint (defaults: `IDENTITY_ENDPOINT`, else the instance metadata service).
@@ -250,7 +263,7 @@ fn default_ezca_token_env() -> String {
     "EZCA_TOKEN".into()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteHub {
     /// Environment variable holding the hub's service connection string

@@ -11,9 +11,11 @@
 //!
 //! Sizes use 1 KB = 1024 bytes, as IoT Hub's 4 KB meter does.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_saphyr::{Location, Spanned};
@@ -26,35 +28,48 @@ pub use super::schedule::{Jitter, Schedule, Ticks};
 pub use super::size::{MAX_MESSAGE_BYTES, SizeModel, parse_bytes};
 
 /// The top-level `telemetry` section.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Telemetry {
     /// Time between two messages of one device: the short form of `schedule: {every: ...}`
     /// (30 s when neither is given).
     #[serde(default)]
     pub interval: Option<Span>,
+    /// When messages are due: `{every: 30s}`, with `jitter`, `align` or bursts (`count`,
+    /// `spacing`), or `{poisson: 4/h}`.
     #[serde(default)]
+    #[schemars(with = "Option<Schedule>")]
     pub schedule: Option<Spanned<Schedule>>,
+    /// MQTT QoS of telemetry: 1 (default, at least once) or 0 (at most once).
     #[serde(default)]
     pub qos: Qos,
+    /// What each message carries: `{json: template}` or `{size: 4KB}` (default: the EZCA IoT
+    /// sample's message).
     #[serde(default)]
     pub payload: Option<Payload>,
+    /// The messages' system properties and application properties.
     #[serde(default)]
     pub properties: Option<Properties>,
 }
 
 /// `fleet.cohorts[].telemetry`: what a cohort changes; each part left out is the top level's.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CohortTelemetry {
+    /// Time between two messages of one device (default: the top level's).
     #[serde(default)]
     pub interval: Option<Span>,
+    /// When messages are due (default: the top level's); see `telemetry.schedule`.
     #[serde(default)]
+    #[schemars(with = "Option<Schedule>")]
     pub schedule: Option<Spanned<Schedule>>,
+    /// MQTT QoS of telemetry, 0 or 1 (default: the top level's).
     #[serde(default)]
     pub qos: Option<Qos>,
+    /// What each message carries (default: the top level's).
     #[serde(default)]
     pub payload: Option<Payload>,
+    /// The messages' system and application properties (default: the top level's).
     #[serde(default)]
     pub properties: Option<Properties>,
 }
@@ -157,6 +172,38 @@ struct PayloadFields {
     size: Option<SizeModel>,
 }
 
+impl JsonSchema for Payload {
+    fn schema_name() -> Cow<'static, str> {
+        "Payload".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "What each message carries: a JSON template ({json: …}) or raw bytes \
+                            of a size ({size: 4KB}), one of the two.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"json": {
+                        "allOf": [generator.subschema_for::<Node>()],
+                        "description": "A JSON template: constants and generators.",
+                    }},
+                    "required": ["json"],
+                    "additionalProperties": false,
+                },
+                {
+                    "type": "object",
+                    "properties": {"size": {
+                        "allOf": [generator.subschema_for::<SizeModel>()],
+                        "description": "Raw bytes of this size (fixed or log-normal).",
+                    }},
+                    "required": ["size"],
+                    "additionalProperties": false,
+                },
+            ],
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match PayloadFields::deserialize(d)? {
@@ -192,7 +239,7 @@ impl Serialize for Payload {
 }
 
 /// `properties`: the message's system properties and its application properties.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Properties {
     /// `$.ct` (default `application/json` for JSON payloads; `""` sends none).
@@ -203,9 +250,11 @@ pub struct Properties {
     pub content_encoding: Option<String>,
     /// `$.mid`, e.g. `$uuid`.
     #[serde(default)]
+    #[schemars(with = "Option<Node>")]
     pub message_id: Option<Spanned<Node>>,
     /// `$.cid`.
     #[serde(default)]
+    #[schemars(with = "Option<Node>")]
     pub correlation_id: Option<Spanned<Node>>,
     /// Application properties, in order; values are templates yielding scalars.
     #[serde(default)]
@@ -215,6 +264,20 @@ pub struct Properties {
 /// An ordered mapping of application property names to templated values.
 #[derive(Debug, Clone, Default)]
 pub struct Application(pub Vec<(String, Spanned<Node>)>);
+
+impl JsonSchema for Application {
+    fn schema_name() -> Cow<'static, str> {
+        "ApplicationProperties".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Application properties by name, in order; each value is a template \
+                            that yields a scalar (such as $device.id or a constant).",
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<Node>(),
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for Application {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

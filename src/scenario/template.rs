@@ -25,8 +25,10 @@
 //!
 //! The model only: generation, with per-device state, lives in `device::telemetry`.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
@@ -92,10 +94,12 @@ const MAPPING_GENERATORS: &str = "$counter, $uniform, $normal, $walk, $choice, $
 pub const MAX_REPEAT: u32 = 10_000;
 
 /// `{$repeat: {count, item}}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Repeat {
+    /// How many items (1 to 10,000).
     pub count: u32,
+    /// The template of each item, generated afresh.
     pub item: Box<Node>,
 }
 
@@ -108,6 +112,66 @@ impl Check for Repeat {
                 self.count
             )),
         }
+    }
+}
+
+impl JsonSchema for Node {
+    fn schema_name() -> Cow<'static, str> {
+        "Template".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let string_generators = STRING_GENERATORS
+            .iter()
+            .map(|(name, _)| name[1..].replace('.', r"\."))
+            .collect::<Vec<_>>()
+            .join("|");
+        let one_key = |key: &str, value: Schema| {
+            json_schema!({
+                "type": "object",
+                "properties": {key: value},
+                "required": [key],
+                "additionalProperties": false,
+            })
+        };
+        let generators = [
+            one_key("$counter", generator.subschema_for::<Counter>()),
+            one_key("$uniform", generator.subschema_for::<Uniform>()),
+            one_key("$normal", generator.subschema_for::<Normal>()),
+            one_key("$walk", generator.subschema_for::<Walk>()),
+            one_key("$choice", generator.subschema_for::<Choice>()),
+            one_key("$bool", generator.subschema_for::<Probability>()),
+            one_key("$text", json_schema!({"type": "integer", "minimum": 1})),
+            one_key("$repeat", generator.subschema_for::<Repeat>()),
+            one_key(
+                "$field",
+                json_schema!({"type": "string", "description": "a.b"}),
+            ),
+            one_key("$above", generator.subschema_for::<AboveSpec>()),
+        ];
+        let node = generator.subschema_for::<Node>();
+        // A key or string that starts with `$` is a generator unless written `$$`.
+        let plain = r"^(?:[^$]|\$\$|$)";
+        let mut branches = vec![
+            json_schema!({"type": ["null", "boolean", "number"]}),
+            json_schema!({
+                "type": "string",
+                "pattern": format!(r"^(?:[^$]|\$\$|\$(?:{string_generators})$|$)"),
+            }),
+            json_schema!({"type": "array", "items": node}),
+            json_schema!({
+                "type": "object",
+                "propertyNames": {"pattern": plain},
+                "additionalProperties": node,
+            }),
+        ];
+        branches.extend(generators);
+        json_schema!({
+            "description": "A JSON value written in YAML, in which a string such as $device.id, \
+                            $counter, $timestamp, $timestamp.ms or $uuid, or a mapping with one \
+                            key such as {$uniform: {min: 20, max: 35, decimals: 2}}, is a \
+                            generator; write $$ for a text or key that starts with $.",
+            "anyOf": branches,
+        })
     }
 }
 

@@ -16,9 +16,11 @@
 //! bad one is reported by the YAML loader with its line and column. Evaluation against a report
 //! lives in `report::thresholds`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::units::Span;
@@ -208,6 +210,23 @@ impl FromStr for Threshold {
             metric,
             op,
             limit,
+        })
+    }
+}
+
+impl JsonSchema for Threshold {
+    fn schema_name() -> Cow<'static, str> {
+        "Threshold".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A condition on the run's results: a phase's latency (ca.issue p99 < \
+                            500ms, mqtt.publish/timeout max <= 2s: pN, max or mean), errors rate \
+                            < 0.1%, errors < 10, failed_devices == 0, messages_failed == 0, \
+                            expired_before_renewal == 0, messages_lost == 0 or revoked_online == \
+                            0; comparisons <, <=, ==, >=, >.",
+            "type": "string",
+            "pattern": r"^\s*(errors\s+rate|errors|failed_devices|messages_failed|expired_before_renewal|messages_lost|revoked_online|[a-z0-9_.]+(/[a-z]+)?\s+(p[0-9.]+|max|mean))\s*(<|<=|==|>=|>)\s*[0-9.]+\s*(%|ms|s|m|min|h|d)?\s*$",
         })
     }
 }

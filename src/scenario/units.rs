@@ -7,10 +7,12 @@
 //! the clock's i64 seconds, and certificate dates end in the year 9999); a rate's interval
 //! between two events lies in the same range, so rates lie within [[`MIN_RATE`], [`MAX_RATE`]].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -158,6 +160,61 @@ macro_rules! unit_serde {
 unit_serde!(Span, SPAN_HELP, |v| format!("{}ms", v.0.as_millis()));
 unit_serde!(Rate, RATE_HELP, |v| format!("{}/s", v.0));
 unit_serde!(Percent, PERCENT_HELP, |v| format!("{}%", v.0));
+
+/// A number as the unit parsers read it (digits with at most one dot), for the JSON Schema's
+/// patterns (see [`super::schema`]); the bounds are in the descriptions, not the patterns.
+pub(super) const NUMBER_PATTERN: &str = r"([0-9]+\.?[0-9]*|\.[0-9]+)";
+
+/// A string schema that matches `^ number unit $`, spaces allowed around both.
+pub(super) fn unit_schema(unit: &str, description: &str, examples: &[&str]) -> Schema {
+    json_schema!({
+        "type": "string",
+        "pattern": format!(r"^\s*{NUMBER_PATTERN}\s*{unit}\s*$"),
+        "description": description,
+        "examples": examples,
+    })
+}
+
+impl JsonSchema for Span {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        unit_schema(
+            "(ms|s|m|min|h|d)",
+            "A duration: a number and a unit (ms, s, m or min, h, d), above 0 and at most 36525d \
+             (100 years), such as 500ms, 30s, 5m, 2h or 10d.",
+            &["30s", "5m"],
+        )
+    }
+}
+
+impl JsonSchema for Rate {
+    fn schema_name() -> Cow<'static, str> {
+        "Rate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        unit_schema(
+            r"/\s*(s|min|m|h)",
+            "Events per unit of time: N/s, N/min (or N/m) or N/h, above 0 and at most 1e9/s, \
+             such as 50/s, 3000/min or 100/h.",
+            &["50/s", "3000/min"],
+        )
+    }
+}
+
+impl JsonSchema for Percent {
+    fn schema_name() -> Cow<'static, str> {
+        "Percent".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        unit_schema(
+            "%",
+            "A percentage above 0% and at most 100%, such as 80% or 0.5%.",
+            &["80%"],
+        )
+    }
+}
 
 impl Span {
     pub fn as_secs_f64(&self) -> f64 {

@@ -2,9 +2,11 @@
 //! cloud-to-device messages, fleetsim acting as the cloud through the hub's service API and
 //! AMQP endpoint; and which devices each goes to ([`Selection`], [`Targets`]).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::num::NonZeroU32;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -12,13 +14,15 @@ use serde_json::{Map, Value};
 use crate::scenario::units::{Percent, Rate, Span};
 
 /// A direct method the operator invokes on each chosen device.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MethodEvent {
+    /// The method's name, as the devices' `behaviour.methods` know it.
     pub name: String,
     /// Any JSON (`null` when absent).
     #[serde(default)]
     pub payload: Value,
+    /// A share (`100%`) or a number (`100`) of the devices started by then; or give `query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Selection>,
     /// Or the devices this query returns (`SELECT * FROM devices WHERE …`).
@@ -41,13 +45,15 @@ fn default_response_timeout() -> Span {
 
 /// Desired properties the operator sets on each chosen device, then waits for each device to
 /// acknowledge (reading its twin, as an operator would).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DesiredEvent {
     /// Merged into the desired properties (`null` deletes one).
     pub patch: Map<String, Value>,
+    /// A share (`50%`) or a number (`100`) of the devices started by then; or give `query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Selection>,
+    /// Or the devices this query returns (`SELECT * FROM devices WHERE …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// Patches sent per unit of time (all at once when absent).
@@ -69,7 +75,7 @@ fn default_poll() -> Span {
 }
 
 /// A registry query the operator runs, timed as `registry.query` (all pages).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryEvent {
     /// IoT Hub's query language: `SELECT * FROM devices WHERE …`, `SELECT COUNT() AS n …`.
@@ -84,7 +90,7 @@ pub struct QueryEvent {
 
 /// A cloud-to-device message the operator sends to each chosen device, through the hub's AMQP
 /// endpoint (`/messages/devicebound`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct C2dEvent {
     /// The body: a string as it is, anything else as JSON. `{deviceId}` and `{messageId}` are
@@ -94,8 +100,10 @@ pub struct C2dEvent {
     /// Application properties (all text).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub properties: Map<String, Value>,
+    /// A share (`10%`) or a number (`100`) of the devices started by then; or give `query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Selection>,
+    /// Or the devices this query returns (`SELECT * FROM devices WHERE …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// Messages sent per unit of time (as fast as the hub settles them when absent).
@@ -302,6 +310,22 @@ impl Visitor<'_> for SelectionVisitor {
                 "devices: {v} is not a number of devices from 1"
             ))),
         }
+    }
+}
+
+impl JsonSchema for Selection {
+    fn schema_name() -> Cow<'static, str> {
+        "Selection".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Which devices: a share of those started by then (such as 50%, \
+                            rounded up) or a number of them (such as 100).",
+            "anyOf": [
+                generator.subschema_for::<Percent>(),
+                {"type": "integer", "minimum": 1, "maximum": u32::MAX},
+            ],
+        })
     }
 }
 
