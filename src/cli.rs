@@ -358,6 +358,7 @@ pub async fn run(
         shard,
         state,
         start_at: distributed.start_at,
+        web_listener: None,
     };
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());

@@ -88,6 +88,9 @@ impl<B: Backends> Device<'_, B> {
             .recorder
             .certs()
             .hold(&self.spec.id, renew_at.into(), info.not_after.into());
+        if let Some(board) = self.services.recorder.board() {
+            board.set_expiry(self.spec.index, info.not_after.into());
+        }
         Schedule {
             next_try: Some(instant_of(renew_at)),
             deadline: instant_of(info.point_in_life(policy.deadline)),
