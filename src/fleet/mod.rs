@@ -119,7 +119,14 @@ pub async fn run(
     run.register_in_bulk(shutdown.as_mut()).await?;
     let driven = run.drive(shutdown.as_mut(), quit.clone()).await?;
     let ended = run.wind_down(driven).await;
-    run.finish(ended)
+    // The live page stays up until the report's verdict is on it.
+    let page = run.page.take();
+    let outcome = run.finish(ended);
+    if let Some(page) = page {
+        let verdict = outcome.as_ref().ok().map(|o| o.report.thresholds.clone());
+        page.finish(verdict).await;
+    }
+    outcome
 }
 
 /// A run once prepared: what its stages share.
@@ -409,9 +416,6 @@ impl<'a> Run<'a> {
         };
         if let Some(metrics) = self.metrics.take() {
             metrics.stop().await;
-        }
-        if let Some(page) = self.page.take() {
-            page.stop().await;
         }
         let (ca, hubs, dps) = match self.emulators.take() {
             Some(e) => {

@@ -1,7 +1,7 @@
 //! The run's live web page (`fleetsim run --web`): the fleet board every device writes its state
 //! to, and the page served from it for the length of the run (see [`crate::web`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -10,6 +10,7 @@ use super::error::FleetError;
 use super::plan::Fleet;
 use crate::metrics::Recorder;
 use crate::metrics::board::DeviceBoard;
+use crate::report::ThresholdResult;
 use crate::scenario::Scenario;
 use crate::web::{LiveRun, WebView};
 
@@ -25,10 +26,14 @@ pub(super) fn board(fleet: &Fleet, recorder: &Recorder) -> Arc<DeviceBoard> {
 pub(super) struct Page {
     stop: DropGuard,
     task: JoinHandle<()>,
+    verdict: Arc<OnceLock<Vec<ThresholdResult>>>,
 }
 
 impl Page {
-    pub async fn stop(self) {
+    /// Shows the report's threshold results (`None`: the run failed before its report), then
+    /// stops once the open pages have been sent the final picture.
+    pub async fn finish(self, verdict: Option<Vec<ThresholdResult>>) {
+        let _ = self.verdict.set(verdict.unwrap_or_default());
         drop(self.stop);
         let _ = self.task.await;
     }
@@ -52,7 +57,9 @@ pub(super) fn start(
         recorder,
         board,
         thresholds: scenario.thresholds.clone(),
+        verdict: Default::default(),
     };
+    let verdict = run.verdict.clone();
     let stop = CancellationToken::new();
     let stopped = stop.clone().cancelled_owned();
     let task = tokio::spawn(async move {
@@ -63,5 +70,6 @@ pub(super) fn start(
     Ok(Page {
         stop: stop.drop_guard(),
         task,
+        verdict,
     })
 }

@@ -45,6 +45,9 @@ pub struct Frame {
     /// `phase/kind` → count since the start.
     pub errors: BTreeMap<String, u64>,
     pub thresholds: Vec<ThresholdResult>,
+    /// The thresholds are the report's verdict (the run has ended and been reported); before,
+    /// they are evaluated on what was recorded so far and figures only the end knows are missing.
+    pub verdict: bool,
     pub expiry: ExpiryHistogram,
     pub events: Vec<BoardEvent>,
 }

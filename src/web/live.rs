@@ -1,7 +1,7 @@
 //! The live source: a frame per tick from the recorder's snapshot and the fleet board, and the
 //! timeline the page draws its charts from (a [`Sampler`] of its own, one point per tick).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -21,6 +21,9 @@ pub struct LiveRun {
     pub recorder: Arc<Recorder>,
     pub board: Arc<DeviceBoard>,
     pub thresholds: Vec<Threshold>,
+    /// The report's threshold results, once the run has been reported: the final frame shows
+    /// them instead of the live evaluation.
+    pub verdict: Arc<OnceLock<Vec<crate::report::ThresholdResult>>>,
 }
 
 /// Builds the frames of a live run; one per tick.
@@ -63,7 +66,11 @@ impl Ticker {
 
     /// The frame of this moment (the final one again once the board is frozen).
     pub fn tick(&mut self) -> Frame {
-        if let Some(last) = &self.last {
+        if let Some(last) = &mut self.last {
+            if let (false, Some(verdict)) = (last.verdict, self.run.verdict.get()) {
+                last.thresholds = verdict.clone();
+                last.verdict = true;
+            }
             return last.clone();
         }
         let board = &self.run.board;
@@ -87,6 +94,7 @@ impl Ticker {
             point,
             errors,
             thresholds,
+            verdict: false,
             expiry: frame::expiry_histogram(&board.expiry_secs(), frame::unix_now()),
             events: board.events(),
         };
@@ -131,6 +139,7 @@ mod tests {
             recorder,
             board: board.clone(),
             thresholds: vec!["messages_lost == 0".parse().unwrap()],
+            verdict: Default::default(),
         };
         let mut ticker = Ticker::new(run, Instant::now(), Duration::from_secs(1));
         let f = ticker.tick();

@@ -17,6 +17,7 @@ pub mod live;
 pub mod replay;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,7 +117,22 @@ struct Shared {
     frames: watch::Receiver<Arc<String>>,
     view: Mutex<WebView>,
     closing: CancellationToken,
+    /// The final frame (the run's duration has passed) has been handed to the watchers.
+    final_sent: AtomicBool,
 }
+
+impl Shared {
+    /// Whether the live run's board has been frozen: its final frame is due.
+    fn final_due(&self) -> bool {
+        match &*lock(&self.view) {
+            WebView::Live { board, .. } => board.is_frozen(),
+            WebView::Replay(_) => true,
+        }
+    }
+}
+
+/// How long a stopping server waits for the final frame to be built and sent.
+const FINAL_WAIT: Duration = Duration::from_secs(3);
 
 /// Serves the page of `view` on `listener` until `shutdown` completes; a live view is ticked
 /// every [`TICK`] meanwhile.
@@ -129,6 +145,7 @@ pub async fn serve(
         WebView::Live { ticker, .. } => (ticker.meta(), Vec::new(), None),
         WebView::Replay(r) => (r.meta.clone(), r.history.clone(), Some(r.frame.clone())),
     };
+    let replay = first.is_some();
     let first = first.map_or_else(String::new, |f| to_json(&f));
     let (send, frames) = watch::channel(Arc::new(first));
     let closing = CancellationToken::new();
@@ -138,6 +155,7 @@ pub async fn serve(
         frames,
         view: Mutex::new(view),
         closing: closing.clone(),
+        final_sent: AtomicBool::new(replay),
     });
     let ticking = tokio::spawn(tick_loop(shared.clone(), send));
     let router = axum::Router::new()
@@ -148,11 +166,17 @@ pub async fn serve(
         .route("/frame", get(frame_json))
         .route("/events", get(events))
         .route("/device/{slot}", get(device))
-        .with_state(shared);
+        .with_state(shared.clone());
     let stop = closing.clone();
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.await;
+            // The run's last picture reaches the open pages before their streams end.
+            let waited = Instant::now();
+            while !shared.final_sent.load(Ordering::Relaxed) && waited.elapsed() < FINAL_WAIT {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
             // Event streams never end by themselves: end them so the server can stop.
             stop.cancel();
         })
@@ -163,32 +187,46 @@ pub async fn serve(
 }
 
 /// Builds a frame per tick (on a blocking thread: a snapshot merges histograms) and hands it to
-/// every watcher; a replay has its one frame already.
+/// every watcher, and the final one as soon as the run's duration has passed; a replay has its
+/// one frame already.
 async fn tick_loop(shared: Arc<Shared>, send: watch::Sender<Arc<String>>) {
     if matches!(*lock(&shared.view), WebView::Replay(_)) {
         return;
     }
-    let mut every = tokio::time::interval(TICK);
+    let mut every = tokio::time::interval(Duration::from_millis(100));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut built: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = shared.closing.cancelled() => return,
             _ = every.tick() => {}
         }
+        let final_due = shared.final_due();
+        if built.is_some_and(|b| b.elapsed() < TICK) && !final_due {
+            continue;
+        }
+        built = Some(Instant::now());
         let s = shared.clone();
-        let built = tokio::task::spawn_blocking(move || {
+        let made = tokio::task::spawn_blocking(move || {
             let mut view = lock(&s.view);
             let WebView::Live { ticker, .. } = &mut *view else {
                 return None;
             };
             let frame = ticker.tick();
             *lock(&s.history) = ticker.history();
-            Some(to_json(&frame))
+            Some((to_json(&frame), frame.verdict))
         })
         .await;
-        match built {
-            Ok(Some(json)) => {
-                let _ = send.send(Arc::new(json));
+        match made {
+            Ok(Some((json, verdict))) => {
+                // The final frame is sent again only when the report's verdict comes.
+                if **send.borrow() != json {
+                    let _ = send.send(Arc::new(json));
+                }
+                if verdict {
+                    shared.final_sent.store(true, Ordering::Relaxed);
+                    return;
+                }
             }
             Ok(None) => return,
             Err(e) => {

@@ -47,7 +47,7 @@ function fmt(v) {
 // Cohort blocks of square cells: the largest cell size whose rows fit the canvas.
 function mapLayout(w, h, cohorts) {
   const label = 16;
-  for (let s = 16; s >= 2; s--) {
+  for (let s = 28; s >= 2; s--) {
     const cols = Math.max(1, Math.floor(w / s));
     let rows = 0;
     for (const c of cohorts) rows += Math.ceil(c.devices / cols);
@@ -60,7 +60,7 @@ function drawMap() {
   if (!meta || !frame) return;
   const canvas = $("map");
   const total = meta.cohorts.reduce((a, c) => a + c.devices, 0);
-  const want = Math.max(420, Math.min(900, Math.ceil(Math.sqrt(total) * 8)));
+  const want = Math.max(300, Math.min(900, Math.ceil(Math.sqrt(total) * 9)));
   if (canvas.height / (canvas._ratio || 1) !== want) { canvas.height = want * (canvas._ratio || 1); canvas._w = -1; }
   const { ctx, w, h } = fit(canvas);
   const states = decode(frame.states);
@@ -148,6 +148,7 @@ function chart(canvas, series, opts) {
     ctx.beginPath();
     s.points.forEach((p, i) => (i ? ctx.lineTo(X(p[0]), Y(p[1])) : ctx.moveTo(X(p[0]), Y(p[1]))));
     ctx.stroke(); ctx.setLineDash([]);
+    if (s.points.length < 3) s.points.forEach((p) => { ctx.fillStyle = s.color; ctx.fillRect(X(p[0]) - 2, Y(p[1]) - 2, 4, 4); });
     if (!s.dashed) { ctx.fillStyle = s.color; ctx.fillText(s.name, lx, pad.t + 9); lx += ctx.measureText(s.name).width + 10; }
   });
 }
@@ -198,8 +199,12 @@ function escapeHtml(s) {
 
 function drawTables() {
   const frame = fleetsim.frame;
+  // Until the report's verdict, a figure only the end of the run knows is "waiting", not FAIL.
+  const badge = (t) => !frame.verdict && /^no (samples|operations)/.test(t.actual)
+    ? ["wait", "WAIT"] : t.pass ? ["pass", "PASS"] : ["fail", "FAIL"];
   $("thresholds").innerHTML = frame.thresholds.length
-    ? frame.thresholds.map((t) => `<tr><td><span class="badge ${t.pass ? "pass" : "fail"}">${t.pass ? "PASS" : "FAIL"}</span></td><td>${escapeHtml(t.threshold)}</td><td class="n">${escapeHtml(t.actual)}</td></tr>`).join("")
+    ? frame.thresholds.map((t) => { const [c, text] = badge(t); return `<tr><td><span class="badge ${c}">${text}</span></td><td>${escapeHtml(t.threshold)}</td><td class="n">${escapeHtml(t.actual)}</td></tr>`; }).join("") +
+      `<tr><td colspan=3 class=dim>${frame.verdict ? "the report's verdict" : "live, on what was recorded so far"}</td></tr>`
     : "<tr><td class=dim>no thresholds</td></tr>";
   const errs = Object.entries(frame.errors).sort((a, b) => b[1] - a[1]).slice(0, 12);
   $("errors").innerHTML = errs.length

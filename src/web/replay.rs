@@ -69,6 +69,7 @@ impl Replay {
             point: history.last().cloned(),
             errors: report.errors.clone(),
             thresholds: report.thresholds.clone(),
+            verdict: true,
             expiry: frame::expiry_histogram(&expiry, taken),
             events: map.events.clone(),
         };
