@@ -145,8 +145,10 @@ function chart(canvas, series, opts) {
   series.forEach((s) => {
     if (!s.points.length) return;
     ctx.strokeStyle = s.color; ctx.lineWidth = 1.5; ctx.setLineDash(s.dashed ? [4, 3] : []);
+    // A phase with nothing in some intervals (renewals between storms) is drawn with gaps.
+    const gap = 2.5 * (opts.step || Infinity);
     ctx.beginPath();
-    s.points.forEach((p, i) => (i ? ctx.lineTo(X(p[0]), Y(p[1])) : ctx.moveTo(X(p[0]), Y(p[1]))));
+    s.points.forEach((p, i) => (i && p[0] - s.points[i - 1][0] <= gap ? ctx.lineTo(X(p[0]), Y(p[1])) : ctx.moveTo(X(p[0]), Y(p[1]))));
     ctx.stroke(); ctx.setLineDash([]);
     if (s.points.length < 3) s.points.forEach((p) => { ctx.fillStyle = s.color; ctx.fillRect(X(p[0]) - 2, Y(p[1]) - 2, 4, 4); });
     if (!s.dashed) { ctx.fillStyle = s.color; ctx.fillText(s.name, lx, pad.t + 9); lx += ctx.measureText(s.name).width + 10; }
@@ -174,7 +176,8 @@ function drawCharts() {
     lat.push({ name: n + " p99", color: c, points: of("p99_ms") });
     lat.push({ name: n + " p50", color: c, points: of("p50_ms"), dashed: true });
   });
-  chart($("latency"), lat, { log: true });
+  const step = pts.length > 1 ? (pts[pts.length - 1].t - pts[0].t) / (pts.length - 1) : Infinity;
+  chart($("latency"), lat, { log: true, step });
 }
 
 function drawTimeline() {

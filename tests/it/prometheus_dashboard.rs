@@ -1,7 +1,8 @@
 //! The Grafana dashboard against a real Prometheus: Debian's `prometheus` scrapes a live run's
 //! `/metrics` every second, and every PromQL expression of `dashboards/fleetsim.json` must return
 //! data through Prometheus's query API. The run has something in every panel: the CA fails a share
-//! of issuances (errors, and the EZCA client's own retries) and renewals happen.
+//! of issuances (errors, and the EZCA client's own retries), renewals happen, and a revocation
+//! event gives the dashboard's annotation (`fleetsim_events_total`) something to mark.
 //!
 //! The check itself must be able to fail: an expression over a metric fleetsim does not export
 //! returns nothing and is reported as such.
@@ -37,6 +38,10 @@ certificate:
 telemetry:
   interval: 500ms
   qos: 1
+events:
+  - at: 4s
+    revoke: 10%
+    method: admin
 "#;
 
 /// Every `expr` of the dashboard's panels (nested rows included).
@@ -54,6 +59,13 @@ fn dashboard_expressions() -> Vec<(String, String)> {
                 let title = panel["title"].as_str().unwrap_or("?").to_string();
                 found.push((title, expr.to_string()));
             }
+        }
+    }
+    // The annotations' queries too (the scenario's events).
+    for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = annotation["expr"].as_str() {
+            let name = annotation["name"].as_str().unwrap_or("?");
+            found.push((format!("annotation {name}"), expr.to_string()));
         }
     }
     found

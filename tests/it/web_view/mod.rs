@@ -181,3 +181,25 @@ async fn the_live_page_draws_the_fleet_and_its_revocation_and_the_replay_matches
     stop.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// Not a test but the tool behind the README's screenshot: opens the page at `FLEETSIM_WEB_URL`
+/// (e.g. a `fleetsim run --web` of scenarios/demo.yaml), waits `FLEETSIM_SHOT_AFTER` seconds
+/// (default 3) and saves a PNG to `FLEETSIM_SHOT` (default target/web-shot.png).
+/// `FLEETSIM_WEB_URL=http://127.0.0.1:8080/ cargo test --test it web_view::screenshot -- --ignored`
+#[tokio::test]
+#[ignore = "a tool: needs a page served by a running fleetsim"]
+async fn screenshot() {
+    let url = std::env::var("FLEETSIM_WEB_URL").expect("FLEETSIM_WEB_URL");
+    let after: u64 = std::env::var("FLEETSIM_SHOT_AFTER")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let out = std::env::var("FLEETSIM_SHOT").unwrap_or_else(|_| {
+        format!("{}/target/web-shot.png", env!("CARGO_MANIFEST_DIR"))
+    });
+    let mut browser = cdp::Browser::open(&url).await;
+    tokio::time::sleep(Duration::from_secs(after)).await;
+    let shown = probe(&mut browser).await;
+    std::fs::write(&out, browser.screenshot().await).unwrap();
+    println!("{out}: {shown:?}, script errors: {:?}", browser.errors);
+}
