@@ -113,7 +113,11 @@ pub fn render_events(out: &mut String, events: &[super::board::BoardEvent]) {
         "counter",
     );
     for (kind, n) in by_kind {
-        let _ = writeln!(out, "fleetsim_events_total{{kind=\"{}\"}} {n}", escape(kind));
+        let _ = writeln!(
+            out,
+            "fleetsim_events_total{{kind=\"{}\"}} {n}",
+            escape(kind)
+        );
     }
 }
 

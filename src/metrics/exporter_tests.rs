@@ -330,7 +330,10 @@ fn scenario_events_are_counted_by_kind_for_grafana_annotations() {
         detail: String::new(),
     };
     let mut out = String::new();
-    super::render_events(&mut out, &[event("revoke"), event("method"), event("revoke")]);
+    super::render_events(
+        &mut out,
+        &[event("revoke"), event("method"), event("revoke")],
+    );
     assert!(out.contains("# TYPE fleetsim_events_total counter"));
     assert!(out.contains("fleetsim_events_total{kind=\"revoke\"} 2\n"));
     assert!(out.contains("fleetsim_events_total{kind=\"method\"} 1\n"));

@@ -39,7 +39,7 @@ telemetry:
   interval: 500ms
   qos: 1
 events:
-  - at: 4s
+  - at: 5s
     revoke: 10%
     method: admin
 "#;
@@ -62,7 +62,11 @@ fn dashboard_expressions() -> Vec<(String, String)> {
         }
     }
     // The annotations' queries too (the scenario's events).
-    for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if let Some(expr) = annotation["expr"].as_str() {
             let name = annotation["name"].as_str().unwrap_or("?");
             found.push((format!("annotation {name}"), expr.to_string()));
@@ -120,6 +124,19 @@ fn start_prometheus(target: &str) -> Prometheus {
     }
 }
 
+/// Waits until Prometheus answers `/-/ready` (it opens its storage first).
+async fn wait_ready(client: &reqwest::Client, prometheus: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let ready = client.get(format!("{prometheus}/-/ready")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("prometheus did not get ready within 20 s");
+}
+
 /// How many series `expr` returns now; an error when Prometheus refuses it.
 async fn series(client: &reqwest::Client, prometheus: &str, expr: &str) -> Result<usize, String> {
     let answer = client
@@ -170,11 +187,13 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         ..RunOptions::default()
     };
     let prometheus = start_prometheus(&target);
+    let client = reqwest::Client::new();
+    // Scraping from before the run starts, so the first event is a change Prometheus sees.
+    wait_ready(&client, &prometheus.url).await;
     let run =
         tokio::spawn(
             async move { fleet::run(&scenario, &options, std::future::pending::<()>()).await },
         );
-    let client = reqwest::Client::new();
     // Rates need two scrapes inside their window; the run lasts 14 s, scrapes come every second.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let deadline = Instant::now() + Duration::from_secs(8);
