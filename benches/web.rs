@@ -47,6 +47,7 @@ fn ticker(devices: u64) -> Ticker {
             "ca.issue p99 < 1s".parse().unwrap(),
             "errors rate < 1%".parse().unwrap(),
         ],
+        verdict: Default::default(),
     };
     Ticker::new(run, Instant::now(), Duration::from_secs(1))
 }
