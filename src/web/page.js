@@ -170,8 +170,9 @@ function drawCharts() {
   ], { log: false });
   const seen = PHASES.filter((n) => pts.some((p) => p.phases[n] && p.phases[n].p99_ms));
   const lat = [];
-  seen.forEach((n, i) => {
-    const c = SERIES[i % SERIES.length];
+  seen.forEach((n) => {
+    // Each phase keeps its colour as others appear.
+    const c = SERIES[PHASES.indexOf(n) % SERIES.length];
     const of = (k) => pts.filter((p) => p.phases[n] && p.phases[n][k]).map((p) => [p.t, p.phases[n][k]]);
     lat.push({ name: n + " p99", color: c, points: of("p99_ms") });
     lat.push({ name: n + " p50", color: c, points: of("p50_ms"), dashed: true });
