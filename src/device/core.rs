@@ -281,6 +281,15 @@ impl<'a, B: Backends> Device<'a, B> {
         }
     }
 
+    /// Counts a failure of `phase` by kind, and notes it as this device's last error on the
+    /// fleet board (the web map's hover).
+    pub(super) fn note_error(&self, phase: Phase, kind: &str) {
+        self.services.recorder.error(phase, kind);
+        if let Some(board) = self.services.recorder.board() {
+            board.set_error(self.spec.index, format!("{}/{kind}", phase.name()));
+        }
+    }
+
     /// Whether this device's certificate has been revoked.
     pub(super) fn is_revoked(&self) -> bool {
         self.revoked_at.is_some()

@@ -166,7 +166,7 @@ impl<B: Backends> Device<'_, B> {
     /// lapses).
     fn renewal_failed(&mut self, e: &ServiceError, end: Instant, schedule: &mut Schedule) {
         let recorder = &self.services.recorder;
-        recorder.error(Phase::CaRenew, &e.kind);
+        self.note_error(Phase::CaRenew, &e.kind);
         tracing::debug!(device = %self.spec.id, error = %e, "renewal try failed");
         let delay = self
             .services

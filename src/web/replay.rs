@@ -113,3 +113,35 @@ fn started_unix(started_at: &str) -> u64 {
     time::OffsetDateTime::parse(started_at, &time::format_description::well_known::Rfc3339)
         .map_or(0, |t| u64::try_from(t.unix_timestamp()).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::board::DeviceBoard;
+    use crate::metrics::{DeviceState, Snapshot};
+
+    fn report() -> Report {
+        Report::new("r", "embedded", String::new(), 1.0, Snapshot::default()).unwrap()
+    }
+
+    #[test]
+    fn a_report_without_a_map_or_with_a_damaged_one_is_refused() {
+        let mut r = report();
+        assert!(matches!(Replay::new(&r), Err(WebError::NoMap)));
+        let devices = vec![(0, "a".to_string(), 0), (1, "b".to_string(), 0)];
+        let board = DeviceBoard::new(&["c".into()], &devices);
+        board.set_state(1, DeviceState::Revoked);
+        board.set_error(1, "mqtt.reconnect/connack_3".into());
+        let mut map = board.freeze();
+        r.fleet_map = Some(map.clone());
+        let replay = Replay::new(&r).unwrap();
+        assert_eq!(replay.frame.gauges["revoked"], 1);
+        let b = replay.device(1).unwrap();
+        assert_eq!((b.id.as_str(), b.state), ("b", "revoked"));
+        assert_eq!(b.last_error.as_deref(), Some("mqtt.reconnect/connack_3"));
+        assert!(replay.device(2).is_none());
+        map.ids = "a".into();
+        r.fleet_map = Some(map);
+        assert!(matches!(Replay::new(&r), Err(WebError::BadMap(_))));
+    }
+}

@@ -177,6 +177,25 @@ async fn the_live_page_draws_the_fleet_and_its_revocation_and_the_replay_matches
         "replay {replay} vs live {last}"
     );
     assert_eq!(replay["events"], last["events"]);
+    // Hovering a device asks for its id, expiry and last error: a revoked one names its refusal.
+    let revoked = browser
+        .eval(
+            "Promise.all(Array.from({length: 50}, function(_, i) {\
+             return fetch('/device/' + i).then(function(r) { return r.json() }) }))\
+             .then(function(ds) { return ds.filter(function(d) { return d.state === 'revoked' }) })",
+        )
+        .await;
+    let revoked = revoked.as_array().unwrap();
+    assert_eq!(revoked.len() as u64, REVOKED, "{revoked:?}");
+    for d in revoked {
+        assert!(d["not_after"].as_u64().is_some_and(|n| n > 0), "{d}");
+        assert!(
+            d["last_error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("mqtt.")),
+            "{d}"
+        );
+    }
     assert!(
         browser.errors.is_empty(),
         "script errors: {:?}",
