@@ -14,6 +14,7 @@ mod keys;
 mod run;
 mod schema;
 mod smoke;
+mod web;
 
 pub use distributed::DistributedRun;
 pub use emulate::{EmulateArgs, emulate};
@@ -51,6 +52,10 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics while running (e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Serve the live web page of the run at http://ADDR/ (a port alone is on loopback,
+        /// e.g. 8080 or 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR", value_parser = web::parse_web_addr)]
+        web: Option<std::net::SocketAddr>,
         /// Run only slice INDEX of COUNT of the fleet (0-based, e.g. 0/2 and 1/2); the shards'
         /// JSON reports merge with `fleetsim report`.
         #[arg(long, value_name = "INDEX/COUNT")]
@@ -117,6 +122,10 @@ pub enum Command {
         /// Wait up to this long (e.g. 10m) for --expect reports to appear in the inputs.
         #[arg(long, value_parser = distributed::parse_span)]
         wait: Option<std::time::Duration>,
+        /// Serve the web page of the run in the one report given, as it ended, at http://ADDR/
+        /// (a port alone is on loopback), until Ctrl-C.
+        #[arg(long, value_name = "ADDR", value_parser = web::parse_web_addr)]
+        web: Option<std::net::SocketAddr>,
     },
 }
 
@@ -145,7 +154,22 @@ pub async fn main(cli: Cli) -> ExitCode {
             expect,
             thresholds,
             wait,
+            web: Some(addr),
+        } if expect.is_none() && thresholds.is_none() && out.is_none() && wait.is_none() => {
+            exit_code(web::replay(&inputs, addr).await)
+        }
+        Command::Report {
+            inputs,
+            out,
+            expect,
+            thresholds,
+            wait,
+            web,
         } => {
+            if web.is_some() {
+                eprintln!("error: --web replays one report and takes no other option");
+                return ExitCode::FAILURE;
+            }
             let judged = expect.is_some() || thresholds.is_some() || wait.is_some();
             let result = match judged {
                 true => {
@@ -165,6 +189,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             quiet,
             no_tui,
             metrics_addr,
+            web,
             shard,
             state,
             start_at,
@@ -182,7 +207,10 @@ pub async fn main(cli: Cli) -> ExitCode {
                 &scenario,
                 &report,
                 progress,
-                metrics_addr,
+                web::Endpoints {
+                    metrics: metrics_addr,
+                    web,
+                },
                 shard,
                 state.as_deref(),
                 &distributed,

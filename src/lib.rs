@@ -31,3 +31,4 @@ pub mod scenario;
 pub mod state;
 pub mod sync;
 pub mod ui;
+pub mod web;

@@ -14,7 +14,7 @@ pub async fn run(
     scenario_path: &Path,
     report_path: &Path,
     progress: crate::ui::Progress,
-    metrics_addr: Option<std::net::SocketAddr>,
+    endpoints: super::web::Endpoints,
     shard: fleet::Shard,
     state_path: Option<&Path>,
     distributed: &DistributedRun,
@@ -34,8 +34,12 @@ pub async fn run(
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("report directory {}: {e}", dir.display()))?;
     }
-    let metrics_listener = match metrics_addr {
+    let metrics_listener = match endpoints.metrics {
         Some(addr) => Some(std::sync::Arc::new(bind_metrics(addr)?)),
+        None => None,
+    };
+    let web_listener = match endpoints.web {
+        Some(addr) => Some(std::sync::Arc::new(super::web::bind(addr)?)),
         None => None,
     };
     eprintln!(
@@ -63,6 +67,7 @@ pub async fn run(
         shard,
         state,
         start_at: distributed.start_at,
+        web_listener,
     };
     let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
     println!("{}", outcome.report.to_text());

@@ -242,6 +242,9 @@ impl<'a, B: Backends> Device<'a, B> {
         stop: &'a CancellationToken,
     ) -> Self {
         services.recorder.transition(None, DeviceState::Enrolling);
+        if let Some(board) = services.recorder.board() {
+            board.set_state(spec.index, DeviceState::Enrolling);
+        }
         Self {
             spec,
             services,
@@ -271,7 +274,19 @@ impl<'a, B: Backends> Device<'a, B> {
         };
         if self.state != to {
             self.services.recorder.transition(Some(self.state), to);
+            if let Some(board) = self.services.recorder.board() {
+                board.set_state(self.spec.index, to);
+            }
             self.state = to;
+        }
+    }
+
+    /// Counts a failure of `phase` by kind, and notes it as this device's last error on the
+    /// fleet board (the web map's hover).
+    pub(super) fn note_error(&self, phase: Phase, kind: &str) {
+        self.services.recorder.error(phase, kind);
+        if let Some(board) = self.services.recorder.board() {
+            board.set_error(self.spec.index, format!("{}/{kind}", phase.name()));
         }
     }
 
@@ -310,6 +325,9 @@ impl<'a, B: Backends> Device<'a, B> {
             };
             recorder.record(phase, e.outcome(), start, end);
             recorder.error(phase, &e.kind);
+            if let Some(board) = recorder.board() {
+                board.set_error(self.spec.index, format!("{}/{}", phase.name(), e.kind));
+            }
             tracing::debug!(device = %self.spec.id, phase = phase.name(), error = %e, "attempt failed");
             if !e.retryable() || tries + 1 >= self.services.backoff.max_attempts {
                 return Err(Stop::Failed(phase, e));

@@ -201,9 +201,7 @@ impl<B: Backends> Device<'_, B> {
             cloud.failures = 0;
             return Ok(());
         };
-        self.services
-            .recorder
-            .error(Phase::MqttConnect, &format!("subscribe_{}", e.kind));
+        self.note_error(Phase::MqttConnect, &format!("subscribe_{}", e.kind));
         let delay = self
             .services
             .backoff

@@ -88,6 +88,9 @@ impl<B: Backends> Device<'_, B> {
             .recorder
             .certs()
             .hold(&self.spec.id, renew_at.into(), info.not_after.into());
+        if let Some(board) = self.services.recorder.board() {
+            board.set_expiry(self.spec.index, info.not_after.into());
+        }
         Schedule {
             next_try: Some(instant_of(renew_at)),
             deadline: instant_of(info.point_in_life(policy.deadline)),
@@ -163,7 +166,7 @@ impl<B: Backends> Device<'_, B> {
     /// lapses).
     fn renewal_failed(&mut self, e: &ServiceError, end: Instant, schedule: &mut Schedule) {
         let recorder = &self.services.recorder;
-        recorder.error(Phase::CaRenew, &e.kind);
+        self.note_error(Phase::CaRenew, &e.kind);
         tracing::debug!(device = %self.spec.id, error = %e, "renewal try failed");
         let delay = self
             .services

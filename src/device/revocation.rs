@@ -43,7 +43,7 @@ impl<B: Backends> Device<'_, B> {
                 None
             }
             Err(e) => {
-                self.services.recorder.error(Phase::RevokeCutoff, &e.kind);
+                self.note_error(Phase::RevokeCutoff, &e.kind);
                 tracing::debug!(device = %self.spec.id, error = %e, "revocation failed");
                 Some(e.to_string())
             }
@@ -87,7 +87,7 @@ impl<B: Backends> Device<'_, B> {
                 Ok(session)
             }
             Err(e) => {
-                recorder.error(Phase::MqttReconnect, &e.kind);
+                self.note_error(Phase::MqttReconnect, &e.kind);
                 if let Some(r) = &mut self.report.revocation {
                     r.reconnect_refused = true;
                 }

@@ -150,7 +150,7 @@ impl<B: Backends> Device<'_, B> {
         let now = Instant::now();
         let recorder = &self.services.recorder;
         recorder.record_with_actual(Phase::MqttPublish, e.outcome(), telemetry.due, start, now);
-        recorder.error(Phase::MqttPublish, &e.kind);
+        self.note_error(Phase::MqttPublish, &e.kind);
         self.report.messages_failed += 1;
         recorder.message_failed();
         Sent::Failed
@@ -160,7 +160,7 @@ impl<B: Backends> Device<'_, B> {
         let now = Instant::now();
         let recorder = &self.services.recorder;
         recorder.record(Phase::MqttPublish, Outcome::Rejected, telemetry.due, now);
-        recorder.error(Phase::MqttPublish, "message_too_large");
+        self.note_error(Phase::MqttPublish, "message_too_large");
         self.report.messages_failed += 1;
         recorder.message_failed();
         Sent::TooLarge

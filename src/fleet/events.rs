@@ -67,6 +67,23 @@ impl Events {
         self.events.iter().any(Event::is_operator)
     }
 
+    /// What the next event is, for the timeline: its kind and what it does.
+    pub fn label(&self) -> (&'static str, String) {
+        let Some(event) = self.events.get(self.next) else {
+            return ("event", String::new());
+        };
+        match event.action() {
+            Some(Action::Revoke { share, method }) => {
+                ("revoke", format!("revoke {}% ({})", share.0, method.name()))
+            }
+            Some(Action::Method(m)) => ("method", format!("method {}", m.name)),
+            Some(Action::Desired(_)) => ("desired", "desired properties".into()),
+            Some(Action::Query(_)) => ("query", "registry query".into()),
+            Some(Action::C2d(_)) => ("c2d", "cloud-to-device message".into()),
+            None => ("event", "event".into()),
+        }
+    }
+
     /// When the next event is due, if one is left.
     pub fn next_at(&self, start: Instant) -> Option<Instant> {
         self.events.get(self.next).map(|e| start + e.at.0)

@@ -30,6 +30,7 @@ mod roster;
 mod sampling;
 pub mod shard;
 pub mod target;
+mod web;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ pub struct RunOptions {
     /// Start the arrival clock at this wall-clock time (`--start-at`), so the shards of a
     /// distributed run start together ([`barrier`]).
     pub start_at: Option<std::time::SystemTime>,
+    /// Serve the live web page on this bound listener for the life of the run (`--web`).
+    pub web_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 /// Everything a run produced. The embedded emulators have stopped serving, but their state can
@@ -116,7 +119,14 @@ pub async fn run(
     run.register_in_bulk(shutdown.as_mut()).await?;
     let driven = run.drive(shutdown.as_mut(), quit.clone()).await?;
     let ended = run.wind_down(driven).await;
-    run.finish(ended)
+    // The live page stays up until the report's verdict is on it.
+    let page = run.page.take();
+    let outcome = run.finish(ended);
+    if let Some(page) = page {
+        let verdict = outcome.as_ref().ok().map(|o| o.report.thresholds.clone());
+        page.finish(verdict).await;
+    }
+    outcome
 }
 
 /// A run once prepared: what its stages share.
@@ -137,6 +147,9 @@ struct Run<'a> {
     /// Stops the arrival processes, the devices and the operator.
     stop: CancellationToken,
     metrics: Option<prometheus::Endpoint>,
+    /// Which device is in which state: the web page's map and the report's.
+    board: Arc<crate::metrics::board::DeviceBoard>,
+    page: Option<web::Page>,
 }
 
 /// When the run is: its start (earlier than now when a soak resumes) and its end.
@@ -197,6 +210,7 @@ impl<'a> Run<'a> {
         if let Some(soak) = &soak {
             fleet.bring_back(&soak.devices);
         }
+        let board = web::board(&fleet, &recorder);
         // Revocation events reach devices through a command channel each (only when the
         // scenario has events); they pick among the devices started so far.
         let events = events::Events::new(scenario, fleet.specs_mut());
@@ -244,6 +258,8 @@ impl<'a> Run<'a> {
             backend,
             stop,
             metrics,
+            board,
+            page: None,
         })
     }
 
@@ -299,6 +315,12 @@ impl<'a> Run<'a> {
             },
         };
         let watcher = self.watch(&timing, quit);
+        self.board.set_start(timing.start.into_std());
+        if let Some(listener) = &self.options.web_listener {
+            let (recorder, board) = (self.recorder.clone(), self.board.clone());
+            let start = timing.start.into_std();
+            self.page = Some(web::start(listener, self.scenario, recorder, board, start)?);
+        }
         let log = self.options.interval_log.as_deref();
         let soak = self.soak.as_mut();
         let elapsed = timing.begun.saturating_duration_since(timing.start);
@@ -324,7 +346,9 @@ impl<'a> Run<'a> {
                 _ = tokio::time::sleep_until(timing.end) => break,
                 _ = tokio::time::sleep_until(next_event.unwrap_or(timing.end)),
                     if next_event.is_some() => {
-                    self.events.fire(roster.started(), self.operator.as_mut());
+                    let (kind, what) = self.events.label();
+                    let n = self.events.fire(roster.started(), self.operator.as_mut());
+                    self.board.event(kind, format!("{what}: {n} devices"));
                 }
                 tick = sampling.next() => sampling.take(tick, &self.recorder),
                 Some(done) = roster.next_finished(), if roster.is_running() => roster.finished(done),
@@ -334,6 +358,8 @@ impl<'a> Run<'a> {
                 },
             }
         }
+        // The picture at the end of the scenario, before the devices drain.
+        self.board.freeze();
         Ok(Driven {
             timing,
             watcher,
@@ -455,6 +481,7 @@ impl<'a> Run<'a> {
             ended.ca.as_ref(),
             &ended.hubs,
         );
+        report.fleet_map = Some(self.board.freeze());
         let mut devices = ended.roster.reports;
         devices.sort_by_key(|r| r.id.clone());
         let mut hubs = ended.hubs.into_iter();

@@ -78,6 +78,20 @@ impl Fleet {
             .chain(self.known.iter_mut().map(|(_, spec)| spec))
     }
 
+    /// Every device as the fleet board lays it out: (index, id, cohort).
+    pub fn board_devices(&self) -> Vec<(u64, String, usize)> {
+        let arriving = self.processes.iter().flat_map(|(_, queue)| {
+            queue
+                .iter()
+                .map(|q| (q.spec.index, q.spec.id.clone(), q.cohort))
+        });
+        let known = self
+            .known
+            .iter()
+            .map(|(c, spec)| (spec.index, spec.id.clone(), *c));
+        arriving.chain(known).collect()
+    }
+
     /// The ids of the devices still to arrive.
     pub fn arriving_ids(&self) -> Vec<String> {
         self.processes

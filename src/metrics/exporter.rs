@@ -80,7 +80,10 @@ pub async fn serve(
             let extra = extra.clone();
             async move {
                 let samples = extra.map(|f| f()).unwrap_or_default();
-                let body = render(&recorder.snapshot(), &samples);
+                let mut body = render(&recorder.snapshot(), &samples);
+                if let Some(board) = recorder.board() {
+                    render_events(&mut body, &board.events());
+                }
                 ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], body)
             }
         }),
@@ -89,6 +92,33 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// `fleetsim_events_total{kind}`: the scenario's events so far (revocations, methods, ...), for
+/// Grafana annotations where they happened. Every kind is there from the start at 0, so the
+/// first event of a kind is a change Prometheus can see (`changes()` needs a value before it).
+pub fn render_events(out: &mut String, events: &[super::board::BoardEvent]) {
+    let mut by_kind: std::collections::BTreeMap<&str, u64> =
+        ["revoke", "method", "desired", "query", "c2d"]
+            .into_iter()
+            .map(|k| (k, 0))
+            .collect();
+    for e in events {
+        *by_kind.entry(e.kind.as_str()).or_insert(0u64) += 1;
+    }
+    header(
+        out,
+        "fleetsim_events_total",
+        "Scenario events fired so far (revoke, method, desired, query, c2d).",
+        "counter",
+    );
+    for (kind, n) in by_kind {
+        let _ = writeln!(
+            out,
+            "fleetsim_events_total{{kind=\"{}\"}} {n}",
+            escape(kind)
+        );
+    }
 }
 
 /// The whole exposition: every `fleetsim_` family of the recorder, then `extra`.

@@ -376,3 +376,21 @@ fn certificate_health_is_served_as_written() {
     assert_eq!(value("fleetsim_expired_before_renewal_total", None), 1.0);
     assert_eq!(value("fleetsim_renewal_success_ratio", None), 0.9);
 }
+
+#[test]
+fn scenario_events_are_counted_by_kind_for_grafana_annotations() {
+    let event = |kind: &str| crate::metrics::board::BoardEvent {
+        t: 1.0,
+        kind: kind.into(),
+        detail: String::new(),
+    };
+    let mut out = String::new();
+    super::render_events(
+        &mut out,
+        &[event("revoke"), event("method"), event("revoke")],
+    );
+    assert!(out.contains("# TYPE fleetsim_events_total counter"));
+    assert!(out.contains("fleetsim_events_total{kind=\"revoke\"} 2\n"));
+    assert!(out.contains("fleetsim_events_total{kind=\"method\"} 1\n"));
+    assert!(out.contains("fleetsim_events_total{kind=\"c2d\"} 0\n"));
+}

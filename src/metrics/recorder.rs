@@ -93,6 +93,8 @@ pub struct Recorder {
     certs: super::certs::CertHealth,
     /// Set when the run has a backend: devices note their acknowledged telemetry in it.
     delivery: std::sync::OnceLock<Arc<super::delivery::DeliveryLedger>>,
+    /// Which device is in which state, when the run draws a map ([`super::board`]).
+    board: std::sync::OnceLock<Arc<super::board::DeviceBoard>>,
 }
 
 impl Default for Recorder {
@@ -135,6 +137,7 @@ impl Recorder {
             retries: Mutex::new(BTreeMap::new()),
             certs: super::certs::CertHealth::new(),
             delivery: std::sync::OnceLock::new(),
+            board: std::sync::OnceLock::new(),
         }
     }
 
@@ -191,6 +194,16 @@ impl Recorder {
         if let Some(ledger) = self.delivery.get() {
             ledger.acked(device, seq);
         }
+    }
+
+    /// Keeps the fleet board `board` up to date from now on (the first board set wins).
+    pub fn set_board(&self, board: Arc<super::board::DeviceBoard>) {
+        let _ = self.board.set(board);
+    }
+
+    /// The fleet board, if the run keeps one.
+    pub fn board(&self) -> Option<&Arc<super::board::DeviceBoard>> {
+        self.board.get()
     }
 
     /// Counts a failure of `phase` by kind (`tls`, `http_401`, `connack_5`, ...).

@@ -158,6 +158,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         operator: super::operator::merge(reports.iter().filter_map(|r| r.operator.as_ref())),
         backend: super::backend::merge(reports.iter().filter_map(|r| r.backend.as_ref())),
         timeline: merge_timelines(reports)?,
+        // Each shard drew its own devices: a merged run has no one map to replay.
+        fleet_map: None,
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on
     // every shard can still fail on the whole.

@@ -76,6 +76,10 @@ pub struct Report {
     /// The run over time, one point per `report.interval` (absent in older reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// Which device was in which state when the scenario's duration ended, with certificate
+    /// expiries, last errors and the run's events: what `fleetsim report --web` draws.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_map: Option<crate::metrics::board::FleetMap>,
 }
 
 /// The shared start of a distributed run (`fleetsim run --start-at`): every shard's arrival
@@ -217,6 +221,7 @@ impl Report {
             backend: None,
             key_pool: None,
             timeline: None,
+            fleet_map: None,
         })
     }
 

@@ -57,6 +57,18 @@ const COMMANDS: &[(&str, How)] = &[
         "fleetsim run --quiet --shard $i/4 --start-at $START --report shard-$i.json --report-to http://127.0.0.1:8080/reports scenarios/fleet-10k.yaml",
         How::Exempt("the shards of the collect example above: same reason"),
     ),
+    ("fleetsim init my-run.yaml", How::Run("init")),
+    (
+        "fleetsim run --web 127.0.0.1:8080 scenarios/demo.yaml",
+        How::Exempt(
+            "a 3-minute demo served on a fixed port; tests/it/web_view drives the same page in \
+             chromium during a short run, and scenario_smoke runs demo.yaml in smoke form",
+        ),
+    ),
+    (
+        "fleetsim report --web 127.0.0.1:8080 fleetsim-report.json",
+        How::Exempt("serves until Ctrl-C on a fixed port; tests/it/web_view replays a report"),
+    ),
     (
         "fleetsim emulate --ip $GATEWAY --dir fleetsim-emulator",
         How::Exempt("listens on a kind cluster's gateway address, which CI does not have"),

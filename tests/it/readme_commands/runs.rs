@@ -19,6 +19,7 @@ pub const GROUPS: &[&str] = &[
     "metrics",
     "soak-state",
     "report-merge",
+    "init",
 ];
 
 /// A smoke run lasts 10 s plus setup; a loaded 2-core machine gets ample slack.
@@ -36,6 +37,7 @@ pub fn run_group(group: &str, dir: &Path) -> Result<(), String> {
         "metrics" => metrics(dir),
         "soak-state" => soak_state(dir),
         "report-merge" => report_merge(dir),
+        "init" => init(dir),
         other => Err(format!("no run group {other}")),
     }
 }
@@ -325,6 +327,27 @@ fn emulate_sdk_ports(dir: &Path) -> Result<(), String> {
             "banner or connection string not as asked:\n{banner}"
         )),
     }
+}
+
+/// `fleetsim init my-run.yaml`: the scenario and the schema beside it, and the scenario valid.
+fn init(dir: &Path) -> Result<(), String> {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
+    c.current_dir(dir).args(["init", "my-run.yaml"]);
+    succeeded(
+        "fleetsim init my-run.yaml",
+        common::output_within(&mut c, RUN_LIMIT),
+    )?;
+    let schema = dir.join("fleetsim.schema.json");
+    if !schema.is_file() {
+        return Err(format!("init wrote no {}", schema.display()));
+    }
+    let mut validate = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
+    validate.current_dir(dir).args(["validate", "my-run.yaml"]);
+    succeeded(
+        "fleetsim validate my-run.yaml",
+        common::output_within(&mut validate, RUN_LIMIT),
+    )?;
+    Ok(())
 }
 
 /// A loopback port free right now.
