@@ -17,8 +17,10 @@
 
 pub mod amqp;
 pub mod ca;
+mod chaos;
 pub mod dps;
 mod error;
+pub mod faults;
 pub mod gcra;
 pub mod http;
 pub mod hub;
@@ -65,7 +67,9 @@ pub struct Emulators {
     pub amqp: amqp::AmqpEndpoint,
     /// The hub's C2D queues, fed by the AMQP endpoint.
     pub c2d: std::sync::Arc<amqp::C2dQueues>,
-    pki: ServerPki,
+    pki: Arc<ServerPki>,
+    /// Tells the hub's device endpoints to go down for a while ([`Emulators::restart_hub`]).
+    restarts: tokio::sync::broadcast::Sender<std::time::Duration>,
     /// Timeouts and caps of the HTTP servers (the CA, the registry, DPS's service API).
     http_limits: http::HttpLimits,
     stop: CancellationToken,
@@ -246,10 +250,11 @@ impl Emulators {
         servers: Servers,
     ) -> Result<Self, EmulatorError> {
         crate::crypto::install_crypto_provider();
-        let pki = match servers.pki {
+        let pki = Arc::new(match servers.pki {
             Some(pki) => pki,
             None => ServerPki::new("fleetsim emulators")?,
-        };
+        });
+        let (restarts, _) = tokio::sync::broadcast::channel(4);
         let http_limits = servers.http;
         let stop = CancellationToken::new();
 
@@ -292,14 +297,28 @@ impl Emulators {
         };
         let tasks = vec![
             ca_emulator.serve_with(ca_listener, &pki, http_limits, on_stop(&stop))?,
-            hub_emulator.serve_mqtt(mqtt_listener, &pki, on_stop(&stop))?,
+            chaos::supervise(
+                hub_emulator.clone(),
+                pki.clone(),
+                chaos::Endpoint::MqttTls,
+                mqtt_listener,
+                stop.clone(),
+                restarts.subscribe(),
+            )?,
             hub_emulator.serve_registry_with(
                 registry_listener,
                 &pki,
                 http_limits,
                 on_stop(&stop),
             )?,
-            hub_emulator.serve_websocket(websocket_listener, &pki, on_stop(&stop))?,
+            chaos::supervise(
+                hub_emulator.clone(),
+                pki.clone(),
+                chaos::Endpoint::WebSocket,
+                websocket_listener,
+                stop.clone(),
+                restarts.subscribe(),
+            )?,
             amqp.serve(amqp_listener, amqp_tls, on_stop(&stop)),
         ];
         Ok(Self {
@@ -316,6 +335,7 @@ impl Emulators {
             amqp,
             c2d,
             pki,
+            restarts,
             http_limits,
             stop,
             tasks,
@@ -331,10 +351,14 @@ impl Emulators {
     ) -> Result<SocketAddr, EmulatorError> {
         let listener = bind(addr).await?;
         let local = listener.local_addr()?;
-        let stop = self.stop.clone();
-        let task =
-            self.hub
-                .serve_mqtt(listener, &self.pki, async move { stop.cancelled().await })?;
+        let task = chaos::supervise(
+            self.hub.clone(),
+            self.pki.clone(),
+            chaos::Endpoint::MqttTls,
+            listener,
+            self.stop.clone(),
+            self.restarts.subscribe(),
+        )?;
         self.tasks.push(task);
         self.hub_mqtt_extra.push(local);
         Ok(local)

@@ -41,6 +41,8 @@ pub(super) struct Sources<'a> {
     pub operator: Option<crate::report::operator::OperatorReport>,
     /// What fleetsim as the backend read, if the scenario made it one.
     pub backend: Option<crate::report::backend::BackendReport>,
+    /// The faults the run injected, as they happened.
+    pub faults: Vec<crate::report::faults::FaultEvent>,
 }
 
 /// The report of the run, from its final `snapshot` and `timeline`.
@@ -80,6 +82,9 @@ pub(super) fn build(
     report.operator = s.operator.clone();
     report.backend = s.backend.clone();
     report.timeline = Some(timeline);
+    let hub_received = report.hub.as_ref().map(|h| h.messages);
+    report.qos1 = crate::report::qos1::Qos1Report::new(s.recorder.qos1.counts(), hub_received);
+    report.faults = s.faults.clone();
     // Last: the thresholds read the other sections.
     report.thresholds = crate::report::thresholds::evaluate(&s.scenario.thresholds, &report)?;
     Ok(report)

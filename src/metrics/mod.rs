@@ -16,6 +16,7 @@
 pub mod certs;
 pub mod delivery;
 pub mod exporter;
+pub mod qos1;
 mod recorder;
 mod vocabulary;
 

@@ -93,6 +93,8 @@ pub struct Recorder {
     certs: super::certs::CertHealth,
     /// Set when the run has a backend: devices note their acknowledged telemetry in it.
     delivery: std::sync::OnceLock<Arc<super::delivery::DeliveryLedger>>,
+    /// Every QoS 1 telemetry message: acknowledged or lost, per cause.
+    pub qos1: super::qos1::Qos1Ledger,
 }
 
 impl Default for Recorder {
@@ -135,6 +137,7 @@ impl Recorder {
             retries: Mutex::new(BTreeMap::new()),
             certs: super::certs::CertHealth::new(),
             delivery: std::sync::OnceLock::new(),
+            qos1: Default::default(),
         }
     }
 

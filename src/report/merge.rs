@@ -158,6 +158,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         operator: super::operator::merge(reports.iter().filter_map(|r| r.operator.as_ref())),
         backend: super::backend::merge(reports.iter().filter_map(|r| r.backend.as_ref())),
         timeline: merge_timelines(reports)?,
+        qos1: super::qos1::merge(reports.iter().filter_map(|r| r.qos1.as_ref())),
+        faults: merge_faults(reports),
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on
     // every shard can still fail on the whole.
@@ -274,4 +276,11 @@ fn add_hub(into: &mut HubCounts, h: &HubCounts) {
     into.drops += h.drops;
     into.devices_registered += h.devices_registered;
     into.throttled += h.throttled;
+}
+
+/// Every shard's faults, by time (each shard injected its own into its own emulators).
+fn merge_faults(reports: &[Report]) -> Vec<super::faults::FaultEvent> {
+    let mut faults: Vec<_> = reports.iter().flat_map(|r| r.faults.clone()).collect();
+    faults.sort_by(|a, b| a.at_seconds.total_cmp(&b.at_seconds));
+    faults
 }

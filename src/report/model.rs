@@ -76,6 +76,12 @@ pub struct Report {
     /// The run over time, one point per `report.interval` (absent in older reports).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// QoS 1 accounting: sent = acked + lost per cause ([`super::qos1`]); absent without QoS 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos1: Option<super::qos1::Qos1Report>,
+    /// The faults the run injected, in order ([`super::faults`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<super::faults::FaultEvent>,
 }
 
 /// The shared start of a distributed run (`fleetsim run --start-at`): every shard's arrival
@@ -217,6 +223,8 @@ impl Report {
             backend: None,
             key_pool: None,
             timeline: None,
+            qos1: None,
+            faults: Vec::new(),
         })
     }
 

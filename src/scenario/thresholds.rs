@@ -10,6 +10,7 @@
 //! expired_before_renewal == 0     devices whose certificate expired before a renewal succeeded
 //! messages_lost == 0              QoS 1 messages the devices sent that the hub never received
 //! revoked_online == 0             revoked devices still connected at the end of the run
+//! messages_unaccounted == 0       QoS 1 messages neither acknowledged nor lost for a known cause
 //! ```
 //!
 //! Comparisons: `<`, `<=`, `==`, `>=`, `>`. Each threshold parses in its `Deserialize` impl, so a
@@ -48,6 +49,7 @@ pub enum Metric {
     ExpiredBeforeRenewal,
     MessagesLost,
     RevokedOnline,
+    MessagesUnaccounted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,7 +83,7 @@ impl Comparison {
 
 const HELP: &str = "expected `<phase>[/<outcome>] <p50|p90|p99|p99.9|pN|max|mean> <op> <duration>`, \
 `errors rate <op> <percent>`, or `<counter> <op> <count>` with <counter> one of errors, \
-failed_devices, messages_failed, expired_before_renewal, messages_lost, revoked_online; \
+failed_devices, messages_failed, expired_before_renewal, messages_lost, revoked_online, messages_unaccounted; \
 <op> one of <, <=, ==, >=, >";
 
 impl Threshold {
@@ -162,13 +164,17 @@ impl FromStr for Threshold {
                 count(limit, "messages_failed").map_err(bad)?,
             ),
             [
-                name @ ("expired_before_renewal" | "messages_lost" | "revoked_online"),
+                name @ ("expired_before_renewal"
+                | "messages_lost"
+                | "revoked_online"
+                | "messages_unaccounted"),
                 op,
                 limit,
             ] => {
                 let metric = match *name {
                     "expired_before_renewal" => Metric::ExpiredBeforeRenewal,
                     "messages_lost" => Metric::MessagesLost,
+                    "messages_unaccounted" => Metric::MessagesUnaccounted,
                     _ => Metric::RevokedOnline,
                 };
                 (metric, *op, count(limit, name).map_err(bad)?)

@@ -14,6 +14,7 @@ mod backend_run;
 mod c2d_delivery;
 mod c2d_fleetsim_sender;
 mod c2d_sdk;
+mod chaos;
 mod ca_ownership;
 mod cloud_devices;
 mod cloud_scenarios;
