@@ -181,6 +181,8 @@ struct Ended {
     /// Every embedded hub, the first one first (the others: DPS runs).
     hubs: Vec<HubEmulator>,
     dps: Option<DpsEmulator>,
+    /// What the DPS and AMQP accept loops saw, for the report's panics.
+    listeners: report::EmulatorListeners,
 }
 
 impl<'a> Run<'a> {
@@ -415,6 +417,7 @@ impl<'a> Run<'a> {
         if let Some(metrics) = self.metrics.take() {
             metrics.stop().await;
         }
+        let mut listeners = report::EmulatorListeners::default();
         let (ca, hubs, dps) = match self.emulators.take() {
             Some(e) => {
                 let hubs = std::iter::once(e.hub.clone())
@@ -422,7 +425,10 @@ impl<'a> Run<'a> {
                     .collect();
                 let dps = e.dps.as_ref().map(|d| d.emulator.clone());
                 let ca = Some(e.ca.clone());
+                let amqp = e.amqp.clone();
                 e.shutdown().await;
+                listeners.amqp = amqp.listener_stats();
+                listeners.dps = dps.as_ref().map(|d| d.listener_stats()).unwrap_or_default();
                 (ca, hubs, dps)
             }
             None => (None, Vec::new(), None),
@@ -443,6 +449,7 @@ impl<'a> Run<'a> {
             ca,
             hubs,
             dps,
+            listeners,
         }
     }
 
@@ -475,6 +482,7 @@ impl<'a> Run<'a> {
             self.operator.as_ref(),
             ended.ca.as_ref(),
             &ended.hubs,
+            ended.listeners,
         );
         let mut devices = ended.roster.reports;
         devices.sort_by_key(|r| r.id.clone());

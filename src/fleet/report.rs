@@ -130,6 +130,13 @@ fn cohorts(s: &Sources) -> Vec<CohortCounts> {
     cohorts
 }
 
+/// What the accept loops of the embedded DPS and AMQP endpoint saw (zero when not running).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct EmulatorListeners {
+    pub dps: crate::emulator::listener::ListenerStats,
+    pub amqp: crate::emulator::listener::ListenerStats,
+}
+
 /// The panics caught at the boundaries of the run's tasks and the embedded emulators' handlers,
 /// by where (see `Report::panics`).
 pub(super) fn panics(
@@ -138,6 +145,7 @@ pub(super) fn panics(
     operator: Option<&super::operator::Operator>,
     ca: Option<&crate::emulator::CaEmulator>,
     hubs: &[HubEmulator],
+    listeners: EmulatorListeners,
 ) -> BTreeMap<String, u64> {
     let mut panics = BTreeMap::new();
     let mut add = |at: String, n: u64| {
@@ -163,6 +171,8 @@ pub(super) fn panics(
         "emulator.hub".into(),
         hubs.iter().map(|h| h.listener_stats().panics).sum(),
     );
+    add("emulator.dps".into(), listeners.dps.panics);
+    add("emulator.amqp".into(), listeners.amqp.panics);
     panics
 }
 

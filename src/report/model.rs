@@ -45,7 +45,8 @@ pub struct Report {
     /// `phase/kind` → count.
     pub errors: BTreeMap<String, u64>,
     /// Panics caught at a task's boundary, by where: `device/<phase>` (the phase the device was
-    /// in), `arrivals`, `operator/<phase>`, `emulator.ca`, `emulator.hub`. Any fails the run.
+    /// in), `arrivals`, `operator/<phase>`, `emulator.ca`, `emulator.hub`, `emulator.dps`, `emulator.amqp`. Any fails
+    /// the run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub panics: BTreeMap<String, u64>,
     /// `service/endpoint/reason` → retries a client made by itself before its caller saw a
