@@ -106,7 +106,10 @@ impl<B: Backends> Device<'_, B> {
         recorder.message_sent();
         recorder.message_bytes(message.payload.len() as u64, message.meters);
         let services = self.services;
-        let in_flight = self.spec.at_least_once.then(|| services.recorder.qos1.send());
+        let in_flight = self
+            .spec
+            .at_least_once
+            .then(|| services.recorder.qos1.send());
         if !message.fits() {
             if let Some(m) = in_flight {
                 m.lost(qos1::cause::TOO_LARGE);

@@ -117,7 +117,8 @@ impl Emulators {
 
     /// Every hub holds PUBACKs back by `delay` for `lasting`.
     pub fn delay_pubacks_for(&self, delay: Duration, lasting: Duration) {
-        self.all_hubs().for_each(|h| h.delay_pubacks_for(delay, lasting));
+        self.all_hubs()
+            .for_each(|h| h.delay_pubacks_for(delay, lasting));
     }
 
     /// The CA answers 503 for `lasting`.

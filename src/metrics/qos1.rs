@@ -136,6 +136,10 @@ mod tests {
         );
         assert_eq!(counts.unaccounted(), 0);
         let _forgotten = std::mem::ManuallyDrop::new(ledger.send());
-        assert_eq!(ledger.counts().unaccounted(), 1, "a message that escaped shows");
+        assert_eq!(
+            ledger.counts().unaccounted(),
+            1,
+            "a message that escaped shows"
+        );
     }
 }

@@ -89,7 +89,10 @@ pub fn merge<'a>(reports: impl Iterator<Item = &'a Qos1Report>) -> Option<Qos1Re
             *m.lost.entry(cause.clone()).or_insert(0) += n;
         }
         m.hub_received = m.hub_received.zip(r.hub_received).map(|(a, b)| a + b);
-        m.acked_not_received = m.acked_not_received.zip(r.acked_not_received).map(|(a, b)| a + b);
+        m.acked_not_received = m
+            .acked_not_received
+            .zip(r.acked_not_received)
+            .map(|(a, b)| a + b);
     }
     merged
 }
@@ -112,7 +115,10 @@ mod tests {
             "QoS 1: 10 sent = 7 acked + 3 lost (2 connection_lost, 1 publish_timeout); 0 unaccounted; hub received 9, acked but not received 0\n"
         );
         let merged = merge([&r, &r].into_iter()).unwrap();
-        assert_eq!((merged.sent, merged.acked, merged.lost["connection_lost"]), (20, 14, 4));
+        assert_eq!(
+            (merged.sent, merged.acked, merged.lost["connection_lost"]),
+            (20, 14, 4)
+        );
         assert_eq!(merged.hub_received, Some(18));
         assert!(Qos1Report::new(Qos1Counts::default(), None).is_none());
     }

@@ -76,9 +76,9 @@ impl FaultKind {
         match *self {
             FaultKind::DropConnections(_) => None,
             FaultKind::DelayPubacks { lasting, .. } => Some(lasting),
-            FaultKind::RefuseConnects(d) | FaultKind::RestartHub(d) | FaultKind::CaUnavailable(d) => {
-                Some(d)
-            }
+            FaultKind::RefuseConnects(d)
+            | FaultKind::RestartHub(d)
+            | FaultKind::CaUnavailable(d) => Some(d),
         }
     }
 }
@@ -123,7 +123,9 @@ pub fn validate(
 ) -> Result<(), (Location, String)> {
     let err = |m: String| Err((at, m));
     if !embedded {
-        return err("faults apply to the embedded target only (fleetsim cannot break Azure)".into());
+        return err(
+            "faults apply to the embedded target only (fleetsim cannot break Azure)".into(),
+        );
     }
     let Some(kind) = fault.kind() else {
         return err(match (fault.delay_pubacks, fault.lasting) {
@@ -171,8 +173,16 @@ mod tests {
         let s = std::time::Duration::from_secs;
         let kinds = [
             ("{at: 1s, drop_connections: 30%}", "drop_connections", None),
-            ("{at: 1s, delay_pubacks: 2s, for: 5s}", "delay_pubacks", Some(s(5))),
-            ("{at: 1s, refuse_connects: 4s}", "refuse_connects", Some(s(4))),
+            (
+                "{at: 1s, delay_pubacks: 2s, for: 5s}",
+                "delay_pubacks",
+                Some(s(5)),
+            ),
+            (
+                "{at: 1s, refuse_connects: 4s}",
+                "refuse_connects",
+                Some(s(4)),
+            ),
             ("{at: 1s, restart_hub: 2s}", "restart_hub", Some(s(2))),
             ("{at: 1s, ca_unavailable: 3s}", "ca_unavailable", Some(s(3))),
         ];
@@ -188,7 +198,10 @@ mod tests {
     fn mistakes_are_named() {
         let cases = [
             ("{at: 1s}", "exactly one"),
-            ("{at: 1s, restart_hub: 2s, ca_unavailable: 2s}", "exactly one"),
+            (
+                "{at: 1s, restart_hub: 2s, ca_unavailable: 2s}",
+                "exactly one",
+            ),
             ("{at: 1s, delay_pubacks: 2s}", "needs `for:`"),
             ("{at: 1s, refuse_connects: 2s, for: 3s}", "exactly one"),
             ("{at: 61s, restart_hub: 2s}", "not before the end"),

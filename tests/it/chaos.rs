@@ -45,7 +45,10 @@ async fn the_chaos_scenario_recovers_with_every_qos1_message_accounted_for() {
     let hub = outcome.hub.as_ref().unwrap().stats();
     assert!(hub.drops >= 15, "dropped and restarted connections: {text}");
     assert!(hub.refused > 0, "CONNACK 3 while refusing: {text}");
-    assert!(r.errors.keys().any(|k| k == "mqtt.reconnect/connack_3"), "{text}");
+    assert!(
+        r.errors.keys().any(|k| k == "mqtt.reconnect/connack_3"),
+        "{text}"
+    );
     let ca_503 = r.retries.iter().any(|(k, _)| k.ends_with("http_503"))
         || r.errors.keys().any(|k| k.ends_with("http_503"));
     assert!(ca_503, "the CA's 503s were seen: {text}");
@@ -65,7 +68,10 @@ async fn the_chaos_scenario_recovers_with_every_qos1_message_accounted_for() {
     assert_eq!(q.acked_not_received, Some(0), "{text}");
     assert!(q.acked > 500, "{text}");
     // Connections dropped while PUBACKs were held back had messages in flight.
-    assert!(q.lost.get("connection_lost").is_some_and(|n| *n > 0), "{text}");
+    assert!(
+        q.lost.get("connection_lost").is_some_and(|n| *n > 0),
+        "{text}"
+    );
     assert!(r.thresholds.iter().all(|t| t.pass), "{text}");
     assert!(text.contains("faults:\n"), "{text}");
     assert!(text.contains("QoS 1: "), "{text}");

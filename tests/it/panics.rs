@@ -92,7 +92,10 @@ fn an_amqp_connection_panic_is_counted_and_fails_the_run() {
     let caught = json["panics"]["emulator.amqp"].as_u64().unwrap_or(0);
     assert!(caught >= 1, "the operator's C2D connection: {json}");
     // The hub's MQTT side carried on: the devices sent telemetry.
-    assert!(json["messages"]["acked"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(
+        json["messages"]["acked"].as_u64().unwrap_or(0) > 0,
+        "{json}"
+    );
 }
 
 #[test]

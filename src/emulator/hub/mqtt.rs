@@ -79,7 +79,10 @@ async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     };
     if state.faults.refuse_connects.is_open() {
         // A scenario's refuse_connects fault: IoT Hub's answer when it cannot serve.
-        state.counters(&connect.client_id).refused.fetch_add(1, Ordering::Relaxed);
+        state
+            .counters(&connect.client_id)
+            .refused
+            .fetch_add(1, Ordering::Relaxed);
         let refused = ConnAck::new(ConnectReturnCode::ServiceUnavailable, false);
         let _ = write_packet(tls, Packet::ConnAck(refused)).await;
         let _ = tls.shutdown().await;
