@@ -135,7 +135,9 @@ impl<B: Backends> Device<'_, B> {
             .await;
         let sent = match result {
             Ok(()) => {
-                in_flight.map(qos1::InFlight::acked);
+                if let Some(m) = in_flight {
+                    m.acked();
+                }
                 self.delivered(telemetry, seq, start)
             }
             Err(e) => {
