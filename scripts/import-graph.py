@@ -60,14 +60,23 @@ def src_root(folder):
 
 
 def nodes_of(folder):
-    """File name -> source, for the files of `folder` (a sub-folder module is one node)."""
+    """File name -> source, for the files of `folder` (a sub-folder module is one node). Both
+    layouts count: a module's root as `x/mod.rs` or as `x.rs` beside the folder `x/`."""
     nodes = {}
+    root = folder.with_suffix(".rs")
+    if not (folder / "mod.rs").exists() and root.exists():
+        nodes["mod"] = strip_comments(root.read_text())
+    if (folder / "lib.rs").exists():
+        root = folder / "lib.rs"
+        nodes["mod"] = strip_comments(root.read_text())
     for f in sorted(folder.iterdir()):
-        if f.suffix == ".rs":
+        if f.suffix == ".rs" and not (folder / f.stem).is_dir() and f != root:
             nodes[f.stem] = strip_comments(f.read_text())
-        elif f.is_dir() and (f / "mod.rs").exists():
-            text = "\n".join(as_seen_from_parent(p, f) for p in sorted(f.rglob("*.rs")))
-            nodes[f.name + "/"] = text
+        elif f.is_dir() and ((f / "mod.rs").exists() or f.with_suffix(".rs").exists()):
+            files = sorted(f.rglob("*.rs"))
+            if f.with_suffix(".rs").exists():
+                files.append(f.with_suffix(".rs"))
+            nodes[f.name + "/"] = "\n".join(as_seen_from_parent(p, f) for p in files)
     return nodes
 
 
@@ -75,8 +84,11 @@ def as_seen_from_parent(path, sub):
     """A file of sub-folder module `sub`, its `super::` paths rewritten as seen from `sub`'s
     parent: those that reach the parent become one `super::`, those that stay inside `sub` are
     its own business and name no sibling."""
-    rel = path.relative_to(sub)
-    depth = len(rel.parts) - 1 + (0 if path.name == "mod.rs" else 1)
+    if path == sub.with_suffix(".rs"):
+        depth = 0
+    else:
+        rel = path.relative_to(sub)
+        depth = len(rel.parts) - 1 + (0 if path.name == "mod.rs" else 1)
 
     def rewrite(m):
         n = m.group(0).count("super::")

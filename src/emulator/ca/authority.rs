@@ -11,6 +11,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 
+use super::names::Refusal;
 use super::names::{San, Subject};
 use crate::clock::Clock;
 
@@ -24,11 +25,6 @@ pub struct SignRequest<'a> {
     pub ekus: &'a [String],
     pub key_usages: &'a [String],
 }
-
-/// Why a request was refused; the text goes back to the client in `Message`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refusal(pub String);
 
 /// Most EKUs a request may list (the template's own ceiling; EZCA documents none).
 const MAX_EKUS: usize = 16;

@@ -42,8 +42,9 @@ use tokio::net::TcpListener;
 
 pub use super::persist::{Domain, IssuedRecord};
 pub use super::token::{Caller, TokenAuthority};
-pub use authority::{Authority, IssuingKey, Refusal, SignRequest};
+pub use authority::{Authority, IssuingKey, SignRequest};
 pub use issued::IssuedCertificate;
+pub use names::Refusal;
 pub use state::RevocationHook;
 
 use super::error::EmulatorError;

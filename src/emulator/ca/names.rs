@@ -23,7 +23,6 @@ use std::net::IpAddr;
 
 use rcgen::{DistinguishedName, DnType, SanType};
 
-use super::authority::Refusal;
 use crate::ezca::models::{SAN_DNS, SAN_EMAIL, SAN_IP, SAN_URI, SubjectAltValue};
 
 /// The longest `SubjectName` read.
@@ -34,6 +33,12 @@ const MAX_DNS: usize = 253;
 const MAX_LABEL: usize = 63;
 const MAX_EMAIL: usize = 254;
 const MAX_URI: usize = 1024;
+
+/// Why a request was refused; the text goes back to the client in `Message`. (Here, at the
+/// bottom of the CA's files, because names and signing both refuse.)
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
 
 fn refuse(msg: impl Into<String>) -> Refusal {
     Refusal(msg.into())

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Assignment, Polling, ProvisioningError};
+use super::types::{Assignment, Polling, ProvisioningError};
 
 const RESPONSE_PREFIX: &str = "$dps/registrations/res/";
 

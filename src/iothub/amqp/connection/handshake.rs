@@ -15,7 +15,7 @@ use crate::amqp::frames::{AMQP_HEADER, FrameReader, SASL_HEADER, TYPE_SASL, fram
 use crate::amqp::performatives::{
     BEGIN, OPEN, Performative, SASL_INIT, SASL_OUTCOME, decode_performative, encode_value,
 };
-use crate::iothub::amqp::AmqpError;
+use crate::iothub::amqp::error::AmqpError;
 
 async fn tls_connect(ep: &Endpoint) -> Result<Tls, AmqpError> {
     let tcp = TcpStream::connect(&ep.address)
