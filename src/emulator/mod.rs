@@ -27,6 +27,7 @@ pub mod hub;
 pub mod listener;
 pub mod mqtt_wire;
 pub mod persist;
+mod restart;
 pub mod standalone;
 pub mod state_file;
 pub mod tls;
@@ -297,10 +298,10 @@ impl Emulators {
         };
         let tasks = vec![
             ca_emulator.serve_with(ca_listener, &pki, http_limits, on_stop(&stop))?,
-            chaos::supervise(
+            restart::supervise(
                 hub_emulator.clone(),
                 pki.clone(),
-                chaos::Endpoint::MqttTls,
+                restart::Endpoint::MqttTls,
                 mqtt_listener,
                 stop.clone(),
                 restarts.subscribe(),
@@ -311,10 +312,10 @@ impl Emulators {
                 http_limits,
                 on_stop(&stop),
             )?,
-            chaos::supervise(
+            restart::supervise(
                 hub_emulator.clone(),
                 pki.clone(),
-                chaos::Endpoint::WebSocket,
+                restart::Endpoint::WebSocket,
                 websocket_listener,
                 stop.clone(),
                 restarts.subscribe(),
@@ -351,10 +352,10 @@ impl Emulators {
     ) -> Result<SocketAddr, EmulatorError> {
         let listener = bind(addr).await?;
         let local = listener.local_addr()?;
-        let task = chaos::supervise(
+        let task = restart::supervise(
             self.hub.clone(),
             self.pki.clone(),
-            chaos::Endpoint::MqttTls,
+            restart::Endpoint::MqttTls,
             listener,
             self.stop.clone(),
             self.restarts.subscribe(),

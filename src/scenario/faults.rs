@@ -218,18 +218,4 @@ mod tests {
         let zero: Result<Fault, _> = serde_saphyr::from_str("{at: 1s, ca_unavailable: 0s}");
         assert!(zero.is_err(), "the duration parser refuses 0s");
     }
-
-    #[test]
-    fn a_fault_against_a_remote_target_is_located() {
-        let text = "name: a\nduration: 30s\ntarget:\n  remote:\n    ezca: {url: \"https://portal.ezca.io/\"}\n    \
-            iothub: {host: h.azure-devices.net}\nfleet: {devices: 1, arrival_rate: 1/s}\nfaults:\n  \
-            - {at: 5s, restart_hub: 2s}\n";
-        let err = crate::scenario::parse(text, std::path::Path::new("f.yaml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("f.yaml:9:5: faults apply to the embedded target only"),
-            "{err}"
-        );
-    }
 }

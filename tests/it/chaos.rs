@@ -76,3 +76,17 @@ async fn the_chaos_scenario_recovers_with_every_qos1_message_accounted_for() {
     assert!(text.contains("faults:\n"), "{text}");
     assert!(text.contains("QoS 1: "), "{text}");
 }
+
+#[test]
+fn a_fault_against_a_remote_target_is_refused_where_it_is_written() {
+    let text = "name: a\nduration: 30s\ntarget:\n  remote:\n    ezca: {url: \"https://portal.ezca.io/\"}\n    \
+        iothub: {host: h.azure-devices.net}\nfleet: {devices: 1, arrival_rate: 1/s}\nfaults:\n  \
+        - {at: 5s, restart_hub: 2s}\n";
+    let err = scenario::parse(text, Path::new("f.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("f.yaml:9:5: faults apply to the embedded target only"),
+        "{err}"
+    );
+}
