@@ -4,7 +4,9 @@
 //!
 //! - `device`: each device task, as it starts enrolling;
 //! - `arrivals`: an arrival process, after it has let its first device in;
-//! - `emulator.ca`: the CA emulator's handler of `RequestSSLCertificate`.
+//! - `emulator.ca`: the CA emulator's handler of `RequestSSLCertificate`;
+//! - `emulator.dps`: each connection to the DPS emulator's device endpoint;
+//! - `emulator.amqp`: each connection to the hub's AMQP endpoint.
 //!
 //! It is for tests only: nothing in a normal run sets it. [`panic_message`] reads what a caught
 //! panic said.

@@ -15,7 +15,17 @@ use super::gate::TrafficClass;
 use super::messages::{MessageBuilder, MessageSchedule, payload_seed, schedule_seed};
 use crate::iothub::topics::push_property;
 use crate::iothub::{SENT_AT_PROPERTY, SEQUENCE_PROPERTY};
+use crate::metrics::qos1;
 use crate::metrics::{Outcome, Phase};
+
+/// Why a QoS 1 message whose publish failed was lost.
+fn lost_cause(e: &ServiceError) -> &str {
+    match e.kind.as_str() {
+        "timeout" => qos1::cause::PUBLISH_TIMEOUT,
+        "closed" | "transport" | "tls" | "closed_before_connack" => qos1::cause::CONNECTION_LOST,
+        other => other,
+    }
+}
 
 /// The wall clock as time since the Unix epoch.
 fn wall_now() -> Duration {
@@ -95,7 +105,15 @@ impl<B: Backends> Device<'_, B> {
         let recorder = &self.services.recorder;
         recorder.message_sent();
         recorder.message_bytes(message.payload.len() as u64, message.meters);
+        let services = self.services;
+        let in_flight = self
+            .spec
+            .at_least_once
+            .then(|| services.recorder.qos1.send());
         if !message.fits() {
+            if let Some(m) = in_flight {
+                m.lost(qos1::cause::TOO_LARGE);
+            }
             let sent = self.too_large(telemetry);
             telemetry.due = telemetry.schedule.next(Instant::now(), wall_now());
             return sent;
@@ -116,8 +134,18 @@ impl<B: Backends> Device<'_, B> {
             .publish(topic, message.payload, self.spec.at_least_once)
             .await;
         let sent = match result {
-            Ok(()) => self.delivered(telemetry, seq, start),
-            Err(e) => self.publish_failed(telemetry, start, &e),
+            Ok(()) => {
+                if let Some(m) = in_flight {
+                    m.acked();
+                }
+                self.delivered(telemetry, seq, start)
+            }
+            Err(e) => {
+                if let Some(m) = in_flight {
+                    m.lost(lost_cause(&e));
+                }
+                self.publish_failed(telemetry, start, &e)
+            }
         };
         telemetry.due = telemetry.schedule.next(Instant::now(), wall_now());
         sent

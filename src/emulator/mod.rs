@@ -18,14 +18,17 @@
 
 pub mod amqp;
 pub mod ca;
+mod chaos;
 pub mod dps;
 mod error;
+pub mod faults;
 pub mod gcra;
 pub mod http;
 pub mod hub;
 pub mod listener;
 pub mod mqtt_wire;
 pub mod persist;
+mod restart;
 pub mod shared_port;
 pub mod standalone;
 pub mod state_file;
@@ -68,7 +71,9 @@ pub struct Emulators {
     pub amqp: amqp::AmqpEndpoint,
     /// The hub's C2D queues, fed by the AMQP endpoint.
     pub c2d: std::sync::Arc<amqp::C2dQueues>,
-    pki: ServerPki,
+    pki: Arc<ServerPki>,
+    /// Tells the hub's device endpoints to go down for a while ([`Emulators::restart_hub`]).
+    restarts: tokio::sync::broadcast::Sender<std::time::Duration>,
     /// Timeouts and caps of the HTTP servers (the CA, the registry, DPS's service API).
     http_limits: http::HttpLimits,
     stop: CancellationToken,
@@ -269,10 +274,11 @@ impl Emulators {
         servers: Servers,
     ) -> Result<Self, EmulatorError> {
         crate::crypto::install_crypto_provider();
-        let pki = match servers.pki {
+        let pki = Arc::new(match servers.pki {
             Some(pki) => pki,
             None => ServerPki::new("fleetsim emulators")?,
-        };
+        });
+        let (restarts, _) = tokio::sync::broadcast::channel(4);
         let http_limits = servers.http;
         let stop = CancellationToken::new();
 
@@ -321,7 +327,16 @@ impl Emulators {
         };
         let mut tasks = vec![
             ca_emulator.serve_with(ca_listener, &pki, http_limits, on_stop(&stop))?,
-            hub_emulator.serve_mqtt(mqtt_listener, &pki, on_stop(&stop))?,
+            restart::supervise(
+                hub_emulator.clone(),
+                pki.clone(),
+                restart::Endpoint::MqttTls,
+                mqtt_listener,
+                stop.clone(),
+                restarts.subscribe(),
+            )?,
+            // The shared HTTPS port (REST, and MQTT/AMQP over WebSocket) stays up through a
+            // `restart_hub` fault, as the registry does: WebSocket sessions on it are not cut.
             hub_emulator.serve_shared(
                 registry_listener,
                 &pki,
@@ -332,7 +347,14 @@ impl Emulators {
             amqp.serve(amqp_listener, amqp_tls, on_stop(&stop)),
         ];
         if let Some(listener) = websocket_listener {
-            tasks.push(hub_emulator.serve_websocket(listener, &pki, on_stop(&stop))?);
+            tasks.push(restart::supervise(
+                hub_emulator.clone(),
+                pki.clone(),
+                restart::Endpoint::WebSocket,
+                listener,
+                stop.clone(),
+                restarts.subscribe(),
+            )?);
         }
         Ok(Self {
             ca: ca_emulator,
@@ -348,6 +370,7 @@ impl Emulators {
             amqp,
             c2d,
             pki,
+            restarts,
             http_limits,
             stop,
             tasks,
@@ -363,10 +386,14 @@ impl Emulators {
     ) -> Result<SocketAddr, EmulatorError> {
         let listener = bind(addr).await?;
         let local = listener.local_addr()?;
-        let stop = self.stop.clone();
-        let task =
-            self.hub
-                .serve_mqtt(listener, &self.pki, async move { stop.cancelled().await })?;
+        let task = restart::supervise(
+            self.hub.clone(),
+            self.pki.clone(),
+            restart::Endpoint::MqttTls,
+            listener,
+            self.stop.clone(),
+            self.restarts.subscribe(),
+        )?;
         self.tasks.push(task);
         self.hub_mqtt_extra.push(local);
         Ok(local)

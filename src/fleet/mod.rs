@@ -19,6 +19,7 @@ pub mod cohorts;
 pub mod dps;
 mod error;
 mod events;
+mod faults;
 mod health;
 mod limits;
 mod operator;
@@ -140,6 +141,8 @@ struct Run<'a> {
     /// The soak state (`--state`), if the run keeps one.
     soak: Option<resume::Opened>,
     events: events::Events,
+    /// The scenario's faults, injected into the embedded emulators.
+    faults: faults::Faults,
     /// fleetsim as the operator, when the scenario has method, desired or query events.
     operator: Option<operator::Operator>,
     /// fleetsim as the backend, when the scenario has `backend.consume`.
@@ -172,6 +175,8 @@ struct Driven {
     sampling: Sampling,
     roster: Roster,
     arrivals: JoinSet<()>,
+    /// Arrival processes that panicked (counted as they did).
+    arrival_panics: u64,
     interrupted: bool,
 }
 
@@ -189,6 +194,8 @@ struct Ended {
     /// Every embedded hub, the first one first (the others: DPS runs).
     hubs: Vec<HubEmulator>,
     dps: Option<DpsEmulator>,
+    /// What the DPS and AMQP accept loops saw, for the report's panics.
+    listeners: report::EmulatorListeners,
 }
 
 impl<'a> Run<'a> {
@@ -254,6 +261,7 @@ impl<'a> Run<'a> {
             emulators: resolved.emulators,
             soak,
             events,
+            faults: faults::Faults::new(scenario),
             operator,
             backend,
             stop,
@@ -339,8 +347,11 @@ impl<'a> Run<'a> {
         let mut arrivals_done = self.stop.is_cancelled();
         // Interrupted during bulk registration: the shutdown future has completed already.
         let mut interrupted = self.stop.is_cancelled();
+        let mut arrivals = arrivals;
+        let mut arrival_panics = 0;
         while !interrupted {
             let next_event = self.events.next_at(timing.start);
+            let next_fault = self.faults.next_at(timing.start);
             tokio::select! {
                 _ = shutdown.as_mut() => interrupted = true,
                 _ = tokio::time::sleep_until(timing.end) => break,
@@ -349,6 +360,13 @@ impl<'a> Run<'a> {
                     let (kind, what) = self.events.label();
                     let n = self.events.fire(roster.started(), self.operator.as_mut());
                     self.board.event(kind, format!("{what}: {n} devices"));
+                }
+                _ = tokio::time::sleep_until(next_fault.unwrap_or(timing.end)),
+                    if next_fault.is_some() => {
+                    self.faults.fire(timing.start, self.emulators.as_ref());
+                }
+                Some(joined) = arrivals.join_next(), if !arrivals.is_empty() => {
+                    arrival_panics += self.arrival_ended(joined);
                 }
                 tick = sampling.next() => sampling.take(tick, &self.recorder),
                 Some(done) = roster.next_finished(), if roster.is_running() => roster.finished(done),
@@ -366,8 +384,23 @@ impl<'a> Run<'a> {
             sampling,
             roster,
             arrivals,
+            arrival_panics,
             interrupted,
         })
+    }
+
+    /// An arrival process ended: a panic is counted (as `arrival.late/panic`) when it happens,
+    /// not only when the run winds down. Returns 1 for a panic.
+    fn arrival_ended(&self, joined: Result<(), tokio::task::JoinError>) -> u64 {
+        match joined {
+            Err(e) if e.is_panic() => {
+                tracing::error!(error = %e, "an arrival process panicked");
+                self.recorder
+                    .error(crate::metrics::Phase::ArrivalLate, "panic");
+                1
+            }
+            _ => 0,
+        }
     }
 
     /// The live view or progress lines of this run (none when progress is off).
@@ -392,20 +425,13 @@ impl<'a> Run<'a> {
             mut sampling,
             mut roster,
             mut arrivals,
+            mut arrival_panics,
             interrupted,
         } = driven;
         self.stop.cancel();
         arrivals.abort_all();
-        let mut arrival_panics = 0;
         while let Some(joined) = arrivals.join_next().await {
-            if let Err(e) = joined
-                && e.is_panic()
-            {
-                tracing::error!(error = %e, "an arrival process panicked");
-                self.recorder
-                    .error(crate::metrics::Phase::ArrivalLate, "panic");
-                arrival_panics += 1;
-            }
+            arrival_panics += self.arrival_ended(joined);
         }
         if let Some(operator) = &mut self.operator {
             operator.finish().await;
@@ -421,6 +447,7 @@ impl<'a> Run<'a> {
         if let Some(metrics) = self.metrics.take() {
             metrics.stop().await;
         }
+        let mut listeners = report::EmulatorListeners::default();
         let (ca, hubs, dps) = match self.emulators.take() {
             Some(e) => {
                 let hubs = std::iter::once(e.hub.clone())
@@ -428,7 +455,10 @@ impl<'a> Run<'a> {
                     .collect();
                 let dps = e.dps.as_ref().map(|d| d.emulator.clone());
                 let ca = Some(e.ca.clone());
+                let amqp = e.amqp.clone();
                 e.shutdown().await;
+                listeners.amqp = amqp.listener_stats();
+                listeners.dps = dps.as_ref().map(|d| d.listener_stats()).unwrap_or_default();
                 (ca, hubs, dps)
             }
             None => (None, Vec::new(), None),
@@ -449,6 +479,7 @@ impl<'a> Run<'a> {
             ca,
             hubs,
             dps,
+            listeners,
         }
     }
 
@@ -472,6 +503,7 @@ impl<'a> Run<'a> {
             keys: &self.services.keys,
             operator: self.operator.as_ref().map(operator::Operator::report),
             backend: ended.backend,
+            faults: self.faults.done.clone(),
         };
         let mut report = report::build(&sources, snapshot, timeline)?;
         report.panics = report::panics(
@@ -480,6 +512,7 @@ impl<'a> Run<'a> {
             self.operator.as_ref(),
             ended.ca.as_ref(),
             &ended.hubs,
+            ended.listeners,
         );
         report.fleet_map = Some(self.board.freeze());
         let mut devices = ended.roster.reports;

@@ -41,6 +41,8 @@ pub(super) struct Sources<'a> {
     pub operator: Option<crate::report::operator::OperatorReport>,
     /// What fleetsim as the backend read, if the scenario made it one.
     pub backend: Option<crate::report::backend::BackendReport>,
+    /// The faults the run injected, as they happened.
+    pub faults: Vec<crate::report::faults::FaultEvent>,
 }
 
 /// The report of the run, from its final `snapshot` and `timeline`.
@@ -80,6 +82,9 @@ pub(super) fn build(
     report.operator = s.operator.clone();
     report.backend = s.backend.clone();
     report.timeline = Some(timeline);
+    let hub_received = report.hub.as_ref().map(|h| h.messages);
+    report.qos1 = crate::report::qos1::Qos1Report::new(s.recorder.qos1.counts(), hub_received);
+    report.faults = s.faults.clone();
     // Last: the thresholds read the other sections.
     report.thresholds = crate::report::thresholds::evaluate(&s.scenario.thresholds, &report)?;
     Ok(report)
@@ -125,6 +130,13 @@ fn cohorts(s: &Sources) -> Vec<CohortCounts> {
     cohorts
 }
 
+/// What the accept loops of the embedded DPS and AMQP endpoint saw (zero when not running).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct EmulatorListeners {
+    pub dps: crate::emulator::listener::ListenerStats,
+    pub amqp: crate::emulator::listener::ListenerStats,
+}
+
 /// The panics caught at the boundaries of the run's tasks and the embedded emulators' handlers,
 /// by where (see `Report::panics`).
 pub(super) fn panics(
@@ -133,6 +145,7 @@ pub(super) fn panics(
     operator: Option<&super::operator::Operator>,
     ca: Option<&crate::emulator::CaEmulator>,
     hubs: &[HubEmulator],
+    listeners: EmulatorListeners,
 ) -> BTreeMap<String, u64> {
     let mut panics = BTreeMap::new();
     let mut add = |at: String, n: u64| {
@@ -158,6 +171,8 @@ pub(super) fn panics(
         "emulator.hub".into(),
         hubs.iter().map(|h| h.listener_stats().panics).sum(),
     );
+    add("emulator.dps".into(), listeners.dps.panics);
+    add("emulator.amqp".into(), listeners.amqp.panics);
     panics
 }
 

@@ -154,6 +154,11 @@ impl Roster {
                 "devices did not stop in time; aborting them"
             );
             self.tasks.abort_all();
+            // Aborted tasks are dropped by the runtime later: wait for it, so what they held
+            // (a QoS 1 message in flight) is closed before the report reads the counts.
+            while let Some(joined) = self.tasks.join_next().await {
+                self.finished(joined);
+            }
         }
     }
 }

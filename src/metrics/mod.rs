@@ -17,6 +17,7 @@ pub mod board;
 pub mod certs;
 pub mod delivery;
 pub mod exporter;
+pub mod qos1;
 mod recorder;
 mod vocabulary;
 

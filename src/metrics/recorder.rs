@@ -95,6 +95,8 @@ pub struct Recorder {
     delivery: std::sync::OnceLock<Arc<super::delivery::DeliveryLedger>>,
     /// Which device is in which state, when the run draws a map ([`super::board`]).
     board: std::sync::OnceLock<Arc<super::board::DeviceBoard>>,
+    /// Every QoS 1 telemetry message: acknowledged or lost, per cause.
+    pub qos1: super::qos1::Qos1Ledger,
 }
 
 impl Default for Recorder {
@@ -138,6 +140,7 @@ impl Recorder {
             certs: super::certs::CertHealth::new(),
             delivery: std::sync::OnceLock::new(),
             board: std::sync::OnceLock::new(),
+            qos1: Default::default(),
         }
     }
 

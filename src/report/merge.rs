@@ -160,6 +160,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         timeline: merge_timelines(reports)?,
         // Each shard drew its own devices: a merged run has no one map to replay.
         fleet_map: None,
+        qos1: super::qos1::merge(reports.iter().filter_map(|r| r.qos1.as_ref())),
+        faults: merge_faults(reports),
     };
     // The inputs' thresholds, checked again against the merged figures: a p99 that passed on
     // every shard can still fail on the whole.
@@ -276,4 +278,11 @@ fn add_hub(into: &mut HubCounts, h: &HubCounts) {
     into.drops += h.drops;
     into.devices_registered += h.devices_registered;
     into.throttled += h.throttled;
+}
+
+/// Every shard's faults, by time (each shard injected its own into its own emulators).
+fn merge_faults(reports: &[Report]) -> Vec<super::faults::FaultEvent> {
+    let mut faults: Vec<_> = reports.iter().flat_map(|r| r.faults.clone()).collect();
+    faults.sort_by(|a, b| a.at_seconds.total_cmp(&b.at_seconds));
+    faults
 }

@@ -12,12 +12,14 @@
 pub mod backend;
 pub mod certificates;
 mod error;
+pub mod faults;
 pub mod hlog;
 pub mod html;
 pub mod merge;
 mod model;
 pub mod operator;
 pub mod provisioning;
+pub mod qos1;
 pub mod stats;
 mod svg;
 mod text;

@@ -45,7 +45,8 @@ pub struct Report {
     /// `phase/kind` → count.
     pub errors: BTreeMap<String, u64>,
     /// Panics caught at a task's boundary, by where: `device/<phase>` (the phase the device was
-    /// in), `arrivals`, `operator/<phase>`, `emulator.ca`, `emulator.hub`. Any fails the run.
+    /// in), `arrivals`, `operator/<phase>`, `emulator.ca`, `emulator.hub`, `emulator.dps`, `emulator.amqp`. Any fails
+    /// the run.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub panics: BTreeMap<String, u64>,
     /// `service/endpoint/reason` → retries a client made by itself before its caller saw a
@@ -80,6 +81,12 @@ pub struct Report {
     /// expiries, last errors and the run's events: what `fleetsim report --web` draws.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet_map: Option<crate::metrics::board::FleetMap>,
+    /// QoS 1 accounting: sent = acked + lost per cause ([`super::qos1`]); absent without QoS 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos1: Option<super::qos1::Qos1Report>,
+    /// The faults the run injected, in order ([`super::faults`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<super::faults::FaultEvent>,
 }
 
 /// The shared start of a distributed run (`fleetsim run --start-at`): every shard's arrival
@@ -222,6 +229,8 @@ impl Report {
             key_pool: None,
             timeline: None,
             fleet_map: None,
+            qos1: None,
+            faults: Vec::new(),
         })
     }
 

@@ -106,6 +106,10 @@ impl Report {
             );
         }
         let _ = writeln!(s);
+        if let Some(q) = &self.qos1 {
+            s.push_str(&q.to_text());
+        }
+        s.push_str(&super::faults::to_text(&self.faults));
         if let Some(k) = &self.key_pool {
             let _ = writeln!(
                 s,

@@ -94,6 +94,13 @@ impl Figures<'_> {
                     let shown = format!("{n} (over {} devices)", c.swap.devices_compared);
                     (n as f64, shown)
                 }),
+            // Every QoS 1 message sent is acked or lost for a cause; none sent is 0 unaccounted.
+            Metric::MessagesUnaccounted => {
+                Some(self.report.qos1.as_ref().map_or((0.0, "0".into()), |q| {
+                    let n = q.unaccounted;
+                    (n as f64, format!("{n} (of {} QoS 1 messages)", q.sent))
+                }))
+            }
             Metric::RevokedOnline => {
                 certificates.map(|c| count(c.revocation.as_ref().map_or(0, |r| r.still_online)))
             }

@@ -15,6 +15,7 @@ mod device;
 pub mod dps;
 pub mod draw;
 pub mod events;
+pub mod faults;
 mod generators;
 pub mod placeholders;
 pub mod schedule;
@@ -103,6 +104,10 @@ pub struct Scenario {
     #[serde(default)]
     #[schemars(with = "Vec<Event>")]
     pub events: Vec<Spanned<Event>>,
+    /// Faults injected into the embedded emulators (chaos; see [`faults`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<faults::Fault>")]
+    pub faults: Vec<Spanned<faults::Fault>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -297,6 +302,10 @@ fn validate(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
     certificate::validate(c, "", c.renewal.referenced)?;
     telemetry::validate(&s.telemetry, None, "", serde_saphyr::Location::UNKNOWN)?;
     validate_events(s)?;
+    let embedded = matches!(s.target.value, Target::Embedded(_));
+    for f in &s.faults {
+        faults::validate(&f.value, f.referenced, s.duration.0, embedded)?;
+    }
     validate_provisioning(s)?;
     if let Target::Remote(r) = &s.target.value
         && r.iothub.token_env.is_some()

@@ -109,7 +109,8 @@ fn shrink_devices(s: &mut Scenario, f: f64) {
     }
 }
 
-/// The run's duration, event instants and repeats, arrival stages and `time_scale` times `g`.
+/// The run's duration, event instants and repeats, faults' instants and windows, arrival stages
+/// and `time_scale` times `g`.
 fn shrink_time(s: &mut Scenario, g: f64) {
     let scaled = |d: Duration| d.mul_f64(g);
     s.duration = Span(scaled(s.duration.0));
@@ -132,6 +133,20 @@ fn shrink_time(s: &mut Scenario, g: f64) {
             && let Some(every) = &mut q.every
         {
             *every = Span(scaled(every.0));
+        }
+    }
+    for f in &mut s.faults {
+        // A fault keeps its place in the run and its share of it (windows and downtimes too).
+        let f = &mut f.value;
+        f.at = Span(scaled(f.at.0));
+        for window in [
+            &mut f.delay_pubacks,
+            &mut f.lasting,
+            &mut f.refuse_connects,
+            &mut f.restart_hub,
+            &mut f.ca_unavailable,
+        ] {
+            *window = window.map(|w| Span(scaled(w.0)));
         }
     }
     let arrivals = std::iter::once(&mut s.fleet.arrival)

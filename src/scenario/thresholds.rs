@@ -10,6 +10,7 @@
 //! expired_before_renewal == 0     devices whose certificate expired before a renewal succeeded
 //! messages_lost == 0              QoS 1 messages the devices sent that the hub never received
 //! revoked_online == 0             revoked devices still connected at the end of the run
+//! messages_unaccounted == 0       QoS 1 messages neither acknowledged nor lost for a known cause
 //! ```
 //!
 //! Comparisons: `<`, `<=`, `==`, `>=`, `>`. Each threshold parses in its `Deserialize` impl, so a
@@ -50,6 +51,7 @@ pub enum Metric {
     ExpiredBeforeRenewal,
     MessagesLost,
     RevokedOnline,
+    MessagesUnaccounted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,7 +85,7 @@ impl Comparison {
 
 const HELP: &str = "expected `<phase>[/<outcome>] <p50|p90|p99|p99.9|pN|max|mean> <op> <duration>`, \
 `errors rate <op> <percent>`, or `<counter> <op> <count>` with <counter> one of errors, \
-failed_devices, messages_failed, expired_before_renewal, messages_lost, revoked_online; \
+failed_devices, messages_failed, expired_before_renewal, messages_lost, revoked_online, messages_unaccounted; \
 <op> one of <, <=, ==, >=, >";
 
 impl Threshold {
@@ -164,13 +166,17 @@ impl FromStr for Threshold {
                 count(limit, "messages_failed").map_err(bad)?,
             ),
             [
-                name @ ("expired_before_renewal" | "messages_lost" | "revoked_online"),
+                name @ ("expired_before_renewal"
+                | "messages_lost"
+                | "revoked_online"
+                | "messages_unaccounted"),
                 op,
                 limit,
             ] => {
                 let metric = match *name {
                     "expired_before_renewal" => Metric::ExpiredBeforeRenewal,
                     "messages_lost" => Metric::MessagesLost,
+                    "messages_unaccounted" => Metric::MessagesUnaccounted,
                     _ => Metric::RevokedOnline,
                 };
                 (metric, *op, count(limit, name).map_err(bad)?)
@@ -226,7 +232,7 @@ impl JsonSchema for Threshold {
                             expired_before_renewal == 0, messages_lost == 0 or revoked_online == \
                             0; comparisons <, <=, ==, >=, >.",
             "type": "string",
-            "pattern": r"^\s*(errors\s+rate|errors|failed_devices|messages_failed|expired_before_renewal|messages_lost|revoked_online|[a-z0-9_.]+(/[a-z]+)?\s+(p[0-9.]+|max|mean))\s*(<|<=|==|>=|>)\s*[0-9.]+\s*(%|ms|s|m|min|h|d)?\s*$",
+            "pattern": r"^\s*(errors\s+rate|errors|failed_devices|messages_failed|expired_before_renewal|messages_lost|messages_unaccounted|revoked_online|[a-z0-9_.]+(/[a-z]+)?\s+(p[0-9.]+|max|mean))\s*(<|<=|==|>=|>)\s*[0-9.]+\s*(%|ms|s|m|min|h|d)?\s*$",
         })
     }
 }

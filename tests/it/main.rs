@@ -15,6 +15,7 @@ mod c2d_delivery;
 mod c2d_fleetsim_sender;
 mod c2d_sdk;
 mod ca_ownership;
+mod chaos;
 mod cloud_devices;
 mod cloud_scenarios;
 mod cohorts;

@@ -115,6 +115,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
+    crate::inject::panic_at("emulator.amqp");
     let (r, w) = tokio::io::split(io);
     let mut reader = FrameReader::new(r, MAX_FRAME as usize);
     let mut conn = Conn {

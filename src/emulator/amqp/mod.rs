@@ -66,6 +66,7 @@ impl AmqpEndpoint {
                 policies: config.policies,
                 c2d,
                 events,
+                listeners: Arc::default(),
             }),
         }
     }
@@ -93,6 +94,11 @@ impl AmqpEndpoint {
         )
     }
 
+    /// What the endpoint's accept loop saw, panicking connections included.
+    pub fn listener_stats(&self) -> super::listener::ListenerStats {
+        self.shared.listeners.snapshot()
+    }
+
     pub fn entity(&self) -> &str {
         &self.shared.entity
     }
@@ -117,7 +123,9 @@ impl AmqpEndpoint {
             max_connections: MAX_CONNECTIONS,
             ..Policy::default()
         };
-        let listener = Listener::new(listener, tls).with_policy(policy);
+        let listener = Listener::new(listener, tls)
+            .with_policy(policy)
+            .counting(self.shared.listeners.clone());
         let shared = self.shared.clone();
         tokio::spawn(listener.serve(shutdown, move |tls, closing| {
             let peer = tls

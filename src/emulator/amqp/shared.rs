@@ -15,4 +15,6 @@ pub struct Shared {
     pub policies: Vec<AccessPolicy>,
     pub c2d: Arc<dyn C2dSink>,
     pub events: Arc<EventLog>,
+    /// What the endpoint's accept loop saw (handshakes, accept errors, panicking connections).
+    pub listeners: Arc<crate::emulator::listener::ListenerCounters>,
 }

@@ -137,6 +137,7 @@ impl CaEmulator {
                 on_revoke: std::sync::OnceLock::new(),
                 journal: std::sync::OnceLock::new(),
                 listeners: Arc::default(),
+                unavailable: Default::default(),
                 allowed_domains: config
                     .allowed_domains
                     .iter()
@@ -192,6 +193,11 @@ impl CaEmulator {
             options,
             shutdown,
         )
+    }
+
+    /// Answers every request 503 for `lasting` (a scenario's `ca_unavailable` fault).
+    pub fn unavailable_for(&self, lasting: std::time::Duration) {
+        self.state.unavailable.open_for(lasting);
     }
 
     /// What the CA's accept loop saw: connections, failed TLS handshakes, accept errors.

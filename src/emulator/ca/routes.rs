@@ -33,6 +33,11 @@ pub(super) fn http_options(
     limits: crate::emulator::http::HttpLimits,
 ) -> crate::emulator::http::HttpOptions {
     let gate = move |parts: &axum::http::request::Parts| {
+        if state.unavailable.is_open() {
+            // A scenario's ca_unavailable fault, before anything else (as a front door would).
+            let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+            return Err(Box::new(unavailable.into_response()));
+        }
         let path = parts.uri.path().to_ascii_lowercase();
         if parts.method == Method::GET && (path.starts_with("/certs/") || path.starts_with("/crl/"))
         {

@@ -40,6 +40,8 @@ pub(crate) struct CaState {
     pub(crate) journal: std::sync::OnceLock<Arc<dyn crate::emulator::persist::Journal>>,
     /// What its accept loop saw (refused handshakes and the like).
     pub(crate) listeners: Arc<ListenerCounters>,
+    /// A scenario's ca_unavailable fault: every request is answered 503 while it is open.
+    pub(crate) unavailable: crate::emulator::faults::Window,
 }
 
 /// A revoked certificate as its CA's CRL lists it.

@@ -156,6 +156,11 @@ impl DpsEmulator {
         lock(&self.state.registrations).record(registration_id)
     }
 
+    /// What DPS's accept loops saw, panicking connections included.
+    pub fn listener_stats(&self) -> crate::emulator::listener::ListenerStats {
+        self.state.listeners.snapshot()
+    }
+
     pub fn stats(&self) -> DpsStats {
         let c = &self.state.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -38,6 +38,7 @@ pub(super) async fn connection(
     websocket: bool,
     stop: CancellationToken,
 ) {
+    crate::inject::panic_at("emulator.dps");
     let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
     if websocket {
         let session = move |stream| session(stream, peer, state, stop);

@@ -19,6 +19,7 @@ mod admin;
 mod auth;
 mod c2d_delivery;
 mod device_twin;
+mod faults;
 mod methods;
 mod mqtt;
 mod outbox;
@@ -222,6 +223,7 @@ impl HubEmulator {
                 events: Arc::new(super::amqp::EventLog::new(Default::default())),
                 c2d,
                 c2d_sessions: Mutex::new(Default::default()),
+                faults: Default::default(),
             }
         });
         Ok(Self { state })

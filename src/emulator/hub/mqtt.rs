@@ -83,6 +83,17 @@ async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Ok(Packet::Connect(c))) => c,
         _ => return None,
     };
+    if state.faults.refuse_connects.is_open() {
+        // A scenario's refuse_connects fault: IoT Hub's answer when it cannot serve.
+        state
+            .counters(&connect.client_id)
+            .refused
+            .fetch_add(1, Ordering::Relaxed);
+        let refused = ConnAck::new(ConnectReturnCode::ServiceUnavailable, false);
+        let _ = write_packet(tls, Packet::ConnAck(refused)).await;
+        let _ = tls.shutdown().await;
+        return None;
+    }
     let admitted = match authorize(state, &connect, peer.as_deref()) {
         Ok(a) => a,
         Err(refused) => {
@@ -358,6 +369,12 @@ impl<'a> Live<'a> {
         });
         let events = &self.state.events;
         events.append(&self.device, properties, p.payload.clone());
+        if let Some(delay) = self.state.faults.delay_pubacks.current()
+            && puback.is_some()
+        {
+            // A scenario's delay_pubacks fault: the message is in, its PUBACK comes late.
+            tokio::time::sleep(delay).await;
+        }
         Step::Reply(puback.into_iter().collect())
     }
 

@@ -143,6 +143,8 @@ pub(super) struct HubState {
     /// Devices whose C2D subscription outlives their connection (made on a CleanSession 0
     /// connection): their queued messages flow as soon as they reconnect with CleanSession 0.
     pub(super) c2d_sessions: Mutex<std::collections::HashSet<String>>,
+    /// What a scenario's `faults:` switched on (see [`crate::emulator::faults`]).
+    pub(super) faults: crate::emulator::faults::HubFaults,
 }
 
 impl HubState {
