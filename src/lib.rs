@@ -25,6 +25,7 @@ pub mod fleet;
 pub mod inject;
 pub mod iothub;
 pub mod metrics;
+pub mod plan;
 pub mod report;
 pub mod rlimit;
 pub mod scenario;
