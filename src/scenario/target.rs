@@ -13,6 +13,8 @@ use super::units::{Percent, Rate, Span};
 use crate::iothub::quotas::Sku;
 
 /// Where the devices enrol and connect.
+// Read once per run from the scenario file: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {

@@ -205,6 +205,7 @@ impl HubEmulator {
                 trust: RwLock::new(Trust {
                     roots: Vec::new(),
                     verifier: None,
+                    certificates: HashMap::new(),
                 }),
                 live: Mutex::new(HashMap::new()),
                 presence: tokio::sync::Notify::new(),
@@ -321,6 +322,7 @@ impl HubEmulator {
         let names = [self.state.host_name.as_str(), "localhost"];
         let counters = self.state.listeners.clone();
         let router = registry::routes()
+            .merge(admin::routes())
             .merge(service::routes())
             .merge(methods::routes())
             .merge(query_api::routes())

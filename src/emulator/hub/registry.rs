@@ -30,7 +30,6 @@ pub(super) fn routes() -> axum::Router<Arc<HubState>> {
             put(put_device).get(get_device).delete(delete_device),
         )
         .route("/devices", post(bulk))
-        .route("/certificates/{name}", put(super::admin::upload_ca))
 }
 
 pub(super) fn valid_device_id(id: &str) -> bool {
