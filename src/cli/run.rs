@@ -1,0 +1,172 @@
+//! `fleetsim run` and `fleetsim report` (merging): a scenario run to its report, and the exit
+//! status its thresholds give.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::distributed::{self, DistributedRun};
+use crate::fleet::{self, RunOptions};
+use crate::{report, scenario};
+
+/// Runs a scenario until it ends or Ctrl-C, then prints the report and writes it as JSON. The
+/// report is written on Ctrl-C too.
+pub async fn run(
+    scenario_path: &Path,
+    report_path: &Path,
+    progress: crate::ui::Progress,
+    metrics_addr: Option<std::net::SocketAddr>,
+    shard: fleet::Shard,
+    state_path: Option<&Path>,
+    distributed: &DistributedRun,
+) -> anyhow::Result<ExitCode> {
+    let scenario = scenario::load(scenario_path)?;
+    check_open_files(&scenario);
+    let state = match state_path {
+        Some(path) => Some(crate::state::StateFile {
+            path: path.to_path_buf(),
+            scenario_name: scenario.name.clone(),
+            scenario_hash: crate::state::scenario_hash(&std::fs::read(scenario_path)?),
+        }),
+        None => None,
+    };
+    // The report's directory is created up front, so a typo'd path fails before the run, not after.
+    if let Some(dir) = report_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("report directory {}: {e}", dir.display()))?;
+    }
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(std::sync::Arc::new(bind_metrics(addr)?)),
+        None => None,
+    };
+    eprintln!(
+        "fleetsim: running {}{} ({} devices, arrivals {}, for {:.0} s)",
+        scenario.name,
+        match shard.is_whole() {
+            true => String::new(),
+            false => format!(" shard {shard}"),
+        },
+        scenario.fleet.devices,
+        scenario
+            .fleet
+            .arrival()
+            .map_or("per cohort".into(), |a| fleet::arrivals::describe(&a)),
+        scenario.duration.as_secs_f64()
+    );
+    let ctrl_c = async {
+        distributed::stop_signal().await;
+        eprintln!("fleetsim: interrupted, stopping devices and writing the report");
+    };
+    let options = RunOptions {
+        progress,
+        interval_log: Some(report::hlog::hlog_path(report_path)),
+        metrics_listener,
+        shard,
+        state,
+        start_at: distributed.start_at,
+    };
+    let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
+    println!("{}", outcome.report.to_text());
+    outcome.report.write_json(report_path)?;
+    let html_path = report_path.with_extension("html");
+    // The scenario parsed a moment ago; should it have gone since, the page just shows no text.
+    let scenario_text = std::fs::read_to_string(scenario_path).unwrap_or_default();
+    report::html::write_html(&outcome.report, &scenario_text, &html_path)?;
+    eprintln!(
+        "fleetsim: report written to {} (and {})",
+        report_path.display(),
+        html_path.display()
+    );
+    if let Some(url) = &distributed.report_to {
+        let delivered = distributed::deliver(url, &outcome.report).await?;
+        return Ok(interrupted_or(&outcome.report, delivered));
+    }
+    let verdict = threshold_verdict(&outcome.report);
+    Ok(interrupted_or(&outcome.report, verdict))
+}
+
+/// The exit status of a run stopped by Ctrl-C or SIGTERM before its duration (128 + SIGINT, as
+/// shells report an interrupted command): it did not run its scenario, so it neither passes nor
+/// fails its thresholds.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// [`EXIT_INTERRUPTED`] for an interrupted run, else `status`.
+fn interrupted_or(report: &report::Report, status: ExitCode) -> ExitCode {
+    if report.interrupted {
+        eprintln!("fleetsim: the run was interrupted: exit status {EXIT_INTERRUPTED}");
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    status
+}
+
+/// Raises the open-file limit and warns, with the numbers, when the fleet needs more.
+fn check_open_files(scenario: &scenario::Scenario) {
+    let devices = u64::from(scenario.fleet.devices.get());
+    let embedded = matches!(scenario.target.value, scenario::Target::Embedded(_));
+    match crate::rlimit::raise_nofile() {
+        Ok(limit) => {
+            let needed = crate::rlimit::descriptors_needed(devices, embedded);
+            if let Some(w) = crate::rlimit::shortfall_warning(needed, limit, devices, embedded) {
+                eprintln!("fleetsim: warning: {w}");
+            }
+        }
+        Err(e) => eprintln!("fleetsim: warning: cannot read or raise the open-file limit: {e}"),
+    }
+}
+
+/// Binds the `/metrics` listener before the run starts, so a taken port fails fast.
+fn bind_metrics(addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use anyhow::Context;
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "fleetsim: warning: serving metrics on {addr} (not loopback); anyone who can reach it can read them"
+        );
+    }
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("--metrics-addr {addr}"))?;
+    eprintln!(
+        "fleetsim: Prometheus metrics at http://{}/metrics",
+        listener.local_addr()?
+    );
+    Ok(listener)
+}
+
+/// Merges the reports named by `inputs`, prints the result and writes it to `out` if given.
+pub fn merge_reports(inputs: &[PathBuf], out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let merged = report::merge_files(inputs)?;
+    println!("{}", merged.to_text());
+    if let Some(out) = out {
+        merged.write_json(out)?;
+        eprintln!(
+            "fleetsim: merged {} reports into {}",
+            merged.merged_from.len(),
+            out.display()
+        );
+    }
+    Ok(threshold_verdict(&merged))
+}
+
+/// Status 1, naming each failed threshold, when any failed or any task panicked.
+fn threshold_verdict(report: &report::Report) -> ExitCode {
+    let failed: Vec<_> = report.failed_thresholds().collect();
+    for (at, n) in &report.panics {
+        eprintln!("fleetsim: {n} panic(s) caught in {at}: the run fails");
+    }
+    if failed.is_empty() {
+        return match report.panics.is_empty() {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
+    }
+    for t in &failed {
+        eprintln!(
+            "fleetsim: threshold failed: {} (actual {})",
+            t.threshold, t.actual
+        );
+    }
+    eprintln!(
+        "fleetsim: {} of {} thresholds failed",
+        failed.len(),
+        report.thresholds.len()
+    );
+    ExitCode::FAILURE
+}
