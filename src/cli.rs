@@ -10,10 +10,12 @@ use clap::{Parser, Subcommand};
 mod distributed;
 mod emulate;
 mod keys;
+mod plan;
 mod run;
 
 pub use distributed::DistributedRun;
 pub use emulate::{EmulateArgs, emulate};
+pub use plan::{PlanArgs, plan_command};
 pub use run::{EXIT_INTERRUPTED, merge_reports, run};
 
 use crate::{fleet, scenario};
@@ -66,7 +68,16 @@ pub enum Command {
         /// it arrived, and the collector judges the thresholds on the merged report.
         #[arg(long, value_name = "URL")]
         report_to: Option<String>,
+        /// Run a remote scenario even though its plan exceeds the hub's daily quota or a cap
+        /// (`fleetsim plan` shows it); embedded targets never need it.
+        #[arg(long)]
+        accept_plan: bool,
     },
+    /// What a run will ask of the CA and the hub, per second, per minute and in total, against
+    /// the hub tier's throttles and daily quota: each line fits, is throttled or exceeds.
+    ///
+    /// Exits 1 when a line exceeds a quota or cap.
+    Plan(PlanArgs),
     /// Receive the shards' reports of a distributed run, merge them and give one verdict.
     ///
     /// Exits 0 when every shard reported, none failed and the thresholds pass on the merged
@@ -147,6 +158,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             exit_code(result)
         }
         Command::Collect(args) => exit_code(distributed::collect(args).await),
+        Command::Plan(args) => exit_code(plan_command(&args).await),
         Command::PlanShards(args) => exit_code(distributed::plan_shards(&args)),
         Command::Run {
             scenario,
@@ -158,6 +170,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             state,
             start_at,
             report_to,
+            accept_plan,
         } => {
             let shard = shard.unwrap_or_default();
             let distributed = DistributedRun {
@@ -173,6 +186,7 @@ pub async fn main(cli: Cli) -> ExitCode {
                 shard,
                 state.as_deref(),
                 &distributed,
+                accept_plan,
             )
             .await;
             if let (Err(e), Some(url)) = (&result, &distributed.report_to) {

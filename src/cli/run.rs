@@ -18,8 +18,10 @@ pub async fn run(
     shard: fleet::Shard,
     state_path: Option<&Path>,
     distributed: &DistributedRun,
+    accept_plan: bool,
 ) -> anyhow::Result<ExitCode> {
     let scenario = scenario::load(scenario_path)?;
+    super::plan::gate(&scenario, scenario_path, accept_plan)?;
     check_open_files(&scenario);
     let state = match state_path {
         Some(path) => Some(crate::state::StateFile {

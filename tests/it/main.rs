@@ -48,6 +48,7 @@ mod limits;
 mod operator;
 mod panics;
 mod peers;
+mod plan_cleanup;
 mod progress_lines;
 mod prometheus;
 mod properties;
