@@ -72,6 +72,10 @@ pub enum Command {
         /// (`fleetsim plan` shows it); embedded targets never need it.
         #[arg(long)]
         accept_plan: bool,
+        /// Tag the identities the run creates with this id (default: the --state file's, else
+        /// a new one); shards of one distributed run should share it.
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
     },
     /// What a run will ask of the CA and the hub, per second, per minute and in total, against
     /// the hub tier's throttles and daily quota: each line fits, is throttled or exceeds.
@@ -171,6 +175,7 @@ pub async fn main(cli: Cli) -> ExitCode {
             start_at,
             report_to,
             accept_plan,
+            run_id,
         } => {
             let shard = shard.unwrap_or_default();
             let distributed = DistributedRun {
@@ -184,9 +189,12 @@ pub async fn main(cli: Cli) -> ExitCode {
                 progress,
                 metrics_addr,
                 shard,
-                state.as_deref(),
+                &run::RunSafety {
+                    state: state.as_deref(),
+                    run_id,
+                    accept_plan,
+                },
                 &distributed,
-                accept_plan,
             )
             .await;
             if let (Err(e), Some(url)) = (&result, &distributed.report_to) {

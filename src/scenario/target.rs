@@ -302,6 +302,9 @@ pub struct RemoteHub {
     /// told apart by name as well as by their `fleetsim.run` twin tag.
     #[serde(default = "default_true")]
     pub run_prefix: bool,
+    /// The run id `fleetsim run` tags identities with (not read from the file).
+    #[serde(skip)]
+    pub run_tag: Option<String>,
 }
 
 fn default_management_token_env() -> String {
@@ -327,6 +330,7 @@ impl Default for RemoteHub {
             management_url: None,
             management_token_env: default_management_token_env(),
             run_prefix: true,
+            run_tag: None,
         }
     }
 }
