@@ -7,12 +7,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cleanup;
 mod distributed;
 mod emulate;
 mod keys;
 mod plan;
 mod run;
 
+pub use cleanup::{CleanupArgs, cleanup_command};
 pub use distributed::DistributedRun;
 pub use emulate::{EmulateArgs, emulate};
 pub use plan::{PlanArgs, plan_command};
@@ -82,6 +84,9 @@ pub enum Command {
     ///
     /// Exits 1 when a line exceeds a quota or cap.
     Plan(PlanArgs),
+    /// Delete a remote run's identities from the hub: only those tagged with its run id, in
+    /// bulk calls of 100, paced; run it again after an interruption to remove what is left.
+    Cleanup(CleanupArgs),
     /// Receive the shards' reports of a distributed run, merge them and give one verdict.
     ///
     /// Exits 0 when every shard reported, none failed and the thresholds pass on the merged
@@ -163,6 +168,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         }
         Command::Collect(args) => exit_code(distributed::collect(args).await),
         Command::Plan(args) => exit_code(plan_command(&args).await),
+        Command::Cleanup(args) => exit_code(cleanup_command(&args).await),
         Command::PlanShards(args) => exit_code(distributed::plan_shards(&args)),
         Command::Run {
             scenario,

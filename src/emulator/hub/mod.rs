@@ -256,6 +256,11 @@ impl HubEmulator {
         self.state.events.clone()
     }
 
+    /// The tier this hub is throttled as (`None`: unlimited).
+    pub fn tier(&self) -> Option<(crate::iothub::quotas::Sku, u32)> {
+        self.state.throttles.limits.tier
+    }
+
     /// Uploads a (verified) CA certificate: devices whose chains end at it may connect.
     pub fn trust_ca(&self, der: CertificateDer<'static>) {
         auth::trust(&self.state, der);
