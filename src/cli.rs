@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod cleanup;
 mod distributed;
 mod emulate;
+mod hub;
 mod keys;
 mod plan;
 mod run;
@@ -87,6 +88,11 @@ pub enum Command {
     /// Delete a remote run's identities from the hub: only those tagged with its run id, in
     /// bulk calls of 100, paced; run it again after an interruption to remove what is left.
     Cleanup(CleanupArgs),
+    /// Operations on a remote hub (CA upload with proof of possession).
+    Hub {
+        #[command(subcommand)]
+        command: hub::HubCommand,
+    },
     /// Receive the shards' reports of a distributed run, merge them and give one verdict.
     ///
     /// Exits 0 when every shard reported, none failed and the thresholds pass on the merged
@@ -169,6 +175,7 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Collect(args) => exit_code(distributed::collect(args).await),
         Command::Plan(args) => exit_code(plan_command(&args).await),
         Command::Cleanup(args) => exit_code(cleanup_command(&args).await),
+        Command::Hub { command } => exit_code(hub::main(&command).await),
         Command::PlanShards(args) => exit_code(distributed::plan_shards(&args)),
         Command::Run {
             scenario,

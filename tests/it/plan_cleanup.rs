@@ -234,3 +234,58 @@ async fn get_paced(
     }
     registry.get(id).await
 }
+
+#[test]
+fn hub_upload_ca_proves_possession_of_the_key_and_a_wrong_key_is_refused() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = common::scratch_dir("upload-ca");
+    let mut emulate = common::Watched::spawn(
+        common::emulate_on_free_ports(&dir).arg("--no-dps"),
+        "fleetsim emulate",
+    );
+    emulate.read_until("ready", Duration::from_secs(30));
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Own Root");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("ca-key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.join("other-key.pem"),
+        KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    let scenario = dir.join("hub.yaml");
+    std::fs::write(
+        &scenario,
+        format!("name: hub\nduration: 1s\n{target}fleet:\n  devices: 1\n  arrival_rate: 1/s\n"),
+    )
+    .unwrap();
+    let upload = |key: &str| {
+        let mut c = fleetsim();
+        c.args(["hub", "upload-ca", "--name", "own", "--scenario"])
+            .arg(&scenario)
+            .arg("--cert")
+            .arg(dir.join("ca.pem"))
+            .arg("--key")
+            .arg(dir.join(key));
+        common::output_within(&mut with_secrets(&mut c, &dir), LIMIT)
+    };
+    let forged = upload("other-key.pem");
+    let out = text(&forged);
+    assert!(!forged.status.success(), "{out}");
+    assert!(out.contains("not signed by this CA"), "{out}");
+    let ok = upload("ca-key.pem");
+    let out = text(&ok);
+    assert!(ok.status.success(), "{out}");
+    assert!(
+        out.contains("verified: devices whose chains end at own"),
+        "{out}"
+    );
+    emulate.kill();
+    std::fs::remove_dir_all(&dir).ok();
+}
