@@ -93,7 +93,7 @@ pub async fn cleanup_command(args: &CleanupArgs) -> anyhow::Result<ExitCode> {
     .await?;
     print!("{}", outcome.to_text(args.dry_run));
     Ok(match outcome.interrupted {
-        true => ExitCode::from(super::EXIT_INTERRUPTED),
+        true => ExitCode::from(super::run::EXIT_INTERRUPTED),
         false => ExitCode::SUCCESS,
     })
 }

@@ -2,7 +2,7 @@
 //! properties (twin updates) and registry queries, each against its throttle, and refused
 //! outright by a basic tier, which has no cloud-to-device features.
 
-use super::{Figures, HubTier, Line, Verdict, against_throttle, line, number};
+use super::model::{Figures, HubTier, Line, Verdict, against_throttle, line, number};
 use crate::scenario::events::Selection;
 use crate::scenario::{Action, Scenario};
 

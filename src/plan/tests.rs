@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::iothub::quotas::Sku;
 
 fn scenario(text: &str) -> Scenario {
     crate::scenario::parse(text, Path::new("plan.yaml")).expect("parses")

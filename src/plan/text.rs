@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Plan, Verdict, number};
+use super::model::{Plan, Verdict, number};
 
 impl Plan {
     pub fn to_text(&self) -> String {
