@@ -7,17 +7,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cleanup;
 mod distributed;
 mod emulate;
+mod hub;
 mod init;
 mod keys;
+mod plan;
 mod run;
 mod schema;
 mod smoke;
 mod web;
 
+pub use cleanup::{CleanupArgs, cleanup_command};
 pub use distributed::DistributedRun;
 pub use emulate::{EmulateArgs, emulate};
+pub use plan::{PlanArgs, plan_command};
 pub use run::{EXIT_INTERRUPTED, merge_reports, run};
 
 use crate::{fleet, scenario};
@@ -76,6 +81,27 @@ pub enum Command {
         report_to: Option<String>,
         #[command(flatten)]
         smoke: smoke::SmokeArgs,
+        /// Run a remote scenario even though its plan exceeds the hub's daily quota or a cap
+        /// (`fleetsim plan` shows it); embedded targets never need it.
+        #[arg(long)]
+        accept_plan: bool,
+        /// Tag the identities the run creates with this id (default: the --state file's, else
+        /// a new one); shards of one distributed run should share it.
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
+    },
+    /// What a run will ask of the CA and the hub, per second, per minute and in total, against
+    /// the hub tier's throttles and daily quota: each line fits, is throttled or exceeds.
+    ///
+    /// Exits 1 when a line exceeds a quota or cap.
+    Plan(PlanArgs),
+    /// Delete a remote run's identities from the hub: only those tagged with its run id, in
+    /// bulk calls of 100, paced; run it again after an interruption to remove what is left.
+    Cleanup(CleanupArgs),
+    /// Operations on a remote hub (CA upload with proof of possession).
+    Hub {
+        #[command(subcommand)]
+        command: hub::HubCommand,
     },
     /// Receive the shards' reports of a distributed run, merge them and give one verdict.
     ///
@@ -182,6 +208,9 @@ pub async fn main(cli: Cli) -> ExitCode {
             exit_code(result)
         }
         Command::Collect(args) => exit_code(distributed::collect(args).await),
+        Command::Plan(args) => exit_code(plan_command(&args).await),
+        Command::Cleanup(args) => exit_code(cleanup_command(&args).await),
+        Command::Hub { command } => exit_code(hub::main(&command).await),
         Command::PlanShards(args) => exit_code(distributed::plan_shards(&args)),
         Command::Run {
             scenario,
@@ -195,6 +224,8 @@ pub async fn main(cli: Cli) -> ExitCode {
             start_at,
             report_to,
             smoke,
+            accept_plan,
+            run_id,
         } => {
             let shard = shard.unwrap_or_default();
             let distributed = DistributedRun {
@@ -212,7 +243,11 @@ pub async fn main(cli: Cli) -> ExitCode {
                     web,
                 },
                 shard,
-                state.as_deref(),
+                &run::RunSafety {
+                    state: state.as_deref(),
+                    run_id,
+                    accept_plan,
+                },
                 &distributed,
             )
             .await;

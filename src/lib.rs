@@ -14,6 +14,7 @@
 //! `emulator` is the other side of the wire; `crypto`, `amqp` and `clock` are shared leaves.
 
 pub mod amqp;
+pub mod cleanup;
 pub mod cli;
 pub mod clock;
 pub mod crypto;
@@ -25,6 +26,7 @@ pub mod fleet;
 pub mod inject;
 pub mod iothub;
 pub mod metrics;
+pub mod plan;
 pub mod report;
 pub mod rlimit;
 pub mod scenario;

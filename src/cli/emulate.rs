@@ -234,7 +234,15 @@ fn print_ready(w: &crate::emulator::standalone::Written) {
         "Event Hub endpoint: {} (0600: its connection string)",
         w.event_hub_connection_string_file.display()
     );
-    println!("trust bundle:      {}", w.trust_pem.display());
+    println!(
+        "trust bundle:      {}  (TLS root of the emulators' endpoints: clients trust it)",
+        w.trust_pem.display()
+    );
+    println!(
+        "device CA root:    {}  (EZCA's root: device certificates chain to it; upload it to a hub)",
+        w.device_ca_root.display()
+    );
+    println!("hub management:    {}", w.management_url);
     println!("EZCA token:        {} (0600)", w.token_file.display());
     println!(
         "hub credentials:   {} (0600)",

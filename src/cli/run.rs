@@ -8,6 +8,48 @@ use super::distributed::{self, DistributedRun};
 use crate::fleet::{self, RunOptions};
 use crate::{report, scenario};
 
+/// What keeps a run against real services accountable: its soak state, its run id and whether
+/// a plan over the hub's limits was accepted.
+#[derive(Debug, Default)]
+pub struct RunSafety<'a> {
+    /// `--state FILE`.
+    pub state: Option<&'a Path>,
+    /// `--run-id`: the id to tag identities with (else the state's, else a new one).
+    pub run_id: Option<String>,
+    /// `--accept-plan`.
+    pub accept_plan: bool,
+}
+
+/// Tags a remote scenario's identities with the run id (the state's when it resumes one) and
+/// remembers it in the state; `None` for a run that creates no tagged identities.
+fn tag_run(
+    scenario: &mut scenario::Scenario,
+    safety: &RunSafety<'_>,
+) -> anyhow::Result<Option<String>> {
+    let stored = match safety.state {
+        Some(path) => crate::state::stored_run_id(path)?,
+        None => None,
+    };
+    let run_id = match (&safety.run_id, stored) {
+        (Some(asked), Some(stored)) if *asked != stored => anyhow::bail!(
+            "--run-id {asked}: the state belongs to run {stored}; resume it with its own id"
+        ),
+        (_, Some(stored)) => stored,
+        (Some(asked), None) => asked.clone(),
+        (None, None) => crate::cleanup::tag::new_run_id(),
+    };
+    if !crate::cleanup::tag::tag_scenario(scenario, &run_id).map_err(anyhow::Error::msg)? {
+        return Ok(None);
+    }
+    if let Some(path) = safety.state {
+        crate::state::remember_run_id(path, &run_id)?;
+    }
+    eprintln!(
+        "fleetsim: run id {run_id}: identities are tagged fleetsim.run={run_id}; remove them with `fleetsim cleanup --run {run_id}`"
+    );
+    Ok(Some(run_id))
+}
+
 /// Runs a scenario until it ends or Ctrl-C, then prints the report and writes it as JSON. The
 /// report is written on Ctrl-C too.
 pub async fn run(
@@ -16,10 +58,13 @@ pub async fn run(
     progress: crate::ui::Progress,
     endpoints: super::web::Endpoints,
     shard: fleet::Shard,
-    state_path: Option<&Path>,
+    safety: &RunSafety<'_>,
     distributed: &DistributedRun,
 ) -> anyhow::Result<ExitCode> {
-    let scenario = super::smoke::apply(scenario::load(scenario_path)?, &distributed.smoke)?;
+    let state_path = safety.state;
+    let mut scenario = super::smoke::apply(scenario::load(scenario_path)?, &distributed.smoke)?;
+    super::plan::gate(&scenario, scenario_path, safety.accept_plan)?;
+    let run_id = tag_run(&mut scenario, safety)?;
     check_open_files(&scenario);
     let state = match state_path {
         Some(path) => Some(crate::state::StateFile {
@@ -69,7 +114,8 @@ pub async fn run(
         start_at: distributed.start_at,
         web_listener,
     };
-    let outcome = fleet::run(&scenario, &options, ctrl_c).await?;
+    let mut outcome = fleet::run(&scenario, &options, ctrl_c).await?;
+    outcome.report.run_id = run_id;
     println!("{}", outcome.report.to_text());
     outcome.report.write_json(report_path)?;
     let html_path = report_path.with_extension("html");

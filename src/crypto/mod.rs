@@ -6,6 +6,7 @@
 
 pub mod jwt;
 pub mod pool;
+pub mod verification;
 
 use std::fmt;
 use std::sync::Once;

@@ -271,8 +271,10 @@ impl DeviceRegistry for HubRegistry {
             .create(&Device::certificate_authority(device_id))
             .await
         {
-            Ok(_) => Ok(()),
-            // Already registered (a rerun with the same ids): the identity is what we need.
+            // The run's tag, so `fleetsim cleanup` finds the identity (a no-op without one).
+            Ok(_) => Ok(self.0.tag_run(device_id).await?),
+            // Already registered (a rerun with the same ids): the identity is what we need. It
+            // is not tagged: it may not be this run's, and cleanup must leave it alone.
             Err(HubError::Status { status: 409, .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -34,6 +34,13 @@ pub struct Written {
     pub hub_amqp: std::net::SocketAddr,
     pub hub_host: String,
     pub trust_pem: PathBuf,
+    /// The device CA's root (`ezca-root.pem`): what devices' certificates chain to, the
+    /// certificate to upload to a hub (trust.pem is the emulators' TLS root, for clients).
+    pub device_ca_root: PathBuf,
+    /// The hub's Azure-style management resource (SKU, CA upload and verification).
+    pub management_url: String,
+    /// The hub's tier (`--sku`, `--units`), if it has one.
+    pub tier: Option<(crate::iothub::quotas::Sku, u32)>,
     pub token_file: PathBuf,
     pub connection_string_file: PathBuf,
     /// The Event Hub-compatible connection string of the hub's built-in endpoint (0600).
@@ -140,6 +147,13 @@ pub async fn run(
         hub_amqp: emulators.amqp_addr,
         hub_host: emulators.hub.host_name().to_string(),
         trust_pem: dir.join("trust.pem"),
+        device_ca_root: dir.join("ezca-root.pem"),
+        management_url: format!(
+            "{}/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/fleetsim/providers/Microsoft.Devices/IotHubs/{}",
+            emulators.hub_registry_url.trim_end_matches('/'),
+            emulators.hub.host_name().split('.').next().unwrap_or("hub")
+        ),
+        tier: emulators.hub.tier(),
         token_file: dir.join("ezca-token"),
         connection_string_file: dir.join("hub-connection-string"),
         event_hub_connection_string_file: dir.join("eventhub-connection-string"),
@@ -148,6 +162,10 @@ pub async fn run(
         dps,
     };
     std::fs::write(&written.trust_pem, cert_to_pem(&emulators.tls_root))?;
+    std::fs::write(
+        &written.device_ca_root,
+        cert_to_pem(&emulators.ca.root_der()),
+    )?;
     let token = emulators.ca.mint_token(
         &uuid::Uuid::new_v4().to_string(),
         "fleetsim@emulator.invalid",
@@ -238,7 +256,7 @@ fn target_block(w: &Written, dps: Option<&WrittenDps>) -> String {
         "# Export the secrets first:\n\
          #   export EZCA_TOKEN=$(cat {token})\n\
          #   export IOTHUB_CONNECTION_STRING=$(cat {conn})\n\
-         target:\n  remote:\n    ezca:\n      url: {ca}\n{ca_ids}      trust_pem: {trust}\n    iothub:\n{hub_host}      address: {mqtt_ip}\n      mqtt_port: {mqtt_port}\n      websocket_port: {ws_port}\n      registry_url: {registry}\n      trust_pem: {trust}\n{dps}",
+         target:\n  remote:\n    ezca:\n      url: {ca}\n{ca_ids}      trust_pem: {trust}\n    iothub:\n{hub_host}      address: {mqtt_ip}\n      mqtt_port: {mqtt_port}\n      websocket_port: {ws_port}\n      registry_url: {registry}\n      trust_pem: {trust}\n      management_url: {management}\n{tier}{dps}",
         token = w.token_file.display(),
         conn = w.connection_string_file.display(),
         ca = w.ca_url,
@@ -248,6 +266,11 @@ fn target_block(w: &Written, dps: Option<&WrittenDps>) -> String {
         mqtt_port = w.hub_mqtt.port(),
         ws_port = w.hub_websocket.port(),
         registry = w.hub_registry_url,
+        management = w.management_url,
+        tier = w
+            .tier
+            .map(|(sku, units)| format!("      sku: {sku}\n      units: {units}\n"))
+            .unwrap_or_default(),
         dps = dps_block,
     )
 }

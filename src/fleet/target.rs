@@ -26,6 +26,7 @@ mod embedded;
 mod remote;
 
 pub use clients::C2dTarget;
+pub use remote::{HubAdmin, ezca_client, hub_admin};
 
 use embedded::{caller_oid, embedded_amqp, embedded_clients, start_emulators};
 use remote::{env_secret, read_pem_roots, remote, remote_amqp};

@@ -134,6 +134,28 @@ pub struct ExportImportDevice {
     pub status: DeviceStatus,
     #[serde(default)]
     pub authentication: Option<Authentication>,
+    /// Twin tags set with the identity (fleetsim's run tag, see [`run_tags`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The twin tags that mark an identity as created by run `run_id`: `{"fleetsim":{"run":ID}}`,
+/// read in queries as `tags.fleetsim.run` (twin keys may not contain dots, so it nests).
+pub fn run_tags(run_id: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut tags = serde_json::Map::new();
+    tags.insert(
+        "fleetsim".into(),
+        serde_json::json!({ RUN_TAG_FIELD: run_id }),
+    );
+    tags
+}
+
+/// The field under `tags.fleetsim` that holds the run id.
+pub const RUN_TAG_FIELD: &str = "run";
+
+/// The run id an identity's twin tags name, if any.
+pub fn run_of(tags: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
+    tags.get("fleetsim")?.get(RUN_TAG_FIELD)?.as_str()
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -190,6 +212,7 @@ mod tests {
             import_mode: ImportMode::Create,
             status: DeviceStatus::Enabled,
             authentication: None,
+            tags: None,
         };
         let v = serde_json::to_value(b).unwrap();
         assert_eq!(v["importMode"], "create");

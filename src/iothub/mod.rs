@@ -10,6 +10,7 @@ pub mod amqp;
 pub mod dps;
 mod error;
 pub mod identity;
+pub mod management;
 pub mod mqtt;
 pub mod quotas;
 pub mod registry;

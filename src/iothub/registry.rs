@@ -13,6 +13,8 @@ use super::rest::{Rest, RestFailure};
 /// Registry client. One per run, shared by all devices.
 pub struct RegistryClient {
     rest: Rest,
+    /// The run whose identities this client creates: each gets the run's twin tag.
+    run_tag: Option<String>,
 }
 
 impl RegistryClient {
@@ -39,7 +41,56 @@ impl RegistryClient {
     ) -> Result<Self, HubError> {
         let rest =
             Rest::new(base_url, auth, extra_roots, only_extra_roots).map_err(HubError::Setup)?;
-        Ok(Self { rest })
+        Ok(Self {
+            rest,
+            run_tag: None,
+        })
+    }
+
+    /// Tags every identity this client creates with `run_id` (twin tag `fleetsim.run`).
+    pub fn with_run_tag(mut self, run_id: Option<String>) -> Self {
+        self.run_tag = run_id;
+        self
+    }
+
+    pub fn run_tag(&self) -> Option<&str> {
+        self.run_tag.as_deref()
+    }
+
+    /// Sets the run tag on `device_id`'s twin (`PATCH /twins/{id}`, unconditional); nothing
+    /// without a run tag.
+    pub async fn tag_run(&self, device_id: &str) -> Result<(), HubError> {
+        let Some(run) = &self.run_tag else {
+            return Ok(());
+        };
+        let url = self
+            .rest
+            .url(&format!("/twins/{}", super::sas::url_encode(device_id)));
+        let body = serde_json::json!({ "tags": run_tags(run) });
+        let req = self
+            .rest
+            .http
+            .patch(url)
+            .header("If-Match", "\"*\"")
+            .json(&body);
+        self.send(req).await.map(|_| ())
+    }
+
+    /// Deletes up to [`BULK_MAX`] devices in one call (`importMode: delete`, unconditional);
+    /// per-device failures (e.g. `DeviceNotFound`) come back in the result.
+    pub async fn bulk_delete(&self, device_ids: &[String]) -> Result<BulkResult, HubError> {
+        let body: Vec<ExportImportDevice> = device_ids
+            .iter()
+            .map(|id| ExportImportDevice {
+                id: id.clone(),
+                e_tag: None,
+                import_mode: ImportMode::Delete,
+                status: DeviceStatus::Enabled,
+                authentication: None,
+                tags: None,
+            })
+            .collect();
+        self.bulk(&body).await
     }
 
     fn device_url(&self, device_id: &str) -> String {
@@ -109,9 +160,14 @@ impl RegistryClient {
                     kind: AuthenticationType::CertificateAuthority,
                     ..Default::default()
                 }),
+                tags: self.run_tag.as_deref().map(run_tags),
             })
             .collect();
-        let req = self.rest.http.post(self.rest.url("/devices")).json(&body);
+        self.bulk(&body).await
+    }
+
+    async fn bulk(&self, body: &[ExportImportDevice]) -> Result<BulkResult, HubError> {
+        let req = self.rest.http.post(self.rest.url("/devices")).json(body);
         match self.send_json::<BulkResult>(req).await {
             Err(HubError::Status {
                 status: 400, body, ..

@@ -139,6 +139,10 @@ pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
         merged_from: Vec::new(),
         shard: None,
         start_barrier: merge_barriers(reports),
+        // Shards of one run share its id (`--run-id`); a merge of different runs has none.
+        run_id: Some(first.run_id.clone())
+            .filter(|id| reports.iter().all(|r| r.run_id == *id))
+            .flatten(),
         devices,
         cohorts,
         messages,

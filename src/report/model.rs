@@ -36,6 +36,10 @@ pub struct Report {
     /// The start barrier the run waited for (`fleetsim run --start-at`), absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_barrier: Option<StartBarrier>,
+    /// The run id its identities carry (twin tag `fleetsim.run`, and a device-id prefix): what
+    /// `fleetsim cleanup --report` removes. Absent for embedded runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     pub devices: DeviceCounts,
     /// Devices per cohort (one, `default`, for a scenario without cohorts).
     #[serde(default)]
@@ -207,6 +211,7 @@ impl Report {
             merged_from: Vec::new(),
             shard: None,
             start_barrier: None,
+            run_id: None,
             devices: DeviceCounts::default(),
             cohorts: Vec::new(),
             messages: MessageCounts {

@@ -104,6 +104,11 @@ impl IdPattern {
     }
 
     /// The id of device `index`; `uuid` is that device's seeded UUID.
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn render(&self, index: u64, uuid: &uuid::Uuid) -> String {
         let mut out = String::with_capacity(self.0.len() + 36);
         let mut rest = self.0.as_str();

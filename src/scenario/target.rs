@@ -14,6 +14,8 @@ use super::units::{Percent, Rate, Span};
 use crate::iothub::quotas::Sku;
 
 /// Where the devices enrol and connect.
+// Read once per run from the scenario file: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
@@ -293,6 +295,36 @@ pub struct RemoteHub {
     /// Extra PEM roots to trust for the hub's TLS (Azure's roots are built in).
     #[serde(default)]
     pub trust_pem: Option<PathBuf>,
+    /// The hub's tier, for `fleetsim plan` and the check `fleetsim run` makes before a remote
+    /// run (`fleetsim plan --check` reads it from the hub instead).
+    #[serde(default)]
+    pub sku: Option<Sku>,
+    /// The hub's units of `sku`.
+    #[serde(default = "default_units")]
+    pub units: NonZeroU32,
+    /// The hub's Azure Resource Manager resource, for reading its tier and uploading CAs:
+    /// `https://management.azure.com/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Devices/IotHubs/{name}`
+    /// (`fleetsim emulate` writes its own).
+    #[serde(default)]
+    pub management_url: Option<String>,
+    /// Environment variable holding an Azure AD token for `management_url` (scope
+    /// `https://management.azure.com/.default`); without it the connection string's key signs.
+    #[serde(default = "default_management_token_env")]
+    pub management_token_env: String,
+    /// Prefix every device id with the run id (`{run}-sim-000001`), so the run's identities are
+    /// told apart by name as well as by their `fleetsim.run` twin tag.
+    #[serde(default = "default_true")]
+    pub run_prefix: bool,
+    /// The run id `fleetsim run` tags identities with (not read from the file).
+    #[serde(skip)]
+    pub run_tag: Option<String>,
+}
+
+fn default_management_token_env() -> String {
+    "AZURE_MANAGEMENT_TOKEN".into()
+}
+fn default_true() -> bool {
+    true
 }
 
 impl Default for RemoteHub {
@@ -306,6 +338,12 @@ impl Default for RemoteHub {
             websocket_port: default_websocket_port(),
             registry_url: None,
             trust_pem: None,
+            sku: None,
+            units: default_units(),
+            management_url: None,
+            management_token_env: default_management_token_env(),
+            run_prefix: true,
+            run_tag: None,
         }
     }
 }

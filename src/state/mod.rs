@@ -44,12 +44,14 @@
 
 mod resume;
 mod rows;
+mod run_record;
 mod schema;
 mod store;
 mod writer;
 
 pub use resume::{ResolvedIntents, StoredDevice};
 pub use rows::{CaDomainRow, CaIdentityRow, CaIssuedRow, Checkpoint, EmulatorRows, StateError};
+pub use run_record::{device_ids, remember_run_id, stored_run_id};
 pub use store::{StateFile, Store};
 pub use writer::{DeviceJournal, Op, StateWriter};
 

@@ -196,7 +196,7 @@ impl Store {
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StateError> {
+pub(super) fn open_connection(path: &Path) -> Result<Connection, StateError> {
     create_private(path).map_err(|source| StateError::Open {
         path: path.display().to_string(),
         source,

@@ -247,7 +247,7 @@ async fn a_disabled_device_gets_connack_3_or_5_as_configured() {
 }
 
 #[tokio::test]
-async fn a_ca_uploaded_through_the_admin_endpoint_is_trusted() {
+async fn a_ca_uploaded_through_the_admin_endpoint_is_trusted_only_after_proof_of_possession() {
     let e = common::start_emulators(Clock::real()).await;
     let registry = HubRegistry(common::registry(&e));
     registry.register("partner-1").await.unwrap();
@@ -293,6 +293,7 @@ async fn a_ca_uploaded_through_the_admin_endpoint_is_trusted() {
         "{}/certificates/partner?api-version=2021-04-12",
         e.hub_registry_url
     );
+    // Asking for `isVerified` on upload does not skip the proof of possession here.
     let body =
         serde_json::json!({"properties": {"certificate": ca_cert.pem(), "isVerified": true}});
     let unauthenticated = http.put(&url).json(&body).send().await.unwrap();
@@ -300,7 +301,7 @@ async fn a_ca_uploaded_through_the_admin_endpoint_is_trusted() {
     let token = e.hub.mint_token("admin", 600);
     let uploaded = http
         .put(&url)
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .json(&body)
         .send()
         .await
@@ -308,7 +309,77 @@ async fn a_ca_uploaded_through_the_admin_endpoint_is_trusted() {
     assert_eq!(uploaded.status(), 200);
     let reply: serde_json::Value = uploaded.json().await.unwrap();
     assert_eq!(reply["properties"]["subject"], "Partner Root");
-    assert_eq!(reply["properties"]["isVerified"], true);
+    assert_eq!(reply["properties"]["isVerified"], false);
+    refused_with_5(
+        transport
+            .connect(
+                "partner-1",
+                vec![leaf.der().clone()],
+                device_key.private_key_der(),
+            )
+            .await,
+    );
+
+    // The proof of possession, through the management resource as for Azure.
+    use fleetsim::iothub::management::{ManagementAuth, ManagementClient};
+    let resource = format!(
+        "{}/subscriptions/0/resourceGroups/g/providers/Microsoft.Devices/IotHubs/h",
+        e.hub_registry_url
+    );
+    let client = ManagementClient::new(
+        &resource,
+        ManagementAuth::Bearer(token),
+        std::slice::from_ref(&e.tls_root),
+        true,
+    )
+    .unwrap();
+    let ca = client.get_ca("partner").await.unwrap();
+    assert!(!ca.properties.is_verified);
+    let stale = client.verification_code("partner", "not-the-etag").await;
+    assert!(
+        matches!(
+            stale,
+            Err(fleetsim::iothub::HubError::Status { status: 412, .. })
+        ),
+        "{stale:?}"
+    );
+    let (code, etag) = client.verification_code("partner", &ca.etag).await.unwrap();
+    let ca_key_pem = issuer.key().serialize_pem();
+    // A certificate for another code, and one for the code signed by another key, prove nothing.
+    let wrong_code = fleetsim::crypto::verification::verification_certificate(
+        &ca_cert.pem(),
+        &ca_key_pem,
+        "0000",
+    )
+    .unwrap();
+    let refused = client.verify("partner", &etag, &wrong_code).await;
+    assert!(
+        matches!(
+            refused,
+            Err(fleetsim::iothub::HubError::Status { status: 400, .. })
+        ),
+        "{refused:?}"
+    );
+    let other_key = KeyPair::generate().unwrap();
+    let forged = fleetsim::crypto::verification::verification_certificate(
+        &ca_cert.pem(),
+        &other_key.serialize_pem(),
+        &code,
+    )
+    .unwrap();
+    let refused = client.verify("partner", &etag, &forged).await;
+    assert!(
+        format!("{refused:?}").contains("not signed by this CA"),
+        "{refused:?}"
+    );
+    let proof = fleetsim::crypto::verification::verification_certificate(
+        &ca_cert.pem(),
+        &ca_key_pem,
+        &code,
+    )
+    .unwrap();
+    let verified = client.verify("partner", &etag, &proof).await.unwrap();
+    assert!(verified.properties.is_verified);
 
     let session = transport
         .connect(

@@ -51,6 +51,7 @@ mod limits;
 mod operator;
 mod panics;
 mod peers;
+mod plan_cleanup;
 mod progress_lines;
 mod prometheus;
 mod prometheus_dashboard;

@@ -183,7 +183,9 @@ fn check_username(host: &str, id: &str, username: &str) -> Result<(), Refused> {
 }
 
 /// Builds the chain verifier for the uploaded CAs.
-fn verifier_for(roots: &[CertificateDer<'static>]) -> Option<Arc<dyn ClientCertVerifier>> {
+pub(super) fn verifier_for(
+    roots: &[CertificateDer<'static>],
+) -> Option<Arc<dyn ClientCertVerifier>> {
     let mut store = rustls::RootCertStore::empty();
     for r in roots {
         store.add(r.clone()).ok()?;

@@ -208,6 +208,7 @@ impl HubEmulator {
                 trust: RwLock::new(Trust {
                     roots: Vec::new(),
                     verifier: None,
+                    certificates: HashMap::new(),
                 }),
                 live: Mutex::new(HashMap::new()),
                 presence: tokio::sync::Notify::new(),
@@ -257,6 +258,11 @@ impl HubEmulator {
     /// The hub's telemetry as its Event Hub-compatible endpoint serves it.
     pub fn event_log(&self) -> Arc<super::amqp::EventLog> {
         self.state.events.clone()
+    }
+
+    /// The tier this hub is throttled as (`None`: unlimited).
+    pub fn tier(&self) -> Option<(crate::iothub::quotas::Sku, u32)> {
+        self.state.throttles.limits.tier
     }
 
     /// Uploads a (verified) CA certificate: devices whose chains end at it may connect.
@@ -365,6 +371,7 @@ impl HubEmulator {
     /// The hub's REST API: registry, twins, methods, statistics, query.
     fn rest_router(&self) -> axum::Router {
         registry::routes()
+            .merge(admin::routes())
             .merge(service::routes())
             .merge(methods::routes())
             .merge(query_api::routes())

@@ -30,7 +30,6 @@ pub(super) fn routes() -> axum::Router<Arc<HubState>> {
             put(put_device).get(get_device).delete(delete_device),
         )
         .route("/devices", post(bulk))
-        .route("/certificates/{name}", put(super::admin::upload_ca))
 }
 
 pub(super) fn valid_device_id(id: &str) -> bool {
@@ -299,6 +298,13 @@ fn apply_entry(
             device.etag = next_etag(state);
             let disabled = device.status == DeviceStatus::Disabled;
             devices.insert(entry.id.clone(), device);
+            if let Some(tags) = entry.tags.clone() {
+                let mut twins = lock(&state.twins);
+                let twin = twins.entry(entry.id.clone()).or_default();
+                if twin.patch(Some(tags), None).is_err() {
+                    return Err(fail("ArgumentInvalid", "tags are not valid twin tags"));
+                }
+            }
             Ok(disabled.then_some(entry.id))
         }
     }

@@ -109,6 +109,28 @@ pub struct ReceivedMessage {
 pub(super) struct Trust {
     pub(super) roots: Vec<CertificateDer<'static>>,
     pub(super) verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// CA certificates uploaded through the management API, by name (see `admin`).
+    pub(super) certificates: HashMap<String, CaRecord>,
+}
+
+/// An uploaded CA certificate and where its proof of possession stands.
+#[derive(Clone)]
+pub(super) struct CaRecord {
+    pub(super) der: CertificateDer<'static>,
+    pub(super) verified: bool,
+    /// The verification code handed out and not yet answered.
+    pub(super) code: Option<String>,
+    pub(super) etag: String,
+}
+
+impl HubState {
+    /// The uploaded CA certificate named `name`.
+    pub(super) fn trust_record(&self, name: &str) -> Option<CaRecord> {
+        crate::sync::read(&self.trust)
+            .certificates
+            .get(name)
+            .cloned()
+    }
 }
 
 pub(super) struct HubState {

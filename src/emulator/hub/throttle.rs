@@ -48,6 +48,8 @@ pub struct HubLimits {
     /// Whether devices may use twins, direct methods and cloud-to-device messages (basic tiers
     /// have none: subscribing to or publishing on their topics closes the connection).
     pub cloud_to_device: bool,
+    /// The tier and units these limits are of (none: unlimited or hand-made limits).
+    pub tier: Option<(Sku, u32)>,
 }
 
 impl HubLimits {
@@ -65,6 +67,7 @@ impl HubLimits {
             meter_bytes: 4096,
             shaping: Duration::from_millis(500),
             cloud_to_device: true,
+            tier: None,
         }
     }
 
@@ -85,6 +88,7 @@ impl HubLimits {
             meter_bytes: tier.meter_bytes,
             shaping,
             cloud_to_device: tier.has_cloud_to_device(),
+            tier: Some((sku, units)),
         }
     }
 }

@@ -140,7 +140,9 @@ pub(super) async fn remote(
         let transport = remote_transport(scenario, &target.iothub, host_name, hub_roots)?;
         return Ok(Clients {
             ca,
-            registry: Some(HubRegistry(registry)),
+            registry: Some(HubRegistry(
+                registry.with_run_tag(target.iothub.run_tag.clone()),
+            )),
             provisioning: None,
             transport,
             service: Some(service),
@@ -258,4 +260,59 @@ pub fn remote_amqp(host: &str, roots: &[CertificateDer<'static>]) -> AmqpEndpoin
         roots: Arc::new(trust),
         timeout: AMQP_TIMEOUT,
     }
+}
+
+/// What operator commands (`fleetsim plan --check`, `cleanup`, `hub upload-ca`) need of a
+/// remote hub: its registry, its service API (queries), and its ARM resource when the scenario
+/// names `management_url`.
+pub struct HubAdmin {
+    pub host_name: String,
+    pub registry: RegistryClient,
+    pub service: ServiceClient,
+    pub management: Option<crate::iothub::management::ManagementClient>,
+}
+
+/// [`HubAdmin`] for `hub`, with credentials from the environment as a run takes them. The
+/// management resource takes `management_token_env`'s token, else the registry's credentials.
+pub fn hub_admin(hub: &RemoteHub) -> Result<HubAdmin, FleetError> {
+    use crate::iothub::management::ManagementClient;
+    let roots = match &hub.trust_pem {
+        Some(p) => read_pem_roots(p)?,
+        None => Vec::new(),
+    };
+    let (host_name, registry, service, auth) = remote_registry(hub, &roots)?;
+    let management = match &hub.management_url {
+        Some(url) => {
+            let auth = match env_secret(&hub.management_token_env, "") {
+                Ok(token) => RegistryAuth::Bearer(token),
+                Err(_) => auth,
+            };
+            Some(
+                ManagementClient::new(url, auth, &roots, false)
+                    .map_err(|e| FleetError::Setup(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(HubAdmin {
+        host_name,
+        registry,
+        service,
+        management,
+    })
+}
+
+/// An EZCA client for the scenario's remote CA (no retries: operator commands say what failed).
+pub fn ezca_client(target: &RemoteTarget) -> Result<EzcaClient, FleetError> {
+    let token_source = ezca_tokens(&target.ezca)?;
+    let ezca_roots = match &target.ezca.trust_pem {
+        Some(p) => read_pem_roots(p)?,
+        None => Vec::new(),
+    };
+    Ok(EzcaClient::new(
+        &target.ezca.url,
+        token_source,
+        &ezca_roots,
+        false,
+    )?)
 }
