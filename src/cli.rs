@@ -17,6 +17,7 @@ mod plan;
 mod run;
 mod schema;
 mod smoke;
+mod spans;
 mod web;
 
 pub use cleanup::{CleanupArgs, cleanup_command};
@@ -146,7 +147,7 @@ pub enum Command {
         #[arg(long, value_name = "SCENARIO")]
         thresholds: Option<PathBuf>,
         /// Wait up to this long (e.g. 10m) for --expect reports to appear in the inputs.
-        #[arg(long, value_parser = distributed::parse_span)]
+        #[arg(long, value_parser = spans::parse_span)]
         wait: Option<std::time::Duration>,
         /// Serve the web page of the run in the one report given, as it ended, at http://ADDR/
         /// (a port alone is on loopback), until Ctrl-C.

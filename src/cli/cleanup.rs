@@ -28,7 +28,7 @@ pub struct CleanupArgs {
     pub dry_run: bool,
     /// Time between bulk calls of 100 deletes (keep it below the registry throttle: 100
     /// operations a minute per unit on S1/S2).
-    #[arg(long, default_value = "1s", value_parser = super::distributed::parse_span)]
+    #[arg(long, default_value = "1s", value_parser = super::spans::parse_span)]
     pub pace: std::time::Duration,
 }
 

@@ -32,11 +32,6 @@ pub fn parse_start_at(text: &str) -> Result<SystemTime, String> {
         .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-12-01T10:00:00Z: {e}"))
 }
 
-/// Parses a duration option (`30s`, `2m`).
-pub fn parse_span(text: &str) -> Result<Duration, String> {
-    text.parse::<scenario::Span>().map(|s| s.0)
-}
-
 /// Completes on Ctrl-C or, on Unix, SIGTERM (what Kubernetes sends a pod it stops).
 pub async fn stop_signal() {
     #[cfg(unix)]
@@ -91,10 +86,10 @@ pub struct CollectArgs {
     #[arg(long, value_parser = parse_start_at, value_name = "RFC3339")]
     pub start_at: Option<SystemTime>,
     /// Slack after the start barrier plus the duration for the shards to drain and report.
-    #[arg(long, value_parser = parse_span, default_value = "2m")]
+    #[arg(long, value_parser = super::spans::parse_span, default_value = "2m")]
     pub grace: Duration,
     /// Give up waiting this long after the collector starts (instead of the barrier's deadline).
-    #[arg(long, value_parser = parse_span)]
+    #[arg(long, value_parser = super::spans::parse_span)]
     pub timeout: Option<Duration>,
 }
 

@@ -14,7 +14,7 @@ pub struct SmokeArgs {
     #[arg(long, value_name = "N")]
     pub max_devices: Option<u32>,
     /// At most this long (e.g. 20s); event times, arrival stages and time_scale shrink with it.
-    #[arg(long, value_name = "SPAN", value_parser = super::distributed::parse_span)]
+    #[arg(long, value_name = "SPAN", value_parser = super::spans::parse_span)]
     pub max_duration: Option<std::time::Duration>,
 }
 

@@ -15,6 +15,7 @@
 pub mod frame;
 pub mod live;
 pub mod replay;
+mod types;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 pub use frame::{Frame, Meta};
 pub use live::{LiveRun, Ticker};
 pub use replay::Replay;
+pub use types::{DeviceInfo, WebError};
 
 use crate::report::timeline::TimelinePoint;
 use crate::sync::lock;
@@ -44,50 +46,6 @@ const SCRIPT: &str = include_str!("page.js");
 
 /// How often the live page is updated.
 pub const TICK: Duration = Duration::from_secs(1);
-
-#[derive(Debug, thiserror::Error)]
-pub enum WebError {
-    #[error("web view: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the report has no fleet map (written by an older fleetsim, or merged from shards)")]
-    NoMap,
-    #[error("the report's fleet map is damaged ({0})")]
-    BadMap(String),
-}
-
-/// What the hover shows about one device.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DeviceInfo {
-    pub slot: usize,
-    pub id: String,
-    pub state: &'static str,
-    /// Its certificate's notAfter, Unix seconds; absent when it holds none.
-    pub not_after: Option<u32>,
-    /// Seconds left at the moment shown (negative: expired).
-    pub expires_in_s: Option<i64>,
-    pub last_error: Option<String>,
-}
-
-impl DeviceInfo {
-    pub fn new(
-        slot: usize,
-        id: String,
-        state: &'static str,
-        not_after: u32,
-        now: u64,
-        last_error: Option<String>,
-    ) -> Self {
-        let not_after = (not_after != 0).then_some(not_after);
-        Self {
-            slot,
-            id,
-            state,
-            not_after,
-            expires_in_s: not_after.map(|n| i64::from(n) - now as i64),
-            last_error,
-        }
-    }
-}
 
 /// What a page shows: a run as it happens, or a finished run's report.
 pub enum WebView {

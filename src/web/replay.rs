@@ -4,8 +4,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::WebError;
 use super::frame::{self, Frame, Meta};
+use super::types::{DeviceInfo, WebError};
 use crate::metrics::DeviceState;
 use crate::metrics::board::FleetMap;
 use crate::report::Report;
@@ -93,11 +93,11 @@ impl Replay {
     }
 
     /// What the hover shows for `slot`.
-    pub fn device(&self, slot: usize) -> Option<super::DeviceInfo> {
+    pub fn device(&self, slot: usize) -> Option<DeviceInfo> {
         let state = DeviceState::ALL
             .get(usize::from(*self.states.get(slot)?))
             .map_or("?", |s| s.name());
-        Some(super::DeviceInfo::new(
+        Some(DeviceInfo::new(
             slot,
             self.ids.get(slot)?.clone(),
             state,
