@@ -72,7 +72,7 @@ fn ca_lines(f: &Figures, lines: &mut Vec<Line>) {
         None,
         Some(f.devices as f64 + f.renewals_total),
     );
-    issued.note = "each stays at the CA (revoke them with `fleetsim cleanup --revoke`)".into();
+    issued.note = "each stays at the CA (fleetsim cleanup removes identities, not certificates: revoke them at EZCA)".into();
     lines.push(issued);
 }
 
