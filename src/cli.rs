@@ -158,106 +158,102 @@ pub enum Command {
 
 pub async fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Emulate(args) => match emulate(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {}", describe(&e));
-                ExitCode::FAILURE
-            }
-        },
+        Command::Emulate(args) => exit_code(emulate(args).await.map(|()| ExitCode::SUCCESS)),
         Command::Validate { scenarios } => validate(&scenarios),
         Command::Init(args) => exit_code(init::main(&args).map(|()| ExitCode::SUCCESS)),
         Command::Schema(args) => exit_code(schema::main(&args).map(|()| ExitCode::SUCCESS)),
-        Command::Keys { command } => match keys::main(command) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {}", describe(&e));
-                ExitCode::FAILURE
-            }
-        },
-        Command::Report {
-            inputs,
-            out,
-            expect,
-            thresholds,
-            wait,
-            web: Some(addr),
-        } if expect.is_none() && thresholds.is_none() && out.is_none() && wait.is_none() => {
-            exit_code(web::replay(&inputs, addr).await)
-        }
-        Command::Report {
-            inputs,
-            out,
-            expect,
-            thresholds,
-            wait,
-            web,
-        } => {
-            if web.is_some() {
-                eprintln!("error: --web replays one report and takes no other option");
-                return ExitCode::FAILURE;
-            }
-            let judged = expect.is_some() || thresholds.is_some() || wait.is_some();
-            let result = match judged {
-                true => {
-                    let thresholds = thresholds.as_deref();
-                    distributed::judge_reports(&inputs, out.as_deref(), expect, thresholds, wait)
-                        .await
-                }
-                false => merge_reports(&inputs, out.as_deref()),
-            };
-            exit_code(result)
-        }
+        Command::Keys { command } => exit_code(keys::main(command)),
+        report @ Command::Report { .. } => report_command(report).await,
         Command::Collect(args) => exit_code(distributed::collect(args).await),
         Command::Plan(args) => exit_code(plan_command(&args).await),
         Command::Cleanup(args) => exit_code(cleanup_command(&args).await),
         Command::Hub { command } => exit_code(hub::main(&command).await),
         Command::PlanShards(args) => exit_code(distributed::plan_shards(&args)),
-        Command::Run {
-            scenario,
-            report,
-            quiet,
-            no_tui,
-            metrics_addr,
-            web,
-            shard,
-            state,
-            start_at,
-            report_to,
-            smoke,
-            accept_plan,
-            run_id,
-        } => {
-            let shard = shard.unwrap_or_default();
-            let distributed = DistributedRun {
-                start_at,
-                report_to,
-                smoke,
-            };
-            let progress = crate::ui::Progress::choose(quiet, no_tui);
-            let result = run(
-                &scenario,
-                &report,
-                progress,
-                web::Endpoints {
-                    metrics: metrics_addr,
-                    web,
-                },
-                shard,
-                &run::RunSafety {
-                    state: state.as_deref(),
-                    run_id,
-                    accept_plan,
-                },
-                &distributed,
-            )
-            .await;
-            if let (Err(e), Some(url)) = (&result, &distributed.report_to) {
-                distributed::tell_failure(url, shard, &describe(e)).await;
-            }
-            exit_code(result)
-        }
+        run @ Command::Run { .. } => run_command(run).await,
     }
+}
+
+/// `fleetsim report`: replay one report on the web, judge a distributed run's reports, or merge.
+async fn report_command(command: Command) -> ExitCode {
+    let Command::Report {
+        inputs,
+        out,
+        expect,
+        thresholds,
+        wait,
+        web,
+    } = command
+    else {
+        return ExitCode::FAILURE;
+    };
+    let judged = expect.is_some() || thresholds.is_some() || wait.is_some();
+    if let Some(addr) = web {
+        if judged || out.is_some() {
+            eprintln!("error: --web replays one report and takes no other option");
+            return ExitCode::FAILURE;
+        }
+        return exit_code(web::replay(&inputs, addr).await);
+    }
+    let result = match judged {
+        true => {
+            let thresholds = thresholds.as_deref();
+            distributed::judge_reports(&inputs, out.as_deref(), expect, thresholds, wait).await
+        }
+        false => merge_reports(&inputs, out.as_deref()),
+    };
+    exit_code(result)
+}
+
+/// `fleetsim run`: its options gathered for [`run`], and a shard's failure told to the collector.
+async fn run_command(command: Command) -> ExitCode {
+    let Command::Run {
+        scenario,
+        report,
+        quiet,
+        no_tui,
+        metrics_addr,
+        web,
+        shard,
+        state,
+        start_at,
+        report_to,
+        smoke,
+        accept_plan,
+        run_id,
+    } = command
+    else {
+        return ExitCode::FAILURE;
+    };
+    let shard = shard.unwrap_or_default();
+    let distributed = DistributedRun {
+        start_at,
+        report_to,
+        smoke,
+    };
+    let progress = crate::ui::Progress::choose(quiet, no_tui);
+    let endpoints = web::Endpoints {
+        metrics: metrics_addr,
+        web,
+    };
+    let safety = run::RunSafety {
+        state: state.as_deref(),
+        run_id,
+        accept_plan,
+    };
+    let result = run(
+        &scenario,
+        &report,
+        progress,
+        endpoints,
+        shard,
+        &safety,
+        &distributed,
+    )
+    .await;
+    if let (Err(e), Some(url)) = (&result, &distributed.report_to) {
+        distributed::tell_failure(url, shard, &describe(e)).await;
+    }
+    exit_code(result)
 }
 
 /// The command's own status, or 1 after printing its error.
