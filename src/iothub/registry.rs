@@ -8,7 +8,7 @@ use super::ConnectionString;
 use super::error::HubError;
 pub use super::identity::*;
 pub use super::rest::RegistryAuth;
-use super::rest::{Rest, RestFailure};
+use super::rest::Rest;
 
 /// Registry client. One per run, shared by all devices.
 pub struct RegistryClient {
@@ -199,17 +199,7 @@ impl RegistryClient {
     /// Sends with authorisation; a non-2xx answer becomes [`HubError::Status`] carrying IoT Hub's
     /// error name and any `Retry-After`.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), HubError> {
-        match self.rest.send(req).await {
-            Ok(answer) => Ok((answer.status, answer.body)),
-            Err(RestFailure::Transport(e)) => Err(HubError::Transport(e)),
-            Err(RestFailure::Timeout) => Err(HubError::Timeout),
-            Err(RestFailure::Credentials(e)) => Err(HubError::ConnectionString(e)),
-            Err(RestFailure::Refused(r)) => Err(HubError::Status {
-                status: r.status,
-                code: r.code,
-                body: r.body,
-                retry_after: r.retry_after,
-            }),
-        }
+        let answer = self.rest.send(req).await?;
+        Ok((answer.status, answer.body))
     }
 }
