@@ -4,8 +4,10 @@
 //! returns with that tag are deleted (each item's tag is checked again), so an identity without
 //! it is never touched, whatever its name. Deletes go in bulk calls of 100, paced below the
 //! registry throttle. Each pass starts from what the hub still holds, so a killed or interrupted
-//! cleanup loses nothing: run it again and it carries on with what is left.
+//! cleanup loses nothing: run it again and it carries on with what is left. With `--revoke` it
+//! first revokes the run's certificates at EZCA ([`revoke`]).
 
+pub mod revoke;
 pub mod tag;
 
 use std::time::Duration;
@@ -22,6 +24,8 @@ pub enum CleanupError {
     Query(#[from] CallError),
     #[error("deleting identities: {0}")]
     Delete(#[from] HubError),
+    #[error("revoking certificates at EZCA: {0}")]
+    Revoke(crate::ezca::EzcaError),
     #[error("{0}")]
     Input(String),
 }

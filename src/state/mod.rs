@@ -43,6 +43,7 @@
 //! rows are not affected).
 
 mod resume;
+mod revocations;
 mod rows;
 mod run_record;
 mod schema;
@@ -50,6 +51,7 @@ mod store;
 mod writer;
 
 pub use resume::{ResolvedIntents, StoredDevice};
+pub use revocations::{RevocationLedger, RunCertificate};
 pub use rows::{CaDomainRow, CaIdentityRow, CaIssuedRow, Checkpoint, EmulatorRows, StateError};
 pub use run_record::{device_ids, remember_run_id, stored_run_id};
 pub use store::{StateFile, Store};

@@ -16,6 +16,7 @@ mod c2d_fleetsim_sender;
 mod c2d_sdk;
 mod ca_ownership;
 mod chaos;
+mod cleanup_revoke;
 mod cloud_devices;
 mod cloud_scenarios;
 mod cohorts;

@@ -9,11 +9,11 @@ use crate::common;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn fleetsim() -> Command {
+pub(crate) fn fleetsim() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fleetsim"))
 }
 
-fn text(o: &std::process::Output) -> String {
+pub(crate) fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -74,7 +74,9 @@ fn an_unknown_sku_is_a_clear_error() {
 }
 
 /// The registry of `fleetsim emulate` in `dir`, as the test's own client.
-fn registry_of(dir: &std::path::Path) -> (fleetsim::iothub::registry::RegistryClient, String) {
+pub(crate) fn registry_of(
+    dir: &std::path::Path,
+) -> (fleetsim::iothub::registry::RegistryClient, String) {
     let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
     let url = target
         .lines()
@@ -95,7 +97,7 @@ fn registry_of(dir: &std::path::Path) -> (fleetsim::iothub::registry::RegistryCl
     (client, url)
 }
 
-fn with_secrets(command: &mut Command, dir: &std::path::Path) -> Command {
+pub(crate) fn with_secrets(command: &mut Command, dir: &std::path::Path) -> Command {
     let mut c = std::mem::replace(command, fleetsim());
     c.env(
         "EZCA_TOKEN",
@@ -218,7 +220,7 @@ fn plan_run_cleanup_against_fleetsim_emulate_leaves_the_registry_as_it_was() {
 }
 
 /// A registry GET that waits out S1's registry throttle.
-async fn get_paced(
+pub(crate) async fn get_paced(
     registry: &fleetsim::iothub::registry::RegistryClient,
     id: &str,
 ) -> Result<fleetsim::iothub::registry::Device, fleetsim::iothub::HubError> {

@@ -1,0 +1,186 @@
+//! `fleetsim cleanup --revoke` against `fleetsim emulate` as a remote target (the path used
+//! against real EZCA): it revokes exactly the certificates the run's `--state` records (issued
+//! and renewed), none of another run's, resumes after a kill half-way without revoking or
+//! counting anything twice, and EZCA's CRL then lists exactly those serials.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::{self, Watched};
+use crate::plan_cleanup::{fleetsim, text, with_secrets};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `devices` devices as run `run_id` with `--state state`; answers the report.
+fn run(dir: &Path, name: &str, run_id: &str, devices: u32, state: &Path) -> serde_json::Value {
+    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    let scenario = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &scenario,
+        format!("name: {name}\nduration: 7s\n{target}fleet:\n  devices: {devices}\n  arrival_rate: 20/s\ncertificate:\n  validity_days: 4\n  renew_at: 50%\ntelemetry:\n  interval: 2s\n"),
+    )
+    .unwrap();
+    let report = dir.join(format!("{name}.json"));
+    let out = common::output_within(
+        &mut with_secrets(
+            fleetsim()
+                .args(["run", "--quiet", "--run-id", run_id, "--state"])
+                .arg(state)
+                .arg("--report")
+                .arg(&report)
+                .arg(&scenario),
+            dir,
+        ),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+}
+
+/// The serials (lower-case hex, no leading zeros) the state's certificates have.
+fn state_serials(state: &Path) -> BTreeSet<String> {
+    let ledger = fleetsim::state::RevocationLedger::open(state).unwrap();
+    ledger
+        .certificates()
+        .unwrap()
+        .iter()
+        .map(|c| trimmed(&c.serial))
+        .collect()
+}
+
+fn trimmed(hex: &str) -> String {
+    hex.to_ascii_lowercase().trim_start_matches('0').to_string()
+}
+
+/// The serials EZCA's CRL for the scenario's CA lists.
+fn crl_serials(dir: &Path) -> BTreeSet<String> {
+    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    let field = |name: &str| {
+        target
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap().to_string())
+            .unwrap()
+    };
+    let (url, ca_id) = (field("url: "), field("ca_id: "));
+    let roots =
+        fleetsim::crypto::certs_from_pem(&std::fs::read_to_string(dir.join("trust.pem")).unwrap())
+            .unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only(
+            roots
+                .iter()
+                .map(|r| reqwest::Certificate::from_der(r).unwrap()),
+        )
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let crl = rt.block_on(async {
+        let answer = http.get(format!("{url}crl/{ca_id}.crl")).send().await;
+        answer.unwrap().bytes().await.unwrap()
+    });
+    let (_, crl) = x509_parser::parse_x509_crl(&crl).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| {
+            trimmed(
+                &r.raw_serial()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cleanup_revoke_revokes_exactly_the_runs_certificates_and_resumes_after_a_kill() {
+    let dir = common::scratch_dir("cleanup-revoke");
+    let mut emulate = Watched::spawn(
+        common::emulate_on_free_ports(&dir).args(["--time-scale", "1s", "--no-dps"]),
+        "fleetsim emulate",
+    );
+    emulate.read_until("ready", Duration::from_secs(30));
+    // Another run at the same CA: its certificates must survive the first run's cleanup.
+    let other_state = dir.join("other.state");
+    run(&dir, "other", "fsother", 3, &other_state);
+    let state = dir.join("run.state");
+    let report = run(&dir, "mine", "fsmine", 10, &state);
+    assert_eq!(report["devices"]["connected"], 10);
+    let renewals = report["devices"]["renewals"].as_u64().unwrap();
+    assert!(renewals >= 10, "the run renewed: {renewals}");
+    let mine = state_serials(&state);
+    // Every certificate the CA issued to the run: one each, plus every renewal.
+    assert_eq!(mine.len() as u64, 10 + renewals, "{mine:?}");
+    let theirs = state_serials(&other_state);
+    assert!(theirs.len() >= 3 && mine.is_disjoint(&theirs));
+    assert!(crl_serials(&dir).is_empty());
+
+    let scenario = dir.join("mine.yaml");
+    let cleanup = |extra: &[&str]| {
+        let mut c = fleetsim();
+        c.arg("cleanup")
+            .arg("--scenario")
+            .arg(&scenario)
+            .arg("--state")
+            .arg(&state)
+            .arg("--revoke")
+            .args(extra);
+        with_secrets(&mut c, &dir)
+    };
+    let dry = common::output_within(&mut cleanup(&["--dry-run"]), LIMIT);
+    let out = text(&dry);
+    assert!(dry.status.success(), "{out}");
+    let total = mine.len();
+    assert!(
+        out.contains(&format!(
+            "would revoke {total} certificates, 0 revoked before"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("would remove 10 identities"), "{out}");
+    assert!(crl_serials(&dir).is_empty(), "a dry run revokes nothing");
+
+    // Killed half-way through the revocations: what it revoked is recorded and not redone.
+    let mut first = Watched::spawn(
+        cleanup(&["--revoke-pace", "400ms"]).stdout(Stdio::piped()),
+        "fleetsim cleanup --revoke",
+    );
+    first.read_until("revoke: 5/", LIMIT);
+    first.kill();
+    let half = crl_serials(&dir);
+    assert!(half.len() >= 5 && half.len() < total, "{half:?}");
+    assert!(half.is_subset(&mine), "{half:?}");
+
+    let second = common::output_within(&mut cleanup(&["--revoke-pace", "10ms"]), LIMIT);
+    let out = text(&second);
+    assert!(second.status.success(), "{out}");
+    let before = half.len();
+    assert!(
+        out.contains(&format!(
+            "revoked {} certificates, {before} revoked before, 0 refused by EZCA, 0 without a thumbprint",
+            total - before
+        )),
+        "{out}"
+    );
+    assert!(out.contains("removed 10 identities"), "{out}");
+    assert_eq!(
+        crl_serials(&dir),
+        mine,
+        "EZCA lists exactly the run's certificates"
+    );
+
+    // Nothing is left: a third pass revokes nothing.
+    let third = common::output_within(&mut cleanup(&[]), LIMIT);
+    let out = text(&third);
+    assert!(
+        out.contains(&format!("revoked 0 certificates, {total} revoked before")),
+        "{out}"
+    );
+    emulate.kill();
+    std::fs::remove_dir_all(&dir).ok();
+}
