@@ -184,3 +184,121 @@ fn cleanup_revoke_revokes_exactly_the_runs_certificates_and_resumes_after_a_kill
     emulate.kill();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Every identity the hub of `fleetsim emulate` in `dir` holds: (id, its `fleetsim.run` tag).
+async fn identities(
+    service: &fleetsim::iothub::service::ServiceClient,
+) -> Vec<(String, Option<String>)> {
+    let items = service
+        .query_all("SELECT * FROM devices", Some(1000))
+        .await
+        .unwrap()
+        .items;
+    items
+        .iter()
+        .map(|item| {
+            let tag = item
+                .get("tags")
+                .and_then(|t| t.as_object())
+                .and_then(fleetsim::iothub::identity::run_of)
+                .map(str::to_string);
+            (item["deviceId"].as_str().unwrap().to_string(), tag)
+        })
+        .collect()
+}
+
+fn service_of(dir: &Path) -> fleetsim::iothub::service::ServiceClient {
+    let (_, url) = crate::plan_cleanup::registry_of(dir);
+    let roots =
+        fleetsim::crypto::certs_from_pem(&std::fs::read_to_string(dir.join("trust.pem")).unwrap())
+            .unwrap();
+    let conn = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
+    fleetsim::iothub::service::ServiceClient::new(
+        &url,
+        fleetsim::iothub::registry::RegistryAuth::Sas(
+            fleetsim::iothub::ConnectionString::parse(&conn).unwrap(),
+        ),
+        &roots,
+        true,
+    )
+    .unwrap()
+}
+
+/// A run killed (SIGKILL) while hundreds of per-device registrations are in flight leaves no
+/// identity without its run's tag: each is created with the tag in one call, so cleanup finds
+/// and removes every identity the run created.
+#[test]
+fn a_run_killed_while_registering_leaves_no_untagged_identity() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = common::scratch_dir("register-crash");
+    let mut emulate = Watched::spawn(
+        common::emulate_on_free_ports(&dir).arg("--no-dps"),
+        "fleetsim emulate",
+    );
+    emulate.read_until("ready", Duration::from_secs(30));
+    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    let scenario = dir.join("crash.yaml");
+    std::fs::write(
+        &scenario,
+        format!("name: crash\nduration: 30s\n{target}fleet:\n  devices: 600\n  arrival_rate: 600/s\n  registration: per-device\ntelemetry:\n  interval: 10s\n"),
+    )
+    .unwrap();
+    let mut run = Watched::spawn(
+        with_secrets(
+            fleetsim()
+                .args(["run", "--quiet", "--run-id", "fscrash"])
+                .arg(&scenario)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+            &dir,
+        )
+        .stdout(Stdio::null()),
+        "fleetsim run",
+    );
+    let service = service_of(&dir);
+    let deadline = std::time::Instant::now() + LIMIT;
+    rt.block_on(async {
+        while identities(&service).await.len() < 100 {
+            assert!(!run.has_exited(), "the run stopped before registering 100");
+            assert!(std::time::Instant::now() < deadline, "the run registers");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    run.kill();
+    // Let the hub finish the requests the killed run had in flight.
+    std::thread::sleep(Duration::from_millis(500));
+    let left = rt.block_on(identities(&service));
+    let created = left.len();
+    assert!(
+        (100..600).contains(&created),
+        "killed half-way: {created} identities"
+    );
+    let untagged: Vec<&(String, Option<String>)> = left
+        .iter()
+        .filter(|(_, tag)| tag.as_deref() != Some("fscrash"))
+        .collect();
+    assert!(untagged.is_empty(), "untagged identities: {untagged:?}");
+    assert!(left.iter().all(|(id, _)| id.starts_with("fscrash-")));
+
+    let mut cleanup = fleetsim();
+    cleanup
+        .args([
+            "cleanup",
+            "--run",
+            "fscrash",
+            "--pace",
+            "10ms",
+            "--scenario",
+        ])
+        .arg(&scenario);
+    let out = common::output_within(&mut with_secrets(&mut cleanup, &dir), LIMIT);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("removed {created} identities")),
+        "{}",
+        text(&out)
+    );
+    assert!(rt.block_on(identities(&service)).is_empty());
+    emulate.kill();
+    std::fs::remove_dir_all(&dir).ok();
+}
