@@ -55,7 +55,7 @@ fn trimmed(hex: &str) -> String {
 }
 
 /// The serials EZCA's CRL for the scenario's CA lists.
-fn crl_serials(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn crl_serials(dir: &Path) -> BTreeSet<String> {
     let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
     let field = |name: &str| {
         target

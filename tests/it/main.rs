@@ -70,5 +70,6 @@ mod server_limits;
 mod service_client;
 mod shard;
 mod telemetry;
+mod upload_ca_ezca;
 mod validate;
 mod web_view;
