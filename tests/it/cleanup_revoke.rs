@@ -145,20 +145,44 @@ fn cleanup_revoke_revokes_exactly_the_runs_certificates_and_resumes_after_a_kill
     assert!(out.contains("would remove 10 identities"), "{out}");
     assert!(crl_serials(&dir).is_empty(), "a dry run revokes nothing");
 
-    // Killed half-way through the revocations: what it revoked is recorded and not redone.
+    // Interrupted (Ctrl-C) after 3 revocations: it stops before deleting anything, exits 130
+    // and says how many certificates are left.
     let mut first = Watched::spawn(
         cleanup(&["--revoke-pace", "400ms"]).stdout(Stdio::piped()),
         "fleetsim cleanup --revoke",
     );
-    first.read_until("revoke: 5/", LIMIT);
-    first.kill();
+    first.read_until("revoke: 3/", LIMIT);
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let said = first.read_until("interrupted: ", LIMIT);
+    assert_eq!(first.wait_within(LIMIT).code(), Some(130), "{said}");
+    let revoked = crl_serials(&dir).len();
+    assert!(
+        said.contains(&format!(
+            "interrupted: {} certificates left to revoke; run the same cleanup again",
+            total - revoked
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("removed"), "{said}");
+
+    // Killed (SIGKILL) a few revocations further: what it revoked is recorded and not redone.
+    let mut second = Watched::spawn(
+        cleanup(&["--revoke-pace", "400ms"]).stdout(Stdio::piped()),
+        "fleetsim cleanup --revoke",
+    );
+    second.read_until("revoke: 3/", LIMIT);
+    second.kill();
     let half = crl_serials(&dir);
-    assert!(half.len() >= 5 && half.len() < total, "{half:?}");
+    assert!(half.len() >= 6 && half.len() < total, "{half:?}");
     assert!(half.is_subset(&mine), "{half:?}");
 
-    let second = common::output_within(&mut cleanup(&["--revoke-pace", "10ms"]), LIMIT);
-    let out = text(&second);
-    assert!(second.status.success(), "{out}");
+    let rest = common::output_within(&mut cleanup(&["--revoke-pace", "10ms"]), LIMIT);
+    let out = text(&rest);
+    assert!(rest.status.success(), "{out}");
     let before = half.len();
     assert!(
         out.contains(&format!(
@@ -185,16 +209,23 @@ fn cleanup_revoke_revokes_exactly_the_runs_certificates_and_resumes_after_a_kill
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Every identity the hub of `fleetsim emulate` in `dir` holds: (id, its `fleetsim.run` tag).
-async fn identities(
+/// Every identity the hub of `fleetsim emulate` in `dir` holds: (id, its `fleetsim.run` tag),
+/// sorted; a throttled query (an S1 hub's) is retried.
+pub(crate) async fn identities(
     service: &fleetsim::iothub::service::ServiceClient,
 ) -> Vec<(String, Option<String>)> {
-    let items = service
-        .query_all("SELECT * FROM devices", Some(1000))
-        .await
-        .unwrap()
-        .items;
-    items
+    use fleetsim::iothub::service::CallError;
+    let mut tries = 0;
+    let items = loop {
+        match service.query_all("SELECT * FROM devices", Some(1000)).await {
+            Err(CallError::Throttled { retry_after, .. }) if tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1))).await;
+            }
+            other => break other.unwrap().items,
+        }
+    };
+    let mut ids: Vec<(String, Option<String>)> = items
         .iter()
         .map(|item| {
             let tag = item
@@ -204,10 +235,12 @@ async fn identities(
                 .map(str::to_string);
             (item["deviceId"].as_str().unwrap().to_string(), tag)
         })
-        .collect()
+        .collect();
+    ids.sort();
+    ids
 }
 
-fn service_of(dir: &Path) -> fleetsim::iothub::service::ServiceClient {
+pub(crate) fn service_of(dir: &Path) -> fleetsim::iothub::service::ServiceClient {
     let (_, url) = crate::plan_cleanup::registry_of(dir);
     let roots =
         fleetsim::crypto::certs_from_pem(&std::fs::read_to_string(dir.join("trust.pem")).unwrap())

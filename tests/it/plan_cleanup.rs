@@ -130,6 +130,9 @@ fn plan_run_cleanup_against_fleetsim_emulate_leaves_the_registry_as_it_was() {
     let ids: Vec<String> = bystanders.iter().map(|s| s.to_string()).collect();
     let created = rt.block_on(registry.bulk_create(&ids)).unwrap();
     assert!(created.is_successful, "{created:?}");
+    let service = crate::cleanup_revoke::service_of(&dir);
+    let before = rt.block_on(crate::cleanup_revoke::identities(&service));
+    assert_eq!(before.len(), 3, "{before:?}");
 
     let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
     assert!(target.contains("sku: S1"), "{target}");
@@ -180,20 +183,43 @@ fn plan_run_cleanup_against_fleetsim_emulate_leaves_the_registry_as_it_was() {
         "{out}"
     );
 
-    // Killed after its first bulk call: nothing lost, the rest is removed by running it again.
+    // Interrupted (Ctrl-C) after its first bulk call: it stops, exits 130 and names what is left.
     let mut first = common::Watched::spawn(
         cleanup(&["--run", run_id, "--pace", "3s"]).stdout(std::process::Stdio::piped()),
         "fleetsim cleanup",
     );
     first.read_until("cleanup: 100/250", Duration::from_secs(30));
-    first.kill();
-    let second = common::output_within(
+    let interrupt = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let said = first.read_until(&format!("  left: {run_id}-sim-000249"), LIMIT);
+    assert!(
+        said.contains(&format!(
+            "interrupted: 150 identities of run {run_id} left; run the same cleanup again"
+        )),
+        "{said}"
+    );
+    assert_eq!(said.matches("  left: ").count(), 150, "{said}");
+    assert_eq!(first.wait_within(LIMIT).code(), Some(130));
+
+    // Killed (SIGKILL) after its next bulk call: nothing lost, running it again removes the rest.
+    let mut second = common::Watched::spawn(
+        cleanup(&["--run", run_id, "--pace", "3s"]).stdout(std::process::Stdio::piped()),
+        "fleetsim cleanup",
+    );
+    second.read_until("cleanup: 100/150", Duration::from_secs(30));
+    second.kill();
+    let third = common::output_within(
         &mut cleanup(&["--report", report.to_str().unwrap(), "--pace", "100ms"]),
         LIMIT,
     );
-    let out = text(&second);
-    assert!(second.status.success(), "{out}");
-    assert!(out.contains("removed 150 identities"), "{out}");
+    let out = text(&third);
+    assert!(third.status.success(), "{out}");
+    assert!(out.contains("removed 50 identities"), "{out}");
+    let after = rt.block_on(crate::cleanup_revoke::identities(&service));
+    assert_eq!(after, before, "the registry is as it was before the run");
 
     rt.block_on(async {
         for id in bystanders {
