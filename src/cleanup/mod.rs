@@ -80,10 +80,18 @@ pub async fn tagged_identities(
             "run id {run_id:?}: expected letters, digits and '-' (e.g. fs1a2b3c4d)"
         )));
     }
-    let items = service
-        .query_all(&run_query(run_id), Some(1000))
-        .await?
-        .items;
+    let mut throttled = 0;
+    let items = loop {
+        match service.query_all(&run_query(run_id), Some(1000)).await {
+            // Queries have a throttle of their own (S1: 20 a minute per unit): wait it out.
+            Err(CallError::Throttled { retry_after, .. }) if throttled < 10 => {
+                throttled += 1;
+                let wait = retry_after.unwrap_or(Duration::from_secs(2 * throttled));
+                tokio::time::sleep(wait).await;
+            }
+            other => break other?.items,
+        }
+    };
     let mut ids: Vec<String> = items
         .iter()
         .filter(|item| {

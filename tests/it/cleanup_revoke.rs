@@ -335,3 +335,40 @@ fn a_run_killed_while_registering_leaves_no_untagged_identity() {
     emulate.kill();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Cleanup's query waits out the hub's query throttle (S1 allows 20 a minute per unit) instead
+/// of failing: here 120 a minute (a minute's burst, then one every 0.5 s) and no shaping,
+/// queried 125 times at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_waits_out_a_throttled_query() {
+    use fleetsim::emulator::HubConfig;
+    use fleetsim::emulator::hub::throttle::HubLimits;
+    let mut limits = HubLimits::unlimited();
+    limits.queries_per_min = Some(120.0);
+    limits.shaping = Duration::ZERO;
+    let config = HubConfig {
+        limits,
+        ..HubConfig::default()
+    };
+    let e = common::start_emulators_with(fleetsim::clock::Clock::real(), config).await;
+    let registry = common::registry(&e).with_run_tag(Some("fsquery".into()));
+    for id in ["fsquery-1", "fsquery-2"] {
+        assert!(registry.create_tagged(id).await.unwrap());
+    }
+    assert!(!registry.create_tagged("fsquery-1").await.unwrap());
+    let service = fleetsim::iothub::service::ServiceClient::new(
+        &e.hub_registry_url,
+        fleetsim::iothub::registry::RegistryAuth::Sas(e.hub.connection_string()),
+        std::slice::from_ref(&e.tls_root),
+        true,
+    )
+    .unwrap();
+    for _ in 0..125 {
+        let ids = fleetsim::cleanup::tagged_identities(&service, "fsquery")
+            .await
+            .unwrap();
+        assert_eq!(ids, ["fsquery-1", "fsquery-2"]);
+    }
+    assert!(e.hub.stats().throttled_queries > 0, "the hub did throttle");
+    e.shutdown().await;
+}
