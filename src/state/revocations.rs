@@ -110,3 +110,62 @@ fn leaf_thumbprint(chain_pem: &str) -> Option<String> {
         .next()?;
     Some(crate::crypto::sha1_thumbprint(&leaf))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf_pem(cn: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn lists_every_certificate_and_remembers_what_was_revoked() {
+        let dir = std::env::temp_dir().join(format!("fleetsim-revocations-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.db");
+        assert!(RevocationLedger::open(&path).is_err(), "a missing state");
+        let (old, current) = (leaf_pem("d1"), leaf_pem("d1"));
+        let thumbprint = |pem: &str| leaf_thumbprint(pem).unwrap();
+        {
+            let conn = open_connection(&path).unwrap();
+            super::super::schema::migrate(&conn).unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO devices (id, idx, chain_pem, serial) VALUES ('d1', 0, '{current}', 'B2'); \
+                 INSERT INTO certificates (serial, device_id, kind, not_after, stored_at) VALUES \
+                   ('A1', 'd1', 'issue', 0, 1), ('B2', 'd1', 'renew', 0, 2), ('C3', 'd1', 'renew', 0, 3); \
+                 INSERT INTO certificate_thumbprints (serial, thumbprint) VALUES ('A1', '{}');",
+                thumbprint(&old)
+            ))
+            .unwrap();
+        }
+        let ledger = RevocationLedger::open(&path).unwrap();
+        let certs = ledger.certificates().unwrap();
+        let summary: Vec<(&str, Option<String>, bool)> = certs
+            .iter()
+            .map(|c| (c.serial.as_str(), c.thumbprint.clone(), c.revoked))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("A1", Some(thumbprint(&old)), false),
+                // No recorded thumbprint (an older state), but it is the device's current one.
+                ("B2", Some(thumbprint(&current)), false),
+                // Superseded and unrecorded: known by serial only.
+                ("C3", None, false),
+            ]
+        );
+        ledger
+            .mark_revoked(&thumbprint(&old).to_ascii_lowercase())
+            .unwrap();
+        drop(ledger);
+        let again = RevocationLedger::open(&path)
+            .unwrap()
+            .certificates()
+            .unwrap();
+        assert!(again[0].revoked && !again[1].revoked && !again[2].revoked);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
