@@ -317,3 +317,109 @@ fn hub_upload_ca_proves_possession_of_the_key_and_a_wrong_key_is_refused() {
     emulate.kill();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A management endpoint on loopback (HTTPS, with a certificate of its own, returned as PEM)
+/// that answers every request with `answers` in turn (HTTP 200, JSON content type), then
+/// closes: a hub resource fleetsim cannot read.
+fn answering(answers: Vec<&'static str>) -> (String, String, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let pem = cert.pem();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        for body in answers {
+            let (stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(LIMIT)).unwrap();
+            let tls = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut reader = BufReader::new(rustls::StreamOwned::new(tls, stream));
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let mut stream = reader.into_inner();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).unwrap();
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+        }
+    });
+    (url, pem, server)
+}
+
+#[test]
+fn plan_check_says_clearly_when_the_hubs_answer_is_unreadable() {
+    let dir = common::scratch_dir("plan-unreadable");
+    let mut emulate = common::Watched::spawn(
+        common::emulate_on_free_ports(&dir).arg("--no-dps"),
+        "fleetsim emulate",
+    );
+    emulate.read_until("ready", Duration::from_secs(30));
+    let answers = vec![
+        "<html>Service Unavailable</html>",
+        r#"{"name":"hub","sku":{"name":"S9","capacity":1}}"#,
+        r#"{"name":"hub"}"#,
+    ];
+    let expected = [
+        "the hub's resource does not parse",
+        "S9",
+        "the hub's resource has no sku",
+    ];
+    let (url, pem, server) = answering(answers);
+    // The hub's trust: the emulators' root and the answering endpoint's certificate.
+    let trust = dir.join("trust-and-answering.pem");
+    let emulators = std::fs::read_to_string(dir.join("trust.pem")).unwrap();
+    std::fs::write(&trust, format!("{emulators}{pem}")).unwrap();
+    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    let mut in_hub = false;
+    let target: String = target
+        .lines()
+        .map(|l| {
+            in_hub |= l.trim_start().starts_with("iothub:");
+            match l.trim_start().split(':').next().unwrap_or("") {
+                "management_url" => format!("      management_url: {url}/subscriptions/s/resourceGroups/g/providers/Microsoft.Devices/IotHubs/hub\n"),
+                "trust_pem" if in_hub => format!("      trust_pem: {}\n", trust.display()),
+                _ => format!("{l}\n"),
+            }
+        })
+        .collect();
+    let scenario = dir.join("check.yaml");
+    std::fs::write(
+        &scenario,
+        format!("name: check\nduration: 1m\n{target}fleet:\n  devices: 5\n  arrival_rate: 5/s\n"),
+    )
+    .unwrap();
+    for what in expected {
+        let plan = common::output_within(
+            &mut with_secrets(fleetsim().args(["plan", "--check"]).arg(&scenario), &dir),
+            LIMIT,
+        );
+        let out = text(&plan);
+        assert_eq!(plan.status.code(), Some(1), "{out}");
+        assert!(out.contains("--check: the hub's SKU"), "{out}");
+        assert!(out.contains(what), "{what}: {out}");
+    }
+    server.join().unwrap();
+    emulate.kill();
+    std::fs::remove_dir_all(&dir).ok();
+}
