@@ -49,8 +49,11 @@ fn upload_ca_with_the_key_in_ezca_is_verified_by_an_ezca_issued_certificate() {
         common::emulate_on_free_ports(&dir).arg("--no-dps"),
         "fleetsim emulate",
     );
-    emulate.read_until("ready", Duration::from_secs(30));
-    std::fs::write(dir.join("issuing.pem"), issuing_ca_pem(&dir)).unwrap();
+    let banner = emulate.read_until("ready", Duration::from_secs(30));
+    assert!(banner.contains("issuing CA:"), "{banner}");
+    // What emulate writes is the CA target.yaml names, as EZCA publishes it.
+    let issuing = std::fs::read_to_string(dir.join("ezca-issuing.pem")).unwrap();
+    assert_eq!(issuing, issuing_ca_pem(&dir));
     let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
     let scenario = dir.join("hub.yaml");
     std::fs::write(
@@ -74,7 +77,7 @@ fn upload_ca_with_the_key_in_ezca_is_verified_by_an_ezca_issued_certificate() {
     assert!(out.contains("not signed by this CA"), "{out}");
     assert!(out.contains("its issuing CA, not the root"), "{out}");
 
-    let ok = upload("ezca-issuing", "issuing.pem");
+    let ok = upload("ezca-issuing", "ezca-issuing.pem");
     let out = text(&ok);
     assert!(ok.status.success(), "{out}");
     assert!(
@@ -97,7 +100,7 @@ fn upload_ca_with_the_key_in_ezca_is_verified_by_an_ezca_issued_certificate() {
             .args(["hub", "upload-ca", "--name", "x", "--scenario"])
             .arg(&scenario)
             .arg("--cert")
-            .arg(dir.join("issuing.pem")),
+            .arg(dir.join("ezca-issuing.pem")),
         LIMIT,
     );
     assert!(!neither.status.success());
