@@ -33,7 +33,7 @@ pub struct CleanupArgs {
     /// Also revoke the run's certificates at EZCA (`RevokeCertificateV2`), before deleting its
     /// identities. Needs `--state`: the state file is the only record of each certificate's
     /// thumbprint. Resumable: a rerun revokes only what is left.
-    #[arg(long, requires = "state")]
+    #[arg(long)]
     pub revoke: bool,
     /// Time between two revocations at EZCA.
     #[arg(long, default_value = "100ms", value_parser = super::spans::parse_span)]
@@ -64,6 +64,11 @@ fn run_id(args: &CleanupArgs) -> anyhow::Result<String> {
 }
 
 pub async fn cleanup_command(args: &CleanupArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.revoke || args.state.is_some(),
+        "--revoke needs the run's --state FILE: only the state records the run's certificates \
+         (their thumbprints, which EZCA revokes by); a report or run id names none"
+    );
     let scenario = scenario::load(&args.scenario)?;
     let Target::Remote(remote) = &scenario.target.value else {
         anyhow::bail!(

@@ -132,6 +132,19 @@ fn cleanup_revoke_revokes_exactly_the_runs_certificates_and_resumes_after_a_kill
             .args(extra);
         with_secrets(&mut c, &dir)
     };
+    // Without the state there is no record of the run's certificates: refused, saying why.
+    let mut by_id = fleetsim();
+    by_id
+        .args(["cleanup", "--run", "fsmine", "--revoke", "--scenario"])
+        .arg(&scenario);
+    let refused = common::output_within(&mut with_secrets(&mut by_id, &dir), LIMIT);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--revoke needs the run's --state FILE"),
+        "{}",
+        text(&refused)
+    );
+
     let dry = common::output_within(&mut cleanup(&["--dry-run"]), LIMIT);
     let out = text(&dry);
     assert!(dry.status.success(), "{out}");
