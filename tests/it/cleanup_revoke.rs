@@ -97,6 +97,19 @@ pub(crate) fn crl_serials(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// The number just before `suffix` in `text` (e.g. "revoked 12 certificates, " → 12).
+fn number_before(text: &str, suffix: &str) -> usize {
+    let end = text
+        .find(suffix)
+        .unwrap_or_else(|| panic!("{suffix:?} in {text}"));
+    let digits: String = text[..end]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.chars().rev().collect::<String>().parse().unwrap()
+}
+
 #[test]
 fn cleanup_revoke_revokes_exactly_the_runs_certificates_and_resumes_after_a_kill() {
     let dir = common::scratch_dir("cleanup-revoke");
@@ -172,12 +185,16 @@ fn cleanup_revoke_revokes_exactly_the_runs_certificates_and_resumes_after_a_kill
     assert!(interrupt.success());
     let said = first.read_until("interrupted: ", LIMIT);
     assert_eq!(first.wait_within(LIMIT).code(), Some(130), "{said}");
-    let revoked = crl_serials(&dir).len();
+    let left = number_before(
+        &said,
+        " certificates left to revoke; run the same cleanup again",
+    );
+    // Recorded as revoked: what EZCA lists, less at most the one a signal cut off in flight
+    // (revoked at EZCA, not yet recorded: the next pass revokes it again, harmlessly).
+    let recorded = total - left;
+    let listed = crl_serials(&dir).len();
     assert!(
-        said.contains(&format!(
-            "interrupted: {} certificates left to revoke; run the same cleanup again",
-            total - revoked
-        )),
+        recorded >= 3 && (recorded..=recorded + 1).contains(&listed),
         "{said}"
     );
     assert!(!said.contains("removed"), "{said}");
@@ -196,14 +213,13 @@ fn cleanup_revoke_revokes_exactly_the_runs_certificates_and_resumes_after_a_kill
     let rest = common::output_within(&mut cleanup(&["--revoke-pace", "10ms"]), LIMIT);
     let out = text(&rest);
     assert!(rest.status.success(), "{out}");
-    let before = half.len();
-    assert!(
-        out.contains(&format!(
-            "revoked {} certificates, {before} revoked before, 0 refused by EZCA, 0 without a thumbprint",
-            total - before
-        )),
-        "{out}"
+    let revoked = number_before(&out, " certificates, ");
+    let before = number_before(
+        &out,
+        " revoked before, 0 refused by EZCA, 0 without a thumbprint",
     );
+    assert_eq!(revoked + before, total, "{out}");
+    assert!((half.len() - 1..=half.len()).contains(&before), "{out}");
     assert!(out.contains("removed 10 identities"), "{out}");
     assert_eq!(
         crl_serials(&dir),
