@@ -331,10 +331,8 @@ fn a_run_killed_while_registering_leaves_no_untagged_identity() {
     std::thread::sleep(Duration::from_millis(500));
     let left = rt.block_on(identities(&service));
     let created = left.len();
-    assert!(
-        (100..600).contains(&created),
-        "killed half-way: {created} identities"
-    );
+    // Usually a few hundred: killed half-way (all 600 on a very slow machine is no failure).
+    assert!((100..=600).contains(&created), "{created} identities");
     let untagged: Vec<&(String, Option<String>)> = left
         .iter()
         .filter(|(_, tag)| tag.as_deref() != Some("fscrash"))
