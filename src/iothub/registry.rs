@@ -57,23 +57,30 @@ impl RegistryClient {
         self.run_tag.as_deref()
     }
 
-    /// Sets the run tag on `device_id`'s twin (`PATCH /twins/{id}`, unconditional); nothing
-    /// without a run tag.
-    pub async fn tag_run(&self, device_id: &str) -> Result<(), HubError> {
-        let Some(run) = &self.run_tag else {
-            return Ok(());
-        };
-        let url = self
-            .rest
-            .url(&format!("/twins/{}", super::sas::url_encode(device_id)));
-        let body = serde_json::json!({ "tags": run_tags(run) });
-        let req = self
-            .rest
-            .http
-            .patch(url)
-            .header("If-Match", "\"*\"")
-            .json(&body);
-        self.send(req).await.map(|_| ())
+    /// Creates one CA-authenticated device carrying the run's tag in the same call (a bulk
+    /// create of one: IoT Hub's single `PUT /devices/{id}` takes no tags, and tagging after it
+    /// would leave an untagged identity, which cleanup never deletes, if fleetsim died in
+    /// between). Answers `false` when the id already existed (then it is left untagged: it
+    /// may not be this run's). Without a run tag it is a plain [`Self::create`].
+    pub async fn create_tagged(&self, device_id: &str) -> Result<bool, HubError> {
+        if self.run_tag.is_none() {
+            return match self.create(&Device::certificate_authority(device_id)).await {
+                Ok(_) => Ok(true),
+                Err(HubError::Status { status: 409, .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        let result = self.bulk_create(&[device_id.to_string()]).await?;
+        match result.errors.first() {
+            None => Ok(true),
+            Some(e) if e.error_code == "DeviceAlreadyExists" => Ok(false),
+            Some(e) => Err(HubError::Status {
+                status: 400,
+                code: e.error_code.clone(),
+                body: e.error_status.clone(),
+                retry_after: None,
+            }),
+        }
     }
 
     /// Deletes up to [`BULK_MAX`] devices in one call (`importMode: delete`, unconditional);
