@@ -21,6 +21,7 @@ mod cloud_scenarios;
 mod cohorts;
 mod dps;
 mod dps_fleet;
+mod dps_remote;
 mod emulate_remote;
 mod emulate_state;
 mod ezca_capacity;

@@ -4,11 +4,13 @@
 mod broker;
 mod hosts;
 pub mod kube;
+mod live_run;
 mod process;
 mod service;
 
 pub use broker::{BrokerSession, ScriptedBroker};
 pub use hosts::map_host;
+pub use live_run::LiveRun;
 pub use process::{
     Watched, emulate_for_sdks, emulate_on_free_ports, output_within, python, scratch_dir,
 };
