@@ -173,7 +173,24 @@ impl RawMqtt {
         keep_alive: u16,
         clean_session: bool,
     ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
-        use rumqttc::mqttbytes::v4::{Connect, Packet};
+        let mut client = Self::tls(e, identity).await;
+        match client
+            .send_connect(id, password, keep_alive, clean_session)
+            .await
+        {
+            Some(code) => (client, code),
+            None => panic!("the hub closed the connection before CONNACK"),
+        }
+    }
+
+    /// A TLS session with the hub's MQTT endpoint, presenting `identity` if given; nothing sent.
+    pub async fn tls(
+        e: &Emulators,
+        identity: Option<(
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        )>,
+    ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(e.tls_root.clone()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -195,10 +212,22 @@ impl RawMqtt {
             .connect(name, tcp)
             .await
             .unwrap();
-        let mut client = Self {
+        Self {
             stream,
             buf: bytes::BytesMut::new(),
-        };
+        }
+    }
+
+    /// Sends CONNECT for `id` and returns the CONNACK's code, or `None` when the hub closed the
+    /// connection without one (as it does to a throttled connection).
+    pub async fn send_connect(
+        &mut self,
+        id: &str,
+        password: &str,
+        keep_alive: u16,
+        clean_session: bool,
+    ) -> Option<rumqttc::mqttbytes::v4::ConnectReturnCode> {
+        use rumqttc::mqttbytes::v4::{Connect, Packet};
         let mut connect = Connect::new(id);
         connect.keep_alive = keep_alive;
         connect.clean_session = clean_session;
@@ -206,9 +235,10 @@ impl RawMqtt {
             fleetsim::iothub::mqtt::MqttTransport::username(HUB_HOST, id),
             password,
         );
-        client.send(Packet::Connect(connect)).await;
-        match client.recv().await {
-            Some(Packet::ConnAck(ack)) => (client, ack.code),
+        self.send(Packet::Connect(connect)).await;
+        match self.recv().await {
+            Some(Packet::ConnAck(ack)) => Some(ack.code),
+            None => None,
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
