@@ -192,9 +192,29 @@ async fn devices_answer_the_cloud_on_the_hub_dps_assigned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_registrations_are_sent_again_after_retry_after() {
-    // DPS admits two registrations a second; twelve devices arrive at once.
-    let outcome = run(&scenario(12, "hubs: 2, registration_rate: 2/s")).await;
+    // DPS admits two registrations a second; twelve devices arrive at once. The last is admitted
+    // ~5 s in and connects a poll (1 s) later, which a 7 s run did not always leave room for on
+    // a loaded machine: the run is stopped once all twelve are online instead.
+    let text =
+        scenario(12, "hubs: 2, registration_rate: 2/s").replace("duration: 7s", "duration: 5m");
+    let scenario = fleetsim::scenario::parse(&text, Path::new("dps-fleet.yaml")).expect("parses");
+    let (listener, addr) = common::metrics_listener();
+    let options = RunOptions {
+        metrics_listener: Some(listener),
+        ..RunOptions::default()
+    };
+    let online = common::until_metrics(addr, Duration::from_secs(60), |value| {
+        value(r#"fleetsim_devices{state="online"}"#) == 12.0
+    });
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(90),
+        fleet::run(&scenario, &options, online),
+    )
+    .await
+    .expect("the run ends once all are online")
+    .expect("run");
     let r = &outcome.report;
+    assert!(r.interrupted, "stopped by the test, not by its duration");
     assert_eq!(r.devices.connected, 12, "{}", r.to_text());
     assert_eq!(r.devices.failed, 0);
     let p = r.provisioning.as_ref().unwrap();

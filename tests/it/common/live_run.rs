@@ -1,6 +1,8 @@
-//! A `fleetsim run` child watched through its Prometheus metrics, so a test can wait for what it
-//! needs (every device online, messages acknowledged) and then stop the run with SIGINT, instead
-//! of betting that a fixed duration is long enough on a loaded machine.
+//! A run watched through its Prometheus metrics, so a test can wait for what it needs (every
+//! device online, messages acknowledged) and then stop the run, instead of betting that a fixed
+//! duration is long enough on a loaded machine: a `fleetsim run` child ([`LiveRun`], stopped with
+//! SIGINT) or a run in the test's process ([`metrics_listener`], [`until_metrics`], for its
+//! shutdown future).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -111,6 +113,36 @@ impl LiveRun {
         assert!(sent.success());
         self.child.wait_within(limit)
     }
+}
+
+/// A listener for an in-process run's `RunOptions::metrics_listener`, and its address.
+pub fn metrics_listener() -> (std::sync::Arc<std::net::TcpListener>, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a metrics port");
+    let addr = listener.local_addr().expect("its address").to_string();
+    (std::sync::Arc::new(listener), addr)
+}
+
+/// Resolves once a scrape of the run serving metrics at `addr` satisfies `ready` (given a
+/// series' value by its name and labels, 0 when absent), scraping every 100 ms: a run's shutdown
+/// future. Fails the test past `limit`.
+pub async fn until_metrics(
+    addr: String,
+    limit: Duration,
+    ready: impl Fn(&dyn Fn(&str) -> f64) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let at = addr.clone();
+        if let Ok(Some(text)) = tokio::task::spawn_blocking(move || scrape(&at)).await {
+            if ready(&|series: &str| value_of(&text, series)) {
+                return;
+            }
+            last = text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not ready within {limit:?}; last scrape:\n{last}");
 }
 
 /// The body of `GET /metrics` at `addr`, or `None` when the request fails.

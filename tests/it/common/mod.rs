@@ -10,7 +10,7 @@ mod service;
 
 pub use broker::{BrokerSession, ScriptedBroker};
 pub use hosts::map_host;
-pub use live_run::LiveRun;
+pub use live_run::{LiveRun, metrics_listener, until_metrics};
 pub use process::{
     Watched, emulate_for_sdks, emulate_on_free_ports, output_within, python, scratch_dir,
 };
