@@ -22,6 +22,7 @@ mod cohorts;
 mod dps;
 mod dps_fleet;
 mod dps_remote;
+mod embedded_hub;
 mod emulate_remote;
 mod emulate_state;
 mod ezca_capacity;
