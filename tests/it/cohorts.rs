@@ -265,3 +265,51 @@ fn cohorts_with_their_own_arrivals_need_no_fleet_arrival() {
     let s = fleetsim::scenario::parse(&both, Path::new("cohorts.yaml")).expect("parses");
     assert!(s.fleet.arrival().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_kind_enrols_and_connects() {
+    // One device per kind the cohorts above do not use; the run stops once all are online
+    // (an RSA key is generated when the device arrives: seconds on a loaded machine).
+    let text = r#"
+name: key-kinds
+duration: 5m
+target:
+  embedded: {}
+fleet:
+  devices: 3
+  arrival_rate: 10/s
+  cohorts:
+    - {name: p384, devices: 1, id_pattern: "p384-{index}", certificate: {key: p384}}
+    - {name: rsa3072, devices: 1, id_pattern: "rsa3072-{index}", certificate: {key: rsa-3072}}
+    - {name: rsa4096, devices: 1, id_pattern: "rsa4096-{index}", certificate: {key: rsa-4096}}
+telemetry:
+  interval: 1s
+"#;
+    let scenario = fleetsim::scenario::parse(text, Path::new("key-kinds.yaml")).unwrap();
+    let (listener, addr) = crate::common::metrics_listener();
+    let options = RunOptions {
+        metrics_listener: Some(listener),
+        ..RunOptions::default()
+    };
+    let online = crate::common::until_metrics(addr, std::time::Duration::from_secs(120), |value| {
+        value(r#"fleetsim_devices{state="online"}"#) == 3.0
+    });
+    let outcome = fleet::run(&scenario, &options, online)
+        .await
+        .expect("run completes");
+    assert_eq!(outcome.report.devices.connected, 3);
+    let mut kinds: Vec<(String, (&str, usize))> = outcome
+        .devices
+        .iter()
+        .map(|d| (d.id.clone(), key_of(&d.chain[0])))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("p384-0".to_string(), ("ec", 384)),
+            ("rsa3072-1".to_string(), ("rsa", 3072)),
+            ("rsa4096-2".to_string(), ("rsa", 4096)),
+        ]
+    );
+}
