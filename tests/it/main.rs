@@ -59,6 +59,7 @@ mod prometheus;
 mod prometheus_dashboard;
 mod properties;
 mod readme_commands;
+mod remote_auth;
 mod renewal_schedule;
 mod renewal_swap;
 mod report_merge;
