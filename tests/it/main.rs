@@ -25,6 +25,7 @@ mod dps_remote;
 mod embedded_hub;
 mod emulate_remote;
 mod emulate_state;
+mod emulate_tier;
 mod ezca_capacity;
 mod ezca_emulator;
 mod ezca_endpoints;
