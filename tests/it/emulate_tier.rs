@@ -61,8 +61,7 @@ fn emulate_runs_the_hub_as_the_tier_and_units_given() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let e = rt
         .block_on(service.get_twin("anyone"))
-        .err()
-        .expect("a basic tier refuses twins")
+        .expect_err("a basic tier refuses twins")
         .to_string();
     assert!(e.contains("400003") || e.contains("basic tier"), "{e}");
 

@@ -15,6 +15,9 @@ use axum::routing::{get, post};
 
 use crate::common;
 
+/// A run's name, its `auth:` and the variables it adds.
+type Variant = (&'static str, String, Vec<(&'static str, String)>);
+
 /// What the token endpoint was asked: (path, fields or query, plus the Metadata header).
 type Seen = Arc<Mutex<Vec<(String, HashMap<String, String>)>>>;
 
@@ -113,7 +116,7 @@ fn every_ezca_auth_source_in_a_scenario_enrols_the_fleet() {
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let variants: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+    let variants: Vec<Variant> = vec![
         (
             "env",
             "{env: PARTNER_EZCA_TOKEN}".into(),
