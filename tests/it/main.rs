@@ -35,6 +35,7 @@ mod hub_presence;
 mod hub_query;
 mod hub_registry;
 mod hub_sas;
+mod hub_sas_sdk;
 mod hub_service_sdk;
 mod hub_service_throttle;
 mod hub_throttle;
