@@ -85,6 +85,9 @@ impl<B: Backends> Device<'_, B> {
     /// certificate and the connect: the device learns its hub and is registered there.
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
         crate::inject::panic_at("device");
+        if let Some(policy) = self.spec.renewal.sas {
+            return self.live_sas(policy, intended_start).await;
+        }
         let (key, issued) = Box::pin(self.obtain_certificate()).await?;
         self.report.enrolled = true;
         match self.services.provisioning.is_some() {

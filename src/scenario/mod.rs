@@ -18,6 +18,7 @@ pub mod events;
 pub mod faults;
 mod generators;
 pub mod placeholders;
+pub mod sas;
 pub mod schedule;
 pub mod schema;
 mod size;
@@ -414,6 +415,9 @@ fn validate_events(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)>
                 "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key (of every cohort) must be rsa-2048, rsa-3072 or rsa-4096".into(),
             ));
         }
+        if let Some(Action::Migrate(m)) = e.value.action() {
+            sas::validate_migrate(s, m).map_err(|why| (e.referenced, why))?;
+        }
         if e.value.at.0 >= s.duration.0 {
             return Err((
                 e.referenced,
@@ -452,6 +456,7 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
         }
     }
     cohort::validate(f.devices.get(), &f.cohorts)?;
+    sas::validate_cohorts(s)?;
     behaviour::validate(&s.behaviour, "", serde_saphyr::Location::UNKNOWN)?;
     for c in &f.cohorts {
         let prefix = format!("cohort {:?}: ", c.value.name);

@@ -65,6 +65,7 @@ mod report_merge;
 mod resume;
 mod revocation;
 mod run_command;
+mod sas_fleet;
 mod scenario_smoke;
 mod schema;
 mod server_limits;
