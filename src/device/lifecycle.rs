@@ -94,6 +94,8 @@ impl<B: Backends> Device<'_, B> {
             true => Box::pin(self.provision(&key, &issued)).await?,
             false => Box::pin(self.register()).await?,
         }
+        let x509 = crate::metrics::auth_gauge::AuthType::X509;
+        self.services.recorder.identity(None, x509);
 
         self.set_state(DeviceState::Connecting);
         // Enrolled and registered: the next device may take this one's place (closed model).

@@ -27,6 +27,7 @@ use super::control::Command;
 use super::core::{Device, Stop, local_failure};
 use super::sas_hub::{SasPolicy, derived_key};
 use super::telemetry::{Sent, Telemetry};
+use crate::metrics::auth_gauge::AuthType;
 use crate::metrics::{DeviceState, Outcome, Phase};
 use crate::scenario::Swap;
 
@@ -64,6 +65,7 @@ impl<B: Backends> Device<'_, B> {
         intended_start: Instant,
     ) -> Result<(), Stop> {
         let key = Box::pin(self.register_sas(&policy)).await?;
+        self.services.recorder.identity(None, AuthType::Sas);
         self.report.enrolled = true;
         self.set_state(DeviceState::Connecting);
         self.services.gate.enrolment_done(self.spec.index);
@@ -289,6 +291,8 @@ impl<B: Backends> Device<'_, B> {
             self.attempt(Phase::MigrateUpdate, || registry.use_certificates(&id))
                 .await?;
         }
+        let recorder = &self.services.recorder;
+        recorder.identity(Some(AuthType::Sas), AuthType::X509);
         session.close().await;
         self.set_state(DeviceState::Connecting);
         let session = Box::pin(self.connect(Phase::MigrateReconnect, &key, &issued)).await?;

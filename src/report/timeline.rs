@@ -50,6 +50,10 @@ pub struct TimelinePoint {
     pub errors: u64,
     /// Per phase (only those with something in the interval): what happened in the interval.
     pub phases: BTreeMap<String, IntervalPhase>,
+    /// Hub identities per authentication type at `t` (`sas`, `x509`): only in runs with SAS
+    /// devices, where a migration moves them from one to the other.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub identities: BTreeMap<String, i64>,
 }
 
 /// One phase in one interval.
@@ -252,6 +256,11 @@ impl Sampler {
             messages_failed: snapshot.messages_failed,
             errors: snapshot.total_errors(),
             phases,
+            identities: snapshot
+                .identities
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         });
         self.open += 1;
         if self.open < self.per_point {
@@ -318,6 +327,9 @@ pub fn merge(timelines: &[&Timeline]) -> Result<Option<Timeline>, ReportError> {
             point.t = point.t.max(p.t);
             for (state, n) in &p.devices {
                 *point.devices.entry(state.clone()).or_insert(0) += n;
+            }
+            for (auth, n) in &p.identities {
+                *point.identities.entry(auth.clone()).or_insert(0) += n;
             }
             point.messages_sent += p.messages_sent;
             point.messages_acked += p.messages_acked;

@@ -213,7 +213,7 @@ pub(super) fn validate(e: &Event, at: Location) -> Result<(), (Location, String)
         Some(Action::Desired(d)) => validate_desired(d),
         Some(Action::Query(q)) => validate_query(&q.text, "query.text"),
         Some(Action::C2d(c)) => validate_c2d(c),
-        Some(Action::Migrate(m)) if !(m.rate.0 > 0.0) => {
+        Some(Action::Migrate(m)) if !m.rate.0.is_finite() || m.rate.0 <= 0.0 => {
             Err("migrate.rate must be above 0 (e.g. rate: 50/s)".into())
         }
         _ => Ok(()),

@@ -39,6 +39,8 @@ certificate:
 telemetry:
   interval: 250ms
   qos: 1
+report:
+  interval: 1s
 {events}thresholds:
   - messages_lost == 0
   - failed_devices == 0
@@ -120,6 +122,20 @@ async fn sas_devices_renew_their_tokens_and_migrate_to_certificates() {
         "{:?}",
         outcome.report.thresholds
     );
+    // The timeline shows the identities move from SAS to certificates.
+    let points = &outcome.report.timeline.as_ref().expect("a timeline").points;
+    let by_auth = |p: &fleetsim::report::timeline::TimelinePoint| {
+        (
+            p.identities.get("sas").copied(),
+            p.identities.get("x509").copied(),
+        )
+    };
+    assert!(
+        points.iter().any(|p| by_auth(p) == (Some(6), Some(2))),
+        "all 6 on SAS before the migration: {:?}",
+        points.iter().map(by_auth).collect::<Vec<_>>()
+    );
+    assert_eq!(by_auth(points.last().unwrap()), (Some(0), Some(8)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
