@@ -157,6 +157,37 @@ impl Timeline {
     }
 }
 
+impl Timeline {
+    /// Hub identities per authentication type over the run, for the text report: each type at
+    /// the first and the last point, and when the last SAS identity left (runs with SAS devices
+    /// only).
+    pub fn identities_text(&self) -> Option<String> {
+        let first = self.points.iter().find(|p| !p.identities.is_empty())?;
+        let last = self.points.last()?;
+        let at = |p: &TimelinePoint, k: &str| p.identities.get(k).copied().unwrap_or(0);
+        let peak = self.points.iter().map(|p| at(p, "sas")).max().unwrap_or(0);
+        let mut s = format!(
+            "identities by authentication: sas {} -> {} (at most {peak}), x509 {} -> {}, \
+             every {:.0} s",
+            at(first, "sas"),
+            at(last, "sas"),
+            at(first, "x509"),
+            at(last, "x509"),
+            self.interval_seconds
+        );
+        let gone = self
+            .points
+            .iter()
+            .rposition(|p| at(p, "sas") > 0)
+            .and_then(|i| self.points.get(i + 1));
+        if let Some(p) = gone.filter(|_| at(last, "sas") == 0 && peak > 0) {
+            s.push_str(&format!("; no SAS identity left by t = {:.0} s", p.t));
+        }
+        s.push('\n');
+        Some(s)
+    }
+}
+
 /// Builds the timeline during a run: one [`Sampler::sample`] per interval.
 pub struct Sampler {
     run_start: Instant,
