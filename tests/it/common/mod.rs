@@ -1,10 +1,11 @@
 //! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
-//! child processes bounded in time ([`process`]).
+//! child processes bounded in time ([`process`]), Microsoft's SDKs as peers ([`sdk`]).
 
 mod broker;
 mod hosts;
 pub mod kube;
 mod process;
+mod sdk;
 mod service;
 
 pub use broker::{BrokerSession, ScriptedBroker};
@@ -12,6 +13,7 @@ pub use hosts::map_host;
 pub use process::{
     Watched, emulate_for_sdks, emulate_on_free_ports, output_within, python, scratch_dir,
 };
+pub use sdk::run_driver;
 pub use service::{Answer, Service};
 
 use std::sync::Arc;
