@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::backends::{FailureClass, ServiceError};
 use crate::iothub::HubError;
-use crate::iothub::registry::{AuthenticationType, Device, RegistryClient, SymmetricKey};
+use crate::iothub::registry::{AuthenticationType, RegistryClient};
 
 /// How often a switch is tried again when another writer changed the identity in between (412).
 const ETAG_RETRIES: u32 = 3;
@@ -22,28 +22,14 @@ pub fn derived_key(group_key: &[u8], device_id: &str) -> String {
 }
 
 /// Creates `device_id` as a SAS device (with `key` as its primary key, or with keys the hub
-/// generates) and answers its primary key; an identity already there is read instead (a rerun
-/// with the same ids), and must be a SAS one.
+/// generates), tagged with the run in the same call, and answers its primary key; an identity
+/// already there is read instead (a rerun with the same ids), and must be a SAS one.
 pub(super) async fn register_sas(
     registry: &RegistryClient,
     device_id: &str,
     key: Option<String>,
 ) -> Result<String, ServiceError> {
-    let mut device = Device::certificate_authority(device_id);
-    device.authentication.kind = AuthenticationType::Sas;
-    device.authentication.symmetric_key = SymmetricKey {
-        primary_key: key,
-        secondary_key: None,
-    };
-    let created = match registry.create(&device).await {
-        Ok(created) => {
-            // The run's tag, so `fleetsim cleanup` finds the identity (a no-op without one).
-            registry.tag_run(device_id).await?;
-            created
-        }
-        Err(HubError::Status { status: 409, .. }) => registry.get(device_id).await?,
-        Err(e) => return Err(e.into()),
-    };
+    let created = registry.create_sas_tagged(device_id, key).await?;
     let kind = created.authentication.kind;
     match created.authentication.symmetric_key.primary_key {
         Some(primary) if kind == AuthenticationType::Sas => Ok(primary),

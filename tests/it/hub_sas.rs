@@ -273,3 +273,30 @@ async fn a_session_is_severed_when_its_token_expires() {
     assert_eq!(e.hub.device_stats("short-1").drops, 1);
     e.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tagged_run_creates_its_sas_identities_tagged_with_generated_keys() {
+    let e = common::start_emulators(Clock::real()).await;
+    let registry = common::registry(&e).with_run_tag(Some("run-24".into()));
+    // One call creates the identity with its tag (a bulk create of one); its keys are read back.
+    let created = registry.create_sas_tagged("tag-1", None).await.unwrap();
+    assert_eq!(created.authentication.kind, AuthenticationType::Sas);
+    let key = created.authentication.symmetric_key.primary_key.unwrap();
+    assert_eq!(STANDARD.decode(&key).unwrap().len(), 32);
+    let twin = e.hub.twin("tag-1").expect("a twin");
+    assert_eq!(
+        fleetsim::iothub::identity::run_of(&twin.tags),
+        Some("run-24")
+    );
+    // Again: the existing identity is read, with the same key.
+    let again = registry.create_sas_tagged("tag-1", None).await.unwrap();
+    assert_eq!(again.authentication.symmetric_key.primary_key, Some(key));
+    // A key of the device's own is kept.
+    let own = STANDARD.encode([5u8; 32]);
+    let mine = registry
+        .create_sas_tagged("tag-2", Some(own.clone()))
+        .await
+        .unwrap();
+    assert_eq!(mine.authentication.symmetric_key.primary_key, Some(own));
+    e.shutdown().await;
+}

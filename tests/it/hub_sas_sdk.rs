@@ -6,10 +6,6 @@
 //! the new one, and still sends. The SDKs fix ports 443 and 8883 and check the host name, so the
 //! emulator runs on a loopback address of its own under a host name of its own.
 
-use std::collections::HashMap;
-use std::process::Command;
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::common;
@@ -19,40 +15,14 @@ const IP: [u8; 4] = [127, 0, 17, 1];
 
 #[test]
 fn sdk_devices_with_hub_generated_keys_connect_send_and_renew_their_tokens() {
-    let python = common::python();
     common::map_host(HOST, IP);
     let dir = common::scratch_dir("hub-sas-sdk");
     let _emulate = common::emulate_for_sdks(&dir, IP, HOST, false);
-    let hub_cs = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
-    let driver = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/hub_sas.py");
-    let out = common::output_within(
-        Command::new(python)
-            .arg(driver)
-            .args(["sas-sdk-device", "sas-sdk-renewing"])
-            .env("FLEETSIM_HUB_CS", hub_cs.trim())
-            .env("FLEETSIM_CA_BUNDLE", dir.join("trust.pem")),
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the driver failed:\n{stdout}\n{stderr}"
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect();
+    let driver = common::run_driver("hub_sas.py", "sas-sdk-device", &dir);
+    let lines = driver.lines();
     let created: Vec<&Value> = lines.iter().filter(|v| v["step"] == "created").collect();
-    let steps: HashMap<String, &Value> = lines
-        .iter()
-        .filter_map(|v| Some((v["step"].as_str()?.to_string(), v)))
-        .collect();
-    let step = |name: &str| {
-        *steps
-            .get(name)
-            .unwrap_or_else(|| panic!("no step {name} in:\n{stdout}\n{stderr}"))
-    };
+    let step = |name: &str| driver.step(name);
+    let stdout = &driver.stdout;
 
     // The hub generated both keys, as IoT Hub does: 32 bytes in base64.
     assert_eq!(created.len(), 2, "{stdout}");

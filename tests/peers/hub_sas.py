@@ -5,8 +5,8 @@ answered, connects, sends telemetry and reads its twin. A second device uses a s
 the SDK renews its token 120 s before expiry and reconnects with the new one.
 
 Driven by tests/it/hub_sas_sdk.rs. The hub connection string comes from FLEETSIM_HUB_CS (a secret:
-never on the command line), the emulator's TLS root from FLEETSIM_CA_BUNDLE, the device ids from
-argv[1] and argv[2]. Prints one JSON line per step (never a key or a signature; of each password
+never on the command line), the emulator's TLS root from FLEETSIM_CA_BUNDLE, the device id from
+argv[1] (the renewing device is that id with "-renewing"). Prints one JSON line per step (never a key or a signature; of each password
 the SDK sends, only its `se`); the Rust test checks them.
 """
 import json
@@ -42,7 +42,8 @@ def step(name, **values):
     print(json.dumps({"step": name, **values}, default=str), flush=True)
 
 
-device_id, renewing_id = sys.argv[1], sys.argv[2]
+device_id = sys.argv[1]
+renewing_id = f"{device_id}-renewing"
 hub_cs = os.environ["FLEETSIM_HUB_CS"]
 host = dict(p.split("=", 1) for p in hub_cs.split(";"))["HostName"]
 with open(os.environ["FLEETSIM_CA_BUNDLE"]) as f:
