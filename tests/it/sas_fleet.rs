@@ -169,3 +169,24 @@ async fn derived_keys_and_make_before_break_keep_sas_devices_online() {
         .collect();
     assert_eq!(keys.len(), 6);
 }
+
+#[test]
+fn migrations_and_sas_cohorts_are_checked_when_the_scenario_loads() {
+    let text = |registration: &str, cohort: &str| {
+        format!(
+            "name: x\nduration: 10s\ntarget: {{embedded: {{}}}}\nfleet:\n  devices: 2\n  \
+             arrival_rate: 5/s\n  registration: {registration}\n  cohorts:\n    - {{name: a, \
+             devices: 1, auth: sas}}\n    - {{name: b, devices: 1}}\nevents:\n  - {{at: 2s, \
+             migrate: {{cohort: {cohort}, rate: 5/s}}}}\n"
+        )
+    };
+    let error = |t: String| {
+        fleetsim::scenario::parse(&t, Path::new("x.yaml"))
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(error(text("per-device", "zz")).contains("\"zz\" is not a cohort"));
+    assert!(error(text("per-device", "b")).contains("only SAS devices migrate"));
+    assert!(error(text("bulk", "a")).contains("fleet.registration must be per-device"));
+    fleetsim::scenario::parse(&text("per-device", "a"), Path::new("x.yaml")).expect("valid");
+}
