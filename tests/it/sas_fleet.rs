@@ -30,7 +30,7 @@ fleet:
     - name: legacy
       devices: 6
       auth: sas
-      sas: {{token_ttl: 4s, renew_at: 50%, keys: {keys}}}
+      sas: {{token_ttl: 4s, renew_at: 25%, keys: {keys}}}
     - name: modern
       devices: 2
 certificate:
@@ -112,7 +112,7 @@ async fn sas_devices_renew_their_tokens_and_migrate_to_certificates() {
     }
     assert!(
         count(&outcome, Phase::SasRenew) >= 6,
-        "each SAS device renewed before 3 s"
+        "each SAS device renewed (at 1 s) before it migrated (from 3 s)"
     );
     assert_eq!(count(&outcome, Phase::MigrateIssue), 6);
     assert_eq!(count(&outcome, Phase::MigrateUpdate), 6);
