@@ -532,6 +532,14 @@ fn validate_sas_cohorts(s: &Scenario) -> Result<(), (serde_saphyr::Location, Str
                 ),
             ));
         }
+        if !s.behaviour.for_cohort(&c.value.behaviour).is_empty() {
+            return Err((
+                c.referenced,
+                format!(
+                    "cohort {name:?} uses auth: sas, whose devices send telemetry only in this version: give it no behaviour (methods, desired, c2d)"
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -188,5 +188,10 @@ fn migrations_and_sas_cohorts_are_checked_when_the_scenario_loads() {
     assert!(error(text("per-device", "zz")).contains("\"zz\" is not a cohort"));
     assert!(error(text("per-device", "b")).contains("only SAS devices migrate"));
     assert!(error(text("bulk", "a")).contains("fleet.registration must be per-device"));
+    let answering = text("per-device", "a").replace(
+        "auth: sas}",
+        "auth: sas, behaviour: {methods: {ping: {status: 200}}}}",
+    );
+    assert!(error(answering).contains("telemetry only"));
     fleetsim::scenario::parse(&text("per-device", "a"), Path::new("x.yaml")).expect("valid");
 }
