@@ -272,6 +272,18 @@ impl DeviceRegistry for HubRegistry {
         self.0.create_tagged(device_id).await?;
         Ok(())
     }
+
+    async fn register_sas(
+        &self,
+        device_id: &str,
+        key: Option<String>,
+    ) -> Result<String, ServiceError> {
+        super::sas_hub::register_sas(&self.0, device_id, key).await
+    }
+
+    async fn use_certificates(&self, device_id: &str) -> Result<(), ServiceError> {
+        super::sas_hub::use_certificates(&self.0, device_id).await
+    }
 }
 
 impl DeviceTransport for MqttTransport {
@@ -295,6 +307,16 @@ impl DeviceTransport for MqttTransport {
     ) -> Result<MqttSession, ServiceError> {
         let key = key.private_key_der();
         Ok(MqttTransport::connect_to(self, hub, device_id, chain, key).await?)
+    }
+
+    async fn connect_sas(
+        &self,
+        hub: Option<&str>,
+        device_id: &str,
+        key: &str,
+        expiry: u64,
+    ) -> Result<MqttSession, ServiceError> {
+        Ok(MqttTransport::connect_sas(self, hub, device_id, key, expiry).await?)
     }
 }
 

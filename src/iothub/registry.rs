@@ -173,6 +173,56 @@ impl RegistryClient {
         self.bulk(&body).await
     }
 
+    /// Creates a symmetric-key device, with `primary_key` or with the keys the hub generates,
+    /// carrying the run's tag in the same call when there is one (as [`Self::create_tagged`]),
+    /// and answers the identity as the registry holds it (its keys included). An id that
+    /// already existed is read instead (untagged: it may not be this run's).
+    pub async fn create_sas_tagged(
+        &self,
+        device_id: &str,
+        primary_key: Option<String>,
+    ) -> Result<Device, HubError> {
+        let authentication = Authentication {
+            kind: AuthenticationType::Sas,
+            symmetric_key: SymmetricKey {
+                primary_key,
+                secondary_key: None,
+            },
+            ..Default::default()
+        };
+        if self.run_tag.is_none() {
+            let mut device = Device::certificate_authority(device_id);
+            device.authentication = authentication;
+            return match self.create(&device).await {
+                Err(HubError::Status { status: 409, .. }) => self.get(device_id).await,
+                other => other,
+            };
+        }
+        let entry = ExportImportDevice {
+            id: device_id.to_string(),
+            e_tag: None,
+            import_mode: ImportMode::Create,
+            status: DeviceStatus::Enabled,
+            authentication: Some(authentication),
+            tags: self.run_tag.as_deref().map(run_tags),
+        };
+        let result = self.bulk(&[entry]).await?;
+        match result.errors.first() {
+            None => {}
+            Some(e) if e.error_code == "DeviceAlreadyExists" => {}
+            Some(e) => {
+                return Err(HubError::Status {
+                    status: 400,
+                    code: e.error_code.clone(),
+                    body: e.error_status.clone(),
+                    retry_after: None,
+                });
+            }
+        }
+        // A bulk answer carries no identities: the generated keys are read back.
+        self.get(device_id).await
+    }
+
     async fn bulk(&self, body: &[ExportImportDevice]) -> Result<BulkResult, HubError> {
         let req = self.rest.http.post(self.rest.url("/devices")).json(body);
         match self.send_json::<BulkResult>(req).await {

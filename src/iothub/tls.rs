@@ -62,12 +62,37 @@ impl DeviceTls {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttOptions, TlsSetupError> {
-        let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+        let tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(TlsSetupError::Protocols)?
             .with_root_certificates(self.roots.clone())
             .with_client_auth_cert(chain, key)
             .map_err(TlsSetupError::ClientCertificate)?;
+        Ok(self.options_over(dial, tls, ""))
+    }
+
+    /// Like [`DeviceTls::mqtt_options`] for a SAS device: no client certificate, `password` (a
+    /// SAS token) in CONNECT.
+    pub fn mqtt_options_with_password(
+        &self,
+        dial: MqttDial<'_>,
+        password: &str,
+    ) -> Result<MqttOptions, TlsSetupError> {
+        let tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsSetupError::Protocols)?
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        Ok(self.options_over(dial, tls, password))
+    }
+
+    /// The MQTT options of a connection over `tls` (TLS or WebSocket, as `dial` says).
+    fn options_over(
+        &self,
+        dial: MqttDial<'_>,
+        mut tls: rustls::ClientConfig,
+        password: &str,
+    ) -> MqttOptions {
         // The default session cache preallocates room for 32 servers (several KiB) in every
         // device's config; a device reconnects after a renewal with a new certificate, where a
         // resumed session would carry the old identity anyway.
@@ -87,9 +112,9 @@ impl DeviceTls {
         };
         let mut opts = MqttOptions::new(dial.client_id, broker, dial.port);
         opts.set_keep_alive(dial.keep_alive)
-            .set_credentials(dial.username, "")
+            .set_credentials(dial.username, password)
             .set_transport(transport);
-        Ok(opts)
+        opts
     }
 }
 
