@@ -107,6 +107,10 @@ pub struct Services<B: Backends> {
 /// How many of its latest certificate serials a device's report keeps.
 pub const SERIALS_KEPT: usize = 16;
 
+/// How long a stopping device still waits for the answer to a request in flight
+/// ([`Device::answer_of`]); the fleet's drain allows 15 s.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// What happened to one device, for the report and for tests.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceReport {
@@ -300,6 +304,17 @@ impl<'a, B: Backends> Device<'a, B> {
         self.revoked_at.is_some()
     }
 
+    /// The answer to a request already sent, even when the run stops meanwhile, for at most
+    /// [`STOP_GRACE`] more: the service may have acted on it (issued a certificate, created an
+    /// identity), and the report must count what the service did. `None` if the grace ran out.
+    pub(super) async fn answer_of<T>(&self, request: impl Future<Output = T>) -> Option<T> {
+        tokio::pin!(request);
+        tokio::select! {
+            answer = &mut request => Some(answer),
+            _ = self.stop.cancelled() => tokio::time::timeout(STOP_GRACE, request).await.ok(),
+        }
+    }
+
     /// Runs `op`, timing each try under `phase`, retrying retryable failures with backoff.
     pub(super) async fn attempt<V, F, Fut>(&mut self, phase: Phase, mut op: F) -> Result<V, Stop>
     where
@@ -316,9 +331,8 @@ impl<'a, B: Backends> Device<'a, B> {
                 }
             }
             let start = Instant::now();
-            let result = tokio::select! {
-                _ = self.stop.cancelled() => return Err(Stop::Stopped),
-                r = op() => r,
+            let Some(result) = self.answer_of(op()).await else {
+                return Err(Stop::Stopped);
             };
             let end = Instant::now();
             let e = match result {

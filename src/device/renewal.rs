@@ -146,9 +146,16 @@ impl<B: Backends> Device<'_, B> {
         let (spec, recorder) = (self.spec, &self.services.recorder);
         let start = Instant::now();
         let ca = &self.services.ca;
-        let result = tokio::select! {
-            _ = self.stop.cancelled() => return Err(Stop::Stopped),
-            r = ca.renew(&spec.id, current, key, csr, spec.validity_days, spec.renewal.path) => r,
+        let renewal = ca.renew(
+            &spec.id,
+            current,
+            key,
+            csr,
+            spec.validity_days,
+            spec.renewal.path,
+        );
+        let Some(result) = self.answer_of(renewal).await else {
+            return Err(Stop::Stopped);
         };
         let end = Instant::now();
         let outcome = result
