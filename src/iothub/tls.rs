@@ -54,14 +54,12 @@ impl DeviceTls {
         }
     }
 
-    /// rumqttc options for one connection presenting `chain` (leaf first) with `key`: keep-alive,
-    /// credentials and the TLS or WebSocket transport set, the rest left to the caller.
-    pub fn mqtt_options(
+    /// The rustls config of one connection presenting `chain` (leaf first) with `key`.
+    pub fn client_config(
         &self,
-        dial: MqttDial<'_>,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-    ) -> Result<MqttOptions, TlsSetupError> {
+    ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
         let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(TlsSetupError::Protocols)?
@@ -72,7 +70,18 @@ impl DeviceTls {
         // device's config; a device reconnects after a renewal with a new certificate, where a
         // resumed session would carry the old identity anyway.
         tls.resumption = rustls::client::Resumption::disabled();
-        let tls = TlsConfiguration::Rustls(Arc::new(tls));
+        Ok(Arc::new(tls))
+    }
+
+    /// rumqttc options for one connection presenting `chain` (leaf first) with `key`: keep-alive,
+    /// credentials and the TLS or WebSocket transport set, the rest left to the caller.
+    pub fn mqtt_options(
+        &self,
+        dial: MqttDial<'_>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<MqttOptions, TlsSetupError> {
+        let tls = TlsConfiguration::Rustls(self.client_config(chain, key)?);
         let (broker, transport) = match dial.websocket {
             // rumqttc takes the whole URL as the broker address for WebSocket transports.
             true => (
@@ -106,7 +115,7 @@ pub fn connack_code(code: ConnectReturnCode) -> u8 {
 }
 
 /// An IPv6 literal goes in brackets inside a URL.
-fn url_host(host: &str) -> String {
+pub(super) fn url_host(host: &str) -> String {
     match host.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => host.to_string(),
