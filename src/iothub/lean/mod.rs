@@ -251,13 +251,25 @@ impl LeanSession {
         if let Some(m) = self.held.pop_front() {
             return Incoming::Message(m);
         }
-        loop {
+        let m = loop {
             match self.hear().await {
-                Ok(Heard::Message(m)) => return Incoming::Message(m),
+                Ok(Heard::Message(m)) => break m,
                 Ok(Heard::PubAck(_) | Heard::SubAck(..)) => {}
                 Err(e) => return Incoming::Closed(e.to_string()),
             }
+        };
+        if !self.out.is_empty() {
+            // A QoS 1 message's PUBACK goes out now, not with the device's next packet. The
+            // message waits in `held` meanwhile, so a cancelled flush does not lose it; a failed
+            // one ends the session, which the next call reports.
+            self.held.push_back(m);
+            let _ = self.flush().await;
+            return match self.held.pop_front() {
+                Some(m) => Incoming::Message(m),
+                None => Incoming::Closed("no message held".into()),
+            };
         }
+        Incoming::Message(m)
     }
 
     /// Completes when the connection is lost, with the reason; messages from the hub are
