@@ -32,9 +32,14 @@ const MAX_WS_MESSAGE: usize = 512 * 1024;
 /// buffer of its own while it waits (IoT Hub's PUBACK, SUBACK and PINGRESP fit in it whole).
 const SMALL_READ: usize = 128;
 
+// The TLS stream stays inline: the session holding it is boxed once already, and a second box
+// would be one more allocation per device for the common case.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Conn {
     Tls(TlsStream<TcpStream>),
-    Ws(WebSocketStream<TokioAdapter<TlsStream<TcpStream>>>),
+    /// Boxed: a WebSocket's state is larger than the TLS stream it wraps, and most sessions
+    /// are on TLS.
+    Ws(Box<WebSocketStream<TokioAdapter<TlsStream<TcpStream>>>>),
 }
 
 /// Where to dial and how.
@@ -84,7 +89,7 @@ impl Conn {
             async_tungstenite::tokio::client_async_with_config(request, tls, Some(config))
                 .await
                 .map_err(|e| HubError::Transport(format!("WebSocket upgrade: {e}")))?;
-        Ok(Conn::Ws(ws))
+        Ok(Conn::Ws(Box::new(ws)))
     }
 
     /// Reads what has arrived onto `buf`, at least `need` bytes' room when the codec knows
@@ -137,15 +142,15 @@ impl Conn {
             Conn::Ws(ws) => {
                 if !out.is_empty() {
                     let ready =
-                        futures_util::future::poll_fn(|cx| Pin::new(&mut *ws).poll_ready(cx));
+                        futures_util::future::poll_fn(|cx| Pin::new(&mut **ws).poll_ready(cx));
                     ready.await.map_err(std::io::Error::other)?;
                     // No await between taking the bytes and handing them over.
                     let message = WsMessage::Binary(out.split().freeze());
-                    Pin::new(&mut *ws)
+                    Pin::new(&mut **ws)
                         .start_send(message)
                         .map_err(std::io::Error::other)?;
                 }
-                futures_util::future::poll_fn(|cx| Pin::new(&mut *ws).poll_flush(cx))
+                futures_util::future::poll_fn(|cx| Pin::new(&mut **ws).poll_flush(cx))
                     .await
                     .map_err(std::io::Error::other)
             }
