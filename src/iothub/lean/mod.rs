@@ -300,7 +300,7 @@ impl LeanSession {
 
     /// The next packet id (1..=65535; MQTT forbids 0).
     fn take_id(&mut self) -> u16 {
-        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        self.next_id = id_after(self.next_id);
         self.next_id
     }
 
@@ -473,6 +473,11 @@ async fn next_packet(conn: &mut Conn, buf: &mut BytesMut, max: usize) -> Result<
     }
 }
 
+/// The packet id after `id`, wrapping past 65535 to 1.
+fn id_after(id: u16) -> u16 {
+    id.checked_add(1).unwrap_or(1)
+}
+
 /// Drops an empty buffer's allocation when it has grown past [`KEEP_CAPACITY`].
 fn release_if_large(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
@@ -497,5 +502,34 @@ fn name(packet: &Packet) -> &'static str {
         Packet::PingReq => "PINGREQ",
         Packet::PingResp => "PINGRESP",
         Packet::Disconnect => "DISCONNECT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_ids_wrap_past_zero() {
+        assert_eq!(id_after(0), 1);
+        assert_eq!(id_after(1), 2);
+        assert_eq!(id_after(u16::MAX), 1);
+    }
+
+    #[test]
+    fn a_large_buffer_is_released_once_empty_and_a_small_one_kept() {
+        let mut large = BytesMut::with_capacity(64 * 1024);
+        release_if_large(&mut large);
+        assert_eq!(large.capacity(), 0);
+        let mut small = BytesMut::with_capacity(512);
+        release_if_large(&mut small);
+        assert_eq!(small.capacity(), 512);
+        let mut busy = BytesMut::with_capacity(64 * 1024);
+        busy.extend_from_slice(b"half a packet");
+        release_if_large(&mut busy);
+        assert!(
+            busy.capacity() >= 64 * 1024 - 16,
+            "a buffer holding bytes keeps them"
+        );
     }
 }
