@@ -4,8 +4,10 @@
 //! returns with that tag are deleted (each item's tag is checked again), so an identity without
 //! it is never touched, whatever its name. Deletes go in bulk calls of 100, paced below the
 //! registry throttle. Each pass starts from what the hub still holds, so a killed or interrupted
-//! cleanup loses nothing: run it again and it carries on with what is left.
+//! cleanup loses nothing: run it again and it carries on with what is left. With `--revoke` it
+//! first revokes the run's certificates at EZCA ([`revoke`]).
 
+pub mod revoke;
 pub mod tag;
 
 use std::time::Duration;
@@ -22,6 +24,8 @@ pub enum CleanupError {
     Query(#[from] CallError),
     #[error("deleting identities: {0}")]
     Delete(#[from] HubError),
+    #[error("revoking certificates at EZCA: {0}")]
+    Revoke(crate::ezca::EzcaError),
     #[error("{0}")]
     Input(String),
 }
@@ -76,10 +80,18 @@ pub async fn tagged_identities(
             "run id {run_id:?}: expected letters, digits and '-' (e.g. fs1a2b3c4d)"
         )));
     }
-    let items = service
-        .query_all(&run_query(run_id), Some(1000))
-        .await?
-        .items;
+    let mut throttled = 0;
+    let items = loop {
+        match service.query_all(&run_query(run_id), Some(1000)).await {
+            // Queries have a throttle of their own (S1: 20 a minute per unit): wait it out.
+            Err(CallError::Throttled { retry_after, .. }) if throttled < 10 => {
+                throttled += 1;
+                let wait = retry_after.unwrap_or(Duration::from_secs(2 * throttled));
+                tokio::time::sleep(wait).await;
+            }
+            other => break other?.items,
+        }
+    };
     let mut ids: Vec<String> = items
         .iter()
         .filter(|item| {

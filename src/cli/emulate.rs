@@ -242,6 +242,10 @@ fn print_ready(w: &crate::emulator::standalone::Written) {
         "device CA root:    {}  (EZCA's root: device certificates chain to it; upload it to a hub)",
         w.device_ca_root.display()
     );
+    println!(
+        "issuing CA:        {}  (signs device certificates; upload it with `hub upload-ca --ezca`)",
+        w.device_ca_issuing.display()
+    );
     println!("hub management:    {}", w.management_url);
     println!("EZCA token:        {} (0600)", w.token_file.display());
     println!(

@@ -16,7 +16,7 @@ use crate::ezca::models::{AadObject, AvailableCa, CertificateCreateRequest};
 use crate::ezca::{Client as EzcaClient, EzcaError};
 use crate::iothub::HubError;
 use crate::iothub::mqtt::{self, MqttSession, MqttTransport};
-use crate::iothub::registry::{Device, RegistryClient};
+use crate::iothub::registry::RegistryClient;
 use crate::scenario::Renewal;
 
 /// EZCA, IoT Hub's registry (or DPS) and IoT Hub's MQTT endpoint: the backends of a fleet run.
@@ -266,18 +266,23 @@ pub struct HubRegistry(pub RegistryClient);
 
 impl DeviceRegistry for HubRegistry {
     async fn register(&self, device_id: &str) -> Result<(), ServiceError> {
-        match self
-            .0
-            .create(&Device::certificate_authority(device_id))
-            .await
-        {
-            // The run's tag, so `fleetsim cleanup` finds the identity (a no-op without one).
-            Ok(_) => Ok(self.0.tag_run(device_id).await?),
-            // Already registered (a rerun with the same ids): the identity is what we need. It
-            // is not tagged: it may not be this run's, and cleanup must leave it alone.
-            Err(HubError::Status { status: 409, .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        // Created with the run's tag in the same call, so `fleetsim cleanup` finds it even if
+        // the run dies right after. Already registered (a rerun with the same ids) is what we
+        // need too; it stays untagged: it may not be this run's, and cleanup must leave it.
+        self.0.create_tagged(device_id).await?;
+        Ok(())
+    }
+
+    async fn register_sas(
+        &self,
+        device_id: &str,
+        key: Option<String>,
+    ) -> Result<String, ServiceError> {
+        super::sas_hub::register_sas(&self.0, device_id, key).await
+    }
+
+    async fn use_certificates(&self, device_id: &str) -> Result<(), ServiceError> {
+        super::sas_hub::use_certificates(&self.0, device_id).await
     }
 }
 
@@ -302,6 +307,16 @@ impl DeviceTransport for MqttTransport {
     ) -> Result<MqttSession, ServiceError> {
         let key = key.private_key_der();
         Ok(MqttTransport::connect_to(self, hub, device_id, chain, key).await?)
+    }
+
+    async fn connect_sas(
+        &self,
+        hub: Option<&str>,
+        device_id: &str,
+        key: &str,
+        expiry: u64,
+    ) -> Result<MqttSession, ServiceError> {
+        Ok(MqttTransport::connect_sas(self, hub, device_id, key, expiry).await?)
     }
 }
 

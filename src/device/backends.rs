@@ -127,6 +127,40 @@ pub trait CertificateAuthority: Send + Sync + 'static {
 pub trait DeviceRegistry: Send + Sync + 'static {
     /// Creates the device identity (CA-signed authentication); an existing identity is fine.
     fn register(&self, device_id: &str) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    /// Creates a symmetric-key identity: with `key` as its primary key, or (`None`) with the
+    /// keys the registry generates. Answers the primary key (an existing SAS identity's, if
+    /// there is one). Registries without SAS identities refuse.
+    fn register_sas(
+        &self,
+        device_id: &str,
+        key: Option<String>,
+    ) -> impl Future<Output = Result<String, ServiceError>> + Send {
+        let _ = (device_id, key);
+        async { Err(unsupported("this registry has no symmetric-key identities")) }
+    }
+    /// Switches the identity to CA-signed certificates (a migration from SAS), under the
+    /// identity's current etag. Registries that cannot refuse.
+    fn use_certificates(
+        &self,
+        device_id: &str,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
+        let _ = device_id;
+        async {
+            Err(unsupported(
+                "this registry cannot change authentication types",
+            ))
+        }
+    }
+}
+
+/// A refusal for what a backend does not do.
+pub fn unsupported(message: &str) -> ServiceError {
+    ServiceError {
+        kind: "unsupported".into(),
+        class: FailureClass::Rejected,
+        message: message.into(),
+        retry_after: None,
+    }
 }
 
 /// Where a provisioning service placed a device.
@@ -203,6 +237,19 @@ pub trait DeviceTransport: Send + Sync + 'static {
                 retry_after: None,
             })
         }
+    }
+    /// Connects as `device_id` with a SAS token signed with `key` (base64) that expires at
+    /// `expiry` (Unix seconds), no client certificate, to `hub` (a hub a provisioning service
+    /// assigned) or to the run's hub. Transports that take no tokens refuse.
+    fn connect_sas(
+        &self,
+        hub: Option<&str>,
+        device_id: &str,
+        key: &str,
+        expiry: u64,
+    ) -> impl Future<Output = Result<Self::Session, ServiceError>> + Send {
+        let _ = (hub, device_id, key, expiry);
+        async { Err(unsupported("this transport takes no SAS tokens")) }
     }
 }
 

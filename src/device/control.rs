@@ -1,5 +1,5 @@
-//! Commands the fleet sends a running device (today: revoke your certificate), one channel per
-//! device. A device that has no channel (tests, a fleet without events) never receives one.
+//! Commands the fleet sends a running device (revoke your certificate; a SAS device: migrate to
+//! a certificate after a delay, which paces a migration), one channel per device. A device that has no channel (tests, a fleet without events) never receives one.
 
 use tokio::sync::watch;
 
@@ -9,6 +9,8 @@ use crate::scenario::RevokeMethod;
 pub enum Command {
     None,
     Revoke(RevokeMethod),
+    /// Move from SAS to a CA certificate, starting this long from now.
+    Migrate(std::time::Duration),
 }
 
 /// The fleet's end of a device's channel.

@@ -67,6 +67,8 @@ pub struct RenewalPolicy {
     /// A new key per renewal.
     pub rekey: bool,
     pub swap: Swap,
+    /// A SAS device's tokens and keys (`auth: sas`); `None`: an X.509 device.
+    pub sas: Option<super::sas_hub::SasPolicy>,
 }
 
 impl Default for RenewalPolicy {
@@ -77,6 +79,7 @@ impl Default for RenewalPolicy {
             deadline: 0.95,
             rekey: true,
             swap: Swap::BreakBeforeMake,
+            sas: None,
         }
     }
 }
@@ -153,6 +156,8 @@ pub struct DeviceReport {
     pub cloud: CloudReport,
     /// The phase the device was in when its task panicked (the panic was caught and counted).
     pub panicked_in: Option<crate::metrics::Phase>,
+    /// A SAS device that moved to a certificate (a `migrate` event) and connected with it.
+    pub migrated: bool,
 }
 
 /// A device's cloud-to-device traffic (all zero for a telemetry-only device).

@@ -44,7 +44,9 @@ impl TrafficClass {
     pub fn of(phase: Phase) -> Option<Self> {
         match phase {
             Phase::CaIssue | Phase::CaRenew => Some(Self::Enrolment),
-            Phase::MqttConnect | Phase::MqttReconnect => Some(Self::Connect),
+            Phase::MqttConnect | Phase::MqttReconnect | Phase::MigrateReconnect => {
+                Some(Self::Connect)
+            }
             Phase::MqttPublish => Some(Self::Publish),
             _ => None,
         }

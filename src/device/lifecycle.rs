@@ -85,12 +85,17 @@ impl<B: Backends> Device<'_, B> {
     /// certificate and the connect: the device learns its hub and is registered there.
     async fn live(&mut self, intended_start: Instant) -> Result<(), Stop> {
         crate::inject::panic_at("device");
+        if let Some(policy) = self.spec.renewal.sas {
+            return self.live_sas(policy, intended_start).await;
+        }
         let (key, issued) = Box::pin(self.obtain_certificate()).await?;
         self.report.enrolled = true;
         match self.services.provisioning.is_some() {
             true => Box::pin(self.provision(&key, &issued)).await?,
             false => Box::pin(self.register()).await?,
         }
+        let x509 = crate::metrics::auth_gauge::AuthType::X509;
+        self.services.recorder.identity(None, x509);
 
         self.set_state(DeviceState::Connecting);
         // Enrolled and registered: the next device may take this one's place (closed model).

@@ -17,7 +17,9 @@
 //!   connected device's loop), and what it does from there: `telemetry`, `renewal` (renew and
 //!   swap), `revocation` (revoke and cut-off) and `cloud` (subscriptions, twin, direct methods,
 //!   desired properties: what the cloud sends, one more arm of the online loop);
-//! - `lifecycle`: [`run_device`], the steps in order.
+//! - `lifecycle`: [`run_device`], the steps in order; a SAS device (`auth: sas`) lives by `sas`
+//!   instead (its own registration, token connects and renewals, and its migration to a
+//!   certificate, after which it lives as an X.509 device), over the leaf `sas_hub`.
 //!
 //! Where the next steps go: a new kind of cloud-to-device traffic is one more case in `cloud`,
 //! as C2D messages are ([`c2d`]: what the application makes of them, `c2d.delivery`); another
@@ -44,6 +46,8 @@ mod register;
 mod renewal;
 mod resume;
 mod revocation;
+mod sas;
+pub mod sas_hub;
 mod telemetry;
 
 pub use self::core::{

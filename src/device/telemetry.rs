@@ -162,7 +162,9 @@ impl<B: Backends> Device<'_, B> {
             recorder.message_acked();
             recorder.telemetry_acked(&self.spec.id, seq);
         }
-        if telemetry.first {
+        // The device's first message ever: a migrated SAS device sent its first before it
+        // migrated, and its new telemetry after the migration is not a first.
+        if telemetry.first && !self.report.migrated {
             recorder.record(
                 Phase::FirstTelemetry,
                 Outcome::Ok,

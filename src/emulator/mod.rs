@@ -14,7 +14,8 @@
 //! HTTPS port, REST and WebSocket upgrades together, as IoT Hub's 443), [`token`] (Azure AD stand-in tokens) and
 //! [`gcra`] (the rate limiter with reservations behind the CA's capacity model and the throttles).
 //! [`persist`] is what a resumed soak (`--state`) saves of them: both report durable changes to a
-//! journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]).
+//! journal and restart from a [`persist::Restore`] ([`Emulators::start_restored`]). [`serving`]
+//! binds the listeners, restores the pair and serves the hub's endpoints for the assembly here.
 
 pub mod amqp;
 pub mod ca;
@@ -29,6 +30,7 @@ pub mod listener;
 pub mod mqtt_wire;
 pub mod persist;
 mod restart;
+mod serving;
 pub mod shared_port;
 pub mod standalone;
 pub mod state_file;
@@ -40,13 +42,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use ca::{CaConfig, CaEmulator};
 pub use dps::{DpsConfig, DpsEmulator};
 pub use error::EmulatorError;
 pub use hub::{HubConfig, HubEmulator};
+pub use serving::{Addresses, bind_hint};
+use serving::{HubListeners, HubServing, bind, restored_pair, stopped};
 pub use tls::ServerPki;
 
 /// Both emulators, running.
@@ -78,32 +81,6 @@ pub struct Emulators {
     http_limits: http::HttpLimits,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Where each emulator endpoint listens (port 0: any free port).
-#[derive(Debug, Clone, Copy)]
-pub struct Addresses {
-    pub ca: SocketAddr,
-    pub hub_mqtt: SocketAddr,
-    /// The hub's HTTPS port: REST, and MQTT and AMQP over WebSocket (IoT Hub's 443).
-    pub hub_registry: SocketAddr,
-    /// MQTT over WebSocket on a port of its own too (the registry's port serves it anyway).
-    pub hub_websocket: Option<SocketAddr>,
-    pub amqp: SocketAddr,
-}
-
-impl Addresses {
-    /// Every endpoint on an ephemeral port of `ip`.
-    pub fn ephemeral(ip: std::net::IpAddr) -> Self {
-        let any = SocketAddr::new(ip, 0);
-        Self {
-            ca: any,
-            hub_mqtt: any,
-            hub_registry: any,
-            hub_websocket: None,
-            amqp: any,
-        }
-    }
 }
 
 /// How the emulators' servers are set up beyond their addresses.
@@ -170,29 +147,6 @@ impl dps::LinkedHub for HubEmulator {
             true => Ok(()),
             false => Err(format!("'{device_id}' is not a valid device id")),
         }
-    }
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, EmulatorError> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        let hint = bind_hint(addr, &e);
-        EmulatorError::Io(std::io::Error::new(e.kind(), format!("{addr}: {e}{hint}")))
-    })
-}
-
-/// What to do about a failed bind, when we can tell: a port below 1024 needs a privilege.
-pub fn bind_hint(addr: SocketAddr, e: &std::io::Error) -> String {
-    match (e.kind(), addr.port()) {
-        (std::io::ErrorKind::PermissionDenied, 1..1024) => format!(
-            " (ports below 1024 need root or the CAP_NET_BIND_SERVICE capability: run as root, \
-             or `sudo setcap cap_net_bind_service=+ep <path to fleetsim>`, or lower \
-             net.ipv4.ip_unprivileged_port_start to {} or below)",
-            addr.port()
-        ),
-        (std::io::ErrorKind::AddrInUse, _) => {
-            " (another process listens there: stop it or choose another port)".into()
-        }
-        _ => String::new(),
     }
 }
 
@@ -283,79 +237,27 @@ impl Emulators {
         let stop = CancellationToken::new();
 
         let ca_listener = bind(addrs.ca).await?;
-        let ca_emulator = match &restore.ca_secrets {
-            Some(saved) => CaEmulator::from_saved(&ca_listener, ca, saved)?,
-            None => CaEmulator::restored(&ca_listener, ca, restore.ca.as_ref())?,
-        };
-        ca_emulator.restore(&restore.issued, &restore.domains);
-        let hub_emulator = HubEmulator::from_saved(hub, restore.hub_secrets.as_ref())?;
-        hub_emulator.restore_devices(&restore.hub_devices);
-        hub_emulator.trust_ca(ca_emulator.root_der());
-        if ca.disable_devices_on_revoke {
-            let hub = hub_emulator.clone();
-            ca_emulator.on_revoke(Arc::new(move |device| {
-                let disabled = hub.disable_device(device);
-                tracing::debug!(%device, disabled, "revocation disabled the device in the hub");
-            }));
-        }
-
-        let mqtt_listener = bind(addrs.hub_mqtt).await?;
-        let registry_listener = bind(addrs.hub_registry).await?;
-        let websocket_listener = match addrs.hub_websocket {
-            Some(addr) => Some(bind(addr).await?),
-            None => None,
-        };
-        let hub_websocket_addr = match &websocket_listener {
+        let (ca_emulator, hub_emulator) = restored_pair(&ca_listener, ca, hub, restore)?;
+        let listeners = HubListeners::bind(&addrs).await?;
+        let hub_mqtt_addr = listeners.mqtt.local_addr()?;
+        let hub_websocket_addr = match &listeners.websocket {
             Some(l) => l.local_addr()?,
-            None => registry_listener.local_addr()?,
+            None => listeners.registry.local_addr()?,
         };
-        let hub_mqtt_addr = mqtt_listener.local_addr()?;
-        let hub_registry_url = format!("https://{}", registry_listener.local_addr()?);
-
+        let hub_registry_url = format!("https://{}", listeners.registry.local_addr()?);
+        let amqp_addr = listeners.amqp.local_addr()?;
         let (amqp, c2d) = amqp_endpoint(&hub_emulator);
-        let amqp_listener = bind(addrs.amqp).await?;
-        let amqp_addr = amqp_listener.local_addr()?;
-        let amqp_names = [
-            amqp_addr.ip().to_string(),
-            hub_emulator.host_name().to_string(),
-            "localhost".into(),
-        ];
-        let amqp_tls = amqp::AmqpEndpoint::tls_config(&pki, &amqp_names)?;
-        let on_stop = |t: &CancellationToken| {
-            let t = t.clone();
-            async move { t.cancelled().await }
+
+        let ca_task = ca_emulator.serve_with(ca_listener, &pki, http_limits, stopped(&stop))?;
+        let serving = HubServing {
+            hub: &hub_emulator,
+            pki: &pki,
+            http: http_limits,
+            stop: &stop,
+            restarts: &restarts,
         };
-        let mut tasks = vec![
-            ca_emulator.serve_with(ca_listener, &pki, http_limits, on_stop(&stop))?,
-            restart::supervise(
-                hub_emulator.clone(),
-                pki.clone(),
-                restart::Endpoint::MqttTls,
-                mqtt_listener,
-                stop.clone(),
-                restarts.subscribe(),
-            )?,
-            // The shared HTTPS port (REST, and MQTT/AMQP over WebSocket) stays up through a
-            // `restart_hub` fault, as the registry does: WebSocket sessions on it are not cut.
-            hub_emulator.serve_shared(
-                registry_listener,
-                &pki,
-                http_limits,
-                Some(amqp.websocket_session()),
-                on_stop(&stop),
-            )?,
-            amqp.serve(amqp_listener, amqp_tls, on_stop(&stop)),
-        ];
-        if let Some(listener) = websocket_listener {
-            tasks.push(restart::supervise(
-                hub_emulator.clone(),
-                pki.clone(),
-                restart::Endpoint::WebSocket,
-                listener,
-                stop.clone(),
-                restarts.subscribe(),
-            )?);
-        }
+        let mut tasks = serving.serve(listeners, &amqp)?;
+        tasks.push(ca_task);
         Ok(Self {
             ca: ca_emulator,
             hub: hub_emulator,
@@ -377,6 +279,16 @@ impl Emulators {
         })
     }
 
+    fn serving(&self) -> HubServing<'_> {
+        HubServing {
+            hub: &self.hub,
+            pki: &self.pki,
+            http: self.http_limits,
+            stop: &self.stop,
+            restarts: &self.restarts,
+        }
+    }
+
     /// Serves the hub's MQTT/TLS endpoint on one more address (port 0: any free port), until
     /// shutdown. Devices spread over several destination addresses are not limited by one
     /// address's ~28k ephemeral source ports.
@@ -386,14 +298,9 @@ impl Emulators {
     ) -> Result<SocketAddr, EmulatorError> {
         let listener = bind(addr).await?;
         let local = listener.local_addr()?;
-        let task = restart::supervise(
-            self.hub.clone(),
-            self.pki.clone(),
-            restart::Endpoint::MqttTls,
-            listener,
-            self.stop.clone(),
-            self.restarts.subscribe(),
-        )?;
+        let task = self
+            .serving()
+            .supervised(restart::Endpoint::MqttTls, listener)?;
         self.tasks.push(task);
         self.hub_mqtt_extra.push(local);
         Ok(local)
@@ -432,16 +339,12 @@ impl Emulators {
             service_url: format!("https://{}", service.local_addr()?),
             emulator: dps.clone(),
         };
-        let stop = |t: &CancellationToken| {
-            let t = t.clone();
-            async move { t.cancelled().await }
-        };
         self.tasks.extend([
-            dps.serve_mqtt(mqtt, &self.pki, stop(&self.stop))?,
-            dps.serve_service_with(service, &self.pki, self.http_limits, stop(&self.stop))?,
+            dps.serve_mqtt(mqtt, &self.pki, stopped(&self.stop))?,
+            dps.serve_service_with(service, &self.pki, self.http_limits, stopped(&self.stop))?,
         ]);
         if let Some(listener) = websocket {
-            let task = dps.serve_websocket(listener, &self.pki, stop(&self.stop))?;
+            let task = dps.serve_websocket(listener, &self.pki, stopped(&self.stop))?;
             self.tasks.push(task);
         }
         Ok(self.dps.insert(running))
@@ -458,8 +361,7 @@ impl Emulators {
         hub.trust_ca(self.ca.root_der());
         let listener = bind(mqtt).await?;
         let mqtt_addr = listener.local_addr()?;
-        let stop = self.stop.clone();
-        let task = hub.serve_mqtt(listener, &self.pki, async move { stop.cancelled().await })?;
+        let task = hub.serve_mqtt(listener, &self.pki, stopped(&self.stop))?;
         self.tasks.push(task);
         if let Some(dps) = &self.dps {
             dps.emulator.link_hub(std::sync::Arc::new(hub.clone()));
@@ -481,23 +383,5 @@ impl Emulators {
         for t in self.tasks {
             let _ = t.await;
         }
-    }
-}
-
-#[cfg(test)]
-mod bind_tests {
-    use super::bind_hint;
-    use std::io::{Error, ErrorKind};
-
-    #[test]
-    fn a_refused_low_port_names_the_privilege_and_a_taken_port_says_so() {
-        let at = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let denied = Error::from(ErrorKind::PermissionDenied);
-        assert!(bind_hint(at(443), &denied).contains("CAP_NET_BIND_SERVICE"));
-        assert!(bind_hint(at(443), &denied).contains("ip_unprivileged_port_start to 443"));
-        // Above 1024 a refusal is something else (a security module): no guess.
-        assert_eq!(bind_hint(at(8883), &denied), "");
-        let taken = Error::from(ErrorKind::AddrInUse);
-        assert!(bind_hint(at(8883), &taken).contains("another process"));
     }
 }

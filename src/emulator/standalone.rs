@@ -37,6 +37,9 @@ pub struct Written {
     /// The device CA's root (`ezca-root.pem`): what devices' certificates chain to, the
     /// certificate to upload to a hub (trust.pem is the emulators' TLS root, for clients).
     pub device_ca_root: PathBuf,
+    /// The default (ECDSA) issuing CA (`ezca-issuing.pem`, the `ca_id` target.yaml names): it
+    /// signs device certificates, so it is what `fleetsim hub upload-ca --ezca` uploads.
+    pub device_ca_issuing: PathBuf,
     /// The hub's Azure-style management resource (SKU, CA upload and verification).
     pub management_url: String,
     /// The hub's tier (`--sku`, `--units`), if it has one.
@@ -148,6 +151,7 @@ pub async fn run(
         hub_host: emulators.hub.host_name().to_string(),
         trust_pem: dir.join("trust.pem"),
         device_ca_root: dir.join("ezca-root.pem"),
+        device_ca_issuing: dir.join("ezca-issuing.pem"),
         management_url: format!(
             "{}/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/fleetsim/providers/Microsoft.Devices/IotHubs/{}",
             emulators.hub_registry_url.trim_end_matches('/'),
@@ -165,6 +169,10 @@ pub async fn run(
     std::fs::write(
         &written.device_ca_root,
         cert_to_pem(&emulators.ca.root_der()),
+    )?;
+    std::fs::write(
+        &written.device_ca_issuing,
+        cert_to_pem(&emulators.ca.issuing_der()),
     )?;
     let token = emulators.ca.mint_token(
         &uuid::Uuid::new_v4().to_string(),

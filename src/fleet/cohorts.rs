@@ -125,6 +125,7 @@ fn template(
             deadline: c.renew_deadline.fraction(),
             rekey: c.rekey,
             swap: c.swap,
+            sas: cohort.and_then(sas_policy),
         },
         control: Default::default(),
         cloud: crate::device::behaviour::CloudBehaviour::from_scenario(&match cohort {
@@ -134,6 +135,21 @@ fn template(
         .map(std::sync::Arc::new),
         resume: None,
     }
+}
+
+/// A SAS cohort's policy (`auth: sas`), with a group key made for this run when its keys are
+/// derived; `None` for an X.509 cohort.
+fn sas_policy(cohort: &crate::scenario::Cohort) -> Option<crate::device::sas_hub::SasPolicy> {
+    use crate::scenario::sas::{Auth, SasKeys};
+    if cohort.auth != Auth::Sas {
+        return None;
+    }
+    let settings = cohort.sas.unwrap_or_default();
+    Some(crate::device::sas_hub::SasPolicy {
+        token_ttl: settings.token_ttl.0,
+        renew_fraction: settings.renew_at.fraction(),
+        group_key: (settings.keys == SasKeys::Derived).then(rand::random::<[u8; 32]>),
+    })
 }
 
 /// The cohort of each device index: `sizes[c]` devices of cohort `c`, spread evenly.

@@ -28,6 +28,10 @@ pub struct Events {
     /// Device ids by index (only when the operator has events).
     ids: HashMap<u64, String>,
     told: HashSet<u64>,
+    /// The cohort of each device of a cohort some `migrate` event names, by index.
+    migrating: HashMap<u64, String>,
+    /// Devices already told to migrate.
+    migrated: HashSet<u64>,
     rng: StdRng,
 }
 
@@ -40,9 +44,22 @@ impl Events {
         let revokes = scenario.has_revocations();
         let operates = events.iter().any(Event::is_operator);
         let (mut outboxes, mut ids) = (HashMap::new(), HashMap::new());
-        if revokes || operates {
+        let migrate_cohorts: HashSet<String> = events
+            .iter()
+            .filter_map(|e| match e.action() {
+                Some(Action::Migrate(m)) => Some(m.cohort.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut migrating = HashMap::new();
+        if revokes || operates || !migrate_cohorts.is_empty() {
             for spec in specs {
-                if revokes {
+                let cohort = &spec.telemetry.cohort;
+                let migrates = migrate_cohorts.contains(cohort);
+                if migrates {
+                    migrating.insert(spec.index, cohort.clone());
+                }
+                if revokes || migrates {
                     let (outbox, inbox) = channel();
                     spec.control = inbox;
                     outboxes.insert(spec.index, outbox);
@@ -54,6 +71,8 @@ impl Events {
         }
         Self {
             told: HashSet::new(),
+            migrating,
+            migrated: HashSet::new(),
             events,
             next: 0,
             outboxes,
@@ -80,6 +99,10 @@ impl Events {
             Some(Action::Desired(_)) => ("desired", "desired properties".into()),
             Some(Action::Query(_)) => ("query", "registry query".into()),
             Some(Action::C2d(_)) => ("c2d", "cloud-to-device message".into()),
+            Some(Action::Migrate(m)) => (
+                "migrate",
+                format!("migrate {}% of {} to X.509", m.share.0, m.cohort),
+            ),
             None => ("event", "event".into()),
         }
     }
@@ -119,6 +142,7 @@ impl Events {
                 op.c2d(c, at, targets);
                 n
             }
+            (Some(Action::Migrate(m)), _) => self.migrate(started, m),
             (Some(Action::Query(q)), Some(op)) => {
                 op.query(q, at);
                 0
@@ -144,6 +168,34 @@ impl Events {
             }
         }
         tracing::info!(devices = count, method = method.name(), "revocation event");
+        count
+    }
+
+    /// Tells a share of the migrating cohort's started devices (not told before) to migrate,
+    /// the n-th of them n / rate after now, so migrations start at the event's rate.
+    fn migrate(&mut self, started: &[u64], m: &crate::scenario::sas::MigrateEvent) -> usize {
+        let of_cohort: Vec<u64> = started
+            .iter()
+            .copied()
+            .filter(|i| self.migrating.get(i) == Some(&m.cohort))
+            .collect();
+        let mut candidates: Vec<u64> = of_cohort
+            .iter()
+            .copied()
+            .filter(|i| !self.migrated.contains(i))
+            .collect();
+        candidates.shuffle(&mut self.rng);
+        let count = Selection::Share(m.share)
+            .of(of_cohort.len())
+            .min(candidates.len());
+        for (n, i) in candidates[..count].iter().enumerate() {
+            self.migrated.insert(*i);
+            let after = std::time::Duration::from_secs_f64(n as f64 / m.rate.0);
+            if let Some(outbox) = self.outboxes.get(i) {
+                outbox.send(Command::Migrate(after));
+            }
+        }
+        tracing::info!(devices = count, cohort = %m.cohort, "migration event");
         count
     }
 

@@ -4,7 +4,8 @@
 //!    shares, complete, for the scenario's target (starting the embedded emulators if asked,
 //!    [`target`]) with the fleet's limits (`limits`), and start the Prometheus endpoint;
 //! 2. **register** the fleet's identities in bulk, if the scenario says so (`bulk`);
-//! 3. **drive**: start devices as the arrival processes say ([`arrivals`], `roster`), fire the
+//! 3. **drive**: start the clock (`timing`: now, or at a distributed run's start barrier), start
+//!    devices as the arrival processes say ([`arrivals`], `roster`), fire the
 //!    scenario's events (`events`; fleetsim as the operator takes on the method, desired and
 //!    query events, `operator`) and write the timeline, interval log and checkpoints as they
 //!    fall due (`sampling`), until the duration has passed or the shutdown signal (e.g. Ctrl-C);
@@ -31,6 +32,7 @@ mod roster;
 mod sampling;
 pub mod shard;
 pub mod target;
+mod timing;
 mod web;
 
 use std::future::Future;
@@ -40,7 +42,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::device::{DeviceReport, DeviceSpec};
@@ -54,6 +55,7 @@ use roster::Roster;
 use sampling::Sampling;
 pub use shard::Shard;
 use target::FleetServices;
+use timing::Timing;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -153,18 +155,6 @@ struct Run<'a> {
     /// Which device is in which state: the web page's map and the report's.
     board: Arc<crate::metrics::board::DeviceBoard>,
     page: Option<web::Page>,
-}
-
-/// When the run is: its start (earlier than now when a soak resumes) and its end.
-struct Timing {
-    /// When this process's part began: devices a resumed soak brings back count from here.
-    begun: Instant,
-    start: Instant,
-    end: Instant,
-    /// When this part began, as wall-clock time (RFC 3339), for the report.
-    started_at: String,
-    /// The start barrier and how late this process reached it (`--start-at`).
-    barrier: Option<crate::report::StartBarrier>,
 }
 
 /// A run whose devices have been driven until the end (or the shutdown signal).
@@ -300,35 +290,18 @@ impl<'a> Run<'a> {
         mut shutdown: Pin<&mut impl Future<Output = ()>>,
         quit: CancellationToken,
     ) -> Result<Driven, FleetError> {
-        let elapsed_before = self
-            .soak
-            .as_ref()
-            .map_or(Duration::ZERO, |o| o.elapsed_before());
-        let duration = self.scenario.duration.0;
-        let timing = match self.options.start_at {
-            None => Timing::new(elapsed_before, duration),
-            Some(at) => match barrier::wait(at, self.options.shard, shutdown.as_mut()).await {
-                Some(reached) => {
-                    let left = duration.saturating_sub(elapsed_before);
-                    if let Some(missed) = barrier::missed(&reached, left) {
-                        return Err(FleetError::Setup(missed));
-                    }
-                    Timing::at_barrier(reached, elapsed_before, duration)
-                }
-                // Stopped while waiting: no device starts, the report says it was interrupted.
-                None => {
-                    self.stop.cancel();
-                    Timing::new(elapsed_before, duration)
-                }
-            },
-        };
+        let elapsed_before = self.soak.as_ref().map(|o| o.elapsed_before());
+        let (options, duration) = (self.options, self.scenario.duration.0);
+        let timing = Timing::decide(
+            (options.start_at, options.shard),
+            (elapsed_before.unwrap_or_default(), duration),
+            &self.stop,
+            shutdown.as_mut(),
+        )
+        .await?;
         let watcher = self.watch(&timing, quit);
         self.board.set_start(timing.start.into_std());
-        if let Some(listener) = &self.options.web_listener {
-            let (recorder, board) = (self.recorder.clone(), self.board.clone());
-            let start = timing.start.into_std();
-            self.page = Some(web::start(listener, self.scenario, recorder, board, start)?);
-        }
+        self.start_page(&timing)?;
         let log = self.options.interval_log.as_deref();
         let soak = self.soak.as_mut();
         let elapsed = timing.begun.saturating_duration_since(timing.start);
@@ -387,6 +360,16 @@ impl<'a> Run<'a> {
             arrival_panics,
             interrupted,
         })
+    }
+
+    /// Serves the live web page (`--web`), if asked for.
+    fn start_page(&mut self, timing: &Timing) -> Result<(), FleetError> {
+        if let Some(listener) = &self.options.web_listener {
+            let (recorder, board) = (self.recorder.clone(), self.board.clone());
+            let start = timing.start.into_std();
+            self.page = Some(web::start(listener, self.scenario, recorder, board, start)?);
+        }
+        Ok(())
     }
 
     /// An arrival process ended: a panic is counted (as `arrival.late/panic`) when it happens,
@@ -526,41 +509,6 @@ impl<'a> Run<'a> {
             extra_hubs: hubs.collect(),
             dps: ended.dps,
         })
-    }
-}
-
-impl Timing {
-    /// Starts the clock of a run `elapsed_before` of which earlier parts of a resumed soak ran:
-    /// it continues its duration and arrival slots where the last part stopped.
-    fn new(elapsed_before: Duration, duration: Duration) -> Self {
-        let started_at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        let begun = Instant::now();
-        let start = begun.checked_sub(elapsed_before).unwrap_or(begun);
-        Self {
-            begun,
-            start,
-            end: start + duration,
-            started_at,
-            barrier: None,
-        }
-    }
-
-    /// Starts the clock at a start barrier this process `reached` (now, or earlier when it
-    /// came late): arrival slots and the end count from the barrier, whenever this began.
-    fn at_barrier(reached: barrier::Reached, elapsed_before: Duration, duration: Duration) -> Self {
-        let start = reached
-            .instant
-            .checked_sub(elapsed_before)
-            .unwrap_or(reached.instant);
-        Self {
-            begun: Instant::now(),
-            start,
-            end: start + duration,
-            started_at: reached.report.at.clone(),
-            barrier: Some(reached.report),
-        }
     }
 }
 

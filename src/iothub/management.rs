@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::error::HubError;
 use super::quotas::Sku;
 pub use super::rest::RegistryAuth as ManagementAuth;
-use super::rest::{Rest, RestFailure};
+use super::rest::Rest;
 
 pub const MANAGEMENT_API_VERSION: &str = "2023-06-30";
 
@@ -187,17 +187,7 @@ impl ManagementClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), HubError> {
-        match self.rest.send(req).await {
-            Ok(answer) => Ok((answer.status, answer.body)),
-            Err(RestFailure::Transport(e)) => Err(HubError::Transport(e)),
-            Err(RestFailure::Timeout) => Err(HubError::Timeout),
-            Err(RestFailure::Credentials(e)) => Err(HubError::ConnectionString(e)),
-            Err(RestFailure::Refused(r)) => Err(HubError::Status {
-                status: r.status,
-                code: r.code,
-                body: r.body,
-                retry_after: r.retry_after,
-            }),
-        }
+        let answer = self.rest.send(req).await?;
+        Ok((answer.status, answer.body))
     }
 }

@@ -65,6 +65,13 @@ pub struct MqttTransport {
     protocol_errors: lean::ProtocolErrors,
 }
 
+/// What a device proves itself with: a client certificate and its key, or a password (a SAS
+/// token).
+enum Credentials {
+    Certificate(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    Password(String),
+}
+
 /// Where one connection goes: the address to dial and the hub's name for the username.
 struct Dial<'a> {
     host: &'a str,
@@ -178,6 +185,38 @@ impl MqttTransport {
         self.connect_via(dial, device_id, chain, key).await
     }
 
+    /// Connects as `device_id` with a SAS token as password (no client certificate), signed
+    /// with `key` for `{hub}/devices/{device_id}` and expiring at `expiry` (Unix seconds), to
+    /// the hub named `hub_host` (routed as [`connect_to`](Self::connect_to) does) or, without
+    /// one, to the endpoint's hub.
+    pub async fn connect_sas(
+        &self,
+        hub_host: Option<&str>,
+        device_id: &str,
+        key: &str,
+        expiry: u64,
+    ) -> Result<MqttSession, HubError> {
+        let (host, port, hub_host) = match hub_host {
+            Some(hub) => {
+                let (host, port) = self.pick_for(hub);
+                (host, port, hub)
+            }
+            None => {
+                let (host, port) = self.pick();
+                (host, port, self.endpoint.hub_host.as_str())
+            }
+        };
+        let dial = Dial {
+            host,
+            port,
+            hub_host,
+        };
+        let resource = format!("{hub_host}/devices/{device_id}");
+        let password = super::sas::token(&resource, key, None, expiry)?;
+        let credentials = Credentials::Password(password);
+        self.connect_with(dial, device_id, credentials).await
+    }
+
     async fn connect_via(
         &self,
         dial: Dial<'_>,
@@ -185,11 +224,21 @@ impl MqttTransport {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttSession, HubError> {
+        let credentials = Credentials::Certificate(chain, key);
+        self.connect_with(dial, device_id, credentials).await
+    }
+
+    async fn connect_with(
+        &self,
+        dial: Dial<'_>,
+        device_id: &str,
+        credentials: Credentials,
+    ) -> Result<MqttSession, HubError> {
         if self.lean {
-            return self.connect_lean(dial, device_id, chain, key).await;
+            return self.connect_lean(dial, device_id, credentials).await;
         }
         let ep = &self.endpoint;
-        let (mut eventloop, client) = self.eventloop(dial, device_id, chain, key)?;
+        let (mut eventloop, client) = self.eventloop(dial, device_id, credentials)?;
         let connack = async {
             loop {
                 match eventloop.poll().await {
@@ -223,13 +272,16 @@ impl MqttTransport {
         &self,
         dial: Dial<'_>,
         device_id: &str,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
+        credentials: Credentials,
     ) -> Result<MqttSession, HubError> {
         let ep = &self.endpoint;
+        let (certificate, password) = match credentials {
+            Credentials::Certificate(chain, key) => (Some((chain, key)), String::new()),
+            Credentials::Password(password) => (None, password),
+        };
         let tls = self
             .tls
-            .client_config(chain, key)
+            .client_config(certificate)
             .map_err(|e| HubError::Setup(e.to_string()))?;
         let lean_dial = lean::LeanDial {
             host: dial.host,
@@ -237,6 +289,7 @@ impl MqttTransport {
             websocket: ep.websocket,
             client_id: device_id,
             username: Self::username(dial.hub_host, device_id),
+            password,
             keep_alive: ep.keep_alive,
             connect_timeout: ep.connect_timeout,
             ack_timeout: ep.ack_timeout,
@@ -250,8 +303,7 @@ impl MqttTransport {
         &self,
         dial: Dial<'_>,
         device_id: &str,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
+        credentials: Credentials,
     ) -> Result<(EventLoop, AsyncClient), HubError> {
         let ep = &self.endpoint;
         let target = MqttDial {
@@ -262,10 +314,13 @@ impl MqttTransport {
             websocket: ep.websocket,
             keep_alive: ep.keep_alive,
         };
-        let mut opts = self
-            .tls
-            .mqtt_options(target, chain, key)
-            .map_err(|e| HubError::Setup(e.to_string()))?;
+        let mut opts = match credentials {
+            Credentials::Certificate(chain, key) => self.tls.mqtt_options(target, chain, key),
+            Credentials::Password(password) => {
+                self.tls.mqtt_options_with_password(target, &password)
+            }
+        }
+        .map_err(|e| HubError::Setup(e.to_string()))?;
         // One publish in flight (the session waits for each PUBACK), so the window is 1 and the
         // request channel holds a publish and a disconnect.
         opts.set_clean_session(false)

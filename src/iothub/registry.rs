@@ -8,7 +8,7 @@ use super::ConnectionString;
 use super::error::HubError;
 pub use super::identity::*;
 pub use super::rest::RegistryAuth;
-use super::rest::{Rest, RestFailure};
+use super::rest::Rest;
 
 /// Registry client. One per run, shared by all devices.
 pub struct RegistryClient {
@@ -57,23 +57,30 @@ impl RegistryClient {
         self.run_tag.as_deref()
     }
 
-    /// Sets the run tag on `device_id`'s twin (`PATCH /twins/{id}`, unconditional); nothing
-    /// without a run tag.
-    pub async fn tag_run(&self, device_id: &str) -> Result<(), HubError> {
-        let Some(run) = &self.run_tag else {
-            return Ok(());
-        };
-        let url = self
-            .rest
-            .url(&format!("/twins/{}", super::sas::url_encode(device_id)));
-        let body = serde_json::json!({ "tags": run_tags(run) });
-        let req = self
-            .rest
-            .http
-            .patch(url)
-            .header("If-Match", "\"*\"")
-            .json(&body);
-        self.send(req).await.map(|_| ())
+    /// Creates one CA-authenticated device carrying the run's tag in the same call (a bulk
+    /// create of one: IoT Hub's single `PUT /devices/{id}` takes no tags, and tagging after it
+    /// would leave an untagged identity, which cleanup never deletes, if fleetsim died in
+    /// between). Answers `false` when the id already existed (then it is left untagged: it
+    /// may not be this run's). Without a run tag it is a plain [`Self::create`].
+    pub async fn create_tagged(&self, device_id: &str) -> Result<bool, HubError> {
+        if self.run_tag.is_none() {
+            return match self.create(&Device::certificate_authority(device_id)).await {
+                Ok(_) => Ok(true),
+                Err(HubError::Status { status: 409, .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        let result = self.bulk_create(&[device_id.to_string()]).await?;
+        match result.errors.first() {
+            None => Ok(true),
+            Some(e) if e.error_code == "DeviceAlreadyExists" => Ok(false),
+            Some(e) => Err(HubError::Status {
+                status: 400,
+                code: e.error_code.clone(),
+                body: e.error_status.clone(),
+                retry_after: None,
+            }),
+        }
     }
 
     /// Deletes up to [`BULK_MAX`] devices in one call (`importMode: delete`, unconditional);
@@ -166,6 +173,56 @@ impl RegistryClient {
         self.bulk(&body).await
     }
 
+    /// Creates a symmetric-key device, with `primary_key` or with the keys the hub generates,
+    /// carrying the run's tag in the same call when there is one (as [`Self::create_tagged`]),
+    /// and answers the identity as the registry holds it (its keys included). An id that
+    /// already existed is read instead (untagged: it may not be this run's).
+    pub async fn create_sas_tagged(
+        &self,
+        device_id: &str,
+        primary_key: Option<String>,
+    ) -> Result<Device, HubError> {
+        let authentication = Authentication {
+            kind: AuthenticationType::Sas,
+            symmetric_key: SymmetricKey {
+                primary_key,
+                secondary_key: None,
+            },
+            ..Default::default()
+        };
+        if self.run_tag.is_none() {
+            let mut device = Device::certificate_authority(device_id);
+            device.authentication = authentication;
+            return match self.create(&device).await {
+                Err(HubError::Status { status: 409, .. }) => self.get(device_id).await,
+                other => other,
+            };
+        }
+        let entry = ExportImportDevice {
+            id: device_id.to_string(),
+            e_tag: None,
+            import_mode: ImportMode::Create,
+            status: DeviceStatus::Enabled,
+            authentication: Some(authentication),
+            tags: self.run_tag.as_deref().map(run_tags),
+        };
+        let result = self.bulk(&[entry]).await?;
+        match result.errors.first() {
+            None => {}
+            Some(e) if e.error_code == "DeviceAlreadyExists" => {}
+            Some(e) => {
+                return Err(HubError::Status {
+                    status: 400,
+                    code: e.error_code.clone(),
+                    body: e.error_status.clone(),
+                    retry_after: None,
+                });
+            }
+        }
+        // A bulk answer carries no identities: the generated keys are read back.
+        self.get(device_id).await
+    }
+
     async fn bulk(&self, body: &[ExportImportDevice]) -> Result<BulkResult, HubError> {
         let req = self.rest.http.post(self.rest.url("/devices")).json(body);
         match self.send_json::<BulkResult>(req).await {
@@ -199,17 +256,7 @@ impl RegistryClient {
     /// Sends with authorisation; a non-2xx answer becomes [`HubError::Status`] carrying IoT Hub's
     /// error name and any `Retry-After`.
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), HubError> {
-        match self.rest.send(req).await {
-            Ok(answer) => Ok((answer.status, answer.body)),
-            Err(RestFailure::Transport(e)) => Err(HubError::Transport(e)),
-            Err(RestFailure::Timeout) => Err(HubError::Timeout),
-            Err(RestFailure::Credentials(e)) => Err(HubError::ConnectionString(e)),
-            Err(RestFailure::Refused(r)) => Err(HubError::Status {
-                status: r.status,
-                code: r.code,
-                body: r.body,
-                retry_after: r.retry_after,
-            }),
-        }
+        let answer = self.rest.send(req).await?;
+        Ok((answer.status, answer.body))
     }
 }

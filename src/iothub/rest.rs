@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::CertificateDer;
 
+use super::error::HubError;
 use super::{API_VERSION, ConnectionString};
 
 /// How a client proves it may use the hub's REST API.
@@ -42,6 +43,23 @@ pub(super) enum RestFailure {
     Credentials(String),
     /// The hub answered with a status that is not 2xx.
     Refused(Refusal),
+}
+
+/// The registry and management clients report every failure as a [`HubError`].
+impl From<RestFailure> for HubError {
+    fn from(failure: RestFailure) -> Self {
+        match failure {
+            RestFailure::Transport(e) => HubError::Transport(e),
+            RestFailure::Timeout => HubError::Timeout,
+            RestFailure::Credentials(e) => HubError::ConnectionString(e),
+            RestFailure::Refused(r) => HubError::Status {
+                status: r.status,
+                code: r.code,
+                body: r.body,
+                retry_after: r.retry_after,
+            },
+        }
+    }
 }
 
 /// A non-2xx answer, with what IoT Hub says about it.

@@ -54,25 +54,6 @@ impl DeviceTls {
         }
     }
 
-    /// The rustls config of one connection presenting `chain` (leaf first) with `key`.
-    pub fn client_config(
-        &self,
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
-        let mut tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(TlsSetupError::Protocols)?
-            .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(chain, key)
-            .map_err(TlsSetupError::ClientCertificate)?;
-        // The default session cache preallocates room for 32 servers (several KiB) in every
-        // device's config; a device reconnects after a renewal with a new certificate, where a
-        // resumed session would carry the old identity anyway.
-        tls.resumption = rustls::client::Resumption::disabled();
-        Ok(Arc::new(tls))
-    }
-
     /// rumqttc options for one connection presenting `chain` (leaf first) with `key`: keep-alive,
     /// credentials and the TLS or WebSocket transport set, the rest left to the caller.
     pub fn mqtt_options(
@@ -81,7 +62,52 @@ impl DeviceTls {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttOptions, TlsSetupError> {
-        let tls = TlsConfiguration::Rustls(self.client_config(chain, key)?);
+        let tls = self.client_config(Some((chain, key)))?;
+        Ok(self.options_over(dial, tls, ""))
+    }
+
+    /// Like [`DeviceTls::mqtt_options`] for a SAS device: no client certificate, `password` (a
+    /// SAS token) in CONNECT.
+    pub fn mqtt_options_with_password(
+        &self,
+        dial: MqttDial<'_>,
+        password: &str,
+    ) -> Result<MqttOptions, TlsSetupError> {
+        let tls = self.client_config(None)?;
+        Ok(self.options_over(dial, tls, password))
+    }
+
+    /// The rustls config of one connection: presenting `certificate` (a chain, leaf first, and
+    /// its key), or no client certificate (a SAS device) when `None`.
+    pub fn client_config(
+        &self,
+        certificate: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+        let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(TlsSetupError::Protocols)?
+            .with_root_certificates(self.roots.clone());
+        let mut tls = match certificate {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(TlsSetupError::ClientCertificate)?,
+            None => builder.with_no_client_auth(),
+        };
+        // The default session cache preallocates room for 32 servers (several KiB) in every
+        // device's config; a device reconnects after a renewal with a new certificate, where a
+        // resumed session would carry the old identity anyway.
+        tls.resumption = rustls::client::Resumption::disabled();
+        Ok(Arc::new(tls))
+    }
+
+    /// The MQTT options of a connection over `tls` (TLS or WebSocket, as `dial` says).
+    fn options_over(
+        &self,
+        dial: MqttDial<'_>,
+        tls: Arc<rustls::ClientConfig>,
+        password: &str,
+    ) -> MqttOptions {
+        let tls = TlsConfiguration::Rustls(tls);
         let (broker, transport) = match dial.websocket {
             // rumqttc takes the whole URL as the broker address for WebSocket transports.
             true => (
@@ -96,9 +122,9 @@ impl DeviceTls {
         };
         let mut opts = MqttOptions::new(dial.client_id, broker, dial.port);
         opts.set_keep_alive(dial.keep_alive)
-            .set_credentials(dial.username, "")
+            .set_credentials(dial.username, password)
             .set_transport(transport);
-        Ok(opts)
+        opts
     }
 }
 

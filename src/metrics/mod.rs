@@ -13,6 +13,7 @@
 //! [`exporter`] serves all of it to Prometheus at `/metrics`. [`delivery`] is the ledger of a
 //! run with a backend: which acknowledged telemetry the backend read, lost or read twice.
 
+pub mod auth_gauge;
 pub mod board;
 pub mod certs;
 pub mod delivery;

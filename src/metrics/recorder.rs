@@ -97,6 +97,8 @@ pub struct Recorder {
     board: std::sync::OnceLock<Arc<super::board::DeviceBoard>>,
     /// Every QoS 1 telemetry message: acknowledged or lost, per cause.
     pub qos1: super::qos1::Qos1Ledger,
+    /// Hub identities by authentication type (see [`Recorder::identity`]).
+    identities: super::auth_gauge::IdentityGauges,
 }
 
 impl Default for Recorder {
@@ -141,7 +143,18 @@ impl Recorder {
             delivery: std::sync::OnceLock::new(),
             board: std::sync::OnceLock::new(),
             qos1: Default::default(),
+            identities: Default::default(),
         }
+    }
+
+    /// A device's hub identity appeared as `to`, or (`from`) changed type: the fleet's
+    /// identities per authentication type over time (SAS devices and their migration).
+    pub fn identity(
+        &self,
+        from: Option<super::auth_gauge::AuthType>,
+        to: super::auth_gauge::AuthType,
+    ) {
+        self.identities.change(from, to);
     }
 
     fn shard(&self) -> &Shard {
@@ -326,6 +339,7 @@ impl Recorder {
             .map(|s| (s.name(), self.states[*s as usize].load(Ordering::Relaxed)))
             .collect();
         Snapshot {
+            identities: self.identities.snapshot(),
             latency: keyed(corrected),
             uncorrected: keyed(uncorrected),
             messages_sent: self.messages_sent.load(Ordering::Relaxed),
@@ -391,6 +405,9 @@ pub struct Snapshot {
     pub devices: BTreeMap<&'static str, i64>,
     /// Fleet certificate health at the moment of the snapshot.
     pub certs: super::certs::CertSnapshot,
+    /// Hub identities per authentication type (`sas`, `x509`); empty for a run without SAS
+    /// devices.
+    pub identities: BTreeMap<&'static str, i64>,
 }
 
 impl Snapshot {

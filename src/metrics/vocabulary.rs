@@ -55,10 +55,20 @@ pub enum Phase {
     D2cDelivery,
     /// A cloud-to-device message as the operator sends it: due → the hub's disposition.
     C2dSend,
+    /// A SAS device's token renewal: renewal point → a session with the new token (the swap
+    /// included, as for a renewed certificate).
+    SasRenew,
+    /// A migrating SAS device's first certificate: key, CSR and issue, end to end.
+    MigrateIssue,
+    /// A migrating device's identity switched from `sas` to `certificateAuthority` (read, then
+    /// update with its etag).
+    MigrateUpdate,
+    /// A migrating device's connect with its certificate (the SAS session closed first).
+    MigrateReconnect,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 29] = [
+    pub const ALL: [Phase; 33] = [
         Phase::Keygen,
         Phase::Csr,
         Phase::CaRegisterDomain,
@@ -88,6 +98,10 @@ impl Phase {
         Phase::C2dDelivery,
         Phase::D2cDelivery,
         Phase::C2dSend,
+        Phase::SasRenew,
+        Phase::MigrateIssue,
+        Phase::MigrateUpdate,
+        Phase::MigrateReconnect,
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,6 +137,10 @@ impl Phase {
             Phase::C2dDelivery => "c2d.delivery",
             Phase::D2cDelivery => "d2c.delivery",
             Phase::C2dSend => "c2d.send",
+            Phase::SasRenew => "sas.renew",
+            Phase::MigrateIssue => "migrate.issue",
+            Phase::MigrateUpdate => "migrate.update",
+            Phase::MigrateReconnect => "migrate.reconnect",
         }
     }
 

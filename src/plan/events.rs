@@ -34,7 +34,7 @@ pub(super) fn lines(scenario: &Scenario, f: &Figures, tier: Option<HubTier>, out
                 let per_min = q.every.map_or(1.0, |e| 60.0 / e.as_secs_f64().max(1e-3));
                 totals.queries_per_min = totals.queries_per_min.max(per_min);
             }
-            Action::Revoke { .. } => {}
+            Action::Revoke { .. } | Action::Migrate(_) => {}
         }
     }
     totals.push(tier, out);

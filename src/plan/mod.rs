@@ -72,7 +72,7 @@ fn ca_lines(f: &Figures, lines: &mut Vec<Line>) {
         None,
         Some(f.devices as f64 + f.renewals_total),
     );
-    issued.note = "each stays at the CA (fleetsim cleanup removes identities, not certificates: revoke them at EZCA)".into();
+    issued.note = "each stays at the CA until it expires (run with --state, then `fleetsim cleanup --state FILE --revoke` revokes them)".into();
     lines.push(issued);
 }
 

@@ -31,6 +31,10 @@ impl Report {
             let _ = writeln!(s);
             s.push_str(&b.to_text());
         }
+        if let Some(line) = self.timeline.as_ref().and_then(|t| t.identities_text()) {
+            let _ = writeln!(s);
+            s.push_str(&line);
+        }
         if !self.thresholds.is_empty() {
             let _ = writeln!(s);
             let _ = writeln!(s, "thresholds:");

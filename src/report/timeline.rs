@@ -50,6 +50,10 @@ pub struct TimelinePoint {
     pub errors: u64,
     /// Per phase (only those with something in the interval): what happened in the interval.
     pub phases: BTreeMap<String, IntervalPhase>,
+    /// Hub identities per authentication type at `t` (`sas`, `x509`): only in runs with SAS
+    /// devices, where a migration moves them from one to the other.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub identities: BTreeMap<String, i64>,
 }
 
 /// One phase in one interval.
@@ -153,6 +157,37 @@ impl Timeline {
     }
 }
 
+impl Timeline {
+    /// Hub identities per authentication type over the run, for the text report: each type at
+    /// the first and the last point, and when the last SAS identity left (runs with SAS devices
+    /// only).
+    pub fn identities_text(&self) -> Option<String> {
+        let first = self.points.iter().find(|p| !p.identities.is_empty())?;
+        let last = self.points.last()?;
+        let at = |p: &TimelinePoint, k: &str| p.identities.get(k).copied().unwrap_or(0);
+        let peak = self.points.iter().map(|p| at(p, "sas")).max().unwrap_or(0);
+        let mut s = format!(
+            "identities by authentication: sas {} -> {} (at most {peak}), x509 {} -> {}, \
+             every {:.0} s",
+            at(first, "sas"),
+            at(last, "sas"),
+            at(first, "x509"),
+            at(last, "x509"),
+            self.interval_seconds
+        );
+        let gone = self
+            .points
+            .iter()
+            .rposition(|p| at(p, "sas") > 0)
+            .and_then(|i| self.points.get(i + 1));
+        if let Some(p) = gone.filter(|_| at(last, "sas") == 0 && peak > 0) {
+            s.push_str(&format!("; no SAS identity left by t = {:.0} s", p.t));
+        }
+        s.push('\n');
+        Some(s)
+    }
+}
+
 /// Builds the timeline during a run: one [`Sampler::sample`] per interval.
 pub struct Sampler {
     run_start: Instant,
@@ -252,6 +287,11 @@ impl Sampler {
             messages_failed: snapshot.messages_failed,
             errors: snapshot.total_errors(),
             phases,
+            identities: snapshot
+                .identities
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
         });
         self.open += 1;
         if self.open < self.per_point {
@@ -318,6 +358,9 @@ pub fn merge(timelines: &[&Timeline]) -> Result<Option<Timeline>, ReportError> {
             point.t = point.t.max(p.t);
             for (state, n) in &p.devices {
                 *point.devices.entry(state.clone()).or_insert(0) += n;
+            }
+            for (auth, n) in &p.identities {
+                *point.identities.entry(auth.clone()).or_insert(0) += n;
             }
             point.messages_sent += p.messages_sent;
             point.messages_acked += p.messages_acked;

@@ -49,6 +49,13 @@ pub struct Cohort {
     #[serde(default)]
     #[schemars(with = "Option<Arrival>")]
     pub arrival: Option<Spanned<Arrival>>,
+    /// How this cohort's devices authenticate: `x509` (default, a certificate from the CA) or
+    /// `sas` (a symmetric key and SAS tokens, see `sas`).
+    #[serde(default)]
+    pub auth: super::sas::Auth,
+    /// With `auth: sas`: the tokens' lifetime and renewal, and where the keys come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas: Option<super::sas::SasSettings>,
 }
 
 /// How many devices each cohort gets, in order. The loader has checked the cohorts with
@@ -123,6 +130,12 @@ pub fn validate(devices: u32, cohorts: &[Spanned<Cohort>]) -> Result<(), (Locati
         if let Some(a) = &v.arrival {
             a.value.validate(a.referenced)?;
         }
+        if v.sas.is_some() && v.auth != super::sas::Auth::Sas {
+            return Err((
+                at,
+                format!("cohort {:?}: sas settings need auth: sas", v.name),
+            ));
+        }
     }
     if first.value.share.is_some() {
         let sum: f64 = cohorts
@@ -181,6 +194,8 @@ mod tests {
                 telemetry: CohortTelemetry::default(),
                 behaviour: Behaviour::default(),
                 arrival: None,
+                auth: Default::default(),
+                sas: None,
             },
             unknown,
             unknown,

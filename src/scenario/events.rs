@@ -61,6 +61,9 @@ pub struct Event {
     /// A cloud-to-device message to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c2d: Option<C2dEvent>,
+    /// Move a SAS cohort's devices to EZCA certificates (see `scenario::sas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<super::sas::MigrateEvent>,
 }
 
 /// What an event does (see [`Event::action`]).
@@ -74,12 +77,21 @@ pub enum Action<'a> {
     Desired(&'a DesiredEvent),
     Query(&'a QueryEvent),
     C2d(&'a C2dEvent),
+    Migrate(&'a super::sas::MigrateEvent),
 }
 
 impl Event {
     /// What the event does, for an event the loader has checked ([`validate`]); an unchecked
     /// one that names none is read as a query that never runs.
     pub fn action(&self) -> Option<Action<'_>> {
+        if let Some(m) = &self.migrate {
+            let alone = self.revoke.is_none()
+                && self.method.is_none()
+                && self.desired.is_none()
+                && self.query.is_none()
+                && self.c2d.is_none();
+            return alone.then_some(Action::Migrate(m));
+        }
         if let Some(c) = &self.c2d {
             let alone = self.revoke.is_none()
                 && self.method.is_none()
@@ -172,13 +184,18 @@ pub(super) fn validate(e: &Event, at: Location) -> Result<(), (Location, String)
         e.desired.is_some(),
         e.query.is_some(),
         e.c2d.is_some(),
+        e.migrate.is_some(),
     ];
     match actions.iter().filter(|a| **a).count() {
         1 => {}
         0 if e.method.is_some() => {
             return fail("method: self or admin is how a revocation is made: add revoke (e.g. revoke: 10%), or give a direct method as a mapping (method: {name: reboot, devices: 100%})".into());
         }
-        0 => return fail("an event needs one of revoke, method, desired, query or c2d".into()),
+        0 => {
+            return fail(
+                "an event needs one of revoke, method, desired, query, c2d or migrate".into(),
+            );
+        }
         _ if e.revoke.is_some() && direct => {
             return fail(
                 "revoke takes method: self or admin; a direct method is an event of its own".into(),
@@ -186,7 +203,8 @@ pub(super) fn validate(e: &Event, at: Location) -> Result<(), (Location, String)
         }
         _ => {
             return fail(
-                "an event does one thing: give one of revoke, method, desired, query or c2d".into(),
+                "an event does one thing: give one of revoke, method, desired, query, c2d or migrate"
+                    .into(),
             );
         }
     }
@@ -195,6 +213,9 @@ pub(super) fn validate(e: &Event, at: Location) -> Result<(), (Location, String)
         Some(Action::Desired(d)) => validate_desired(d),
         Some(Action::Query(q)) => validate_query(&q.text, "query.text"),
         Some(Action::C2d(c)) => validate_c2d(c),
+        Some(Action::Migrate(m)) if !m.rate.0.is_finite() || m.rate.0 <= 0.0 => {
+            Err("migrate.rate must be above 0 (e.g. rate: 50/s)".into())
+        }
         _ => Ok(()),
     }
     .map_err(|m| (at, m))

@@ -18,6 +18,7 @@ pub mod events;
 pub mod faults;
 mod generators;
 pub mod placeholders;
+pub mod sas;
 pub mod schedule;
 pub mod schema;
 mod size;
@@ -418,6 +419,9 @@ fn validate_events(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)>
                 "method: self revokes with an RS256 certificate-JWT signed by the device key, so certificate.key (of every cohort) must be rsa-2048, rsa-3072 or rsa-4096".into(),
             ));
         }
+        if let Some(Action::Migrate(m)) = e.value.action() {
+            validate_migrate(s, m).map_err(|why| (e.referenced, why))?;
+        }
         if e.value.at.0 >= s.duration.0 {
             return Err((
                 e.referenced,
@@ -456,6 +460,7 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
         }
     }
     cohort::validate(f.devices.get(), &f.cohorts)?;
+    validate_sas_cohorts(s)?;
     behaviour::validate(&s.behaviour, "", serde_saphyr::Location::UNKNOWN)?;
     for c in &f.cohorts {
         let prefix = format!("cohort {:?}: ", c.value.name);
@@ -485,6 +490,60 @@ fn validate_fleet(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> 
                 c.value.name, e.ca.max_cert_life_days
             ),
         ));
+    }
+    Ok(())
+}
+
+/// A migration names a cohort of the scenario whose devices use SAS.
+fn validate_migrate(s: &Scenario, m: &sas::MigrateEvent) -> Result<(), String> {
+    let cohort = s.fleet.cohorts.iter().find(|c| c.value.name == m.cohort);
+    match cohort {
+        None => Err(format!(
+            "migrate.cohort {:?} is not a cohort of fleet.cohorts",
+            m.cohort
+        )),
+        Some(c) if c.value.auth != sas::Auth::Sas => Err(format!(
+            "migrate.cohort {:?} does not use auth: sas: only SAS devices migrate",
+            m.cohort
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// SAS cohorts create their own identities through the registry: not in bulk (bulk identities
+/// are CA-signed) and not through DPS.
+fn validate_sas_cohorts(s: &Scenario) -> Result<(), (serde_saphyr::Location, String)> {
+    for c in s
+        .fleet
+        .cohorts
+        .iter()
+        .filter(|c| c.value.auth == sas::Auth::Sas)
+    {
+        let name = &c.value.name;
+        if s.fleet.registration != Registration::PerDevice {
+            return Err((
+                c.referenced,
+                format!(
+                    "cohort {name:?} uses auth: sas, whose devices create their own SAS identities: fleet.registration must be per-device"
+                ),
+            ));
+        }
+        if s.fleet.provisioning() != Provisioning::Registry {
+            return Err((
+                c.referenced,
+                format!(
+                    "cohort {name:?} uses auth: sas, which this version runs against the hub's registry only, not DPS"
+                ),
+            ));
+        }
+        if !s.behaviour.for_cohort(&c.value.behaviour).is_empty() {
+            return Err((
+                c.referenced,
+                format!(
+                    "cohort {name:?} uses auth: sas, whose devices send telemetry only in this version: give it no behaviour (methods, desired, c2d)"
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -6,7 +6,9 @@
 //!   scenario that wrote it;
 //! - per device: id, index, current key (PKCS#8 PEM), certificate chain, serial, notAfter (from
 //!   which the renewal schedule follows), renewal count, whether it is registered in the hub and
-//!   enrolled; every certificate it was ever issued (`certificates`);
+//!   enrolled; every certificate it was ever issued (`certificates`), with its SHA-1 thumbprint
+//!   (`certificate_thumbprints`: how EZCA names it), and which of them `fleetsim cleanup
+//!   --revoke` has revoked (`cleanup_revocations`, see [`RevocationLedger`]);
 //! - per device at most one *issuing intent*: the key and CSR of a request about to go to the CA;
 //! - the run's checkpoint: elapsed run time and the recorder's counters and HDR histograms (a
 //!   report JSON, histograms base64-encoded as in `report`), written every second, and at each
@@ -43,6 +45,7 @@
 //! rows are not affected).
 
 mod resume;
+mod revocations;
 mod rows;
 mod run_record;
 mod schema;
@@ -50,6 +53,7 @@ mod store;
 mod writer;
 
 pub use resume::{ResolvedIntents, StoredDevice};
+pub use revocations::{RevocationLedger, RunCertificate};
 pub use rows::{CaDomainRow, CaIdentityRow, CaIssuedRow, Checkpoint, EmulatorRows, StateError};
 pub use run_record::{device_ids, remember_run_id, stored_run_id};
 pub use store::{StateFile, Store};

@@ -81,6 +81,10 @@ CREATE TABLE timeline (
     timeline_json TEXT NOT NULL,
     base_json TEXT NOT NULL
 );
+CREATE TABLE certificate_thumbprints (
+    serial TEXT PRIMARY KEY,
+    thumbprint TEXT NOT NULL
+);
 CREATE TABLE hub_devices (
     id TEXT PRIMARY KEY,
     json TEXT NOT NULL,
@@ -106,10 +110,13 @@ pub fn migrate(conn: &Connection) -> Result<(), StateError> {
                 expected: VERSION,
             });
         }
-        // Added to version 1 later; a file from before simply has no timeline yet.
+        // Added to version 1 later; a file from before simply has no timeline yet, and knows its
+        // certificates' thumbprints only from the devices' current chains.
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS timeline (id INTEGER PRIMARY KEY CHECK (id = 1), \
-             timeline_json TEXT NOT NULL, base_json TEXT NOT NULL);",
+             timeline_json TEXT NOT NULL, base_json TEXT NOT NULL); \
+             CREATE TABLE IF NOT EXISTS certificate_thumbprints (serial TEXT PRIMARY KEY, \
+             thumbprint TEXT NOT NULL);",
         )?;
         return Ok(());
     }

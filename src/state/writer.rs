@@ -457,6 +457,16 @@ pub(super) fn store_certificate(
          stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![serial, id, kind, not_after, recovered, now_unix()],
     )?;
+    // The thumbprint is how EZCA names a certificate (`cleanup --revoke` revokes by it).
+    if let Some(leaf) = crate::crypto::certs_from_pem(chain_pem)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+    {
+        tx.execute(
+            "INSERT OR IGNORE INTO certificate_thumbprints (serial, thumbprint) VALUES (?1, ?2)",
+            params![serial, crate::crypto::sha1_thumbprint(&leaf)],
+        )?;
+    }
     tx.execute("DELETE FROM intents WHERE device_id = ?1", params![id])?;
     Ok(())
 }

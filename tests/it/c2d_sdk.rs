@@ -7,7 +7,6 @@
 //! check host names, so each test's hub runs on a loopback address of its own under a host name
 //! of its own, mapped in /etc/hosts.
 
-use std::process::Command;
 use std::time::Duration;
 
 use fleetsim::clock::Clock;
@@ -18,7 +17,6 @@ use fleetsim::device::{DeviceSession, DeviceTransport, Incoming};
 use fleetsim::emulator::Emulators;
 use fleetsim::iothub::mqtt::{MqttEndpoint, MqttTransport};
 use fleetsim::iothub::topics::{self, CloudMessage};
-use serde_json::Value;
 
 use crate::common;
 
@@ -27,31 +25,12 @@ const IP: [u8; 4] = [127, 0, 16, 1];
 
 #[test]
 fn azure_iot_hub_sends_to_an_azure_iot_device_with_properties_intact() {
-    let python = common::python();
     common::map_host(HOST, IP);
     let dir = common::scratch_dir("c2d-sdk");
     let _emulate = common::emulate_for_sdks(&dir, IP, HOST, true);
-    let hub_cs = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
-    let driver = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/c2d_device.py");
-    let out = common::output_within(
-        Command::new(python)
-            .arg(driver)
-            .arg("sdk-c2d-device")
-            .env("FLEETSIM_HUB_CS", hub_cs.trim())
-            .env("FLEETSIM_CA_BUNDLE", dir.join("trust.pem")),
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the driver failed:\n{stdout}\n{stderr}"
-    );
-    let received: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert_eq!(received.len(), 3, "{stdout}\n{stderr}");
+    let driver = common::run_driver("c2d_device.py", "sdk-c2d-device", &dir);
+    let received = driver.lines();
+    assert_eq!(received.len(), 3, "{}\n{}", driver.stdout, driver.stderr);
 
     let offline = &received[0];
     assert_eq!(offline["message_id"], "offline-1", "queued while offline");

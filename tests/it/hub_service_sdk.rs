@@ -5,54 +5,20 @@
 //! (MQTT) and check the host name, so the emulator runs on a loopback address of its own under a
 //! host name of its own, mapped in /etc/hosts.
 
-use std::collections::HashMap;
-use std::process::Command;
-use std::time::Duration;
-
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common;
 
 const HOST: &str = "fleetsim-c2d-test.azure-devices.net";
 const IP: [u8; 4] = [127, 0, 15, 1];
 
-/// What the driver printed, by step.
-fn steps(stdout: &str) -> HashMap<String, Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_str()?.to_string(), v)))
-        .collect()
-}
-
 #[test]
 fn microsofts_sdks_drive_twins_methods_statistics_and_queries() {
-    let python = common::python();
     common::map_host(HOST, IP);
     let dir = common::scratch_dir("hub-service-sdk");
     let _emulate = common::emulate_for_sdks(&dir, IP, HOST, false);
-    let hub_cs = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
-    let driver =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/hub_service.py");
-    let out = common::output_within(
-        Command::new(python)
-            .arg(driver)
-            .arg("sdk-device-1")
-            .env("FLEETSIM_HUB_CS", hub_cs.trim())
-            .env("FLEETSIM_CA_BUNDLE", dir.join("trust.pem")),
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the driver failed:\n{stdout}\n{stderr}"
-    );
-    let s = steps(&stdout);
-    let step = |name: &str| {
-        s.get(name)
-            .unwrap_or_else(|| panic!("no step {name} in:\n{stdout}\n{stderr}"))
-    };
+    let driver = common::run_driver("hub_service.py", "sdk-device-1", &dir);
+    let step = |name: &str| driver.step(name);
 
     let twin = step("twin");
     assert_eq!(twin["connection_state"], "Connected");

@@ -5,11 +5,8 @@
 //! the ports and check the host name: the emulator runs on a loopback address of its own under a
 //! host name of its own, mapped in /etc/hosts.
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use serde_json::Value;
 
 use crate::common;
 
@@ -18,7 +15,6 @@ const IP: &str = "127.0.15.7";
 
 #[test]
 fn the_device_sdk_over_websocket_and_the_registry_share_port_443() {
-    let python = common::python();
     common::map_host(HOST, [127, 0, 15, 7]);
     let dir = common::scratch_dir("hub-websocket-sdk");
     let mut command = Command::new(env!("CARGO_BIN_EXE_fleetsim"));
@@ -38,33 +34,8 @@ fn the_device_sdk_over_websocket_and_the_registry_share_port_443() {
     let mut emulate = common::Watched::spawn(&mut command, "fleetsim emulate --azure-ports");
     emulate.read_until("ready", Duration::from_secs(60));
 
-    let hub_cs = std::fs::read_to_string(dir.join("hub-connection-string")).unwrap();
-    let driver =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/hub_websocket.py");
-    let out = common::output_within(
-        Command::new(python)
-            .arg(driver)
-            .arg("ws-sdk-device")
-            .env("FLEETSIM_HUB_CS", hub_cs.trim())
-            .env("FLEETSIM_CA_BUNDLE", dir.join("trust.pem")),
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the driver failed:\n{stdout}\n{stderr}"
-    );
-    let steps: HashMap<String, Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| Some((v["step"].as_str()?.to_string(), v)))
-        .collect();
-    let step = |name: &str| {
-        steps
-            .get(name)
-            .unwrap_or_else(|| panic!("no step {name} in:\n{stdout}\n{stderr}"))
-    };
+    let driver = common::run_driver("hub_websocket.py", "ws-sdk-device", &dir);
+    let step = |name: &str| driver.step(name);
     assert_eq!(step("sent")["messages"], 3);
     assert_eq!(step("device_twin")["reported"]["transport"], "websocket");
     let registry = step("registry_twin");

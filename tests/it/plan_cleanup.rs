@@ -9,11 +9,11 @@ use crate::common;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn fleetsim() -> Command {
+pub(crate) fn fleetsim() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fleetsim"))
 }
 
-fn text(o: &std::process::Output) -> String {
+pub(crate) fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -74,7 +74,9 @@ fn an_unknown_sku_is_a_clear_error() {
 }
 
 /// The registry of `fleetsim emulate` in `dir`, as the test's own client.
-fn registry_of(dir: &std::path::Path) -> (fleetsim::iothub::registry::RegistryClient, String) {
+pub(crate) fn registry_of(
+    dir: &std::path::Path,
+) -> (fleetsim::iothub::registry::RegistryClient, String) {
     let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
     let url = target
         .lines()
@@ -95,7 +97,7 @@ fn registry_of(dir: &std::path::Path) -> (fleetsim::iothub::registry::RegistryCl
     (client, url)
 }
 
-fn with_secrets(command: &mut Command, dir: &std::path::Path) -> Command {
+pub(crate) fn with_secrets(command: &mut Command, dir: &std::path::Path) -> Command {
     let mut c = std::mem::replace(command, fleetsim());
     c.env(
         "EZCA_TOKEN",
@@ -128,6 +130,9 @@ fn plan_run_cleanup_against_fleetsim_emulate_leaves_the_registry_as_it_was() {
     let ids: Vec<String> = bystanders.iter().map(|s| s.to_string()).collect();
     let created = rt.block_on(registry.bulk_create(&ids)).unwrap();
     assert!(created.is_successful, "{created:?}");
+    let service = crate::cleanup_revoke::service_of(&dir);
+    let before = rt.block_on(crate::cleanup_revoke::identities(&service));
+    assert_eq!(before.len(), 3, "{before:?}");
 
     let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
     assert!(target.contains("sku: S1"), "{target}");
@@ -178,20 +183,43 @@ fn plan_run_cleanup_against_fleetsim_emulate_leaves_the_registry_as_it_was() {
         "{out}"
     );
 
-    // Killed after its first bulk call: nothing lost, the rest is removed by running it again.
+    // Interrupted (Ctrl-C) after its first bulk call: it stops, exits 130 and names what is left.
     let mut first = common::Watched::spawn(
         cleanup(&["--run", run_id, "--pace", "3s"]).stdout(std::process::Stdio::piped()),
         "fleetsim cleanup",
     );
     first.read_until("cleanup: 100/250", Duration::from_secs(30));
-    first.kill();
-    let second = common::output_within(
+    let interrupt = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let said = first.read_until(&format!("  left: {run_id}-sim-000249"), LIMIT);
+    assert!(
+        said.contains(&format!(
+            "interrupted: 150 identities of run {run_id} left; run the same cleanup again"
+        )),
+        "{said}"
+    );
+    assert_eq!(said.matches("  left: ").count(), 150, "{said}");
+    assert_eq!(first.wait_within(LIMIT).code(), Some(130));
+
+    // Killed (SIGKILL) after its next bulk call: nothing lost, running it again removes the rest.
+    let mut second = common::Watched::spawn(
+        cleanup(&["--run", run_id, "--pace", "3s"]).stdout(std::process::Stdio::piped()),
+        "fleetsim cleanup",
+    );
+    second.read_until("cleanup: 100/150", Duration::from_secs(30));
+    second.kill();
+    let third = common::output_within(
         &mut cleanup(&["--report", report.to_str().unwrap(), "--pace", "100ms"]),
         LIMIT,
     );
-    let out = text(&second);
-    assert!(second.status.success(), "{out}");
-    assert!(out.contains("removed 150 identities"), "{out}");
+    let out = text(&third);
+    assert!(third.status.success(), "{out}");
+    assert!(out.contains("removed 50 identities"), "{out}");
+    let after = rt.block_on(crate::cleanup_revoke::identities(&service));
+    assert_eq!(after, before, "the registry is as it was before the run");
 
     rt.block_on(async {
         for id in bystanders {
@@ -218,7 +246,7 @@ fn plan_run_cleanup_against_fleetsim_emulate_leaves_the_registry_as_it_was() {
 }
 
 /// A registry GET that waits out S1's registry throttle.
-async fn get_paced(
+pub(crate) async fn get_paced(
     registry: &fleetsim::iothub::registry::RegistryClient,
     id: &str,
 ) -> Result<fleetsim::iothub::registry::Device, fleetsim::iothub::HubError> {
@@ -286,6 +314,112 @@ fn hub_upload_ca_proves_possession_of_the_key_and_a_wrong_key_is_refused() {
         out.contains("verified: devices whose chains end at own"),
         "{out}"
     );
+    emulate.kill();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A management endpoint on loopback (HTTPS, with a certificate of its own, returned as PEM)
+/// that answers every request with `answers` in turn (HTTP 200, JSON content type), then
+/// closes: a hub resource fleetsim cannot read.
+fn answering(answers: Vec<&'static str>) -> (String, String, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let pem = cert.pem();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        for body in answers {
+            let (stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(LIMIT)).unwrap();
+            let tls = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut reader = BufReader::new(rustls::StreamOwned::new(tls, stream));
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let mut stream = reader.into_inner();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).unwrap();
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+        }
+    });
+    (url, pem, server)
+}
+
+#[test]
+fn plan_check_says_clearly_when_the_hubs_answer_is_unreadable() {
+    let dir = common::scratch_dir("plan-unreadable");
+    let mut emulate = common::Watched::spawn(
+        common::emulate_on_free_ports(&dir).arg("--no-dps"),
+        "fleetsim emulate",
+    );
+    emulate.read_until("ready", Duration::from_secs(30));
+    let answers = vec![
+        "<html>Service Unavailable</html>",
+        r#"{"name":"hub","sku":{"name":"S9","capacity":1}}"#,
+        r#"{"name":"hub"}"#,
+    ];
+    let expected = [
+        "the hub's resource does not parse",
+        "S9",
+        "the hub's resource has no sku",
+    ];
+    let (url, pem, server) = answering(answers);
+    // The hub's trust: the emulators' root and the answering endpoint's certificate.
+    let trust = dir.join("trust-and-answering.pem");
+    let emulators = std::fs::read_to_string(dir.join("trust.pem")).unwrap();
+    std::fs::write(&trust, format!("{emulators}{pem}")).unwrap();
+    let target = std::fs::read_to_string(dir.join("target.yaml")).unwrap();
+    let mut in_hub = false;
+    let target: String = target
+        .lines()
+        .map(|l| {
+            in_hub |= l.trim_start().starts_with("iothub:");
+            match l.trim_start().split(':').next().unwrap_or("") {
+                "management_url" => format!("      management_url: {url}/subscriptions/s/resourceGroups/g/providers/Microsoft.Devices/IotHubs/hub\n"),
+                "trust_pem" if in_hub => format!("      trust_pem: {}\n", trust.display()),
+                _ => format!("{l}\n"),
+            }
+        })
+        .collect();
+    let scenario = dir.join("check.yaml");
+    std::fs::write(
+        &scenario,
+        format!("name: check\nduration: 1m\n{target}fleet:\n  devices: 5\n  arrival_rate: 5/s\n"),
+    )
+    .unwrap();
+    for what in expected {
+        let plan = common::output_within(
+            &mut with_secrets(fleetsim().args(["plan", "--check"]).arg(&scenario), &dir),
+            LIMIT,
+        );
+        let out = text(&plan);
+        assert_eq!(plan.status.code(), Some(1), "{out}");
+        assert!(out.contains("--check: the hub's SKU"), "{out}");
+        assert!(out.contains(what), "{what}: {out}");
+    }
+    server.join().unwrap();
     emulate.kill();
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,6 +11,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::state::HubState;
 use crate::iothub::registry::{AuthenticationType, DeviceStatus, SymmetricKey, X509Thumbprint};
+use crate::iothub::sas::SasRefusal;
 use crate::sync::{lock, read, write};
 
 /// Adds a verified CA to the hub's trust.
@@ -36,10 +37,12 @@ fn refuse(reason: &'static str) -> Refused {
     }
 }
 
-/// The device a CONNECT may act as, and the serial of the certificate it used, if any.
+/// The device a CONNECT may act as, the serial of the certificate it used, if any, and when the
+/// SAS token it used expires (Unix seconds), if it used one: the session ends then.
 pub(super) struct Admitted {
     pub device_id: String,
     pub cert_serial: Option<String>,
+    pub token_expiry: Option<u64>,
 }
 
 pub(super) fn authorize(
@@ -101,6 +104,7 @@ fn certificate_authority(
     Ok(Admitted {
         device_id: id.into(),
         cert_serial: Some(info.serial_hex),
+        token_expiry: None,
     })
 }
 
@@ -131,10 +135,15 @@ fn self_signed(
     Ok(Admitted {
         device_id: id.into(),
         cert_serial: serial,
+        token_expiry: None,
     })
 }
 
-/// A SAS device: the password is a token for `{host}/devices/{id}` signed with one of its keys.
+/// A SAS device: the password is a token for `{host}/devices/{id}` (or a prefix of it by
+/// segment), signed with one of the device's keys (no `skn`), or with the hub's shared access
+/// policy (`skn` naming it: `iothubowner` holds DeviceConnect, so IoT Hub takes its tokens for any
+/// device). Expired means `se` is past: no clock skew, since the hub drops a session when its
+/// token's `se` passes ([`Admitted::token_expiry`]) and a token it took must not already be past.
 fn sas(
     state: &HubState,
     id: &str,
@@ -142,21 +151,36 @@ fn sas(
     password: &str,
 ) -> Result<Admitted, Refused> {
     let token = crate::iothub::sas::parse(password).ok_or(refuse("password is not a SAS token"))?;
-    let resource = format!("{}/devices/{id}", state.host_name);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let ok = [&keys.primary_key, &keys.secondary_key]
-        .into_iter()
-        .flatten()
-        .any(|k| crate::iothub::sas::verify(&token, k, &resource, now).is_ok());
-    if !ok {
-        return Err(refuse("SAS token refused"));
+    if token.expiry <= now {
+        return Err(refuse("SAS token expired"));
     }
-    Ok(Admitted {
-        device_id: id.into(),
-        cert_serial: None,
-    })
+    let resource = format!("{}/devices/{id}", state.host_name);
+    let signers: Vec<&String> = match token.policy.as_deref() {
+        None => [&keys.primary_key, &keys.secondary_key]
+            .into_iter()
+            .flatten()
+            .collect(),
+        Some(policy) if policy == state.policy_name => vec![&state.policy_key],
+        Some(_) => return Err(refuse("SAS token names an unknown policy")),
+    };
+    let mut refusal = refuse("SAS token refused: the device has no keys");
+    for key in signers {
+        match crate::iothub::sas::verify(&token, key, &resource, now) {
+            Ok(()) => {
+                return Ok(Admitted {
+                    device_id: id.into(),
+                    cert_serial: None,
+                    token_expiry: Some(token.expiry),
+                });
+            }
+            Err(SasRefusal::WrongResource) => refusal = refuse("SAS token is for another resource"),
+            Err(_) => refusal = refuse("SAS token signature does not match the device's keys"),
+        }
+    }
+    Err(refusal)
 }
 
 /// `{host}/{id}/?api-version=...`; other query parameters are ignored.

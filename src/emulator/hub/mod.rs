@@ -18,6 +18,7 @@
 mod admin;
 mod auth;
 mod c2d_delivery;
+mod credentials;
 mod device_twin;
 mod faults;
 mod methods;

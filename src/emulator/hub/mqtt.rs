@@ -54,6 +54,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     let Some((connect, admitted)) = connect(&mut tls, &mut buf, peer, &state).await else {
         return;
     };
+    let token_expiry = admitted.token_expiry;
     let mut live = Live::register(&state, admitted, &stop, connect.clean_session);
     if websocket {
         live.counters
@@ -61,6 +62,7 @@ pub(super) async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             .fetch_add(1, Ordering::Relaxed);
     }
     let keep_alive = Some(idle_limit(connect.keep_alive));
+    live.token_expiry = token_deadline(token_expiry);
     let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
     let mut clean_exit = false;
     if write_packet(&mut tls, connack).await.is_ok() {
@@ -120,6 +122,14 @@ async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     Some((connect, admitted))
 }
 
+/// When a session that authenticated with a token expiring at `expiry` (Unix seconds) is to be
+/// severed: IoT Hub drops a device's connection when its SAS token expires.
+fn token_deadline(expiry: Option<u64>) -> Option<tokio::time::Instant> {
+    let expiry_ms = i64::try_from(expiry?).ok()?.saturating_mul(1000);
+    let left = u64::try_from(expiry_ms.saturating_sub(now_ms())).unwrap_or(0);
+    Some(tokio::time::Instant::now() + Duration::from_millis(left))
+}
+
 /// Waits out a shaped admission; false if it was refused.
 async fn wait_for(admission: Admission) -> bool {
     match admission {
@@ -155,6 +165,8 @@ struct Live<'a> {
     subscriptions: usize,
     twin_subscribed: bool,
     c2d: C2dDelivery,
+    /// When the SAS token the device connected with expires: the hub severs the session then.
+    token_expiry: Option<tokio::time::Instant>,
 }
 
 impl<'a> Live<'a> {
@@ -200,6 +212,7 @@ impl<'a> Live<'a> {
             subscriptions: 0,
             twin_subscribed: false,
             c2d,
+            token_expiry: None,
         }
     }
 
@@ -214,9 +227,16 @@ impl<'a> Live<'a> {
     ) -> bool {
         let far = Duration::from_secs(86_400 * 365);
         let mut deadline = tokio::time::Instant::now() + keep_alive.unwrap_or(far);
+        let token_expiry = self
+            .token_expiry
+            .unwrap_or_else(|| tokio::time::Instant::now() + far);
         loop {
             let packet = tokio::select! {
                 _ = self.dropped.cancelled() => return false,
+                _ = tokio::time::sleep_until(token_expiry) => {
+                    tracing::debug!(device = %self.device, "SAS token expired: session severed");
+                    return false;
+                }
                 _ = tokio::time::sleep_until(deadline) => return false,
                 _ = self.outbox.ready() => {
                     if !self.write_pushed(tls).await {

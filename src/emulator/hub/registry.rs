@@ -66,6 +66,9 @@ async fn put_device(
     if device.device_id != id || !valid_device_id(&id) {
         return argument_invalid("deviceId is invalid or differs from the URL");
     }
+    if let Err(why) = super::credentials::settle(&mut device.authentication) {
+        return argument_invalid(&why);
+    }
     let mut devices = lock(&state.devices);
     let disable = device.status == DeviceStatus::Disabled;
     match (devices.get(&id), if_match(&headers)) {
@@ -82,9 +85,9 @@ async fn put_device(
             if etag != "*" && etag != existing.etag {
                 return etag_mismatch();
             }
-            device.generation_id = existing.generation_id.clone();
+            stamp(&mut device, Some(existing));
         }
-        (None, None) => device.generation_id = new_generation_id(),
+        (None, None) => stamp(&mut device, None),
     }
     device.etag = next_etag(&state);
     devices.insert(id.clone(), device.clone());
@@ -95,6 +98,37 @@ async fn put_device(
         state.drop_connection(&id);
     }
     Json(state.device_view(&device)).into_response()
+}
+
+/// Fills the fields the hub owns, whatever the client sent: the generation id (kept across
+/// updates, new for a new identity), when the status last changed (IoT Hub's "never" until it
+/// does), the read-only counters, and an edge device's scope (`ms-azure-iot-edge://{id}-{gen}`).
+fn stamp(device: &mut Device, existing: Option<&Device>) {
+    let never = "0001-01-01T00:00:00".to_string();
+    match existing {
+        Some(old) => {
+            device.generation_id = old.generation_id.clone();
+            device.status_updated_time = match old.status == device.status {
+                true => old.status_updated_time.clone(),
+                false => super::twin::iso8601(time::OffsetDateTime::now_utc()),
+            };
+        }
+        None => {
+            device.generation_id = new_generation_id();
+            device.status_updated_time = never.clone();
+        }
+    }
+    device.connection_state = "Disconnected".into();
+    device.connection_state_updated_time = never.clone();
+    device.last_activity_time = never;
+    device.cloud_to_device_message_count = 0;
+    if device.capabilities.iot_edge && device.device_scope.is_none() {
+        let scope = format!(
+            "ms-azure-iot-edge://{}-{}",
+            device.device_id, device.generation_id
+        );
+        device.device_scope = Some(scope);
+    }
 }
 
 /// Creates `id` as an enabled CA-authenticated device, or makes the existing identity one (as
@@ -291,6 +325,9 @@ fn apply_entry(
             let mut device = Device::certificate_authority(&entry.id);
             if let Some(auth) = entry.authentication.clone() {
                 device.authentication = auth;
+            }
+            if let Err(why) = super::credentials::settle(&mut device.authentication) {
+                return Err(fail("ArgumentInvalid", &why));
             }
             device.status = entry.status;
             device.generation_id =

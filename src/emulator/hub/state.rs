@@ -202,7 +202,9 @@ impl HubState {
     pub(super) fn device_view(&self, device: &Device) -> Device {
         let connected = lock(&self.live).contains_key(&device.device_id);
         let counters = lock(&self.counters).get(&device.device_id).cloned();
-        with_presence(device.clone(), connected, counters.as_deref())
+        let mut view = with_presence(device.clone(), connected, counters.as_deref());
+        view.cloud_to_device_message_count = self.c2d.pending(&device.device_id) as u64;
+        view
     }
 
     /// [`HubState::device_view`] of many devices, taking each lock once.
@@ -214,7 +216,10 @@ impl HubState {
             .map(|d| {
                 let connected = live.contains(&d.device_id);
                 let c = counters.get(&d.device_id).cloned();
-                with_presence(d, connected, c.as_deref())
+                let pending = self.c2d.pending(&d.device_id) as u64;
+                let mut view = with_presence(d, connected, c.as_deref());
+                view.cloud_to_device_message_count = pending;
+                view
             })
             .collect()
     }

@@ -57,6 +57,8 @@ pub struct LeanDial<'a> {
     pub websocket: bool,
     pub client_id: &'a str,
     pub username: String,
+    /// Empty for a device with a certificate; a SAS token for one without.
+    pub password: String,
     pub keep_alive: Duration,
     pub connect_timeout: Duration,
     pub ack_timeout: Duration,
@@ -116,7 +118,7 @@ pub async fn connect(
         let mut connect = rumqttc::mqttbytes::v4::Connect::new(dial.client_id);
         connect.keep_alive = u16::try_from(dial.keep_alive.as_secs()).unwrap_or(u16::MAX);
         connect.clean_session = false;
-        connect.set_login(dial.username, "");
+        connect.set_login(dial.username, dial.password);
         let mut out = BytesMut::new();
         Packet::Connect(connect)
             .write(&mut out, MAX_OUTGOING)

@@ -1,17 +1,21 @@
 //! Helpers shared by the integration tests: emulators on loopback and clients wired to them,
-//! child processes bounded in time ([`process`]).
+//! child processes bounded in time ([`process`]), Microsoft's SDKs as peers ([`sdk`]).
 
 mod broker;
 mod hosts;
 pub mod kube;
+mod live_run;
 mod process;
+mod sdk;
 mod service;
 
 pub use broker::{BrokerSession, ScriptedBroker};
 pub use hosts::map_host;
+pub use live_run::{LiveRun, metrics_listener, until_metrics};
 pub use process::{
     Watched, emulate_for_sdks, emulate_on_free_ports, output_within, python, scratch_dir,
 };
+pub use sdk::run_driver;
 pub use service::{Answer, Service};
 
 use std::sync::Arc;
@@ -191,7 +195,24 @@ impl RawMqtt {
         keep_alive: u16,
         clean_session: bool,
     ) -> (Self, rumqttc::mqttbytes::v4::ConnectReturnCode) {
-        use rumqttc::mqttbytes::v4::{Connect, Packet};
+        let mut client = Self::tls(e, identity).await;
+        match client
+            .send_connect(id, password, keep_alive, clean_session)
+            .await
+        {
+            Some(code) => (client, code),
+            None => panic!("the hub closed the connection before CONNACK"),
+        }
+    }
+
+    /// A TLS session with the hub's MQTT endpoint, presenting `identity` if given; nothing sent.
+    pub async fn tls(
+        e: &Emulators,
+        identity: Option<(
+            Vec<rustls_pki_types::CertificateDer<'static>>,
+            rustls_pki_types::PrivateKeyDer<'static>,
+        )>,
+    ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(e.tls_root.clone()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -213,10 +234,22 @@ impl RawMqtt {
             .connect(name, tcp)
             .await
             .unwrap();
-        let mut client = Self {
+        Self {
             stream,
             buf: bytes::BytesMut::new(),
-        };
+        }
+    }
+
+    /// Sends CONNECT for `id` and returns the CONNACK's code, or `None` when the hub closed the
+    /// connection without one (as it does to a throttled connection).
+    pub async fn send_connect(
+        &mut self,
+        id: &str,
+        password: &str,
+        keep_alive: u16,
+        clean_session: bool,
+    ) -> Option<rumqttc::mqttbytes::v4::ConnectReturnCode> {
+        use rumqttc::mqttbytes::v4::{Connect, Packet};
         let mut connect = Connect::new(id);
         connect.keep_alive = keep_alive;
         connect.clean_session = clean_session;
@@ -224,9 +257,10 @@ impl RawMqtt {
             fleetsim::iothub::mqtt::MqttTransport::username(HUB_HOST, id),
             password,
         );
-        client.send(Packet::Connect(connect)).await;
-        match client.recv().await {
-            Some(Packet::ConnAck(ack)) => (client, ack.code),
+        self.send(Packet::Connect(connect)).await;
+        match self.recv().await {
+            Some(Packet::ConnAck(ack)) => Some(ack.code),
+            None => None,
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }

@@ -20,7 +20,7 @@ enum How {
 }
 
 /// Why the README's "first run against Azure" commands are exempt.
-const AZURE: &str = "a real EZCA and IoT Hub (tests talk only to loopback); tests/it/plan_cleanup.rs runs plan --check, a run, cleanup --dry-run, a killed and resumed cleanup, and upload-ca against fleetsim emulate as a remote target, the same code path";
+const AZURE: &str = "a real EZCA and IoT Hub (tests talk only to loopback); tests/it/plan_cleanup.rs runs plan --check, a run, cleanup --dry-run, a killed and resumed cleanup, and upload-ca; tests/it/cleanup_revoke.rs cleanup --state --revoke, dry and killed and resumed; tests/it/upload_ca_ezca.rs upload-ca --ezca; all against fleetsim emulate as a remote target, the same code path";
 
 /// Every command the README shows, as extracted (see [`normalise`]), and how it is checked.
 const COMMANDS: &[(&str, How)] = &[
@@ -65,10 +65,14 @@ const COMMANDS: &[(&str, How)] = &[
         "fleetsim hub upload-ca --scenario my-run.yaml --name devices-ca --cert ca.pem --key ca-key.pem",
         How::Exempt(AZURE),
     ),
+    (
+        "fleetsim hub upload-ca --scenario my-run.yaml --name ezca-devices --cert ezca-issuing.pem --ezca",
+        How::Exempt(AZURE),
+    ),
     ("fleetsim plan my-run.yaml", How::Exempt(AZURE)),
     ("fleetsim plan --check my-run.yaml", How::Exempt(AZURE)),
     (
-        "fleetsim run my-run.yaml --report run.json",
+        "fleetsim run my-run.yaml --report run.json --state run.state",
         How::Exempt(AZURE),
     ),
     (
@@ -77,6 +81,14 @@ const COMMANDS: &[(&str, How)] = &[
     ),
     (
         "fleetsim cleanup --scenario my-run.yaml --report run.json",
+        How::Exempt(AZURE),
+    ),
+    (
+        "fleetsim cleanup --scenario my-run.yaml --state run.state --revoke --dry-run",
+        How::Exempt(AZURE),
+    ),
+    (
+        "fleetsim cleanup --scenario my-run.yaml --state run.state --revoke",
         How::Exempt(AZURE),
     ),
     (
