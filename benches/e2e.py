@@ -23,6 +23,8 @@ Usage: python3 benches/e2e.py [--bin target/release/fleetsim] [--sizes 1000,5000
        --payload FILE (a file of `telemetry` keys: payload, properties; e.g.
        benches/payload-1kb.yaml) sets what devices send; `sample` is the default message. Given
        several times, the payloads alternate run by run like the binaries.
+       --transport-impl rumqttc|lean (`fleet.transport_impl`: which MQTT client carries the
+       devices' sessions); given several times, the two alternate run by run like the binaries.
 """
 
 import argparse
@@ -92,7 +94,7 @@ def telemetry_keys(payload):
         return "".join("  " + l if l.strip() else l for l in f)
 
 
-def scenario(n, rate, interval, emu_dir, payload="sample"):
+def scenario(n, rate, interval, emu_dir, payload="sample", impl="rumqttc"):
     # The emulator's own target.yaml (addresses, trust, the ECDSA CA's id), without its comments.
     with open(os.path.join(emu_dir, "target.yaml")) as f:
         target = "".join(l for l in f if not l.lstrip().startswith("#"))
@@ -103,6 +105,7 @@ duration: 30m
   devices: {n}
   id_pattern: "e2e-{{index:06}}"
   arrival_rate: {rate}/s
+  transport_impl: {impl}
 certificate:
   key: p256
 telemetry:
@@ -111,12 +114,12 @@ telemetry:
 {telemetry_keys(payload)}"""
 
 
-def one_run(binary, n, args, work, payload="sample"):
+def one_run(binary, n, args, work, payload="sample", impl="rumqttc"):
     emulate, emu_dir = start_emulate(binary, work)
     try:
         path = os.path.join(work, f"e2e-{n}.yaml")
         with open(path, "w") as f:
-            f.write(scenario(n, args.rate, args.interval, emu_dir, payload))
+            f.write(scenario(n, args.rate, args.interval, emu_dir, payload, impl))
         env = dict(os.environ)
         env["EZCA_TOKEN"] = open(os.path.join(emu_dir, "ezca-token")).read().strip()
         env["IOTHUB_CONNECTION_STRING"] = open(
@@ -127,7 +130,7 @@ def one_run(binary, n, args, work, payload="sample"):
             [binary, "run", "--quiet", "--metrics-addr", f"127.0.0.1:{PORTS['metrics']}",
              "--report", report, path],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        result = dict(devices=n, binary=binary, payload=payload)
+        result = dict(devices=n, binary=binary, payload=payload, transport_impl=impl)
         all_online = None
         tenth = ninetieth = None
         window = None
@@ -200,6 +203,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--bin", action="append")
     p.add_argument("--payload", action="append")
+    p.add_argument("--transport-impl", action="append", choices=["rumqttc", "lean"])
     p.add_argument("--sizes", default="1000,5000,10000")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rate", type=float, default=1000.0)
@@ -211,6 +215,7 @@ def main():
     args = p.parse_args()
     binaries = args.bin or ["target/release/fleetsim"]
     payloads = args.payload or ["sample"]
+    impls = args.transport_impl or ["rumqttc"]
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="fleetsim-e2e-") as work:
@@ -218,22 +223,24 @@ def main():
             for i in range(args.runs):
                 for b in binaries:
                     for payload in payloads:
-                        r = one_run(os.path.abspath(b), n, args, work, payload)
-                        r["run"] = i
-                        results.append(r)
-                        print(json.dumps(r), flush=True)
+                        for impl in impls:
+                            r = one_run(os.path.abspath(b), n, args, work, payload, impl)
+                            r["run"] = i
+                            results.append(r)
+                            print(json.dumps(r), flush=True)
     summary = []
     for n in sizes:
         for b in binaries:
-            for payload in payloads:
+            for payload, impl in ((p, t) for p in payloads for t in impls):
                 rs = [r for r in results if r["devices"] == n and r["binary"] == os.path.abspath(b)
-                      and r["payload"] == payload]
+                      and r["payload"] == payload and r["transport_impl"] == impl]
                 med = {k: statistics.median([r[k] for r in rs if k in r]) for k in KEYS
                        if any(k in r for r in rs)}
                 spread = {k: [round(r[k], 2) for r in rs if k in r] for k in KEYS}
-                summary.append(dict(devices=n, binary=b, payload=payload, median=med, runs=spread))
-                print(f"N={n} {b} {payload}: " + ", ".join(f"{k}={v:.2f}" for k, v in med.items()),
-                      flush=True)
+                summary.append(dict(devices=n, binary=b, payload=payload, transport_impl=impl,
+                                    median=med, runs=spread))
+                print(f"N={n} {b} {payload} {impl}: "
+                      + ", ".join(f"{k}={v:.2f}" for k, v in med.items()), flush=True)
     with open(args.out, "w") as f:
         json.dump(dict(args=vars(args), results=results, summary=summary), f, indent=1)
     return 0

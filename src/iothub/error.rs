@@ -23,6 +23,10 @@ pub enum HubError {
     Tls(String),
     #[error("the hub closed the connection: {0}")]
     Closed(String),
+    /// The hub broke the MQTT protocol (a malformed, oversize or unexpected packet): the
+    /// session ends, and the device reconnects.
+    #[error("protocol violation by the hub: {0}")]
+    Protocol(String),
     #[error("bad connection string: {0}")]
     ConnectionString(String),
     #[error("client setup: {0}")]
@@ -39,6 +43,7 @@ impl HubError {
             HubError::Tls(_) => "tls".into(),
             HubError::ClosedBeforeConnack => "closed_before_connack".into(),
             HubError::Closed(_) => "closed".into(),
+            HubError::Protocol(_) => "protocol".into(),
             HubError::ConnectionString(_) => "connection_string".into(),
             HubError::Setup(_) => "setup".into(),
         }
@@ -49,6 +54,7 @@ impl HubError {
             HubError::Transport(_)
             | HubError::Timeout
             | HubError::Closed(_)
+            | HubError::Protocol(_)
             | HubError::Tls(_)
             | HubError::ClosedBeforeConnack => true,
             HubError::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),

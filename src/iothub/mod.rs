@@ -1,15 +1,18 @@
 //! The IoT Hub side of the wire as a device and a service client see it: SAS tokens ([`sas`]),
 //! the registry REST client ([`registry`]), the service client of the operator ([`service`]:
 //! twins, direct methods, statistics, queries), both over one HTTPS plumbing (`rest`), topic
-//! names and property bags ([`topics`]), the MQTT device transport over rumqttc ([`mqtt`]), the
+//! names and property bags ([`topics`]), the MQTT device transport ([`mqtt`]: over rumqttc's
+//! client, or over fleetsim's own session, [`lean`]), the
 //! device side of DPS ([`dps`]), the TLS and rumqttc setup both MQTT clients share (`tls`),
 //! fleetsim's AMQP clients ([`amqp`]: the C2D sender and the Event Hub consumer) and the tiers
 //! with their published limits ([`quotas`]), which the hub emulator shares.
 
 pub mod amqp;
+mod delivery;
 pub mod dps;
 mod error;
 pub mod identity;
+pub mod lean;
 pub mod management;
 pub mod mqtt;
 pub mod quotas;

@@ -1,5 +1,6 @@
-//! The device's MQTT 3.1.1 transport to IoT Hub, over rumqttc with a per-device rustls client
-//! certificate. One rumqttc client per device; the trust store is shared by all of them.
+//! The device's MQTT 3.1.1 transport to IoT Hub, with a per-device rustls client certificate:
+//! one rumqttc client per device (the default), or fleetsim's own session ([`super::lean`],
+//! chosen with [`MqttTransport::use_lean`]); the trust store is shared by all of them.
 //!
 //! A transport connects to its endpoint's hub ([`MqttTransport::connect`]) or to a hub named per
 //! device ([`MqttTransport::connect_to`]: the hub DPS assigned), dialled at the addresses the
@@ -18,7 +19,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS, SubscribeFilter,
     SubscribeReasonCode,
@@ -29,7 +29,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::API_VERSION;
+use super::delivery::hold;
+pub use super::delivery::{Incoming, Message};
 use super::error::HubError;
+use super::lean::{self, LeanSession};
 use super::tls::{DeviceTls, MqttDial, connack_code};
 
 /// How a device reaches the hub.
@@ -56,6 +59,10 @@ pub struct MqttTransport {
     next: AtomicUsize,
     /// Where to dial hubs named per device, by host name (lower case).
     routes: HashMap<String, Vec<(String, u16)>>,
+    /// Sessions are fleetsim's own ([`super::lean`]) rather than rumqttc's client.
+    lean: bool,
+    /// Lean sessions ended by a protocol violation of the hub.
+    protocol_errors: lean::ProtocolErrors,
 }
 
 /// What a device proves itself with: a client certificate and its key, or a password (a SAS
@@ -80,7 +87,20 @@ impl MqttTransport {
             alternates: Vec::new(),
             next: AtomicUsize::new(0),
             routes: HashMap::new(),
+            lean: false,
+            protocol_errors: Default::default(),
         }
+    }
+
+    /// Opens sessions with fleetsim's own MQTT session ([`super::lean`]) when `lean`, else with
+    /// rumqttc's client (the default).
+    pub fn use_lean(&mut self, lean: bool) {
+        self.lean = lean;
+    }
+
+    /// How many lean sessions ended because the hub broke the MQTT protocol.
+    pub fn protocol_errors(&self) -> u64 {
+        self.protocol_errors.load(Ordering::Relaxed)
     }
 
     /// Dials `addresses` (round-robin) for connections to the hub named `hub_host`, instead of
@@ -214,6 +234,9 @@ impl MqttTransport {
         device_id: &str,
         credentials: Credentials,
     ) -> Result<MqttSession, HubError> {
+        if self.lean {
+            return self.connect_lean(dial, device_id, credentials).await;
+        }
         let ep = &self.endpoint;
         let (mut eventloop, client) = self.eventloop(dial, device_id, credentials)?;
         let connack = async {
@@ -236,13 +259,43 @@ impl MqttTransport {
         // by its own limits; an idle session's channel costs what a bounded one does.
         let (events_tx, events) = mpsc::unbounded_channel();
         let driver = tokio::spawn(drive(eventloop, events_tx));
-        Ok(MqttSession {
+        Ok(MqttSession::Rumqttc(RumqttcSession {
             client,
             events,
             driver,
             ack_timeout: ep.ack_timeout,
             held: VecDeque::new(),
-        })
+        }))
+    }
+
+    async fn connect_lean(
+        &self,
+        dial: Dial<'_>,
+        device_id: &str,
+        credentials: Credentials,
+    ) -> Result<MqttSession, HubError> {
+        let ep = &self.endpoint;
+        let (certificate, password) = match credentials {
+            Credentials::Certificate(chain, key) => (Some((chain, key)), String::new()),
+            Credentials::Password(password) => (None, password),
+        };
+        let tls = self
+            .tls
+            .client_config(certificate)
+            .map_err(|e| HubError::Setup(e.to_string()))?;
+        let lean_dial = lean::LeanDial {
+            host: dial.host,
+            port: dial.port,
+            websocket: ep.websocket,
+            client_id: device_id,
+            username: Self::username(dial.hub_host, device_id),
+            password,
+            keep_alive: ep.keep_alive,
+            connect_timeout: ep.connect_timeout,
+            ack_timeout: ep.ack_timeout,
+        };
+        let session = lean::connect(lean_dial, tls, self.protocol_errors.clone()).await?;
+        Ok(MqttSession::Lean(Box::new(session)))
     }
 
     /// The device's MQTT client over TLS (or WebSocket), not yet connected.
@@ -323,28 +376,61 @@ enum SessionEvent {
     Closed(String),
 }
 
-/// A message the hub sent the device.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    pub topic: String,
-    pub payload: Bytes,
+/// A live connection of one device, over rumqttc's client or fleetsim's own session.
+pub enum MqttSession {
+    Rumqttc(RumqttcSession),
+    Lean(Box<LeanSession>),
 }
 
-/// What a session hears from the hub between its own requests.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
-    Message(Message),
-    /// The connection was lost, with why.
-    Closed(String),
+impl MqttSession {
+    /// Publishes and, for QoS 1, waits for the PUBACK.
+    pub async fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+        at_least_once: bool,
+    ) -> Result<(), HubError> {
+        match self {
+            Self::Rumqttc(s) => s.publish(topic, payload, at_least_once).await,
+            Self::Lean(s) => s.publish(topic, payload, at_least_once).await,
+        }
+    }
+
+    /// Subscribes to `filters` (each with QoS 1 when `true`, else 0) and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filters: Vec<(String, bool)>) -> Result<(), HubError> {
+        match self {
+            Self::Rumqttc(s) => s.subscribe(filters).await,
+            Self::Lean(s) => s.subscribe(filters).await,
+        }
+    }
+
+    /// The next message from the hub, or the loss of the connection.
+    pub async fn incoming(&mut self) -> Incoming {
+        match self {
+            Self::Rumqttc(s) => s.incoming().await,
+            Self::Lean(s) => s.incoming().await,
+        }
+    }
+
+    /// Completes when the connection is lost, with the reason.
+    pub async fn closed(&mut self) -> String {
+        match self {
+            Self::Rumqttc(s) => s.closed().await,
+            Self::Lean(s) => s.closed().await,
+        }
+    }
+
+    /// Disconnects cleanly.
+    pub async fn disconnect(self) {
+        match self {
+            Self::Rumqttc(s) => s.disconnect().await,
+            Self::Lean(s) => s.disconnect().await,
+        }
+    }
 }
 
-/// How many of the hub's messages a session keeps while it waits for an acknowledgement; beyond
-/// that the oldest are dropped (the hub sends method requests and desired patches at QoS 0
-/// anyway: a device that cannot take them loses them).
-const HELD_MAX: usize = 256;
-
-/// A live connection of one device.
-pub struct MqttSession {
+/// A live connection of one device over rumqttc's client.
+pub struct RumqttcSession {
     client: AsyncClient,
     events: mpsc::UnboundedReceiver<SessionEvent>,
     driver: JoinHandle<()>,
@@ -353,7 +439,7 @@ pub struct MqttSession {
     held: VecDeque<Message>,
 }
 
-impl MqttSession {
+impl RumqttcSession {
     /// Publishes and, for QoS 1, waits for the PUBACK.
     pub async fn publish(
         &mut self,
@@ -460,17 +546,7 @@ impl MqttSession {
     }
 }
 
-/// Keeps `m` for the session's next [`MqttSession::incoming`], dropping the oldest beyond
-/// [`HELD_MAX`].
-fn hold(held: &mut VecDeque<Message>, m: Message) {
-    if held.len() == HELD_MAX {
-        held.pop_front();
-        tracing::debug!("a session dropped a message from the hub it had no room for");
-    }
-    held.push_back(m);
-}
-
-impl Drop for MqttSession {
+impl Drop for RumqttcSession {
     fn drop(&mut self) {
         self.driver.abort();
     }

@@ -62,12 +62,7 @@ impl DeviceTls {
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<MqttOptions, TlsSetupError> {
-        let tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(TlsSetupError::Protocols)?
-            .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(chain, key)
-            .map_err(TlsSetupError::ClientCertificate)?;
+        let tls = self.client_config(Some((chain, key)))?;
         Ok(self.options_over(dial, tls, ""))
     }
 
@@ -78,26 +73,41 @@ impl DeviceTls {
         dial: MqttDial<'_>,
         password: &str,
     ) -> Result<MqttOptions, TlsSetupError> {
-        let tls = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+        let tls = self.client_config(None)?;
+        Ok(self.options_over(dial, tls, password))
+    }
+
+    /// The rustls config of one connection: presenting `certificate` (a chain, leaf first, and
+    /// its key), or no client certificate (a SAS device) when `None`.
+    pub fn client_config(
+        &self,
+        certificate: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+        let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(TlsSetupError::Protocols)?
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth();
-        Ok(self.options_over(dial, tls, password))
+            .with_root_certificates(self.roots.clone());
+        let mut tls = match certificate {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(TlsSetupError::ClientCertificate)?,
+            None => builder.with_no_client_auth(),
+        };
+        // The default session cache preallocates room for 32 servers (several KiB) in every
+        // device's config; a device reconnects after a renewal with a new certificate, where a
+        // resumed session would carry the old identity anyway.
+        tls.resumption = rustls::client::Resumption::disabled();
+        Ok(Arc::new(tls))
     }
 
     /// The MQTT options of a connection over `tls` (TLS or WebSocket, as `dial` says).
     fn options_over(
         &self,
         dial: MqttDial<'_>,
-        mut tls: rustls::ClientConfig,
+        tls: Arc<rustls::ClientConfig>,
         password: &str,
     ) -> MqttOptions {
-        // The default session cache preallocates room for 32 servers (several KiB) in every
-        // device's config; a device reconnects after a renewal with a new certificate, where a
-        // resumed session would carry the old identity anyway.
-        tls.resumption = rustls::client::Resumption::disabled();
-        let tls = TlsConfiguration::Rustls(Arc::new(tls));
+        let tls = TlsConfiguration::Rustls(tls);
         let (broker, transport) = match dial.websocket {
             // rumqttc takes the whole URL as the broker address for WebSocket transports.
             true => (
@@ -131,7 +141,7 @@ pub fn connack_code(code: ConnectReturnCode) -> u8 {
 }
 
 /// An IPv6 literal goes in brackets inside a URL.
-fn url_host(host: &str) -> String {
+pub(super) fn url_host(host: &str) -> String {
     match host.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => host.to_string(),

@@ -13,6 +13,18 @@ pub enum DeviceTransportKind {
     Websocket,
 }
 
+/// Which MQTT client carries a device's session: rumqttc's (`rumqttc`, the default) or
+/// fleetsim's own lean session on rumqttc's packet codec (`lean`: one task per device, buffers
+/// held only while a packet needs them). Both speak the same MQTT 3.1.1 to IoT Hub, over TLS or
+/// WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportImpl {
+    #[default]
+    Rumqttc,
+    Lean,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Registration {

@@ -43,7 +43,7 @@ pub use behaviour::Behaviour;
 pub use certificate::{CertificatePolicy, KeySourceKind, Renewal};
 pub use cohort::Cohort;
 pub use delay::Delay;
-pub use device::{DeviceTransportKind, IdPattern, Qos, Registration};
+pub use device::{DeviceTransportKind, IdPattern, Qos, Registration, TransportImpl};
 pub use dps::{DpsAllocation, DpsLimitsChoice, EmbeddedDps, Provisioning, RemoteDps};
 pub use events::{Action, Event, RevokeMethod, Swap};
 pub use target::*;
@@ -157,6 +157,10 @@ pub struct Fleet {
     /// How devices reach the hub: MQTT on TLS (8883) or MQTT over WebSocket (443).
     #[serde(default)]
     pub transport: DeviceTransportKind,
+    /// Which MQTT client carries the devices' sessions: `rumqttc` (the default) or `lean`
+    /// (fleetsim's own session: less memory and CPU per device).
+    #[serde(default)]
+    pub transport_impl: TransportImpl,
     /// How devices arrive: open model with stages, or closed (see [`arrival`]).
     #[serde(default)]
     #[schemars(with = "Option<Arrival>")]

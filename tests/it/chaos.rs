@@ -11,7 +11,8 @@ use fleetsim::scenario;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chaos_scenario_recovers_with_every_qos1_message_accounted_for() {
-    let s = scenario::load(Path::new("scenarios/chaos.yaml")).expect("chaos.yaml loads");
+    let text = std::fs::read_to_string("scenarios/chaos.yaml").expect("chaos.yaml reads");
+    let s = crate::common::scenario(&text, "scenarios/chaos.yaml");
     let outcome = tokio::time::timeout(
         Duration::from_secs(55),
         run(&s, &RunOptions::default(), std::future::pending()),

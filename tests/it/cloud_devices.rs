@@ -48,7 +48,7 @@ fn transport_to(broker: &ScriptedBroker) -> MqttTransport {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(broker.root.clone()).unwrap();
     let addr = broker.addr();
-    MqttTransport::new(
+    let mut transport = MqttTransport::new(
         MqttEndpoint {
             host: addr.ip().to_string(),
             port: addr.port(),
@@ -59,7 +59,9 @@ fn transport_to(broker: &ScriptedBroker) -> MqttTransport {
             websocket: false,
         },
         roots,
-    )
+    );
+    transport.use_lean(common::lean_requested());
+    transport
 }
 
 /// The `$rid` of a request topic.

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::common;
 
 async fn run(text: &str) -> RunOutcome {
-    let scenario = fleetsim::scenario::parse(text, Path::new("dps-fleet.yaml")).expect("parses");
+    let scenario = common::scenario(text, "dps-fleet.yaml");
     let options = RunOptions::default();
     let run = fleet::run(&scenario, &options, std::future::pending());
     tokio::time::timeout(Duration::from_secs(90), run)

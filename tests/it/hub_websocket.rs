@@ -3,8 +3,6 @@
 
 use crate::common;
 
-use std::path::Path;
-
 use fleetsim::clock::Clock;
 use fleetsim::device::DeviceRegistry;
 use fleetsim::device::adapters::HubRegistry;
@@ -199,7 +197,7 @@ async fn a_websocket_port_of_its_own_still_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_runs_over_websocket() {
     let text = "name: ws\nduration: 6s\ntime_scale: 1s\ntarget:\n  embedded: {}\nfleet:\n  devices: 20\n  arrival_rate: 20/s\n  transport: websocket\ncertificate:\n  validity_days: 4\n  renew_at: 50%\ntelemetry:\n  interval: 1s\n";
-    let scenario = fleetsim::scenario::parse(text, Path::new("ws.yaml")).unwrap();
+    let scenario = crate::common::scenario(text, "ws.yaml");
     let outcome = fleet::run(&scenario, &RunOptions::default(), std::future::pending())
         .await
         .unwrap();

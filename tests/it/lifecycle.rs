@@ -4,7 +4,6 @@
 //! interval log.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use fleetsim::crypto::CertInfo;
@@ -38,8 +37,7 @@ report:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_enrols_connects_renews_and_is_counted_by_the_hub() {
-    let scenario =
-        fleetsim::scenario::parse(SCENARIO, Path::new("lifecycle.yaml")).expect("scenario parses");
+    let scenario = crate::common::scenario(SCENARIO, "lifecycle.yaml");
     let dir = std::env::temp_dir().join(format!("fleetsim-lifecycle-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let hlog = dir.join("report.hlog");

@@ -52,6 +52,7 @@ mod interop_mosquitto;
 mod key_pool;
 mod keys_command;
 mod kubernetes;
+mod lean_session;
 mod lifecycle;
 mod limits;
 mod operator;

@@ -3,8 +3,6 @@
 //! or break-before-make. The swap gap is recorded per swap and no QoS 1 message is lost or
 //! duplicated: what each device sent is exactly what the hub received from it.
 
-use std::path::Path;
-
 use fleetsim::fleet::{self, RunOptions, RunOutcome};
 use fleetsim::metrics::Phase;
 
@@ -37,7 +35,7 @@ thresholds:
 }
 
 async fn run(text: &str) -> RunOutcome {
-    let scenario = fleetsim::scenario::parse(text, Path::new("swap.yaml")).expect("parses");
+    let scenario = crate::common::scenario(text, "swap.yaml");
     fleet::run(&scenario, &RunOptions::default(), std::future::pending())
         .await
         .expect("run completes")

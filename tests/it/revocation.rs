@@ -3,8 +3,6 @@
 //! reconnect; without it the revoked device stays connected and keeps sending, as with the real
 //! IoT Hub, which does not check revocation.
 
-use std::path::Path;
-
 use fleetsim::crypto::sha1_thumbprint;
 use fleetsim::fleet::{self, RunOptions, RunOutcome};
 use fleetsim::iothub::identity::DeviceStatus;
@@ -40,7 +38,7 @@ thresholds:
 }
 
 async fn run(text: &str) -> RunOutcome {
-    let scenario = fleetsim::scenario::parse(text, Path::new("revocation.yaml")).expect("parses");
+    let scenario = crate::common::scenario(text, "revocation.yaml");
     fleet::run(&scenario, &RunOptions::default(), std::future::pending())
         .await
         .expect("run completes")

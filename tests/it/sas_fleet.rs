@@ -49,7 +49,7 @@ report:
 }
 
 async fn run(text: &str) -> RunOutcome {
-    let scenario = fleetsim::scenario::parse(text, Path::new("sas.yaml")).expect("parses");
+    let scenario = crate::common::scenario(text, "sas.yaml");
     fleet::run(&scenario, &RunOptions::default(), std::future::pending())
         .await
         .expect("run completes")

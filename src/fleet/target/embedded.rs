@@ -19,7 +19,7 @@ use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::iothub::service::ServiceClient;
 use crate::metrics::Recorder;
 use crate::scenario::{
-    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, Provisioning, Scenario,
+    DeviceTransportKind, EmbeddedTarget, IssuingCaChoice, Provisioning, Scenario, TransportImpl,
 };
 
 use super::clients::{AMQP_TIMEOUT, C2dTarget, Clients, endpoint};
@@ -217,6 +217,7 @@ fn embedded_transport(
         ),
         trust,
     );
+    transport.use_lean(scenario.fleet.transport_impl == TransportImpl::Lean);
     if !websocket {
         transport.spread_over(
             emulators

@@ -15,7 +15,9 @@ use crate::iothub::mqtt::MqttTransport;
 use crate::iothub::registry::{RegistryAuth, RegistryClient};
 use crate::iothub::service::ServiceClient;
 use crate::metrics::Recorder;
-use crate::scenario::{DeviceTransportKind, Provisioning, RemoteHub, RemoteTarget, Scenario, Span};
+use crate::scenario::{
+    DeviceTransportKind, Provisioning, RemoteHub, RemoteTarget, Scenario, Span, TransportImpl,
+};
 
 use super::clients::{AMQP_TIMEOUT, C2dTarget, Clients, endpoint};
 
@@ -243,10 +245,9 @@ fn remote_transport(
         false => hub.mqtt_port,
     };
     let address = hub.address.clone().unwrap_or_else(|| host_name.clone());
-    Ok(MqttTransport::new(
-        endpoint(address, port, host_name, websocket),
-        trust,
-    ))
+    let mut transport = MqttTransport::new(endpoint(address, port, host_name, websocket), trust);
+    transport.use_lean(scenario.fleet.transport_impl == TransportImpl::Lean);
+    Ok(transport)
 }
 
 /// A real hub's AMQP endpoint (`{host}:5671`), trusted through the system's roots and `roots`.

@@ -80,6 +80,17 @@ impl BrokerSession {
         self.stream.flush().await.unwrap();
     }
 
+    /// Sends `bytes` as they are: what no codec would write (truncated, oversize, malformed).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Ends the connection (TLS close_notify, then the TCP close).
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
     /// The next packet from the client, or `None` when it has closed (10 s at most).
     pub async fn recv(&mut self) -> Option<Packet> {
         let read = async {

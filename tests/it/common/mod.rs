@@ -98,7 +98,7 @@ pub fn transport_over(e: &Emulators, websocket: bool) -> MqttTransport {
     };
     let mut roots = rustls::RootCertStore::empty();
     roots.add(e.tls_root.clone()).expect("root");
-    MqttTransport::new(
+    let mut transport = MqttTransport::new(
         MqttEndpoint {
             host: addr.ip().to_string(),
             port: addr.port(),
@@ -109,7 +109,27 @@ pub fn transport_over(e: &Emulators, websocket: bool) -> MqttTransport {
             websocket,
         },
         roots,
-    )
+    );
+    transport.use_lean(lean_requested());
+    transport
+}
+
+/// Whether `FLEETSIM_TRANSPORT_IMPL=lean` asks the tests to run their devices on the lean
+/// session (`fleet.transport_impl: lean`) instead of the default, so the transport tests can
+/// be run on both: `FLEETSIM_TRANSPORT_IMPL=lean cargo test --test it hub_`.
+pub fn lean_requested() -> bool {
+    std::env::var("FLEETSIM_TRANSPORT_IMPL").is_ok_and(|v| v == "lean")
+}
+
+/// Parses a test's scenario text, its devices on the lean session when
+/// [`lean_requested`] (unless the text chooses itself).
+pub fn scenario(text: &str, path: &str) -> fleetsim::scenario::Scenario {
+    let mut scenario =
+        fleetsim::scenario::parse(text, std::path::Path::new(path)).expect("scenario parses");
+    if lean_requested() && !text.contains("transport_impl") {
+        scenario.fleet.transport_impl = fleetsim::scenario::TransportImpl::Lean;
+    }
+    scenario
 }
 
 /// A key and a certificate for `id` from the emulated EZCA (domain registered first).
