@@ -115,12 +115,12 @@ impl IdPattern {
         Ok(IdPattern(s.to_string()))
     }
 
-    /// The id of device `index`; `uuid` is that device's seeded UUID.
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The id of device `index`; `uuid` is that device's seeded UUID.
     pub fn render(&self, index: u64, uuid: &uuid::Uuid) -> String {
         let mut out = String::with_capacity(self.0.len() + 36);
         let mut rest = self.0.as_str();
