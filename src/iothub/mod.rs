@@ -18,6 +18,7 @@ pub mod mqtt;
 pub mod quotas;
 pub mod registry;
 mod rest;
+mod rumqttc_session;
 pub mod sas;
 pub mod service;
 mod tls;
