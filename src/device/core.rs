@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backends::{Backends, FailureClass, Issued, ServiceError};
+use super::backends::{Backends, DeviceSession, FailureClass, Issued, ServiceError};
 use super::backoff::Backoff;
 use super::behaviour::CloudBehaviour;
 use super::control::Inbox;
@@ -106,6 +106,45 @@ pub struct Services<B: Backends> {
 
 /// How many of its latest certificate serials a device's report keeps.
 pub const SERIALS_KEPT: usize = 16;
+
+/// How long a make-before-break swap waits for the hub to drop the old session once the new one
+/// is up.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the session `connect` makes while `old` is up, then closes `old` (make-before-break,
+/// for a certificate or a SAS-token swap): the new session and the time the device had neither.
+pub(super) async fn make_before_break<S: DeviceSession>(
+    mut old: S,
+    connect: impl Future<Output = Result<S, Stop>>,
+) -> Result<(S, Duration), Stop> {
+    let mut closed_at = None;
+    tokio::pin!(connect);
+    let result = loop {
+        tokio::select! {
+            r = &mut connect => break r,
+            _ = old.closed(), if closed_at.is_none() => closed_at = Some(Instant::now()),
+        }
+    };
+    let new = match result {
+        Ok(s) => s,
+        Err(stop) => {
+            old.close().await;
+            return Err(stop);
+        }
+    };
+    let ready = Instant::now();
+    if closed_at.is_none() {
+        // The hub takes the old session over as it accepts the new one; the drop may reach us
+        // just after CONNACK, when there is no gap.
+        closed_at = tokio::time::timeout(TAKEOVER_WAIT, old.closed())
+            .await
+            .ok()
+            .map(|_| ready);
+    }
+    old.close().await;
+    let gap = closed_at.map_or(Duration::ZERO, |c| ready.saturating_duration_since(c));
+    Ok((new, gap))
+}
 
 /// How long a stopping device still waits for the answer to a request in flight
 /// ([`Device::answer_of`]); the fleet's drain allows 15 s.

@@ -20,13 +20,10 @@ use tokio::time::Instant;
 use super::backends::{
     Backends, CertificateAuthority, DeviceSession, Issued, ServiceError, Session,
 };
-use super::core::{Device, Stop, local_failure};
+use super::core::{Device, Stop, local_failure, make_before_break};
 use crate::crypto::DeviceKey;
 use crate::metrics::{DeviceState, Outcome, Phase};
 use crate::scenario::Swap;
-
-/// How long make-before-break waits, once the new session is up, for the hub to drop the old.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// When the device next tries to renew its current certificate, when it stops trying, and when
 /// the certificate expires (`None` once renewal is off, e.g. after revocation).
@@ -218,7 +215,9 @@ impl<B: Backends> Device<'_, B> {
                 let new = self.connect(Phase::MqttReconnect, key, issued).await?;
                 (new, t0.elapsed())
             }
-            Swap::MakeBeforeBreak => self.make_before_break(old, key, issued).await?,
+            Swap::MakeBeforeBreak => {
+                make_before_break(old, self.connect(Phase::MqttReconnect, key, issued)).await?
+            }
         };
         let now = Instant::now();
         self.services
@@ -226,47 +225,5 @@ impl<B: Backends> Device<'_, B> {
             .record(Phase::SwapGap, Outcome::Ok, now - gap, now);
         self.report.swaps += 1;
         Ok(session)
-    }
-
-    /// Connects with the new certificate while `old` is up, then closes `old`: the new session
-    /// and the time the device had neither.
-    async fn make_before_break(
-        &mut self,
-        mut old: Session<B>,
-        key: &DeviceKey,
-        issued: &Issued,
-    ) -> Result<(Session<B>, Duration), Stop> {
-        let mut closed_at = None;
-        let result = {
-            let connect = self.connect(Phase::MqttReconnect, key, issued);
-            tokio::pin!(connect);
-            loop {
-                tokio::select! {
-                    r = &mut connect => break r,
-                    _ = old.closed(), if closed_at.is_none() => {
-                        closed_at = Some(Instant::now());
-                    }
-                }
-            }
-        };
-        let new = match result {
-            Ok(s) => s,
-            Err(stop) => {
-                old.close().await;
-                return Err(stop);
-            }
-        };
-        let ready = Instant::now();
-        if closed_at.is_none() {
-            // The hub takes the old session over as it accepts the new one; the drop may reach
-            // us just after CONNACK, when there is no gap.
-            closed_at = tokio::time::timeout(TAKEOVER_WAIT, old.closed())
-                .await
-                .ok()
-                .map(|_| ready);
-        }
-        old.close().await;
-        let gap = closed_at.map_or(Duration::ZERO, |c| ready.saturating_duration_since(c));
-        Ok((new, gap))
     }
 }

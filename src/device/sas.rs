@@ -24,15 +24,12 @@ use super::backends::{
     Backends, DeviceRegistry, DeviceSession, DeviceTransport, Incoming, Session,
 };
 use super::control::Command;
-use super::core::{Device, Stop, local_failure};
+use super::core::{Device, Stop, local_failure, make_before_break};
 use super::sas_hub::{SasPolicy, derived_key};
 use super::telemetry::{Sent, Telemetry};
 use crate::metrics::auth_gauge::AuthType;
 use crate::metrics::{DeviceState, Outcome, Phase};
 use crate::scenario::Swap;
-
-/// How long make-before-break waits, once the new session is up, for the hub to drop the old.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 
 /// A SAS device's live session: the session, the key it signs with, when to renew its token.
 struct SasOnline<S> {
@@ -213,7 +210,10 @@ impl<B: Backends> Device<'_, B> {
                     .await
                     .map(|s| (s, start.elapsed()))
             }
-            Swap::MakeBeforeBreak => self.make_before_break_sas(session, &key, policy).await,
+            Swap::MakeBeforeBreak => {
+                let connect = self.connect_sas(Phase::MqttReconnect, &key, policy);
+                make_before_break(session, connect).await
+            }
         };
         let end = Instant::now();
         let recorder = &self.services.recorder;
@@ -232,45 +232,6 @@ impl<B: Backends> Device<'_, B> {
             key,
             renew_at: self.renewal_point(policy),
         })
-    }
-
-    /// Connects with a new token while `old` is up, then closes `old`: the new session and the
-    /// time the device had neither.
-    async fn make_before_break_sas(
-        &mut self,
-        mut old: Session<B>,
-        key: &str,
-        policy: &SasPolicy,
-    ) -> Result<(Session<B>, Duration), Stop> {
-        let mut closed_at = None;
-        let result = {
-            let connect = self.connect_sas(Phase::MqttReconnect, key, policy);
-            tokio::pin!(connect);
-            loop {
-                tokio::select! {
-                    r = &mut connect => break r,
-                    _ = old.closed(), if closed_at.is_none() => closed_at = Some(Instant::now()),
-                }
-            }
-        };
-        let new = match result {
-            Ok(s) => s,
-            Err(stop) => {
-                old.close().await;
-                return Err(stop);
-            }
-        };
-        let ready = Instant::now();
-        if closed_at.is_none() {
-            // The hub takes the old session over as it accepts the new one.
-            closed_at = tokio::time::timeout(TAKEOVER_WAIT, old.closed())
-                .await
-                .ok()
-                .map(|_| ready);
-        }
-        old.close().await;
-        let gap = closed_at.map_or(Duration::ZERO, |c| ready.saturating_duration_since(c));
-        Ok((new, gap))
     }
 
     /// The migration to a certificate, then the life of an X.509 device.
