@@ -63,7 +63,7 @@ pub fn shrink(scenario: &Scenario, limits: Shrink) -> Result<(Scenario, Option<S
     shrink_devices(&mut s, f);
     shrink_time(&mut s, g);
     scale_rates(&mut s, f / g);
-    super::validate(&s)
+    super::validate::scenario(&s)
         .map_err(|(_, message)| format!("the smoke form is not valid: {message}"))?;
     let note = format!(
         "smoke form: {} of {devices} devices, {:.1}s of {:.1}s (times x{g:.3}, arrival rates x{:.3})",
