@@ -129,7 +129,7 @@ pub fn verify(
     resource_prefix: &str,
     now: u64,
 ) -> Result<(), SasRefusal> {
-    if token.expiry + 300 < now {
+    if token.expiry.saturating_add(300) < now {
         return Err(SasRefusal::Expired);
     }
     let expected = signature(&token.raw_sr, &token.expiry.to_string(), key_b64)
@@ -187,6 +187,19 @@ mod tests {
         let parsed = parse(&svc).unwrap();
         assert_eq!(parsed.sig, "ILnQV7py+22jTpx9fZzBYBgf7SyPy5wkP1hBmvrlaG0=");
         assert_eq!(parsed.policy.as_deref(), Some("iothubowner"));
+    }
+
+    /// Found by the `sas_token` fuzz target: `se` at u64::MAX overflowed the skew addition
+    /// (a panic with debug assertions). It is a token that never expires, signed or not.
+    #[test]
+    fn an_expiry_at_the_end_of_time_is_checked_without_overflow() {
+        let text = "SharedAccessSignature sr=hub%2Fdevices%2Fd1&sig=a&se=18446744073709551615";
+        let t = parse(text).unwrap();
+        assert_eq!(t.expiry, u64::MAX);
+        assert_eq!(
+            verify(&t, KEY, "hub/devices/d1", 1_000),
+            Err(SasRefusal::BadSignature)
+        );
     }
 
     #[test]

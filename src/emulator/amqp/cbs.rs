@@ -70,15 +70,15 @@ impl Grants {
     pub fn covers(&self, resource: &str, now: u64) -> bool {
         self.0
             .iter()
-            .any(|(r, expiry)| *expiry + 300 >= now && covers(r, resource))
+            .any(|(r, expiry)| expiry.saturating_add(300) >= now && covers(r, resource))
     }
 
     /// [`Grants::covers`] for the Event Hub-compatible endpoint, whose paths compare ignoring
     /// case.
     pub fn covers_entity(&self, resource: &str, now: u64) -> bool {
-        self.0
-            .iter()
-            .any(|(r, expiry)| *expiry + 300 >= now && covers_ignoring_case(r, resource))
+        self.0.iter().any(|(r, expiry)| {
+            expiry.saturating_add(300) >= now && covers_ignoring_case(r, resource)
+        })
     }
 }
 
@@ -112,7 +112,7 @@ pub fn check_token(
     // Event Hubs (and so azure-eventhub) sign with the key's text as the HMAC key, where IoT Hub
     // decodes it from base64 first: the Event Hub-compatible endpoint accepts both.
     if last == SasRefusal::BadSignature && keys().any(|k| service_bus_signature_ok(&parsed, k)) {
-        if parsed.expiry + 300 < now {
+        if parsed.expiry.saturating_add(300) < now {
             return Err(SasRefusal::Expired.to_string());
         }
         if !covers(&parsed.resource, audience) {
